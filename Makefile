@@ -1,0 +1,123 @@
+# calsync -- bi-directional calendar sync engine.
+#
+#   make            build build/calsync
+#   make run        deps + build + serve on the embedded defaults
+#   make test       deps + every test suite (unit, sanitizers, specs, e2e)
+#   make deps       install the missing Debian packages (idempotent)
+#   make asan       ASan+UBSan build in build/asan/calsync
+#   make spec       busted specs of the shipped policies
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PKG_CONFIG ?= pkg-config
+
+PKGS    := lua5.4 lua5.4-cjson libcurl libmicrohttpd sqlite3 libcrypto
+# pkg-config is only asked when a target needs it, so `make deps` runs on a
+# machine that has none of the libraries yet.
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS   = $(shell $(PKG_CONFIG) --libs $(PKGS))
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Isrc -Ibuild/gen $(PKG_CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
+
+SRC     := $(wildcard src/*.c)
+LUA_SRC := $(sort $(wildcard lua/calsync/*.lua))
+HDR     := $(wildcard src/*.h)
+
+OBJ       := $(SRC:src/%.c=build/obj/%.o) build/obj/lua_bundle.o
+ASAN_OBJ  := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/lua_bundle.o
+LIB_OBJ   := $(filter-out build/obj/main.o,$(OBJ))
+ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
+
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
+
+.PHONY: all run test deps asan spec unit e2e install clean bench soak fuzz check-deps
+
+all: build/calsync
+
+build/tools/bundle: tools/bundle.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O1 -Wall -Wextra -Werror -o $@ $<
+
+build/gen/lua_bundle.c: build/tools/bundle $(LUA_SRC)
+	@mkdir -p $(dir $@)
+	build/tools/bundle $@ $(LUA_SRC)
+
+build/gen/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define CALSYNC_VERSION "$(VERSION)"' > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+FORCE:
+
+build/obj/%.o: src/%.c $(HDR) build/gen/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+build/obj/lua_bundle.o: build/gen/lua_bundle.c src/bundle.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+build/calsync: $(OBJ)
+	$(CC) $(CFLAGS) -o $@ $(OBJ) $(LDLIBS_ALL)
+
+# ---- sanitizer build -------------------------------------------------------
+asan: build/asan/calsync
+
+build/asan/obj/%.o: src/%.c $(HDR) build/gen/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) -c -o $@ $<
+
+build/asan/obj/lua_bundle.o: build/gen/lua_bundle.c src/bundle.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) -c -o $@ $<
+
+build/asan/calsync: $(ASAN_OBJ)
+	$(CC) $(SAN_FLAGS) -o $@ $(ASAN_OBJ) $(LDLIBS_ALL)
+
+# ---- tests -----------------------------------------------------------------
+build/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
+
+build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
+
+deps:
+	@sh tools/deps.sh
+
+unit: build/calsync $(UNIT_BIN) $(ASAN_UNIT_BIN)
+
+spec:
+	@sh tools/deps.sh --quiet
+	lua5.4 /usr/bin/busted
+
+# The order matters only for speed: cheap suites first.
+test: deps
+	$(MAKE) all asan unit
+	sh tests/run_all.sh
+
+e2e: all asan
+	sh tests/run_all.sh e2e
+
+run: deps
+	$(MAKE) all
+	./build/calsync serve $(if $(CONFIG),-c $(CONFIG))
+
+install: build/calsync
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/calsync/policies
+	install -m 0755 build/calsync $(DESTDIR)$(PREFIX)/bin/calsync
+	install -m 0644 policies/*.lua $(DESTDIR)$(PREFIX)/share/calsync/policies/
+
+clean:
+	rm -rf build

@@ -1,0 +1,4 @@
+-- The calsync module offered to policies (require "calsync").
+local M = {}
+
+return M

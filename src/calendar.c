@@ -1,0 +1,235 @@
+/* calendar.c -- credential and calendar rows and their JSON views. */
+#include "calendar.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int credential_insert(struct store_conn *c, const char *provider,
+                      const char *refresh_token, const char *access_token,
+                      int64_t expires_at_ms, int64_t *id_out,
+                      struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT INTO credentials (provider, refresh_token, access_token,"
+        " expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, provider, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, refresh_token, -1, SQLITE_STATIC);
+    if (access_token)
+        sqlite3_bind_text(st, 3, access_token, -1, SQLITE_STATIC);
+    if (expires_at_ms > 0)
+        sqlite3_bind_int64(st, 4, expires_at_ms);
+    sqlite3_bind_int64(st, 5, time_now_ms());
+    if (store_exec(c, st, err))
+        return -1;
+    *id_out = sqlite3_last_insert_rowid(store_db(c));
+    return 0;
+}
+
+int credential_exists(struct store_conn *c, int64_t id, struct cs_err *err)
+{
+    static const char sql[] = "SELECT 1 FROM credentials WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+}
+
+int calendar_upsert(struct store_conn *c, int64_t credential_id,
+                    const char *external_id, const char *policy,
+                    const char *settings_json, int64_t *id_out, int *created,
+                    struct cs_err *err)
+{
+    static const char find_sql[] =
+        "SELECT id, state FROM calendars WHERE credential_id = ?1 AND external_id = ?2";
+    static const char ins_sql[] =
+        "INSERT INTO calendars (credential_id, external_id, policy, settings,"
+        " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)";
+    static const char revive_sql[] =
+        "UPDATE calendars SET state = 'syncing', state_reason = NULL,"
+        " updated_at = ?2 WHERE id = ?1";
+    int64_t now = time_now_ms();
+    sqlite3_stmt *st = store_stmt(c, find_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, credential_id);
+    sqlite3_bind_text(st, 2, external_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id_out = sqlite3_column_int64(st, 0);
+        int stopped = strcmp(store_col_text(st, 1), "stopped") == 0;
+        sqlite3_reset(st);
+        *created = 0;
+        if (stopped) {
+            sqlite3_stmt *u = store_stmt(c, revive_sql, err);
+            if (!u)
+                return -1;
+            sqlite3_bind_int64(u, 1, *id_out);
+            sqlite3_bind_int64(u, 2, now);
+            return store_exec(c, u, err);
+        }
+        return 0;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    st = store_stmt(c, ins_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, credential_id);
+    sqlite3_bind_text(st, 2, external_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, policy, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, settings_json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, now);
+    if (store_exec(c, st, err))
+        return -1;
+    *id_out = sqlite3_last_insert_rowid(store_db(c));
+    *created = 1;
+    return 0;
+}
+
+#define CAL_COLS                                                              \
+    "c.id, c.credential_id, c.external_id, c.policy, c.settings, c.state,"    \
+    " c.last_synced_at, ch.id, ch.resource_id, ch.expiration, ch.state"
+#define CAL_FROM                                                              \
+    " FROM calendars c LEFT JOIN channels ch ON ch.id = ("                    \
+    "   SELECT id FROM channels WHERE calendar_id = c.id AND state = 'live'"  \
+    "   ORDER BY expiration DESC LIMIT 1)"
+
+static void row_json(sqlite3_stmt *st, struct buf *out)
+{
+    char ts[TIME_RFC3339_MAX];
+    buf_printf(out, "{\"id\":%lld,\"credential_id\":%lld,\"external_id\":",
+               (long long)sqlite3_column_int64(st, 0),
+               (long long)sqlite3_column_int64(st, 1));
+    buf_json_strz(out, store_col_text(st, 2));
+    buf_puts(out, ",\"policy\":");
+    buf_json_strz(out, store_col_text(st, 3));
+    buf_puts(out, ",\"settings\":");
+    buf_puts(out, store_col_text(st, 4)); /* stored as encoded JSON */
+    buf_puts(out, ",\"state\":");
+    buf_json_strz(out, store_col_text(st, 5));
+    buf_puts(out, ",\"last_synced_at\":");
+    if (sqlite3_column_type(st, 6) == SQLITE_NULL) {
+        buf_puts(out, "null");
+    } else {
+        time_format_rfc3339(sqlite3_column_int64(st, 6), ts);
+        buf_json_strz(out, ts);
+    }
+    buf_puts(out, ",\"channel\":");
+    if (sqlite3_column_type(st, 7) == SQLITE_NULL) {
+        buf_puts(out, "null");
+    } else {
+        buf_puts(out, "{\"id\":");
+        buf_json_strz(out, store_col_text(st, 7));
+        buf_puts(out, ",\"resource_id\":");
+        buf_json_strz(out, store_col_text(st, 8));
+        buf_puts(out, ",\"expiration\":");
+        if (sqlite3_column_type(st, 9) == SQLITE_NULL) {
+            buf_puts(out, "null");
+        } else {
+            time_format_rfc3339(sqlite3_column_int64(st, 9), ts);
+            buf_json_strz(out, ts);
+        }
+        buf_puts(out, ",\"state\":");
+        buf_json_strz(out, store_col_text(st, 10));
+        buf_puts(out, "}");
+    }
+    buf_puts(out, "}");
+}
+
+int calendar_json(struct store_conn *c, int64_t id, struct buf *out,
+                  struct cs_err *err)
+{
+    static const char sql[] = "SELECT " CAL_COLS CAL_FROM " WHERE c.id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        row_json(st, out);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+}
+
+int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
+                       struct buf *out, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT " CAL_COLS CAL_FROM " WHERE c.id > ?1 ORDER BY c.id LIMIT ?2";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, after_id);
+    sqlite3_bind_int(st, 2, limit + 1);
+    buf_puts(out, "{\"calendars\":[");
+    int n = 0, rc;
+    int64_t last = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == limit)
+            break;
+        if (n++)
+            buf_puts(out, ",");
+        last = sqlite3_column_int64(st, 0);
+        row_json(st, out);
+    }
+    int more = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    if (more)
+        buf_printf(out, "],\"next_cursor\":\"%lld\"}", (long long)last);
+    else
+        buf_puts(out, "],\"next_cursor\":null}");
+    return 0;
+}
+
+int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
+                   struct cs_err *err)
+{
+    static const char sql[] = "SELECT state FROM calendars WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        snprintf(state, cap, "%s", store_col_text(st, 0));
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+}
+
+int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
+                       const char *reason, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE calendars SET state = ?2, state_reason = ?3, updated_at = ?4"
+        " WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    if (reason)
+        sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, time_now_ms());
+    return store_exec(c, st, err);
+}

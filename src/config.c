@@ -1,0 +1,542 @@
+/* config.c -- loading the Lua configuration file (DESIGN §3).
+ *
+ * The file runs in a fresh lua_State with no libraries at all: its _ENV is
+ * an empty proxy whose __newindex records the line of every assignment, so
+ * that a wrong key or type can be reported as "file:line: ...". The run is
+ * capped (instructions and bytes) like a policy: a config file is input,
+ * and input is hostile until checked.
+ *
+ * Validation is data-driven: one table of keys per level (top, google,
+ * policy_limits), each with its type and bounds.
+ */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_MAX_BYTES (1 << 20)
+#define CONFIG_MEM_LIMIT (16u << 20)
+#define CONFIG_INSTR_LIMIT 10000000
+#define CONFIG_STR_MAX 4096
+#define CONFIG_MAX_WEBHOOKS 64
+
+enum ktype { K_STR, K_INT, K_TABLE, K_WEBHOOKS, K_LOGLEVEL };
+
+struct key {
+    const char *name;
+    enum ktype type;
+    size_t off;
+    int64_t min, max;          /* K_INT bounds */
+    const struct key *sub;     /* K_TABLE members, NULL-name terminated */
+};
+
+#define F(m) offsetof(struct config, m)
+
+static const struct key google_keys[] = {
+    {"client_id", K_STR, F(google.client_id), 0, 0, NULL},
+    {"client_secret", K_STR, F(google.client_secret), 0, 0, NULL},
+    {"api_base", K_STR, F(google.api_base), 0, 0, NULL},
+    {"token_url", K_STR, F(google.token_url), 0, 0, NULL},
+    {"channel_ttl", K_INT, F(google.channel_ttl), 1, 10LL * 365 * 86400, NULL},
+    {"renew_before", K_INT, F(google.renew_before), 0, 10LL * 365 * 86400, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static const struct key limit_keys[] = {
+    {"instructions", K_INT, F(policy_limits.instructions), 1000, 1000000000000LL, NULL},
+    {"memory", K_INT, F(policy_limits.memory), 65536, 1LL << 34, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static const struct key top_keys[] = {
+    {"listen", K_STR, F(listen), 0, 0, NULL},
+    {"database", K_STR, F(database), 0, 0, NULL},
+    {"policies", K_STR, F(policies), 0, 0, NULL},
+    {"public_url", K_STR, F(public_url), 0, 0, NULL},
+    {"api_token", K_STR, F(api_token), 0, 0, NULL},
+    {"poll_interval", K_INT, F(poll_interval), 1, 30LL * 86400, NULL},
+    {"workers", K_INT, 0, 1, 256, NULL}, /* int, stored specially */
+    {"log_level", K_LOGLEVEL, 0, 0, 0, NULL},
+    {"google", K_TABLE, 0, 0, 0, google_keys},
+    {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
+    {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static char **str_at(struct config *cfg, size_t off)
+{
+    return (char **)((char *)cfg + off);
+}
+
+static int set_str(char **slot, const char *v)
+{
+    char *d = strdup(v);
+    if (!d)
+        return -1;
+    free(*slot);
+    *slot = d;
+    return 0;
+}
+
+int config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->poll_interval = 600;
+    cfg->workers = 4;
+    cfg->log_level = LOG_INFO;
+    cfg->google.channel_ttl = 604800;
+    cfg->google.renew_before = 86400;
+    cfg->policy_limits.instructions = 1000000;
+    cfg->policy_limits.memory = 16LL << 20;
+    if (set_str(&cfg->listen, "127.0.0.1:8080") ||
+        set_str(&cfg->database, "calsync.db") ||
+        set_str(&cfg->policies, "policies") ||
+        set_str(&cfg->public_url, "http://127.0.0.1:8080") ||
+        set_str(&cfg->google.client_id, "") ||
+        set_str(&cfg->google.client_secret, "") ||
+        set_str(&cfg->google.api_base, "https://www.googleapis.com/calendar/v3") ||
+        set_str(&cfg->google.token_url, "https://oauth2.googleapis.com/token")) {
+        config_free(cfg);
+        return -1;
+    }
+    strcpy(cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8080;
+    return 0;
+}
+
+void config_free(struct config *cfg)
+{
+    free(cfg->listen);
+    free(cfg->database);
+    free(cfg->policies);
+    free(cfg->public_url);
+    free(cfg->api_token);
+    free(cfg->google.client_id);
+    free(cfg->google.client_secret);
+    free(cfg->google.api_base);
+    free(cfg->google.token_url);
+    for (int i = 0; i < cfg->n_webhooks; i++) {
+        free(cfg->webhooks[i].url);
+        free(cfg->webhooks[i].secret);
+    }
+    free(cfg->webhooks);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* ------------------------------------------------------- the Lua sandbox */
+
+struct cfg_alloc {
+    size_t used, limit;
+};
+
+static void *cfg_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct cfg_alloc *a = ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        a->used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && a->used - osize + nsize > a->limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p)
+        a->used = a->used - osize + nsize;
+    return p;
+}
+
+static void cfg_count_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    luaL_error(L, "configuration ran too long (instruction limit)");
+}
+
+/* _ENV.__newindex: remember the line, store in the value table. */
+static int env_newindex(lua_State *L)
+{
+    lua_Debug ar;
+    int line = 0;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar))
+        line = ar.currentline;
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, line);
+    lua_rawset(L, lua_upvalueindex(2)); /* lines[k] = line */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, lua_upvalueindex(1)); /* values[k] = v */
+    return 0;
+}
+
+static int env_index(lua_State *L)
+{
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+/* ------------------------------------------------------------ validation */
+
+struct vctx {
+    lua_State *L;
+    struct config *cfg;
+    const char *name;   /* chunk name for messages */
+    int lines;          /* stack index of the lines table */
+    struct cs_err *err;
+};
+
+static int key_line(struct vctx *v, const char *top)
+{
+    lua_getfield(v->L, v->lines, top);
+    int line = (int)lua_tointeger(v->L, -1);
+    lua_pop(v->L, 1);
+    return line;
+}
+
+static int verr(struct vctx *v, const char *top, const char *path,
+                const char *what)
+{
+    int line = key_line(v, top);
+    if (line > 0)
+        return cs_err_set(v->err, "%s:%d: %s '%s'", v->name, line, what, path);
+    return cs_err_set(v->err, "%s: %s '%s'", v->name, what, path);
+}
+
+static const char *type_word(enum ktype t)
+{
+    switch (t) {
+    case K_STR: case K_LOGLEVEL: return "a string";
+    case K_INT: return "an integer";
+    case K_TABLE: return "a table";
+    case K_WEBHOOKS: return "a list of { url = ..., secret = ... }";
+    }
+    return "?";
+}
+
+/* Reads a string at stack top into *slot; validates length and NULs. */
+static int take_string(struct vctx *v, const char *top, const char *path,
+                       char **slot)
+{
+    size_t n;
+    const char *s = lua_tolstring(v->L, -1, &n);
+    if (n > CONFIG_STR_MAX || strlen(s) != n)
+        return verr(v, top, path, "string too long or holding NUL bytes:");
+    if (set_str(slot, s))
+        return cs_err_set(v->err, "%s: out of memory", v->name);
+    return 0;
+}
+
+static int check_value(struct vctx *v, const struct key *k, const char *top,
+                       const char *path);
+
+/* Table at stack top: every key must be a known member. */
+static int check_table(struct vctx *v, const struct key *members,
+                       const char *top, const char *path)
+{
+    lua_State *L = v->L;
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        char sub[256];
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return verr(v, top, path, "non-string key in");
+        }
+        const char *kname = lua_tostring(L, -2);
+        snprintf(sub, sizeof sub, "%s.%s", path, kname);
+        const struct key *k = members;
+        while (k->name && strcmp(k->name, kname) != 0)
+            k++;
+        if (!k->name) {
+            lua_pop(L, 2);
+            return verr(v, top, sub, "unknown key");
+        }
+        if (check_value(v, k, top, sub)) {
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int check_webhooks(struct vctx *v, const char *top, const char *path)
+{
+    lua_State *L = v->L;
+    int t = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+    int count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) { /* every key must be 1..n */
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
+            lua_tointeger(L, -1) > n) {
+            lua_pop(L, 1);
+            return verr(v, top, path, "must be a list (array) of tables:");
+        }
+        count++;
+    }
+    if (count > CONFIG_MAX_WEBHOOKS)
+        return verr(v, top, path, "too many subscribers (max 64) in");
+    struct config_webhook *w = calloc((size_t)count + 1, sizeof *w);
+    if (!w)
+        return cs_err_set(v->err, "%s: out of memory", v->name);
+    for (int i = 0; i < v->cfg->n_webhooks; i++) {
+        free(v->cfg->webhooks[i].url);
+        free(v->cfg->webhooks[i].secret);
+    }
+    free(v->cfg->webhooks);
+    v->cfg->webhooks = w;
+    v->cfg->n_webhooks = count;
+    for (int i = 1; i <= count; i++) {
+        char sub[256];
+        lua_rawgeti(L, t, i);
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            return verr(v, top, sub, "must be a table { url = ..., secret = ... }:");
+        }
+        int e = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, e)) {
+            const char *kn = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            char kp[300];
+            snprintf(kp, sizeof kp, "%s.%s", sub, kn ? kn : "?");
+            char **slot = NULL;
+            if (kn && strcmp(kn, "url") == 0)
+                slot = &w[i - 1].url;
+            else if (kn && strcmp(kn, "secret") == 0)
+                slot = &w[i - 1].secret;
+            if (!slot) {
+                lua_pop(L, 3);
+                return verr(v, top, kp, "unknown key");
+            }
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                lua_pop(L, 3);
+                return verr(v, top, kp, "must be a string:");
+            }
+            if (take_string(v, top, kp, slot)) {
+                lua_pop(L, 3);
+                return -1;
+            }
+            lua_pop(L, 1);
+        }
+        if (!w[i - 1].url || (strncmp(w[i - 1].url, "http://", 7) != 0 &&
+                              strncmp(w[i - 1].url, "https://", 8) != 0)) {
+            lua_pop(L, 1);
+            return verr(v, top, sub, "needs url = \"http(s)://...\" in");
+        }
+        if (!w[i - 1].secret || !*w[i - 1].secret) {
+            lua_pop(L, 1);
+            return verr(v, top, sub, "needs a non-empty secret in");
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* Value at stack top for key k. */
+static int check_value(struct vctx *v, const struct key *k, const char *top,
+                       const char *path)
+{
+    lua_State *L = v->L;
+    int t = lua_type(L, -1);
+    char what[96];
+    snprintf(what, sizeof what, "must be %s:", type_word(k->type));
+    switch (k->type) {
+    case K_STR:
+    case K_LOGLEVEL:
+        if (t != LUA_TSTRING)
+            return verr(v, top, path, what);
+        if (k->type == K_LOGLEVEL) {
+            if (log_level_parse(lua_tostring(L, -1), &v->cfg->log_level))
+                return verr(v, top, path,
+                            "must be \"debug\", \"info\", \"warn\" or \"error\":");
+            return 0;
+        }
+        return take_string(v, top, path, str_at(v->cfg, k->off));
+    case K_INT: {
+        if (t != LUA_TNUMBER)
+            return verr(v, top, path, what);
+        lua_Integer iv;
+        if (lua_isinteger(L, -1)) {
+            iv = lua_tointeger(L, -1);
+        } else {
+            lua_Number d = lua_tonumber(L, -1);
+            if (!lua_numbertointeger(d, &iv) || (lua_Number)iv != d)
+                return verr(v, top, path, what);
+        }
+        if (iv < k->min || iv > k->max) {
+            char range[96];
+            snprintf(range, sizeof range, "out of range [%lld, %lld]:",
+                     (long long)k->min, (long long)k->max);
+            return verr(v, top, path, range);
+        }
+        if (strcmp(k->name, "workers") == 0)
+            v->cfg->workers = (int)iv;
+        else
+            *(int64_t *)((char *)v->cfg + k->off) = iv;
+        return 0;
+    }
+    case K_TABLE:
+        if (t != LUA_TTABLE)
+            return verr(v, top, path, what);
+        return check_table(v, k->sub, top, path);
+    case K_WEBHOOKS:
+        if (t != LUA_TTABLE)
+            return verr(v, top, path, what);
+        return check_webhooks(v, top, path);
+    }
+    return -1;
+}
+
+static int check_listen(struct config *cfg, struct cs_err *err, const char *name)
+{
+    const char *colon = strrchr(cfg->listen, ':');
+    int64_t port;
+    size_t hl = colon ? (size_t)(colon - cfg->listen) : 0;
+    if (!colon || hl == 0 || hl >= sizeof cfg->listen_host ||
+        parse_i64(colon + 1, &port) || port < 0 || port > 65535)
+        return cs_err_set(err, "%s: 'listen' must be \"host:port\", got \"%s\"",
+                          name, cfg->listen);
+    memcpy(cfg->listen_host, cfg->listen, hl);
+    cfg->listen_host[hl] = '\0';
+    if (strcmp(cfg->listen_host, "localhost") == 0)
+        strcpy(cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+static int check_url(const char *u)
+{
+    return u && (strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0)
+               ? 0 : -1;
+}
+
+int config_load_string(struct config *cfg, const char *name, const char *src,
+                       size_t len, struct cs_err *err)
+{
+    struct cfg_alloc a = {0, CONFIG_MEM_LIMIT};
+    lua_State *L = NULL;
+    int rc = -1;
+    char chunk[300];
+
+    if (config_defaults(cfg))
+        return cs_err_set(err, "%s: out of memory", name);
+    if (len > CONFIG_MAX_BYTES) {
+        cs_err_set(err, "%s: file larger than 1 MiB", name);
+        goto done;
+    }
+    L = lua_newstate(cfg_alloc_fn, &a);
+    if (!L) {
+        cs_err_set(err, "%s: out of memory", name);
+        goto done;
+    }
+    snprintf(chunk, sizeof chunk, "@%s", name);
+    if (luaL_loadbufferx(L, src, len, chunk, "t") != LUA_OK) {
+        cs_err_set(err, "%s", lua_tostring(L, -1));
+        goto done;
+    }
+    /* values, lines, and the proxy _ENV */
+    lua_newtable(L);                   /* 2: values */
+    lua_newtable(L);                   /* 3: lines */
+    lua_newtable(L);                   /* 4: env */
+    lua_newtable(L);                   /* 5: env metatable */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_pushcclosure(L, env_newindex, 2);
+    lua_setfield(L, 5, "__newindex");
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, env_index, 1);
+    lua_setfield(L, 5, "__index");
+    lua_setmetatable(L, 4);
+    lua_pushvalue(L, 4);
+    if (!lua_setupvalue(L, 1, 1))
+        lua_pop(L, 1);
+    lua_pop(L, 1);                     /* env stays reachable via chunk */
+    lua_pushvalue(L, 1);               /* call a copy */
+    lua_sethook(L, cfg_count_hook, LUA_MASKCOUNT, CONFIG_INSTR_LIMIT);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        cs_err_set(err, "%s", m ? m : "configuration raised a non-string error");
+        goto done;
+    }
+    lua_sethook(L, NULL, 0, 0);
+
+    struct vctx v = {L, cfg, name, 3, err};
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            cs_err_set(err, "%s: non-string global", name);
+            goto done;
+        }
+        const char *kname = lua_tostring(L, -2);
+        const struct key *k = top_keys;
+        while (k->name && strcmp(k->name, kname) != 0)
+            k++;
+        if (!k->name) {
+            verr(&v, kname, kname, "unknown key");
+            goto done;
+        }
+        if (check_value(&v, k, kname, kname))
+            goto done;
+        lua_pop(L, 1);
+    }
+    if (check_listen(cfg, err, name))
+        goto done;
+    if (check_url(cfg->public_url)) {
+        cs_err_set(err, "%s: 'public_url' must start with http:// or https://", name);
+        goto done;
+    }
+    if (check_url(cfg->google.api_base) || check_url(cfg->google.token_url)) {
+        cs_err_set(err, "%s: 'google.api_base' and 'google.token_url' must be http(s) URLs", name);
+        goto done;
+    }
+    if (cfg->api_token && !*cfg->api_token) {
+        cs_err_set(err, "%s: 'api_token' must not be empty (leave it unset for no auth)", name);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (L)
+        lua_close(L);
+    if (rc)
+        config_free(cfg);
+    return rc;
+}
+
+int config_load(struct config *cfg, const char *path, struct cs_err *err)
+{
+    if (!path)
+        return config_defaults(cfg) ? cs_err_set(err, "out of memory") : 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        memset(cfg, 0, sizeof *cfg);
+        return cs_err_set(err, "%s: cannot open: %m", path);
+    }
+    struct buf b;
+    buf_init(&b);
+    char chunk[8192];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b.len + n > CONFIG_MAX_BYTES || buf_append(&b, chunk, n)) {
+            rc = cs_err_set(err, "%s: file larger than 1 MiB", path);
+            break;
+        }
+    }
+    if (!rc && ferror(f))
+        rc = cs_err_set(err, "%s: read error", path);
+    fclose(f);
+    if (rc == 0)
+        rc = config_load_string(cfg, path, b.data ? b.data : "", b.len, err);
+    else
+        memset(cfg, 0, sizeof *cfg);
+    buf_free(&b);
+    return rc;
+}

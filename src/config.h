@@ -1,0 +1,63 @@
+/* config.h -- the configuration of DESIGN §3.
+ *
+ * The file is Lua, run in an empty environment under an instruction and
+ * memory cap; it sets globals. Unknown keys (also inside tables) and values
+ * of the wrong type are errors naming the key and the line that set it.
+ */
+#ifndef CALSYNC_CONFIG_H
+#define CALSYNC_CONFIG_H
+
+#include "log.h"
+#include "util.h"
+
+#include <stdint.h>
+
+struct config_webhook {
+    char *url;
+    char *secret;
+};
+
+struct config {
+    char *listen;        /* "host:port" as given */
+    char listen_host[64];
+    int listen_port;
+    char *database;
+    char *policies;
+    char *public_url;
+    char *api_token;     /* NULL: no auth on /v1 */
+    int64_t poll_interval;
+    int workers;
+    enum log_level log_level;
+    struct {
+        char *client_id;
+        char *client_secret;
+        char *api_base;
+        char *token_url;
+        int64_t channel_ttl;
+        int64_t renew_before;
+    } google;
+    struct config_webhook *webhooks;
+    int n_webhooks;
+    struct {
+        int64_t instructions;
+        int64_t memory;
+    } policy_limits;
+};
+
+/* Fills cfg with the defaults of DESIGN §3. Returns 0, -1 on OOM.
+ * The config owns every string; release with config_free(). */
+int config_defaults(struct config *cfg);
+
+/* Loads the defaults, then the file at path (NULL: defaults only).
+ * Returns 0, or -1 with err holding "FILE:LINE: message" (or "FILE: ...").
+ * On error cfg is left freed-and-empty. */
+int config_load(struct config *cfg, const char *path, struct cs_err *err);
+
+/* Same as config_load for a chunk held in memory; `name` is used in
+ * messages. Exposed for tests and fuzzing. */
+int config_load_string(struct config *cfg, const char *name, const char *src,
+                       size_t len, struct cs_err *err);
+
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,77 @@
+/* service.c -- the serve lifecycle and signal handling.
+ *
+ * Signals are blocked in every thread (the mask is set before any thread
+ * is created, and threads inherit it) and taken synchronously here with
+ * sigwait(), so no handler ever runs in async-signal context: SIGHUP
+ * reloads policies, SIGTERM/SIGINT stop the service in reverse start order.
+ */
+#include "service.h"
+
+#include "api.h"
+#include "http.h"
+#include "log.h"
+#include "policy.h"
+#include "store.h"
+#include "version.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+
+int service_run(const struct config *cfg)
+{
+    struct cs_err err = {{0}};
+    sigset_t set;
+    int sig = 0, rc = 1;
+    int policies_up = 0;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("service.start_failed", "what=curl");
+        return 1;
+    }
+    if (store_init(cfg->database, &err)) {
+        log_error("service.start_failed", "what=store err=%s", log_q(err.msg));
+        goto out;
+    }
+    if (policy_engine_start(cfg, &err)) {
+        log_error("service.start_failed", "what=policies err=%s", log_q(err.msg));
+        goto out;
+    }
+    policies_up = 1;
+    if (http_start(cfg, api_routes(cfg), &err)) {
+        log_error("service.start_failed", "what=http err=%s", log_q(err.msg));
+        goto out;
+    }
+    log_info("service.started", "version=%s listen=%s:%d database=%s policies=%s",
+             CALSYNC_VERSION, cfg->listen_host, http_port(), log_q(cfg->database),
+             log_q(cfg->policies));
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            int failed = policy_reload(NULL);
+            log_info("service.sighup", "policies_failed=%d", failed);
+            continue;
+        }
+        break;
+    }
+    log_info("service.stopping", "signal=%d", sig);
+    http_stop();
+    rc = 0;
+out:
+    if (policies_up)
+        policy_engine_stop();
+    store_shutdown();
+    curl_global_cleanup();
+    if (rc == 0)
+        log_info("service.stopped", "%s", "");
+    return rc;
+}

@@ -1,0 +1,391 @@
+/* store.c -- SQLite connections, statement cache and schema migrations.
+ *
+ * Durability: WAL with synchronous=NORMAL. A committed transaction survives
+ * a process crash (kill -9), which is what the exactly-once guarantee is
+ * about; only an OS crash or power loss can drop the last commits, and then
+ * Google's sync token (stored in the same transaction) rolls back with
+ * them, so the changes are read again rather than lost.
+ */
+#include "store.h"
+
+#include "log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STMT_CACHE 128
+
+struct store_conn {
+    sqlite3 *db;
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } cache[STMT_CACHE];
+};
+
+static char *store_path;
+static pthread_key_t store_key;
+static pthread_once_t store_once = PTHREAD_ONCE_INIT;
+
+/* ------------------------------------------------------------- migrations
+ * Append only: never edit a migration that has shipped; add a new one. */
+static const char *const migrations[] = {
+    /* 1: the whole schema of DESIGN §6 */
+    "CREATE TABLE credentials ("
+    "  id INTEGER PRIMARY KEY,"
+    "  provider TEXT NOT NULL,"
+    "  refresh_token TEXT NOT NULL,"
+    "  access_token TEXT,"
+    "  expires_at INTEGER,"                 /* ms */
+    "  state TEXT NOT NULL DEFAULT 'active'," /* active | revoked */
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE calendars ("
+    "  id INTEGER PRIMARY KEY,"
+    "  credential_id INTEGER NOT NULL REFERENCES credentials(id),"
+    "  external_id TEXT NOT NULL,"
+    "  policy TEXT NOT NULL DEFAULT 'default',"
+    "  settings TEXT NOT NULL DEFAULT '{}',"
+    "  state TEXT NOT NULL DEFAULT 'syncing',"
+    "  state_reason TEXT,"
+    "  sync_token TEXT,"
+    "  last_synced_at INTEGER,"
+    "  dirty INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  UNIQUE (credential_id, external_id)"
+    ");"
+    "CREATE TABLE channels ("
+    "  id TEXT PRIMARY KEY,"                /* channel id sent to Google */
+    "  calendar_id INTEGER NOT NULL REFERENCES calendars(id),"
+    "  resource_id TEXT,"
+    "  token TEXT NOT NULL,"
+    "  expiration INTEGER,"                 /* ms, as Google returned */
+    "  state TEXT NOT NULL DEFAULT 'opening'," /* opening|live|stopped|expired */
+    "  created_at INTEGER NOT NULL,"
+    "  stopped_at INTEGER"
+    ");"
+    "CREATE INDEX channels_calendar ON channels(calendar_id, state);"
+    "CREATE TABLE notifications ("
+    "  id INTEGER PRIMARY KEY,"
+    "  channel_id TEXT NOT NULL,"
+    "  message_number INTEGER,"
+    "  resource_state TEXT,"
+    "  received_at INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE events ("
+    "  calendar_id INTEGER NOT NULL REFERENCES calendars(id),"
+    "  id TEXT NOT NULL,"
+    "  etag TEXT,"
+    "  status TEXT NOT NULL,"
+    "  start_ms INTEGER,"
+    "  end_ms INTEGER,"
+    "  all_day INTEGER NOT NULL DEFAULT 0,"
+    "  series_id TEXT,"
+    "  original_start_ms INTEGER,"
+    "  updated TEXT,"
+    "  title TEXT,"
+    "  booking_tag TEXT,"                   /* calsync_booking_uid */
+    "  PRIMARY KEY (calendar_id, id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX events_series ON events(calendar_id, series_id, original_start_ms);"
+    "CREATE TABLE bookings ("
+    "  seq INTEGER PRIMARY KEY,"            /* cursor order */
+    "  uid TEXT NOT NULL UNIQUE,"
+    "  calendar_id INTEGER NOT NULL REFERENCES calendars(id),"
+    "  title TEXT NOT NULL,"
+    "  start_ms INTEGER NOT NULL,"
+    "  end_ms INTEGER NOT NULL,"
+    "  status TEXT NOT NULL DEFAULT 'accepted'," /* accepted | cancelled */
+    "  needs_review INTEGER NOT NULL DEFAULT 0,"
+    "  event_id TEXT,"
+    "  original_start_ms INTEGER,"
+    "  cancelled_by TEXT,"
+    "  cancel_reason TEXT,"
+    "  etag TEXT,"                          /* of calsync's last write */
+    "  write_state TEXT NOT NULL DEFAULT 'none'," /* none|pending|failed */
+    "  write_error TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX bookings_calendar ON bookings(calendar_id, status, seq);"
+    "CREATE TABLE booking_refs ("           /* event -> booking matching */
+    "  calendar_id INTEGER NOT NULL,"
+    "  event_id TEXT NOT NULL,"
+    "  original_start_ms INTEGER NOT NULL DEFAULT -1," /* -1: whole event */
+    "  booking_uid TEXT NOT NULL REFERENCES bookings(uid),"
+    "  PRIMARY KEY (calendar_id, event_id, original_start_ms, booking_uid)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX booking_refs_uid ON booking_refs(booking_uid);"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY,"
+    "  booking_uid TEXT NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  change TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  policy TEXT,"
+    "  policy_version TEXT,"
+    "  before TEXT,"
+    "  after TEXT,"
+    "  dedupe_key TEXT UNIQUE"              /* calendar/event/etag: once only */
+    ");"
+    "CREATE INDEX audit_booking ON audit(booking_uid, id);"
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  delivery_id TEXT NOT NULL UNIQUE,"
+    "  subscriber TEXT NOT NULL,"           /* url */
+    "  booking_uid TEXT,"                   /* ordering key; NULL: calendar */
+    "  trigger TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending'," /* pending | delivered */
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER NOT NULL,"
+    "  last_status INTEGER,"
+    "  created_at INTEGER NOT NULL,"
+    "  delivered_at INTEGER"
+    ");"
+    "CREATE INDEX outbox_pending ON outbox(state, next_at);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"                 /* insert | patch | delete */
+    "  booking_uid TEXT NOT NULL,"
+    "  calendar_id INTEGER NOT NULL,"
+    "  payload TEXT,"
+    "  state TEXT NOT NULL DEFAULT 'pending'," /* pending|done|failed */
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER NOT NULL,"
+    "  last_error TEXT,"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX jobs_pending ON jobs(state, next_at);",
+};
+
+#define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int store_schema_version(void)
+{
+    return N_MIGRATIONS;
+}
+
+/* --------------------------------------------------------- connections */
+
+static void conn_close(void *p)
+{
+    struct store_conn *c = p;
+    if (!c)
+        return;
+    for (int i = 0; i < STMT_CACHE; i++)
+        if (c->cache[i].st)
+            sqlite3_finalize(c->cache[i].st);
+    sqlite3_close_v2(c->db);
+    free(c);
+}
+
+static void key_init(void)
+{
+    pthread_key_create(&store_key, conn_close);
+}
+
+static int exec_sql(sqlite3 *db, const char *sql, struct cs_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        cs_err_set(err, "database: %s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static struct store_conn *conn_open(struct cs_err *err)
+{
+    struct store_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        cs_err_set(err, "out of memory");
+        return NULL;
+    }
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(store_path, &c->db, flags, NULL) != SQLITE_OK) {
+        cs_err_set(err, "database %s: %s", store_path,
+                   c->db ? sqlite3_errmsg(c->db) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(c->db, 10000);
+    sqlite3_extended_result_codes(c->db, 1);
+    if (exec_sql(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                        "PRAGMA foreign_keys=ON;", err))
+        goto fail;
+    return c;
+fail:
+    sqlite3_close_v2(c->db);
+    free(c);
+    return NULL;
+}
+
+struct store_conn *store_conn(struct cs_err *err)
+{
+    pthread_once(&store_once, key_init);
+    struct store_conn *c = pthread_getspecific(store_key);
+    if (c)
+        return c;
+    if (!store_path) {
+        cs_err_set(err, "store not initialised");
+        return NULL;
+    }
+    c = conn_open(err);
+    if (c)
+        pthread_setspecific(store_key, c);
+    return c;
+}
+
+sqlite3 *store_db(struct store_conn *c)
+{
+    return c->db;
+}
+
+sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
+                         struct cs_err *err)
+{
+    size_t h = ((uintptr_t)sql >> 3) % STMT_CACHE;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        size_t k = (h + i) % STMT_CACHE;
+        if (c->cache[k].sql == sql) {
+            sqlite3_reset(c->cache[k].st);
+            sqlite3_clear_bindings(c->cache[k].st);
+            return c->cache[k].st;
+        }
+        if (!c->cache[k].sql) {
+            sqlite3_stmt *st;
+            if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                   &st, NULL) != SQLITE_OK) {
+                cs_err_set(err, "database: prepare: %s", sqlite3_errmsg(c->db));
+                return NULL;
+            }
+            c->cache[k].sql = sql;
+            c->cache[k].st = st;
+            return st;
+        }
+    }
+    cs_err_set(err, "database: statement cache full");
+    return NULL;
+}
+
+int store_begin(struct store_conn *c, struct cs_err *err)
+{
+    static const char sql[] = "BEGIN IMMEDIATE";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    return st ? store_exec(c, st, err) : -1;
+}
+
+int store_commit(struct store_conn *c, struct cs_err *err)
+{
+    static const char sql[] = "COMMIT";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st || store_exec(c, st, err)) {
+        store_rollback(c);
+        return -1;
+    }
+    return 0;
+}
+
+void store_rollback(struct store_conn *c)
+{
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+int store_disk_version(struct store_conn *c)
+{
+    static const char sql[] = "PRAGMA user_version";
+    sqlite3_stmt *st = store_stmt(c, sql, NULL);
+    int v = -1;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    return v;
+}
+
+static int migrate(struct store_conn *c, struct cs_err *err)
+{
+    int have = store_disk_version(c);
+    if (have < 0)
+        return cs_err_set(err, "database: cannot read user_version: %s",
+                          sqlite3_errmsg(c->db));
+    if (have > N_MIGRATIONS)
+        return cs_err_set(err, "database schema version %d is newer than this "
+                          "calsync knows (%d); refusing to run", have, N_MIGRATIONS);
+    for (int v = have; v < N_MIGRATIONS; v++) {
+        char pragma[64];
+        if (exec_sql(c->db, "BEGIN IMMEDIATE", err))
+            return -1;
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
+        if (exec_sql(c->db, migrations[v], err) || exec_sql(c->db, pragma, err)) {
+            exec_sql(c->db, "ROLLBACK", NULL);
+            return -1;
+        }
+        if (exec_sql(c->db, "COMMIT", err))
+            return -1;
+        log_info("store.migrated", "version=%d", v + 1);
+    }
+    return 0;
+}
+
+int store_init(const char *path, struct cs_err *err)
+{
+    free(store_path);
+    store_path = strdup(path);
+    if (!store_path)
+        return cs_err_set(err, "out of memory");
+    struct store_conn *c = store_conn(err);
+    if (!c)
+        return -1;
+    return migrate(c, err);
+}
+
+void store_shutdown(void)
+{
+    pthread_once(&store_once, key_init);
+    struct store_conn *c = pthread_getspecific(store_key);
+    if (c) {
+        pthread_setspecific(store_key, NULL);
+        conn_close(c);
+    }
+    free(store_path);
+    store_path = NULL;
+}
+
+int store_healthy(void)
+{
+    static const char sql[] = "SELECT count(*) FROM sqlite_master";
+    struct store_conn *c = store_conn(NULL);
+    if (!c)
+        return 0;
+    sqlite3_stmt *st = store_stmt(c, sql, NULL);
+    if (!st)
+        return 0;
+    int ok = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_reset(st);
+    return ok;
+}
+
+const char *store_col_text(sqlite3_stmt *st, int col)
+{
+    return (const char *)sqlite3_column_text(st, col);
+}

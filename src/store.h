@@ -1,0 +1,61 @@
+/* store.h -- SQLite persistence: connections, migrations, statements.
+ *
+ * One connection per thread (created on first use, closed when the thread
+ * exits), WAL mode, a busy timeout, and a per-connection cache of prepared
+ * statements keyed by the address of their static SQL text. Every query in
+ * calsync goes through store_stmt(): there is no string-built SQL.
+ *
+ * The schema is a list of numbered migrations applied in order, tracked by
+ * PRAGMA user_version; `calsync migrate` and `serve` apply them.
+ */
+#ifndef CALSYNC_STORE_H
+#define CALSYNC_STORE_H
+
+#include "util.h"
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+struct store_conn;
+
+/* Sets the database path used by every thread, opens it once and applies
+ * pending migrations. Returns 0, or -1 with err set. */
+int store_init(const char *path, struct cs_err *err);
+
+/* Closes the calling thread's connection; other threads close theirs at
+ * exit. Call last, after every thread that used the store has stopped. */
+void store_shutdown(void);
+
+/* The calling thread's connection, opened on first use. NULL with err set
+ * when the database cannot be opened. Owned by the thread. */
+struct store_conn *store_conn(struct cs_err *err);
+
+sqlite3 *store_db(struct store_conn *c);
+
+/* A reset, unbound prepared statement for `sql`, which must be a string
+ * literal (its address is the cache key). NULL with err set on error.
+ * The statement belongs to the connection: do not finalize it. */
+sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
+                         struct cs_err *err);
+
+/* Transactions. begin is BEGIN IMMEDIATE (writers queue on the busy
+ * timeout instead of failing mid-way). 0 or -1 with err set; rollback
+ * never fails from the caller's point of view. */
+int store_begin(struct store_conn *c, struct cs_err *err);
+int store_commit(struct store_conn *c, struct cs_err *err);
+void store_rollback(struct store_conn *c);
+
+/* Runs a statement that returns no rows (after binding). 0 or -1. */
+int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err);
+
+/* The schema version the binary knows, and the one on disk. */
+int store_schema_version(void);
+int store_disk_version(struct store_conn *c);
+
+/* 1 when a trivial query succeeds (for /healthz). */
+int store_healthy(void);
+
+/* sqlite3_column_text as const char* (NULL for SQL NULL). */
+const char *store_col_text(sqlite3_stmt *st, int col);
+
+#endif

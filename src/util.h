@@ -1,0 +1,72 @@
+/* util.h -- small shared pieces: error slot, growable buffer, RFC 3339 time,
+ * random tokens, constant-time compare.
+ *
+ * Everything here is pure (no global state) so it is unit-tested directly.
+ */
+#ifndef CALSYNC_UTIL_H
+#define CALSYNC_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* An error message slot passed down by callers; the callee fills it and
+ * returns a non-zero status. The caller decides what to do with the text. */
+struct cs_err {
+    char msg[512];
+};
+
+/* printf-style: set err->msg (err may be NULL). Always returns -1 so that
+ * `return cs_err_set(err, ...)` reads naturally. */
+int cs_err_set(struct cs_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Growable byte buffer, always NUL-terminated when len > 0 or after any
+ * append. The buffer owns `data`; release it with buf_free(). Append
+ * functions return 0, or -1 when memory runs out (the buffer is then left
+ * as it was before the call, still valid). */
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+void buf_reset(struct buf *b);
+int buf_reserve(struct buf *b, size_t extra);
+int buf_append(struct buf *b, const void *p, size_t n);
+int buf_puts(struct buf *b, const char *s);
+int buf_printf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s (n bytes) as a JSON string literal, quotes included. Invalid
+ * UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
+int buf_json_str(struct buf *b, const char *s, size_t n);
+/* Like buf_json_str, or `null` when s is NULL. */
+int buf_json_strz(struct buf *b, const char *s);
+
+/* RFC 3339 date-time ("2026-11-24T09:00:00Z", "2026-11-24T10:00:00.5+01:00").
+ * Returns 0 and the instant in milliseconds since the epoch (sub-millisecond
+ * digits are truncated), or -1 when the text is not a valid date-time. */
+int time_parse_rfc3339(const char *s, size_t n, int64_t *ms_out);
+/* A "YYYY-MM-DD" all-day date, as midnight UTC. 0 or -1. */
+int time_parse_date(const char *s, size_t n, int64_t *ms_out);
+/* Formats ms as UTC "YYYY-MM-DDTHH:MM:SSZ", with ".mmm" only when the
+ * milliseconds are not zero. out must hold at least TIME_RFC3339_MAX. */
+#define TIME_RFC3339_MAX 32
+void time_format_rfc3339(int64_t ms, char *out);
+/* Wall clock, milliseconds since the epoch. */
+int64_t time_now_ms(void);
+/* Monotonic clock, milliseconds. */
+int64_t time_mono_ms(void);
+
+/* Fills out with 2*nbytes lowercase hex chars + NUL from a CSPRNG.
+ * Returns 0, or -1 if the random source failed. */
+int random_hex(char *out, size_t nbytes);
+
+/* Constant-time equality of two byte strings (length leaks, content not). */
+int secure_equal(const char *a, size_t an, const char *b, size_t bn);
+
+/* Parses a base-10 int64 of the whole string; 0 or -1. */
+int parse_i64(const char *s, int64_t *out);
+
+#endif
