@@ -32,6 +32,7 @@ import copy
 import email.utils
 import hashlib
 import heapq
+import http.client
 import itertools
 import json
 import os
@@ -41,9 +42,7 @@ import sys
 import threading
 import time
 import traceback
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -2016,7 +2015,6 @@ class Notifier:
             with self.cv:
                 rec["status"], rec["error"] = "skipped", "channel expired"
             return
-        import http.client
         url = urllib.parse.urlsplit(rec["address"])
         conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
@@ -2282,11 +2280,6 @@ class Router:
                 if m == method:
                     return handler, params, op
         return None, path_known, None
-
-
-def op_of(router, method, segs):
-    handler, _, op = router.match(method, segs)
-    return op if handler else None
 
 
 STANDARD_PARAMS = {"alt", "fields", "key", "oauth_token", "prettyPrint", "quotaUser",
@@ -3086,7 +3079,7 @@ class ControlApi:
         if calendar:
             calendar = self.store.canonical_id(calendar)
         want = self._qint(req, "wait_count")
-        deadline = time.monotonic() + self._qint(req, "timeout_ms", 5000) / 1000
+        deadline = time.monotonic() + min(self._qint(req, "timeout_ms", 5000), 60000) / 1000
         while True:
             recs = self.app.notifier.records(since, channel_id, calendar)
             settled = [r for r in recs if r["status"] != "pending"]
@@ -3273,8 +3266,9 @@ class App:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "ESF"
-    sys_version = ""
+
+    def version_string(self):
+        return "ESF"  # what Google's front end calls itself (fixtures)
 
     def log_message(self, fmt, *args):
         if self.server.app.verbose:
