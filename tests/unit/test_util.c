@@ -143,6 +143,23 @@ static void test_random_hex(void **state)
     assert_string_not_equal(a, b);
 }
 
+static void test_backoff(void **state)
+{
+    (void)state;
+    /* 1 s doubling to 60 s; jitter within [d/2, d], never below half */
+    const int64_t full[] = {1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000};
+    for (int a = 1; a <= 8; a++) {
+        assert_int_equal(backoff_ms(a, 0.0), full[a - 1] / 2);
+        int64_t hi = backoff_ms(a, 0.999999);
+        assert_true(hi <= full[a - 1] && hi >= full[a - 1] - 1);
+        for (int k = 0; k < 100; k++) {
+            int64_t d = backoff_ms(a, random_unit());
+            assert_true(d >= full[a - 1] / 2 && d <= full[a - 1]);
+        }
+    }
+    assert_int_equal(backoff_ms(1000, 0.0), 30000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_secure_equal),
         cmocka_unit_test(test_parse_i64),
         cmocka_unit_test(test_random_hex),
+        cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
