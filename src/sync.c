@@ -83,13 +83,25 @@ int sync_split_instance_id(const char *id, size_t n, size_t *series_len,
     return 1;
 }
 
+/* json_get_obj that also refuses a non-empty array (cjson decodes both
+ * to tables). */
+static int obj_field(lua_State *L, int obj, const char *key, struct cs_err *err)
+{
+    int r = json_get_obj(L, obj, key, err);
+    if (r == 1 && lua_rawlen(L, -1) > 0) {
+        lua_pop(L, 1);
+        return cs_err_set(err, "'%s' must be an object, not an array", key);
+    }
+    return r;
+}
+
 /* Reads {dateTime} or {date} under key: 1 found, 0 absent, -1 error. */
 static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
                       int *all_day, struct cs_err *err)
 {
     const char *s;
     size_t n;
-    int r = json_get_obj(L, ev, key, err);
+    int r = obj_field(L, ev, key, err);
     if (r <= 0)
         return r;
     int t = lua_gettop(L), rc = -1;
@@ -186,10 +198,10 @@ int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
                    err) < 0)
         goto bad;
     /* extendedProperties.private.calsync_booking_uid */
-    if ((r = json_get_obj(L, idx, "extendedProperties", err)) < 0)
+    if ((r = obj_field(L, idx, "extendedProperties", err)) < 0)
         goto bad;
     if (r == 1) {
-        if ((r = json_get_obj(L, -1, "private", err)) < 0)
+        if ((r = obj_field(L, -1, "private", err)) < 0)
             goto bad;
         if (r == 1) {
             if ((r = json_get_str(L, -1, "calsync_booking_uid", &s, &n, err)) < 0)
@@ -198,7 +210,7 @@ int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
                 if (n <= SYNC_TAG_MAX && strlen(s) == n)
                     ev->booking_tag = s;
                 else
-                    log_warn("sync.tag_ignored", "event=%s len=%zu", log_q(ev->id), n);
+                    log_warn("sync.tag_ignored", "event_id=%s len=%zu", log_q(ev->id), n);
             }
         }
         lua_settop(L, top);
