@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "http.h"
+#include "intake.h"
 #include "log.h"
 #include "outbox.h"
 #include "policy.h"
@@ -58,6 +59,12 @@ int service_run(const struct config *cfg)
         goto out;
     }
     sched_up = 1;
+    {
+        /* notifications reach the scheduler directly (the dirty flag the
+         * intake also sets is the crash-safe path) */
+        static const struct intake_hooks hooks = {.sync = sched_request_push};
+        intake_set_hooks(&hooks);
+    }
     if (http_start(cfg, api_routes(cfg), &err)) {
         log_error("service.start_failed", "what=http err=%s", log_q(err.msg));
         goto out;

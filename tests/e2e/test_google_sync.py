@@ -432,3 +432,78 @@ class PollingTest(GoogleSyncCase):
         self.assertGreaterEqual(n, 3)
         self.assertLessEqual(n, 5)
         self.svc.stop()
+
+
+class SchedulerTest(GoogleSyncCase):
+    def test_requests_during_a_sync_cause_exactly_one_more(self):
+        cred, cal, last = self.start_synced()
+        self.fg.control("DELETE", "/requests")
+        self.fg.control("POST", "/faults", {"delay_ms": 1500, "count": 1,
+                                            "ops": ["events.list"]})
+        self.sync_now(cal)
+        time.sleep(0.4)          # the first sync is now waiting on Google
+        for _ in range(5):
+            self.sync_now(cal)
+        time.sleep(3)
+        self.assertEqual(len(self.requests(op="events.list")), 2)
+        self.svc.stop()
+
+    def test_slow_calendar_does_not_delay_another(self):
+        self.start()
+        cred = self.credential()
+        slow = self.calendar(cred)
+        st, b, _ = self.svc.request("POST", "/v1/calendars",
+                                    {"credential_id": cred, "external_id": "other@example.com"})
+        self.assertEqual(st, 201, b)
+        fast = b["id"]
+        l_slow, l_fast = self.wait_synced(slow), self.wait_synced(fast)
+        self.fg.control("POST", "/faults", {"delay_ms": 4000, "count": 1,
+                                            "paths": "/calendars/primary/"})
+        t0 = time.time()
+        self.sync_now(slow)
+        time.sleep(0.2)
+        self.sync_now(fast)
+        self.wait_synced(fast, l_fast)
+        self.assertLess(time.time() - t0, 2.5)
+        st, _, _ = self.svc.request("GET", "/healthz")   # HTTP is not held up either
+        self.assertEqual(st, 200)
+        self.assertEqual(self.cal_row(slow)[2], l_slow)  # still waiting on Google
+        self.wait_synced(slow, l_slow)
+        self.svc.stop()
+
+    def test_dirty_flag_in_the_database_is_picked_up(self):
+        cred, cal, last = self.start_synced()
+        with self.svc.db() as con:
+            con.execute("UPDATE calendars SET dirty = 1 WHERE id = ?", (cal,))
+        self.wait_synced(cal, last, timeout=5)
+        self.assertEqual(self.cal_row(cal)[0], "active")
+        with self.svc.db() as con:
+            self.assertEqual(con.execute("SELECT dirty FROM calendars WHERE id = ?",
+                                         (cal,)).fetchone()[0], 0)
+        self.svc.stop()
+
+    def test_stop_during_a_retry_wait_is_prompt_and_clean(self):
+        self.fg.host(CAL, op="create", event=timed(
+            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+        cred, cal, last = self.start_synced()
+        row, mirror = self.cal_row(cal), self.mirror(cal)
+        self.fg.host(CAL, op="create", event=timed(
+            "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z", summary="B"))
+        self.fg.control("POST", "/faults", {"status": 429, "count": 5, "retry_after": 30,
+                                            "ops": ["events.list"]})
+        self.sync_now(cal)
+        self.wait_for(lambda: self.requests(op="events.list", status=429), what="a 429")
+        t0 = time.time()
+        self.svc.stop(timeout=10)
+        self.assertLess(time.time() - t0, 3)
+        self.svc = None
+        from harness import Calsync
+        # nothing of the interrupted sync was applied
+        probe = Calsync(self.tmp)
+        with probe.db() as con:
+            self.assertEqual(con.execute("SELECT state, sync_token, last_synced_at,"
+                                         " state_reason FROM calendars WHERE id = ?",
+                                         (cal,)).fetchone(), row)
+        self.svc = probe
+        self.assertEqual(self.mirror(cal), mirror)
+        self.svc = None
