@@ -664,6 +664,7 @@ int google_access_token(struct google_auth *a, int force, char *out,
     int64_t exp = 0;
     int revoked = 0, rc;
     buf_init(&refresh);
+    resp_reset(resp);
     if (token_load(a->db, a->credential_id, &refresh, out, cap, &exp, &revoked, err)) {
         rc = GOOGLE_ETRANSPORT;
         goto done;

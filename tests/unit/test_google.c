@@ -5,12 +5,22 @@
  * written here by hand). */
 #include "unit.h"
 
+#include "calendar.h"
+#include "config.h"
 #include "google.h"
 #include "json.h"
+#include "store.h"
 #include "sync.h"
 
+#include <curl/curl.h>
 #include <lua.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static lua_State *L;
 
@@ -396,6 +406,323 @@ static void test_differs(void **state)
     assert_false(sync_event_differs(&gone, &stub));
 }
 
+
+/* ================================================================ live
+ * The Calendar calls against tests/fake_google.py on a real socket (the
+ * fake is started here; the group is skipped when python3 or the fake is
+ * not there). Run from the repository root, as tests/run_all.sh does. */
+
+static pid_t fake_pid;
+static int fake_port;
+static char tmpdir[] = "/tmp/calsync-test-google-XXXXXX";
+static char dbpath[sizeof tmpdir + 16];
+static struct config cfg;
+static struct google_auth auth;
+static const char *skip_why;
+
+static int fake_start(void)
+{
+    int p[2];
+    if (access("tests/fake_google.py", R_OK) != 0 || pipe(p) != 0)
+        return -1;
+    fake_pid = fork();
+    if (fake_pid < 0)
+        return -1;
+    if (fake_pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        execlp("python3", "python3", "tests/fake_google.py", "--port", "0", (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char line[64] = {0};
+    size_t n = 0;
+    while (n < sizeof line - 1) {
+        struct pollfd pf = {p[0], POLLIN, 0};
+        if (poll(&pf, 1, 10000) <= 0 || read(p[0], line + n, 1) != 1)
+            break;
+        if (line[n++] == '\n')
+            break;
+    }
+    close(p[0]);
+    if (sscanf(line, "PORT %d", &fake_port) != 1) {
+        kill(fake_pid, SIGKILL);
+        waitpid(fake_pid, NULL, 0);
+        fake_pid = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static size_t sink(char *p, size_t sz, size_t nm, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return sz * nm;
+}
+
+/* A call to the fake's control API; returns the HTTP status. */
+static long control(const char *method, const char *path, const char *json)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/_control%s", fake_port, path);
+    CURL *h = curl_easy_init();
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    long st = 0;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+    if (json)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    return st;
+}
+
+static char *xstrdup_printf(const char *fmt, int port)
+{
+    char b[256];
+    snprintf(b, sizeof b, fmt, port);
+    return strdup(b);
+}
+
+static int live_setup(void **state)
+{
+    (void)state;
+    struct cs_err err;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fake_start() != 0) {
+        skip_why = "fake_google.py not startable";
+        return 0;
+    }
+    if (!mkdtemp(tmpdir))
+        return -1;
+    snprintf(dbpath, sizeof dbpath, "%s/t.db", tmpdir);
+    if (config_defaults(&cfg) || store_init(dbpath, &err))
+        return -1;
+    free(cfg.google.api_base);
+    free(cfg.google.token_url);
+    free(cfg.google.client_id);
+    free(cfg.google.client_secret);
+    cfg.google.api_base = xstrdup_printf("http://127.0.0.1:%d/calendar/v3", fake_port);
+    cfg.google.token_url = xstrdup_printf("http://127.0.0.1:%d/token", fake_port);
+    cfg.google.client_id = strdup("x");
+    cfg.google.client_secret = strdup("y");
+    google_init(&cfg);
+    auth.db = store_conn(&err);
+    if (!auth.db || credential_insert(auth.db, "google", "rt-unit", NULL, 0,
+                                      &auth.credential_id, &err))
+        return -1;
+    return 0;
+}
+
+static int live_teardown(void **state)
+{
+    (void)state;
+    if (fake_pid > 0) {
+        kill(fake_pid, SIGTERM);
+        waitpid(fake_pid, NULL, 0);
+        store_shutdown();
+        config_free(&cfg);
+        char db2[sizeof dbpath + 8];
+        unlink(dbpath);
+        snprintf(db2, sizeof db2, "%s-wal", dbpath);
+        unlink(db2);
+        snprintf(db2, sizeof db2, "%s-shm", dbpath);
+        unlink(db2);
+        rmdir(tmpdir);
+    }
+    google_thread_release();
+    curl_global_cleanup();
+    return 0;
+}
+
+#define LIVE()                        \
+    do {                              \
+        if (skip_why) {               \
+            print_message("skipped: %s\n", skip_why); \
+            skip();                   \
+        }                             \
+    } while (0)
+
+/* Copies a string field of the pushed object. */
+static void field(const char *key, char *out, size_t cap)
+{
+    const char *s;
+    size_t n;
+    assert_int_equal(json_get_str(L, -1, key, &s, &n, NULL), 1);
+    assert_true(n < cap);
+    memcpy(out, s, n + 1);
+}
+
+static void test_live_event_crud(void **state)
+{
+    (void)state;
+    LIVE();
+    struct google_resp r;
+    struct cs_err err;
+    char id[128], etag[64], etag2[64];
+    int top = lua_gettop(L);
+    google_resp_init(&r);
+    const char *body = "{\"summary\":\"Booking\",\"start\":{\"dateTime\":\"2026-12-01T10:00:00Z\"},"
+                       "\"end\":{\"dateTime\":\"2026-12-01T11:00:00Z\"},\"extendedProperties\":"
+                       "{\"private\":{\"calsync_booking_uid\":\"bk-1\"}}}";
+    assert_int_equal(google_events_insert(&auth, "primary", body, &r, &err), GOOGLE_OK);
+    assert_int_equal(r.status, 200);
+    field("id", id, sizeof id);
+    field("etag", etag, sizeof etag);
+    struct sync_event ev;
+    assert_int_equal(sync_event_parse(L, -1, &ev, &err), 0);
+    assert_string_equal(ev.booking_tag, "bk-1");
+    lua_settop(L, top);
+
+    assert_int_equal(google_events_get(&auth, "primary", id, &r, &err), GOOGLE_OK);
+    field("etag", etag2, sizeof etag2);
+    assert_string_equal(etag, etag2);
+    lua_settop(L, top);
+
+    /* If-Match with a stale etag: 412, not retried */
+    assert_int_equal(google_events_patch(&auth, "primary", id, "{\"summary\":\"X\"}",
+                                         "\"stale\"", &r, &err), GOOGLE_EHTTP);
+    assert_int_equal(r.status, 412);
+    assert_int_equal(r.attempts, 1);
+    assert_int_equal(lua_gettop(L), top);
+    assert_int_equal(google_events_patch(&auth, "primary", id, "{\"summary\":\"Moved\"}",
+                                         etag, &r, &err), GOOGLE_OK);
+    field("etag", etag2, sizeof etag2);
+    assert_string_not_equal(etag, etag2);
+    lua_settop(L, top);
+
+    assert_int_equal(google_events_delete(&auth, "primary", id, etag, &r, &err), GOOGLE_EHTTP);
+    assert_int_equal(r.status, 412);
+    assert_int_equal(google_events_delete(&auth, "primary", id, etag2, &r, &err), GOOGLE_OK);
+    assert_int_equal(google_events_delete(&auth, "primary", id, NULL, &r, &err), GOOGLE_EHTTP);
+    assert_int_equal(r.status, 410);
+    assert_string_equal(r.reason, "deleted");
+    assert_int_equal(google_events_get(&auth, "nosuch@example.com", "nope", &r, &err),
+                     GOOGLE_EHTTP);
+    assert_int_equal(r.status, 404);
+
+    /* the listing shows it cancelled */
+    struct google_list_params p = {.show_deleted = 1};
+    assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_OK);
+    assert_int_equal(json_get_obj(L, -1, "items", &err), 1);
+    lua_rawgeti(L, -1, 1);
+    assert_int_equal(sync_event_parse(L, -1, &ev, &err), 0);
+    assert_string_equal(ev.id, id);
+    assert_string_equal(ev.status, "cancelled");
+    lua_settop(L, top);
+    google_resp_free(&r);
+}
+
+static void test_live_watch_and_stop(void **state)
+{
+    (void)state;
+    LIVE();
+    struct google_resp r;
+    struct cs_err err;
+    char rid[128], exp[32];
+    int top = lua_gettop(L);
+    google_resp_init(&r);
+    assert_int_equal(google_events_watch(&auth, "primary", "ch-unit-1", "secret-token",
+                                         "http://127.0.0.1:9/webhooks/google", 3600,
+                                         &r, &err), GOOGLE_OK);
+    field("resourceId", rid, sizeof rid);
+    field("expiration", exp, sizeof exp); /* ms as a string */
+    int64_t e;
+    assert_int_equal(parse_i64(exp, &e), 0);
+    assert_true(e > time_now_ms() + 3500 * 1000LL && e <= time_now_ms() + 3600 * 1000LL);
+    lua_settop(L, top);
+    assert_int_equal(google_channels_stop(&auth, "ch-unit-1", rid, &r, &err), GOOGLE_OK);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(lua_gettop(L), top);
+    google_resp_free(&r);
+}
+
+static void test_live_retry_after_and_budget(void **state)
+{
+    (void)state;
+    LIVE();
+    struct google_resp r;
+    struct cs_err err;
+    int top = lua_gettop(L);
+    google_resp_init(&r);
+    control("DELETE", "/faults", NULL);
+    assert_int_equal(control("POST", "/faults", "{\"status\":429,\"count\":2,"
+                             "\"retry_after\":1,\"ops\":[\"events.list\"]}"), 200);
+    struct google_list_params p = {0};
+    int64_t t0 = time_mono_ms();
+    assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_OK);
+    int64_t took = time_mono_ms() - t0;
+    lua_settop(L, top);
+    assert_int_equal(r.attempts, 3);
+    assert_true(took >= 2000);   /* two Retry-After: 1 waited in full */
+    assert_true(took < 3500);    /* and not more */
+    /* a 400 is never retried */
+    assert_int_equal(control("POST", "/faults", "{\"status\":400,\"count\":1,"
+                             "\"ops\":[\"events.list\"]}"), 200);
+    assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_EHTTP);
+    assert_int_equal(r.attempts, 1);
+    /* a truncated 200 is a bad response, not retried, nothing pushed */
+    assert_int_equal(control("POST", "/faults", "{\"mode\":\"truncated_json\",\"count\":1,"
+                             "\"ops\":[\"events.list\"]}"), 200);
+    assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_EBADRESP);
+    assert_int_equal(lua_gettop(L), top);
+    /* a Retry-After past the budget gives up at once */
+    assert_int_equal(control("POST", "/faults", "{\"status\":503,\"count\":1,"
+                             "\"retry_after\":3000,\"ops\":[\"events.list\"]}"), 200);
+    t0 = time_mono_ms();
+    assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_ETRANSPORT);
+    assert_true(time_mono_ms() - t0 < 1000);
+    assert_non_null(strstr(err.msg, "budget"));
+    control("DELETE", "/faults", NULL);
+    google_resp_free(&r);
+}
+
+static void test_live_oauth(void **state)
+{
+    (void)state;
+    LIVE();
+    struct google_resp r;
+    struct cs_err err;
+    char tok[CRED_TOKEN_MAX + 1], tok2[CRED_TOKEN_MAX + 1];
+    int top = lua_gettop(L);
+    google_resp_init(&r);
+    assert_int_equal(google_access_token(&auth, 0, tok, sizeof tok, &r, &err), GOOGLE_OK);
+    assert_int_equal(google_access_token(&auth, 0, tok2, sizeof tok2, &r, &err), GOOGLE_OK);
+    assert_string_equal(tok, tok2); /* cached in the row */
+    /* Google forgets it: the 401 refreshes once */
+    assert_int_equal(control("POST", "/expire_access_tokens", "{}"), 200);
+    struct google_list_params p = {0};
+    assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_OK);
+    lua_settop(L, top);
+    assert_int_equal(google_access_token(&auth, 0, tok2, sizeof tok2, &r, &err), GOOGLE_OK);
+    assert_string_not_equal(tok, tok2);
+    /* a revoked refresh token: invalid_grant -> credential revoked */
+    assert_int_equal(control("POST", "/revoke", "{\"refresh_token\":\"rt-unit\"}"), 200);
+    assert_int_equal(control("POST", "/expire_access_tokens", "{}"), 200);
+    assert_int_equal(google_events_get(&auth, "primary", "x", &r, &err), GOOGLE_EREVOKED);
+    assert_non_null(strstr(err.msg, "invalid_grant"));
+    assert_int_equal(lua_gettop(L), top);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(store_db(auth.db), "SELECT state, access_token"
+                                        " FROM credentials WHERE id = ?1", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, auth.credential_id);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "revoked");
+    assert_int_equal(sqlite3_column_type(st, 1), SQLITE_NULL);
+    sqlite3_finalize(st);
+    /* and is not sent to the token endpoint again */
+    assert_int_equal(google_access_token(&auth, 1, tok, sizeof tok, &r, &err), GOOGLE_EREVOKED);
+    assert_int_equal(r.status, 0);
+    google_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,5 +740,13 @@ int main(void)
         cmocka_unit_test(test_event_bounds),
         cmocka_unit_test(test_differs),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    const struct CMUnitTest live[] = {
+        cmocka_unit_test(test_live_event_crud),
+        cmocka_unit_test(test_live_watch_and_stop),
+        cmocka_unit_test(test_live_retry_after_and_budget),
+        cmocka_unit_test(test_live_oauth), /* last: revokes the credential */
+    };
+    int failed = cmocka_run_group_tests(tests, setup, NULL);
+    failed += cmocka_run_group_tests_name("live", live, live_setup, live_teardown);
+    return failed;
 }
