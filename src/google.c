@@ -782,6 +782,23 @@ static int event_url(struct buf *u, const char *cal, const char *ev)
     return url_start(u, cal, "/events/") || google_url_escape(u, ev);
 }
 
+int google_events_instances(struct google_auth *a, const char *calendar_id,
+                            const char *series_id, const char *page_token,
+                            struct google_resp *resp, struct cs_err *err)
+{
+    struct call c = {.what = "events.instances", .method = "GET", .push = 1};
+    buf_init(&c.url);
+    int bad = event_url(&c.url, calendar_id, series_id) ||
+              buf_puts(&c.url, "/instances?showDeleted=true&maxResults=2500");
+    if (page_token)
+        bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, page_token);
+    if (bad)
+        buf_free(&c.url);
+    int rc = call_run(a, &c, resp, err);
+    buf_free(&c.url);
+    return rc;
+}
+
 int google_events_get(struct google_auth *a, const char *calendar_id,
                       const char *event_id, struct google_resp *resp,
                       struct cs_err *err)

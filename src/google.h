@@ -99,6 +99,13 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
                        const struct google_list_params *p,
                        struct google_resp *resp, struct cs_err *err);
 
+/* events.instances of a recurring series, one page, showDeleted=true,
+ * maxResults=2500. Pushes the calendar#events object. A deleted series
+ * gives GOOGLE_EHTTP with status 410 (or 404 when unknown). */
+int google_events_instances(struct google_auth *a, const char *calendar_id,
+                            const char *series_id, const char *page_token,
+                            struct google_resp *resp, struct cs_err *err);
+
 /* events.get. Pushes the event. */
 int google_events_get(struct google_auth *a, const char *calendar_id,
                       const char *event_id, struct google_resp *resp,

@@ -404,6 +404,10 @@ struct run {
     struct mirror_row old;
     struct buf raw;
     int full;
+    struct google_auth *auth;
+    struct google_resp *resp;
+    struct buf touched;   /* series ids seen by an incremental sync, NUL-separated */
+    int n_touched;
 };
 
 static int report(struct run *x, const struct sync_event *old,
@@ -581,6 +585,151 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
     return store_exec(x->db, st, err);
 }
 
+/* ------------------------------------------------ series reconciliation
+ * With singleEvents=true, "delete this and following" and "edit this and
+ * following" move the old series' UNTIL and Google sends no stub for the
+ * occurrences that disappear (fixture recurring-delete-this-and-
+ * following.json; the fake models it). So when an incremental sync sees
+ * any occurrence of a series, it asks events.instances for the series'
+ * current occurrences and, in the last page's transaction, reports the
+ * mirrored live occurrences missing from it as deletions. */
+
+static void touch_series(struct run *x, const char *series)
+{
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *s = x->touched.data + o;
+        if (strcmp(s, series) == 0)
+            return;
+        o += strlen(s) + 1;
+    }
+    if (x->n_touched >= SYNC_MAX_SERIES_CHECK) {
+        log_warn("sync.series_unchecked", "calendar=%lld series=%s",
+                 (long long)x->info.calendar_id, log_q(series));
+        return;
+    }
+    if (buf_append(&x->touched, series, strlen(series) + 1) == 0)
+        x->n_touched++;
+}
+
+static int live_reset(struct run *x, struct cs_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(store_db(x->db),
+                     "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
+                     " PRIMARY KEY (series, id)) WITHOUT ROWID;"
+                     " DELETE FROM temp.sync_live;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        cs_err_set(err, "database: %s", msg ? msg : "temp table");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int live_add(struct run *x, const char *series, const char *id,
+                    struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT OR IGNORE INTO temp.sync_live (series, id) VALUES (?1, ?2)";
+    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    return store_exec(x->db, st, err);
+}
+
+/* Fetches the live occurrences of every touched series into
+ * temp.sync_live (no transaction open: it calls Google). 0, -1, or
+ * SYNC_REVOKED. A series Google calls deleted (410/404) gets no rows, so
+ * every mirrored occurrence of it is reported. */
+static int series_fetch(struct run *x, struct sync_event *scratch,
+                        struct cs_err *err)
+{
+    lua_State *L = x->L;
+    struct buf pt;
+    int rc = -1, top = lua_gettop(L);
+    buf_init(&pt);
+    if (live_reset(x, err))
+        goto done;
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *series = x->touched.data + o;
+        o += strlen(series) + 1;
+        buf_reset(&pt);
+        for (int page = 0;; page++) {
+            if (page >= SYNC_MAX_PAGES) {
+                cs_err_set(err, "instances of %.64s: more than %d pages", series,
+                           SYNC_MAX_PAGES);
+                goto done;
+            }
+            int g = google_events_instances(x->auth, x->info.external_id, series,
+                                            pt.len ? pt.data : NULL, x->resp, err);
+            if (g == GOOGLE_EREVOKED) {
+                rc = SYNC_REVOKED;
+                goto done;
+            }
+            if (g == GOOGLE_EHTTP && (x->resp->status == 410 || x->resp->status == 404))
+                break;
+            if (g != GOOGLE_OK)
+                goto done;
+            const char *next = NULL;
+            int items = 0, r;
+            if (str_bounded(L, -1, "nextPageToken", 4096, &next, err) < 0 ||
+                (r = json_get_obj(L, -1, "items", err)) < 0)
+                goto done;
+            if (r == 1)
+                items = lua_gettop(L);
+            for (int i = 1; items; i++) {
+                lua_rawgeti(L, items, i);
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    break;
+                }
+                r = sync_event_parse(L, -1, scratch, err);
+                if (r == 0 && strcmp(scratch->status, "cancelled") != 0)
+                    r = live_add(x, series, scratch->id, err);
+                lua_pop(L, 1);
+                if (r)
+                    goto done;
+            }
+            buf_reset(&pt);
+            if (next && buf_puts(&pt, next)) {
+                cs_err_set(err, "out of memory");
+                goto done;
+            }
+            lua_settop(L, top);
+            if (!next)
+                break;
+        }
+    }
+    rc = 0;
+done:
+    lua_settop(L, top);
+    buf_free(&pt);
+    return rc;
+}
+
+static int series_reconcile(struct run *x, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
+        " AND status != 'cancelled'"
+        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)";
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *series = x->touched.data + o;
+        o += strlen(series) + 1;
+        struct buf ids;
+        buf_init(&ids);
+        int rc = collect_ids(x, sql, series, &ids, err);
+        if (rc == 0)
+            rc = report_deleted(x, &ids, err);
+        buf_free(&ids);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
 /* Checks the envelope at `page` and every item, touching nothing. On
  * success *items is the absolute index of the items table (or 0 when
  * absent) and exactly one of *next_page / *next_sync is set. */
@@ -614,6 +763,8 @@ static int page_check(struct run *x, int page, int *items, int *n_items,
     for (int i = 1; i <= *n_items; i++) {
         lua_rawgeti(L, *items, i);
         int rc = sync_event_parse(L, -1, scratch, err);
+        if (rc == 0 && !x->full && scratch->series_id)
+            touch_series(x, scratch->series_id);
         lua_pop(L, 1);
         if (rc)
             return -1;
@@ -621,7 +772,8 @@ static int page_check(struct run *x, int page, int *items, int *n_items,
     return 0;
 }
 
-/* One page: check, then one transaction. *done set on the last page. */
+/* One page: check, then one transaction. *done set on the last page.
+ * 0, -1 or SYNC_REVOKED. */
 static int page_apply(struct run *x, struct buf *page_token, int *done,
                       struct sync_event *scratch, struct cs_err *err)
 {
@@ -630,6 +782,11 @@ static int page_apply(struct run *x, struct buf *page_token, int *done,
     const char *next_page, *next_sync;
     if (page_check(x, page, &items, &n, &next_page, &next_sync, scratch, err))
         return -1;
+    if (next_sync && !x->full && x->n_touched) {
+        int r = series_fetch(x, scratch, err);
+        if (r)
+            return r;
+    }
     x->stats->pages++;
     x->stats->events += n;
     if (store_begin(x->db, err))
@@ -642,7 +799,9 @@ static int page_apply(struct run *x, struct buf *page_token, int *done,
             goto fail;
     }
     if (next_sync) {
-        if ((x->full && sweep_unseen(x, err)) || finish_calendar(x, next_sync, err))
+        if ((x->full && sweep_unseen(x, err)) ||
+            (!x->full && x->n_touched && series_reconcile(x, err)) ||
+            finish_calendar(x, next_sync, err))
             goto fail;
     }
     if (store_commit(x->db, err))
@@ -768,6 +927,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     buf_init(&cal.sync_token);
     buf_init(&x.old.arena);
     buf_init(&x.raw);
+    buf_init(&x.touched);
     buf_init(&page_token);
     google_resp_init(&resp);
 
@@ -794,9 +954,13 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     x.info.external_id = cal.external_id.data;
     x.full = cal.sync_token.len == 0;
     struct google_auth auth = {x.db, cal.credential_id};
+    x.auth = &auth;
+    x.resp = &resp;
 
 restart:
     stats->full = x.full;
+    buf_reset(&x.touched);
+    x.n_touched = 0;
     x.info.source = x.full ? SYNC_SRC_FULL : src;
     buf_reset(&page_token);
     if (x.full && seen_reset(&x, err))
@@ -841,6 +1005,10 @@ restart:
         int last = 0;
         r = page_apply(&x, &page_token, &last, scratch, err);
         lua_settop(x.L, top);
+        if (r == SYNC_REVOKED) {
+            rc = SYNC_REVOKED;
+            goto done;
+        }
         if (r)
             goto done;
         if (last)
@@ -867,6 +1035,7 @@ done:
     google_resp_free(&resp);
     buf_free(&page_token);
     buf_free(&x.raw);
+    buf_free(&x.touched);
     buf_free(&x.old.arena);
     buf_free(&cal.external_id);
     buf_free(&cal.sync_token);

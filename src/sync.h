@@ -28,6 +28,7 @@
 #define SYNC_ETAG_MAX 256
 #define SYNC_TAG_MAX 256        /* longer calsync_booking_uid: ignored */
 #define SYNC_MAX_PAGES 10000    /* a listing longer than this fails */
+#define SYNC_MAX_SERIES_CHECK 1000 /* series re-listed per incremental sync */
 
 /* Why the sync runs; reported to the hook as DESIGN §5's change.source. */
 enum sync_source {

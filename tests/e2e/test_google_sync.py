@@ -507,3 +507,30 @@ class SchedulerTest(GoogleSyncCase):
         self.svc = probe
         self.assertEqual(self.mirror(cal), mirror)
         self.svc = None
+
+
+class RecurringTest(GoogleSyncCase):
+    def test_split_and_truncate_series(self):
+        s = self.fg.host(CAL, op="create", event=timed(
+            "2026-03-02T09:00:00Z", "2026-03-02T09:30:00Z", tz="UTC", summary="Daily",
+            recurrence=["RRULE:FREQ=DAILY;COUNT=10"]))
+        cred, cal, last = self.start_synced()
+        self.assertEqual(len(self.mirror(cal)), 10)
+        # "this and following" from the 6th: the old series ends, a new one starts
+        self.fg.host(CAL, op="split", series=s["id"], original_start="2026-03-07T09:00:00Z",
+                     event={"summary": "Daily (new)"})
+        self.sync_now(cal)
+        last = self.wait_synced(cal, last)
+        m = self.assert_mirror_equals_google(cal)
+        old_live = [k for k, v in m.items() if v["series_id"] == s["id"] and v["status"] != "cancelled"]
+        self.assertEqual(len(old_live), 5)
+        new = [v for v in m.values() if v["title"] == "Daily (new)" and v["status"] != "cancelled"]
+        self.assertEqual(len(new), 5)
+        # "delete this and following" on the old half: only UNTIL moves
+        self.fg.host(CAL, op="truncate", series=s["id"], original_start="2026-03-05T09:00:00Z")
+        self.sync_now(cal)
+        self.wait_synced(cal, last)
+        m = self.assert_mirror_equals_google(cal)
+        old_live = [k for k, v in m.items() if v["series_id"] == s["id"] and v["status"] != "cancelled"]
+        self.assertEqual(len(old_live), 3)
+        self.svc.stop()
