@@ -493,7 +493,7 @@ static int exchange_retry(const char *what, const struct exchange *e,
                 return -1;
             wait = google_backoff_ms(attempt, rnd32());
         }
-        if (time_mono_ms() + wait > deadline) {
+        if (time_mono_ms() + wait > deadline || attempt + 1 >= GOOGLE_MAX_ATTEMPTS) {
             log_warn("google.retry_budget_spent", "method=%s status=%ld attempts=%d",
                      what, r->status, attempt + 1);
             char prev[sizeof err->msg];

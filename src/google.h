@@ -9,7 +9,8 @@
  *     connection-level failures, waiting Retry-After exactly when given and
  *     otherwise 1 s doubling up to 60 s with jitter in [wait/2, wait];
  *   - gives up when the next wait would pass GOOGLE_RETRY_BUDGET_MS from the
- *     start of the call (one calendar cannot hog a worker);
+ *     start of the call, or after GOOGLE_MAX_ATTEMPTS exchanges (one
+ *     calendar cannot hog a worker, even with Retry-After: 0);
  *   - on a 401 refreshes the token once and retries;
  *   - on invalid_grant from the token endpoint marks the credential and its
  *     calendars revoked (calendar.c: credential_revoke) and returns
@@ -33,6 +34,7 @@
 #define GOOGLE_CONNECT_TIMEOUT_MS 10000
 #define GOOGLE_TOTAL_TIMEOUT_MS 60000           /* one HTTP exchange */
 #define GOOGLE_RETRY_BUDGET_MS 120000           /* all retries of one call */
+#define GOOGLE_MAX_ATTEMPTS 10                  /* exchanges per call, at most */
 #define GOOGLE_BACKOFF_BASE_MS 1000
 #define GOOGLE_BACKOFF_MAX_MS 60000
 #define GOOGLE_RETRY_AFTER_MAX_MS 3600000       /* larger values are clamped */

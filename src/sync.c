@@ -912,6 +912,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     static const char clear_dirty[] = "UPDATE calendars SET dirty = 0 WHERE id = ?1";
     static const char drop_token[] =
         "UPDATE calendars SET sync_token = NULL WHERE id = ?1";
+    struct cs_err local_err;
     struct sync_stats local = {0};
     struct cal_row cal = {0};
     struct run x = {0};
@@ -922,6 +923,8 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     int64_t t0 = time_mono_ms();
     if (!stats)
         stats = &local;
+    if (!err)
+        err = &local_err;
     memset(stats, 0, sizeof *stats);
     buf_init(&cal.external_id);
     buf_init(&cal.sync_token);
@@ -1029,7 +1032,7 @@ done:
                      (long long)(time_mono_ms() - t0));
         else
             log_warn("sync.failed", "calendar=%lld result=%s err=%s",
-                     (long long)calendar_id, names[rc], log_q(err ? err->msg : ""));
+                     (long long)calendar_id, names[rc], log_q(err->msg));
     }
     free(scratch);
     google_resp_free(&resp);
