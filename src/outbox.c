@@ -257,7 +257,7 @@ static int load_due(struct store_conn *c, const char *url, struct row *rows,
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+        return store_error(c, err);
     st = store_stmt(c, next_sql, err);
     if (!st)
         return -1;
