@@ -280,7 +280,7 @@ int credential_revoke(struct store_conn *c, int64_t credential_id,
             break;
         }
         if (s != SQLITE_ROW) {
-            cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+            store_error(c, err);
             sqlite3_reset(st);
             goto done;
         }

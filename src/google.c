@@ -531,7 +531,7 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
         goto done;
     }
     if (s != SQLITE_ROW) {
-        cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(db)));
+        store_error(db, err);
         goto done;
     }
     const char *rt = store_col_text(st, 0);

@@ -205,7 +205,7 @@ static int load_rows(struct row **out, size_t *n, struct cs_err *err)
                                    sqlite3_column_int64(st, 3)};
     }
     if (s != SQLITE_DONE) {
-        cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+        store_error(c, err);
         goto done;
     }
     *out = rows;

@@ -306,7 +306,7 @@ static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
         goto done;
     }
     if (s != SQLITE_ROW) {
-        cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+        store_error(c, err);
         goto done;
     }
     long off[7];
@@ -483,7 +483,7 @@ static int collect_ids(struct run *x, const char *sql, const char *arg,
         }
     }
     if (rc == 0 && s != SQLITE_DONE)
-        rc = cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(x->db)));
+        rc = store_error(x->db, err);
     sqlite3_reset(st);
     return rc;
 }
@@ -840,7 +840,7 @@ static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
     if (s == SQLITE_DONE) {
         rc = 0;
     } else if (s != SQLITE_ROW) {
-        cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+        store_error(c, err);
     } else {
         const char *state = store_col_text(st, 1);
         const char *ext = store_col_text(st, 2);
