@@ -3,6 +3,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -235,10 +236,10 @@ int calendar_error_notify(struct store_conn *c, int64_t calendar_id,
                           const char *state, const char *reason,
                           struct cs_err *err)
 {
-    (void)c;
-    (void)err;
-    /* TODO(webhooks): enqueue one CALENDAR_ERROR outbox row
-     * {"calendarId","state","reason"} per subscriber here. */
+    /* one CALENDAR_ERROR per subscriber, in the caller's transaction;
+     * the caller kicks the outbox after its commit */
+    if (outbox_enqueue_calendar_error(c, calendar_id, state, reason, err))
+        return -1;
     char series[96];
     snprintf(series, sizeof series, "calsync_calendar_errors_total{state=\"%s\"}",
              strcmp(state, "revoked") == 0 ? "revoked" : "error");
@@ -296,6 +297,8 @@ int credential_revoke(struct store_conn *c, int64_t credential_id,
             goto done;
     }
     rc = store_commit(c, err);
+    if (rc == 0)
+        outbox_kick();
 done:
     if (rc)
         store_rollback(c);

@@ -62,10 +62,10 @@ int credential_revoke(struct store_conn *c, int64_t credential_id,
                       const char *reason, struct cs_err *err);
 
 /* Hook: a calendar just entered state `state` ('revoked' or 'error')
- * for `reason`. Runs inside the caller's transaction. Today it logs and
- * counts; DESIGN §4's CALENDAR_ERROR webhook is to be enqueued here
- * (outbox, same transaction) by the outbound-webhook work.
- * 0 or -1 (the caller rolls back). */
+ * for `reason`. Runs inside the caller's transaction: enqueues DESIGN §4's
+ * CALENDAR_ERROR webhook (outbox_enqueue_calendar_error), logs and counts.
+ * The caller calls outbox_kick() after committing. 0 or -1 (the caller
+ * rolls back). */
 int calendar_error_notify(struct store_conn *c, int64_t calendar_id,
                           const char *state, const char *reason,
                           struct cs_err *err);

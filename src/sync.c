@@ -15,6 +15,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -887,8 +888,10 @@ static void cal_set_error(struct store_conn *c, int64_t id, const char *why)
     if (sqlite3_changes(store_db(c)) > 0 &&
         calendar_error_notify(c, id, "error", why, &err))
         goto fail;
-    if (store_commit(c, &err) == 0)
+    if (store_commit(c, &err) == 0) {
+        outbox_kick();
         return;
+    }
 fail:
     store_rollback(c);
     log_error("sync.set_error_failed", "calendar=%lld err=%s", (long long)id,

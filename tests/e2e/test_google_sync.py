@@ -13,6 +13,7 @@ import urllib.parse
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fake_google import FakeGoogle  # noqa: E402
 from harness import CalsyncCase, lua_str  # noqa: E402
+from receiver import Receiver  # noqa: E402
 
 CAL = "primary"
 
@@ -398,7 +399,14 @@ class OAuthTest(GoogleSyncCase):
     def test_invalid_grant_revokes_calendar_and_deletes_nothing(self):
         self.fg.host(CAL, op="create", event=timed(
             "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+        rx = Receiver().start()
+        self.addCleanup(rx.stop)
+        self.config_extra += "\n" + rx.config()
         cred, cal, last = self.start_synced()
+        st, b, _ = self.svc.request("POST", "/v1/calendars",
+                                    {"credential_id": cred, "external_id": "other@example.com"})
+        other = b["id"]
+        self.wait_synced(other)
         mirror = self.mirror(cal)
         self.assertEqual(len(mirror), 1)
         self.fg.control("POST", "/revoke", {"refresh_token": self.refresh_token})
@@ -416,8 +424,17 @@ class OAuthTest(GoogleSyncCase):
         self.assertEqual(st, 409)
         time.sleep(1.5)
         self.assertEqual(len(self.requests()), 2)
+        self.assertEqual(self.cal_row(other)[0], "revoked")
         body = self.svc.request("GET", "/metrics", raw=True)[1].decode()
-        self.assertIn('calsync_calendar_errors_total{state="revoked"} 1', body)
+        self.assertIn('calsync_calendar_errors_total{state="revoked"} 2', body)
+        # one CALENDAR_ERROR per calendar of the credential
+        rx.wait(lambda ds: len(ds) >= 2)
+        time.sleep(0.5)
+        errs = [d.json for d in rx.deliveries if d.json["triggerEvent"] == "CALENDAR_ERROR"]
+        self.assertEqual(sorted(e["payload"]["calendarId"] for e in errs), sorted([cal, other]))
+        for e in errs:
+            self.assertEqual(e["payload"]["state"], "revoked")
+            self.assertIn("invalid_grant", e["payload"]["reason"])
         self.svc.stop()
 
 
