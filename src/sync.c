@@ -1030,7 +1030,8 @@ done:
         if (rc == SYNC_OK)
             log_info("sync.done", "calendar=%lld kind=%s source=%s pages=%d events=%d"
                      " changes=%d swept=%d ms=%lld", (long long)calendar_id,
-                     stats->full ? "full" : "incremental", sync_source_name(src),
+                     stats->full ? "full" : "incremental",
+                     sync_source_name(stats->full ? SYNC_SRC_FULL : src),
                      stats->pages, stats->events, stats->changes, stats->swept,
                      (long long)(time_mono_ms() - t0));
         else
