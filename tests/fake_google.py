@@ -32,6 +32,7 @@ import copy
 import email.utils
 import hashlib
 import heapq
+import http.client
 import itertools
 import json
 import os
@@ -41,9 +42,7 @@ import sys
 import threading
 import time
 import traceback
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -743,14 +742,17 @@ class Event:
     (a modified or cancelled occurrence, stored under its instance id).
     ``res`` holds the full resource in canonical form (times in UTC);
     ``seq`` is the creation order, ``rev`` the store revision of its last
-    change (what sync tokens compare against)."""
+    change (what sync tokens compare against). ``gone`` (masters only) maps
+    the id suffix of each occurrence a series change removed to the rev of
+    that change: singleEvents=true incremental listings report them."""
 
-    __slots__ = ("res", "seq", "rev")
+    __slots__ = ("res", "seq", "rev", "gone")
 
-    def __init__(self, res, seq, rev):
+    def __init__(self, res, seq, rev, gone=None):
         self.res = res
         self.seq = seq
         self.rev = rev
+        self.gone = gone or {}
 
     @property
     def id(self):
@@ -769,11 +771,11 @@ class Event:
         return bool(self.res.get("recurrence")) and not self.is_exception
 
     def to_json(self):
-        return {"res": self.res, "seq": self.seq, "rev": self.rev}
+        return {"res": self.res, "seq": self.seq, "rev": self.rev, "gone": self.gone}
 
     @classmethod
     def from_json(cls, d):
-        return cls(d["res"], d["seq"], d["rev"])
+        return cls(d["res"], d["seq"], d["rev"], d.get("gone"))
 
 
 class Calendar:
@@ -958,8 +960,8 @@ class Store:
     def _series_members(self, cal, ev):
         """What one change re-sends. Fixtures: any change to a series re-sends
         the master and every exception, all with one etag and updated."""
-        master_id = ev.res.get("recurringEventId") or (ev.id if ev.recurring else None)
-        if master_id is None or not self.config["resend_series_on_change"]:
+        master_id = ev.res.get("recurringEventId") or ev.id
+        if not self.config["resend_series_on_change"]:
             return [ev]
         members = []
         master = cal.events.get(master_id)
@@ -969,6 +971,10 @@ class Store:
         if ev not in members:
             members.append(ev)
         return members
+
+    def _members(self, cal, ev, extra):
+        members = self._series_members(cal, ev)
+        return members + [e for e in extra if e not in members]
 
     def _committed(self, cal):
         if self.notifier is not None:
@@ -1064,9 +1070,35 @@ class Store:
             return False
         return rec.contains(key)
 
+    def _window_keys(self, cal, master):
+        """Occurrence keys a singleEvents=true listing shows now."""
+        if master.cancelled or not master.recurring:
+            return set()
+        rec = self.recurrence(cal, master)
+        upper = self._expansion_upper(cal, ListQuery(), master, rec)
+        keys = set()
+        for k in rec.keys(stop_after=upper):
+            if len(keys) >= self.config["max_instances"]:
+                break
+            keys.add(k)
+        return keys
+
+    def _record_gone(self, cal, master, before, after):
+        """Remember the occurrences a series change removed (after _touch,
+        so they carry the change's rev). Those with an exception are not
+        recorded: the exception itself reports them."""
+        stored = set(cal.events)
+        for k in after:
+            master.gone.pop(key_suffix(k), None)
+        for k in before - after:
+            suffix = key_suffix(k)
+            if f"{master.id}_{suffix}" not in stored:
+                master.gone[suffix] = master.rev
+
     def _orphan_exceptions(self, cal, master):
         """Exceptions whose slot the series no longer generates are cancelled
-        (fixtures: they come back as bare stubs)."""
+        (fixtures: they come back as bare stubs). Returns them: they changed."""
+        changed = []
         for exc in cal.exceptions_of(master.id):
             if exc.cancelled:
                 continue
@@ -1076,6 +1108,8 @@ class Store:
                 continue
             if not self._key_in_series(cal, master, key):
                 exc.res["status"] = "cancelled"
+                changed.append(exc)
+        return changed
 
     # -- validation --------------------------------------------------------
 
@@ -1237,14 +1271,17 @@ class Store:
             # fixtures: a move raises sequence, a title-only edit does not
             new["sequence"] = int(current.get("sequence", 0)) + 1
         rec_changed = new.get("recurrence") != current.get("recurrence")
+        series_changed = not is_exception and (rec_changed or times_changed)
+        before = self._window_keys(cal, ev) if series_changed else set()
         if kind == "instance":
             ev = Event(new, master.seq, 0)
             cal.events[new["id"]] = ev
         else:
             ev.res = new
-        if not is_exception and (rec_changed or times_changed):
-            self._orphan_exceptions(cal, ev)
-        self._touch(cal, self._series_members(cal, ev))
+        orphans = self._orphan_exceptions(cal, ev) if series_changed else []
+        self._touch(cal, self._members(cal, ev, orphans))
+        if series_changed:
+            self._record_gone(cal, ev, before, self._window_keys(cal, ev))
         self._committed(cal)
         return ev
 
@@ -1308,9 +1345,11 @@ class Store:
         stubs for the removed range (fixture recurring-delete-this-and-
         following.json); exceptions beyond it become bare stubs."""
         master, key = self._occurrence_target(cal, eid)
+        before = self._window_keys(cal, master)
         master.res["recurrence"] = set_until(master.res["recurrence"], self._until_before(cal, master, key))
-        self._orphan_exceptions(cal, master)
-        self._touch(cal, self._series_members(cal, master))
+        orphans = self._orphan_exceptions(cal, master)
+        self._touch(cal, self._members(cal, master, orphans))
+        self._record_gone(cal, master, before, self._window_keys(cal, master))
         self._committed(cal)
         return master
 
@@ -1349,11 +1388,13 @@ class Store:
         self._normalize(cal, new, exception=False)
         if (new["start"], new["end"]) != before:
             new["sequence"] = int(new.get("sequence", 0)) + 1
+        before = self._window_keys(cal, master)
         master.res["recurrence"] = set_until(old_lines, self._until_before(cal, master, key))
-        self._orphan_exceptions(cal, master)
+        orphans = self._orphan_exceptions(cal, master)
         new_ev = Event(new, cal.alloc_seq(), 0)
         cal.events[new_id] = new_ev
-        self._touch(cal, self._series_members(cal, master) + [new_ev])
+        self._touch(cal, self._members(cal, master, orphans + [new_ev]))
+        self._record_gone(cal, master, before, self._window_keys(cal, master))
         self._committed(cal)
         return new_ev
 
@@ -1441,8 +1482,8 @@ class Store:
             rid = ev.res.get("recurringEventId")
             master = cal.events.get(rid) if rid else None
             if master is not None:
-                if lq.single or master.cancelled:
-                    continue  # with the master's expansion / under its bare stub
+                if master.cancelled or (lq.single and master.recurring):
+                    continue  # under the series' bare stub / with its expansion
                 self._emit_plain(out, cal, lq, since, ev, master, tz_out)
             elif ev.recurring and ev.cancelled:
                 # A deleted series is ONE bare stub with the master id
@@ -1453,15 +1494,38 @@ class Store:
                 if since is not None:
                     show = ev.rev > since
                 else:
+                    timed_filter = lq.time_min is not None or lq.time_max is not None
                     show = (not lq.single and self._deleted_visible(lq, ev.res)
-                            and self._passes(cal, lq, ev.res, self._series_span(cal, ev)))
+                            and self._passes(cal, lq, ev.res,
+                                             self._series_span(cal, ev) if timed_filter else None))
                 if show:
                     out.append((self._sort_key(cal, lq, ev.seq, ev.res), render_stub(ev.res, tz_out, False)))
             elif ev.recurring and lq.single:
                 self._emit_series(out, cal, lq, since, ev, exc_by_master.get(ev.id, []), tz_out)
+                self._emit_gone(out, cal, lq, since, ev)
             else:
                 self._emit_plain(out, cal, lq, since, ev, None, tz_out)
+                if lq.single and not ev.cancelled:
+                    self._emit_gone(out, cal, lq, since, ev)   # recurrence removed
         return out
+
+    def _emit_gone(self, out, cal, lq, since, master):
+        """Bare stubs for occurrences a series change removed, in
+        singleEvents=true incremental listings only: there the client has no
+        master to learn it from, and a full listing simply lacks them. (With
+        singleEvents=false Google sends no stubs for a removed range: fixture
+        recurring-delete-this-and-following.json.)"""
+        if since is None:
+            return
+        for suffix, rev in master.gone.items():
+            if rev <= since:
+                continue
+            key = parse_key_suffix(suffix)
+            t = ({"dateTime": fmt_utc(key)} if isinstance(key, datetime)
+                 else {"date": key.isoformat()})
+            res = {"id": f"{master.id}_{suffix}", "etag": master.res["etag"], "start": t, "end": t,
+                   "updated": master.res.get("updated", "")}
+            out.append((self._sort_key(cal, lq, master.seq, res, key), render_stub(res, None, False)))
 
     def _emit_plain(self, out, cal, lq, since, ev, master, tz_out):
         """A stored item listed as stored (singleEvents=false, or a single
@@ -1475,9 +1539,10 @@ class Store:
                 # "Cancelled instances of recurring events (but not the
                 # underlying recurring event) will still be included if
                 # showDeleted and singleEvents are both False."
-                if not (master is not None or self._deleted_visible(lq, res)):
+                if not ((master is not None and not lq.single) or self._deleted_visible(lq, res)):
                     return
-            span = self._series_span(cal, ev) if ev.recurring else None
+            timed_filter = lq.time_min is not None or lq.time_max is not None
+            span = self._series_span(cal, ev) if ev.recurring and timed_filter else None
             if not self._passes(cal, lq, res, span):
                 return
         key = None
@@ -1950,7 +2015,6 @@ class Notifier:
             with self.cv:
                 rec["status"], rec["error"] = "skipped", "channel expired"
             return
-        import http.client
         url = urllib.parse.urlsplit(rec["address"])
         conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
@@ -2216,11 +2280,6 @@ class Router:
                 if m == method:
                     return handler, params, op
         return None, path_known, None
-
-
-def op_of(router, method, segs):
-    handler, _, op = router.match(method, segs)
-    return op if handler else None
 
 
 STANDARD_PARAMS = {"alt", "fields", "key", "oauth_token", "prettyPrint", "quotaUser",
@@ -3020,7 +3079,7 @@ class ControlApi:
         if calendar:
             calendar = self.store.canonical_id(calendar)
         want = self._qint(req, "wait_count")
-        deadline = time.monotonic() + self._qint(req, "timeout_ms", 5000) / 1000
+        deadline = time.monotonic() + min(self._qint(req, "timeout_ms", 5000), 60000) / 1000
         while True:
             recs = self.app.notifier.records(since, channel_id, calendar)
             settled = [r for r in recs if r["status"] != "pending"]
@@ -3207,8 +3266,9 @@ class App:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "ESF"
-    sys_version = ""
+
+    def version_string(self):
+        return "ESF"  # what Google's front end calls itself (fixtures)
 
     def log_message(self, fmt, *args):
         if self.server.app.verbose:

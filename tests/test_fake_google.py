@@ -5,6 +5,8 @@ checks the Google behaviour it models and its control API.
 """
 import json
 import os
+import random
+import re
 import shutil
 import sys
 import tempfile
@@ -331,6 +333,25 @@ class TestRecurrence(FakeGoogleCase):
         self.assertEqual([i["id"] for i in page["items"]],
                          [f"{master['id']}_{d}" for d in ("20260302", "20260304", "20260306", "20260308")])
 
+    def test_removed_occurrences_reported_only_with_single_events(self):
+        master = self.insert(timed("2026-12-07T09:00:00", "2026-12-07T09:30:00", "America/Chicago",
+                                   recurrence=["RRULE:FREQ=DAILY;COUNT=6"]))
+        mid = master["id"]
+        _, tok_single = self.full_sync(singleEvents="true")
+        _, tok_plain = self.full_sync()
+        self.fg.host(CAL, op="truncate", series=mid, original_start="2026-12-10T15:00:00Z")
+        items, _ = self.incremental(tok_single, singleEvents="true", timeZone="UTC")
+        live = sorted(i["id"] for i in items if i["status"] != "cancelled")
+        gone = sorted(i["id"] for i in items if i["status"] == "cancelled")
+        self.assertEqual(live, [f"{mid}_2026120{d}T150000Z" for d in (7, 8, 9)])
+        self.assertEqual(gone, [f"{mid}_202612{d}T150000Z" for d in (10, 11, 12)])
+        self.assertTrue(all(set(i) == {"kind", "etag", "id", "status"}
+                            for i in items if i["status"] == "cancelled"))
+        # singleEvents=false: only the master, with its new UNTIL
+        items, _ = self.incremental(tok_plain)
+        self.assertEqual([(i["id"], i["recurrence"]) for i in items],
+                         [(mid, ["RRULE:FREQ=DAILY;UNTIL=20261210T055959Z"])])
+
     def test_host_operations(self):
         ev = self.fg.host(CAL, op="create", event=timed(
             "2026-12-07T09:00:00", "2026-12-07T09:30:00", "America/Chicago",
@@ -528,6 +549,101 @@ class TestFaultsAndAuth(FakeGoogleCase):
             "2026-12-01T09:00:00Z", "2026-12-01T10:00:00Z", "UTC", recurrence=["RRULE:FREQ=HOURLY"])),
             400, "invalid")
         self.assertEqual(self.fg.control("GET", "/health")["ok"], True)
+
+
+class TestConvergence(FakeGoogleCase):
+    """Random API and host edits; a client that mirrors a full sync and then
+    applies every incremental delta (upsert; cancelled -> drop, a series
+    stub dropping its instances) must end up equal to a fresh full listing,
+    in both singleEvents modes. This is what calsync relies on."""
+
+    INSTANCE = re.compile(r"^(.+)_(\d{8}(T\d{6}Z)?)$")
+
+    def listing(self, query):
+        items, pages = self.list_all(query)
+        return items, pages[-1]["nextSyncToken"]
+
+    def apply(self, mirror, items):
+        for it in items:
+            if it["status"] != "cancelled":
+                mirror[it["id"]] = it
+                continue
+            mirror.pop(it["id"], None)
+            for k in list(mirror):
+                m = self.INSTANCE.match(k)
+                if m and m.group(1) == it["id"]:
+                    del mirror[k]
+
+    @staticmethod
+    def live(items):
+        return {i["id"]: i["etag"] for i in items if i["status"] != "cancelled"}
+
+    def random_edit(self, rnd):
+        stored = [e["event"] for e in self.fg.control("GET", "/events/primary")["events"]]
+        ids = [e["id"] for e in stored]
+        cancelled = [e["id"] for e in stored if e["status"] == "cancelled"]
+        masters = [e["id"] for e in stored if e.get("recurrence") and e["status"] != "cancelled"]
+        instances = list(self.live(self.listing({"singleEvents": "true"})[0]))
+        tz = rnd.choice(["America/New_York", "Europe/Berlin", "UTC"])
+        day = rnd.choice(["03-05", "03-07", "10-30", "11-02"])      # around both DST changes
+        h = rnd.randint(0, 22)
+        t = lambda hour: {"dateTime": f"2026-{day}T{hour:02d}:00:00", "timeZone": tz}
+        r = rnd.random()
+        if r < 0.15:
+            self.api("POST", EVENTS, {"summary": "s", "start": t(h), "end": t(h + 1)})
+        elif r < 0.27:
+            rule = rnd.choice(["RRULE:FREQ=DAILY;COUNT=6", "RRULE:FREQ=WEEKLY;BYDAY=MO,TH;COUNT=5",
+                               "RRULE:FREQ=DAILY", "RRULE:FREQ=DAILY;INTERVAL=2;UNTIL=20261110T000000Z"])
+            self.fg.host(CAL, op="create", event={"summary": "r", "start": t(h), "end": t(h + 1),
+                                                  "recurrence": [rule]})
+        elif r < 0.42 and instances + ids:
+            self.api("PATCH", f"{EVENTS}/{rnd.choice(instances + ids)}", {"summary": f"t{rnd.randint(0, 99)}"})
+        elif r < 0.55 and instances:
+            self.api("PATCH", f"{EVENTS}/{rnd.choice(instances)}",
+                     {"start": {"dateTime": "2026-03-09T10:00:00-05:00"},
+                      "end": {"dateTime": "2026-03-09T11:00:00-05:00"}})
+        elif r < 0.7 and instances + ids:
+            self.api("DELETE", f"{EVENTS}/{rnd.choice(instances + ids)}")
+        elif r < 0.8 and masters:
+            m = rnd.choice(masters)
+            occ = [k for k in instances if self.INSTANCE.match(k) and self.INSTANCE.match(k).group(1) == m]
+            if occ:
+                self.fg.request("POST", "/_control/events/primary",
+                                {"op": rnd.choice(["truncate", "split"]), "id": rnd.choice(occ),
+                                 "event": {"summary": "after split"}})
+        elif r < 0.9 and masters:
+            self.api("PATCH", f"{EVENTS}/{rnd.choice(masters)}", rnd.choice([
+                {"recurrence": ["RRULE:FREQ=DAILY;COUNT=3"]}, {"recurrence": None},
+                {"start": {"dateTime": "2026-03-06T08:00:00-05:00"},
+                 "end": {"dateTime": "2026-03-06T09:00:00-05:00"}}]))
+        elif cancelled:
+            self.api("PATCH", f"{EVENTS}/{rnd.choice(cancelled)}", {"status": "confirmed"})
+
+    def check_seed(self, seed, ops=60):
+        rnd = random.Random(seed)
+        self.fg.control("POST", "/config", {"expand_days": 60})
+        modes = {"plain": {}, "single": {"singleEvents": "true", "maxResults": "37"}}
+        state = {}
+        for name, q in modes.items():
+            items, token = self.listing(q)
+            state[name] = ({i["id"]: i for i in items if i["status"] != "cancelled"}, token)
+        for i in range(ops):
+            self.random_edit(rnd)
+            if rnd.random() < 0.3 or i == ops - 1:
+                for name, q in modes.items():
+                    mirror, token = state[name]
+                    items, token = self.listing(dict(q, syncToken=token))
+                    self.apply(mirror, items)
+                    state[name] = (mirror, token)
+                    full = self.live(self.listing(q)[0])
+                    self.assertEqual({k: v["etag"] for k, v in mirror.items()}, full,
+                                     f"seed {seed}, edit {i}, mode {name}")
+
+    def test_incremental_sync_converges(self):
+        for seed in (1, 3):
+            with self.subTest(seed=seed):
+                self.setUp()
+                self.check_seed(seed)
 
 
 class TestStateFile(unittest.TestCase):
