@@ -587,6 +587,13 @@ static int refresh_token(struct google_auth *a, const char *refresh, char *out,
         cs_err_set(err, "out of memory");
         goto done;
     }
+    if (!g_cfg->google.client_id || !*g_cfg->google.client_id ||
+        !g_cfg->google.client_secret || !*g_cfg->google.client_secret) {
+        /* never send a refresh token with no client: Google would refuse
+         * it, and an unconfigured test instance must not reach Google */
+        cs_err_set(err, "google.client_id and google.client_secret are not configured");
+        goto done;
+    }
     if (form_add(&form, "grant_type", "refresh_token") ||
         form_add(&form, "refresh_token", refresh) ||
         form_add(&form, "client_id", g_cfg->google.client_id) ||

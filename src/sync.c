@@ -572,6 +572,7 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
 {
     static const char sql[] =
         "UPDATE calendars SET sync_token = ?2, last_synced_at = ?3, updated_at = ?3,"
+        " dirty = 0,"
         " state_reason = CASE WHEN state IN ('syncing', 'error') THEN NULL"
         "                ELSE state_reason END,"
         " state = CASE WHEN state IN ('syncing', 'error') THEN 'active'"
@@ -912,7 +913,6 @@ static void count_sync(int full, const char *result)
 int sync_calendar(int64_t calendar_id, enum sync_source src,
                   struct sync_stats *stats, struct cs_err *err)
 {
-    static const char clear_dirty[] = "UPDATE calendars SET dirty = 0 WHERE id = ?1";
     static const char drop_token[] =
         "UPDATE calendars SET sync_token = NULL WHERE id = ?1";
     struct cs_err local_err;
@@ -952,8 +952,6 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
         rc = SYNC_SKIPPED;
         goto done;
     }
-    if (cal_exec(x.db, clear_dirty, calendar_id, err))
-        goto done;
     x.stats = stats;
     x.info.calendar_id = calendar_id;
     x.info.credential_id = cal.credential_id;
