@@ -20,7 +20,9 @@ H.logs = {}       -- lines from print() and ctx.log(), oldest first
 
 local function log(msg) H.logs[#H.logs + 1] = tostring(msg) end
 
-local lib, register, str = S.library(_G, { log = log })
+local hit = false -- the running call hit the instruction limit
+local lib, register, str = S.library(_G, { log = log,
+  limit_hit = function() return hit end })
 
 -- Bundled modules run in an environment of their own, as in the binary.
 local function load_module(path, name)
@@ -39,7 +41,8 @@ H.calsync = require "calsync"
 -- Runs f(...) with the instruction limit armed; sticky like the runtime's:
 -- once over budget every instruction raises, so pcall cannot swallow it.
 local function limited(f, ...)
-  local used, hit = 0, false
+  local used = 0
+  hit = false
   local function hook()
     -- back in limited() itself: the call is over (the runtime's C side
     -- gets here without running an instruction)

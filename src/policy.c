@@ -277,7 +277,8 @@ static int scan_dir(const char *dir, char ***out, struct cs_err *err,
             goto oom;
         n++;
     }
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    if (n > 1)
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
     *out = names;
     names = NULL;
     rc = n;
@@ -494,16 +495,19 @@ int policy_reload(struct buf *errors)
 int policy_engine_start(const struct config *cfg, struct cs_err *err)
 {
     eng.cfg = cfg;
-    int failed = policy_reload(NULL);
-    if (failed < 0)
-        return cs_err_set(err, "out of memory loading policies");
-    log_info("policy.engine_started", "dir=%s failed=%d", log_q(cfg->policies), failed);
+    /* watch first: a file saved while the first scan runs is seen */
     eng.watch = reload_watch_start(cfg->policies, RELOAD_DELAY_MS, reload_done,
                                    NULL, err);
     if (!eng.watch) {
         policy_engine_stop();
         return -1;
     }
+    int failed = policy_reload(NULL);
+    if (failed < 0) {
+        policy_engine_stop();
+        return cs_err_set(err, "out of memory loading policies");
+    }
+    log_info("policy.engine_started", "dir=%s failed=%d", log_q(cfg->policies), failed);
     return 0;
 }
 
@@ -535,7 +539,8 @@ int policy_list_json(struct buf *out)
 {
     int rc = 0;
     pthread_mutex_lock(&eng.mu);
-    qsort(eng.v, (size_t)eng.n, sizeof *eng.v, cmp_entry);
+    if (eng.n > 1)
+        qsort(eng.v, (size_t)eng.n, sizeof *eng.v, cmp_entry);
     rc |= buf_puts(out, "{\"policies\":[");
     for (int i = 0; i < eng.n; i++) {
         const struct entry *e = &eng.v[i];
@@ -1080,9 +1085,9 @@ int policy_cmd_check(const struct config *cfg, const char *target)
         free(names[i]);
     }
     free(names);
-    if (n == 0 && bad == 0)
+    if (n == 0 && bn.n == 0)
         printf("%s: no policy files\n", t);
-    printf("%d file(s) checked, %d failed\n", n + bad, bad);
+    printf("%d file(s) checked, %d failed\n", n + bn.n, bad);
     fflush(stdout);
     return bad ? 1 : 0;
 }

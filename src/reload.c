@@ -91,7 +91,6 @@ static void *watch_main(void *arg)
 {
     struct reload_watcher *w = arg;
     int64_t due = -1;
-    ensure_watch(w);
     for (;;) {
         int timeout = -1;
         if (due >= 0) {
@@ -149,6 +148,7 @@ struct reload_watcher *reload_watch_start(const char *dir, int delay_ms,
         cs_err_set(err, "pipe: %s", strerror(errno));
         goto fail;
     }
+    ensure_watch(w); /* before returning: no event after start is missed */
     int rc = pthread_create(&w->thread, NULL, watch_main, w);
     if (rc) {
         cs_err_set(err, "pthread_create: %s", strerror(rc));

@@ -141,6 +141,13 @@ static int sb_log(lua_State *L)
     return 0;
 }
 
+static int sb_limit_hit(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    lua_pushboolean(L, sb->instr_hit || sb->mem_hit);
+    return 1;
+}
+
 void sandbox_push_log(lua_State *L)
 {
     lua_pushcfunction(L, sb_log);
@@ -153,7 +160,10 @@ void sandbox_readonly(lua_State *L)
     lua_call(L, 1, 1);
 }
 
-static void strip_nulls(lua_State *L, int idx, int depth)
+/* cjson gives JSON null as a light userdata and every number as a float:
+ * drop the nulls (absent = nil for a policy) and turn integral numbers into
+ * integers, so `24` reads as 24 and not 24.0, as in the busted specs. */
+static void normalise_json(lua_State *L, int idx, int depth)
 {
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 4, "JSON too deep");
@@ -164,8 +174,17 @@ static void strip_nulls(lua_State *L, int idx, int depth)
             lua_pushvalue(L, -1);
             lua_pushnil(L);
             lua_rawset(L, idx); /* clearing a field while traversing is allowed */
+        } else if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+            if (n >= -9007199254740992.0 && n <= 9007199254740992.0 &&
+                n == (lua_Number)(lua_Integer)n) {
+                lua_pushvalue(L, -1);
+                lua_pushinteger(L, (lua_Integer)n);
+                lua_rawset(L, idx); /* assigning an existing field is allowed */
+            }
         } else if (lua_type(L, -1) == LUA_TTABLE && depth < SB_JSON_DEPTH + 2) {
-            strip_nulls(L, -1, depth + 1);
+            normalise_json(L, -1, depth + 1);
             lua_pop(L, 1);
         } else {
             lua_pop(L, 1);
@@ -179,7 +198,7 @@ void sandbox_push_json(lua_State *L, const char *text, size_t len)
     lua_pushlstring(L, text, len);
     lua_call(L, 1, 1);
     if (lua_type(L, -1) == LUA_TTABLE)
-        strip_nulls(L, -1, 0);
+        normalise_json(L, -1, 0);
     else if (lua_islightuserdata(L, -1)) {
         lua_pop(L, 1);
         lua_pushnil(L);
@@ -243,12 +262,14 @@ static int sb_setup(lua_State *L)
     get_field_to_registry(L, -1, "getinfo", &sb_key_getinfo);
     lua_pop(L, 1);
 
-    /* lib, register, str = S.library(_G, {log = sb_log}) */
+    /* lib, register, str = S.library(_G, {log = sb_log, limit_hit = ...}) */
     lua_getfield(L, S, "library");
     lua_pushglobaltable(L);
-    lua_createtable(L, 0, 1);
+    lua_createtable(L, 0, 2);
     lua_pushcfunction(L, sb_log);
     lua_setfield(L, -2, "log");
+    lua_pushcfunction(L, sb_limit_hit);
+    lua_setfield(L, -2, "limit_hit");
     lua_call(L, 2, 3);
     int lib = S + 1, reg = S + 2, str = S + 3;
     lua_pushvalue(L, lib);
@@ -306,7 +327,7 @@ struct sandbox *sandbox_new(const char *name, const struct sandbox_limits *lim,
         return NULL;
     }
     lua_gc(sb->L, LUA_GCCOLLECT, 0);
-    if (lim->memory > 0 && (uint64_t)lim->memory < (size_t)-1 - sb->used)
+    if (lim->memory >= 0 && (uint64_t)lim->memory < (size_t)-1 - sb->used)
         sb->limit = sb->used + (size_t)lim->memory;
     return sb;
 }

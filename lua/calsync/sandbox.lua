@@ -68,6 +68,8 @@ S.denied = {
     dofile = "reads files",
     loadfile = "reads files",
     rawset = "writes through the read-only argument proxies",
+    ["xpcall's handler after a limit hit"] = "it would run with the count "
+        .. "hook off (xpcall is wrapped to skip it)",
     ["__gc (setmetatable)"] = "a finalizer runs outside any call's limits",
     _G = "the environment is locked after load; use locals",
     ["string.dump"] = "produces bytecode, which is never loaded",
@@ -296,7 +298,8 @@ local function undefined(_, k, level)
 end
 
 --- The shared part of every policy environment, built from G (the real
---- globals) and opts.log (function(msg)). Returns lib (name -> value; a
+--- globals), opts.log (function(msg)) and opts.limit_hit (function: true
+--- once the running call hit a limit). Returns lib (name -> value; a
 --- miss errors naming the global) and register(name, module), which offers
 --- a module to `require` (and as a global when name has no dot).
 function S.library(G, opts)
@@ -324,6 +327,16 @@ function S.library(G, opts)
             error("collectgarbage: only \"count\" is available in policies", 2)
         end
         return G.collectgarbage("count")
+    end
+    -- A limit error is raised from inside the count hook, where Lua runs
+    -- the message handler with hooks off: a handler of the policy's would
+    -- run unbounded. Once a limit is hit the handler is skipped.
+    local real_xpcall, limit_hit = G.xpcall, opts.limit_hit
+    lib.xpcall = function(f, handler, ...)
+        return real_xpcall(f, function(e)
+            if limit_hit() then return e end
+            return handler(e)
+        end, ...)
     end
     local real_setmetatable = G.setmetatable
     lib.setmetatable = function(t, mt)
