@@ -29,8 +29,8 @@ SRC     := $(wildcard src/*.c)
 LUA_SRC := $(sort $(wildcard lua/calsync/*.lua))
 HDR     := $(wildcard src/*.h)
 
-OBJ       := $(SRC:src/%.c=build/obj/%.o) build/obj/lua_bundle.o
-ASAN_OBJ  := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/lua_bundle.o
+OBJ       := $(SRC:src/%.c=build/obj/%.o) build/obj/lua_bundle.o build/obj/version.o
+ASAN_OBJ  := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/lua_bundle.o build/asan/obj/version.o
 LIB_OBJ   := $(filter-out build/obj/main.o,$(OBJ))
 ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -53,19 +53,26 @@ build/gen/lua_bundle.c: build/tools/bundle $(LUA_SRC)
 	@mkdir -p $(dir $@)
 	build/tools/bundle $@ $(LUA_SRC)
 
-build/gen/version.h: FORCE
+# Only version.c changes with the commit, so a new commit relinks but
+# recompiles nothing else.
+build/gen/version.c: FORCE
 	@mkdir -p $(dir $@)
-	@echo '#define CALSYNC_VERSION "$(VERSION)"' > $@.tmp
+	@echo '#include "version.h"' > $@.tmp
+	@echo 'const char calsync_version[] = "$(VERSION)";' >> $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 FORCE:
 
-build/obj/%.o: src/%.c $(HDR) build/gen/version.h
+build/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 build/obj/lua_bundle.o: build/gen/lua_bundle.c src/bundle.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+build/obj/version.o: build/gen/version.c src/version.h
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 build/calsync: $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $(OBJ) $(LDLIBS_ALL)
@@ -73,9 +80,14 @@ build/calsync: $(OBJ)
 # ---- sanitizer build -------------------------------------------------------
 asan: build/asan/calsync
 
-build/asan/obj/%.o: src/%.c $(HDR) build/gen/version.h
+build/asan/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) -c -o $@ $<
+	@echo "  CC/SAN  $<"
+	@$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) -c -o $@ $<
+
+build/asan/obj/version.o: build/gen/version.c src/version.h
+	@mkdir -p $(dir $@)
+	@$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) -c -o $@ $<
 
 build/asan/obj/lua_bundle.o: build/gen/lua_bundle.c src/bundle.h
 	@mkdir -p $(dir $@)

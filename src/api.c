@@ -12,6 +12,7 @@
 
 #include "booking.h"
 #include "calendar.h"
+#include "intake.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -831,14 +832,6 @@ static void h_metrics(struct http_req *req, struct http_resp *resp)
         http_error(resp, 503, "out of memory");
 }
 
-static void h_webhook_google(struct http_req *req, struct http_resp *resp)
-{
-    /* The intake arrives with the channel registry; until then no channel
-     * exists, and the contract answers unknown channels 200. */
-    (void)req;
-    resp->status = 200;
-}
-
 static const struct http_route routes[] = {
     {"POST", "/v1/credentials", h_credentials_create, 1},
     {"POST", "/v1/calendars", h_calendars_create, 1},
@@ -855,7 +848,7 @@ static const struct http_route routes[] = {
     {"GET", "/v1/channels", h_channels_list, 1},
     {"GET", "/v1/policies", h_policies_list, 1},
     {"POST", "/v1/policies/reload", h_policies_reload, 1},
-    {"POST", "/webhooks/google", h_webhook_google, 0},
+    {"POST", "/webhooks/google", intake_handle, 0},
     {"GET", "/healthz", h_healthz, 0},
     {"GET", "/metrics", h_metrics, 0},
     {NULL, NULL, NULL, 0},

@@ -71,7 +71,7 @@ int booking_get(struct store_conn *c, const char *uid, struct booking *b,
     sqlite3_reset(st);
     if (rc == SQLITE_DONE)
         return 0;
-    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    return store_error(c, err);
 }
 
 int booking_insert(struct store_conn *c, const struct booking *b,
@@ -224,15 +224,7 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
         last = b.seq;
         booking_free(&b);
     }
-    int more = rc == SQLITE_ROW;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
-    if (more)
-        buf_printf(out, "],\"next_cursor\":\"%lld\"}", (long long)last);
-    else
-        buf_puts(out, "],\"next_cursor\":null}");
-    return 0;
+    return store_page_end(c, st, rc, last, out, err);
 }
 
 int audit_append(struct store_conn *c, const struct audit_entry *e,
@@ -290,6 +282,6 @@ int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
     sqlite3_reset(st);
     buf_puts(out, "]}");
     if (rc != SQLITE_DONE)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+        return store_error(c, err);
     return 0;
 }

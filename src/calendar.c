@@ -41,7 +41,7 @@ int credential_exists(struct store_conn *c, int64_t id, struct cs_err *err)
         return 1;
     if (rc == SQLITE_DONE)
         return 0;
-    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    return store_error(c, err);
 }
 
 int calendar_upsert(struct store_conn *c, int64_t credential_id,
@@ -81,7 +81,7 @@ int calendar_upsert(struct store_conn *c, int64_t credential_id,
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+        return store_error(c, err);
     st = store_stmt(c, ins_sql, err);
     if (!st)
         return -1;
@@ -163,7 +163,7 @@ int calendar_json(struct store_conn *c, int64_t id, struct buf *out,
         return 1;
     if (rc == SQLITE_DONE)
         return 0;
-    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    return store_error(c, err);
 }
 
 int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
@@ -187,15 +187,7 @@ int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
         last = sqlite3_column_int64(st, 0);
         row_json(st, out);
     }
-    int more = rc == SQLITE_ROW;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
-    if (more)
-        buf_printf(out, "],\"next_cursor\":\"%lld\"}", (long long)last);
-    else
-        buf_puts(out, "],\"next_cursor\":null}");
-    return 0;
+    return store_page_end(c, st, rc, last, out, err);
 }
 
 int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
@@ -214,7 +206,7 @@ int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
         return 1;
     if (rc == SQLITE_DONE)
         return 0;
-    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    return store_error(c, err);
 }
 
 int calendar_set_state(struct store_conn *c, int64_t id, const char *state,

@@ -153,8 +153,10 @@ static void *cfg_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
 
 static void cfg_count_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
-    luaL_error(L, "configuration ran too long (instruction limit)");
+    lua_getinfo(L, "Sl", ar);
+    lua_pushfstring(L, "%s:%d: configuration ran too long (instruction limit)",
+                    ar->short_src, ar->currentline);
+    lua_error(L);
 }
 
 /* _ENV.__newindex: remember the line, store in the value table. */
@@ -461,7 +463,13 @@ int config_load_string(struct config *cfg, const char *name, const char *src,
     lua_pop(L, 1);                     /* env stays reachable via chunk */
     lua_pushvalue(L, 1);               /* call a copy */
     lua_sethook(L, cfg_count_hook, LUA_MASKCOUNT, CONFIG_INSTR_LIMIT);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    int st = lua_pcall(L, 0, 0, 0);
+    if (st == LUA_ERRMEM) {
+        cs_err_set(err, "%s: configuration used more than %u MiB of memory",
+                   name, CONFIG_MEM_LIMIT >> 20);
+        goto done;
+    }
+    if (st != LUA_OK) {
         const char *m = lua_tostring(L, -1);
         cs_err_set(err, "%s", m ? m : "configuration raised a non-string error");
         goto done;

@@ -10,6 +10,7 @@
 #include "api.h"
 #include "http.h"
 #include "log.h"
+#include "outbox.h"
 #include "policy.h"
 #include "store.h"
 #include "version.h"
@@ -24,7 +25,7 @@ int service_run(const struct config *cfg)
     struct cs_err err = {{0}};
     sigset_t set;
     int sig = 0, rc = 1;
-    int policies_up = 0;
+    int policies_up = 0, outbox_up = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -46,6 +47,11 @@ int service_run(const struct config *cfg)
         goto out;
     }
     policies_up = 1;
+    if (outbox_start(cfg, &err)) {
+        log_error("service.start_failed", "what=outbox err=%s", log_q(err.msg));
+        goto out;
+    }
+    outbox_up = 1;
     if (http_start(cfg, api_routes(cfg), &err)) {
         log_error("service.start_failed", "what=http err=%s", log_q(err.msg));
         goto out;
@@ -67,6 +73,8 @@ int service_run(const struct config *cfg)
     http_stop();
     rc = 0;
 out:
+    if (outbox_up)
+        outbox_stop();
     if (policies_up)
         policy_engine_stop();
     store_shutdown();

@@ -385,6 +385,24 @@ int store_healthy(void)
     return ok;
 }
 
+int store_error(struct store_conn *c, struct cs_err *err)
+{
+    return cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
+}
+
+int store_page_end(struct store_conn *c, sqlite3_stmt *st, int rc,
+                   int64_t last, struct buf *out, struct cs_err *err)
+{
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return store_error(c, err);
+    if (rc == SQLITE_ROW)
+        buf_printf(out, "],\"next_cursor\":\"%lld\"}", (long long)last);
+    else
+        buf_puts(out, "],\"next_cursor\":null}");
+    return 0;
+}
+
 const char *store_col_text(sqlite3_stmt *st, int col)
 {
     return (const char *)sqlite3_column_text(st, col);

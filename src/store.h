@@ -55,6 +55,16 @@ int store_disk_version(struct store_conn *c);
 /* 1 when a trivial query succeeds (for /healthz). */
 int store_healthy(void);
 
+/* Sets err to "database: <sqlite message>" for c; returns -1. */
+int store_error(struct store_conn *c, struct cs_err *err);
+
+/* Ends a cursor page: `rc` is the last sqlite3_step() result (SQLITE_ROW
+ * means a further row exists), `last` the cursor of the last row written.
+ * Resets st and appends `],"next_cursor":"<last>"}` or `...:null}` to out.
+ * 0, or -1 (err set) when rc is an error. */
+int store_page_end(struct store_conn *c, sqlite3_stmt *st, int rc,
+                   int64_t last, struct buf *out, struct cs_err *err);
+
 /* sqlite3_column_text as const char* (NULL for SQL NULL). */
 const char *store_col_text(sqlite3_stmt *st, int col);
 

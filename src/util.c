@@ -387,6 +387,26 @@ int secure_equal(const char *a, size_t an, const char *b, size_t bn)
     return an == 0 || CRYPTO_memcmp(a, b, an) == 0;
 }
 
+int64_t backoff_ms(int attempt, double r)
+{
+    int64_t d = 1000;
+    for (int i = 1; i < attempt && d < 60000; i++)
+        d *= 2;
+    if (d > 60000)
+        d = 60000;
+    if (r < 0 || r >= 1)
+        r = 0;
+    return d / 2 + (int64_t)((double)(d - d / 2) * r);
+}
+
+double random_unit(void)
+{
+    uint64_t v;
+    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
+        v = (uint64_t)time_mono_ms() * 6364136223846793005ULL;
+    return (double)(v >> 11) / 9007199254740992.0;
+}
+
 int parse_i64(const char *s, int64_t *out)
 {
     if (!s || !*s)

@@ -66,6 +66,13 @@ int random_hex(char *out, size_t nbytes);
 /* Constant-time equality of two byte strings (length leaks, content not). */
 int secure_equal(const char *a, size_t an, const char *b, size_t bn);
 
+/* The retry delay of DESIGN §2 (Google failures, webhook retries) before
+ * retry number `attempt` (1-based), in ms: 1 s doubling up to 60 s, with
+ * jitter from r in [0,1) that never shortens it below half: [d/2, d]. */
+int64_t backoff_ms(int attempt, double r);
+/* A uniform random double in [0,1) (not for secrets). */
+double random_unit(void);
+
 /* Parses a base-10 int64 of the whole string; 0 or -1. */
 int parse_i64(const char *s, int64_t *out);
 

@@ -1,0 +1,475 @@
+/* outbox.c -- durable, ordered, signed webhook delivery.
+ *
+ * Rows: outbox(id, delivery_id, subscriber=url, booking_uid, trigger, body,
+ * state pending|delivered|orphaned, attempts, next_at, last_status).
+ *
+ * Each subscriber has its own thread so a slow or dead receiver never
+ * delays the others. A thread picks the oldest pending rows of its
+ * subscriber that are due and whose booking has no older pending row
+ * (per-booking order), posts each, and records the outcome. A row whose
+ * subscriber is no longer configured is marked `orphaned` at start (kept,
+ * visible, never sent with a secret that no longer exists).
+ */
+#include "outbox.h"
+
+#include "log.h"
+#include "metrics.h"
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTBOX_TIMEOUT_MS 10000
+#define OUTBOX_BATCH 32
+
+struct sender {
+    pthread_t thread;
+    const struct config_webhook *hook;
+    int started;
+};
+
+static const struct config *outbox_cfg;
+static struct sender *outbox_senders;
+static int outbox_nsenders;
+static pthread_mutex_t outbox_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t outbox_cv = PTHREAD_COND_INITIALIZER;
+static int outbox_stopping;
+static unsigned long outbox_kicks;
+
+/* ---------------------------------------------------------------- enqueue */
+
+void outbox_sign(const char *secret, const char *body, size_t len, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body,
+         len, mac, &n);
+    for (unsigned i = 0; i < n; i++) {
+        out[2 * i] = hex[mac[i] >> 4];
+        out[2 * i + 1] = hex[mac[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int insert_rows(struct store_conn *c, const char *uid,
+                       const char *trigger, const char *body,
+                       struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT INTO outbox (delivery_id, subscriber, booking_uid, trigger,"
+        " body, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+    int64_t now = time_now_ms();
+    for (int i = 0; outbox_cfg && i < outbox_cfg->n_webhooks; i++) {
+        char id[40] = "dlv_";
+        if (random_hex(id + 4, 16))
+            return cs_err_set(err, "random source failed");
+        sqlite3_stmt *st = store_stmt(c, sql, err);
+        if (!st)
+            return -1;
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, outbox_cfg->webhooks[i].url, -1, SQLITE_STATIC);
+        if (uid)
+            sqlite3_bind_text(st, 3, uid, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, trigger, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, now);
+        if (store_exec(c, st, err))
+            return -1;
+    }
+    return 0;
+}
+
+static void envelope_open(struct buf *b, const char *trigger)
+{
+    char ts[TIME_RFC3339_MAX];
+    time_format_rfc3339(time_now_ms(), ts);
+    buf_puts(b, "{\"triggerEvent\":");
+    buf_json_strz(b, trigger);
+    buf_printf(b, ",\"createdAt\":\"%s\",\"payload\":{", ts);
+}
+
+static void put_str(struct buf *b, const char *key, const char *v, int comma)
+{
+    buf_printf(b, "%s\"%s\":", comma ? "," : "", key);
+    buf_json_strz(b, v);
+}
+
+static void put_time(struct buf *b, const char *key, int64_t ms)
+{
+    char ts[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, ts);
+    buf_printf(b, ",\"%s\":\"%s\"", key, ts);
+}
+
+int outbox_enqueue_booking(struct store_conn *c, const char *trigger,
+                           const struct booking *now, const struct booking *prev,
+                           const char *reason, const char *source,
+                           const char *policy, const char *policy_version,
+                           struct cs_err *err)
+{
+    if (!outbox_cfg || outbox_cfg->n_webhooks == 0)
+        return 0;
+    struct buf b;
+    buf_init(&b);
+    envelope_open(&b, trigger);
+    put_str(&b, "uid", now->uid, 0);
+    buf_printf(&b, ",\"calendarId\":%lld", (long long)now->calendar_id);
+    put_str(&b, "title", now->title, 1);
+    put_time(&b, "startTime", now->start_ms);
+    put_time(&b, "endTime", now->end_ms);
+    put_str(&b, "status", now->status, 1);
+    buf_puts(&b, ",\"previous\":{");
+    if (prev) {
+        char ts[TIME_RFC3339_MAX];
+        time_format_rfc3339(prev->start_ms, ts);
+        buf_printf(&b, "\"startTime\":\"%s\"", ts);
+        put_time(&b, "endTime", prev->end_ms);
+        put_str(&b, "title", prev->title, 1);
+    }
+    buf_puts(&b, "}");
+    put_str(&b, "reason", reason, 1);
+    put_str(&b, "source", source, 1);
+    put_str(&b, "policy", policy, 1);
+    put_str(&b, "policyVersion", policy_version, 1);
+    int rc = buf_puts(&b, "}}");
+    if (rc == 0)
+        rc = insert_rows(c, now->uid, trigger, b.data, err);
+    else
+        cs_err_set(err, "out of memory");
+    buf_free(&b);
+    return rc;
+}
+
+int outbox_enqueue_calendar_error(struct store_conn *c, int64_t calendar_id,
+                                  const char *state, const char *reason,
+                                  struct cs_err *err)
+{
+    if (!outbox_cfg || outbox_cfg->n_webhooks == 0)
+        return 0;
+    struct buf b;
+    buf_init(&b);
+    envelope_open(&b, "CALENDAR_ERROR");
+    buf_printf(&b, "\"calendarId\":%lld", (long long)calendar_id);
+    put_str(&b, "state", state, 1);
+    put_str(&b, "reason", reason, 1);
+    int rc = buf_puts(&b, "}}");
+    if (rc == 0)
+        rc = insert_rows(c, NULL, "CALENDAR_ERROR", b.data, err);
+    else
+        cs_err_set(err, "out of memory");
+    buf_free(&b);
+    return rc;
+}
+
+/* --------------------------------------------------------------- delivery */
+
+struct row {
+    int64_t id;
+    char delivery_id[64];
+    char *body;
+    int attempts;
+};
+
+static size_t discard(char *p, size_t s, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return s * n;
+}
+
+/* Posts one row; returns the HTTP status, or 0 on a transport error. */
+static long post(CURL *h, const struct config_webhook *hook, const struct row *r)
+{
+    char sig[80], hdr_sig[128], hdr_id[128];
+    outbox_sign(hook->secret, r->body, strlen(r->body), sig);
+    snprintf(hdr_sig, sizeof hdr_sig, "X-Cal-Signature-256: %s", sig);
+    snprintf(hdr_id, sizeof hdr_id, "X-Calsync-Delivery: %s", r->delivery_id);
+    struct curl_slist *hs = NULL, *t;
+    long status = 0;
+    if (!(t = curl_slist_append(hs, "Content-Type: application/json")))
+        goto done;
+    hs = t;
+    if (!(t = curl_slist_append(hs, hdr_sig)))
+        goto done;
+    hs = t;
+    if (!(t = curl_slist_append(hs, hdr_id)))
+        goto done;
+    hs = t;
+    if (!(t = curl_slist_append(hs, "Expect:")))
+        goto done;
+    hs = t;
+    curl_easy_setopt(h, CURLOPT_URL, hook->url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)OUTBOX_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)5000);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode cc = curl_easy_perform(h);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    else
+        log_warn("outbox.transport_error", "url=%s err=%s", log_q(hook->url),
+                 log_q(curl_easy_strerror(cc)));
+done:
+    curl_slist_free_all(hs);
+    return status;
+}
+
+/* Loads up to OUTBOX_BATCH due rows for the subscriber; sets *next_due to
+ * the earliest future next_at (or 0 when none is pending). */
+static int load_due(struct store_conn *c, const char *url, struct row *rows,
+                    int *n, int64_t *next_due, struct cs_err *err)
+{
+    static const char due_sql[] =
+        "SELECT o.id, o.delivery_id, o.body, o.attempts FROM outbox o"
+        " WHERE o.subscriber = ?1 AND o.state = 'pending' AND o.next_at <= ?2"
+        "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
+        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
+        "     AND p.id < o.id)"
+        " ORDER BY o.id LIMIT ?3";
+    static const char next_sql[] =
+        "SELECT min(next_at) FROM outbox WHERE subscriber = ?1 AND state = 'pending'";
+    sqlite3_stmt *st = store_stmt(c, due_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, time_now_ms());
+    sqlite3_bind_int(st, 3, OUTBOX_BATCH);
+    *n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct row *r = &rows[(*n)++];
+        r->id = sqlite3_column_int64(st, 0);
+        snprintf(r->delivery_id, sizeof r->delivery_id, "%s", store_col_text(st, 1));
+        r->body = strdup(store_col_text(st, 2));
+        r->attempts = sqlite3_column_int(st, 3);
+        if (!r->body) {
+            (*n)--;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return store_error(c, err);
+    st = store_stmt(c, next_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
+    *next_due = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *next_due = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int record(struct store_conn *c, const struct row *r, long status,
+                  struct cs_err *err)
+{
+    static const char ok_sql[] =
+        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
+        " last_status = ?2, delivered_at = ?3 WHERE id = ?1";
+    static const char retry_sql[] =
+        "UPDATE outbox SET attempts = attempts + 1, last_status = ?2,"
+        " next_at = ?3 WHERE id = ?1";
+    int ok = status >= 200 && status < 300;
+    sqlite3_stmt *st = store_stmt(c, ok ? ok_sql : retry_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_int64(st, 2, status);
+    int64_t now = time_now_ms();
+    sqlite3_bind_int64(st, 3, ok ? now : now + backoff_ms(r->attempts + 1, random_unit()));
+    return store_exec(c, st, err);
+}
+
+/* Blocks until kicked, stopping, or `deadline_ms` (monotonic) passes. */
+static void wait_for_work(unsigned long *seen, int64_t wait_ms)
+{
+    pthread_mutex_lock(&outbox_mu);
+    if (!outbox_stopping && outbox_kicks == *seen && wait_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&outbox_cv, &outbox_mu, &ts);
+    }
+    *seen = outbox_kicks;
+    pthread_mutex_unlock(&outbox_mu);
+}
+
+static int stopping(void)
+{
+    pthread_mutex_lock(&outbox_mu);
+    int s = outbox_stopping;
+    pthread_mutex_unlock(&outbox_mu);
+    return s;
+}
+
+static void *sender_main(void *arg)
+{
+    struct sender *s = arg;
+    struct cs_err err = {{0}};
+    struct row rows[OUTBOX_BATCH];
+    unsigned long seen = 0;
+    CURL *h = curl_easy_init();
+    char label[300], series[400];
+    metrics_label(s->hook->url, label, sizeof label);
+    while (h && !stopping()) {
+        struct store_conn *c = store_conn(&err);
+        int n = 0;
+        int64_t next_due = 0;
+        if (!c || load_due(c, s->hook->url, rows, &n, &next_due, &err)) {
+            log_error("outbox.db_error", "err=%s", log_q(err.msg));
+            wait_for_work(&seen, 1000);
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            long status = stopping() ? -1 : post(h, s->hook, &rows[i]);
+            if (status >= 0) {
+                int ok = status >= 200 && status < 300;
+                snprintf(series, sizeof series,
+                         "calsync_webhook_deliveries_total{subscriber=\"%s\",result=\"%s\"}",
+                         label, ok ? "ok" : "error");
+                metrics_inc(series);
+                if (record(c, &rows[i], status, &err))
+                    log_error("outbox.db_error", "err=%s", log_q(err.msg));
+                log_event(ok ? LOG_DEBUG : LOG_WARN, "outbox.delivery",
+                          "delivery=%s status=%ld attempt=%d", rows[i].delivery_id,
+                          status, rows[i].attempts + 1);
+            }
+            free(rows[i].body);
+        }
+        if (n > 0)
+            continue; /* more may be due, or unblocked by these */
+        int64_t wait = 1000;
+        if (next_due) {
+            wait = next_due - time_now_ms();
+            if (wait > 1000)
+                wait = 1000;
+        }
+        wait_for_work(&seen, wait < 1 ? 1 : wait);
+    }
+    if (h)
+        curl_easy_cleanup(h);
+    return NULL;
+}
+
+void outbox_kick(void)
+{
+    pthread_mutex_lock(&outbox_mu);
+    outbox_kicks++;
+    pthread_cond_broadcast(&outbox_cv);
+    pthread_mutex_unlock(&outbox_mu);
+}
+
+static void pending_collector(struct buf *out)
+{
+    static const char sql[] =
+        "SELECT state, count(*) FROM outbox WHERE state != 'delivered' GROUP BY state";
+    struct store_conn *c = store_conn(NULL);
+    int64_t pending = 0, orphaned = 0;
+    sqlite3_stmt *st = c ? store_stmt(c, sql, NULL) : NULL;
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const char *s = store_col_text(st, 0);
+        if (strcmp(s, "pending") == 0)
+            pending = sqlite3_column_int64(st, 1);
+        else
+            orphaned += sqlite3_column_int64(st, 1);
+    }
+    if (st)
+        sqlite3_reset(st);
+    buf_printf(out, "# TYPE calsync_outbox_pending gauge\ncalsync_outbox_pending %lld\n"
+                    "# TYPE calsync_outbox_orphaned gauge\ncalsync_outbox_orphaned %lld\n",
+               (long long)pending, (long long)orphaned);
+}
+
+static int orphan_unknown(const struct config *cfg, struct cs_err *err)
+{
+    static const char sel_sql[] =
+        "SELECT DISTINCT subscriber FROM outbox WHERE state = 'pending'";
+    static const char upd_sql[] =
+        "UPDATE outbox SET state = 'orphaned' WHERE subscriber = ?1 AND state = 'pending'";
+    struct store_conn *c = store_conn(err);
+    if (!c)
+        return -1;
+    sqlite3_stmt *st = store_stmt(c, sel_sql, err);
+    if (!st)
+        return -1;
+    char *gone[64];
+    int ngone = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && ngone < 64) {
+        const char *url = store_col_text(st, 0);
+        int known = 0;
+        for (int i = 0; i < cfg->n_webhooks; i++)
+            known |= strcmp(cfg->webhooks[i].url, url) == 0;
+        if (!known && (gone[ngone] = strdup(url)))
+            ngone++;
+    }
+    sqlite3_reset(st);
+    int rc = 0;
+    for (int i = 0; i < ngone; i++) {
+        st = store_stmt(c, upd_sql, err);
+        if (!st) {
+            rc = -1;
+        } else {
+            sqlite3_bind_text(st, 1, gone[i], -1, SQLITE_STATIC);
+            if (store_exec(c, st, err))
+                rc = -1;
+            else
+                log_warn("outbox.orphaned", "subscriber=%s rows=%d",
+                         log_q(gone[i]), sqlite3_changes(store_db(c)));
+        }
+        free(gone[i]);
+    }
+    return rc;
+}
+
+int outbox_start(const struct config *cfg, struct cs_err *err)
+{
+    outbox_cfg = cfg;
+    outbox_stopping = 0;
+    metrics_register_collector(pending_collector);
+    if (orphan_unknown(cfg, err))
+        return -1;
+    if (cfg->n_webhooks == 0)
+        return 0;
+    outbox_senders = calloc((size_t)cfg->n_webhooks, sizeof *outbox_senders);
+    if (!outbox_senders)
+        return cs_err_set(err, "out of memory");
+    outbox_nsenders = cfg->n_webhooks;
+    for (int i = 0; i < cfg->n_webhooks; i++) {
+        outbox_senders[i].hook = &cfg->webhooks[i];
+        if (pthread_create(&outbox_senders[i].thread, NULL, sender_main,
+                           &outbox_senders[i]) != 0) {
+            outbox_stop();
+            return cs_err_set(err, "cannot start webhook delivery thread");
+        }
+        outbox_senders[i].started = 1;
+    }
+    return 0;
+}
+
+void outbox_stop(void)
+{
+    pthread_mutex_lock(&outbox_mu);
+    outbox_stopping = 1;
+    pthread_cond_broadcast(&outbox_cv);
+    pthread_mutex_unlock(&outbox_mu);
+    for (int i = 0; i < outbox_nsenders; i++)
+        if (outbox_senders[i].started)
+            pthread_join(outbox_senders[i].thread, NULL);
+    free(outbox_senders);
+    outbox_senders = NULL;
+    outbox_nsenders = 0;
+}

@@ -1,0 +1,178 @@
+/* test_util.c -- RFC 3339 parsing/formatting, JSON string escaping,
+ * constant-time compare, integer parsing. */
+#include "unit.h"
+
+#include "util.h"
+
+#include <string.h>
+
+static int64_t parse(const char *s)
+{
+    int64_t ms = 0;
+    assert_int_equal(time_parse_rfc3339(s, strlen(s), &ms), 0);
+    return ms;
+}
+
+static void reject(const char *s)
+{
+    int64_t ms;
+    if (time_parse_rfc3339(s, strlen(s), &ms) == 0)
+        fail_msg("accepted invalid time '%s'", s);
+}
+
+static void test_time_valid(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("1970-01-01T00:00:00Z"), 0);
+    assert_int_equal(parse("2026-11-24T09:00:00Z"), 1795510800000LL);
+    /* offsets are the same instant in UTC */
+    assert_int_equal(parse("2026-11-24T10:00:00+01:00"), parse("2026-11-24T09:00:00Z"));
+    assert_int_equal(parse("2026-11-24T04:30:00-04:30"), parse("2026-11-24T09:00:00Z"));
+    assert_int_equal(parse("2026-11-24t09:00:00z"), parse("2026-11-24T09:00:00Z"));
+    assert_int_equal(parse("2026-11-24T09:00:00.5Z"), 1795510800500LL);
+    assert_int_equal(parse("2026-11-24T09:00:00.123456789Z"), 1795510800123LL);
+    assert_int_equal(parse("2024-02-29T00:00:00Z") + 86400000, parse("2024-03-01T00:00:00Z"));
+    assert_int_equal(parse("1969-12-31T23:59:59Z"), -1000);
+}
+
+static void test_time_invalid(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "2026-11-24", "2026-11-24T09:00:00", "2026-11-24 09:00:00Z",
+                         "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
+                         "2026-11-31T00:00:00Z", "2026-11-24T24:00:00Z",
+                         "2026-11-24T09:60:00Z", "2026-11-24T09:00:60Z",
+                         "2026-11-24T09:00:00.Z", "2026-11-24T09:00:00+0100",
+                         "2026-11-24T09:00:00+01", "2026-11-24T09:00:00Zjunk",
+                         "26-11-24T09:00:00Z", "2026-1-24T09:00:00Z",
+                         "2026-11-24T09:00:00+24:00", "+2026-11-24T09:00:00Z",
+                         "2026-11-24T09:00:00.1234567890Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        reject(bad[i]);
+    /* embedded NUL: the length given counts */
+    int64_t ms;
+    assert_int_equal(time_parse_rfc3339("2026-11-24T09:00:00Z\0x", 22, &ms), -1);
+}
+
+static void test_time_format_roundtrip(void **state)
+{
+    (void)state;
+    char out[TIME_RFC3339_MAX];
+    time_format_rfc3339(1795510800000LL, out);
+    assert_string_equal(out, "2026-11-24T09:00:00Z");
+    time_format_rfc3339(1795510800007LL, out);
+    assert_string_equal(out, "2026-11-24T09:00:00.007Z");
+    time_format_rfc3339(-1000, out);
+    assert_string_equal(out, "1969-12-31T23:59:59Z");
+    for (int64_t ms = -86400000LL * 400; ms < 86400000LL * 365 * 60;
+         ms += 86400000LL * 37 + 3601007) {
+        time_format_rfc3339(ms, out);
+        assert_int_equal(parse(out), ms);
+    }
+}
+
+static void test_date(void **state)
+{
+    (void)state;
+    int64_t ms;
+    assert_int_equal(time_parse_date("2026-11-24", 10, &ms), 0);
+    assert_int_equal(ms, parse("2026-11-24T00:00:00Z"));
+    assert_int_equal(time_parse_date("2026-11-24T", 11, &ms), -1);
+    assert_int_equal(time_parse_date("2026-02-30", 10, &ms), -1);
+}
+
+static void test_json_str(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    assert_int_equal(buf_json_str(&b, "a\"b\\c\n\x01", 7), 0);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\"");
+    buf_reset(&b);
+    /* valid UTF-8 passes, invalid bytes become U+FFFD, overlongs too */
+    assert_int_equal(buf_json_str(&b, "\xc3\xa9\xff\xc0\xaf", 5), 0);
+    assert_string_equal(b.data, "\"\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    buf_reset(&b);
+    assert_int_equal(buf_json_strz(&b, NULL), 0);
+    assert_string_equal(b.data, "null");
+    buf_free(&b);
+}
+
+static void test_buf_growth(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    for (int i = 0; i < 10000; i++)
+        assert_int_equal(buf_printf(&b, "%d,", i % 10), 0);
+    assert_int_equal(b.len, 20000);
+    assert_int_equal(b.data[b.len], '\0');
+    buf_free(&b);
+    assert_null(b.data);
+}
+
+static void test_secure_equal(void **state)
+{
+    (void)state;
+    assert_true(secure_equal("abc", 3, "abc", 3));
+    assert_false(secure_equal("abc", 3, "abd", 3));
+    assert_false(secure_equal("abc", 3, "abcd", 4));
+    assert_true(secure_equal("", 0, "", 0));
+}
+
+static void test_parse_i64(void **state)
+{
+    (void)state;
+    int64_t v;
+    assert_int_equal(parse_i64("42", &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(parse_i64("-7", &v), 0);
+    assert_int_equal(parse_i64("", &v), -1);
+    assert_int_equal(parse_i64("4x", &v), -1);
+    assert_int_equal(parse_i64(" 4", &v), -1);
+    assert_int_equal(parse_i64("99999999999999999999", &v), -1);
+}
+
+static void test_random_hex(void **state)
+{
+    (void)state;
+    char a[65], b[65];
+    assert_int_equal(random_hex(a, 32), 0);
+    assert_int_equal(random_hex(b, 32), 0);
+    assert_int_equal(strlen(a), 64);
+    assert_string_not_equal(a, b);
+}
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    /* 1 s doubling to 60 s; jitter within [d/2, d], never below half */
+    const int64_t full[] = {1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000};
+    for (int a = 1; a <= 8; a++) {
+        assert_int_equal(backoff_ms(a, 0.0), full[a - 1] / 2);
+        int64_t hi = backoff_ms(a, 0.999999);
+        assert_true(hi <= full[a - 1] && hi >= full[a - 1] - 1);
+        for (int k = 0; k < 100; k++) {
+            int64_t d = backoff_ms(a, random_unit());
+            assert_true(d >= full[a - 1] / 2 && d <= full[a - 1]);
+        }
+    }
+    assert_int_equal(backoff_ms(1000, 0.0), 30000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_time_valid),
+        cmocka_unit_test(test_time_invalid),
+        cmocka_unit_test(test_time_format_roundtrip),
+        cmocka_unit_test(test_date),
+        cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_buf_growth),
+        cmocka_unit_test(test_secure_equal),
+        cmocka_unit_test(test_parse_i64),
+        cmocka_unit_test(test_random_hex),
+        cmocka_unit_test(test_backoff),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
