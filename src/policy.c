@@ -613,15 +613,14 @@ static void push_change(lua_State *L, const struct policy_input *in)
 {
     lua_createtable(L, 0, 8);
     set_str(L, "kind", in->kind);
-    if (in->event_json) {
-        sandbox_push_json(L, in->event_json, in->event_len);
-        lua_setfield(L, -2, "event");
-    }
+    if (in->event_json)
+        sandbox_lazy_json(L, "event", in->event_json, in->event_len);
     if (!in->no_old) {
         lua_createtable(L, 0, 3);
         set_time(L, "start", in->old_start_ms);
         set_time(L, "end", in->old_end_ms);
         set_str(L, "title", in->old_title);
+        sandbox_freeze(L);
         lua_setfield(L, -2, "old");
     }
     if (in->has_new) {
@@ -629,18 +628,20 @@ static void push_change(lua_State *L, const struct policy_input *in)
         set_time(L, "start", in->new_start_ms);
         set_time(L, "end", in->new_end_ms);
         set_str(L, "title", in->new_title);
+        sandbox_freeze(L);
         lua_setfield(L, -2, "new");
     }
     if (in->is_instance) {
         lua_createtable(L, 0, 2);
         set_str(L, "series_id", in->series_id);
         set_time(L, "original_start", in->original_start_ms);
+        sandbox_freeze(L);
         lua_setfield(L, -2, "instance");
     }
     lua_pushboolean(L, in->past);
     lua_setfield(L, -2, "past");
     set_str(L, "source", in->source);
-    sandbox_readonly(L);
+    sandbox_freeze(L);
 }
 
 /* The fields of GET /v1/bookings/{uid} (booking_json), as Lua values. */
@@ -672,7 +673,7 @@ static void push_booking(lua_State *L, const struct policy_input *in)
     set_str(L, "cancelled_by", b->cancelled_by);
     set_str(L, "cancel_reason", b->cancel_reason);
     set_time(L, "updated_at", b->updated_ms);
-    sandbox_readonly(L);
+    sandbox_freeze(L);
 }
 
 static void push_ctx(lua_State *L, const struct policy_input *in)
@@ -686,18 +687,13 @@ static void push_ctx(lua_State *L, const struct policy_input *in)
     lua_createtable(L, 0, 1);
     lua_pushinteger(L, in->calendar_id);
     lua_setfield(L, -2, "id");
+    sandbox_freeze(L);
     lua_setfield(L, -2, "calendar");
-    if (in->settings_json)
-        sandbox_push_json(L, in->settings_json, strlen(in->settings_json));
-    if (!in->settings_json || lua_type(L, -1) != LUA_TTABLE) {
-        if (in->settings_json)
-            lua_pop(L, 1);
-        lua_newtable(L);
-    }
-    lua_setfield(L, -2, "settings");
     sandbox_push_log(L);
     lua_setfield(L, -2, "log");
-    sandbox_readonly(L);
+    const char *st = in->settings_json ? in->settings_json : "{}";
+    sandbox_lazy_json(L, "settings", st, strlen(st));
+    sandbox_freeze(L);
 }
 
 /* ------------------------------------------------------------- decisions */

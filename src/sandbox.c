@@ -41,6 +41,7 @@ struct sandbox {
     /* memory: the allocator's user data */
     size_t used, limit;
     int mem_hit;
+    int mem_pending; /* the last growth was refused */
     /* instructions: the hook's per-call state */
     int64_t instr_used;
     int instr_hit;
@@ -59,6 +60,8 @@ static char sb_key_getinfo;
 static char sb_key_lib;
 static char sb_key_decode;
 static char sb_key_hooks;
+static char sb_key_index_name;  /* "__index" */
+static char sb_key_next;
 
 static struct sandbox *sb_of(lua_State *L)
 {
@@ -79,7 +82,13 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > osize &&
         (sb->mem_hit || nsize - osize > sb->limit - sb->used)) {
-        sb->mem_hit = 1;
+        /* Lua answers a refusal with an emergency full collection and
+         * one retry: only a refused retry is a hit (garbage is not the
+         * policy's fault). From then on every growth is refused until
+         * the call ends, so a policy's pcall cannot carry on. */
+        if (sb->mem_pending)
+            sb->mem_hit = 1;
+        sb->mem_pending = 1;
         return NULL;
     }
     void *p = realloc(ptr, nsize);
@@ -89,6 +98,8 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->mem_hit = 1;
         return NULL;
     }
+    if (nsize > osize)
+        sb->mem_pending = 0;
     sb->used = sb->used - osize + nsize;
     return p;
 }
@@ -222,6 +233,98 @@ int sandbox_push_hook(lua_State *L, const char *name)
 
 /* ------------------------------------------------ building a new sandbox */
 
+/* ---------------------------------------------- fast read-only proxies */
+
+/* The same observable behaviour as S.readonly in sandbox.lua (which the
+ * specs use), built in C for the argument tables of every call: the proxy
+ * is an empty table whose metatable's __index is the target itself (no
+ * function call per read), so nested tables must be frozen first. */
+
+static int ro_newindex(lua_State *L)
+{
+    return luaL_error(L, "attempt to modify a read-only table (field '%s')",
+                      luaL_tolstring(L, 2, NULL));
+}
+
+/* The target of proxy p: its metatable's __index (lua_getmetatable
+ * ignores __metatable, so C reaches it; the policy cannot). */
+static void ro_target(lua_State *L, int p)
+{
+    lua_getmetatable(L, p);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_index_name);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+}
+
+static int ro_len(lua_State *L)
+{
+    ro_target(L, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
+static int ro_pairs(lua_State *L)
+{
+    ro_target(L, 1);
+    int t = lua_gettop(L);
+    if (lua_getmetatable(L, t)) { /* a lazy field: materialise it first */
+        if (lua_getfield(L, -1, "__lazykey") == LUA_TSTRING)
+            lua_gettable(L, t);
+        lua_settop(L, t);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_next);
+    lua_pushvalue(L, t);
+    lua_pushnil(L);
+    return 3;
+}
+
+static int ro_lazy_index(lua_State *L)
+{
+    /* upvalues: key, JSON text; args: target, key */
+    if (!lua_rawequal(L, 2, lua_upvalueindex(1)))
+        return 0;
+    size_t n;
+    const char *text = lua_tolstring(L, lua_upvalueindex(2), &n);
+    sandbox_push_json(L, text, n);
+    if (lua_type(L, -1) == LUA_TTABLE)
+        sandbox_readonly(L);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+void sandbox_lazy_json(lua_State *L, const char *key, const char *text, size_t len)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, key);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__lazykey");
+    lua_pushlstring(L, text, len);
+    lua_pushcclosure(L, ro_lazy_index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+void sandbox_freeze(lua_State *L)
+{
+    int t = lua_gettop(L);
+    lua_createtable(L, 0, 0);          /* the proxy */
+    lua_createtable(L, 0, 5);          /* its metatable */
+    lua_pushvalue(L, t);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ro_newindex); /* light C functions: no allocation */
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, ro_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, ro_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_replace(L, t);
+}
+
 static void get_field_to_registry(lua_State *L, int t, const char *field,
                                   const void *key)
 {
@@ -290,6 +393,11 @@ static int sb_setup(lua_State *L)
         lua_call(L, 2, 0);        /* register(name, module) */
     }
 
+    lua_pushliteral(L, "__index");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_index_name);
+    lua_getglobal(L, "next");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_next);
+
     lua_getfield(L, S, "protect_strings");
     lua_pushvalue(L, str);
     lua_pushboolean(L, 1);
@@ -327,6 +435,9 @@ struct sandbox *sandbox_new(const char *name, const struct sandbox_limits *lim,
         return NULL;
     }
     lua_gc(sb->L, LUA_GCCOLLECT, 0);
+    /* every call leaves only short-lived garbage: the generational mode
+     * collects it young and cheaply */
+    lua_gc(sb->L, LUA_GCGEN, 0, 0);
     if (lim->memory >= 0 && (uint64_t)lim->memory < (size_t)-1 - sb->used)
         sb->limit = sb->used + (size_t)lim->memory;
     return sb;
@@ -378,6 +489,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     sb->instr_used = 0;
     sb->instr_hit = 0;
     sb->mem_hit = 0;
+    sb->mem_pending = 0;
     sb->logs = 0;
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, sb->hook_step);
     int st = lua_pcall(L, nargs, nres, base);
@@ -386,7 +498,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     enum sandbox_rc rc = SANDBOX_OK;
     if (st != LUA_OK)
         copy_message(L, -1, msg);
-    if (sb->mem_hit) {
+    if (sb->mem_hit || st == LUA_ERRMEM) {
         /* whatever Lua returned: the policy may have caught the error */
         sb->dead = 1;
         rc = SANDBOX_ERR_MEMORY;
@@ -405,6 +517,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     else
         lua_settop(L, base - 1);
     sb->mem_hit = 0;
+    sb->mem_pending = 0;
     sb->instr_hit = 0;
     sb->instr_used = 0;
     return rc;

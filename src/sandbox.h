@@ -82,6 +82,14 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
 int sandbox_push_hook(lua_State *L, const char *name);
 /* Replaces the table at the top with a deep read-only proxy of it. */
 void sandbox_readonly(lua_State *L);
+/* Replaces the table at the top with a shallow read-only proxy (faster
+ * than sandbox_readonly: reads need no function call); nested tables must
+ * be frozen already. Behaves as sandbox_readonly for the policy. */
+void sandbox_freeze(lua_State *L);
+/* Makes field `key` of the table at the top (before freezing it) the
+ * deep read-only decoding of `text`, done on first read (a policy that
+ * never reads it never pays for it). */
+void sandbox_lazy_json(lua_State *L, const char *key, const char *text, size_t len);
 /* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
 void sandbox_push_json(lua_State *L, const char *text, size_t len);
 /* Pushes the log function (ctx.log, print): one log line per call, at most

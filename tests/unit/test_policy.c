@@ -49,6 +49,7 @@ static void replace_policy(const char *name, const char *src)
 static int setup(void **state)
 {
     (void)state;
+    alarm(60); /* a hang (say, a limit that stopped being sticky) fails */
     snprintf(dir, sizeof dir, "/tmp/calsync-policy-XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(side_effect, sizeof side_effect, "%s/escaped", dir);
@@ -62,6 +63,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    alarm(0);
     policy_engine_stop();
     DIR *d = opendir(dir);
     struct dirent *e;
