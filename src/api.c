@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
+#include "scheduler.h"
 #include "store.h"
 
 #include <lua.h>
@@ -314,6 +315,7 @@ static void h_calendars_create(struct http_req *req, struct http_resp *resp)
         db_fail(resp, &x);
         goto done;
     }
+    sched_request_sync(id); /* the first full sync (or a catch-up) */
     resp->status = created ? 201 : 200;
     log_info("api.calendar_upserted", "id=%lld created=%d", (long long)id, created);
 done:
@@ -366,6 +368,7 @@ static void h_calendars_delete(struct http_req *req, struct http_resp *resp)
         db_fail(resp, &x);
         goto done;
     }
+    sched_forget(id);
     log_info("api.calendar_stopped", "id=%lld", (long long)id);
 done:
     ctx_close(&x);
@@ -398,6 +401,7 @@ static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
         db_fail(resp, &x);
         goto done;
     }
+    sched_request_sync(id);
     resp->status = 202;
     buf_printf(&resp->body, "{\"calendar_id\":%lld,\"sync\":\"scheduled\"}", (long long)id);
 done:

@@ -1,6 +1,10 @@
 /* calendar.c -- credential and calendar rows and their JSON views. */
 #include "calendar.h"
 
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -224,4 +228,79 @@ int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
         sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, time_now_ms());
     return store_exec(c, st, err);
+}
+
+/* ------------------------------------------------ added for Google I/O */
+
+int calendar_error_notify(struct store_conn *c, int64_t calendar_id,
+                          const char *state, const char *reason,
+                          struct cs_err *err)
+{
+    /* one CALENDAR_ERROR per subscriber, in the caller's transaction;
+     * the caller kicks the outbox after its commit */
+    if (outbox_enqueue_calendar_error(c, calendar_id, state, reason, err))
+        return -1;
+    char series[96];
+    snprintf(series, sizeof series, "calsync_calendar_errors_total{state=\"%s\"}",
+             strcmp(state, "revoked") == 0 ? "revoked" : "error");
+    metrics_inc(series);
+    log_warn("calendar.error", "calendar=%lld state=%s reason=%s",
+             (long long)calendar_id, state, log_q(reason));
+    return 0;
+}
+
+int credential_revoke(struct store_conn *c, int64_t credential_id,
+                      const char *reason, struct cs_err *err)
+{
+    static const char cred_sql[] =
+        "UPDATE credentials SET state = 'revoked', access_token = NULL,"
+        " expires_at = NULL WHERE id = ?1";
+    static const char list_sql[] =
+        "SELECT id FROM calendars WHERE credential_id = ?1"
+        " AND state NOT IN ('stopped', 'revoked')";
+    static const char cal_sql[] =
+        "UPDATE calendars SET state = 'revoked', state_reason = ?2, updated_at = ?3"
+        " WHERE id = ?1";
+    int rc = -1;
+    sqlite3_stmt *st;
+    if (store_begin(c, err))
+        return -1;
+    if (!(st = store_stmt(c, cred_sql, err)))
+        goto done;
+    sqlite3_bind_int64(st, 1, credential_id);
+    if (store_exec(c, st, err))
+        goto done;
+    for (;;) {
+        /* one calendar at a time: the hook may run statements of its own */
+        if (!(st = store_stmt(c, list_sql, err)))
+            goto done;
+        sqlite3_bind_int64(st, 1, credential_id);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_DONE) {
+            sqlite3_reset(st);
+            break;
+        }
+        if (s != SQLITE_ROW) {
+            store_error(c, err);
+            sqlite3_reset(st);
+            goto done;
+        }
+        int64_t id = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (!(st = store_stmt(c, cal_sql, err)))
+            goto done;
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, time_now_ms());
+        if (store_exec(c, st, err) ||
+            calendar_error_notify(c, id, "revoked", reason, err))
+            goto done;
+    }
+    rc = store_commit(c, err);
+    if (rc == 0)
+        outbox_kick();
+done:
+    if (rc)
+        store_rollback(c);
+    return rc;
 }

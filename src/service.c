@@ -9,9 +9,11 @@
 
 #include "api.h"
 #include "http.h"
+#include "intake.h"
 #include "log.h"
 #include "outbox.h"
 #include "policy.h"
+#include "scheduler.h"
 #include "store.h"
 #include "version.h"
 
@@ -25,7 +27,7 @@ int service_run(const struct config *cfg)
     struct cs_err err = {{0}};
     sigset_t set;
     int sig = 0, rc = 1;
-    int policies_up = 0, outbox_up = 0;
+    int policies_up = 0, outbox_up = 0, sched_up = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -52,6 +54,17 @@ int service_run(const struct config *cfg)
         goto out;
     }
     outbox_up = 1;
+    if (sched_start(cfg, &err)) {
+        log_error("service.start_failed", "what=sched err=%s", log_q(err.msg));
+        goto out;
+    }
+    sched_up = 1;
+    {
+        /* notifications reach the scheduler directly (the dirty flag the
+         * intake also sets is the crash-safe path) */
+        static const struct intake_hooks hooks = {.sync = sched_request_push};
+        intake_set_hooks(&hooks);
+    }
     if (http_start(cfg, api_routes(cfg), &err)) {
         log_error("service.start_failed", "what=http err=%s", log_q(err.msg));
         goto out;
@@ -73,6 +86,8 @@ int service_run(const struct config *cfg)
     http_stop();
     rc = 0;
 out:
+    if (sched_up)
+        sched_stop();
     if (outbox_up)
         outbox_stop();
     if (policies_up)

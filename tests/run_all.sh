@@ -1,10 +1,10 @@
 #!/bin/sh
 # Runs every test suite and prints one closing line "N passed, N failed"
 # (suites, each a program or a spec run). Usage: tests/run_all.sh [SUITE...]
-# where SUITE is unit, asan-unit, spec, e2e, e2e-asan (default: all).
+# where SUITE is unit, asan-unit, spec, fake, e2e, e2e-asan (default: all).
 set -u
 cd "$(dirname "$0")/.."
-suites="${*:-unit asan-unit spec e2e e2e-asan}"
+suites="${*:-unit asan-unit spec fake e2e e2e-asan}"
 pass=0; fail=0; failed=""
 run() { # name, command...
     name=$1; shift
@@ -21,6 +21,8 @@ for s in $suites; do
         done ;;
     spec)
         if ls spec/*_spec.lua >/dev/null 2>&1; then run spec lua5.4 /usr/bin/busted; fi ;;
+    fake)
+        run fake-google python3 -m unittest tests/test_fake_google.py ;;
     e2e)
         run e2e env CALSYNC_BIN=build/calsync python3 -m unittest discover -s tests/e2e -p 'test_*.py' ;;
     e2e-asan)

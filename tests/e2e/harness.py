@@ -67,6 +67,10 @@ class Calsync:
         ]
         if self.api_token:
             lines.append("api_token = " + lua_str(self.api_token))
+        if "google" not in self.config_extra:
+            # never the real Google from a test: a closed loopback port
+            lines.append('google = { api_base = "http://127.0.0.1:9/calendar/v3",'
+                         ' token_url = "http://127.0.0.1:9/token" }')
         lines.append(self.config_extra)
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -1,0 +1,494 @@
+/* scheduler.c -- scheduler thread, run queue and sync workers.
+ *
+ * Main objects: the slot table (one struct slot per calendar, sorted by id,
+ * guarded by sched_mu), the FIFO run queue of calendar ids, the scheduler
+ * thread (reloads calendars, queues the due ones) and the workers (pop an
+ * id, run sync_calendar(), record the outcome). A slot is never queued or
+ * run twice at once: `queued` and `running` are the coalescing. The only
+ * blocking work (Google, SQLite) happens with the mutex released.
+ */
+#include "scheduler.h"
+
+#include "google.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+#include "sync.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct slot {
+    int64_t id;
+    int active;            /* in the table and neither stopped nor revoked */
+    int queued, running;
+    int pending;           /* run (again) as soon as allowed */
+    int urgent;            /* the pending request bypasses the backoff */
+    enum sync_source pending_src;
+    int failures;
+    int64_t next_poll;     /* mono ms */
+    int64_t not_before;    /* mono ms: error backoff */
+};
+
+static pthread_mutex_t sched_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sched_wake;  /* scheduler; CLOCK_MONOTONIC, set up by sched_start */
+static pthread_cond_t work_wake = PTHREAD_COND_INITIALIZER;   /* workers */
+static const struct config *s_cfg;
+static int s_running, s_stopping;
+static struct slot *slots;
+static size_t n_slots, cap_slots;
+static int64_t *queue;         /* ring of calendar ids */
+static size_t q_head, q_len, q_cap;
+static pthread_t sched_thread;
+static pthread_t *workers;
+static int n_workers;
+
+/* ----------------------------------------------------------- slot table */
+
+static uint32_t rnd32(void)
+{
+    uint32_t v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
+        v = (uint32_t)time_mono_ms() * 2654435761u;
+    return v;
+}
+
+static int64_t poll_ms(void)
+{
+    int64_t p = s_cfg->poll_interval * 1000;
+    return p > 0 ? p : 1000;
+}
+
+/* poll_interval shortened by up to 10%, so the bound holds with jitter */
+static int64_t poll_period(void)
+{
+    int64_t p = poll_ms();
+    return p - (int64_t)(rnd32() % (uint32_t)(p / 10 + 1));
+}
+
+static struct slot *find(int64_t id)
+{
+    size_t lo = 0, hi = n_slots;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (slots[mid].id == id)
+            return &slots[mid];
+        if (slots[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Inserts a slot for id (sorted); NULL on OOM. Caller holds sched_mu. */
+static struct slot *insert(int64_t id)
+{
+    if (n_slots == cap_slots) {
+        size_t nc = cap_slots ? cap_slots * 2 : 64;
+        struct slot *p = realloc(slots, nc * sizeof *p);
+        if (!p)
+            return NULL;
+        slots = p;
+        cap_slots = nc;
+    }
+    size_t i = n_slots;
+    while (i > 0 && slots[i - 1].id > id)
+        i--;
+    memmove(&slots[i + 1], &slots[i], (n_slots - i) * sizeof *slots);
+    n_slots++;
+    slots[i] = (struct slot){.id = id, .active = 1, .next_poll = time_mono_ms()};
+    return &slots[i];
+}
+
+static int enqueue(int64_t id)
+{
+    if (q_len == q_cap) {
+        size_t nc = q_cap ? q_cap * 2 : 64;
+        int64_t *p = malloc(nc * sizeof *p);
+        if (!p)
+            return -1;
+        for (size_t i = 0; i < q_len; i++)
+            p[i] = queue[(q_head + i) % q_cap];
+        free(queue);
+        queue = p;
+        q_cap = nc;
+        q_head = 0;
+    }
+    queue[(q_head + q_len) % q_cap] = id;
+    q_len++;
+    return 0;
+}
+
+static void request(int64_t id, enum sync_source src, int urgent)
+{
+    pthread_mutex_lock(&sched_mu);
+    if (s_running && !s_stopping) {
+        struct slot *s = find(id);
+        if (!s)
+            s = insert(id);
+        if (s) {
+            s->active = 1;
+            if (!s->pending || src == SYNC_SRC_PUSH)
+                s->pending_src = src;
+            s->pending = 1;
+            s->urgent |= urgent;
+            pthread_cond_signal(&sched_wake);
+        }
+    }
+    pthread_mutex_unlock(&sched_mu);
+}
+
+void sched_request_sync(int64_t calendar_id)
+{
+    request(calendar_id, SYNC_SRC_POLL, 1);
+}
+
+void sched_request_push(int64_t calendar_id)
+{
+    request(calendar_id, SYNC_SRC_PUSH, 0);
+}
+
+void sched_forget(int64_t calendar_id)
+{
+    pthread_mutex_lock(&sched_mu);
+    struct slot *s = find(calendar_id);
+    if (s) {
+        s->pending = s->urgent = 0;
+        s->active = 0;
+    }
+    pthread_mutex_unlock(&sched_mu);
+}
+
+/* -------------------------------------------------------------- reload */
+
+struct row {
+    int64_t id;
+    int active, dirty;
+    int64_t last_synced_at; /* wall ms, -1 when never */
+};
+
+/* Reads every calendar (ordered by id) without the mutex held. */
+static int load_rows(struct row **out, size_t *n, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id, state NOT IN ('stopped', 'revoked'), dirty,"
+        " coalesce(last_synced_at, -1) FROM calendars ORDER BY id";
+    struct store_conn *c = store_conn(err);
+    struct row *rows = NULL;
+    size_t len = 0, cap = 0;
+    int rc = -1;
+    if (!c)
+        return -1;
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            struct row *p = realloc(rows, nc * sizeof *p);
+            if (!p) {
+                cs_err_set(err, "out of memory");
+                goto done;
+            }
+            rows = p;
+            cap = nc;
+        }
+        rows[len++] = (struct row){sqlite3_column_int64(st, 0),
+                                   sqlite3_column_int(st, 1),
+                                   sqlite3_column_int(st, 2),
+                                   sqlite3_column_int64(st, 3)};
+    }
+    if (s != SQLITE_DONE) {
+        store_error(c, err);
+        goto done;
+    }
+    *out = rows;
+    *n = len;
+    rows = NULL;
+    rc = 0;
+done:
+    sqlite3_reset(st);
+    free(rows);
+    return rc;
+}
+
+/* Merges rows into the slot table. Caller holds sched_mu. */
+static void merge(const struct row *rows, size_t n)
+{
+    int64_t now = time_mono_ms(), wall = time_now_ms();
+    for (size_t i = 0; i < n_slots; i++)
+        slots[i].active = -slots[i].active - 1; /* mark: not seen (yet) */
+    for (size_t i = 0; i < n; i++) {
+        struct slot *s = find(rows[i].id);
+        int fresh = !s;
+        if (fresh && !(s = insert(rows[i].id)))
+            return;
+        if (!fresh)
+            s->active = -s->active - 1; /* unmark */
+        int was_active = s->active;
+        s->active = rows[i].active;
+        if (!s->active) {
+            s->pending = s->urgent = 0;
+            continue;
+        }
+        if (fresh || !was_active) {
+            int64_t due = now;
+            if (rows[i].last_synced_at >= 0) {
+                int64_t left = rows[i].last_synced_at + poll_period() - wall;
+                due = now + (left < 0 ? 0 : left > poll_ms() ? poll_ms() : left);
+            }
+            s->next_poll = due;
+            s->failures = 0;
+            s->not_before = 0;
+        }
+        /* a notification recorded in the database (also before a restart) */
+        if (rows[i].dirty && !s->queued && !s->running && !s->pending) {
+            s->pending = 1;
+            s->pending_src = SYNC_SRC_PUSH;
+        }
+    }
+    for (size_t i = 0; i < n_slots; i++) {
+        if (slots[i].active < 0) { /* gone from the table */
+            slots[i].active = 0;
+            slots[i].pending = slots[i].urgent = 0;
+        }
+    }
+}
+
+/* ----------------------------------------------------------- the threads */
+
+static void *scheduler_main(void *arg)
+{
+    (void)arg;
+    int64_t next_reload = 0;
+    pthread_mutex_lock(&sched_mu);
+    while (!s_stopping) {
+        int64_t now = time_mono_ms();
+        if (now >= next_reload) {
+            struct row *rows = NULL;
+            size_t n = 0;
+            struct cs_err err;
+            pthread_mutex_unlock(&sched_mu);
+            int rc = load_rows(&rows, &n, &err);
+            pthread_mutex_lock(&sched_mu);
+            if (rc == 0)
+                merge(rows, n);
+            else
+                log_error("sched.reload_failed", "err=%s", log_q(err.msg));
+            free(rows);
+            now = time_mono_ms();
+            next_reload = now + SCHED_RELOAD_MS;
+        }
+        int64_t wake = next_reload;
+        int queued = 0;
+        for (size_t i = 0; i < n_slots; i++) {
+            struct slot *s = &slots[i];
+            if (!s->active || s->queued || s->running)
+                continue;
+            int allowed = now >= s->not_before;
+            int due = (s->pending && (s->urgent || allowed)) ||
+                      (allowed && now >= s->next_poll);
+            if (due) {
+                if (enqueue(s->id) == 0) {
+                    s->queued = 1;
+                    queued++;
+                }
+                continue;
+            }
+            int64_t t = s->pending ? s->not_before
+                                   : (s->next_poll > s->not_before ? s->next_poll
+                                                                   : s->not_before);
+            if (t < wake)
+                wake = t;
+        }
+        if (queued)
+            pthread_cond_broadcast(&work_wake);
+        metrics_set("calsync_sched_queue_depth", (int64_t)q_len);
+        int64_t ms = wake - time_mono_ms();
+        if (ms > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += ms / 1000;
+            ts.tv_nsec += (ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&sched_wake, &sched_mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&sched_mu);
+    return NULL;
+}
+
+static int64_t backoff(int failures)
+{
+    int64_t base = 1000, cap = poll_ms() < SCHED_BACKOFF_MAX_MS ? poll_ms()
+                                                                : SCHED_BACKOFF_MAX_MS;
+    for (int i = 1; i < failures && base < cap; i++)
+        base *= 2;
+    if (base > cap)
+        base = cap;
+    return base / 2 + (int64_t)(rnd32() % (uint32_t)(base - base / 2 + 1));
+}
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&sched_mu);
+    for (;;) {
+        while (!s_stopping && q_len == 0)
+            pthread_cond_wait(&work_wake, &sched_mu);
+        if (s_stopping)
+            break;
+        int64_t id = queue[q_head];
+        q_head = (q_head + 1) % q_cap;
+        q_len--;
+        struct slot *s = find(id);
+        if (!s || !s->active) {
+            if (s)
+                s->queued = 0;
+            continue;
+        }
+        enum sync_source src = s->pending ? s->pending_src : SYNC_SRC_POLL;
+        s->queued = 0;
+        s->running = 1;
+        s->pending = s->urgent = 0;
+        pthread_mutex_unlock(&sched_mu);
+
+        struct cs_err err = {{0}};
+        int rc = sync_calendar(id, src, NULL, &err);
+
+        pthread_mutex_lock(&sched_mu);
+        s = find(id); /* the table may have moved */
+        if (!s)
+            continue;
+        s->running = 0;
+        int64_t now = time_mono_ms();
+        switch (rc) {
+        case SYNC_OK:
+            s->failures = 0;
+            s->not_before = 0;
+            s->next_poll = now + poll_period();
+            break;
+        case SYNC_SKIPPED:
+        case SYNC_REVOKED:
+            s->active = 0;
+            s->pending = s->urgent = 0;
+            break;
+        default:
+            if (s_stopping)
+                break;
+            s->failures++;
+            s->not_before = now + backoff(s->failures);
+            s->next_poll = s->not_before;
+            log_info("sched.backoff", "calendar=%lld failures=%d wait_ms=%lld",
+                     (long long)id, s->failures, (long long)(s->not_before - now));
+        }
+        pthread_cond_signal(&sched_wake);
+    }
+    pthread_mutex_unlock(&sched_mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- start/stop */
+
+static void reset_state(void)
+{
+    free(slots);
+    free(queue);
+    free(workers);
+    slots = NULL;
+    queue = NULL;
+    workers = NULL;
+    n_slots = cap_slots = q_head = q_len = q_cap = 0;
+    n_workers = 0;
+}
+
+int sched_start(const struct config *cfg, struct cs_err *err)
+{
+    int n = cfg->workers > 0 ? cfg->workers : 1;
+    int rc = -1, sched_up = 0;
+    pthread_condattr_t ca;
+    google_init(cfg);
+    pthread_mutex_lock(&sched_mu);
+    if (s_running) {
+        pthread_mutex_unlock(&sched_mu);
+        return cs_err_set(err, "scheduler already running");
+    }
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sched_wake, &ca);
+    pthread_condattr_destroy(&ca);
+    s_cfg = cfg;
+    s_stopping = 0;
+    s_running = 1;
+    workers = calloc((size_t)n, sizeof *workers);
+    pthread_mutex_unlock(&sched_mu);
+    if (!workers) {
+        cs_err_set(err, "out of memory");
+        goto done;
+    }
+    if ((errno = pthread_create(&sched_thread, NULL, scheduler_main, NULL))) {
+        cs_err_set(err, "cannot start the scheduler thread: %s", strerror(errno));
+        goto done;
+    }
+    sched_up = 1;
+    for (; n_workers < n; n_workers++) {
+        if ((errno = pthread_create(&workers[n_workers], NULL, worker_main, NULL))) {
+            cs_err_set(err, "cannot start worker %d: %s", n_workers, strerror(errno));
+            goto done;
+        }
+    }
+    log_info("sched.started", "workers=%d poll_interval=%lld", n,
+             (long long)cfg->poll_interval);
+    rc = 0;
+done:
+    if (rc) {
+        pthread_mutex_lock(&sched_mu);
+        s_stopping = 1;
+        pthread_cond_broadcast(&sched_wake);
+        pthread_cond_broadcast(&work_wake);
+        pthread_mutex_unlock(&sched_mu);
+        google_cancel();
+        if (sched_up)
+            pthread_join(sched_thread, NULL);
+        for (int i = 0; i < n_workers; i++)
+            pthread_join(workers[i], NULL);
+        pthread_mutex_lock(&sched_mu);
+        s_running = 0;
+        reset_state();
+        pthread_mutex_unlock(&sched_mu);
+        pthread_cond_destroy(&sched_wake);
+    }
+    return rc;
+}
+
+void sched_stop(void)
+{
+    pthread_mutex_lock(&sched_mu);
+    if (!s_running) {
+        pthread_mutex_unlock(&sched_mu);
+        return;
+    }
+    s_stopping = 1;
+    pthread_cond_broadcast(&sched_wake);
+    pthread_cond_broadcast(&work_wake);
+    pthread_mutex_unlock(&sched_mu);
+    google_cancel();
+    pthread_join(sched_thread, NULL);
+    for (int i = 0; i < n_workers; i++)
+        pthread_join(workers[i], NULL);
+    pthread_mutex_lock(&sched_mu);
+    s_running = 0;
+    reset_state();
+    pthread_mutex_unlock(&sched_mu);
+    pthread_cond_destroy(&sched_wake);
+    log_info("sched.stopped", "%s", "");
+}

@@ -1,0 +1,55 @@
+/* scheduler.h -- the scheduler thread and the pool of sync workers.
+ *
+ * Keeps one slot per calendar in memory (reloaded from the calendars table
+ * every second, so new, deleted and revoked calendars and the durable
+ * `dirty` flag are picked up) and runs sync_calendar() on `workers`
+ * threads, with these rules:
+ *   - at most one sync per calendar at a time; any number of requests
+ *     while one runs or waits cause exactly one more;
+ *   - every calendar not stopped or revoked is synced at least every
+ *     poll_interval (each period shortened by up to 10% of jitter);
+ *   - a failed sync backs that calendar off (1 s doubling, capped at
+ *     min(300 s, poll_interval), jittered) without holding a worker:
+ *     other calendars keep running;
+ *   - sched_stop() lets in-flight syncs finish or roll back.
+ *
+ * The file is scheduler.h, not sched.h: the build puts src/ on the include
+ * path, and a src/sched.h would shadow the system <sched.h> that
+ * <pthread.h> includes.
+ */
+#ifndef CALSYNC_SCHEDULER_H
+#define CALSYNC_SCHEDULER_H
+
+#include "config.h"
+#include "util.h"
+
+#include <stdint.h>
+
+#define SCHED_RELOAD_MS 1000
+#define SCHED_BACKOFF_MAX_MS 300000
+
+/* Starts the scheduler and cfg->workers worker threads (cfg must outlive
+ * sched_stop()). Call after store_init() and the policy engine. 0, or -1
+ * with err set (nothing left running). */
+int sched_start(const struct config *cfg, struct cs_err *err);
+
+/* Stops and joins every thread: Google waits and transfers in progress
+ * are cancelled, so their syncs roll back; a transaction in progress
+ * commits first. Safe to call when not started. */
+void sched_stop(void);
+
+/* Asks for a sync of the calendar as soon as a worker is free, ahead of
+ * any error backoff (the API's POST /v1/calendars[/{id}/sync]). Cheap:
+ * takes one mutex, never touches the database or Google; callable from
+ * any thread. A no-op when the scheduler is not running. */
+void sched_request_sync(int64_t calendar_id);
+
+/* The same for a push notification: the change source is "push", and a
+ * calendar in error backoff waits for the backoff to end. */
+void sched_request_push(int64_t calendar_id);
+
+/* Drops pending requests for a calendar that was just stopped (a sync in
+ * progress finishes). */
+void sched_forget(int64_t calendar_id);
+
+#endif

@@ -1,0 +1,1048 @@
+/* sync.c -- one calendar's sync: Google's events.list into the mirror.
+ *
+ * Main objects: struct sync_event (an event reduced to what the mirror
+ * keeps), the page loop of sync_calendar(), and the per-page transaction
+ * page_apply(). Pages are validated completely before BEGIN, so a
+ * truncated or mistyped response touches nothing. A full listing records
+ * every id it saw in the connection's TEMP table sync_seen; the last
+ * page's transaction then reports mirrored events missing from it as
+ * deletions. See docs/internals/sync.md.
+ */
+#include "sync.h"
+
+#include "calendar.h"
+#include "google.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sync_change_fn hook_fn;
+static void *hook_ud;
+
+void sync_set_change_hook(sync_change_fn fn, void *ud)
+{
+    hook_fn = fn;
+    hook_ud = ud;
+}
+
+const char *sync_source_name(enum sync_source s)
+{
+    switch (s) {
+    case SYNC_SRC_PUSH: return "push";
+    case SYNC_SRC_FULL: return "full_sync";
+    default: return "poll";
+    }
+}
+
+/* ========================================================= event parsing */
+
+static int all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+int sync_split_instance_id(const char *id, size_t n, size_t *series_len,
+                           int64_t *original_start_ms, int *all_day)
+{
+    const char *us = NULL;
+    for (size_t i = n; i > 0; i--) {
+        if (id[i - 1] == '_') {
+            us = id + i - 1;
+            break;
+        }
+    }
+    if (!us || us == id)
+        return 0;
+    const char *s = us + 1;
+    size_t sl = n - (size_t)(s - id);
+    char iso[32];
+    if (sl == 8 && all_digits(s, 8)) {
+        snprintf(iso, sizeof iso, "%.4s-%.2s-%.2s", s, s + 4, s + 6);
+        if (time_parse_date(iso, strlen(iso), original_start_ms))
+            return 0;
+        *all_day = 1;
+    } else if (sl == 16 && all_digits(s, 8) && s[8] == 'T' && all_digits(s + 9, 6) &&
+               s[15] == 'Z') {
+        snprintf(iso, sizeof iso, "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", s, s + 4, s + 6,
+                 s + 9, s + 11, s + 13);
+        if (time_parse_rfc3339(iso, strlen(iso), original_start_ms))
+            return 0;
+        *all_day = 0;
+    } else {
+        return 0;
+    }
+    *series_len = (size_t)(us - id);
+    return 1;
+}
+
+/* json_get_obj that also refuses a non-empty array (cjson decodes both
+ * to tables). */
+static int obj_field(lua_State *L, int obj, const char *key, struct cs_err *err)
+{
+    int r = json_get_obj(L, obj, key, err);
+    if (r == 1 && lua_rawlen(L, -1) > 0) {
+        lua_pop(L, 1);
+        return cs_err_set(err, "'%s' must be an object, not an array", key);
+    }
+    return r;
+}
+
+/* Reads {dateTime} or {date} under key: 1 found, 0 absent, -1 error. */
+static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
+                      int *all_day, struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r = obj_field(L, ev, key, err);
+    if (r <= 0)
+        return r;
+    int t = lua_gettop(L), rc = -1;
+    if ((r = json_get_str(L, t, "dateTime", &s, &n, err)) < 0)
+        goto done;
+    if (r == 1) {
+        if (n > 64 || time_parse_rfc3339(s, n, ms)) {
+            cs_err_set(err, "'%s.dateTime' is not an RFC 3339 date-time", key);
+            goto done;
+        }
+        *all_day = 0;
+        rc = 1;
+        goto done;
+    }
+    if ((r = json_get_str(L, t, "date", &s, &n, err)) < 0)
+        goto done;
+    if (r == 0 || n > 16 || time_parse_date(s, n, ms)) {
+        cs_err_set(err, "'%s' needs a 'dateTime' or a 'date'", key);
+        goto done;
+    }
+    *all_day = 1;
+    rc = 1;
+done:
+    lua_settop(L, t - 1);
+    return rc;
+}
+
+/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer than
+ * max or holding a NUL. */
+static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
+                       const char **out, struct cs_err *err)
+{
+    size_t n;
+    int r = json_get_str(L, obj, key, out, &n, err);
+    if (r == 1 && (n > max || strlen(*out) != n)) {
+        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
+        return -1;
+    }
+    if (r == 0)
+        *out = NULL;
+    return r;
+}
+
+/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
+static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
+{
+    if (n <= max)
+        return s;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    memcpy(dst, s, k);
+    dst[k] = '\0';
+    return dst;
+}
+
+int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
+                     struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r, ad_end = 0;
+    int top = lua_gettop(L);
+    idx = lua_absindex(L, idx);
+    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
+    ev->title = ev->booking_tag = NULL;
+    ev->start_ms = ev->end_ms = ev->original_start_ms = SYNC_NO_TIME;
+    ev->all_day = 0;
+    if (!lua_istable(L, idx))
+        return cs_err_set(err, "event is not an object");
+    if (str_bounded(L, idx, "id", SYNC_ID_MAX, &ev->id, err) < 0)
+        return -1;
+    if (!ev->id || !*ev->id)
+        return cs_err_set(err, "event without an 'id'");
+    if (str_bounded(L, idx, "etag", SYNC_ETAG_MAX, &ev->etag, err) < 0 ||
+        str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
+        str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
+        str_bounded(L, idx, "recurringEventId", SYNC_ID_MAX, &ev->series_id, err) < 0)
+        goto bad;
+    if (!ev->status)
+        ev->status = "confirmed";
+    int cancelled = strcmp(ev->status, "cancelled") == 0;
+    if ((r = json_get_str(L, idx, "summary", &s, &n, err)) < 0)
+        goto bad;
+    if (r == 1)
+        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, SYNC_TITLE_MAX);
+    if ((r = time_field(L, idx, "start", &ev->start_ms, &ev->all_day, err)) < 0 ||
+        time_field(L, idx, "end", &ev->end_ms, &ad_end, err) < 0)
+        goto bad;
+    if (!cancelled && (ev->start_ms == SYNC_NO_TIME || ev->end_ms == SYNC_NO_TIME))
+        return cs_err_set(err, "event %.64s: no 'start' or 'end'", ev->id);
+    int orig_ad = 0;
+    if (time_field(L, idx, "originalStartTime", &ev->original_start_ms, &orig_ad,
+                   err) < 0)
+        goto bad;
+    /* extendedProperties.private.calsync_booking_uid */
+    if ((r = obj_field(L, idx, "extendedProperties", err)) < 0)
+        goto bad;
+    if (r == 1) {
+        if ((r = obj_field(L, -1, "private", err)) < 0)
+            goto bad;
+        if (r == 1) {
+            if ((r = json_get_str(L, -1, "calsync_booking_uid", &s, &n, err)) < 0)
+                goto bad;
+            if (r == 1) {
+                if (n <= SYNC_TAG_MAX && strlen(s) == n)
+                    ev->booking_tag = s;
+                else
+                    log_warn("sync.tag_ignored", "event_id=%s len=%zu", log_q(ev->id), n);
+            }
+        }
+        lua_settop(L, top);
+    }
+    /* a stub carries its series only in its id: "<series>_<suffix>" */
+    if (!ev->series_id || ev->original_start_ms == SYNC_NO_TIME) {
+        size_t sl;
+        int64_t o;
+        int ad;
+        if ((cancelled || ev->series_id) &&
+            sync_split_instance_id(ev->id, strlen(ev->id), &sl, &o, &ad) &&
+            (!ev->series_id || (strlen(ev->series_id) == sl &&
+                                memcmp(ev->series_id, ev->id, sl) == 0))) {
+            memcpy(ev->series_buf_, ev->id, sl);
+            ev->series_buf_[sl] = '\0';
+            ev->series_id = ev->series_buf_;
+            if (ev->original_start_ms == SYNC_NO_TIME)
+                ev->original_start_ms = o;
+        }
+    }
+    lua_settop(L, top);
+    return 0;
+bad:
+    lua_settop(L, top);
+    {
+        char m[sizeof err->msg];
+        snprintf(m, sizeof m, "%s", err ? err->msg : "");
+        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
+    }
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+int sync_event_differs(const struct sync_event *old, const struct sync_event *now)
+{
+    if (!old)
+        return 1;
+    int oc = str_eq(old->status, "cancelled"), nc = str_eq(now->status, "cancelled");
+    if (oc && nc)
+        return 0; /* gone before, gone now: nothing new to say */
+    if (oc != nc || !str_eq(old->status, now->status) || !str_eq(old->etag, now->etag))
+        return 1;
+    if (now->start_ms != SYNC_NO_TIME &&
+        (now->start_ms != old->start_ms || now->end_ms != old->end_ms ||
+         now->all_day != old->all_day))
+        return 1;
+    if (now->series_id && !str_eq(now->series_id, old->series_id))
+        return 1;
+    if (now->original_start_ms != SYNC_NO_TIME &&
+        now->original_start_ms != old->original_start_ms)
+        return 1;
+    if (!nc && (!str_eq(now->title, old->title) ||
+                !str_eq(now->booking_tag, old->booking_tag)))
+        return 1;
+    return 0;
+}
+
+/* ============================================================ the mirror */
+
+/* A mirror row read back: the event plus the arena its strings live in. */
+struct mirror_row {
+    struct sync_event ev;
+    struct buf arena;
+};
+
+static int64_t col_time(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? SYNC_NO_TIME
+                                                       : sqlite3_column_int64(st, col);
+}
+
+/* 1 found (row filled), 0 not, -1 error. */
+static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
+                       struct mirror_row *row, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id, etag, status, series_id, updated, title, booking_tag,"
+        " start_ms, end_ms, all_day, original_start_ms"
+        " FROM events WHERE calendar_id = ?1 AND id = ?2";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, cal);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st), rc = -1;
+    if (s == SQLITE_DONE) {
+        rc = 0;
+        goto done;
+    }
+    if (s != SQLITE_ROW) {
+        store_error(c, err);
+        goto done;
+    }
+    long off[7];
+    buf_reset(&row->arena);
+    for (int i = 0; i < 7; i++) {
+        const char *t = store_col_text(st, i);
+        off[i] = -1;
+        if (t) {
+            off[i] = (long)row->arena.len;
+            if (buf_append(&row->arena, t, strlen(t) + 1)) {
+                cs_err_set(err, "out of memory");
+                goto done;
+            }
+        }
+    }
+    const char **f[7] = {&row->ev.id, &row->ev.etag, &row->ev.status,
+                         &row->ev.series_id, &row->ev.updated, &row->ev.title,
+                         &row->ev.booking_tag};
+    for (int i = 0; i < 7; i++)
+        *f[i] = off[i] < 0 ? NULL : row->arena.data + off[i];
+    row->ev.start_ms = col_time(st, 7);
+    row->ev.end_ms = col_time(st, 8);
+    row->ev.all_day = sqlite3_column_int(st, 9);
+    row->ev.original_start_ms = col_time(st, 10);
+    rc = 1;
+done:
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void bind_time(sqlite3_stmt *st, int i, int64_t v)
+{
+    if (v == SYNC_NO_TIME)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int64(st, i, v);
+}
+
+static void bind_str(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Full-state upsert; a cancelled stub keeps what the row knew (times,
+ * title, tag) so bookings can still be matched to it. */
+static int mirror_upsert(struct store_conn *c, int64_t cal,
+                         const struct sync_event *ev, struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms,"
+        " all_day, series_id, original_start_ms, updated, title, booking_tag)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        " ON CONFLICT (calendar_id, id) DO UPDATE SET"
+        " etag = excluded.etag, status = excluded.status,"
+        " start_ms = coalesce(excluded.start_ms, start_ms),"
+        " end_ms = coalesce(excluded.end_ms, end_ms),"
+        " all_day = CASE WHEN excluded.start_ms IS NULL THEN all_day"
+        "           ELSE excluded.all_day END,"
+        " series_id = coalesce(excluded.series_id, series_id),"
+        " original_start_ms = coalesce(excluded.original_start_ms, original_start_ms),"
+        " updated = coalesce(excluded.updated, updated),"
+        " title = CASE WHEN excluded.status = 'cancelled'"
+        "         THEN coalesce(excluded.title, title) ELSE excluded.title END,"
+        " booking_tag = CASE WHEN excluded.status = 'cancelled'"
+        "         THEN coalesce(excluded.booking_tag, booking_tag)"
+        "         ELSE excluded.booking_tag END";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, cal);
+    bind_str(st, 2, ev->id);
+    bind_str(st, 3, ev->etag);
+    bind_str(st, 4, ev->status);
+    bind_time(st, 5, ev->start_ms);
+    bind_time(st, 6, ev->end_ms);
+    sqlite3_bind_int(st, 7, ev->all_day);
+    bind_str(st, 8, ev->series_id);
+    bind_time(st, 9, ev->original_start_ms);
+    bind_str(st, 10, ev->updated);
+    bind_str(st, 11, ev->title);
+    bind_str(st, 12, ev->booking_tag);
+    return store_exec(c, st, err);
+}
+
+/* ======================================================== the page loop */
+
+struct run {
+    struct store_conn *db;
+    lua_State *L;
+    struct sync_info info;
+    struct sync_stats *stats;
+    struct mirror_row old;
+    struct buf raw;
+    int full;
+    struct google_auth *auth;
+    struct google_resp *resp;
+    struct buf touched;   /* series ids seen by an incremental sync, NUL-separated */
+    int n_touched;
+};
+
+static int report(struct run *x, const struct sync_event *old,
+                  const struct sync_event *now, const char *raw, size_t raw_len,
+                  struct cs_err *err)
+{
+    x->stats->changes++;
+    if (!hook_fn)
+        return 0;
+    return hook_fn(hook_ud, x->db, &x->info, old, now, raw, raw_len, err);
+}
+
+/* Marks a list of mirrored ids (NUL-separated in ids) cancelled and
+ * reports each as a deletion stub. */
+static int report_deleted(struct run *x, const struct buf *ids, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
+    for (size_t o = 0; o < ids->len;) {
+        const char *id = ids->data + o;
+        o += strlen(id) + 1;
+        int r = mirror_load(x->db, x->info.calendar_id, id, &x->old, err);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        struct sync_event *stub = calloc(1, sizeof *stub);
+        if (!stub)
+            return cs_err_set(err, "out of memory");
+        stub->id = x->old.ev.id;
+        stub->status = "cancelled";
+        stub->start_ms = stub->end_ms = stub->original_start_ms = SYNC_NO_TIME;
+        buf_reset(&x->raw);
+        int rc = -1;
+        if (buf_puts(&x->raw, "{\"id\":") || buf_json_strz(&x->raw, id) ||
+            buf_puts(&x->raw, ",\"status\":\"cancelled\"}")) {
+            cs_err_set(err, "out of memory");
+            goto next;
+        }
+        x->stats->swept++;
+        if (report(x, &x->old.ev, stub, x->raw.data, x->raw.len, err))
+            goto next;
+        sqlite3_stmt *st = store_stmt(x->db, sql, err);
+        if (!st)
+            goto next;
+        sqlite3_bind_int64(st, 1, x->info.calendar_id);
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+        rc = store_exec(x->db, st, err);
+    next:
+        free(stub);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* Appends the ids a query (bound on calendar_id ?1 and text ?2) returns. */
+static int collect_ids(struct run *x, const char *sql, const char *arg,
+                       struct buf *out, struct cs_err *err)
+{
+    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, x->info.calendar_id);
+    if (arg)
+        sqlite3_bind_text(st, 2, arg, -1, SQLITE_STATIC);
+    int s, rc = 0;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = store_col_text(st, 0);
+        if (id && buf_append(out, id, strlen(id) + 1)) {
+            rc = cs_err_set(err, "out of memory");
+            break;
+        }
+    }
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = store_error(x->db, err);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* A cancelled series master takes every occurrence of the series with it:
+ * Google may send one bare stub for a deleted series (DESIGN §8). */
+static int cascade_series(struct run *x, const char *series, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
+        " AND status != 'cancelled'";
+    struct buf ids;
+    buf_init(&ids);
+    int rc = collect_ids(x, sql, series, &ids, err);
+    if (rc == 0)
+        rc = report_deleted(x, &ids, err);
+    buf_free(&ids);
+    return rc;
+}
+
+static int sweep_unseen(struct run *x, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id FROM events WHERE calendar_id = ?1 AND status != 'cancelled'"
+        " AND id NOT IN (SELECT id FROM temp.sync_seen)";
+    struct buf ids;
+    buf_init(&ids);
+    int rc = collect_ids(x, sql, NULL, &ids, err);
+    if (rc == 0)
+        rc = report_deleted(x, &ids, err);
+    buf_free(&ids);
+    return rc;
+}
+
+static int seen_add(struct run *x, const char *id, struct cs_err *err)
+{
+    static const char sql[] = "INSERT OR IGNORE INTO temp.sync_seen (id) VALUES (?1)";
+    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    return store_exec(x->db, st, err);
+}
+
+static int seen_reset(struct run *x, struct cs_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(store_db(x->db),
+                     "CREATE TEMP TABLE IF NOT EXISTS sync_seen (id TEXT PRIMARY KEY)"
+                     " WITHOUT ROWID; DELETE FROM temp.sync_seen;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        cs_err_set(err, "database: %s", msg ? msg : "temp table");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int apply_item(struct run *x, int item, struct sync_event *ev,
+                      struct cs_err *err)
+{
+    if (sync_event_parse(x->L, item, ev, err))
+        return -1;
+    int r = mirror_load(x->db, x->info.calendar_id, ev->id, &x->old, err);
+    if (r < 0)
+        return -1;
+    const struct sync_event *old = r ? &x->old.ev : NULL;
+    if (sync_event_differs(old, ev)) {
+        buf_reset(&x->raw);
+        if (hook_fn && json_encode_value(x->L, item, &x->raw, err))
+            return -1;
+        if (report(x, old, ev, x->raw.data ? x->raw.data : "", x->raw.len, err))
+            return -1;
+    }
+    if (mirror_upsert(x->db, x->info.calendar_id, ev, err))
+        return -1;
+    if (x->full && seen_add(x, ev->id, err))
+        return -1;
+    if (strcmp(ev->status, "cancelled") == 0 && !ev->series_id)
+        return cascade_series(x, ev->id, err);
+    return 0;
+}
+
+static int finish_calendar(struct run *x, const char *sync_token, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE calendars SET sync_token = ?2, last_synced_at = ?3, updated_at = ?3,"
+        " dirty = 0,"
+        " state_reason = CASE WHEN state IN ('syncing', 'error') THEN NULL"
+        "                ELSE state_reason END,"
+        " state = CASE WHEN state IN ('syncing', 'error') THEN 'active'"
+        "         ELSE state END"
+        " WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, x->info.calendar_id);
+    sqlite3_bind_text(st, 2, sync_token, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, time_now_ms());
+    return store_exec(x->db, st, err);
+}
+
+/* ------------------------------------------------ series reconciliation
+ * With singleEvents=true, "delete this and following" and "edit this and
+ * following" move the old series' UNTIL and Google sends no stub for the
+ * occurrences that disappear (fixture recurring-delete-this-and-
+ * following.json; the fake models it). So when an incremental sync sees
+ * any occurrence of a series, it asks events.instances for the series'
+ * current occurrences and, in the last page's transaction, reports the
+ * mirrored live occurrences missing from it as deletions. */
+
+static void touch_series(struct run *x, const char *series)
+{
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *s = x->touched.data + o;
+        if (strcmp(s, series) == 0)
+            return;
+        o += strlen(s) + 1;
+    }
+    if (x->n_touched >= SYNC_MAX_SERIES_CHECK) {
+        log_warn("sync.series_unchecked", "calendar=%lld series=%s",
+                 (long long)x->info.calendar_id, log_q(series));
+        return;
+    }
+    if (buf_append(&x->touched, series, strlen(series) + 1) == 0)
+        x->n_touched++;
+}
+
+static int live_reset(struct run *x, struct cs_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(store_db(x->db),
+                     "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
+                     " PRIMARY KEY (series, id)) WITHOUT ROWID;"
+                     " DELETE FROM temp.sync_live;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        cs_err_set(err, "database: %s", msg ? msg : "temp table");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int live_add(struct run *x, const char *series, const char *id,
+                    struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT OR IGNORE INTO temp.sync_live (series, id) VALUES (?1, ?2)";
+    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    return store_exec(x->db, st, err);
+}
+
+/* Fetches the live occurrences of every touched series into
+ * temp.sync_live (no transaction open: it calls Google). 0, -1, or
+ * SYNC_REVOKED. A series Google calls deleted (410/404) gets no rows, so
+ * every mirrored occurrence of it is reported. */
+static int series_fetch(struct run *x, struct sync_event *scratch,
+                        struct cs_err *err)
+{
+    lua_State *L = x->L;
+    struct buf pt;
+    int rc = -1, top = lua_gettop(L);
+    buf_init(&pt);
+    if (live_reset(x, err))
+        goto done;
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *series = x->touched.data + o;
+        o += strlen(series) + 1;
+        buf_reset(&pt);
+        for (int page = 0;; page++) {
+            if (page >= SYNC_MAX_PAGES) {
+                cs_err_set(err, "instances of %.64s: more than %d pages", series,
+                           SYNC_MAX_PAGES);
+                goto done;
+            }
+            int g = google_events_instances(x->auth, x->info.external_id, series,
+                                            pt.len ? pt.data : NULL, x->resp, err);
+            if (g == GOOGLE_EREVOKED) {
+                rc = SYNC_REVOKED;
+                goto done;
+            }
+            if (g == GOOGLE_EHTTP && (x->resp->status == 410 || x->resp->status == 404))
+                break;
+            if (g != GOOGLE_OK)
+                goto done;
+            const char *next = NULL;
+            int items = 0, r;
+            if (str_bounded(L, -1, "nextPageToken", 4096, &next, err) < 0 ||
+                (r = json_get_obj(L, -1, "items", err)) < 0)
+                goto done;
+            if (r == 1)
+                items = lua_gettop(L);
+            for (int i = 1; items; i++) {
+                lua_rawgeti(L, items, i);
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    break;
+                }
+                r = sync_event_parse(L, -1, scratch, err);
+                if (r == 0 && strcmp(scratch->status, "cancelled") != 0)
+                    r = live_add(x, series, scratch->id, err);
+                lua_pop(L, 1);
+                if (r)
+                    goto done;
+            }
+            buf_reset(&pt);
+            if (next && buf_puts(&pt, next)) {
+                cs_err_set(err, "out of memory");
+                goto done;
+            }
+            lua_settop(L, top);
+            if (!next)
+                break;
+        }
+    }
+    rc = 0;
+done:
+    lua_settop(L, top);
+    buf_free(&pt);
+    return rc;
+}
+
+static int series_reconcile(struct run *x, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
+        " AND status != 'cancelled'"
+        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)";
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *series = x->touched.data + o;
+        o += strlen(series) + 1;
+        struct buf ids;
+        buf_init(&ids);
+        int rc = collect_ids(x, sql, series, &ids, err);
+        if (rc == 0)
+            rc = report_deleted(x, &ids, err);
+        buf_free(&ids);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* Checks the envelope at `page` and every item, touching nothing. On
+ * success *items is the absolute index of the items table (or 0 when
+ * absent) and exactly one of *next_page / *next_sync is set. */
+static int page_check(struct run *x, int page, int *items, int *n_items,
+                      const char **next_page, const char **next_sync,
+                      struct sync_event *scratch, struct cs_err *err)
+{
+    lua_State *L = x->L;
+    *items = *n_items = 0;
+    if (str_bounded(L, page, "nextPageToken", 4096, next_page, err) < 0 ||
+        str_bounded(L, page, "nextSyncToken", 4096, next_sync, err) < 0)
+        return -1;
+    if (!*next_page == !*next_sync)
+        return cs_err_set(err, "page has %s nextPageToken and nextSyncToken",
+                          *next_page ? "both" : "neither");
+    int r = json_get_obj(L, page, "items", err);
+    if (r < 0)
+        return -1;
+    if (r == 0)
+        return 0;
+    *items = lua_gettop(L);
+    lua_Unsigned n = lua_rawlen(L, *items), keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, *items)) {
+        lua_pop(L, 1);
+        keys++;
+    }
+    if (keys != n || n > 100000)
+        return cs_err_set(err, "'items' is not an array");
+    *n_items = (int)n;
+    for (int i = 1; i <= *n_items; i++) {
+        lua_rawgeti(L, *items, i);
+        int rc = sync_event_parse(L, -1, scratch, err);
+        if (rc == 0 && !x->full && scratch->series_id)
+            touch_series(x, scratch->series_id);
+        lua_pop(L, 1);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* One page: check, then one transaction. *done set on the last page.
+ * 0, -1 or SYNC_REVOKED. */
+static int page_apply(struct run *x, struct buf *page_token, int *done,
+                      struct sync_event *scratch, struct cs_err *err)
+{
+    lua_State *L = x->L;
+    int page = lua_gettop(L), items, n;
+    const char *next_page, *next_sync;
+    if (page_check(x, page, &items, &n, &next_page, &next_sync, scratch, err))
+        return -1;
+    if (next_sync && !x->full && x->n_touched) {
+        int r = series_fetch(x, scratch, err);
+        if (r)
+            return r;
+    }
+    x->stats->pages++;
+    x->stats->events += n;
+    if (store_begin(x->db, err))
+        return -1;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, items, i);
+        int rc = apply_item(x, lua_gettop(L), scratch, err);
+        lua_pop(L, 1);
+        if (rc)
+            goto fail;
+    }
+    if (next_sync) {
+        if ((x->full && sweep_unseen(x, err)) ||
+            (!x->full && x->n_touched && series_reconcile(x, err)) ||
+            finish_calendar(x, next_sync, err))
+            goto fail;
+    }
+    if (store_commit(x->db, err))
+        return -1;
+    buf_reset(page_token);
+    if (next_page && buf_puts(page_token, next_page))
+        return cs_err_set(err, "out of memory");
+    *done = next_sync != NULL;
+    return 0;
+fail:
+    store_rollback(x->db);
+    return -1;
+}
+
+/* ===================================================== calendar row I/O */
+
+struct cal_row {
+    int64_t credential_id;
+    char state[16];
+    struct buf external_id;
+    struct buf sync_token; /* empty: none */
+};
+
+/* 1 found, 0 not, -1 error. */
+static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
+                    struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT credential_id, state, external_id, sync_token FROM calendars"
+        " WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st), rc = -1;
+    if (s == SQLITE_DONE) {
+        rc = 0;
+    } else if (s != SQLITE_ROW) {
+        store_error(c, err);
+    } else {
+        const char *state = store_col_text(st, 1);
+        const char *ext = store_col_text(st, 2);
+        const char *tok = store_col_text(st, 3);
+        row->credential_id = sqlite3_column_int64(st, 0);
+        snprintf(row->state, sizeof row->state, "%s", state ? state : "");
+        if (buf_puts(&row->external_id, ext ? ext : "") ||
+            (tok && buf_puts(&row->sync_token, tok)))
+            cs_err_set(err, "out of memory");
+        else
+            rc = 1;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int cal_exec(struct store_conn *c, const char *sql, int64_t id,
+                    struct cs_err *err)
+{
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    return store_exec(c, st, err);
+}
+
+/* Google refused the calendar itself: state error, hook once. */
+static void cal_set_error(struct store_conn *c, int64_t id, const char *why)
+{
+    static const char sql[] =
+        "UPDATE calendars SET state = 'error', state_reason = ?2, updated_at = ?3"
+        " WHERE id = ?1 AND state IN ('syncing', 'active')";
+    struct cs_err err;
+    sqlite3_stmt *st;
+    if (store_begin(c, &err))
+        goto fail;
+    if (!(st = store_stmt(c, sql, &err)))
+        goto fail;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, why, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, time_now_ms());
+    if (store_exec(c, st, &err))
+        goto fail;
+    if (sqlite3_changes(store_db(c)) > 0 &&
+        calendar_error_notify(c, id, "error", why, &err))
+        goto fail;
+    if (store_commit(c, &err) == 0) {
+        outbox_kick();
+        return;
+    }
+fail:
+    store_rollback(c);
+    log_error("sync.set_error_failed", "calendar=%lld err=%s", (long long)id,
+              log_q(err.msg));
+}
+
+static void count_sync(int full, const char *result)
+{
+    char series[128];
+    snprintf(series, sizeof series,
+             "calsync_syncs_total{kind=\"%s\",result=\"%s\"}",
+             full ? "full" : "incremental", result);
+    metrics_inc(series);
+}
+
+/* ============================================================ sync_calendar */
+
+int sync_calendar(int64_t calendar_id, enum sync_source src,
+                  struct sync_stats *stats, struct cs_err *err)
+{
+    static const char drop_token[] =
+        "UPDATE calendars SET sync_token = NULL WHERE id = ?1";
+    struct cs_err local_err;
+    struct sync_stats local = {0};
+    struct cal_row cal = {0};
+    struct run x = {0};
+    struct google_resp resp;
+    struct buf page_token;
+    struct sync_event *scratch = NULL;
+    int rc = SYNC_FAILED, top = -1, restarted = 0;
+    int64_t t0 = time_mono_ms();
+    if (!stats)
+        stats = &local;
+    if (!err)
+        err = &local_err;
+    memset(stats, 0, sizeof *stats);
+    buf_init(&cal.external_id);
+    buf_init(&cal.sync_token);
+    buf_init(&x.old.arena);
+    buf_init(&x.raw);
+    buf_init(&x.touched);
+    buf_init(&page_token);
+    google_resp_init(&resp);
+
+    if (!(x.db = store_conn(err)))
+        goto done;
+    if (!(x.L = json_state()) || !(scratch = malloc(sizeof *scratch))) {
+        cs_err_set(err, "out of memory");
+        goto done;
+    }
+    top = lua_gettop(x.L);
+    int r = cal_load(x.db, calendar_id, &cal, err);
+    if (r < 0)
+        goto done;
+    if (r == 0 || strcmp(cal.state, "stopped") == 0 ||
+        strcmp(cal.state, "revoked") == 0) {
+        rc = SYNC_SKIPPED;
+        goto done;
+    }
+    x.stats = stats;
+    x.info.calendar_id = calendar_id;
+    x.info.credential_id = cal.credential_id;
+    x.info.external_id = cal.external_id.data;
+    x.full = cal.sync_token.len == 0;
+    struct google_auth auth = {x.db, cal.credential_id};
+    x.auth = &auth;
+    x.resp = &resp;
+
+restart:
+    stats->full = x.full;
+    buf_reset(&x.touched);
+    x.n_touched = 0;
+    x.info.source = x.full ? SYNC_SRC_FULL : src;
+    buf_reset(&page_token);
+    if (x.full && seen_reset(&x, err))
+        goto done;
+    for (int page = 0;; page++) {
+        if (page >= SYNC_MAX_PAGES) {
+            cs_err_set(err, "more than %d pages", SYNC_MAX_PAGES);
+            goto done;
+        }
+        struct google_list_params p = {
+            .sync_token = x.full ? NULL : cal.sync_token.data,
+            .page_token = page_token.len ? page_token.data : NULL,
+            .show_deleted = 1,
+        };
+        int g = google_events_list(&auth, cal.external_id.data, &p, &resp, err);
+        if (g == GOOGLE_EREVOKED) {
+            rc = SYNC_REVOKED;
+            goto done;
+        }
+        if (g == GOOGLE_EHTTP && !x.full && !restarted &&
+            (resp.status == 410 ||
+             (resp.status == 400 && strcmp(resp.reason, "invalid") == 0))) {
+            /* the token is dead: forget it, so a crash during the full
+             * listing still leads to a full listing */
+            log_info("sync.full_resync", "calendar=%lld status=%ld reason=%s",
+                     (long long)calendar_id, resp.status, log_q(resp.reason));
+            metrics_inc("calsync_sync_full_resyncs_total");
+            if (cal_exec(x.db, drop_token, calendar_id, err))
+                goto done;
+            restarted = 1;
+            x.full = 1;
+            goto restart;
+        }
+        if (g == GOOGLE_EHTTP && (resp.status == 404 || resp.status == 403 ||
+                                  resp.status == 400)) {
+            cal_set_error(x.db, calendar_id, err->msg);
+            rc = SYNC_ERROR;
+            goto done;
+        }
+        if (g != GOOGLE_OK)
+            goto done;
+        int last = 0;
+        r = page_apply(&x, &page_token, &last, scratch, err);
+        lua_settop(x.L, top);
+        if (r == SYNC_REVOKED) {
+            rc = SYNC_REVOKED;
+            goto done;
+        }
+        if (r)
+            goto done;
+        if (last)
+            break;
+    }
+    rc = SYNC_OK;
+done:
+    if (x.L && top >= 0)
+        lua_settop(x.L, top);
+    if (rc != SYNC_SKIPPED) {
+        static const char *const names[] = {"ok", "skipped", "failed", "revoked", "error"};
+        count_sync(stats->full, names[rc]);
+        if (rc == SYNC_OK)
+            log_info("sync.done", "calendar=%lld kind=%s source=%s pages=%d events=%d"
+                     " changes=%d swept=%d ms=%lld", (long long)calendar_id,
+                     stats->full ? "full" : "incremental",
+                     sync_source_name(stats->full ? SYNC_SRC_FULL : src),
+                     stats->pages, stats->events, stats->changes, stats->swept,
+                     (long long)(time_mono_ms() - t0));
+        else
+            log_warn("sync.failed", "calendar=%lld result=%s err=%s",
+                     (long long)calendar_id, names[rc], log_q(err->msg));
+    }
+    free(scratch);
+    google_resp_free(&resp);
+    buf_free(&page_token);
+    buf_free(&x.raw);
+    buf_free(&x.touched);
+    buf_free(&x.old.arena);
+    buf_free(&cal.external_id);
+    buf_free(&cal.sync_token);
+    return rc;
+}

@@ -1,0 +1,126 @@
+/* sync.h -- one calendar's sync: events.list into the `events` mirror.
+ *
+ * sync_calendar() reads a calendar's changes from Google (incremental with
+ * its stored sync token, or a full listing when it has none, after 410, or
+ * after a 400 on the token) and applies them page by page, one transaction
+ * per page. Every event read is upserted into the mirror; each one that
+ * differs from its mirror row is handed to the change hook inside that
+ * transaction. The new sync token, last_synced_at and the state change
+ * syncing/error -> active are written in the same transaction as the last
+ * page, so a crash or a bad page leaves the old token and the next sync
+ * reads the changes again (the mirror diff makes that harmless).
+ *
+ * Threads: call from worker threads only (it blocks on Google); each
+ * thread uses its own store connection and JSON state.
+ */
+#ifndef CALSYNC_SYNC_H
+#define CALSYNC_SYNC_H
+
+#include "store.h"
+#include "util.h"
+
+#include <lua.h>
+#include <stdint.h>
+
+#define SYNC_NO_TIME INT64_MIN  /* start/end/original start unknown */
+#define SYNC_ID_MAX 1024
+#define SYNC_TITLE_MAX 4096     /* longer summaries are cut (UTF-8 safe) */
+#define SYNC_ETAG_MAX 256
+#define SYNC_TAG_MAX 256        /* longer calsync_booking_uid: ignored */
+#define SYNC_MAX_PAGES 10000    /* a listing longer than this fails */
+#define SYNC_MAX_SERIES_CHECK 1000 /* series re-listed per incremental sync */
+
+/* Why the sync runs; reported to the hook as DESIGN §5's change.source. */
+enum sync_source {
+    SYNC_SRC_POLL = 0, /* scheduled or requested through the API */
+    SYNC_SRC_PUSH,     /* a Google push notification */
+    SYNC_SRC_FULL,     /* a full listing (first sync, 410, bad token) */
+};
+const char *sync_source_name(enum sync_source s);
+
+/* One event as the mirror keeps it. String fields are NUL-terminated and
+ * owned by whoever filled the struct (see sync_event_parse); NULL when
+ * absent. Times are ms since the epoch, SYNC_NO_TIME when unknown. */
+struct sync_event {
+    const char *id;
+    const char *etag;
+    const char *status;          /* confirmed | tentative | cancelled */
+    int64_t start_ms, end_ms;
+    int all_day;                 /* start/end were dates: midnight UTC */
+    const char *series_id;       /* recurringEventId, or parsed from a stub id */
+    int64_t original_start_ms;   /* originalStartTime, or from the stub id */
+    const char *updated;
+    const char *title;
+    const char *booking_tag;     /* extendedProperties.private.calsync_booking_uid */
+    /* storage for series_id/title when they are not Lua strings: the
+     * struct must not be copied by value once filled */
+    char series_buf_[SYNC_ID_MAX + 1];
+    char title_buf_[SYNC_TITLE_MAX + 1];
+};
+
+struct sync_info {
+    int64_t calendar_id;
+    int64_t credential_id;
+    const char *external_id;
+    enum sync_source source;  /* SYNC_SRC_FULL for every change of a full listing */
+};
+
+/* The change hook: called inside the page's transaction for each event
+ * whose mirror row is new or differs (etag or any field above), with the
+ * previous row (`old`, NULL if never seen) and the event now. For a
+ * deletion found by a full listing (mirrored, not cancelled, absent from
+ * the complete listing) or cascaded from a cancelled series master, `now`
+ * is a stub {id, status "cancelled"} and raw_json is that stub's JSON.
+ * Otherwise raw_json is the event as Google sent it (re-encoded).
+ * Return 0, or -1 with err set to roll the page back and fail the sync.
+ * Do not call Google from it. */
+typedef int (*sync_change_fn)(void *ud, struct store_conn *c,
+                              const struct sync_info *info,
+                              const struct sync_event *old,
+                              const struct sync_event *now,
+                              const char *raw_json, size_t raw_len,
+                              struct cs_err *err);
+
+/* Installs the hook (NULL: none). Set before sched_start(); not
+ * thread-safe against running syncs. */
+void sync_set_change_hook(sync_change_fn fn, void *ud);
+
+enum sync_rc {
+    SYNC_OK = 0,
+    SYNC_SKIPPED,  /* calendar gone, stopped or revoked: nothing done */
+    SYNC_FAILED,   /* transient: network, budget, bad response, database */
+    SYNC_REVOKED,  /* refresh token refused; calendars now revoked */
+    SYNC_ERROR,    /* Google refused the calendar (404, 403...): state error */
+};
+
+struct sync_stats {
+    int full;      /* 1 when the run ended as a full listing */
+    int pages;
+    int events;    /* items read */
+    int changes;   /* hook calls (changed, new, swept) */
+    int swept;     /* deletions found by the full listing or by cascade */
+};
+
+/* Syncs one calendar. Returns an enum sync_rc; err describes anything but
+ * SYNC_OK/SYNC_SKIPPED. stats may be NULL. */
+int sync_calendar(int64_t calendar_id, enum sync_source src,
+                  struct sync_stats *stats, struct cs_err *err);
+
+/* ----------------------------------------------------- pure pieces (tests) */
+
+/* Reads the event object at idx of L into ev (strings point into L's
+ * values or into ev itself: valid while the object stays on the stack).
+ * Rejects wrong types and out-of-bounds sizes: 0, or -1 with err. */
+int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
+                     struct cs_err *err);
+
+/* Splits an instance id "<series>_<YYYYMMDD>" or
+ * "<series>_<YYYYMMDD>T<HHMMSS>Z": 1 with *series_len and the original
+ * start (ms, midnight UTC for a date) set; 0 when id has no such suffix. */
+int sync_split_instance_id(const char *id, size_t n, size_t *series_len,
+                           int64_t *original_start_ms, int *all_day);
+
+/* 1 when the mirror should report a change from old to now. */
+int sync_event_differs(const struct sync_event *old, const struct sync_event *now);
+
+#endif
