@@ -369,6 +369,7 @@ static void h_calendars_delete(struct http_req *req, struct http_resp *resp)
         goto done;
     }
     sched_forget(id);
+    sched_stop_channels(id);
     log_info("api.calendar_stopped", "id=%lld", (long long)id);
 done:
     ctx_close(&x);

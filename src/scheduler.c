@@ -9,6 +9,7 @@
  */
 #include "scheduler.h"
 
+#include "channel.h"
 #include "google.h"
 #include "log.h"
 #include "metrics.h"
@@ -16,6 +17,7 @@
 #include "sync.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -32,7 +34,18 @@ struct slot {
     int failures;
     int64_t next_poll;     /* mono ms */
     int64_t not_before;    /* mono ms: error backoff */
+    int64_t channel_due;   /* mono ms: open or renew the push channel */
 };
+
+/* Work that must run on a worker (it calls Google) but is not a sync:
+ * stopping channels of a deleted calendar, or one still sending. */
+struct chore {
+    int64_t calendar_id;   /* > 0: stop the calendar's channels */
+    char channel_id[128];  /* else: stop this channel */
+};
+
+#define SCHED_MAX_CHORES 1024
+#define SCHED_CHANNEL_RETRY_MS 60000
 
 static pthread_mutex_t sched_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sched_wake;  /* scheduler; CLOCK_MONOTONIC, set up by sched_start */
@@ -46,6 +59,8 @@ static size_t q_head, q_len, q_cap;
 static pthread_t sched_thread;
 static pthread_t *workers;
 static int n_workers;
+static struct chore chores[SCHED_MAX_CHORES];
+static size_t n_chores;
 
 /* ----------------------------------------------------------- slot table */
 
@@ -153,6 +168,29 @@ void sched_request_push(int64_t calendar_id)
     request(calendar_id, SYNC_SRC_PUSH, 0);
 }
 
+static void add_chore(int64_t calendar_id, const char *channel_id)
+{
+    pthread_mutex_lock(&sched_mu);
+    if (s_running && n_chores < SCHED_MAX_CHORES) {
+        struct chore *c = &chores[n_chores++];
+        c->calendar_id = calendar_id;
+        snprintf(c->channel_id, sizeof c->channel_id, "%s", channel_id ? channel_id : "");
+        pthread_cond_signal(&work_wake);
+    }
+    pthread_mutex_unlock(&sched_mu);
+}
+
+void sched_stop_channels(int64_t calendar_id)
+{
+    add_chore(calendar_id, NULL);
+}
+
+void sched_stop_channel(const char *channel_id)
+{
+    if (channel_id && strlen(channel_id) < sizeof chores[0].channel_id)
+        add_chore(0, channel_id);
+}
+
 void sched_forget(int64_t calendar_id)
 {
     pthread_mutex_lock(&sched_mu);
@@ -244,6 +282,7 @@ static void merge(const struct row *rows, size_t n)
                 due = now + (left < 0 ? 0 : left > poll_ms() ? poll_ms() : left);
             }
             s->next_poll = due;
+            s->channel_due = now;
             s->failures = 0;
             s->not_before = 0;
         }
@@ -293,7 +332,7 @@ static void *scheduler_main(void *arg)
                 continue;
             int allowed = now >= s->not_before;
             int due = (s->pending && (s->urgent || allowed)) ||
-                      (allowed && now >= s->next_poll);
+                      (allowed && (now >= s->next_poll || now >= s->channel_due));
             if (due) {
                 if (enqueue(s->id) == 0) {
                     s->queued = 1;
@@ -301,9 +340,9 @@ static void *scheduler_main(void *arg)
                 }
                 continue;
             }
+            int64_t next = s->next_poll < s->channel_due ? s->next_poll : s->channel_due;
             int64_t t = s->pending ? s->not_before
-                                   : (s->next_poll > s->not_before ? s->next_poll
-                                                                   : s->not_before);
+                                   : (next > s->not_before ? next : s->not_before);
             if (t < wake)
                 wake = t;
         }
@@ -343,10 +382,22 @@ static void *worker_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&sched_mu);
     for (;;) {
-        while (!s_stopping && q_len == 0)
+        while (!s_stopping && q_len == 0 && n_chores == 0)
             pthread_cond_wait(&work_wake, &sched_mu);
         if (s_stopping)
             break;
+        if (n_chores) {
+            struct chore ch = chores[--n_chores];
+            pthread_mutex_unlock(&sched_mu);
+            struct cs_err cerr = {{0}};
+            int crc = ch.calendar_id > 0 ? channel_stop_calendar(ch.calendar_id, &cerr)
+                                         : channel_stop_one(ch.channel_id, &cerr);
+            if (crc)
+                log_warn("sched.chore_failed", "calendar=%lld channel=%s err=%s",
+                         (long long)ch.calendar_id, log_q(ch.channel_id), log_q(cerr.msg));
+            pthread_mutex_lock(&sched_mu);
+            continue;
+        }
         int64_t id = queue[q_head];
         q_head = (q_head + 1) % q_cap;
         q_len--;
@@ -357,12 +408,27 @@ static void *worker_main(void *arg)
             continue;
         }
         enum sync_source src = s->pending ? s->pending_src : SYNC_SRC_POLL;
+        int64_t slot_channel_due = s->channel_due;
         s->queued = 0;
         s->running = 1;
         s->pending = s->urgent = 0;
         pthread_mutex_unlock(&sched_mu);
 
         struct cs_err err = {{0}};
+        int64_t channel_due = -1;
+        if (time_mono_ms() >= slot_channel_due) {
+            /* the push channel first: a change made while the first full
+             * sync runs then arrives as a notification, never in between */
+            int64_t renew_wall = 0;
+            if (channel_maintain(id, &renew_wall, &err) == 0 && renew_wall > 0)
+                channel_due = time_mono_ms() + (renew_wall - time_now_ms());
+            else
+                channel_due = time_mono_ms() + SCHED_CHANNEL_RETRY_MS;
+            if (err.msg[0])
+                log_warn("sched.channel_failed", "calendar=%lld err=%s",
+                         (long long)id, log_q(err.msg));
+            err.msg[0] = '\0';
+        }
         int rc = sync_calendar(id, src, NULL, &err);
 
         pthread_mutex_lock(&sched_mu);
@@ -370,6 +436,8 @@ static void *worker_main(void *arg)
         if (!s)
             continue;
         s->running = 0;
+        if (channel_due >= 0)
+            s->channel_due = channel_due;
         int64_t now = time_mono_ms();
         switch (rc) {
         case SYNC_OK:
@@ -409,6 +477,7 @@ static void reset_state(void)
     workers = NULL;
     n_slots = cap_slots = q_head = q_len = q_cap = 0;
     n_workers = 0;
+    n_chores = 0;
 }
 
 int sched_start(const struct config *cfg, struct cs_err *err)

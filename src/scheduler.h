@@ -48,6 +48,14 @@ void sched_request_sync(int64_t calendar_id);
  * calendar in error backoff waits for the backoff to end. */
 void sched_request_push(int64_t calendar_id);
 
+/* Stops the calendar's push channels with Google, on a worker (for
+ * DELETE /v1/calendars). Cheap; callable from any thread. */
+void sched_stop_channels(int64_t calendar_id);
+
+/* Stops one channel calsync no longer wants but that still sends (the
+ * intake's stop_channel hook), on a worker. */
+void sched_stop_channel(const char *channel_id);
+
 /* Drops pending requests for a calendar that was just stopped (a sync in
  * progress finishes). */
 void sched_forget(int64_t calendar_id);

@@ -8,6 +8,7 @@
 #include "service.h"
 
 #include "api.h"
+#include "channel.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
@@ -54,6 +55,7 @@ int service_run(const struct config *cfg)
         goto out;
     }
     outbox_up = 1;
+    channel_init(cfg);
     if (sched_start(cfg, &err)) {
         log_error("service.start_failed", "what=sched err=%s", log_q(err.msg));
         goto out;
@@ -62,7 +64,8 @@ int service_run(const struct config *cfg)
     {
         /* notifications reach the scheduler directly (the dirty flag the
          * intake also sets is the crash-safe path) */
-        static const struct intake_hooks hooks = {.sync = sched_request_push};
+        static const struct intake_hooks hooks = {
+            .sync = sched_request_push, .stop_channel = sched_stop_channel};
         intake_set_hooks(&hooks);
     }
     if (http_start(cfg, api_routes(cfg), &err)) {

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -59,8 +60,15 @@ class Calsync:
         self.config_path = os.path.join(workdir, "calsync.conf.lua")
 
     def write_config(self):
+        # A fixed free port per instance (kept across restarts), so that
+        # public_url -- where the fake Google pushes -- is known up front.
+        if not getattr(self, "fixed_port", None):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.fixed_port = s.getsockname()[1]
         lines = [
-            'listen = "127.0.0.1:0"',
+            'listen = "127.0.0.1:%d"' % self.fixed_port,
+            'public_url = "http://127.0.0.1:%d"' % self.fixed_port,
             "database = " + lua_str(self.db_path),
             "policies = " + lua_str(self.policies_dir),
             'log_level = "debug"',
@@ -163,12 +171,22 @@ class Calsync:
     def db(self):
         return sqlite3.connect(self.db_path, timeout=10)
 
-    def snapshot(self):
-        """Every row of every table, to assert that a request changed nothing."""
+    # What an API request may change. Channels, notifications, the mirror and
+    # the calendars' sync columns also change in the background (watches,
+    # polls), so "a rejected request changed nothing" is checked on these.
+    API_STATE = {
+        "credentials": "id, provider, refresh_token",
+        "calendars": "id, credential_id, external_id, policy, settings",
+        "bookings": "*", "booking_refs": "*", "audit": "*", "outbox": "*", "jobs": "*",
+    }
+
+    def snapshot(self, tables=None):
+        """Rows of the API-owned tables (or of `tables`: {name: columns}),
+        to assert that a request changed nothing."""
+        tables = tables or self.API_STATE
         with self.db() as con:
-            tables = [r[0] for r in con.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-            return {t: con.execute("SELECT * FROM %s" % t).fetchall() for t in tables}
+            return {t: con.execute("SELECT %s FROM %s ORDER BY 1" % (cols, t)).fetchall()
+                    for t, cols in sorted(tables.items())}
 
 
 class CalsyncCase(unittest.TestCase):

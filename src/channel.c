@@ -1,0 +1,292 @@
+/* channel.c -- opening, renewing and stopping Google push channels.
+ *
+ * Opening: the row is inserted (state `opening`, random id and token)
+ * before events.watch is called, so a notification that races the watch
+ * answer is already recognised by the intake; the answer fills resource id
+ * and expiration and makes it `live`. Renewal opens the new channel first
+ * and only then stops the old one; notifications from both during the
+ * overlap coalesce in the scheduler. A failed watch leaves the row
+ * `failed` (kept, like every channel row).
+ */
+#include "channel.h"
+
+#include "google.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct config *channel_cfg;
+
+void channel_init(const struct config *cfg)
+{
+    channel_cfg = cfg;
+}
+
+int64_t channel_renew_at(int64_t created_ms, int64_t expiration_ms,
+                         int64_t renew_before_ms)
+{
+    int64_t lifetime = expiration_ms - created_ms;
+    if (lifetime < renew_before_ms)
+        return created_ms + lifetime / 2;
+    return expiration_ms - renew_before_ms;
+}
+
+struct cal_ref {
+    int64_t credential_id;
+    char external_id[1100];
+    char state[16];
+};
+
+static int load_cal(struct store_conn *c, int64_t id, struct cal_ref *r,
+                    struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        r->credential_id = sqlite3_column_int64(st, 0);
+        snprintf(r->external_id, sizeof r->external_id, "%s", store_col_text(st, 1));
+        snprintf(r->state, sizeof r->state, "%s", store_col_text(st, 2));
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+}
+
+static int set_state(struct store_conn *c, const char *id, const char *state,
+                     struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE channels SET state = ?2, stopped_at = CASE WHEN ?2 IN ('stopped','failed')"
+        " THEN ?3 ELSE stopped_at END WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, time_now_ms());
+    return store_exec(c, st, err);
+}
+
+/* Stops one channel with Google and marks it stopped. A channel Google
+ * no longer knows (404) counts as stopped. */
+static int stop_channel(struct store_conn *c, int64_t credential_id,
+                        const char *id, const char *resource_id,
+                        struct cs_err *err)
+{
+    struct google_auth a = {c, credential_id};
+    struct google_resp resp;
+    google_resp_init(&resp);
+    int rc = resource_id ? google_channels_stop(&a, id, resource_id, &resp, err)
+                         : GOOGLE_OK;
+    int ok = rc == GOOGLE_OK || (rc == GOOGLE_EHTTP && resp.status == 404);
+    google_resp_free(&resp);
+    metrics_inc(ok ? "calsync_channel_stops_total{result=\"ok\"}"
+                   : "calsync_channel_stops_total{result=\"error\"}");
+    if (!ok)
+        return -1;
+    log_info("channel.stopped", "channel=%s", log_q(id));
+    return set_state(c, id, "stopped", err);
+}
+
+static int open_channel(struct store_conn *c, int64_t calendar_id,
+                        const struct cal_ref *cal, int64_t *renew_at,
+                        struct cs_err *err)
+{
+    static const char ins_sql[] =
+        "INSERT INTO channels (id, calendar_id, token, state, created_at)"
+        " VALUES (?1, ?2, ?3, 'opening', ?4)";
+    static const char live_sql[] =
+        "UPDATE channels SET resource_id = ?2, expiration = ?3, state = 'live'"
+        " WHERE id = ?1";
+    char id[48] = "calsync-", token[65], address[2048];
+    int64_t created = time_now_ms();
+    if (random_hex(id + 8, 16) || random_hex(token, 32))
+        return cs_err_set(err, "random source failed");
+    snprintf(address, sizeof address, "%s/webhooks/google", channel_cfg->public_url);
+    sqlite3_stmt *st = store_stmt(c, ins_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, calendar_id);
+    sqlite3_bind_text(st, 3, token, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, created);
+    if (store_exec(c, st, err))
+        return -1;
+
+    struct google_auth a = {c, cal->credential_id};
+    struct google_resp resp;
+    google_resp_init(&resp);
+    lua_State *L = json_state();
+    int top = L ? lua_gettop(L) : 0;
+    int rc = -1;
+    int g = google_events_watch(&a, cal->external_id, id, token, address,
+                                channel_cfg->google.channel_ttl, &resp, err);
+    if (g != GOOGLE_OK) {
+        set_state(c, id, "failed", NULL);
+        metrics_inc("calsync_channel_opens_total{result=\"error\"}");
+        goto done;
+    }
+    const char *rid = NULL, *exp = NULL;
+    int64_t expiration = 0;
+    if (json_get_str(L, -1, "resourceId", &rid, NULL, err) != 1 ||
+        json_get_str(L, -1, "expiration", &exp, NULL, err) != 1 ||
+        parse_i64(exp, &expiration) || expiration <= created) {
+        cs_err_set(err, "events.watch: answer lacks resourceId or a valid expiration");
+        set_state(c, id, "failed", NULL);
+        goto done;
+    }
+    if (!(st = store_stmt(c, live_sql, err)))
+        goto done;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, rid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, expiration);
+    if (store_exec(c, st, err))
+        goto done;
+    metrics_inc("calsync_channel_opens_total{result=\"ok\"}");
+    *renew_at = channel_renew_at(created, expiration,
+                                 channel_cfg->google.renew_before * 1000);
+    log_info("channel.opened", "channel=%s calendar=%lld expires_in_s=%lld",
+             id, (long long)calendar_id, (long long)((expiration - created) / 1000));
+    rc = 0;
+done:
+    if (L)
+        lua_settop(L, top);
+    google_resp_free(&resp);
+    return rc;
+}
+
+struct live {
+    char id[64];
+    char resource_id[256];
+    int has_resource;
+    int64_t created, expiration;
+};
+
+/* Live (or half-open) channels of a calendar, newest first. */
+static int load_live(struct store_conn *c, int64_t calendar_id, struct live *out,
+                     int cap, int *n, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id, resource_id, created_at, coalesce(expiration, 0) FROM channels"
+        " WHERE calendar_id = ?1 AND state IN ('live', 'opening')"
+        " ORDER BY created_at DESC";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, calendar_id);
+    *n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
+        struct live *l = &out[(*n)++];
+        snprintf(l->id, sizeof l->id, "%s", store_col_text(st, 0));
+        l->has_resource = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        snprintf(l->resource_id, sizeof l->resource_id, "%s",
+                 l->has_resource ? store_col_text(st, 1) : "");
+        l->created = sqlite3_column_int64(st, 2);
+        l->expiration = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    return 0;
+}
+
+int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
+                     struct cs_err *err)
+{
+    struct store_conn *c = store_conn(err);
+    struct cal_ref cal;
+    struct live lv[8];
+    int n = 0;
+    *next_check_ms = 0;
+    if (!c)
+        return -1;
+    int r = load_cal(c, calendar_id, &cal, err);
+    if (r <= 0)
+        return r;
+    if (strcmp(cal.state, "stopped") == 0 || strcmp(cal.state, "revoked") == 0)
+        return channel_stop_calendar(calendar_id, err);
+    if (load_live(c, calendar_id, lv, 8, &n, err))
+        return -1;
+    int64_t now = time_now_ms(), renew_before = channel_cfg->google.renew_before * 1000;
+    /* the newest channel that is live and not yet due keeps serving */
+    if (n > 0 && lv[0].has_resource && lv[0].expiration > now) {
+        int64_t due = channel_renew_at(lv[0].created, lv[0].expiration, renew_before);
+        if (due > now) {
+            *next_check_ms = due;
+            /* older channels left over (a crash during a renewal) */
+            for (int i = 1; i < n; i++)
+                stop_channel(c, cal.credential_id, lv[i].id,
+                             lv[i].has_resource ? lv[i].resource_id : NULL, NULL);
+            return 0;
+        }
+    }
+    int64_t renew_at = 0;
+    if (open_channel(c, calendar_id, &cal, &renew_at, err))
+        return -1;
+    *next_check_ms = renew_at;
+    for (int i = 0; i < n; i++) {
+        struct cs_err e2;
+        if (stop_channel(c, cal.credential_id, lv[i].id,
+                         lv[i].has_resource ? lv[i].resource_id : NULL, &e2))
+            log_warn("channel.stop_failed", "channel=%s err=%s", log_q(lv[i].id),
+                     log_q(e2.msg));
+    }
+    return 0;
+}
+
+int channel_stop_calendar(int64_t calendar_id, struct cs_err *err)
+{
+    struct store_conn *c = store_conn(err);
+    struct cal_ref cal;
+    struct live lv[8];
+    int n = 0, rc = 0;
+    if (!c || load_cal(c, calendar_id, &cal, err) <= 0 ||
+        load_live(c, calendar_id, lv, 8, &n, err))
+        return c ? 0 : -1;
+    for (int i = 0; i < n; i++)
+        if (stop_channel(c, cal.credential_id, lv[i].id,
+                         lv[i].has_resource ? lv[i].resource_id : NULL, err))
+            rc = -1;
+    return rc;
+}
+
+int channel_stop_one(const char *channel_id, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT ch.resource_id, c.credential_id FROM channels ch"
+        " JOIN calendars c ON c.id = ch.calendar_id WHERE ch.id = ?1";
+    struct store_conn *c = store_conn(err);
+    if (!c)
+        return -1;
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, channel_id, -1, SQLITE_STATIC);
+    char rid[256];
+    int64_t cred = 0;
+    int have = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        snprintf(rid, sizeof rid, "%s", store_col_text(st, 0));
+        cred = sqlite3_column_int64(st, 1);
+        have = 1;
+    }
+    sqlite3_reset(st);
+    if (!have)
+        return 0;
+    return stop_channel(c, cred, channel_id, rid, err);
+}
