@@ -1,84 +1,1389 @@
-/* policy.c -- placeholder engine: knows which policy files exist.
+/* policy.c -- the Lua policy engine (DESIGN §5).
  *
- * The sandboxed Lua engine replaces this file; until then a policy is
- * "live" when policies/<name>.lua exists and is readable, so the API can
- * refuse unknown policy names (422) as the contract says.
+ * What it is for: turning a classified change into a validated decision
+ * by running the calendar's policy in a sandbox (sandbox.c), and keeping
+ * the policies directory live (hot reload on inotify, SIGHUP and the API).
+ *
+ * Main objects:
+ *   struct policy_version  one compiled-and-checked source: name, version
+ *                          (12 hex of SHA-256), the bytes. Immutable once
+ *                          published, reference-counted, shared by runners.
+ *   struct entry           the engine's record of one file: its live
+ *                          version (NULL until one loads), the error of the
+ *                          last failed load, whether the file was removed.
+ *   struct policy_runner   one per worker thread: a sandbox per policy it
+ *                          used, rebuilt when the engine's generation moves
+ *                          and the live version changed, or after a state
+ *                          hit its memory cap.
+ *
+ * Locking: eng.mu guards the entries (short sections: lookups, swaps);
+ * eng.reload_mu serialises reloads (inotify thread, SIGHUP, API), which
+ * compile outside eng.mu so decisions never wait for a compile.
  */
 #include "policy.h"
 
-#include <dirent.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "reload.h"
+#include "sandbox.h"
 
-static const struct config *policy_cfg;
+#include <dirent.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define POLICY_NAME_MAX 63
+#define POLICY_SRC_MAX (1 << 20)
+#define RELOAD_DELAY_MS 250
+
+/* ------------------------------------------------------------- versions */
+
+struct policy_version {
+    atomic_int refs;
+    char name[POLICY_NAME_MAX + 1];
+    char version[16];
+    char *path; /* "<dir>/<name>.lua": the chunk name, as in messages */
+    char *src;
+    size_t len;
+    int64_t loaded_ms;
+};
+
+int policy_version_of(const char *src, size_t len, char out[13])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (!EVP_Digest(src, len, md, &n, EVP_sha256(), NULL) || n < 6)
+        return -1;
+    for (int i = 0; i < 6; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+static struct policy_version *version_new(const char *name, const char *path,
+                                          char *src, size_t len,
+                                          const char *hash)
+{
+    struct policy_version *v = calloc(1, sizeof *v);
+    if (!v || !(v->path = strdup(path))) {
+        free(v);
+        return NULL;
+    }
+    atomic_init(&v->refs, 1);
+    snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->version, sizeof v->version, "%s", hash);
+    v->src = src; /* taken */
+    v->len = len;
+    v->loaded_ms = time_now_ms();
+    return v;
+}
+
+static struct policy_version *version_ref(struct policy_version *v)
+{
+    if (v)
+        atomic_fetch_add(&v->refs, 1);
+    return v;
+}
+
+static void version_unref(struct policy_version *v)
+{
+    if (v && atomic_fetch_sub(&v->refs, 1) == 1) {
+        free(v->path);
+        free(v->src);
+        free(v);
+    }
+}
+
+/* --------------------------------------------------------- files, names */
+
+static int valid_name(const char *s, size_t n)
+{
+    if (n == 0 || n > POLICY_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Reads a whole file (at most POLICY_SRC_MAX bytes). 0 with *out (owned by
+ * the caller, NUL-terminated) or -1 with err. */
+static int read_file(const char *path, char **out, size_t *len,
+                     struct cs_err *err)
+{
+    int rc = -1;
+    char *data = NULL;
+    size_t n = 0, cap = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cs_err_set(err, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *p = realloc(data, cap);
+            if (!p) {
+                cs_err_set(err, "%s: out of memory", path);
+                goto done;
+            }
+            data = p;
+        }
+        size_t got = fread(data + n, 1, cap - n - 1, f);
+        n += got;
+        if (n > POLICY_SRC_MAX) {
+            cs_err_set(err, "%s:1: file larger than %d bytes", path, POLICY_SRC_MAX);
+            goto done;
+        }
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        cs_err_set(err, "%s: read error", path);
+        goto done;
+    }
+    data[n] = '\0';
+    *out = data;
+    *len = n;
+    data = NULL;
+    rc = 0;
+done:
+    if (f)
+        fclose(f);
+    free(data);
+    return rc;
+}
+
+static struct sandbox_limits limits_of(const struct config *cfg)
+{
+    struct sandbox_limits l = {cfg->policy_limits.instructions,
+                               cfg->policy_limits.memory};
+    return l;
+}
+
+/* Compiles and checks src in a fresh sandbox. 0 good, 1 bad (msg set),
+ * -1 when the sandbox itself could not be built (msg set). */
+static int compile_check(const struct config *cfg, const char *name,
+                         const char *path, const char *src, size_t len,
+                         struct sandbox_msg *msg)
+{
+    struct cs_err err = {{0}};
+    struct sandbox_limits lim = limits_of(cfg);
+    struct sandbox *sb = sandbox_new(name, &lim, &err);
+    if (!sb) {
+        snprintf(msg->text, sizeof msg->text, "%.200s:1: %.300s", path, err.msg);
+        msg->trace[0] = '\0';
+        return -1;
+    }
+    enum sandbox_rc rc = sandbox_load(sb, path, src, len, msg);
+    sandbox_free(sb);
+    return rc == SANDBOX_OK ? 0 : 1;
+}
+
+/* --------------------------------------------------------------- engine */
+
+struct entry {
+    char name[POLICY_NAME_MAX + 1];
+    struct policy_version *live; /* NULL until a good load */
+    char *error;                 /* last failed load, NULL once good */
+    char bad_version[16];        /* hash of the content that failed */
+    int removed;                 /* the file is gone; live kept */
+    int seen;                    /* scratch: found by the current scan */
+};
+
+static struct {
+    pthread_mutex_t mu;        /* entries */
+    pthread_mutex_t reload_mu; /* one reload at a time */
+    const struct config *cfg;
+    struct entry *v;
+    int n, cap;
+    atomic_uint gen;           /* bumped when a live version changes */
+    struct reload_watcher *watch;
+} eng = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, NULL, NULL,
+         0, 0, 0, NULL};
+
+/* Caller holds eng.mu. */
+static struct entry *find_entry(const char *name)
+{
+    for (int i = 0; i < eng.n; i++)
+        if (strcmp(eng.v[i].name, name) == 0)
+            return &eng.v[i];
+    return NULL;
+}
+
+/* Caller holds eng.mu. NULL on OOM. */
+static struct entry *add_entry(const char *name)
+{
+    if (eng.n == eng.cap) {
+        int cap = eng.cap ? eng.cap * 2 : 16;
+        struct entry *p = realloc(eng.v, (size_t)cap * sizeof *p);
+        if (!p)
+            return NULL;
+        eng.v = p;
+        eng.cap = cap;
+    }
+    struct entry *e = &eng.v[eng.n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    return e;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The policy names (file names without ".lua") of dir, sorted. Returns the
+ * count (>= 0) with *out owned by the caller (free each and the array), or
+ * -1 when the directory cannot be read (err set). Files whose name is not
+ * a valid policy name are reported through `bad` when not NULL. */
+static int scan_dir(const char *dir, char ***out, struct cs_err *err,
+                    void (*bad)(const char *file, void *ud), void *ud)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        cs_err_set(err, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char **names = NULL;
+    int n = 0, cap = 0, rc = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".lua") != 0 || de->d_name[0] == '.')
+            continue;
+        if (!valid_name(de->d_name, l - 4)) {
+            if (bad)
+                bad(de->d_name, ud);
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **p = realloc(names, (size_t)cap * sizeof *p);
+            if (!p)
+                goto oom;
+            names = p;
+        }
+        if (!(names[n] = strndup(de->d_name, l - 4)))
+            goto oom;
+        n++;
+    }
+    if (n > 1)
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
+    *out = names;
+    names = NULL;
+    rc = n;
+    goto done;
+oom:
+    cs_err_set(err, "out of memory");
+done:
+    for (int i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+    closedir(d);
+    return rc;
+}
+
+static void count_load_error(const char *name)
+{
+    char lbl[128], series[256];
+    snprintf(series, sizeof series, "calsync_policy_load_errors_total{policy=\"%s\"}",
+             metrics_label(name, lbl, sizeof lbl));
+    metrics_inc(series);
+}
+
+/* Loads one file if its content changed. Returns 0 (good or unchanged),
+ * 1 (the file on disk fails: its error is recorded) or -1 (OOM). Caller
+ * holds eng.reload_mu (not eng.mu). */
+static int reload_one(const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.lua", eng.cfg->policies, name);
+    struct cs_err err = {{0}};
+    struct sandbox_msg msg = {{0}, {0}};
+    char hash[13] = "";
+    char *src = NULL;
+    size_t len = 0;
+    int bad = 0, rc = 0;
+
+    if (read_file(path, &src, &len, &err)) {
+        snprintf(msg.text, sizeof msg.text, "%s", err.msg);
+        bad = 1;
+    } else if (policy_version_of(src, len, hash)) {
+        free(src);
+        return -1;
+    }
+
+    pthread_mutex_lock(&eng.mu);
+    struct entry *e = find_entry(name);
+    if (!e && !(e = add_entry(name))) {
+        pthread_mutex_unlock(&eng.mu);
+        free(src);
+        return -1;
+    }
+    e->seen = 1;
+    if (e->removed) {
+        log_info("policy.restored", "policy=%s", log_q(name));
+        e->removed = 0;
+    }
+    int unchanged = !bad && e->live && !e->error && strcmp(e->live->version, hash) == 0;
+    int same_bad = !bad && e->error && strcmp(e->bad_version, hash) == 0;
+    pthread_mutex_unlock(&eng.mu);
+    if (unchanged) {
+        free(src);
+        return 0;
+    }
+    if (same_bad) {
+        free(src);
+        return 1;
+    }
+
+    if (!bad) {
+        int c = compile_check(eng.cfg, name, path, src, len, &msg);
+        if (c < 0) {
+            free(src);
+            log_error("policy.load_failed", "policy=%s error=%s", log_q(name),
+                      log_q(msg.text));
+            return -1;
+        }
+        bad = c;
+    }
+
+    struct policy_version *v = NULL, *old = NULL;
+    if (!bad) {
+        /* a file restored to the live content: nothing to publish */
+        v = version_new(name, path, src, len, hash);
+        if (!v) {
+            free(src);
+            return -1;
+        }
+        src = NULL;
+    }
+    free(src);
+    char *error = bad ? strdup(msg.text) : NULL;
+    if (bad && !error)
+        return -1;
+
+    pthread_mutex_lock(&eng.mu);
+    e = find_entry(name); /* the array may have moved */
+    if (bad) {
+        free(e->error);
+        e->error = error;
+        snprintf(e->bad_version, sizeof e->bad_version, "%s", hash);
+    } else {
+        free(e->error);
+        e->error = NULL;
+        e->bad_version[0] = '\0';
+        if (e->live && strcmp(e->live->version, v->version) == 0) {
+            old = v; /* back to the live content: keep the live version */
+        } else {
+            old = e->live;
+            e->live = v;
+            atomic_fetch_add(&eng.gen, 1);
+        }
+    }
+    int has_live = e->live != NULL;
+    char live_version[16];
+    snprintf(live_version, sizeof live_version, "%s", has_live ? e->live->version : "-");
+    pthread_mutex_unlock(&eng.mu);
+
+    if (bad) {
+        count_load_error(name);
+        log_error("policy.load_failed", "policy=%s error=%s live_version=%s",
+                  log_q(name), log_q(msg.text), live_version);
+        if (msg.trace[0])
+            log_debug("policy.load_trace", "policy=%s trace=%s", log_q(name),
+                      log_q(msg.trace));
+        rc = 1;
+    } else if (old != v) {
+        log_info("policy.loaded", "policy=%s version=%s", log_q(name), live_version);
+    }
+    version_unref(old);
+    return rc;
+}
+
+static void reload_done(void *ud)
+{
+    (void)ud;
+    int failed = policy_reload(NULL);
+    if (failed)
+        log_warn("policy.reload", "trigger=inotify failed=%d", failed);
+}
+
+int policy_reload(struct buf *errors)
+{
+    if (!eng.cfg) {
+        if (errors)
+            buf_puts(errors, "[]");
+        return 0;
+    }
+    pthread_mutex_lock(&eng.reload_mu);
+    struct cs_err err = {{0}};
+    char **names = NULL;
+    int n = scan_dir(eng.cfg->policies, &names, &err, NULL, NULL);
+    int failed = 0, oom = 0;
+    if (n < 0) {
+        log_warn("policy.scan_failed", "dir=%s error=%s", log_q(eng.cfg->policies),
+                 log_q(err.msg));
+        n = 0;
+    }
+    pthread_mutex_lock(&eng.mu);
+    for (int i = 0; i < eng.n; i++)
+        eng.v[i].seen = 0;
+    pthread_mutex_unlock(&eng.mu);
+    for (int i = 0; i < n; i++) {
+        int r = reload_one(names[i]);
+        if (r < 0)
+            oom = 1;
+        else if (r > 0)
+            failed++;
+        free(names[i]);
+    }
+    free(names);
+
+    /* files gone from disk: keep what is live, forget what never was */
+    pthread_mutex_lock(&eng.mu);
+    for (int i = 0; i < eng.n;) {
+        struct entry *e = &eng.v[i];
+        if (e->seen) {
+            i++;
+            continue;
+        }
+        if (!e->live) {
+            free(e->error);
+            eng.v[i] = eng.v[--eng.n];
+            continue;
+        }
+        if (!e->removed) {
+            e->removed = 1;
+            free(e->error);
+            e->error = NULL;
+            log_warn("policy.removed", "policy=%s live_version=%s note=%s",
+                     log_q(e->name), e->live->version,
+                     log_q("kept live until restart for calendars using it"));
+        }
+        i++;
+    }
+    if (errors) {
+        int k = 0;
+        buf_puts(errors, "[");
+        for (int i = 0; i < eng.n; i++) {
+            if (!eng.v[i].error || eng.v[i].removed)
+                continue;
+            buf_puts(errors, k++ ? ",{\"name\":" : "{\"name\":");
+            buf_json_strz(errors, eng.v[i].name);
+            buf_puts(errors, ",\"error\":");
+            buf_json_strz(errors, eng.v[i].error);
+            buf_puts(errors, "}");
+        }
+        buf_puts(errors, "]");
+    }
+    pthread_mutex_unlock(&eng.mu);
+    pthread_mutex_unlock(&eng.reload_mu);
+    return oom ? -1 : failed;
+}
 
 int policy_engine_start(const struct config *cfg, struct cs_err *err)
 {
-    (void)err;
-    policy_cfg = cfg;
+    eng.cfg = cfg;
+    /* watch first: a file saved while the first scan runs is seen */
+    eng.watch = reload_watch_start(cfg->policies, RELOAD_DELAY_MS, reload_done,
+                                   NULL, err);
+    if (!eng.watch) {
+        policy_engine_stop();
+        return -1;
+    }
+    int failed = policy_reload(NULL);
+    if (failed < 0) {
+        policy_engine_stop();
+        return cs_err_set(err, "out of memory loading policies");
+    }
+    log_info("policy.engine_started", "dir=%s failed=%d", log_q(cfg->policies), failed);
     return 0;
 }
 
 void policy_engine_stop(void)
 {
-    policy_cfg = NULL;
+    reload_watch_stop(eng.watch);
+    eng.watch = NULL;
+    pthread_mutex_lock(&eng.reload_mu);
+    pthread_mutex_lock(&eng.mu);
+    for (int i = 0; i < eng.n; i++) {
+        version_unref(eng.v[i].live);
+        free(eng.v[i].error);
+    }
+    free(eng.v);
+    eng.v = NULL;
+    eng.n = eng.cap = 0;
+    eng.cfg = NULL;
+    atomic_fetch_add(&eng.gen, 1);
+    pthread_mutex_unlock(&eng.mu);
+    pthread_mutex_unlock(&eng.reload_mu);
 }
 
-int policy_reload(struct buf *errors)
+static int cmp_entry(const void *a, const void *b)
 {
-    if (errors)
-        buf_puts(errors, "[]");
-    return 0;
+    return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
 }
 
 int policy_list_json(struct buf *out)
 {
-    buf_puts(out, "{\"policies\":[");
-    DIR *d = policy_cfg ? opendir(policy_cfg->policies) : NULL;
-    int n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcmp(e->d_name + l - 4, ".lua") != 0)
-            continue;
-        buf_printf(out, "%s{\"name\":", n++ ? "," : "");
-        buf_json_str(out, e->d_name, l - 4);
-        buf_puts(out, ",\"version\":null,\"loaded_at\":null}");
+    int rc = 0;
+    pthread_mutex_lock(&eng.mu);
+    if (eng.n > 1)
+        qsort(eng.v, (size_t)eng.n, sizeof *eng.v, cmp_entry);
+    rc |= buf_puts(out, "{\"policies\":[");
+    for (int i = 0; i < eng.n; i++) {
+        const struct entry *e = &eng.v[i];
+        rc |= buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+        rc |= buf_json_strz(out, e->name);
+        rc |= buf_puts(out, ",\"version\":");
+        rc |= buf_json_strz(out, e->live ? e->live->version : NULL);
+        rc |= buf_puts(out, ",\"loaded_at\":");
+        if (e->live) {
+            char ts[TIME_RFC3339_MAX];
+            time_format_rfc3339(e->live->loaded_ms, ts);
+            rc |= buf_json_strz(out, ts);
+        } else {
+            rc |= buf_puts(out, "null");
+        }
+        if (e->error) {
+            rc |= buf_puts(out, ",\"error\":");
+            rc |= buf_json_strz(out, e->error);
+        }
+        if (e->removed)
+            rc |= buf_puts(out, ",\"removed\":true");
+        rc |= buf_puts(out, "}");
     }
-    if (d)
-        closedir(d);
-    return buf_puts(out, "]}");
+    rc |= buf_puts(out, "]}");
+    pthread_mutex_unlock(&eng.mu);
+    return rc ? -1 : 0;
 }
 
 int policy_is_live(const char *name)
 {
-    char path[4096];
-    if (!policy_cfg || strchr(name, '/') || name[0] == '.')
-        return 0;
-    snprintf(path, sizeof path, "%s/%s.lua", policy_cfg->policies, name);
-    return access(path, R_OK) == 0;
+    pthread_mutex_lock(&eng.mu);
+    const struct entry *e = find_entry(name);
+    int live = e && e->live && !e->removed;
+    pthread_mutex_unlock(&eng.mu);
+    return live;
 }
 
 int policy_all_live(void)
 {
-    return 1;
+    int ok = 1;
+    pthread_mutex_lock(&eng.mu);
+    for (int i = 0; i < eng.n; i++)
+        if (!eng.v[i].live)
+            ok = 0;
+    pthread_mutex_unlock(&eng.mu);
+    return ok;
+}
+
+/* ------------------------------------------------------------ arguments */
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+static void set_time(lua_State *L, const char *k, int64_t ms)
+{
+    if (ms == POLICY_TIME_NONE)
+        return;
+    char ts[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, ts);
+    lua_pushstring(L, ts);
+    lua_setfield(L, -2, k);
+}
+
+static void push_change(lua_State *L, const struct policy_input *in)
+{
+    lua_createtable(L, 0, 8);
+    set_str(L, "kind", in->kind);
+    if (in->event_json)
+        sandbox_lazy_json(L, "event", in->event_json, in->event_len);
+    if (!in->no_old) {
+        lua_createtable(L, 0, 3);
+        set_time(L, "start", in->old_start_ms);
+        set_time(L, "end", in->old_end_ms);
+        set_str(L, "title", in->old_title);
+        sandbox_freeze(L);
+        lua_setfield(L, -2, "old");
+    }
+    if (in->has_new) {
+        lua_createtable(L, 0, 3);
+        set_time(L, "start", in->new_start_ms);
+        set_time(L, "end", in->new_end_ms);
+        set_str(L, "title", in->new_title);
+        sandbox_freeze(L);
+        lua_setfield(L, -2, "new");
+    }
+    if (in->is_instance) {
+        lua_createtable(L, 0, 2);
+        set_str(L, "series_id", in->series_id);
+        set_time(L, "original_start", in->original_start_ms);
+        sandbox_freeze(L);
+        lua_setfield(L, -2, "instance");
+    }
+    lua_pushboolean(L, in->past);
+    lua_setfield(L, -2, "past");
+    set_str(L, "source", in->source);
+    sandbox_freeze(L);
+}
+
+/* The fields of GET /v1/bookings/{uid} (booking_json), as Lua values. */
+static void push_booking(lua_State *L, const struct policy_input *in)
+{
+    const struct booking *b = in->booking;
+    if (!b) {
+        if (in->booking_json)
+            sandbox_push_json(L, in->booking_json, in->booking_len);
+        else
+            lua_pushnil(L);
+        if (lua_type(L, -1) == LUA_TTABLE)
+            sandbox_readonly(L);
+        return;
+    }
+    lua_createtable(L, 0, 12);
+    set_str(L, "uid", b->uid);
+    lua_pushinteger(L, b->calendar_id);
+    lua_setfield(L, -2, "calendar_id");
+    set_str(L, "title", b->title);
+    set_time(L, "start", b->start_ms);
+    set_time(L, "end", b->end_ms);
+    set_str(L, "status", b->status);
+    lua_pushboolean(L, b->needs_review);
+    lua_setfield(L, -2, "needs_review");
+    set_str(L, "event_id", b->event_id);
+    if (b->has_original)
+        set_time(L, "original_start", b->original_start_ms);
+    set_str(L, "cancelled_by", b->cancelled_by);
+    set_str(L, "cancel_reason", b->cancel_reason);
+    set_time(L, "updated_at", b->updated_ms);
+    sandbox_freeze(L);
+}
+
+static void push_ctx(lua_State *L, const struct policy_input *in)
+{
+    lua_createtable(L, 0, 4);
+    int64_t s = in->now_ms / 1000;
+    if (in->now_ms < 0 && in->now_ms % 1000)
+        s--; /* floor */
+    lua_pushinteger(L, s);
+    lua_setfield(L, -2, "now");
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, in->calendar_id);
+    lua_setfield(L, -2, "id");
+    sandbox_freeze(L);
+    lua_setfield(L, -2, "calendar");
+    sandbox_push_log(L);
+    lua_setfield(L, -2, "log");
+    const char *st = in->settings_json ? in->settings_json : "{}";
+    sandbox_lazy_json(L, "settings", st, strlen(st));
+    sandbox_freeze(L);
+}
+
+/* ------------------------------------------------------------- decisions */
+
+static const char *const policy_actions[] = {"cancel", "reschedule", "update",
+                                             "ignore", "flag", NULL};
+
+struct call {
+    const struct policy_input *in;
+    struct policy_decision *out;
+    int invalid;      /* POLICY_ERR_DECISION, reason in why */
+    char why[256];
+};
+
+/* Pushes the hook that decides `in`, or returns 0 (= ignore). */
+static int policy_push_hook(lua_State *L, const struct policy_input *in)
+{
+    if (in->past)
+        return sandbox_push_hook(L, "on_past");
+    if (in->is_instance && sandbox_push_hook(L, "on_instance"))
+        return 1;
+    if (!in->kind)
+        return 0;
+    char hook[32];
+    snprintf(hook, sizeof hook, "on_%s", in->kind);
+    return sandbox_push_hook(L, hook);
+}
+
+static void set_decision(struct policy_decision *out, const char *action,
+                         const char *reason, size_t rlen)
+{
+    snprintf(out->action, sizeof out->action, "%s", action);
+    if (rlen >= sizeof out->reason)
+        rlen = sizeof out->reason - 1;
+    memcpy(out->reason, reason, rlen);
+    out->reason[rlen] = '\0';
+}
+
+/* Runs protected (sandbox_pcall): dispatch, arguments, the call, and the
+ * validation of what came back, so an allocation failure anywhere is an
+ * ordinary error. Reads fields raw: no metamethod runs on the decision. */
+static int decide_protected(lua_State *L)
+{
+    struct call *c = lua_touserdata(L, 1);
+    if (!policy_push_hook(L, c->in)) {
+        set_decision(c->out, "ignore", "no hook", 7);
+        return 0;
+    }
+    push_change(L, c->in);
+    push_booking(L, c->in);
+    push_ctx(L, c->in);
+    lua_call(L, 3, 1);
+    int d = lua_gettop(L);
+    if (lua_type(L, d) != LUA_TTABLE) {
+        c->invalid = 1;
+        snprintf(c->why, sizeof c->why, "expected a table {action=..., reason=...}, got %s",
+                 luaL_typename(L, d));
+        return 0;
+    }
+    lua_pushliteral(L, "action");
+    lua_rawget(L, d);
+    lua_pushliteral(L, "reason");
+    lua_rawget(L, d);
+    const char *action = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int known = 0;
+    for (int i = 0; action && policy_actions[i]; i++)
+        if (strcmp(action, policy_actions[i]) == 0)
+            known = 1;
+    size_t rlen = 0;
+    const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &rlen) : NULL;
+    c->invalid = 1;
+    if (!action)
+        snprintf(c->why, sizeof c->why, "action must be a string, got %s",
+                 luaL_typename(L, -2));
+    else if (!known)
+        snprintf(c->why, sizeof c->why, "unknown action '%.32s' (cancel, reschedule, "
+                 "update, ignore or flag)", action);
+    else if (!reason)
+        snprintf(c->why, sizeof c->why, "reason must be a string, got %s",
+                 luaL_typename(L, -1));
+    else if (rlen > POLICY_REASON_MAX)
+        snprintf(c->why, sizeof c->why, "reason longer than %d bytes", POLICY_REASON_MAX);
+    else if (strlen(reason) != rlen)
+        snprintf(c->why, sizeof c->why, "reason holds a NUL byte");
+    else {
+        c->invalid = 0;
+        set_decision(c->out, action, reason, rlen);
+    }
+    return 0;
+}
+
+static const char *rc_kind(enum policy_rc rc)
+{
+    switch (rc) {
+    case POLICY_ERR_RUNTIME: return "runtime";
+    case POLICY_ERR_INSTRUCTIONS: return "instructions";
+    case POLICY_ERR_MEMORY: return "memory";
+    case POLICY_ERR_DECISION: return "decision";
+    case POLICY_ERR_LOAD: return "load";
+    default: return "ok";
+    }
+}
+
+/* The one place an error becomes a decision: flag, with the reason,
+ * counted per policy and kind. Never a destructive action. */
+static void policy_fallback(struct policy_decision *out, enum policy_rc rc,
+                            const char *detail, const char *trace)
+{
+    static const char *const prefix[] = {
+        [POLICY_ERR_RUNTIME] = "policy error: ",
+        [POLICY_ERR_INSTRUCTIONS] = "policy stopped: ",
+        [POLICY_ERR_MEMORY] = "policy stopped: ",
+        [POLICY_ERR_DECISION] = "invalid decision: ",
+        [POLICY_ERR_LOAD] = "policy unavailable: ",
+    };
+    snprintf(out->action, sizeof out->action, "flag");
+    snprintf(out->reason, sizeof out->reason, "%s%s", prefix[rc], detail);
+    out->forced = 1;
+    char lbl[128], series[256];
+    snprintf(series, sizeof series,
+             "calsync_policy_errors_total{policy=\"%s\",kind=\"%s\"}",
+             metrics_label(out->policy, lbl, sizeof lbl), rc_kind(rc));
+    metrics_inc(series);
+    log_warn("policy.error", "policy=%s version=%s kind=%s reason=%s", log_q(out->policy),
+             out->version, rc_kind(rc), log_q(out->reason));
+    if (trace && *trace)
+        log_debug("policy.error_trace", "policy=%s trace=%s", log_q(out->policy),
+                  log_q(trace));
+}
+
+static void count_decision(const struct policy_decision *out)
+{
+    char lbl[128], series[256];
+    snprintf(series, sizeof series,
+             "calsync_policy_decisions_total{policy=\"%s\",action=\"%s\"}",
+             metrics_label(out->policy, lbl, sizeof lbl), out->action);
+    metrics_inc(series);
+}
+
+/* A sandbox with `v` loaded, in *sbp (built when NULL or dead). Decides
+ * `in` with it. Always fills *out. */
+static void decide_with(const struct config *cfg, struct policy_version *v,
+                        struct sandbox **sbp, const struct policy_input *in,
+                        struct policy_decision *out)
+{
+    struct sandbox_msg msg = {{0}, {0}};
+    memset(out, 0, sizeof *out);
+    snprintf(out->policy, sizeof out->policy, "%s", v->name);
+    snprintf(out->version, sizeof out->version, "%s", v->version);
+
+    if (*sbp && sandbox_dead(*sbp)) {
+        sandbox_free(*sbp);
+        *sbp = NULL;
+    }
+    if (!*sbp) {
+        struct cs_err err = {{0}};
+        struct sandbox_limits lim = limits_of(cfg);
+        struct sandbox *sb = sandbox_new(v->name, &lim, &err);
+        if (!sb) {
+            policy_fallback(out, POLICY_ERR_LOAD, err.msg, NULL);
+            goto done;
+        }
+        enum sandbox_rc lrc = sandbox_load(sb, v->path, v->src, v->len, &msg);
+        if (lrc != SANDBOX_OK) {
+            sandbox_free(sb);
+            policy_fallback(out, POLICY_ERR_LOAD, msg.text, msg.trace);
+            goto done;
+        }
+        *sbp = sb;
+    }
+
+    struct call c = {in, out, 0, ""};
+    lua_State *L = sandbox_lua(*sbp);
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, decide_protected);
+    lua_pushlightuserdata(L, &c);
+    enum sandbox_rc rc = sandbox_pcall(*sbp, 1, 0, &msg);
+#ifndef NDEBUG
+    if (lua_gettop(L) != top) {
+        log_error("policy.stack_dirty", "policy=%s top=%d expected=%d",
+                  log_q(v->name), lua_gettop(L), top);
+        lua_settop(L, top);
+    }
+#else
+    (void)top;
+#endif
+    switch (rc) {
+    case SANDBOX_OK:
+        if (c.invalid)
+            policy_fallback(out, POLICY_ERR_DECISION, c.why, NULL);
+        break;
+    case SANDBOX_ERR_RUNTIME:
+        policy_fallback(out, POLICY_ERR_RUNTIME, msg.text, msg.trace);
+        break;
+    case SANDBOX_ERR_INSTRUCTIONS:
+        policy_fallback(out, POLICY_ERR_INSTRUCTIONS, msg.text, msg.trace);
+        break;
+    case SANDBOX_ERR_MEMORY:
+        policy_fallback(out, POLICY_ERR_MEMORY, msg.text, NULL);
+        sandbox_free(*sbp); /* rebuilt from the cached source next time */
+        *sbp = NULL;
+        break;
+    }
+done:
+    count_decision(out);
+}
+
+/* --------------------------------------------------------------- runner */
+
+struct slot {
+    char name[POLICY_NAME_MAX + 1];
+    struct policy_version *ver;
+    struct sandbox *sb;
+};
+
+struct policy_runner {
+    const struct config *cfg;
+    unsigned gen;
+    struct slot *slots;
+    int n, cap;
+};
+
+struct policy_runner *policy_runner_new(const struct config *cfg)
+{
+    struct policy_runner *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->cfg = cfg;
+    r->gen = atomic_load(&eng.gen) - 1; /* look at the engine on first use */
+    return r;
+}
+
+void policy_runner_free(struct policy_runner *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n; i++) {
+        sandbox_free(r->slots[i].sb);
+        version_unref(r->slots[i].ver);
+    }
+    free(r->slots);
+    free(r);
+}
+
+/* Brings every slot to the engine's live version. */
+static void runner_refresh(struct policy_runner *r, unsigned gen)
+{
+    pthread_mutex_lock(&eng.mu);
+    for (int i = 0; i < r->n; i++) {
+        struct slot *s = &r->slots[i];
+        const struct entry *e = find_entry(s->name);
+        struct policy_version *live = e ? e->live : NULL;
+        if (live == s->ver)
+            continue;
+        version_unref(s->ver);
+        s->ver = version_ref(live);
+        sandbox_free(s->sb);
+        s->sb = NULL;
+    }
+    pthread_mutex_unlock(&eng.mu);
+    r->gen = gen;
+}
+
+static struct slot *runner_slot(struct policy_runner *r, const char *name)
+{
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->slots[i].name, name) == 0)
+            return &r->slots[i];
+    if (strlen(name) > POLICY_NAME_MAX)
+        return NULL;
+    if (r->n == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 4;
+        struct slot *p = realloc(r->slots, (size_t)cap * sizeof *p);
+        if (!p)
+            return NULL;
+        r->slots = p;
+        r->cap = cap;
+    }
+    struct slot *s = &r->slots[r->n];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    pthread_mutex_lock(&eng.mu);
+    const struct entry *e = find_entry(name);
+    s->ver = version_ref(e ? e->live : NULL);
+    pthread_mutex_unlock(&eng.mu);
+    if (!s->ver)
+        return NULL;
+    r->n++;
+    return s;
+}
+
+int policy_decide(struct policy_runner *r, const char *policy_name,
+                  const struct policy_input *in, struct policy_decision *out)
+{
+    unsigned gen = atomic_load(&eng.gen);
+    if (gen != r->gen)
+        runner_refresh(r, gen);
+    struct slot *s = runner_slot(r, policy_name);
+    if (!s || !s->ver) {
+        memset(out, 0, sizeof *out);
+        snprintf(out->action, sizeof out->action, "flag");
+        snprintf(out->policy, sizeof out->policy, "%s", policy_name);
+        snprintf(out->reason, sizeof out->reason, "policy unavailable: no live "
+                 "version of policy '%.63s'", policy_name);
+        out->forced = 1;
+        return -1;
+    }
+    decide_with(r->cfg, s->ver, &s->sb, in, out);
+    return 0;
+}
+
+/* ------------------------------------------------------- policy check */
+
+struct bad_names {
+    const char *dir;
+    int n;
+};
+
+static void report_bad_name(const char *file, void *ud)
+{
+    struct bad_names *b = ud;
+    fprintf(stderr, "%s/%s:1: invalid policy name (use letters, digits, '_' "
+            "or '-', at most %d)\n", b->dir, file, POLICY_NAME_MAX);
+    b->n++;
+}
+
+/* Checks one file; prints its line. 0 good, 1 bad. */
+static int check_file(const struct config *cfg, const char *path)
+{
+    struct cs_err err = {{0}};
+    struct sandbox_msg msg = {{0}, {0}};
+    char *src = NULL;
+    size_t len = 0;
+    char hash[13];
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t bl = strlen(base);
+    char name[POLICY_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(bl > 4 ? bl - 4 : bl), base);
+
+    if (read_file(path, &src, &len, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    int rc = 1;
+    if (policy_version_of(src, len, hash)) {
+        fprintf(stderr, "%s: cannot hash\n", path);
+    } else if (compile_check(cfg, name, path, src, len, &msg)) {
+        fprintf(stderr, "%s\n", msg.text);
+    } else {
+        printf("%s: ok (version %s)\n", path, hash);
+        rc = 0;
+    }
+    free(src);
+    return rc;
 }
 
 int policy_cmd_check(const struct config *cfg, const char *target)
 {
-    (void)cfg;
-    (void)target;
-    fprintf(stderr, "calsync: policy check is not available in this build\n");
+    const char *t = target ? target : cfg->policies;
+    struct stat st;
+    if (stat(t, &st)) {
+        fprintf(stderr, "calsync: policy check: %s: %s\n", t, strerror(errno));
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        int rc = check_file(cfg, t);
+        fflush(stdout);
+        return rc;
+    }
+    struct cs_err err = {{0}};
+    char **names = NULL;
+    int bad = 0;
+    struct bad_names bn = {t, 0};
+    int n = scan_dir(t, &names, &err, report_bad_name, &bn);
+    if (n < 0) {
+        fprintf(stderr, "calsync: policy check: %s\n", err.msg);
+        return 1;
+    }
+    bad = bn.n;
+    for (int i = 0; i < n; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.lua", t, names[i]);
+        bad += check_file(cfg, path);
+        free(names[i]);
+    }
+    free(names);
+    if (n == 0 && bn.n == 0)
+        printf("%s: no policy files\n", t);
+    printf("%d file(s) checked, %d failed\n", n + bn.n, bad);
+    fflush(stdout);
+    return bad ? 1 : 0;
+}
+
+/* ---------------------------------------------------------- policy test */
+
+struct dry_run {
+    struct policy_input in;
+    struct buf event, booking, settings;
+    char *kind, *source, *old_title, *new_title, *series_id;
+};
+
+static void dry_run_free(struct dry_run *d)
+{
+    buf_free(&d->event);
+    buf_free(&d->booking);
+    buf_free(&d->settings);
+    free(d->kind);
+    free(d->source);
+    free(d->old_title);
+    free(d->new_title);
+    free(d->series_id);
+}
+
+/* obj[key] as an optional RFC 3339 time: 1 set, 0 absent, -1 bad. */
+static int get_time(lua_State *L, int obj, const char *where, const char *key,
+                    int64_t *ms, struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r = json_get_str(L, obj, key, &s, &n, err);
+    if (r <= 0) {
+        if (r < 0)
+            cs_err_set(err, "%s.%s must be an RFC 3339 string", where, key);
+        return r;
+    }
+    if (time_parse_rfc3339(s, n, ms) && time_parse_date(s, n, ms))
+        return cs_err_set(err, "%s.%s: not an RFC 3339 time: %.64s", where, key, s);
     return 1;
+}
+
+static int get_dup(lua_State *L, int obj, const char *where, const char *key,
+                   char **out, struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r = json_get_str(L, obj, key, &s, &n, err);
+    if (r < 0)
+        return cs_err_set(err, "%s.%s must be a string", where, key);
+    if (r == 1 && !(*out = strndup(s, n)))
+        return cs_err_set(err, "out of memory");
+    return 0;
+}
+
+/* The {start, end, title} table at the top of L. */
+static int get_span(lua_State *L, const char *where, int64_t *start, int64_t *end,
+                    char **title, struct cs_err *err)
+{
+    int t = lua_gettop(L);
+    *start = *end = POLICY_TIME_NONE;
+    if (get_time(L, t, where, "start", start, err) < 0 ||
+        get_time(L, t, where, "end", end, err) < 0 ||
+        get_dup(L, t, where, "title", title, err))
+        return -1;
+    return 0;
+}
+
+/* Re-encodes the booking with its times normalised to UTC, as the
+ * runtime presents them. */
+static int normalise_booking(lua_State *L, int b, struct buf *out, int64_t *end_ms,
+                             struct cs_err *err)
+{
+    static const char *const times[] = {"start", "end", "original_start", "updated_at", NULL};
+    for (int i = 0; times[i]; i++) {
+        int64_t ms;
+        int r = get_time(L, b, "booking", times[i], &ms, err);
+        if (r < 0)
+            return -1;
+        if (r == 1) {
+            char ts[TIME_RFC3339_MAX];
+            time_format_rfc3339(ms, ts);
+            lua_pushstring(L, ts);
+            lua_setfield(L, b, times[i]);
+            if (strcmp(times[i], "end") == 0)
+                *end_ms = ms;
+        }
+    }
+    return json_encode_value(L, b, out, err);
+}
+
+static int parse_change_file(lua_State *L, const char *text, size_t len,
+                             struct dry_run *d, struct cs_err *err)
+{
+    static const char *const top_keys[] = {"change", "booking", "now", "settings",
+                                           "calendar_id", NULL};
+    static const char *const change_keys[] = {"kind", "event", "old", "new", "instance",
+                                              "past", "source", NULL};
+    struct policy_input *in = &d->in;
+    int base = lua_gettop(L);
+    int rc = -1, r;
+    int64_t booking_end = POLICY_TIME_NONE, now_s;
+    if (json_decode_object(L, text, len, err))
+        return -1;
+    int top = lua_gettop(L);
+    if (json_only_keys(L, top, top_keys, err))
+        goto done;
+    in->now_ms = time_now_ms();
+    if ((r = json_get_int(L, top, "now", &now_s, err)) < 0)
+        goto done;
+    if (r == 1)
+        in->now_ms = now_s * 1000;
+    if (json_get_int(L, top, "calendar_id", &in->calendar_id, err) < 0)
+        goto done;
+    if ((r = json_get_obj(L, top, "settings", err)) < 0)
+        goto done;
+    if (r == 1) {
+        if (json_encode_value(L, -1, &d->settings, err))
+            goto done;
+        lua_pop(L, 1);
+        in->settings_json = d->settings.data;
+    }
+
+    if ((r = json_get_obj(L, top, "booking", err)) < 0)
+        goto done;
+    in->no_old = 1;
+    if (r == 1) {
+        int b = lua_gettop(L);
+        if (!in->calendar_id && json_get_int(L, b, "calendar_id", &in->calendar_id, err) < 0)
+            goto done;
+        int64_t s = POLICY_TIME_NONE;
+        if (get_time(L, b, "booking", "start", &s, err) < 0)
+            goto done;
+        if (normalise_booking(L, b, &d->booking, &booking_end, err))
+            goto done;
+        in->booking_json = d->booking.data;
+        in->booking_len = d->booking.len;
+        /* change.old defaults to the booking's span, as live */
+        in->no_old = 0;
+        in->old_start_ms = s;
+        in->old_end_ms = booking_end;
+        if (get_dup(L, b, "booking", "title", &d->old_title, err))
+            goto done;
+        lua_pop(L, 1);
+    }
+
+    if ((r = json_get_obj(L, top, "change", err)) < 0)
+        goto done;
+    if (r == 1) {
+        int c = lua_gettop(L);
+        if (json_only_keys(L, c, change_keys, err) ||
+            get_dup(L, c, "change", "kind", &d->kind, err) ||
+            get_dup(L, c, "change", "source", &d->source, err))
+            goto done;
+        if ((r = json_get_obj(L, c, "event", err)) < 0)
+            goto done;
+        if (r == 1) {
+            if (json_encode_value(L, -1, &d->event, err))
+                goto done;
+            lua_pop(L, 1);
+            in->event_json = d->event.data;
+            in->event_len = d->event.len;
+        }
+        if ((r = json_get_obj(L, c, "old", err)) < 0)
+            goto done;
+        if (r == 1) {
+            free(d->old_title);
+            d->old_title = NULL;
+            in->no_old = 0;
+            if (get_span(L, "change.old", &in->old_start_ms, &in->old_end_ms,
+                         &d->old_title, err))
+                goto done;
+            lua_pop(L, 1);
+        }
+        if ((r = json_get_obj(L, c, "new", err)) < 0)
+            goto done;
+        if (r == 1) {
+            in->has_new = 1;
+            if (get_span(L, "change.new", &in->new_start_ms, &in->new_end_ms,
+                         &d->new_title, err))
+                goto done;
+            lua_pop(L, 1);
+        }
+        if ((r = json_get_obj(L, c, "instance", err)) < 0)
+            goto done;
+        if (r == 1) {
+            int i = lua_gettop(L);
+            in->is_instance = 1;
+            in->original_start_ms = POLICY_TIME_NONE;
+            if (get_dup(L, i, "change.instance", "series_id", &d->series_id, err) ||
+                get_time(L, i, "change.instance", "original_start",
+                         &in->original_start_ms, err) < 0)
+                goto done;
+            lua_pop(L, 1);
+        }
+        if ((r = json_get_bool(L, c, "past", &in->past, err)) < 0)
+            goto done;
+        if (r == 0) {
+            /* as live: the booking's end, or a time change's new end, is
+             * at or before now */
+            int64_t e = booking_end;
+            if (d->kind && strcmp(d->kind, "time_change") == 0 && in->has_new &&
+                in->new_end_ms != POLICY_TIME_NONE)
+                e = in->new_end_ms;
+            in->past = e != POLICY_TIME_NONE && e <= in->now_ms;
+        }
+        lua_pop(L, 1);
+    }
+    in->kind = d->kind;
+    in->source = d->source;
+    in->old_title = d->old_title;
+    in->new_title = d->new_title;
+    in->series_id = d->series_id;
+    if (!d->old_title && in->no_old == 0 && in->old_start_ms == POLICY_TIME_NONE &&
+        in->old_end_ms == POLICY_TIME_NONE)
+        in->no_old = 1;
+    rc = 0;
+done:
+    lua_settop(L, base);
+    return rc;
 }
 
 int policy_cmd_test(const struct config *cfg, const char *policy,
                     const char *change_file)
 {
-    (void)cfg;
-    (void)policy;
-    (void)change_file;
-    fprintf(stderr, "calsync: policy test is not available in this build\n");
-    return 1;
+    struct cs_err err = {{0}};
+    struct dry_run d;
+    struct policy_version *v = NULL;
+    struct sandbox *sb = NULL;
+    struct policy_decision out;
+    char path[4096], name[POLICY_NAME_MAX + 1], hash[13];
+    char *src = NULL, *text = NULL;
+    size_t len = 0, tlen = 0;
+    int rc = 1;
+    memset(&d, 0, sizeof d);
+    buf_init(&d.event);
+    buf_init(&d.booking);
+    buf_init(&d.settings);
+
+    size_t pl = strlen(policy);
+    if (strchr(policy, '/') || (pl > 4 && strcmp(policy + pl - 4, ".lua") == 0)) {
+        snprintf(path, sizeof path, "%s", policy);
+    } else if (valid_name(policy, pl)) {
+        snprintf(path, sizeof path, "%s/%s.lua", cfg->policies, policy);
+    } else {
+        fprintf(stderr, "calsync: policy test: '%s' is neither a file nor a policy "
+                "name\n", policy);
+        rc = 2;
+        goto done;
+    }
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t bl = strlen(base);
+    snprintf(name, sizeof name, "%.*s", (int)(bl > 4 && strcmp(base + bl - 4, ".lua") == 0
+                                               ? bl - 4 : bl), base);
+
+    if (read_file(path, &src, &len, &err)) {
+        fprintf(stderr, "calsync: policy test: %s\n", err.msg);
+        goto done;
+    }
+    if (policy_version_of(src, len, hash) ||
+        !(v = version_new(name, path, src, len, hash))) {
+        fprintf(stderr, "calsync: policy test: out of memory\n");
+        goto done;
+    }
+    src = NULL;
+    struct sandbox_msg msg = {{0}, {0}};
+    if (compile_check(cfg, name, path, v->src, v->len, &msg)) {
+        fprintf(stderr, "%s\n", msg.text);
+        goto done;
+    }
+
+    if (read_file(change_file, &text, &tlen, &err)) {
+        fprintf(stderr, "calsync: policy test: %s\n", err.msg);
+        goto done;
+    }
+    lua_State *J = json_state();
+    if (!J) {
+        fprintf(stderr, "calsync: policy test: out of memory\n");
+        goto done;
+    }
+    if (parse_change_file(J, text, tlen, &d, &err)) {
+        fprintf(stderr, "calsync: policy test: %s: %s\n", change_file, err.msg);
+        goto done;
+    }
+
+    decide_with(cfg, v, &sb, &d.in, &out);
+    struct buf o;
+    buf_init(&o);
+    buf_puts(&o, "{\"action\":");
+    buf_json_strz(&o, out.action);
+    buf_puts(&o, ",\"reason\":");
+    buf_json_strz(&o, out.reason);
+    buf_puts(&o, "}\n");
+    rc = fwrite(o.data, 1, o.len, stdout) == o.len && fflush(stdout) == 0 ? 0 : 1;
+    buf_free(&o);
+done:
+    sandbox_free(sb);
+    version_unref(v);
+    free(src);
+    free(text);
+    dry_run_free(&d);
+    return rc;
 }

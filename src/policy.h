@@ -2,13 +2,23 @@
  *
  * This header is the boundary the rest of calsync uses. The engine keeps
  * one live version per policy file of the configured directory and
- * reloads on inotify, SIGHUP and POST /v1/policies/reload.
+ * reloads on inotify, SIGHUP and POST /v1/policies/reload. Sync workers
+ * ask for decisions through a struct policy_runner of their own.
+ *
+ * A policy file that is removed from disk keeps its live version until the
+ * service restarts (existing calendars keep deciding); it is listed with
+ * "removed":true and is no longer offered to new calendars
+ * (policy_is_live() is 0). See docs/internals/policy.md.
  */
 #ifndef CALSYNC_POLICY_H
 #define CALSYNC_POLICY_H
 
+#include "booking.h"
 #include "config.h"
 #include "util.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 /* Loads every policy of cfg->policies and starts watching the directory.
  * A missing directory or a bad file is not fatal (it is reported in
@@ -30,6 +40,94 @@ int policy_is_live(const char *name);
 
 /* 1 when every policy file on record has a live version (for /healthz). */
 int policy_all_live(void);
+
+/* ------------------------------------------------------------ decisions */
+
+/* A time left out (dry runs only): the field is nil for the policy. */
+#define POLICY_TIME_NONE INT64_MIN
+
+/* One classified change, as the worker hands it to the policy. Nothing is
+ * owned: every pointer must stay valid for the duration of policy_decide().
+ * Strings are NUL-terminated; a NULL string is nil for the policy. Times are
+ * ms since the epoch (UTC) and reach Lua as RFC 3339 UTC strings. */
+struct policy_input {
+    const char *kind;        /* delete | time_change | title_change */
+    const char *event_json;  /* the event as Google sent it (JSON text);
+                              * for a full-resync deletion the stub
+                              * {"id":..,"status":"cancelled"}; NULL: nil */
+    size_t event_len;
+    int64_t old_start_ms, old_end_ms; /* the booking before the change */
+    const char *old_title;
+    int no_old;              /* 1: change.old is nil (dry runs only) */
+    int has_new;             /* 0 on delete: change.new is nil */
+    int64_t new_start_ms, new_end_ms;
+    const char *new_title;
+    int is_instance;         /* an occurrence of a recurring event */
+    const char *series_id;
+    int64_t original_start_ms;
+    int past;
+    const char *source;      /* push | poll | full_sync */
+    const struct booking *booking; /* NULL: booking_json is used */
+    const char *booking_json;      /* used when booking is NULL (dry runs);
+                                    * both NULL: booking is nil */
+    size_t booking_len;
+    int64_t now_ms;          /* ctx.now = now_ms / 1000 (integer seconds) */
+    int64_t calendar_id;     /* ctx.calendar = {id = calendar_id} */
+    const char *settings_json; /* the calendar's settings object; NULL: {} */
+};
+
+/* A validated decision, always one of the five actions. */
+struct policy_decision {
+    char action[16];   /* cancel | reschedule | update | ignore | flag */
+    char reason[1024]; /* the policy's reason, or the runtime's */
+    char policy[64];   /* the policy's name ... */
+    char version[16];  /* ... and the version that decided (audit) */
+    int forced;        /* 1: the runtime turned an error, a limit hit or an
+                        * invalid decision into flag */
+};
+
+/* Longest reason a policy may return, in bytes. */
+#define POLICY_REASON_MAX 1000
+
+/* Outcomes of one call, mapped to a decision in one place
+ * (policy_fallback in policy.c); `kind` label of
+ * calsync_policy_errors_total. */
+enum policy_rc {
+    POLICY_OK = 0,
+    POLICY_ERR_RUNTIME,      /* "runtime": the hook raised an error */
+    POLICY_ERR_INSTRUCTIONS, /* "instructions": policy_limits.instructions */
+    POLICY_ERR_MEMORY,       /* "memory": policy_limits.memory */
+    POLICY_ERR_DECISION,     /* "decision": not {action=..., reason=...} */
+    POLICY_ERR_LOAD,         /* "load": the live version failed to load in
+                              * this worker's state */
+};
+
+struct policy_runner;
+
+/* One per worker thread: owns that thread's lua_States (one per policy it
+ * has used), rebuilt when a new version goes live (generation counter) or
+ * after a state hit the memory cap. cfg (limits) must outlive the runner.
+ * Returns NULL on OOM. Use from one thread at a time. */
+struct policy_runner *policy_runner_new(const struct config *cfg);
+/* Frees the states and drops the versions held. NULL is allowed. */
+void policy_runner_free(struct policy_runner *r);
+
+/* Asks the live version of `policy_name` for a decision on `in`.
+ * Dispatch (DESIGN §5): in->past -> on_past; else an occurrence ->
+ * on_instance when the policy has it; else the kind's hook; a missing hook
+ * -> ignore, reason "no hook". The decision is validated; an error, a
+ * limit hit or an invalid decision becomes flag with the reason
+ * (out->forced = 1, counted in calsync_policy_errors_total{policy,kind}).
+ * Every decision is counted in calsync_policy_decisions_total
+ * {policy,action}. Returns 0 when *out holds a decision, which is always
+ * unless the policy has no live version: then -1, and *out is a flag
+ * naming the problem (the caller decides whether to use it). */
+int policy_decide(struct policy_runner *r, const char *policy_name,
+                  const struct policy_input *in, struct policy_decision *out);
+
+/* The version of a source: the first 12 hex digits of its SHA-256, into
+ * out (at least 13 bytes). 0, or -1 if libcrypto fails. */
+int policy_version_of(const char *src, size_t len, char out[13]);
 
 /* `calsync policy check [DIR|FILE]` and `calsync policy test POLICY
  * CHANGE.json`: return the process exit status (0, 1, or 2 for usage). */

@@ -1,0 +1,70 @@
+-- working_hours -- follow moves only when the new time is bookable.
+--
+-- A host who drags an event to 7 a.m. or to a Saturday probably did not
+-- mean to offer that slot: the booking is flagged for review instead.
+--
+--   on_delete        cancel
+--   on_time_change   reschedule when the new start and end fall inside the
+--                    working hours of one working day; flag otherwise
+--   on_title_change  ignore
+--   on_past          ignore
+--
+-- ctx.settings (all optional):
+--   work_start   "HH:MM", default "09:00": start of the working day
+--   work_end     "HH:MM", default "17:00": end of the working day
+--   work_days    list of ISO weekdays (1 = Monday .. 7 = Sunday),
+--                default {1, 2, 3, 4, 5}
+--   utc_offset   "+HH:MM" or minutes east of UTC, default "+00:00": the
+--                host's offset from UTC (fixed; no daylight-saving rules)
+local calsync = require "calsync"
+
+local function minutes(hhmm, name)
+  local h, m = string.match(hhmm, "^(%d%d?):(%d%d)$")
+  if not h or tonumber(h) > 24 or tonumber(m) > 59 then
+    error("settings." .. name .. " must be \"HH:MM\", got " .. tostring(hhmm))
+  end
+  return tonumber(h) * 60 + tonumber(m)
+end
+
+local function hours(settings)
+  local from = minutes(settings.work_start or "09:00", "work_start")
+  local to = minutes(settings.work_end or "17:00", "work_end")
+  local days = {}
+  for _, d in ipairs(settings.work_days or { 1, 2, 3, 4, 5 }) do days[d] = true end
+  return from, to, days, calsync.offset(settings.utc_offset)
+end
+
+-- true when [start, end) lies inside one working day's hours.
+local function inside(span, settings)
+  local from, to, days, offset = hours(settings)
+  local s, e = calsync.time(span.start), calsync.time(span["end"])
+  local cs, ce = calsync.clock(s, offset), calsync.clock(e - 1, offset)
+  if cs.year ~= ce.year or cs.yday ~= ce.yday then return false end
+  if not days[cs.wday] then return false end
+  local sm = cs.hour * 60 + cs.min
+  local em = (e - s) / 60 + sm
+  return sm >= from and em <= to
+end
+
+return {
+  on_delete = function()
+    return { action = "cancel", reason = "event deleted in Google Calendar" }
+  end,
+
+  on_time_change = function(change, booking, ctx)
+    if inside(change.new, ctx.settings) then
+      return { action = "reschedule", reason = "event moved to " .. change.new.start }
+    end
+    return { action = "flag",
+             reason = "event moved to " .. change.new.start
+               .. ", outside working hours: review before rescheduling" }
+  end,
+
+  on_title_change = function()
+    return { action = "ignore", reason = "title changes are not synced to bookings" }
+  end,
+
+  on_past = function()
+    return { action = "ignore", reason = "booking is in the past" }
+  end,
+}

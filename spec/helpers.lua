@@ -1,0 +1,231 @@
+-- spec/helpers.lua -- load policies the way calsync does, and build the
+-- arguments the runtime passes, with defaults.
+--
+--   local H = require "helpers"
+--   local P = H.load("default")               -- policies/default.lua
+--   local d = P.on_delete(H.change{kind = "delete"}, H.booking{}, H.ctx{})
+--   local d = H.decide(P, change, booking, ctx) -- dispatch + validation
+--
+-- Policies load through lua/calsync/sandbox.lua, the same environment
+-- builder src/sandbox.c runs, with the same allowlist, read-only proxies,
+-- locked globals, capped string functions and load check; the instruction
+-- limit is applied with a count hook as in the service. Not reproduced
+-- here: the memory cap (the runtime caps each state at policy_limits.memory).
+local S = require "calsync.sandbox"
+
+local H = {}
+
+H.LIMIT = 1000000 -- policy_limits.instructions default
+H.logs = {}       -- lines from print() and ctx.log(), oldest first
+
+local function log(msg) H.logs[#H.logs + 1] = tostring(msg) end
+
+local hit = false -- the running call hit the instruction limit
+local lib, register, str = S.library(_G, { log = log,
+  limit_hit = function() return hit end })
+
+-- Bundled modules run in an environment of their own, as in the binary.
+local function load_module(path, name)
+  local f = assert(loadfile(path, "t", S.new_env(lib)))
+  register(name, f())
+end
+load_module("lua/calsync/init.lua", "calsync")
+-- string methods ("x"):rep(n) get the capped functions, as live (the
+-- metatable itself is not locked here, to leave busted's strings alone)
+S.protect_strings(str, false)
+
+H.calsync = require "calsync"
+
+-- ------------------------------------------------------------ limits
+
+-- Runs f(...) with the instruction limit armed; sticky like the runtime's:
+-- once over budget every instruction raises, so pcall cannot swallow it.
+local function limited(f, ...)
+  local used = 0
+  hit = false
+  local function hook()
+    -- back in limited() itself: the call is over (the runtime's C side
+    -- gets here without running an instruction)
+    if debug.getinfo(2, "f").func == limited then
+      debug.sethook()
+      return
+    end
+    if not hit then
+      used = used + 1000
+      if used <= H.LIMIT then return end
+      hit = true
+      debug.sethook(hook, "", 1)
+    end
+    error("instruction limit of " .. H.LIMIT .. " exceeded", 2)
+  end
+  debug.sethook(hook, "", 1000)
+  local res = table.pack(pcall(f, ...))
+  debug.sethook()
+  if hit then return false, "instruction limit of " .. H.LIMIT .. " exceeded" end
+  return table.unpack(res, 1, res.n)
+end
+H.limited = limited
+
+-- ------------------------------------------------------------ loading
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local src = f:read("a")
+  f:close()
+  return src
+end
+
+local function last_line(src)
+  local n, last = 1, 1
+  for line in (src .. "\n"):gmatch("([^\n]*)\n") do
+    if line:find("%S") then last = n end
+    n = n + 1
+  end
+  return last
+end
+
+--- Loads a policy from source text; returns its hooks (wrapped so they
+--- receive read-only arguments and run under the instruction limit), or
+--- nil and "file:line: message" as `calsync policy check` prints it.
+function H.load_source(src, name)
+  name = name or "policies/test.lua"
+  local env = S.new_env(lib)
+  local chunk, err = load(src, "@" .. name, "t", env)
+  if not chunk then return nil, err end
+  local ok, t = limited(chunk)
+  if not ok then return nil, tostring(t) end
+  S.lock(env)
+  local hooks, cerr = S.check(t, name, last_line(src), debug.getinfo)
+  if not hooks then return nil, cerr end
+  local P = {}
+  for k, f in pairs(hooks) do
+    P[k] = function(change, booking, ctx)
+      local ok2, d = limited(f, S.readonly(change), booking and S.readonly(booking),
+        S.readonly(ctx))
+      if not ok2 then error(d, 0) end
+      return d
+    end
+  end
+  P.raw = hooks
+  return P
+end
+
+--- Loads policies/<name>.lua (errors with the load message).
+function H.load(name)
+  local path = "policies/" .. name .. ".lua"
+  local P, err = H.load_source(read(path), path)
+  if not P then error(err, 2) end
+  return P
+end
+
+-- ----------------------------------------------------------- dispatch
+
+local actions = { cancel = true, reschedule = true, update = true,
+  ignore = true, flag = true }
+
+--- What the runtime decides (src/policy.c): dispatch, validation, and
+--- flag with the reason on an error or an invalid decision.
+--- Returns the decision and, when the runtime forced a flag, its kind.
+function H.decide(P, change, booking, ctx)
+  local hook
+  if change.past then
+    hook = P.raw.on_past
+  elseif change.instance and P.raw.on_instance then
+    hook = P.raw.on_instance
+  else
+    hook = change.kind and P.raw["on_" .. change.kind]
+  end
+  if not hook then return { action = "ignore", reason = "no hook" } end
+  local ok, d = limited(hook, S.readonly(change), booking and S.readonly(booking),
+    S.readonly(ctx))
+  if not ok then
+    local m = tostring(d)
+    if m:find("instruction limit", 1, true) then
+      return { action = "flag", reason = "policy stopped: " .. m }, "instructions"
+    end
+    return { action = "flag", reason = "policy error: " .. m }, "runtime"
+  end
+  if type(d) ~= "table" then
+    return { action = "flag", reason = "invalid decision: expected a table "
+      .. "{action=..., reason=...}, got " .. type(d) }, "decision"
+  end
+  local a, r = rawget(d, "action"), rawget(d, "reason")
+  if type(a) ~= "string" or not actions[a] or type(r) ~= "string" or #r > 1000 then
+    return { action = "flag", reason = "invalid decision" }, "decision"
+  end
+  return { action = a, reason = r }
+end
+
+-- ----------------------------------------------------------- builders
+-- The shapes the runtime builds (src/policy.c push_change/push_booking/
+-- push_ctx): times are RFC 3339 UTC strings, ctx.now integer seconds.
+
+local function merge(defaults, over)
+  local t = {}
+  for k, v in pairs(defaults) do t[k] = v end
+  for k, v in pairs(over or {}) do t[k] = v end
+  return t
+end
+
+H.NOW = H.calsync.time("2026-11-24T09:00:00Z")
+
+--- The booking: the fields of GET /v1/bookings/{uid}.
+function H.booking(over)
+  return merge({
+    uid = "bk-1",
+    calendar_id = 1,
+    title = "Intro call",
+    start = "2026-11-26T10:00:00Z",
+    ["end"] = "2026-11-26T10:30:00Z",
+    status = "accepted",
+    needs_review = false,
+    event_id = "ev-1",
+    updated_at = "2026-11-20T08:00:00Z",
+  }, over)
+end
+
+--- A change. kind "delete" (default), "time_change" or "title_change";
+--- `old` defaults to the default booking's span, `new` to a move by a day
+--- (time_change) or a new title (title_change); `event` to what Google
+--- sends for that kind.
+function H.change(over)
+  over = over or {}
+  local kind = over.kind or "delete"
+  local b = H.booking()
+  local old = { start = b.start, ["end"] = b["end"], title = b.title }
+  local new, event
+  if kind == "delete" then
+    event = { id = "ev-1", status = "cancelled" }
+  elseif kind == "time_change" then
+    new = { start = "2026-11-27T10:00:00Z", ["end"] = "2026-11-27T10:30:00Z", title = b.title }
+  else
+    new = { start = b.start, ["end"] = b["end"], title = "Renamed call" }
+  end
+  if new then
+    local n = over.new or new
+    event = { id = "ev-1", status = "confirmed", summary = n.title,
+      start = { dateTime = n.start }, ["end"] = { dateTime = n["end"] } }
+  end
+  return merge({
+    kind = kind,
+    event = event,
+    old = old,
+    new = new,
+    instance = nil,
+    past = false,
+    source = "push",
+  }, over)
+end
+
+--- ctx: now (epoch seconds, default H.NOW), calendar {id}, settings, log.
+function H.ctx(over)
+  over = over or {}
+  return {
+    now = over.now or H.NOW,
+    calendar = over.calendar or { id = 1 },
+    settings = over.settings or {},
+    log = log,
+  }
+end
+
+return H

@@ -1,0 +1,614 @@
+/* sandbox.c -- a capped lua_State for one policy.
+ *
+ * What it is for: running untrusted policy code with bounded instructions
+ * and memory, in an environment built from an allowlist. The allowlist,
+ * the read-only proxies, the capped string functions and the load check
+ * live in the bundled lua/calsync/sandbox.lua (shared with the busted
+ * specs); this file adds what Lua cannot do for itself:
+ *
+ *   - sb_alloc: a lua_Alloc with a byte cap per state ({used, limit, hit},
+ *     as HAProxy's hlua_alloc). The cap is counted on top of the baseline
+ *     the bare sandbox needs, so it measures the policy. Once hit, every
+ *     growth is refused until the call ends (sticky), and the state is
+ *     marked dead: the owner frees it and builds a new one.
+ *   - sb_hook: a LUA_MASKCOUNT hook every SB_HOOK_STEP instructions. Past
+ *     the budget it re-arms itself at count 1, so a policy's pcall cannot
+ *     swallow the limit: the next instruction raises again.
+ *   - sb_traceback: the message handler of every protected call.
+ *
+ * Main objects: struct sandbox (one state), registry entries keyed by the
+ * addresses of the static chars below.
+ */
+#include "sandbox.h"
+
+#include "bundle.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SB_HOOK_STEP 1000
+#define SB_JSON_DEPTH 32
+
+struct sandbox {
+    lua_State *L;
+    char name[64];
+    struct sandbox_limits lim;
+    /* memory: the allocator's user data */
+    size_t used, limit;
+    int mem_hit;
+    int mem_pending; /* the last growth was refused */
+    /* instructions: the hook's per-call state */
+    int64_t instr_used;
+    int instr_hit;
+    int hook_step;
+    int logs;   /* log lines in this call */
+    int dead;   /* a call hit the memory cap */
+    int loaded; /* sandbox_load succeeded */
+};
+
+/* Registry keys: addresses nothing else can collide with. */
+static char sb_key_readonly;
+static char sb_key_new_env;
+static char sb_key_lock;
+static char sb_key_check;
+static char sb_key_getinfo;
+static char sb_key_lib;
+static char sb_key_decode;
+static char sb_key_hooks;
+static char sb_key_index_name;  /* "__index" */
+static char sb_key_next;
+
+static struct sandbox *sb_of(lua_State *L)
+{
+    return *(struct sandbox **)lua_getextraspace(L);
+}
+
+/* --------------------------------------------------------------- limits */
+
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct sandbox *sb = ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        sb->used -= osize;
+        return NULL;
+    }
+    if (nsize > osize &&
+        (sb->mem_hit || nsize - osize > sb->limit - sb->used)) {
+        /* Lua answers a refusal with an emergency full collection and
+         * one retry: only a refused retry is a hit (garbage is not the
+         * policy's fault). From then on every growth is refused until
+         * the call ends, so a policy's pcall cannot carry on. */
+        if (sb->mem_pending)
+            sb->mem_hit = 1;
+        sb->mem_pending = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (!p) {
+        if (nsize <= osize)
+            return ptr; /* never fail a shrink: keep the larger block */
+        sb->mem_hit = 1;
+        return NULL;
+    }
+    if (nsize > osize)
+        sb->mem_pending = 0;
+    sb->used = sb->used - osize + nsize;
+    return p;
+}
+
+static void sb_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct sandbox *sb = sb_of(L);
+    if (!sb->instr_hit) {
+        sb->instr_used += sb->hook_step;
+        if (sb->instr_used <= sb->lim.instructions)
+            return;
+        sb->instr_hit = 1;
+        /* sticky: every further instruction raises again */
+        lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
+    }
+    luaL_where(L, 0);
+    lua_pushfstring(L, "instruction limit of %I exceeded",
+                    (lua_Integer)sb->lim.instructions);
+    lua_concat(L, 2);
+    lua_error(L);
+}
+
+static int sb_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)",
+                                  luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* ----------------------------------------------------------- Lua helpers */
+
+static int sb_log(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    const char *m = luaL_tolstring(L, 1, NULL);
+    sb->logs++;
+    if (sb->logs <= SANDBOX_MAX_LOG_LINES)
+        log_info("policy.log", "policy=%s msg=%s", log_q(sb->name), log_q(m));
+    else if (sb->logs == SANDBOX_MAX_LOG_LINES + 1)
+        log_warn("policy.log_suppressed", "policy=%s limit=%d", log_q(sb->name),
+                 SANDBOX_MAX_LOG_LINES);
+    return 0;
+}
+
+static int sb_limit_hit(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    lua_pushboolean(L, sb->instr_hit || sb->mem_hit);
+    return 1;
+}
+
+void sandbox_push_log(lua_State *L)
+{
+    lua_pushcfunction(L, sb_log);
+}
+
+void sandbox_readonly(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_readonly);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+}
+
+/* cjson gives JSON null as a light userdata and every number as a float:
+ * drop the nulls (absent = nil for a policy) and turn integral numbers into
+ * integers, so `24` reads as 24 and not 24.0, as in the busted specs. */
+static void normalise_json(lua_State *L, int idx, int depth)
+{
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 4, "JSON too deep");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_islightuserdata(L, -1)) { /* cjson.null */
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, idx); /* clearing a field while traversing is allowed */
+        } else if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+            if (n >= -9007199254740992.0 && n <= 9007199254740992.0 &&
+                n == (lua_Number)(lua_Integer)n) {
+                lua_pushvalue(L, -1);
+                lua_pushinteger(L, (lua_Integer)n);
+                lua_rawset(L, idx); /* assigning an existing field is allowed */
+            }
+        } else if (lua_type(L, -1) == LUA_TTABLE && depth < SB_JSON_DEPTH + 2) {
+            normalise_json(L, -1, depth + 1);
+            lua_pop(L, 1);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+}
+
+void sandbox_push_json(lua_State *L, const char *text, size_t len)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_decode);
+    lua_pushlstring(L, text, len);
+    lua_call(L, 1, 1);
+    if (lua_type(L, -1) == LUA_TTABLE)
+        normalise_json(L, -1, 0);
+    else if (lua_islightuserdata(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+int sandbox_push_hook(lua_State *L, const char *name)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_getfield(L, -1, name) != LUA_TFUNCTION) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
+}
+
+/* ------------------------------------------------ building a new sandbox */
+
+/* ---------------------------------------------- fast read-only proxies */
+
+/* The same observable behaviour as S.readonly in sandbox.lua (which the
+ * specs use), built in C for the argument tables of every call: the proxy
+ * is an empty table whose metatable's __index is the target itself (no
+ * function call per read), so nested tables must be frozen first. */
+
+static int ro_newindex(lua_State *L)
+{
+    return luaL_error(L, "attempt to modify a read-only table (field '%s')",
+                      luaL_tolstring(L, 2, NULL));
+}
+
+/* The target of proxy p: its metatable's __index (lua_getmetatable
+ * ignores __metatable, so C reaches it; the policy cannot). */
+static void ro_target(lua_State *L, int p)
+{
+    lua_getmetatable(L, p);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_index_name);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+}
+
+static int ro_len(lua_State *L)
+{
+    ro_target(L, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
+static int ro_pairs(lua_State *L)
+{
+    ro_target(L, 1);
+    int t = lua_gettop(L);
+    if (lua_getmetatable(L, t)) { /* a lazy field: materialise it first */
+        if (lua_getfield(L, -1, "__lazykey") == LUA_TSTRING)
+            lua_gettable(L, t);
+        lua_settop(L, t);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_next);
+    lua_pushvalue(L, t);
+    lua_pushnil(L);
+    return 3;
+}
+
+static int ro_lazy_index(lua_State *L)
+{
+    /* upvalues: key, JSON text; args: target, key */
+    if (!lua_rawequal(L, 2, lua_upvalueindex(1)))
+        return 0;
+    size_t n;
+    const char *text = lua_tolstring(L, lua_upvalueindex(2), &n);
+    sandbox_push_json(L, text, n);
+    if (lua_type(L, -1) == LUA_TTABLE)
+        sandbox_readonly(L);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+void sandbox_lazy_json(lua_State *L, const char *key, const char *text, size_t len)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, key);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__lazykey");
+    lua_pushlstring(L, text, len);
+    lua_pushcclosure(L, ro_lazy_index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+void sandbox_freeze(lua_State *L)
+{
+    int t = lua_gettop(L);
+    lua_createtable(L, 0, 0);          /* the proxy */
+    lua_createtable(L, 0, 5);          /* its metatable */
+    lua_pushvalue(L, t);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ro_newindex); /* light C functions: no allocation */
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, ro_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, ro_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_replace(L, t);
+}
+
+static void get_field_to_registry(lua_State *L, int t, const char *field,
+                                  const void *key)
+{
+    lua_getfield(L, t, field);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+/* Runs protected: opens the libraries for trusted code, cjson, the bundled
+ * calsync.sandbox and every other bundled module (in an environment of
+ * their own, so they see what policies see). */
+static int sb_setup(lua_State *L)
+{
+    luaL_openlibs(L);
+
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    int cj = lua_gettop(L);
+    lua_getfield(L, cj, "decode_max_depth");
+    lua_pushinteger(L, SB_JSON_DEPTH);
+    lua_call(L, 1, 0);
+    lua_getfield(L, cj, "decode_invalid_numbers");
+    lua_pushboolean(L, 0);
+    lua_call(L, 1, 0);
+    get_field_to_registry(L, cj, "decode", &sb_key_decode);
+    lua_pop(L, 1);
+
+    const struct bundle_file *bf = bundle_find("calsync.sandbox");
+    if (!bf)
+        return luaL_error(L, "calsync.sandbox is not bundled");
+    if (luaL_loadbufferx(L, bf->src, bf->len, bf->chunk, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, 1);
+    int S = lua_gettop(L);
+    get_field_to_registry(L, S, "readonly", &sb_key_readonly);
+    get_field_to_registry(L, S, "new_env", &sb_key_new_env);
+    get_field_to_registry(L, S, "lock", &sb_key_lock);
+    get_field_to_registry(L, S, "check", &sb_key_check);
+    lua_getglobal(L, "debug");
+    get_field_to_registry(L, -1, "getinfo", &sb_key_getinfo);
+    lua_pop(L, 1);
+
+    /* lib, register, str = S.library(_G, {log = sb_log, limit_hit = ...}) */
+    lua_getfield(L, S, "library");
+    lua_pushglobaltable(L);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, sb_log);
+    lua_setfield(L, -2, "log");
+    lua_pushcfunction(L, sb_limit_hit);
+    lua_setfield(L, -2, "limit_hit");
+    lua_call(L, 2, 3);
+    int lib = S + 1, reg = S + 2, str = S + 3;
+    lua_pushvalue(L, lib);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_lib);
+
+    for (const struct bundle_file *m = bundle_files; m->module; m++) {
+        if (strcmp(m->module, "calsync.sandbox") == 0)
+            continue; /* never reachable from policies */
+        lua_pushvalue(L, reg);
+        lua_pushstring(L, m->module);
+        if (luaL_loadbufferx(L, m->src, m->len, m->chunk, "t") != LUA_OK)
+            return lua_error(L);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_new_env);
+        lua_pushvalue(L, lib);
+        lua_call(L, 1, 1);
+        lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
+        lua_call(L, 0, 1);
+        lua_call(L, 2, 0);        /* register(name, module) */
+    }
+
+    lua_pushliteral(L, "__index");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_index_name);
+    lua_getglobal(L, "next");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_next);
+
+    lua_getfield(L, S, "protect_strings");
+    lua_pushvalue(L, str);
+    lua_pushboolean(L, 1);
+    lua_call(L, 2, 0);
+    return 0;
+}
+
+struct sandbox *sandbox_new(const char *name, const struct sandbox_limits *lim,
+                            struct cs_err *err)
+{
+    struct sandbox *sb = calloc(1, sizeof *sb);
+    if (!sb) {
+        cs_err_set(err, "out of memory");
+        return NULL;
+    }
+    snprintf(sb->name, sizeof sb->name, "%s", name);
+    sb->lim = *lim;
+    sb->limit = (size_t)-1; /* the bare sandbox is not the policy's */
+    sb->hook_step = lim->instructions < SB_HOOK_STEP ? (int)lim->instructions
+                                                     : SB_HOOK_STEP;
+    if (sb->hook_step < 1)
+        sb->hook_step = 1;
+    sb->L = lua_newstate(sb_alloc, sb);
+    if (!sb->L) {
+        free(sb);
+        cs_err_set(err, "out of memory");
+        return NULL;
+    }
+    *(struct sandbox **)lua_getextraspace(sb->L) = sb;
+    lua_pushcfunction(sb->L, sb_setup);
+    if (lua_pcall(sb->L, 0, 0, 0) != LUA_OK) {
+        const char *m = lua_tostring(sb->L, -1);
+        cs_err_set(err, "sandbox: %s", m ? m : "error");
+        sandbox_free(sb);
+        return NULL;
+    }
+    lua_gc(sb->L, LUA_GCCOLLECT, 0);
+    /* every call leaves only short-lived garbage: the generational mode
+     * collects it young and cheaply */
+    lua_gc(sb->L, LUA_GCGEN, 0, 0);
+    if (lim->memory >= 0 && (uint64_t)lim->memory < (size_t)-1 - sb->used)
+        sb->limit = sb->used + (size_t)lim->memory;
+    return sb;
+}
+
+void sandbox_free(struct sandbox *sb)
+{
+    if (!sb)
+        return;
+    if (sb->L)
+        lua_close(sb->L);
+    free(sb);
+}
+
+lua_State *sandbox_lua(struct sandbox *sb) { return sb->L; }
+int sandbox_dead(const struct sandbox *sb) { return sb->dead; }
+size_t sandbox_mem_used(const struct sandbox *sb) { return sb->used; }
+
+/* ------------------------------------------------------- protected calls */
+
+static void copy_message(lua_State *L, int idx, struct sandbox_msg *msg)
+{
+    const char *m = lua_tostring(L, idx);
+    if (!m)
+        m = "(error object is not a string)";
+    const char *tb = strstr(m, "\nstack traceback:");
+    size_t n = tb ? (size_t)(tb - m) : strlen(m);
+    if (n >= sizeof msg->text)
+        n = sizeof msg->text - 1;
+    memcpy(msg->text, m, n);
+    msg->text[n] = '\0';
+    snprintf(msg->trace, sizeof msg->trace, "%s", tb ? tb + 1 : "");
+}
+
+enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
+                              struct sandbox_msg *msg)
+{
+    lua_State *L = sb->L;
+    int base = lua_gettop(L) - nargs; /* the function */
+    msg->text[0] = msg->trace[0] = '\0';
+    if (sb->dead) {
+        lua_settop(L, base - 1);
+        snprintf(msg->text, sizeof msg->text, "memory limit of %lld bytes exceeded",
+                 (long long)sb->lim.memory);
+        return SANDBOX_ERR_MEMORY;
+    }
+    lua_pushcfunction(L, sb_traceback);
+    lua_insert(L, base);
+    sb->instr_used = 0;
+    sb->instr_hit = 0;
+    sb->mem_hit = 0;
+    sb->mem_pending = 0;
+    sb->logs = 0;
+    lua_sethook(L, sb_hook, LUA_MASKCOUNT, sb->hook_step);
+    int st = lua_pcall(L, nargs, nres, base);
+    lua_sethook(L, NULL, 0, 0);
+
+    enum sandbox_rc rc = SANDBOX_OK;
+    if (st != LUA_OK)
+        copy_message(L, -1, msg);
+    if (sb->mem_hit || st == LUA_ERRMEM) {
+        /* whatever Lua returned: the policy may have caught the error */
+        sb->dead = 1;
+        rc = SANDBOX_ERR_MEMORY;
+        snprintf(msg->text, sizeof msg->text, "memory limit of %lld bytes exceeded",
+                 (long long)sb->lim.memory);
+    } else if (sb->instr_hit) {
+        rc = SANDBOX_ERR_INSTRUCTIONS;
+        if (st == LUA_OK || !strstr(msg->text, "instruction limit"))
+            snprintf(msg->text, sizeof msg->text, "instruction limit of %lld exceeded",
+                     (long long)sb->lim.instructions);
+    } else if (st != LUA_OK) {
+        rc = SANDBOX_ERR_RUNTIME;
+    }
+    if (rc == SANDBOX_OK)
+        lua_remove(L, base); /* the handler, below the results */
+    else
+        lua_settop(L, base - 1);
+    sb->mem_hit = 0;
+    sb->mem_pending = 0;
+    sb->instr_hit = 0;
+    sb->instr_used = 0;
+    return rc;
+}
+
+/* ------------------------------------------------------------ load check */
+
+struct sb_load_args {
+    const char *name;
+    const char *src;
+    size_t len;
+};
+
+static int last_line(const char *src, size_t len)
+{
+    int line = 1, last = 1;
+    for (size_t i = 0; i < len; i++) {
+        if (src[i] == '\n') {
+            line++;
+        } else if (src[i] != ' ' && src[i] != '\t' && src[i] != '\r') {
+            last = line;
+        }
+    }
+    return last;
+}
+
+static int sb_load(lua_State *L)
+{
+    const struct sb_load_args *a = lua_touserdata(L, 1);
+    const char *chunk = lua_pushfstring(L, "@%s", a->name);
+    if (luaL_loadbufferx(L, a->src, a->len, chunk, "t") != LUA_OK)
+        return lua_error(L);
+    int f = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_new_env);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_lib);
+    lua_call(L, 1, 1);
+    int env = lua_gettop(L);
+    lua_pushvalue(L, env);
+    lua_setupvalue(L, f, 1);
+    lua_pushvalue(L, f);
+    lua_call(L, 0, 1);
+    int result = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_lock);
+    lua_pushvalue(L, env);
+    lua_call(L, 1, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_check);
+    lua_pushvalue(L, result);
+    lua_pushstring(L, a->name);
+    lua_pushinteger(L, last_line(a->src, a->len));
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_getinfo);
+    lua_call(L, 4, 2);
+    if (lua_isnil(L, -2))
+        return lua_error(L); /* "file:line: message" */
+    lua_pop(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
+    return 0;
+}
+
+/* 1 when msg starts with "name:" or Lua's shortened "...tail-of-name:". */
+static int has_location(const char *msg, const char *name)
+{
+    size_t nl = strlen(name);
+    if (strncmp(msg, name, nl) == 0 && msg[nl] == ':')
+        return 1;
+    if (strncmp(msg, "...", 3) != 0)
+        return 0;
+    const char *colon = strchr(msg + 3, ':');
+    if (!colon)
+        return 0;
+    size_t tl = (size_t)(colon - (msg + 3));
+    return tl <= nl && strncmp(name + nl - tl, msg + 3, tl) == 0;
+}
+
+enum sandbox_rc sandbox_load(struct sandbox *sb, const char *name,
+                             const char *src, size_t len,
+                             struct sandbox_msg *msg)
+{
+    struct sb_load_args a = {name, src, len};
+    lua_pushcfunction(sb->L, sb_load);
+    lua_pushlightuserdata(sb->L, &a);
+    enum sandbox_rc rc = sandbox_pcall(sb, 1, 0, msg);
+    if (rc == SANDBOX_OK) {
+        sb->loaded = 1;
+        return rc;
+    }
+    /* every load error reads "file:line: message" */
+    if (!has_location(msg->text, name)) {
+        char tmp[sizeof msg->text];
+        snprintf(tmp, sizeof tmp, "%s", msg->text);
+        snprintf(msg->text, sizeof msg->text, "%.200s:%d: %.290s", name,
+                 last_line(src, len), tmp);
+    }
+    return rc;
+}

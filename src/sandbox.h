@@ -1,0 +1,101 @@
+/* sandbox.h -- one capped, sandboxed lua_State for one policy (DESIGN §5).
+ *
+ * A sandbox is a lua_State whose globals are the full standard library,
+ * used only by trusted code: the bundled lua/calsync/sandbox.lua builds
+ * the policy's environment from an allowlist, and policy code only ever
+ * sees that environment. Around it, in C: a lua_Alloc with a byte cap, an
+ * instruction-count hook that pcall cannot swallow, a traceback message
+ * handler.
+ *
+ * Not thread-safe: one sandbox belongs to one thread at a time.
+ */
+#ifndef CALSYNC_SANDBOX_H
+#define CALSYNC_SANDBOX_H
+
+#include "util.h"
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sandbox;
+
+/* Outcome of a protected call, mapped to a decision by policy.c. */
+enum sandbox_rc {
+    SANDBOX_OK = 0,
+    SANDBOX_ERR_RUNTIME,      /* a Lua error (message in msg) */
+    SANDBOX_ERR_INSTRUCTIONS, /* the instruction budget ran out */
+    SANDBOX_ERR_MEMORY,       /* the byte cap was hit: the state is dead */
+};
+
+struct sandbox_limits {
+    int64_t instructions; /* per protected call (load included) */
+    int64_t memory;       /* bytes the policy may use on top of the
+                           * sandbox's own baseline */
+};
+
+/* Message of a failed protected call. */
+struct sandbox_msg {
+    char text[512];   /* first line: "file:line: message" */
+    char trace[2048]; /* stack traceback, may be empty */
+};
+
+/* Builds a sandbox for the policy `name` (used in log lines). Returns
+ * NULL with err set on OOM or if the bundled Lua fails to run. The
+ * caller owns the result; release with sandbox_free(). */
+struct sandbox *sandbox_new(const char *name, const struct sandbox_limits *lim,
+                            struct cs_err *err);
+void sandbox_free(struct sandbox *sb);
+
+/* The state, for pushing the function and arguments of sandbox_pcall. */
+lua_State *sandbox_lua(struct sandbox *sb);
+
+/* 1 once a call hit the memory cap: the state must be freed and rebuilt. */
+int sandbox_dead(const struct sandbox *sb);
+
+/* Bytes the state uses now (tests, metrics). */
+size_t sandbox_mem_used(const struct sandbox *sb);
+
+/* Compiles src (text only) as chunk "@<name>" in a fresh environment, runs
+ * it under the limits, locks the environment and checks the returned table
+ * (S.check): on success its hooks are kept in the registry for
+ * sandbox_push_hook(). On failure msg->text holds "file:line: message"
+ * (name is the file as shown). Call at most once per sandbox. */
+enum sandbox_rc sandbox_load(struct sandbox *sb, const char *name,
+                             const char *src, size_t len,
+                             struct sandbox_msg *msg);
+
+/* Calls the function under nargs arguments at the top of the stack with
+ * the limits armed and the traceback handler. On SANDBOX_OK nres results
+ * replace function and arguments; on any error they are popped and msg is
+ * filled. Limits are sticky: a policy's own pcall cannot swallow them,
+ * whatever Lua returns the flags decide. The hook is off again and the
+ * per-call counters cleared on every exit. */
+enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
+                              struct sandbox_msg *msg);
+
+/* ---- helpers for C functions running inside sandbox_pcall (they may
+ * raise Lua errors, which the protected call catches) ---- */
+
+/* Pushes the hook `name` of the loaded policy and returns 1, or pushes
+ * nothing and returns 0 when the policy has no such hook. */
+int sandbox_push_hook(lua_State *L, const char *name);
+/* Replaces the table at the top with a deep read-only proxy of it. */
+void sandbox_readonly(lua_State *L);
+/* Replaces the table at the top with a shallow read-only proxy (faster
+ * than sandbox_readonly: reads need no function call); nested tables must
+ * be frozen already. Behaves as sandbox_readonly for the policy. */
+void sandbox_freeze(lua_State *L);
+/* Makes field `key` of the table at the top (before freezing it) the
+ * deep read-only decoding of `text`, done on first read (a policy that
+ * never reads it never pays for it). */
+void sandbox_lazy_json(lua_State *L, const char *key, const char *text, size_t len);
+/* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
+void sandbox_push_json(lua_State *L, const char *text, size_t len);
+/* Pushes the log function (ctx.log, print): one log line per call, at most
+ * SANDBOX_MAX_LOG_LINES per protected call. */
+void sandbox_push_log(lua_State *L);
+
+#define SANDBOX_MAX_LOG_LINES 100
+
+#endif

@@ -1,0 +1,702 @@
+/* test_policy.c -- the policy engine: sandbox escapes, limits, decisions,
+ * dispatch, versions, hot reload (src/policy.c, src/sandbox.c,
+ * src/reload.c). Each test starts its own engine on a fresh directory. */
+#include "unit.h"
+
+#include "config.h"
+#include "metrics.h"
+#include "policy.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- fixture */
+
+static char dir[256];
+static struct config cfg;
+static char side_effect[300]; /* a file no policy may create */
+
+static void write_file(const char *path, const char *src)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(src, f);
+    fclose(f);
+}
+
+static void write_policy(const char *name, const char *src)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.lua", dir, name);
+    write_file(path, src);
+}
+
+/* As editors and deploy tools do: write a temporary file, rename it over. */
+static void replace_policy(const char *name, const char *src)
+{
+    char tmp[512], path[512];
+    snprintf(tmp, sizeof tmp, "%s/.%s.lua.tmp", dir, name);
+    snprintf(path, sizeof path, "%s/%s.lua", dir, name);
+    write_file(tmp, src);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    alarm(60); /* a hang (say, a limit that stopped being sticky) fails */
+    snprintf(dir, sizeof dir, "/tmp/calsync-policy-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(side_effect, sizeof side_effect, "%s/escaped", dir);
+    assert_int_equal(config_defaults(&cfg), 0);
+    free(cfg.policies);
+    cfg.policies = strdup(dir);
+    metrics_reset();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    alarm(0);
+    policy_engine_stop();
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char p[600];
+        if (e->d_name[0] == '.' && (!e->d_name[1] || e->d_name[1] == '.'))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+    config_free(&cfg);
+    return 0;
+}
+
+static void start(void)
+{
+    struct cs_err err = {{0}};
+    assert_int_equal(policy_engine_start(&cfg, &err), 0);
+}
+
+static struct booking test_booking = {
+    .uid = "bk-1",
+    .calendar_id = 7,
+    .title = "Intro call",
+    .start_ms = 1795600800000LL, /* 2026-11-25T10:00:00Z */
+    .end_ms = 1795602600000LL,
+    .status = "accepted",
+    .event_id = "ev-1",
+    .updated_ms = 1795500000000LL,
+};
+
+static struct policy_input input(const char *kind)
+{
+    struct policy_input in = {
+        .kind = kind,
+        .event_json = "{\"id\":\"ev-1\",\"status\":\"confirmed\",\"summary\":\"Intro call\","
+                      "\"description\":null}",
+        .old_start_ms = test_booking.start_ms,
+        .old_end_ms = test_booking.end_ms,
+        .old_title = "Intro call",
+        .has_new = strcmp(kind, "delete") != 0,
+        .new_start_ms = test_booking.start_ms + 3600000,
+        .new_end_ms = test_booking.end_ms + 3600000,
+        .new_title = "Intro call",
+        .source = "push",
+        .booking = &test_booking,
+        .now_ms = 1795510800000LL, /* 2026-11-24T09:00:00Z */
+        .calendar_id = 7,
+        .settings_json = "{\"hours\":24}",
+    };
+    in.event_len = strlen(in.event_json);
+    return in;
+}
+
+/* Decides `kind` with policy `name` in a fresh runner. */
+static struct policy_decision decide(const char *name, const struct policy_input *in)
+{
+    struct policy_decision d;
+    struct policy_runner *r = policy_runner_new(&cfg);
+    assert_non_null(r);
+    assert_int_equal(policy_decide(r, name, in, &d), 0);
+    policy_runner_free(r);
+    return d;
+}
+
+/* A policy whose on_delete body is `body`. */
+static struct policy_decision run_body(const char *body)
+{
+    char src[4096];
+    snprintf(src, sizeof src, "return { on_delete = function(change, booking, ctx)\n%s\n"
+             "end }\n", body);
+    write_policy("p", src);
+    assert_int_equal(policy_reload(NULL), 0);
+    struct policy_input in = input("delete");
+    return decide("p", &in);
+}
+
+static int metric(const char *series)
+{
+    struct buf b;
+    buf_init(&b);
+    metrics_render(&b);
+    const char *p = b.data ? strstr(b.data, series) : NULL;
+    int v = p ? atoi(p + strlen(series) + 1) : 0;
+    buf_free(&b);
+    return v;
+}
+
+#define assert_flag(d, needle)                                                \
+    do {                                                                      \
+        assert_string_equal((d).action, "flag");                              \
+        assert_int_equal((d).forced, 1);                                      \
+        if (!strstr((d).reason, needle))                                      \
+            fail_msg("reason '%s' lacks '%s'", (d).reason, needle);           \
+    } while (0)
+
+/* ---------------------------------------------------------------- versions */
+
+static void test_version_hash(void **state)
+{
+    (void)state;
+    char v[13];
+    assert_int_equal(policy_version_of("return {}\n", 10, v), 0);
+    assert_string_equal(v, "1232d8379de7"); /* printf 'return {}\n' | sha256sum */
+    write_policy("v", "return {}\n");
+    start();
+    struct buf b;
+    buf_init(&b);
+    assert_int_equal(policy_list_json(&b), 0);
+    assert_non_null(strstr(b.data, "{\"name\":\"v\",\"version\":\"1232d8379de7\""));
+    buf_free(&b);
+    struct policy_input in = input("delete");
+    struct policy_decision d = decide("v", &in);
+    assert_string_equal(d.version, "1232d8379de7");
+    assert_string_equal(d.policy, "v");
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static const char all_hooks[] =
+    "local function h(name) return function(change, booking, ctx)\n"
+    "  return { action = 'ignore', reason = name } end end\n"
+    "return { on_delete = h'on_delete', on_time_change = h'on_time_change',\n"
+    "  on_title_change = h'on_title_change', on_instance = h'on_instance',\n"
+    "  on_past = h'on_past' }\n";
+
+static void test_dispatch_order(void **state)
+{
+    (void)state;
+    write_policy("all", all_hooks);
+    write_policy("some", "return { on_delete = function() return { action = 'cancel', "
+                         "reason = 'on_delete' } end }\n");
+    start();
+    struct policy_input in = input("delete");
+    assert_string_equal(decide("all", &in).reason, "on_delete");
+    in = input("time_change");
+    assert_string_equal(decide("all", &in).reason, "on_time_change");
+    in = input("title_change");
+    assert_string_equal(decide("all", &in).reason, "on_title_change");
+    in = input("delete");
+    in.is_instance = 1;
+    in.series_id = "ser";
+    in.original_start_ms = test_booking.start_ms;
+    assert_string_equal(decide("all", &in).reason, "on_instance");
+    in.past = 1; /* past wins over an occurrence */
+    assert_string_equal(decide("all", &in).reason, "on_past");
+
+    /* absent hooks */
+    in = input("delete");
+    in.is_instance = 1; /* no on_instance: the kind's hook */
+    struct policy_decision d = decide("some", &in);
+    assert_string_equal(d.action, "cancel");
+    in.past = 1; /* no on_past: ignore */
+    d = decide("some", &in);
+    assert_string_equal(d.action, "ignore");
+    assert_string_equal(d.reason, "no hook");
+    assert_int_equal(d.forced, 0);
+    in = input("time_change");
+    d = decide("some", &in);
+    assert_string_equal(d.action, "ignore");
+    assert_string_equal(d.reason, "no hook");
+    assert_int_equal(metric("calsync_policy_decisions_total{policy=\"some\",action=\"ignore\"}"), 2);
+}
+
+static void test_arguments(void **state)
+{
+    (void)state;
+    start();
+    struct policy_decision d = run_body(
+        "local ev = change.event\n"
+        "return { action = 'ignore', reason = table.concat({ change.kind, ev.id,\n"
+        "  tostring(ev.description), change.old.start, tostring(change.new),\n"
+        "  tostring(change.past), change.source, booking.uid, booking.start,\n"
+        "  tostring(booking.needs_review), tostring(booking.calendar_id),\n"
+        "  tostring(ctx.now), tostring(ctx.calendar.id), tostring(ctx.settings.hours),\n"
+        "  tostring(change.instance), math.type(ctx.now) }, '|') }");
+    assert_string_equal(d.action, "ignore");
+    assert_string_equal(d.reason,
+                        "delete|ev-1|nil|2026-11-25T10:00:00Z|nil|false|push|bk-1|"
+                        "2026-11-25T10:00:00Z|false|7|1795510800|7|24|nil|integer");
+}
+
+/* ---------------------------------------------------------------- escapes */
+
+static void test_escapes(void **state)
+{
+    (void)state;
+    start();
+    static const struct {
+        const char *body, *reason;
+    } cases[] = {
+        {"os.execute('touch ' .. ESCAPED)", "attempt to call a nil value (field 'execute')"},
+        {"io.open(ESCAPED, 'w'):write('x')", "undefined global 'io'"},
+        {"local f = require('io').open(ESCAPED, 'w')", "module 'io' not available"},
+        {"require('cjson')", "module 'cjson' not available"},
+        {"require('calsync.sandbox')", "module 'calsync.sandbox' not available"},
+        {"local f, e = load('\\27LuaT\\0\\25\\147\\r\\n\\26\\n', 'x', 'b'); "
+         "return { action = 'cancel', reason = 'loaded' }", "only text chunks"},
+        {"local f, e = load('\\27LuaT\\0\\25\\147\\r\\n\\26\\n'); assert(f, e); "
+         "return { action = 'cancel', reason = 'loaded' }", "attempt to load a binary chunk"},
+        {"debug.sethook()", "undefined global 'debug'"},
+        {"string.dump(print)", "attempt to call a nil value (field 'dump')"},
+        {"dofile('/etc/passwd')", "undefined global 'dofile'"},
+        {"loadfile('/etc/passwd')", "undefined global 'loadfile'"},
+        {"package.loadlib('libc.so.6', 'system')", "undefined global 'package'"},
+        {"os.getenv('HOME')", "attempt to call a nil value (field 'getenv')"},
+        {"getmetatable('').__index = { rep = function() return 'pwned' end }",
+         "attempt to index a string value"},
+        {"local mt = getmetatable(''); assert(type(mt) == 'table', 'metatable is ' .. "
+         "tostring(mt))", "metatable is locked"},
+        {"rawset(booking, 'status', 'cancelled')", "undefined global 'rawset'"},
+        {"booking.status = 'cancelled'", "read-only table (field 'status')"},
+        {"change.old.title = 'x'", "read-only table (field 'title')"},
+        {"setmetatable(change, {})", "cannot change a protected metatable"},
+        {"table.insert(ctx.settings, 1)", "read-only"},
+        {"string.upper = nil", "read-only"},
+        {"collectgarbage('stop')", "only \"count\""},
+        {"setmetatable({}, { __gc = function() while true do end end })",
+         "__gc is not available"},
+        {"local s = ('x'):rep(1e9)", "string.rep: result of 1000000000 bytes"},
+        {"local s = string.rep('ab', 3e6, ',')", "exceeds the sandbox limit"},
+        {"return string.find(('a'):rep(5000), '.-.-.-b')", "pattern too costly"},
+        {"return ('a'):rep(300000):find('a', 1, true)", "string.find: subject of 300000 bytes"},
+        {"newglobal = 1", "cannot assign global 'newglobal'"},
+        {"return { action = 'cancel', reason = undefined_name }",
+         "undefined global 'undefined_name'"},
+        {"local co = coroutine.create(print)", "undefined global 'coroutine'"},
+    };
+    char body[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* ESCAPED names a file no case may create */
+        snprintf(body, sizeof body, "local ESCAPED = '%s'\n%s", side_effect, cases[i].body);
+        struct policy_decision d = run_body(body);
+        if (strcmp(d.action, "flag") || !strstr(d.reason, cases[i].reason))
+            fail_msg("case %zu (%s): %s: %s", i, cases[i].body, d.action, d.reason);
+        assert_int_equal(d.forced, 1);
+        assert_int_equal(access(side_effect, F_OK), -1);
+    }
+    /* the string metatable survived the tampering: rep is still capped */
+    struct policy_decision d = run_body("return { action = 'ignore', reason = ('ab'):rep(2) }");
+    assert_string_equal(d.reason, "abab");
+    assert_true(metric("calsync_policy_errors_total{policy=\"p\",kind=\"runtime\"}") >= 25);
+}
+
+/* ----------------------------------------------------------------- limits */
+
+static void test_instruction_limit(void **state)
+{
+    (void)state;
+    cfg.policy_limits.instructions = 100000;
+    start();
+    /* the policy catches the limit and answers cancel: still flag */
+    struct policy_decision d = run_body(
+        "local ok = pcall(function() while true do end end)\n"
+        "return { action = 'cancel', reason = 'swallowed' }");
+    assert_flag(d, "instruction limit of 100000 exceeded");
+    d = run_body("while true do pcall(function() while true do end end) end");
+    assert_flag(d, "instruction limit");
+    d = run_body("local ok = xpcall(function() while true do end end,\n"
+                 "  function() while true do end end)\n"
+                 "return { action = 'cancel', reason = 'swallowed' }");
+    assert_flag(d, "instruction limit");
+    d = run_body("local function f() return f() end return f()"); /* tail loop */
+    assert_flag(d, "instruction limit");
+    assert_int_equal(metric("calsync_policy_errors_total{policy=\"p\",kind=\"instructions\"}"), 4);
+    /* a policy that stays under the budget is not affected */
+    d = run_body("local n = 0 for i = 1, 1000 do n = n + i end\n"
+                 "return { action = 'cancel', reason = tostring(n) }");
+    assert_string_equal(d.action, "cancel");
+    assert_string_equal(d.reason, "500500");
+    /* the chunk runs under the limit too */
+    write_policy("p", "while true do end\nreturn {}\n");
+    assert_int_equal(policy_reload(NULL), 1);
+}
+
+static void test_memory_limit(void **state)
+{
+    (void)state;
+    cfg.policy_limits.memory = 1 << 20;
+    start();
+    write_policy("m", "return {\n"
+                      "on_delete = function()\n"
+                      "  local ok = pcall(function() local t = {} for i = 1, 1e7 do\n"
+                      "    t[i] = ('x'):rep(100) .. i end end)\n"
+                      "  return { action = 'cancel', reason = 'swallowed' } end,\n"
+                      "on_title_change = function() return { action = 'ignore', reason = 'fine' } end,\n"
+                      "on_time_change = function(c) local function f(n) return 1 + f(n + 1) end "
+                      "return f(1) end }\n");
+    assert_int_equal(policy_reload(NULL), 0);
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_decision d;
+    struct policy_input in = input("delete");
+    assert_int_equal(policy_decide(r, "m", &in, &d), 0);
+    assert_flag(d, "memory limit of 1048576 bytes exceeded");
+    /* the state was dropped and is rebuilt for the next call */
+    in = input("title_change");
+    assert_int_equal(policy_decide(r, "m", &in, &d), 0);
+    assert_string_equal(d.action, "ignore");
+    assert_int_equal(d.forced, 0);
+    /* deep recursion: a stack overflow or the cap, never a crash */
+    in = input("time_change");
+    assert_int_equal(policy_decide(r, "m", &in, &d), 0);
+    assert_string_equal(d.action, "flag");
+    assert_int_equal(d.forced, 1);
+    in = input("title_change");
+    assert_int_equal(policy_decide(r, "m", &in, &d), 0);
+    assert_string_equal(d.action, "ignore");
+    policy_runner_free(r);
+    assert_int_equal(metric("calsync_policy_errors_total{policy=\"m\",kind=\"memory\"}") >= 1, 1);
+}
+
+/* Allocation failure, as libuv's loop_init_oom: a cap that grows until the
+ * call succeeds; every failing run must give flag, never crash or leak. */
+static void test_memory_cap_torture(void **state)
+{
+    (void)state;
+    write_policy("t", "local calsync = require 'calsync'\n"
+                      "local cache = {}\n"
+                      "return { on_delete = function(change, booking, ctx)\n"
+                      "  local parts = {}\n"
+                      "  for k, v in pairs(change.event) do parts[#parts + 1] = k .. '=' .. tostring(v) end\n"
+                      "  table.sort(parts)\n"
+                      "  local lead = calsync.time(booking.start) - ctx.now\n"
+                      "  return { action = 'cancel', reason = table.concat(parts, ',') .. ' ' .. lead }\n"
+                      "end }\n");
+    start();
+    struct config small = cfg;
+    int failures = 0, ok = 0;
+    for (int64_t cap = 0; cap <= (1 << 20); cap += cap < 4096 ? 256 : 2048) {
+        small.policy_limits.memory = cap;
+        struct policy_runner *r = policy_runner_new(&small);
+        assert_non_null(r);
+        struct policy_input in = input("delete");
+        struct policy_decision d;
+        for (int round = 0; round < 2; round++) {
+            assert_int_equal(policy_decide(r, "t", &in, &d), 0);
+            if (strcmp(d.action, "cancel") == 0) {
+                assert_int_equal(d.forced, 0);
+                ok = 1;
+            } else {
+                assert_string_equal(d.action, "flag");
+                assert_int_equal(d.forced, 1);
+                failures++;
+            }
+        }
+        policy_runner_free(r);
+        if (ok)
+            break;
+    }
+    assert_true(ok);
+    assert_true(failures > 3);
+    assert_true(metric("calsync_policy_errors_total{policy=\"t\",kind=\"memory\"}") +
+                metric("calsync_policy_errors_total{policy=\"t\",kind=\"load\"}") >= failures);
+}
+
+/* -------------------------------------------------------------- decisions */
+
+static void test_invalid_decisions(void **state)
+{
+    (void)state;
+    start();
+    static const struct {
+        const char *body, *reason;
+    } cases[] = {
+        {"return nil", "expected a table {action=..., reason=...}, got nil"},
+        {"return 'cancel'", "got string"},
+        {"return { action = 'destroy', reason = 'x' }", "unknown action 'destroy'"},
+        {"return { action = 'cancel' }", "reason must be a string, got nil"},
+        {"return { action = 'cancel', reason = 42 }", "reason must be a string, got number"},
+        {"return { action = 'cancel', reason = ('x'):rep(1001) }", "reason longer than 1000"},
+        {"return { reason = 'x' }", "action must be a string, got nil"},
+        {"return setmetatable({}, { __index = { action = 'cancel', reason = 'x' } })",
+         "action must be a string"},
+        {"return booking", "action must be a string"},
+        {"error('boom')", "policy error: "},
+        {"error({})", "(error object is a table value)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct policy_decision d = run_body(cases[i].body);
+        if (strcmp(d.action, "flag") || !strstr(d.reason, cases[i].reason) || !d.forced)
+            fail_msg("case %zu (%s): %s: %s", i, cases[i].body, d.action, d.reason);
+    }
+    assert_int_equal(metric("calsync_policy_errors_total{policy=\"p\",kind=\"decision\"}"), 9);
+    struct policy_decision d = run_body("error('boom')");
+    assert_string_equal(d.reason + strlen(d.reason) - 13, "p.lua:2: boom");
+}
+
+static void test_valid_decisions(void **state)
+{
+    (void)state;
+    start();
+    const char *actions[] = {"cancel", "reschedule", "update", "ignore", "flag"};
+    for (int i = 0; i < 5; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "return { action = '%s', reason = 'because' }", actions[i]);
+        struct policy_decision d = run_body(body);
+        assert_string_equal(d.action, actions[i]);
+        assert_string_equal(d.reason, "because");
+        assert_int_equal(d.forced, 0);
+    }
+}
+
+static void test_unknown_policy(void **state)
+{
+    (void)state;
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_input in = input("delete");
+    struct policy_decision d;
+    assert_int_equal(policy_decide(r, "nope", &in, &d), -1);
+    assert_string_equal(d.action, "flag");
+    policy_runner_free(r);
+    assert_int_equal(policy_is_live("nope"), 0);
+}
+
+/* ----------------------------------------------------------------- reload */
+
+static void list(struct buf *b)
+{
+    buf_reset(b);
+    assert_int_equal(policy_list_json(b), 0);
+}
+
+static void test_reload_keeps_old_version(void **state)
+{
+    (void)state;
+    write_policy("r", "return { on_delete = function() return { action = 'cancel', reason = 'v1' } end }\n");
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_input in = input("delete");
+    struct policy_decision d;
+    assert_int_equal(policy_decide(r, "r", &in, &d), 0);
+    assert_string_equal(d.reason, "v1");
+    char v1[16];
+    snprintf(v1, sizeof v1, "%s", d.version);
+
+    static const struct {
+        const char *src, *error;
+    } bad[] = {
+        {"return {\n on_delete = function()\n", "r.lua:3: 'end' expected"},
+        {"local x = nil\nx.y = 1\nreturn {}\n", "r.lua:2: attempt to index a nil value"},
+        {"\nreturn 'hooks'\n", "r.lua:2: policy must return a table of hooks, got string"},
+        {"return {\n\n on_delte = function() end }\n", "r.lua:3: unknown hook 'on_delte'"},
+    };
+    struct buf b, errors;
+    buf_init(&b);
+    buf_init(&errors);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_policy("r", bad[i].src);
+        buf_reset(&errors);
+        assert_int_equal(policy_reload(&errors), 1);
+        if (!strstr(errors.data, bad[i].error))
+            fail_msg("case %zu: errors %s", i, errors.data);
+        assert_non_null(strstr(errors.data, "{\"name\":\"r\",\"error\":"));
+        list(&b);
+        assert_non_null(strstr(b.data, v1));
+        assert_non_null(strstr(b.data, bad[i].error));
+        assert_int_equal(policy_is_live("r"), 1);
+        assert_int_equal(policy_all_live(), 1);
+        assert_int_equal(policy_decide(r, "r", &in, &d), 0);
+        assert_string_equal(d.reason, "v1");
+        assert_string_equal(d.version, v1);
+    }
+    assert_int_equal(metric("calsync_policy_load_errors_total{policy=\"r\"}"), 4);
+
+    write_policy("r", "return { on_delete = function() return { action = 'cancel', reason = 'v2' } end }\n");
+    buf_reset(&errors);
+    assert_int_equal(policy_reload(&errors), 0);
+    assert_string_equal(errors.data, "[]");
+    list(&b);
+    assert_null(strstr(b.data, "\"error\""));
+    assert_int_equal(policy_decide(r, "r", &in, &d), 0);
+    assert_string_equal(d.reason, "v2");
+    assert_string_not_equal(d.version, v1);
+
+    /* a new file that never loaded: not live, and /healthz says so */
+    write_policy("broken", "return 1\n");
+    assert_int_equal(policy_reload(NULL), 1);
+    assert_int_equal(policy_is_live("broken"), 0);
+    assert_int_equal(policy_all_live(), 0);
+    list(&b);
+    assert_non_null(strstr(b.data, "{\"name\":\"broken\",\"version\":null,\"loaded_at\":null,"
+                                   "\"error\":"));
+    /* removed: the live version stays for calendars using it */
+    char p[512];
+    snprintf(p, sizeof p, "%s/broken.lua", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/r.lua", dir);
+    unlink(p);
+    assert_int_equal(policy_reload(NULL), 0);
+    assert_int_equal(policy_all_live(), 1);
+    assert_int_equal(policy_is_live("r"), 0); /* not for new calendars */
+    assert_int_equal(policy_decide(r, "r", &in, &d), 0);
+    assert_string_equal(d.reason, "v2");
+    list(&b);
+    assert_non_null(strstr(b.data, "\"removed\":true"));
+    assert_null(strstr(b.data, "broken"));
+    buf_free(&b);
+    buf_free(&errors);
+    policy_runner_free(r);
+}
+
+/* A rename-replaced file is live within 2 s through inotify alone. */
+static void test_inotify_reload(void **state)
+{
+    (void)state;
+    write_policy("w", "return { on_delete = function() return { action = 'cancel', reason = 'v1' } end }\n");
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_input in = input("delete");
+    struct policy_decision d;
+    replace_policy("w", "return { on_delete = function() return { action = 'cancel', reason = 'v2' } end }\n");
+    write_policy("fresh", "return {}\n");
+    int64_t t0 = time_mono_ms();
+    int seen = 0;
+    while (time_mono_ms() - t0 < 2000) {
+        assert_int_equal(policy_decide(r, "w", &in, &d), 0);
+        if (strcmp(d.reason, "v2") == 0 && policy_is_live("fresh")) {
+            seen = 1;
+            break;
+        }
+        usleep(20000);
+    }
+    assert_true(seen);
+    policy_runner_free(r);
+}
+
+struct worker_arg {
+    int decisions, bad;
+    volatile int *stop;
+};
+
+static void *worker(void *p)
+{
+    struct worker_arg *a = p;
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_input in = input("delete");
+    while (!*a->stop) {
+        struct policy_decision d;
+        if (policy_decide(r, "c", &in, &d) != 0 || strcmp(d.action, "cancel") != 0 ||
+            d.forced || strncmp(d.reason, "v", 1) != 0)
+            a->bad++;
+        a->decisions++;
+    }
+    policy_runner_free(r);
+    return NULL;
+}
+
+static void test_concurrent_reload(void **state)
+{
+    (void)state;
+    write_policy("c", "return { on_delete = function() return { action = 'cancel', reason = 'v0' } end }\n");
+    start();
+    volatile int stop = 0;
+    pthread_t th[4];
+    struct worker_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct worker_arg){0, 0, &stop};
+        pthread_create(&th[i], NULL, worker, &args[i]);
+    }
+    for (int i = 1; i <= 30; i++) {
+        char src[256];
+        if (i % 5 == 0) {
+            replace_policy("c", "return {\n on_delete = \n"); /* bad: old stays */
+            assert_int_equal(policy_reload(NULL), 1);
+        } else {
+            snprintf(src, sizeof src, "return { on_delete = function() return { action = "
+                     "'cancel', reason = 'v%d' } end }\n", i);
+            replace_policy("c", src);
+            assert_int_equal(policy_reload(NULL), 0);
+        }
+        usleep(2000);
+    }
+    stop = 1;
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].bad, 0);
+        total += args[i].decisions;
+    }
+    assert_true(total > 30);
+}
+
+/* --------------------------------------------------------------- commands */
+
+static void test_cmd_check(void **state)
+{
+    (void)state;
+    write_policy("good", "return {}\n");
+    assert_int_equal(policy_cmd_check(&cfg, NULL), 0);
+    write_policy("bad", "return {\n");
+    assert_int_equal(policy_cmd_check(&cfg, NULL), 1);
+    char p[512];
+    snprintf(p, sizeof p, "%s/good.lua", dir);
+    assert_int_equal(policy_cmd_check(&cfg, p), 0);
+    assert_int_equal(policy_cmd_check(&cfg, "/nonexistent/x.lua"), 1);
+}
+
+static void test_cmd_test(void **state)
+{
+    (void)state;
+    write_policy("good", "return { on_delete = function() return { action = 'cancel', reason = 'x' } end }\n");
+    char change[512];
+    snprintf(change, sizeof change, "%s/change.json", dir);
+    write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":1795510800}");
+    assert_int_equal(policy_cmd_test(&cfg, "good", change), 0);
+    assert_int_equal(policy_cmd_test(&cfg, "missing", change), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "bad name!", change), 2);
+    write_file(change, "{\"change\":{\"kind\":\"delete\"},\"nonsense\":1}");
+    assert_int_equal(policy_cmd_test(&cfg, "good", change), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_version_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dispatch_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instruction_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_cap_torture, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_decisions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_valid_decisions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_keeps_old_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inotify_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
