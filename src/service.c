@@ -8,6 +8,7 @@
 #include "service.h"
 
 #include "api.h"
+#include "apply.h"
 #include "channel.h"
 #include "http.h"
 #include "intake.h"
@@ -16,6 +17,7 @@
 #include "policy.h"
 #include "scheduler.h"
 #include "store.h"
+#include "sync.h"
 #include "version.h"
 #include "writer.h"
 
@@ -57,6 +59,8 @@ int service_run(const struct config *cfg)
     }
     outbox_up = 1;
     channel_init(cfg);
+    apply_init(cfg);
+    sync_set_change_hook(apply_change, NULL);
     if (sched_start(cfg, &err)) {
         log_error("service.start_failed", "what=sched err=%s", log_q(err.msg));
         goto out;

@@ -1,0 +1,37 @@
+/* apply.h -- the reverse path's decision step (DESIGN §2 steps 4-6).
+ *
+ * apply_change() is the sync change hook: for one changed event it finds
+ * the bookings that follow it, drops echoes and changes to cancelled
+ * bookings, classifies the change against what calsync last saw, asks the
+ * calendar's policy, and applies the decision with its audit entry and
+ * webhook -- all inside the sync's page transaction, so the mirror, the
+ * bookings, the audit, the outbox and (on the last page) the sync token
+ * commit together or not at all.
+ */
+#ifndef CALSYNC_APPLY_H
+#define CALSYNC_APPLY_H
+
+#include "booking.h"
+#include "config.h"
+#include "sync.h"
+
+/* Sets the configuration used for policy limits. Call before syncs run. */
+void apply_init(const struct config *cfg);
+
+/* The sync_change_fn installed with sync_set_change_hook(). */
+int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
+                 const struct sync_event *old, const struct sync_event *now,
+                 const char *raw_json, size_t raw_len, struct cs_err *err);
+
+enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE };
+
+/* Classifies `now` against `base` (the mirror row, or NULL: then the
+ * booking's own start/end/title). Pure; exposed for tests. */
+enum apply_kind apply_classify(const struct sync_event *base,
+                               const struct booking *b,
+                               const struct sync_event *now);
+
+/* Releases the calling thread's policy runner (worker exit). */
+void apply_thread_done(void);
+
+#endif
