@@ -19,6 +19,7 @@
 #include "policy.h"
 #include "scheduler.h"
 #include "store.h"
+#include "writer.h"
 
 #include <lua.h>
 #include <stdio.h>
@@ -443,17 +444,81 @@ static void audit_api(struct ctx *x, const struct booking *before,
     buf_free(&a);
 }
 
+/* Optional "attendees": a list (at most 100) of {"email", "displayName"?,
+ * "optional"?}. Rendered into out as the JSON array Google takes; out stays
+ * empty when absent. 0, or -1 after answering 400. */
+static int attendees_field(struct ctx *x, struct http_resp *resp, struct buf *out)
+{
+    lua_State *L = x->L;
+    lua_getfield(L, -1, "attendees");
+    int rc = -1;
+    if (lua_isnil(L, -1) || lua_islightuserdata(L, -1)) {
+        rc = 0;
+        goto done;
+    }
+    size_t n = lua_istable(L, -1) ? lua_rawlen(L, -1) : 0;
+    size_t keys = 0;
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pop(L, 1);
+            keys++;
+        }
+    }
+    if (!lua_istable(L, -1) || keys != n || n > 100) {
+        http_error(resp, 400, "'attendees' must be a list of at most 100 "
+                   "{\"email\": ...} objects");
+        goto done;
+    }
+    static const char *const allowed[] = {"email", "displayName", "optional", NULL};
+    buf_puts(out, "[");
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        const char *email = NULL, *name = NULL;
+        size_t el = 0, nl = 0;
+        int opt = 0, ro;
+        if (!lua_istable(L, -1) || json_only_keys(L, -1, allowed, &x->err) ||
+            json_get_str(L, -1, "email", &email, &el, &x->err) != 1 ||
+            el == 0 || el > 320 || !strchr(email, '@') || strlen(email) != el ||
+            json_get_str(L, -1, "displayName", &name, &nl, &x->err) < 0 || nl > 256 ||
+            (ro = json_get_bool(L, -1, "optional", &opt, &x->err)) < 0) {
+            lua_pop(L, 1);
+            buf_reset(out);
+            http_error(resp, 400, "'attendees[%zu]' must be {\"email\": \"a@b\", "
+                       "\"displayName\"?: string, \"optional\"?: boolean}", i);
+            goto done;
+        }
+        buf_puts(out, i > 1 ? ",{\"email\":" : "{\"email\":");
+        buf_json_str(out, email, el);
+        if (name) {
+            buf_puts(out, ",\"displayName\":");
+            buf_json_str(out, name, nl);
+        }
+        if (ro == 1)
+            buf_puts(out, opt ? ",\"optional\":true" : ",\"optional\":false");
+        buf_puts(out, "}");
+        lua_pop(L, 1);
+    }
+    buf_puts(out, "]");
+    rc = 0;
+done:
+    lua_pop(L, 1);
+    return rc;
+}
+
 static void h_bookings_create(struct http_req *req, struct http_resp *resp)
 {
     static const char *const allowed[] = {"uid", "calendar_id", "title", "start",
                                           "end", "event_id", "original_start",
-                                          NULL};
+                                          "attendees", NULL};
     struct ctx x = {0};
     struct booking b;
     memset(&b, 0, sizeof b);
     const char *uid, *title, *event_id;
     char state[32];
     int failed = 0;
+    struct buf attendees;
+    buf_init(&attendees);
     if (ctx_open(&x, resp) || body_object(&x, req, resp, allowed))
         goto done;
     if (str_field(&x, resp, "uid", BOOKING_UID_MAX, 1, &uid) < 0 ||
@@ -479,11 +544,19 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
         http_error(resp, 400, "'original_start' needs 'event_id' (the series id)");
         goto done;
     }
-    if (!event_id || !*event_id) {
-        http_error(resp, 422, "'event_id' is required: creating Google events "
-                   "from bookings is not available yet");
+    if (event_id && !*event_id) {
+        http_error(resp, 400, "'event_id' must not be empty (leave it out to "
+                   "create the event)");
         goto done;
     }
+    if (attendees_field(&x, resp, &attendees))
+        goto done;
+    if (attendees.len && event_id) {
+        http_error(resp, 400, "'attendees' only applies when calsync creates the event");
+        goto done;
+    }
+    if (!event_id)
+        snprintf(b.write_state, sizeof b.write_state, "pending");
     b.uid = (char *)uid;
     b.title = (char *)title;
     b.event_id = (char *)event_id;
@@ -509,6 +582,10 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     }
     if (r == 0)
         audit_api(&x, NULL, &b, "create", "create", NULL, &failed);
+    if (r == 0 && !failed && !event_id &&
+        writer_enqueue(x.db, WRITER_INSERT, uid, b.calendar_id,
+                       attendees.len ? attendees.data : NULL, &x.err))
+        failed = 1;
     if (r < 0 || failed || store_commit(x.db, &x.err)) {
         store_rollback(x.db);
         db_fail(resp, &x);
@@ -519,12 +596,15 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
         db_fail(resp, &x);
         goto done;
     }
+    if (!event_id)
+        writer_kick();
     resp->status = 201;
     booking_json(&saved, &resp->body);
     booking_free(&saved);
     log_info("api.booking_created", "uid=%s calendar=%lld", log_q(uid),
              (long long)b.calendar_id);
 done:
+    buf_free(&attendees);
     ctx_close(&x);
 }
 
@@ -570,6 +650,15 @@ static void h_bookings_list(struct http_req *req, struct http_resp *resp)
         db_fail(resp, &x);
 done:
     ctx_close(&x);
+}
+
+/* Whether an app-side change of b is carried to Google: it follows a
+ * whole event (linked or created by calsync, or about to be). Occurrence
+ * bookings are not: event_id is then the series, and patching or deleting
+ * it would change every occurrence (see docs/sync.md). */
+static int writes_to_google(const struct booking *b)
+{
+    return !b->has_original && (b->event_id || strcmp(b->write_state, "pending") == 0);
 }
 
 /* Loads the path's booking for a change, answering 404/409 itself. */
@@ -654,10 +743,15 @@ static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
         else
             audit_api(&x, &before, &b, moved ? "time_change" : "title_change",
                       moved ? "reschedule" : "update", NULL, &failed);
+        if (!failed && writes_to_google(&b) &&
+            writer_enqueue(x.db, WRITER_PATCH, b.uid, b.calendar_id, NULL, &x.err))
+            failed = 1;
         if (failed || store_commit(x.db, &x.err)) {
             db_fail(resp, &x);
             goto done;
         }
+        if (writes_to_google(&b))
+            writer_kick();
     } else {
         store_rollback(x.db);
     }
@@ -711,10 +805,15 @@ static void h_bookings_cancel(struct http_req *req, struct http_resp *resp)
         failed = 1;
     else
         audit_api(&x, &before, &b, "cancel", "cancel", reason, &failed);
+    if (!failed && writes_to_google(&b) &&
+        writer_enqueue(x.db, WRITER_DELETE, b.uid, b.calendar_id, NULL, &x.err))
+        failed = 1;
     if (failed || store_commit(x.db, &x.err)) {
         db_fail(resp, &x);
         goto done;
     }
+    if (writes_to_google(&b))
+        writer_kick();
     in_tx = 0;
     booking_json(&b, &resp->body);
     log_info("api.booking_cancelled", "uid=%s", log_q(b.uid));

@@ -772,8 +772,12 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
     int bad = url_start(&c.url, calendar_id, "/events?singleEvents=true&maxResults=2500");
     if (p->sync_token) {
         bad |= buf_puts(&c.url, "&syncToken=") || google_url_escape(&c.url, p->sync_token);
-    } else if (p->show_deleted) {
-        bad |= buf_puts(&c.url, "&showDeleted=true");
+    } else {
+        if (p->show_deleted)
+            bad |= buf_puts(&c.url, "&showDeleted=true");
+        if (p->private_prop)
+            bad |= buf_puts(&c.url, "&privateExtendedProperty=") ||
+                   google_url_escape(&c.url, p->private_prop);
     }
     if (p->page_token)
         bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, p->page_token);

@@ -91,6 +91,8 @@ struct google_list_params {
     const char *sync_token;  /* incremental; NULL for a full listing */
     const char *page_token;  /* NULL for the first page */
     int show_deleted;        /* ignored with sync_token (Google sends all) */
+    const char *private_prop; /* "key=value": privateExtendedProperty filter
+                                 (not with sync_token, which refuses it) */
 };
 
 /* events.list, one page, singleEvents=true, maxResults=2500. With a sync

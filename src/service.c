@@ -17,6 +17,7 @@
 #include "scheduler.h"
 #include "store.h"
 #include "version.h"
+#include "writer.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -28,7 +29,7 @@ int service_run(const struct config *cfg)
     struct cs_err err = {{0}};
     sigset_t set;
     int sig = 0, rc = 1;
-    int policies_up = 0, outbox_up = 0, sched_up = 0;
+    int policies_up = 0, outbox_up = 0, sched_up = 0, writer_up = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -61,6 +62,12 @@ int service_run(const struct config *cfg)
         goto out;
     }
     sched_up = 1;
+    writer_set_sync_hook(sched_request_sync);
+    if (writer_start(cfg, &err)) {
+        log_error("service.start_failed", "what=writer err=%s", log_q(err.msg));
+        goto out;
+    }
+    writer_up = 1;
     {
         /* notifications reach the scheduler directly (the dirty flag the
          * intake also sets is the crash-safe path) */
@@ -89,6 +96,8 @@ int service_run(const struct config *cfg)
     http_stop();
     rc = 0;
 out:
+    if (writer_up)
+        writer_stop();
     if (sched_up)
         sched_stop();
     if (outbox_up)

@@ -356,8 +356,8 @@ static void bind_str(sqlite3_stmt *st, int i, const char *s)
 
 /* Full-state upsert; a cancelled stub keeps what the row knew (times,
  * title, tag) so bookings can still be matched to it. */
-static int mirror_upsert(struct store_conn *c, int64_t cal,
-                         const struct sync_event *ev, struct cs_err *err)
+int sync_mirror_put(struct store_conn *c, int64_t cal,
+                    const struct sync_event *ev, struct cs_err *err)
 {
     static const char sql[] =
         "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms,"
@@ -559,7 +559,7 @@ static int apply_item(struct run *x, int item, struct sync_event *ev,
         if (report(x, old, ev, x->raw.data ? x->raw.data : "", x->raw.len, err))
             return -1;
     }
-    if (mirror_upsert(x->db, x->info.calendar_id, ev, err))
+    if (sync_mirror_put(x->db, x->info.calendar_id, ev, err))
         return -1;
     if (x->full && seen_add(x, ev->id, err))
         return -1;

@@ -106,6 +106,12 @@ struct sync_stats {
 int sync_calendar(int64_t calendar_id, enum sync_source src,
                   struct sync_stats *stats, struct cs_err *err);
 
+/* Upserts one event into the mirror (inside the caller's transaction).
+ * The forward path records its own writes here, so the sync that reads
+ * them back finds nothing changed. 0 or -1. */
+int sync_mirror_put(struct store_conn *c, int64_t cal,
+                    const struct sync_event *ev, struct cs_err *err);
+
 /* ----------------------------------------------------- pure pieces (tests) */
 
 /* Reads the event object at idx of L into ev (strings point into L's

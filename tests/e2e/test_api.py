@@ -193,10 +193,14 @@ class TestBookings(ApiCase):
             self.assertError(self.svc.request("POST", "/v1/bookings", raw), 400, "bad_request")
         self.assertError(self.svc.request("POST", "/v1/bookings", ""), 400)
         self.assertError(self.booking(4242), 422, "unprocessable")   # unknown calendar
-        self.assertError(self.booking(cal["id"], event_id=None) if False else
-                         self.svc.request("POST", "/v1/bookings",
-                                          {k: v for k, v in dict(BOOKING, calendar_id=cal["id"]).items()
-                                           if k != "event_id"}), 422)
+        no_event = {k: v for k, v in dict(BOOKING, calendar_id=cal["id"]).items()
+                    if k != "event_id"}
+        for att in ("x", [{"name": "x"}], [{"email": "no-at-sign"}], [{"email": 5}],
+                    [{"email": "a@b", "role": "x"}], [{"email": "a@b"}] * 101, {"email": "a@b"}):
+            self.assertError(self.svc.request("POST", "/v1/bookings",
+                                              dict(no_event, attendees=att)), 400)
+        self.assertError(self.booking(cal["id"], event_id=""), 400)
+        self.assertError(self.booking(cal["id"], attendees=[{"email": "a@b"}]), 400)
         self.assertEqual(self.svc.snapshot(), before)
 
     def test_patch_and_cancel_with_audit(self):

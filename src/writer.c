@@ -1,0 +1,575 @@
+/* writer.c -- forward sync jobs. See writer.h.
+ *
+ * Threads: `nthreads` writers, each owning the calendars whose id maps to
+ * it (calendar_id % nthreads), so one booking's jobs always run on one
+ * thread in id order, and a slow calendar delays only its own partition.
+ *
+ * Crash safety: a job stays `pending` until the transaction that records
+ * its result commits. An insert that reached Google but not the database is
+ * found again on retry by its calsync_booking_uid tag (events.list with
+ * privateExtendedProperty) before anything is inserted, so a uid never
+ * gets two events.
+ */
+#include "writer.h"
+
+#include "booking.h"
+#include "google.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+#include "sync.h"
+
+#include <lua.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WRITER_BATCH 16
+#define WRITER_MAX_THREADS 8
+
+static const struct config *writer_cfg;
+static pthread_t writer_threads[WRITER_MAX_THREADS];
+static int writer_nthreads;
+static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t writer_cv = PTHREAD_COND_INITIALIZER;
+static int writer_stopping;
+static unsigned long writer_kicks;
+static void (*writer_sync_hook)(int64_t calendar_id);
+
+static const char *const kind_names[] = {"insert", "patch", "delete"};
+
+void writer_set_sync_hook(void (*fn)(int64_t calendar_id))
+{
+    writer_sync_hook = fn;
+}
+
+/* ---------------------------------------------------------------- enqueue */
+
+int writer_enqueue(struct store_conn *c, enum writer_kind kind,
+                   const char *booking_uid, int64_t calendar_id,
+                   const char *attendees_json, struct cs_err *err)
+{
+    static const char job_sql[] =
+        "INSERT INTO jobs (kind, booking_uid, calendar_id, next_at, created_at, payload)"
+        " VALUES (?1, ?2, ?3, ?4, ?4, ?5)";
+    static const char mark_sql[] =
+        "UPDATE bookings SET write_state = 'pending', write_error = NULL WHERE uid = ?1";
+    sqlite3_stmt *st = store_stmt(c, job_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, kind_names[kind], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, booking_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, calendar_id);
+    sqlite3_bind_int64(st, 4, time_now_ms());
+    if (attendees_json)
+        sqlite3_bind_text(st, 5, attendees_json, -1, SQLITE_STATIC);
+    if (store_exec(c, st, err) || !(st = store_stmt(c, mark_sql, err)))
+        return -1;
+    sqlite3_bind_text(st, 1, booking_uid, -1, SQLITE_STATIC);
+    return store_exec(c, st, err);
+}
+
+int writer_event_body(const char *uid, const char *title, int64_t start_ms,
+                      int64_t end_ms, const char *attendees_json, int with_tag,
+                      struct buf *out)
+{
+    char s[TIME_RFC3339_MAX], e[TIME_RFC3339_MAX];
+    time_format_rfc3339(start_ms, s);
+    time_format_rfc3339(end_ms, e);
+    int rc = buf_puts(out, "{\"summary\":");
+    rc |= buf_json_strz(out, title);
+    rc |= buf_printf(out, ",\"start\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"},"
+                          "\"end\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", s, e);
+    if (with_tag) {
+        rc |= buf_puts(out, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":");
+        rc |= buf_json_strz(out, uid);
+        rc |= buf_puts(out, "}}");
+    }
+    if (attendees_json)
+        rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
+    rc |= buf_puts(out, "}");
+    return rc ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------- jobs */
+
+struct job {
+    int64_t id;
+    enum writer_kind kind;
+    char uid[BOOKING_UID_MAX + 1];
+    int64_t calendar_id;
+    int attempts;
+    char *payload; /* attendees JSON (insert), owned; may be NULL */
+};
+
+struct cal {
+    int64_t credential_id;
+    char external_id[1100];
+    char state[16];
+};
+
+static int load_cal(struct store_conn *c, int64_t id, struct cal *out,
+                    struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->credential_id = sqlite3_column_int64(st, 0);
+        snprintf(out->external_id, sizeof out->external_id, "%s", store_col_text(st, 1));
+        snprintf(out->state, sizeof out->state, "%s", store_col_text(st, 2));
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Marks the job done and recomputes the booking's write_state. */
+static int finish_job(struct store_conn *c, const struct job *j, const char *state,
+                      const char *error, struct cs_err *err)
+{
+    static const char job_sql[] =
+        "UPDATE jobs SET state = ?2, last_error = ?3, attempts = attempts + 1 WHERE id = ?1";
+    static const char book_sql[] =
+        "UPDATE bookings SET write_state = CASE"
+        "  WHEN ?2 = 'failed' THEN 'failed'"
+        "  WHEN EXISTS (SELECT 1 FROM jobs WHERE booking_uid = ?1 AND state = 'pending') THEN 'pending'"
+        "  WHEN write_state = 'failed' THEN 'failed'"
+        "  ELSE 'none' END,"
+        " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
+        " WHERE uid = ?1";
+    sqlite3_stmt *st = store_stmt(c, job_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, j->id);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    if (error)
+        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+    if (store_exec(c, st, err) || !(st = store_stmt(c, book_sql, err)))
+        return -1;
+    sqlite3_bind_text(st, 1, j->uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    if (error)
+        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+    return store_exec(c, st, err);
+}
+
+static int retry_later(struct store_conn *c, const struct job *j,
+                       const char *error, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE jobs SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, j->id);
+    sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, random_unit()));
+    return store_exec(c, st, err);
+}
+
+/* A permanent failure: job and booking failed, CALENDAR_ERROR sent. */
+static int fail_job(struct store_conn *c, const struct job *j, const char *why,
+                    struct cs_err *err)
+{
+    log_warn("writer.failed", "booking=%s job=%s err=%s", log_q(j->uid),
+             kind_names[j->kind], log_q(why));
+    metrics_inc("calsync_writes_total{result=\"failed\"}");
+    if (store_begin(c, err))
+        return -1;
+    if (finish_job(c, j, "failed", why, err) ||
+        outbox_enqueue_calendar_error(c, j->calendar_id, "error", why, err) ||
+        store_commit(c, err)) {
+        store_rollback(c);
+        return -1;
+    }
+    outbox_kick();
+    return 0;
+}
+
+/* Records a Google event that calsync wrote: booking reference, etag and
+ * the mirror row, so the sync that reads it back sees no change. */
+static int record_event(struct store_conn *c, const struct job *j,
+                        const struct sync_event *ev, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET event_id = ?2, etag = ?3 WHERE uid = ?1";
+    static const char ref_sql[] =
+        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
+        " original_start_ms, booking_uid) VALUES (?1, ?2, -1, ?3)";
+    sqlite3_stmt *st = store_stmt(c, book_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, j->uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ev->id, -1, SQLITE_STATIC);
+    if (ev->etag)
+        sqlite3_bind_text(st, 3, ev->etag, -1, SQLITE_STATIC);
+    if (store_exec(c, st, err) || !(st = store_stmt(c, ref_sql, err)))
+        return -1;
+    sqlite3_bind_int64(st, 1, j->calendar_id);
+    sqlite3_bind_text(st, 2, ev->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, j->uid, -1, SQLITE_STATIC);
+    if (store_exec(c, st, err))
+        return -1;
+    return sync_mirror_put(c, j->calendar_id, ev, err);
+}
+
+static int audit_conflict(struct store_conn *c, const struct booking *b,
+                          const char *reason, struct cs_err *err)
+{
+    struct buf snap;
+    buf_init(&snap);
+    booking_snapshot_json(b, &snap);
+    struct audit_entry e = {.booking_uid = b->uid, .source = "api",
+                            .change = "conflict", .action = "ignore",
+                            .reason = reason, .before = snap.data, .after = snap.data};
+    int rc = audit_append(c, &e, err) < 0 ? -1 : 0;
+    buf_free(&snap);
+    return rc;
+}
+
+/* The etag calsync last saw for an event (for If-Match when the booking
+ * links an event calsync did not write). Valid until the next call. */
+static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id)
+{
+    static const char sql[] = "SELECT etag FROM events WHERE calendar_id = ?1 AND id = ?2";
+    static _Thread_local char etag[SYNC_ETAG_MAX + 1];
+    sqlite3_stmt *st = store_stmt(c, sql, NULL);
+    if (!st)
+        return NULL;
+    sqlite3_bind_int64(st, 1, cal);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    const char *out = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && store_col_text(st, 0)) {
+        snprintf(etag, sizeof etag, "%s", store_col_text(st, 0));
+        out = etag;
+    }
+    sqlite3_reset(st);
+    return out;
+}
+
+/* After a delete: the mirror shows the event cancelled, so the sync that
+ * reads the cancellation back finds no change. */
+static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
+                         struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, cal);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    return store_exec(c, st, err);
+}
+
+/* Classifies a Google failure: 1 transient (retry), 0 permanent. */
+static int transient(int g, const struct google_resp *r)
+{
+    if (g == GOOGLE_ETRANSPORT)
+        return 1;
+    if (g == GOOGLE_EHTTP)
+        return r->status == 429 || r->status >= 500 ||
+               google_retryable(r->status, r->reason);
+    return 0;
+}
+
+/* The Google step of a job. On success the decoded event (insert/patch)
+ * is on the JSON state's top and *have_event is set. */
+static int google_step(struct store_conn *c, const struct job *j,
+                       const struct booking *b, const struct cal *cal,
+                       struct google_resp *resp, int *have_event, int *conflict,
+                       struct cs_err *err)
+{
+    struct google_auth a = {c, cal->credential_id};
+    lua_State *L = json_state();
+    struct buf body;
+    buf_init(&body);
+    int g = GOOGLE_OK;
+    *have_event = 0;
+    *conflict = 0;
+    switch (j->kind) {
+    case WRITER_INSERT: {
+        if (b->event_id) /* done before a crash lost only the job row */
+            break;
+        struct google_list_params p = {0};
+        char prop[BOOKING_UID_MAX + 32];
+        snprintf(prop, sizeof prop, "calsync_booking_uid=%s", b->uid);
+        p.private_prop = prop;
+        g = google_events_list(&a, cal->external_id, &p, resp, err);
+        if (g != GOOGLE_OK)
+            break;
+        lua_getfield(L, -1, "items");
+        if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
+            lua_rawgeti(L, -1, 1);     /* adopt the event a crash left */
+            lua_replace(L, -3);
+            lua_pop(L, 1);
+            *have_event = 1;
+            log_info("writer.adopted", "booking=%s", log_q(b->uid));
+            break;
+        }
+        lua_pop(L, 2);
+        if (writer_event_body(b->uid, b->title, b->start_ms, b->end_ms, j->payload, 1, &body)) {
+            g = GOOGLE_ETRANSPORT;
+            cs_err_set(err, "out of memory");
+            break;
+        }
+        g = google_events_insert(&a, cal->external_id, body.data, resp, err);
+        *have_event = g == GOOGLE_OK;
+        break;
+    }
+    case WRITER_PATCH:
+        if (!b->event_id) {
+            g = GOOGLE_EHTTP;
+            resp->status = 404;
+            cs_err_set(err, "booking has no Google event to patch");
+            break;
+        }
+        if (writer_event_body(b->uid, b->title, b->start_ms, b->end_ms, NULL, 0, &body)) {
+            g = GOOGLE_ETRANSPORT;
+            break;
+        }
+        g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
+                                b->etag ? b->etag : mirror_etag(c, j->calendar_id, b->event_id),
+                                resp, err);
+        if (g == GOOGLE_EHTTP && resp->status == 412)
+            *conflict = 1;
+        *have_event = g == GOOGLE_OK;
+        break;
+    case WRITER_DELETE:
+        if (!b->event_id)
+            break;
+        g = google_events_delete(&a, cal->external_id, b->event_id, NULL, resp, err);
+        if (g == GOOGLE_EHTTP && (resp->status == 404 || resp->status == 410))
+            g = GOOGLE_OK; /* already gone: the goal is met */
+        break;
+    }
+    buf_free(&body);
+    return g;
+}
+
+static void run_job(struct store_conn *c, const struct job *j)
+{
+    struct cs_err err = {{0}};
+    struct booking b;
+    struct cal cal;
+    struct google_resp resp;
+    google_resp_init(&resp);
+    lua_State *L = json_state();
+    int top = L ? lua_gettop(L) : 0;
+    int have_b = 0;
+
+    int r = booking_get(c, j->uid, &b, &err);
+    if (r <= 0 || load_cal(c, j->calendar_id, &cal, &err) <= 0) {
+        if (r == 0 || r > 0) {
+            if (store_begin(c, &err) == 0 &&
+                (finish_job(c, j, "done", "booking or calendar gone", &err) ||
+                 store_commit(c, &err)))
+                store_rollback(c);
+        }
+        goto done;
+    }
+    have_b = 1;
+    if (strcmp(cal.state, "revoked") == 0) {
+        fail_job(c, j, "calendar access revoked (invalid_grant)", &err);
+        goto done;
+    }
+    int have_event = 0, conflict = 0;
+    int g = google_step(c, j, &b, &cal, &resp, &have_event, &conflict, &err);
+    if (conflict) {
+        /* The host edited the event after calsync's last write. Do not
+         * overwrite it: record the conflict, and let the reverse path read
+         * the host's version and hand it to the calendar's policy. */
+        char why[300];
+        snprintf(why, sizeof why, "the event changed in Google since calsync's last "
+                 "write (412); the app's change was not written, the calendar's "
+                 "policy decides the host's change");
+        if (store_begin(c, &err) == 0 &&
+            (audit_conflict(c, &b, why, &err) || finish_job(c, j, "done", "conflict", &err) ||
+             store_commit(c, &err)))
+            store_rollback(c);
+        metrics_inc("calsync_writes_total{result=\"conflict\"}");
+        log_info("writer.conflict", "booking=%s", log_q(b.uid));
+        if (writer_sync_hook)
+            writer_sync_hook(j->calendar_id);
+        goto done;
+    }
+    if (g == GOOGLE_EREVOKED) {
+        fail_job(c, j, "calendar access revoked (invalid_grant)", &err);
+        goto done;
+    }
+    if (g != GOOGLE_OK) {
+        char why[400];
+        snprintf(why, sizeof why, "%s %.64s: HTTP %ld %.200s", kind_names[j->kind], b.uid,
+                 resp.status, resp.reason[0] ? resp.reason : err.msg);
+        if (transient(g, &resp)) {
+            metrics_inc("calsync_writes_total{result=\"retry\"}");
+            log_info("writer.retry", "booking=%s err=%s", log_q(b.uid), log_q(why));
+            retry_later(c, j, why, &err);
+        } else {
+            fail_job(c, j, why, &err);
+        }
+        goto done;
+    }
+    struct sync_event ev;
+    if (have_event && sync_event_parse(L, -1, &ev, &err)) {
+        fail_job(c, j, err.msg, &err);
+        goto done;
+    }
+    if (store_begin(c, &err))
+        goto done;
+    if ((have_event && record_event(c, j, &ev, &err)) ||
+        (j->kind == WRITER_DELETE && b.event_id &&
+         mirror_cancel(c, j->calendar_id, b.event_id, &err)) ||
+        finish_job(c, j, "done", NULL, &err) || store_commit(c, &err)) {
+        store_rollback(c);
+        log_error("writer.db_error", "booking=%s err=%s", log_q(b.uid), log_q(err.msg));
+        goto done;
+    }
+    metrics_inc("calsync_writes_total{result=\"ok\"}");
+    log_info("writer.done", "booking=%s job=%s", log_q(b.uid), kind_names[j->kind]);
+done:
+    if (L)
+        lua_settop(L, top);
+    if (have_b)
+        booking_free(&b);
+    google_resp_free(&resp);
+}
+
+static int load_due(struct store_conn *c, int part, struct job *jobs, int *n,
+                    int64_t *next_due, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT j.id, j.kind, j.booking_uid, j.calendar_id, j.attempts, j.payload FROM jobs j"
+        " WHERE j.state = 'pending' AND j.next_at <= ?1 AND j.calendar_id % ?2 = ?3"
+        "   AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.booking_uid = j.booking_uid"
+        "     AND p.state = 'pending' AND p.id < j.id)"
+        " ORDER BY j.id LIMIT ?4";
+    static const char next_sql[] =
+        "SELECT min(next_at) FROM jobs WHERE state = 'pending' AND calendar_id % ?1 = ?2";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, time_now_ms());
+    sqlite3_bind_int(st, 2, writer_nthreads);
+    sqlite3_bind_int(st, 3, part);
+    sqlite3_bind_int(st, 4, WRITER_BATCH);
+    *n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        struct job *j = &jobs[(*n)++];
+        j->id = sqlite3_column_int64(st, 0);
+        const char *k = store_col_text(st, 1);
+        j->kind = strcmp(k, "insert") == 0 ? WRITER_INSERT
+                  : strcmp(k, "patch") == 0 ? WRITER_PATCH : WRITER_DELETE;
+        snprintf(j->uid, sizeof j->uid, "%s", store_col_text(st, 2));
+        j->calendar_id = sqlite3_column_int64(st, 3);
+        j->attempts = sqlite3_column_int(st, 4);
+        const char *pl = store_col_text(st, 5);
+        j->payload = pl ? strdup(pl) : NULL;
+    }
+    sqlite3_reset(st);
+    if (!(st = store_stmt(c, next_sql, err)))
+        return -1;
+    sqlite3_bind_int(st, 1, writer_nthreads);
+    sqlite3_bind_int(st, 2, part);
+    *next_due = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *next_due = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int stopping(void)
+{
+    pthread_mutex_lock(&writer_mu);
+    int s = writer_stopping;
+    pthread_mutex_unlock(&writer_mu);
+    return s;
+}
+
+static void *writer_main(void *arg)
+{
+    int part = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    struct job jobs[WRITER_BATCH];
+    while (!stopping()) {
+        struct cs_err err = {{0}};
+        struct store_conn *c = store_conn(&err);
+        int n = 0;
+        int64_t next_due = 0, wait = 1000;
+        if (c && load_due(c, part, jobs, &n, &next_due, &err) == 0) {
+            for (int i = 0; i < n; i++) {
+                if (!stopping())
+                    run_job(c, &jobs[i]);
+                free(jobs[i].payload);
+            }
+            if (n > 0)
+                continue;
+            if (next_due) {
+                wait = next_due - time_now_ms();
+                if (wait > 1000)
+                    wait = 1000;
+            }
+        } else {
+            log_error("writer.db_error", "err=%s", log_q(err.msg));
+        }
+        pthread_mutex_lock(&writer_mu);
+        if (!writer_stopping && writer_kicks == seen && wait > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&writer_cv, &writer_mu, &ts);
+        }
+        seen = writer_kicks;
+        pthread_mutex_unlock(&writer_mu);
+    }
+    google_thread_release();
+    return NULL;
+}
+
+void writer_kick(void)
+{
+    pthread_mutex_lock(&writer_mu);
+    writer_kicks++;
+    pthread_cond_broadcast(&writer_cv);
+    pthread_mutex_unlock(&writer_mu);
+}
+
+int writer_start(const struct config *cfg, struct cs_err *err)
+{
+    writer_cfg = cfg;
+    writer_stopping = 0;
+    writer_nthreads = cfg->workers / 2 < 1 ? 1 : cfg->workers / 2;
+    if (writer_nthreads > WRITER_MAX_THREADS)
+        writer_nthreads = WRITER_MAX_THREADS;
+    for (int i = 0; i < writer_nthreads; i++) {
+        if (pthread_create(&writer_threads[i], NULL, writer_main, (void *)(intptr_t)i)) {
+            writer_nthreads = i;
+            writer_stop();
+            return cs_err_set(err, "cannot start writer threads");
+        }
+    }
+    return 0;
+}
+
+void writer_stop(void)
+{
+    google_cancel(); /* a writer in a retry wait or transfer returns now */
+    pthread_mutex_lock(&writer_mu);
+    writer_stopping = 1;
+    pthread_cond_broadcast(&writer_cv);
+    pthread_mutex_unlock(&writer_mu);
+    for (int i = 0; i < writer_nthreads; i++)
+        pthread_join(writer_threads[i], NULL);
+    writer_nthreads = 0;
+}

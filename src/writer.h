@@ -1,0 +1,45 @@
+/* writer.h -- forward sync: bookings written to Google (DESIGN §2, §4).
+ *
+ * API calls that change a booking enqueue a job (insert, patch, delete) in
+ * the same transaction as the change. Writer threads run the jobs, oldest
+ * first and one at a time per booking, so a booking's writes reach Google in
+ * order and a cancel after a pending create never leaves an orphan event.
+ * Transient failures (429/5xx, network) back off and retry; permanent ones
+ * mark the booking `failed` and send CALENDAR_ERROR.
+ *
+ * Echo suppression: the result of every write (id, etag, times, title) goes
+ * into the booking and the event mirror in one transaction, so the sync
+ * that later reads the same event version finds nothing changed.
+ */
+#ifndef CALSYNC_WRITER_H
+#define CALSYNC_WRITER_H
+
+#include "config.h"
+#include "store.h"
+#include "util.h"
+
+enum writer_kind { WRITER_INSERT, WRITER_PATCH, WRITER_DELETE };
+
+/* Enqueues a job for the booking; call inside the API's transaction, then
+ * writer_kick() after commit. `attendees_json` (insert only, may be NULL)
+ * is a JSON array for the event's attendees. 0 or -1. */
+int writer_enqueue(struct store_conn *c, enum writer_kind kind,
+                   const char *booking_uid, int64_t calendar_id,
+                   const char *attendees_json, struct cs_err *err);
+
+/* Called (from a writer thread) when a write met a conflicting host edit,
+ * so the calendar is synced and the policy decides the host's change. */
+void writer_set_sync_hook(void (*fn)(int64_t calendar_id));
+
+int writer_start(const struct config *cfg, struct cs_err *err);
+void writer_kick(void);
+void writer_stop(void);
+
+/* Builds the Google event body for a booking (summary, start, end, the
+ * calsync_booking_uid tag; attendees JSON array text when not NULL).
+ * Appends to out. Pure; for tests. */
+int writer_event_body(const char *uid, const char *title, int64_t start_ms,
+                      int64_t end_ms, const char *attendees_json, int with_tag,
+                      struct buf *out);
+
+#endif
