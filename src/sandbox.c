@@ -82,6 +82,17 @@ static struct sandbox *sb_of(lua_State *L)
 
 /* --------------------------------------------------------------- limits */
 
+static void sb_hook(lua_State *L, lua_Debug *ar);
+
+/* Bytes of C work just went past the budget: make the very next
+ * instruction run the hook (lua_sethook may be called from anywhere). */
+static void sb_check_bytes(struct sandbox *sb)
+{
+    if (sb->running && !sb->instr_hit &&
+        sb->instr_used + sb->bytes / SB_BYTES_PER_INSTR > sb->lim.instructions)
+        lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, 1);
+}
+
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct sandbox *sb = ud;
@@ -112,8 +123,10 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > osize) {
         sb->mem_pending = 0;
-        if (sb->running)
+        if (sb->running) {
             sb->bytes += (int64_t)(nsize - osize);
+            sb_check_bytes(sb);
+        }
     }
     sb->used = sb->used - osize + nsize;
     return p;
@@ -180,8 +193,10 @@ static int sb_charge(lua_State *L)
 {
     struct sandbox *sb = sb_of(L);
     lua_Integer n = luaL_checkinteger(L, 1);
-    if (n > 0 && sb->running)
+    if (n > 0 && sb->running) {
         sb->bytes += n;
+        sb_check_bytes(sb);
+    }
     return 0;
 }
 
