@@ -21,8 +21,10 @@ H.logs = {}       -- lines from print() and ctx.log(), oldest first
 local function log(msg) H.logs[#H.logs + 1] = tostring(msg) end
 
 local hit = false -- the running call hit the instruction limit
+local charged = 0 -- bytes scanned by the capped string functions (as live)
 local lib, register, str = S.library(_G, { log = log,
-  limit_hit = function() return hit end })
+  limit_hit = function() return hit end,
+  charge = function(n) charged = charged + n end })
 
 -- Bundled modules run in an environment of their own, as in the binary.
 local function load_module(path, name)
@@ -43,6 +45,7 @@ H.calsync = require "calsync"
 local function limited(f, ...)
   local used = 0
   hit = false
+  charged = 0
   local function hook()
     -- back in limited() itself: the call is over (the runtime's C side
     -- gets here without running an instruction)
@@ -52,7 +55,7 @@ local function limited(f, ...)
     end
     if not hit then
       used = used + 1000
-      if used <= H.LIMIT then return end
+      if used + charged // 32 <= H.LIMIT then return end
       hit = true
       debug.sethook(hook, "", 1)
     end

@@ -717,9 +717,15 @@ static int policy_push_hook(lua_State *L, const struct policy_input *in)
         return 1;
     if (!in->kind)
         return 0;
-    char hook[32];
-    snprintf(hook, sizeof hook, "on_%s", in->kind);
-    return sandbox_push_hook(L, hook);
+    static const char *const hooks[][2] = {
+        {"delete", "on_delete"},
+        {"time_change", "on_time_change"},
+        {"title_change", "on_title_change"},
+    };
+    for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++)
+        if (strcmp(in->kind, hooks[i][0]) == 0)
+            return sandbox_push_hook(L, hooks[i][1]);
+    return 0; /* no other kind has a hook */
 }
 
 static void set_decision(struct policy_decision *out, const char *action,
@@ -826,11 +832,25 @@ static void policy_fallback(struct policy_decision *out, enum policy_rc rc,
 
 static void count_decision(const struct policy_decision *out)
 {
-    char lbl[128], series[256];
-    snprintf(series, sizeof series,
-             "calsync_policy_decisions_total{policy=\"%s\",action=\"%s\"}",
-             metrics_label(out->policy, lbl, sizeof lbl), out->action);
-    metrics_inc(series);
+    /* the series names of the last policy this thread decided for, so the
+     * common case formats nothing */
+    static _Thread_local char cached[POLICY_NAME_MAX + 1];
+    static _Thread_local char series[5][256];
+    int a = 0;
+    while (policy_actions[a] && strcmp(policy_actions[a], out->action) != 0)
+        a++;
+    if (!policy_actions[a])
+        return;
+    if (strcmp(cached, out->policy) != 0 || !series[0][0]) {
+        char lbl[128];
+        metrics_label(out->policy, lbl, sizeof lbl);
+        for (int i = 0; policy_actions[i]; i++)
+            snprintf(series[i], sizeof series[i],
+                     "calsync_policy_decisions_total{policy=\"%s\",action=\"%s\"}",
+                     lbl, policy_actions[i]);
+        snprintf(cached, sizeof cached, "%s", out->policy);
+    }
+    metrics_inc(series[a]);
 }
 
 /* A sandbox with `v` loaded, in *sbp (built when NULL or dead). Decides

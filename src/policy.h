@@ -25,6 +25,8 @@
  * GET /v1/policies and the log). Returns 0, or -1 with err set on a
  * resource failure. cfg must outlive the engine. */
 int policy_engine_start(const struct config *cfg, struct cs_err *err);
+/* Stops the watcher and forgets every policy. Runners still alive keep the
+ * versions they hold (reference-counted) but get -1 from policy_decide. */
 void policy_engine_stop(void);
 
 /* Re-reads the directory now. Returns the number of files that failed to
@@ -32,13 +34,18 @@ void policy_engine_stop(void);
  * array of {"name","error"} is appended to it. -1 on a resource failure. */
 int policy_reload(struct buf *errors);
 
-/* Appends {"policies":[{"name","version","loaded_at","error"?}]}. 0 or -1. */
+/* Appends {"policies":[{"name","version","loaded_at","error"?,
+ * "removed"?}]} sorted by name; version and loaded_at are null until a
+ * version loads. 0, or -1 on OOM (out then holds a partial document). */
 int policy_list_json(struct buf *out);
 
-/* 1 when `name` has a live version. */
+/* 1 when `name` has a live version and its file is still on disk (what a
+ * new calendar may select). */
 int policy_is_live(const char *name);
 
-/* 1 when every policy file on record has a live version (for /healthz). */
+/* 1 unless some policy file on disk has never had a good version (for
+ * /healthz: a failed reload of a file whose previous version is live keeps
+ * it 1). */
 int policy_all_live(void);
 
 /* ------------------------------------------------------------ decisions */

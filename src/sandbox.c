@@ -33,6 +33,14 @@
 
 #define SB_HOOK_STEP 1000
 #define SB_JSON_DEPTH 32
+/* Work inside C functions is invisible to the count: bytes allocated and
+ * bytes scanned by the pattern functions are charged to the instruction
+ * budget, one instruction per SB_BYTES_PER_INSTR bytes (deterministic, so
+ * a dry run still reproduces a live decision). */
+#define SB_BYTES_PER_INSTR 32
+/* Backstop for C work nothing can charge (comparing two long strings is
+ * one VM instruction): a call that runs this long is stopped too. */
+#define SB_WALL_MS 2000
 
 struct sandbox {
     lua_State *L;
@@ -44,6 +52,10 @@ struct sandbox {
     int mem_pending; /* the last growth was refused */
     /* instructions: the hook's per-call state */
     int64_t instr_used;
+    int64_t bytes;      /* C work of this call: allocated + scanned bytes */
+    int64_t deadline;   /* time_mono_ms() past which the call stops */
+    int running;        /* inside sandbox_pcall */
+    int wall_hit;
     int instr_hit;
     int hook_step;
     int logs;   /* log lines in this call */
@@ -69,6 +81,17 @@ static struct sandbox *sb_of(lua_State *L)
 }
 
 /* --------------------------------------------------------------- limits */
+
+static void sb_hook(lua_State *L, lua_Debug *ar);
+
+/* Bytes of C work just went past the budget: make the very next
+ * instruction run the hook (lua_sethook may be called from anywhere). */
+static void sb_check_bytes(struct sandbox *sb)
+{
+    if (sb->running && !sb->instr_hit &&
+        sb->instr_used + sb->bytes / SB_BYTES_PER_INSTR > sb->lim.instructions)
+        lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, 1);
+}
 
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -98,8 +121,13 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->mem_hit = 1;
         return NULL;
     }
-    if (nsize > osize)
+    if (nsize > osize) {
         sb->mem_pending = 0;
+        if (sb->running) {
+            sb->bytes += (int64_t)(nsize - osize);
+            sb_check_bytes(sb);
+        }
+    }
     sb->used = sb->used - osize + nsize;
     return p;
 }
@@ -110,15 +138,23 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
     struct sandbox *sb = sb_of(L);
     if (!sb->instr_hit) {
         sb->instr_used += sb->hook_step;
-        if (sb->instr_used <= sb->lim.instructions)
-            return;
+        int64_t cost = sb->instr_used + sb->bytes / SB_BYTES_PER_INSTR;
+        if (cost <= sb->lim.instructions) {
+            if (time_mono_ms() < sb->deadline)
+                return;
+            sb->wall_hit = 1;
+        }
         sb->instr_hit = 1;
         /* sticky: every further instruction raises again */
         lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
     }
     luaL_where(L, 0);
-    lua_pushfstring(L, "instruction limit of %I exceeded",
-                    (lua_Integer)sb->lim.instructions);
+    if (sb->wall_hit)
+        lua_pushfstring(L, "instruction limit: still running after %d ms",
+                        SB_WALL_MS);
+    else
+        lua_pushfstring(L, "instruction limit of %I exceeded",
+                        (lua_Integer)sb->lim.instructions);
     lua_concat(L, 2);
     lua_error(L);
 }
@@ -149,6 +185,18 @@ static int sb_log(lua_State *L)
     else if (sb->logs == SANDBOX_MAX_LOG_LINES + 1)
         log_warn("policy.log_suppressed", "policy=%s limit=%d", log_q(sb->name),
                  SANDBOX_MAX_LOG_LINES);
+    return 0;
+}
+
+/* charge(n): n bytes of work done in C (the capped string functions). */
+static int sb_charge(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n > 0 && sb->running) {
+        sb->bytes += n;
+        sb_check_bytes(sb);
+    }
     return 0;
 }
 
@@ -368,11 +416,13 @@ static int sb_setup(lua_State *L)
     /* lib, register, str = S.library(_G, {log = sb_log, limit_hit = ...}) */
     lua_getfield(L, S, "library");
     lua_pushglobaltable(L);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushcfunction(L, sb_log);
     lua_setfield(L, -2, "log");
     lua_pushcfunction(L, sb_limit_hit);
     lua_setfield(L, -2, "limit_hit");
+    lua_pushcfunction(L, sb_charge);
+    lua_setfield(L, -2, "charge");
     lua_call(L, 2, 3);
     int lib = S + 1, reg = S + 2, str = S + 3;
     lua_pushvalue(L, lib);
@@ -491,9 +541,14 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     sb->mem_hit = 0;
     sb->mem_pending = 0;
     sb->logs = 0;
+    sb->bytes = 0;
+    sb->wall_hit = 0;
+    sb->deadline = time_mono_ms() + SB_WALL_MS;
+    sb->running = 1;
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, sb->hook_step);
     int st = lua_pcall(L, nargs, nres, base);
     lua_sethook(L, NULL, 0, 0);
+    sb->running = 0;
 
     enum sandbox_rc rc = SANDBOX_OK;
     if (st != LUA_OK)
@@ -507,8 +562,11 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     } else if (sb->instr_hit) {
         rc = SANDBOX_ERR_INSTRUCTIONS;
         if (st == LUA_OK || !strstr(msg->text, "instruction limit"))
-            snprintf(msg->text, sizeof msg->text, "instruction limit of %lld exceeded",
-                     (long long)sb->lim.instructions);
+            snprintf(msg->text, sizeof msg->text, sb->wall_hit
+                     ? "instruction limit: still running after %lld ms"
+                     : "instruction limit of %lld exceeded",
+                     sb->wall_hit ? (long long)SB_WALL_MS
+                                  : (long long)sb->lim.instructions);
     } else if (st != LUA_OK) {
         rc = SANDBOX_ERR_RUNTIME;
     }

@@ -208,10 +208,13 @@ local function pattern_cost(p)
     return reps, opts
 end
 
+local charge = function() end -- set by S.library: bytes of C work
+
 local function check_match(fname, s, p, plain, anchored_ok)
     if type(s) ~= "string" and type(s) ~= "number" then return end -- Lua errs
     if type(p) ~= "string" and type(p) ~= "number" then return end
     s, p = tostring(s), tostring(p)
+    charge(#s) -- the scan is work the instruction count cannot see
     local L = S.limits
     if #s > L.subject then
         error(fname .. ": subject of " .. #s .. " bytes exceeds the sandbox "
@@ -298,12 +301,14 @@ local function undefined(_, k, level)
 end
 
 --- The shared part of every policy environment, built from G (the real
---- globals), opts.log (function(msg)) and opts.limit_hit (function: true
---- once the running call hit a limit). Returns lib (name -> value; a
+--- globals), opts.log (function(msg)), opts.limit_hit (function: true
+--- once the running call hit a limit) and opts.charge (function(bytes):
+--- work done in C, added to the instruction budget; optional). Returns lib (name -> value; a
 --- miss errors naming the global) and register(name, module), which offers
 --- a module to `require` (and as a global when name has no dot).
 function S.library(G, opts)
     local log = opts.log
+    if opts.charge then charge = opts.charge end
     local lib, modules = {}, {}
     for _, name in pairs(S.allowed.base) do lib[name] = G[name] end
     local str = safe_string(G.string)
