@@ -105,6 +105,17 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
 
+# ---- benchmarks --------------------------------------------------------------
+BENCH_BIN := $(patsubst bench/%.c,build/bench/%,$(wildcard bench/*.c))
+
+build/bench/%: bench/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS_ALL)
+
+bench: deps
+	$(MAKE) all $(BENCH_BIN)
+	build/bench/policy_bench
+
 deps:
 	@sh tools/deps.sh
 
