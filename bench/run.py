@@ -28,7 +28,7 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BIN = os.path.join(ROOT, "build", "calsync")
+BIN = os.environ.get("BENCH_CALSYNC_BIN") or os.path.join(ROOT, "build", "calsync")   # another build: compare a patch
 BENCH = os.path.join(ROOT, "build", "bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
@@ -260,12 +260,11 @@ def run_wrk(port, seconds, conns, env):
 
 
 def item_intake(fx, reps, seconds, R):
-    log("intake: bare libmicrohttpd ceiling")
-    bare, bport = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
+    """wrk keep-alive load on the bare libmicrohttpd ceiling and on calsync,
+    interleaved (bare, calsync, bare, calsync ...) so that a noisy neighbour
+    hits both alike. CPU per request from /proc of each server process."""
     env = {"BENCH_CHANNEL": "ch-bench", "BENCH_TOKEN": "tok-bench"}
-    base = [run_wrk(bport, seconds, 64, env) for _ in range(reps)]
-    stop(bare)
-    log("intake: calsync")
+    bare, bport = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
     svc = Service(fx).start()
     cred = svc.credential()
     cal = svc.calendar(cred, "intake")
@@ -276,19 +275,24 @@ def item_intake(fx, reps, seconds, R):
                     " VALUES ('ch-bench', ?, 'res-bench', 'tok-bench', ?, 'live', ?)",
                     (cal, now + 86400 * 1000, now))
     time.sleep(0.3)
-    runs, checks = [], []
-    for _ in range(reps):
+    base, runs, checks = [], [], []
+    for i in range(reps):
+        log("intake: run %d/%d: bare libmicrohttpd, then calsync" % (i + 1, reps))
+        c0 = proc_cpu(bare.pid)
+        b = run_wrk(bport, seconds, 64, env)
+        b["cpu_us"] = (proc_cpu(bare.pid) - c0) / b["requests"] * 1e6
+        base.append(b)
         n0 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")
         l0 = fx.stats()["list"].get("intake", 0)
         cpu0 = svc.cpu()
         w = run_wrk(svc.port, seconds, 64, env)
+        w["cpu_us"] = (svc.cpu() - cpu0) / w["requests"] * 1e6
         t_end = int(time.time() * 1000)
         # every accepted notification recorded, and the calendar synced after the last one
         svc.wait("SELECT dirty = 0 AND last_synced_at >= ? FROM calendars WHERE id = ?", (t_end - 1000, cal),
                  timeout=30)
         n1 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")
         l1 = fx.stats()["list"].get("intake", 0)
-        w["cpu"] = svc.cpu() - cpu0
         w["recorded"] = n1 - n0
         w["lists"] = l1 - l0
         runs.append(w)
@@ -298,6 +302,7 @@ def item_intake(fx, reps, seconds, R):
               and w["lists"] >= 1)
         checks.append(ok)
     svc.close()
+    stop(bare)
     b_rps = median([b["rps"] for b in base])
     c_rps = median([r["rps"] for r in runs])
     R["intake"] = {"bare": base, "calsync": runs, "checks": checks}
@@ -308,6 +313,8 @@ def item_intake(fx, reps, seconds, R):
          median([b["p50_us"] for b in base]) / 1000, "", None),
         ("intake: p99 latency", median([r["p99_us"] for r in runs]) / 1000, "ms",
          median([b["p99_us"] for b in base]) / 1000, "", None),
+        ("intake: server CPU per notification", median([r["cpu_us"] for r in runs]), "us",
+         median([b["cpu_us"] for b in base]), "", None),
         ("intake: every accepted one recorded + synced", sum(checks), "runs ok", len(checks),
          "all runs", all(checks)),
         ("intake: events.list per 1k notifications", 1000.0 * sum(r["lists"] for r in runs) /
