@@ -14,7 +14,8 @@ Every calendar (the {calendarId} of the URL) is empty unless prepared:
   POST /_bench/change {"calendar": C, "events": M, "shift_min": 60}
       renders M changed events (the first M, moved by shift_min minutes) as the
       answer to the calendar's current sync token; the token after them is new.
-  GET  /_bench/stats          {"list": {C: n}, "list_total", "pages_total", "watch", "token", "stop"}
+  GET  /_bench/stats          {"list": {C: n}, "list_total", "pages_total", "watch", "token", "stop",
+                               "first_list_at": {C: epoch s}, "watch_at": {C: epoch s}}
   POST /_bench/reset_stats
 
 Google endpoints: POST /token; GET /calendar/v3/calendars/C/events (pages,
@@ -117,6 +118,7 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 stats["pages_total"] += 1
                 if page == 0:
+                    stats.setdefault("first_list_at", {}).setdefault(cal, time.time())
                     stats["list_total"] += 1
                     stats["list"][cal] = stats["list"].get(cal, 0) + 1
                 gen = gens.get(cal, 0)
@@ -168,11 +170,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, {"token": "g%d" % gen})
         if u.path == "/_bench/reset_stats":
             with lock:
-                stats.update({"list": {}, "list_total": 0, "pages_total": 0, "watch": 0, "token": 0, "stop": 0})
+                stats.update({"first_list_at": {}, "watch_at": {}, "list": {}, "list_total": 0, "pages_total": 0, "watch": 0, "token": 0, "stop": 0})
             return self.send(200, {})
         if len(parts) == 6 and parts[2] == "calendars" and parts[4:] == ["events", "watch"]:
             with lock:
                 stats["watch"] += 1
+                stats.setdefault("watch_at", {}).setdefault(parts[3], time.time())
             exp = int(time.time() * 1000) + 7 * 86400 * 1000
             return self.send(200, {"kind": "api#channel", "id": b.get("id", "ch"),
                                    "resourceId": "res-" + parts[3], "resourceUri": "x",

@@ -32,6 +32,11 @@ BIN = os.environ.get("BENCH_CALSYNC_BIN") or os.path.join(ROOT, "build", "calsyn
 BENCH = os.path.join(ROOT, "build", "bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
+SINK_PORT = None   # webhook sink: a bare_mhd started by main()
+# BENCH_EXPERIMENT=outbox_index: add the index recommended in
+# docs/performance.md to the outbox before the apply item (a measured
+# what-if that needs no product build).
+EXPERIMENTS = set(filter(None, os.environ.get("BENCH_EXPERIMENT", "").split(",")))
 
 
 def log(msg):
@@ -140,7 +145,10 @@ class Service:
             ' token_url = "http://127.0.0.1:%d/token" }' % (fx.port, fx.port),
         ]
         if hooks:
-            cfg.append('webhooks = { { url = "http://127.0.0.1:%d/hook", secret = "s" } }' % fx.port)
+            # outbound webhooks go to the C sink (bare_mhd answers 200 to
+            # anything), so that the receiver costs little CPU
+            cfg.append('webhooks = { { url = "http://127.0.0.1:%d/hook", secret = "s" } }'
+                       % (SINK_PORT or fx.port))
         cfg.append(extra)
         self.cfg_path = os.path.join(self.dir, "calsync.conf.lua")
         with open(self.cfg_path, "w") as f:
@@ -399,7 +407,12 @@ def item_fullsync(fx, R, sizes=(100000,), reps=3, workers=4):
             cpu = svc.cpu() - cpu0
             got = svc.q("SELECT count(*) FROM events WHERE calendar_id = ?", (cal,))
             assert got == n, (got, n)
-            rs.append({"eps": n / (t1 - t0), "cpu_per_100k": cpu * 100000 / n, "seconds": t1 - t0})
+            # the sync proper: first events.list request (fixture clock) to
+            # the commit of the last page (last_synced_at, same wall clock)
+            t_list = fx.stats()["first_list_at"][ext]
+            t_done = svc.q("SELECT last_synced_at FROM calendars WHERE id = ?", (cal,)) / 1000.0
+            rs.append({"eps": n / (t_done - t_list), "eps_e2e": n / (t1 - t0),
+                       "cpu_per_100k": cpu * 100000 / n, "seconds": t_done - t_list})
             svc.close()
         out[n] = rs
         log("full sync %d: %.0f events/s" % (n, median([x["eps"] for x in rs])))
@@ -416,6 +429,9 @@ def item_apply(fx, R, n=10000, reps=3):
     svc.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (cal,))
     now = int(time.time() * 1000)
     base = 1798761600000
+    if "outbox_index" in EXPERIMENTS:
+        with svc.db() as con:
+            con.execute("CREATE INDEX IF NOT EXISTS outbox_booking_pending ON outbox(booking_uid, state, id)")
     with svc.db() as con:
         con.executemany(
             "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
@@ -429,6 +445,7 @@ def item_apply(fx, R, n=10000, reps=3):
     for r in range(reps):
         a0 = svc.q("SELECT count(*) FROM audit")
         o0 = svc.q("SELECT count(*) FROM outbox")
+        p0 = svc.q("SELECT count(*) FROM outbox WHERE state = 'pending'")
         fx.post("/_bench/change", {"calendar": "apply", "events": n, "shift_min": 60 * (r + 1)})
         cpu0 = svc.cpu()
         t0 = time.time()
@@ -438,14 +455,25 @@ def item_apply(fx, R, n=10000, reps=3):
         a1 = svc.q("SELECT count(*) FROM audit")
         o1 = svc.q("SELECT count(*) FROM outbox")
         acts = svc.q("SELECT count(*) FROM audit WHERE action = 'reschedule' AND id > ?", (a0,))
+        # the outbox delivers to the fixture's /hook meanwhile; wait until it
+        # is drained so that the next repetition starts from the same state
+        try:
+            t2 = svc.wait("SELECT count(*) = 0 FROM outbox WHERE state = 'pending'", every=0.05, timeout=20)
+            drain = n / (t2 - t0)
+        except SystemExit:   # not drained in 20 s: the rate so far
+            drain = (p0 + n - svc.q("SELECT count(*) FROM outbox WHERE state = 'pending'")) / (time.time() - t0)
         rs.append({"dps": n / (t1 - t0), "seconds": t1 - t0, "audit": a1 - a0, "outbox": o1 - o0,
-                   "reschedule": acts, "cpu": cpu})
-        time.sleep(1.0)   # let the outbox drain before the next repetition
+                   "reschedule": acts, "cpu": cpu, "webhooks_per_s": drain,
+                   "cpu_us_per_decision": cpu / n * 1e6})
     svc.close()
     R["apply"] = rs
     dps = median([x["dps"] for x in rs])
     ok_rows = all(x["audit"] == n and x["outbox"] == n and x["reschedule"] == n for x in rs)
     return [("apply: decisions/s (audit+outbox)", dps, "1/s", None, ">= 10000", dps >= 10000),
+            ("apply: engine CPU per decision", median([x["cpu_us_per_decision"] for x in rs]), "us",
+             None, "", None),
+            ("apply: webhooks delivered/s (outbox drain)", median([x["webhooks_per_s"] for x in rs]), "1/s",
+             None, "", None),
             ("apply: audit, outbox rows per change", 1.0 if ok_rows else 0.0, "each", 1.0, "1 and 1", ok_rows)]
 
 
@@ -511,14 +539,17 @@ def item_workers(fx, R, workers=(1, 2, 4), n_cal=4, per_cal=25000):
     for e in exts:
         fx.post("/_bench/prepare", {"calendar": e, "events": per_cal})
     for w in workers:
+        fx.post("/_bench/reset_stats", {})
         log("workers: %d workers, %d calendars x %d events" % (w, n_cal, per_cal))
         svc = Service(fx, workers=w).start()
         cred = svc.credential()
         t0 = time.time()
         for e in exts:
             svc.calendar(cred, e)
-        t1 = svc.wait("SELECT count(*) = 0 FROM calendars WHERE last_synced_at IS NULL", every=0.02)
-        out[w] = {"eps": n_cal * per_cal / (t1 - t0)}
+        svc.wait("SELECT count(*) = 0 FROM calendars WHERE last_synced_at IS NULL", every=0.02)
+        t_list = min(fx.stats()["first_list_at"][e] for e in exts)
+        t_done = svc.q("SELECT max(last_synced_at) FROM calendars") / 1000.0
+        out[w] = {"eps": n_cal * per_cal / (t_done - t_list), "cpu": svc.cpu()}
         svc.close()
     R["workers"] = {str(k): v for k, v in out.items()}
     return out
@@ -623,6 +654,8 @@ def main():
     rows = []
     t_start = time.time()
     fx = Fixture()
+    global SINK_PORT
+    sink, SINK_PORT = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
     try:
         if want("intake"):
             r, _ = item_intake(fx, a.reps, a.seconds, R)
