@@ -99,6 +99,20 @@ class TestWrites(ForwardCase):
         inserts = self.requests(op="events.insert")
         self.assertGreaterEqual(len(inserts), 4)               # 3 refused + 1 accepted
 
+    def test_insert_whose_answer_was_lost_is_not_repeated(self):
+        # Google creates the event but the answer is lost (503 after the
+        # insert was applied): the retry carries the same event id, gets
+        # 409 and adopts the event -- one event, not two.
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 503, "count": 1, "apply": True,
+                                            "ops": ["events.insert"]})
+        self.create(cal, "lost")
+        b = self.written("lost", timeout=30)
+        events = self.tagged("lost")
+        self.assertEqual(len(events), 1)
+        self.assertEqual(b["event_id"], events[0]["id"])
+        self.assertEqual([r["status"] for r in self.requests(op="events.insert")], [503, 409])
+
     def test_permanent_failure_shown_and_announced(self):
         cal = self.boot()
         self.fg.control("POST", "/faults", {"status": 403, "reason": "forbidden", "count": 1,
