@@ -656,37 +656,54 @@ def main():
     fx = Fixture()
     global SINK_PORT
     sink, SINK_PORT = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
+    def guarded(name, fn):
+        """One failing item (a crash of the service, a timeout) costs its
+        rows, not the table: it is reported as ERROR and the run goes on."""
+        try:
+            return fn()
+        except (Exception, SystemExit) as e:   # noqa: BLE001
+            log("%s failed: %r" % (name, e))
+            for p in list(PROCS):
+                if p.args[0] == BIN and p.poll() is not None:
+                    log("calsync exited with %s" % p.returncode)
+                if p.args[0] == BIN:
+                    stop(p)
+            rows.append(("%s: ERROR (see stderr)" % name, None, "", None, "", False))
+            return None
     try:
         if want("intake"):
-            r, _ = item_intake(fx, a.reps, a.seconds, R)
-            rows += r
+            r = guarded("intake", lambda: item_intake(fx, a.reps, a.seconds, R))
+            rows += r[0] if r else []
         if want("fullsync"):
             big = 20000 if a.quick else 100000
-            fs = item_fullsync(fx, R, sizes=(big,), reps=a.reps)
-            rs = fs[big]
+            fs = guarded("full sync", lambda: item_fullsync(fx, R, sizes=(big,), reps=a.reps))
+            rs = fs[big] if fs else []
             eps = median([x["eps"] for x in rs])
             rows.append(("full sync: events/s (%dk)" % (big // 1000), eps, "1/s", None, ">= 50000", eps >= 50000))
             rows.append(("full sync: CPU s per 100k events", median([x["cpu_per_100k"] for x in rs]), "s",
                          None, "", None))
         if want("apply"):
-            rows += item_apply(fx, R, n=2000 if a.quick else 10000, reps=a.reps)
+            rows += guarded("apply", lambda: item_apply(fx, R, n=2000 if a.quick else 10000, reps=a.reps)) or []
         if want("policy"):
-            rows += item_policy(R, reps=a.reps)
+            rows += guarded("policy", lambda: item_policy(R, reps=a.reps)) or []
         if want("google"):
-            rows += item_burst(fx, R)
-            rows += item_idle(fx, R, poll=5 if a.quick else 10, window=10 if a.quick else 30)
+            rows += guarded("google burst", lambda: item_burst(fx, R)) or []
+            rows += guarded("google idle", lambda: item_idle(fx, R, poll=5 if a.quick else 10,
+                                                             window=10 if a.quick else 30)) or []
         if want("memory") or want("scaling"):
             idle = item_idle_rss(fx)
             sizes = (100, 1000, 2000) if a.quick else (100, 1000, 10000)
-            cals = item_calendars(fx, R, sizes, ev_per_cal=100)
-            top = cals[sizes[-1]]
+            cals = guarded("memory", lambda: item_calendars(fx, R, sizes, ev_per_cal=100))
+            top = cals[sizes[-1]] if cals else {"hwm_mib": float("nan"), "events": 0}
             rows.append(("memory: peak RSS, %dk cals + %.1fM events" % (sizes[-1] // 1000, top["events"] / 1e6),
                          top["hwm_mib"], "MiB", idle, "< 64 MiB", top["hwm_mib"] < 64))
             R["idle_hwm_mib"] = idle
         if want("scaling"):
             ev_sizes = (5000, 10000, 20000) if a.quick else (10000, 30000)
-            item_fullsync(fx, R, sizes=ev_sizes, reps=1)
-            item_workers(fx, R, per_cal=5000 if a.quick else 25000)
+            guarded("scaling events", lambda: item_fullsync(fx, R, sizes=ev_sizes, reps=1))
+            guarded("scaling workers", lambda: item_workers(fx, R, per_cal=5000 if a.quick else 25000))
+            for k in ("calendars", "fullsync", "workers"):
+                R.setdefault(k, {})
             for n, v in sorted(R["calendars"].items(), key=lambda kv: int(kv[0])):
                 rows.append(("scaling: %s calendars: syncs/s" % n, v["syncs_per_s"], "1/s", None, "", None))
             for n, rs in sorted(R["fullsync"].items(), key=lambda kv: int(kv[0])):
@@ -694,7 +711,7 @@ def main():
                              median([x["eps"] for x in rs]), "1/s", None, "", None))
             for n, v in sorted(R["workers"].items(), key=lambda kv: int(kv[0])):
                 rows.append(("scaling: %s workers: events/s (4 cals)" % n, v["eps"], "1/s", None, "", None))
-            plot(R, a.plot)
+            guarded("plot", lambda: plot(R, a.plot))
     finally:
         fx.close()
         for p in list(PROCS):
