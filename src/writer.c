@@ -15,6 +15,7 @@
 #include "writer.h"
 
 #include "booking.h"
+#include "calendar.h"
 #include "google.h"
 #include "json.h"
 #include "log.h"
@@ -125,30 +126,6 @@ struct job {
     char *payload; /* attendees JSON (insert), owned; may be NULL */
 };
 
-struct cal {
-    int64_t credential_id;
-    char external_id[1100];
-    char state[16];
-};
-
-static int load_cal(struct store_conn *c, int64_t id, struct cal *out,
-                    struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        out->credential_id = sqlite3_column_int64(st, 0);
-        snprintf(out->external_id, sizeof out->external_id, "%s", store_col_text(st, 1));
-        snprintf(out->state, sizeof out->state, "%s", store_col_text(st, 2));
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-}
 
 /* Marks the job done and recomputes the booking's write_state. */
 static int finish_job(struct store_conn *c, const struct job *j, const char *state,
@@ -279,7 +256,7 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
  * 0 when the times are as seen (fresh = the current etag), -1 when the
  * event could not be read. The decoded event is popped. */
 static int host_moved(struct store_conn *c, struct google_auth *a,
-                      const struct cal *cal, int64_t calendar_id,
+                      const struct calendar_ref *cal, int64_t calendar_id,
                       const char *event_id, char fresh[SYNC_ETAG_MAX + 1],
                       struct google_resp *resp, struct cs_err *err)
 {
@@ -340,7 +317,7 @@ static int transient(int g, const struct google_resp *r)
 /* The Google step of a job. On success the decoded event (insert/patch)
  * is on the JSON state's top and *have_event is set. */
 static int google_step(struct store_conn *c, const struct job *j,
-                       const struct booking *b, const struct cal *cal,
+                       const struct booking *b, const struct calendar_ref *cal,
                        struct google_resp *resp, int *have_event, int *conflict,
                        struct cs_err *err)
 {
@@ -429,7 +406,7 @@ static void run_job(struct store_conn *c, const struct job *j)
 {
     struct cs_err err = {{0}};
     struct booking b;
-    struct cal cal;
+    struct calendar_ref cal;
     struct google_resp resp;
     google_resp_init(&resp);
     lua_State *L = json_state();
@@ -437,7 +414,7 @@ static void run_job(struct store_conn *c, const struct job *j)
     int have_b = 0;
 
     int r = booking_get(c, j->uid, &b, &err);
-    if (r <= 0 || load_cal(c, j->calendar_id, &cal, &err) <= 0) {
+    if (r <= 0 || calendar_ref_load(c, j->calendar_id, &cal, &err) <= 0) {
         if (r == 0 || r > 0) {
             if (store_begin(c, &err) == 0 &&
                 (finish_job(c, j, "done", "booking or calendar gone", &err) ||

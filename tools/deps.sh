@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config git
 liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
-libcmocka-dev lua-busted python3"
+libcmocka-dev lua-busted python3 valgrind"
 # --bench adds what only `make bench` needs (never `make test`): wrk (HTTP
 # load), gnuplot-nox (docs/performance-scaling.png), valgrind (callgrind
 # instruction counts).
