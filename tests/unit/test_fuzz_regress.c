@@ -4,6 +4,7 @@
  * ("Fuzzing") lists them. Run under ASan+UBSan too (build/asan/tests). */
 #include "unit.h"
 
+#include "config.h"
 #include "util.h"
 
 #include <string.h>
@@ -60,11 +61,45 @@ static void test_rfc3339_format_any_int64(void **state)
     }
 }
 
+/* fuzz_config (found reviewing the target, not by the fuzzer in its
+ * runs): one instruction can compare or concatenate strings of megabytes,
+ * so the 10M-instruction cap let a six-line file keep the loader busy for
+ * tens of minutes -- `calsync serve` never started and never said why.
+ * The loader now also stops at a wall-clock limit (2 s). */
+static void test_config_time_bound(void **state)
+{
+    (void)state;
+    static const char *const src[] = {
+        /* equal 4 MiB strings compared: a full memcmp per instruction */
+        "local s = 'xxxxxxxx'\n"
+        "for i = 1, 19 do s = s .. s end\n"
+        "local t = 'xxxxxxxx'\n"
+        "for i = 1, 19 do t = t .. t end\n"
+        "while true do local a = s == t end\n",
+        /* an 8 MiB string built per instruction */
+        "local s = 'xxxxxxxx'\n"
+        "for i = 1, 19 do s = s .. s end\n"
+        "while true do local u = s .. s end\n",
+    };
+    for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+        struct config cfg;
+        struct cs_err err = {{0}};
+        int64_t t0 = time_mono_ms();
+        assert_int_equal(config_load_string(&cfg, "c.lua", src[i], strlen(src[i]), &err), -1);
+        int64_t took = time_mono_ms() - t0;
+        if (!strstr(err.msg, "ran too long"))
+            fail_msg("unexpected error: %s", err.msg);
+        if (took > 10000)
+            fail_msg("config %zu took %lld ms", i, (long long)took);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rfc3339_offset_past_year_range),
         cmocka_unit_test(test_rfc3339_format_any_int64),
+        cmocka_unit_test(test_config_time_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
