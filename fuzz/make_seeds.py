@@ -55,6 +55,28 @@ def add_event_like(d):
         add("fuzz_instance_id", d["id"])
 
 
+INTAKE_HEADERS = ["x-goog-channel-id", "x-goog-channel-token",
+                  "x-goog-resource-state", "x-goog-message-number"]
+
+
+def add_intake(headers):
+    """fuzz_intake_headers input: a byte of which headers are present, then
+    their values joined by newlines; also with the target's known channel."""
+    h = {str(k).lower(): str(v) for k, v in headers.items()}
+    for cid, tok in ((None, None), ("ch-live", "tok-123"), ("ch-old", "tok-old")):
+        vals, flags = [], 0
+        for i, name in enumerate(INTAKE_HEADERS):
+            v = h.get(name)
+            if name.endswith("channel-id") and cid:
+                v = cid
+            if name.endswith("channel-token") and tok:
+                v = tok
+            if v is not None:
+                flags |= 1 << i
+            vals.append(v or "")
+        add("fuzz_intake_headers", bytes([flags]) + "\n".join(vals).encode())
+
+
 def walk_text(text):
     for m in TIME_RE.finditer(text):
         add("fuzz_rfc3339", m.group(0))
@@ -97,7 +119,7 @@ for path in sorted(glob.glob(os.path.join(ROOT, "tests", "**", "*.py"), recursiv
                 except TypeError:
                     pass
                 if any(isinstance(k, str) and k.lower().startswith("x-goog") for k in d):
-                    add("fuzz_intake_headers", "".join(f"{k}: {v}\n" for k, v in d.items()))
+                    add_intake(d)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             s = node.value
             if s.startswith(("/v1", "/webhooks", "/healthz", "/metrics")):
@@ -151,7 +173,7 @@ for path in sorted(glob.glob(os.path.join(FIXTURES, "*.json"))):
         continue
     if isinstance(doc, dict):
         if any(k.lower().startswith("x-goog") for k in doc):
-            add("fuzz_intake_headers", "".join(f"{k}: {v}\n" for k, v in doc.items()))
+            add_intake(doc)
             continue
         add("fuzz_google_event", json.dumps(doc))
         for item in doc.get("items", []) if isinstance(doc.get("items"), list) else []:
