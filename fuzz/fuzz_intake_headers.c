@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 static struct config cfg;
-static char dbpath[64];
+static char dbpath[512];
 static atomic_int n_sync, n_stop;
 static atomic_llong last_cal;
 
@@ -66,7 +66,7 @@ static void cleanup(void)
 {
     http_stop();
     store_shutdown();
-    char side[80];
+    char side[600];
     unlink(dbpath);
     snprintf(side, sizeof side, "%s-wal", dbpath);
     unlink(side);
@@ -80,7 +80,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     struct cs_err err = {{0}};
     log_set_level(LOG_ERROR);
-    snprintf(dbpath, sizeof dbpath, "/tmp/calsync-fuzz-intake-%d.db", (int)getpid());
+    /* FUZZ_TMPDIR: fuzz/run.sh points it into build/fuzz/tmp, which it
+     * empties, so a crashed run leaves nothing behind in /tmp */
+    const char *dir = getenv("FUZZ_TMPDIR");
+    snprintf(dbpath, sizeof dbpath, "%s/calsync-fuzz-intake-%d.db",
+             dir && *dir ? dir : "/tmp", (int)getpid());
     unlink(dbpath);
     if (config_defaults(&cfg) || store_init(dbpath, &err)) {
         fprintf(stderr, "setup: %s\n", err.msg);

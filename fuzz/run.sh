@@ -16,6 +16,10 @@ out=build/fuzz
 targets=${*:-$(for f in fuzz/fuzz_*.c; do basename "$f" .c; done)}
 
 mkdir -p "$out/logs" "$out/seeds"
+# scratch files of the targets (fuzz_intake_headers' database)
+rm -rf "$out/tmp" && mkdir -p "$out/tmp"
+FUZZ_TMPDIR=$(pwd)/$out/tmp
+export FUZZ_TMPDIR
 python3 fuzz/make_seeds.py "$out/seeds" >/dev/null || echo "fuzz: seed generation failed; hand-made seeds only" >&2
 
 dict_for() {
