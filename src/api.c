@@ -87,7 +87,8 @@ static int optional_body(struct ctx *x, struct http_req *req,
                          struct http_resp *resp, const char *const *allowed)
 {
     size_t i = 0;
-    while (i < req->body_len && strchr(" \t\r\n", req->body[i]))
+    /* strchr finds the terminator too: a NUL byte is not white space */
+    while (i < req->body_len && req->body[i] && strchr(" \t\r\n", req->body[i]))
         i++;
     if (i == req->body_len) {
         lua_newtable(x->L);

@@ -21,6 +21,11 @@
 #define CONFIG_MAX_BYTES (1 << 20)
 #define CONFIG_MEM_LIMIT (16u << 20)
 #define CONFIG_INSTR_LIMIT 10000000
+/* One instruction can compare or concatenate strings of megabytes, so the
+ * instruction cap alone does not bound the time: a wall-clock cap too,
+ * checked every CONFIG_HOOK_EVERY instructions. */
+#define CONFIG_TIME_LIMIT_MS 2000
+#define CONFIG_HOOK_EVERY 100
 #define CONFIG_STR_MAX 4096
 #define CONFIG_MAX_WEBHOOKS 64
 
@@ -151,11 +156,26 @@ static void *cfg_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+/* What the count hook tracks; found through the state's extra space. */
+struct cfg_run {
+    int64_t instructions;
+    int64_t deadline_ms; /* time_mono_ms() */
+};
+
 static void cfg_count_hook(lua_State *L, lua_Debug *ar)
 {
+    struct cfg_run *r = *(struct cfg_run **)lua_getextraspace(L);
+    const char *why;
+    r->instructions += CONFIG_HOOK_EVERY;
+    if (r->instructions >= CONFIG_INSTR_LIMIT)
+        why = "instruction limit";
+    else if (time_mono_ms() > r->deadline_ms)
+        why = "time limit";
+    else
+        return;
     lua_getinfo(L, "Sl", ar);
-    lua_pushfstring(L, "%s:%d: configuration ran too long (instruction limit)",
-                    ar->short_src, ar->currentline);
+    lua_pushfstring(L, "%s:%d: configuration ran too long (%s)",
+                    ar->short_src, ar->currentline, why);
     lua_error(L);
 }
 
@@ -462,7 +482,9 @@ int config_load_string(struct config *cfg, const char *name, const char *src,
         lua_pop(L, 1);
     lua_pop(L, 1);                     /* env stays reachable via chunk */
     lua_pushvalue(L, 1);               /* call a copy */
-    lua_sethook(L, cfg_count_hook, LUA_MASKCOUNT, CONFIG_INSTR_LIMIT);
+    struct cfg_run run = {0, time_mono_ms() + CONFIG_TIME_LIMIT_MS};
+    *(struct cfg_run **)lua_getextraspace(L) = &run;
+    lua_sethook(L, cfg_count_hook, LUA_MASKCOUNT, CONFIG_HOOK_EVERY);
     int st = lua_pcall(L, 0, 0, 0);
     if (st == LUA_ERRMEM) {
         cs_err_set(err, "%s: configuration used more than %u MiB of memory",

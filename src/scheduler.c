@@ -35,6 +35,7 @@ struct slot {
     int64_t next_poll;     /* mono ms */
     int64_t not_before;    /* mono ms: error backoff */
     int64_t channel_due;   /* mono ms: open or renew the push channel */
+    int64_t settle_until;  /* mono ms: a push-only request waits for its burst */
 };
 
 /* Work that must run on a worker (it calls Google) but is not a sync:
@@ -150,6 +151,12 @@ static void request(int64_t id, enum sync_source src, int urgent)
             s->active = 1;
             if (!s->pending || src == SYNC_SRC_PUSH)
                 s->pending_src = src;
+            /* the first push of a burst opens the settle window; later
+             * ones ride along (the window is not extended: no starvation) */
+            if (src == SYNC_SRC_PUSH && !urgent && !s->pending)
+                s->settle_until = time_mono_ms() + SCHED_PUSH_SETTLE_MS;
+            else if (src != SYNC_SRC_PUSH || urgent)
+                s->settle_until = 0;
             s->pending = 1;
             s->urgent |= urgent;
             pthread_cond_signal(&sched_wake);
@@ -368,7 +375,8 @@ static void *scheduler_main(void *arg)
             if (!s->active || s->queued || s->running)
                 continue;
             int allowed = now >= s->not_before;
-            int due = (s->pending && (s->urgent || allowed)) ||
+            int settled = now >= s->settle_until;
+            int due = (s->pending && (s->urgent || (allowed && settled))) ||
                       (allowed && (now >= s->next_poll || now >= s->channel_due));
             if (due) {
                 if (enqueue(s->id) == 0) {
@@ -378,7 +386,8 @@ static void *scheduler_main(void *arg)
                 continue;
             }
             int64_t next = s->next_poll < s->channel_due ? s->next_poll : s->channel_due;
-            int64_t t = s->pending ? s->not_before
+            int64_t t = s->pending ? (s->not_before > s->settle_until ? s->not_before
+                                                                       : s->settle_until)
                                    : (next > s->not_before ? next : s->not_before);
             if (t < wake)
                 wake = t;

@@ -26,6 +26,9 @@
 #include <stdint.h>
 
 #define SCHED_RELOAD_MS 1000
+/* a push-triggered sync waits this long after the first notification of a
+ * burst, so the whole burst costs one events.list */
+#define SCHED_PUSH_SETTLE_MS 500
 #define SCHED_BACKOFF_MAX_MS 300000
 
 /* Starts the scheduler and cfg->workers worker threads (cfg must outlive

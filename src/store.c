@@ -19,6 +19,7 @@
 
 struct store_conn {
     sqlite3 *db;
+    int writing;           /* holds store_write_mu (between BEGIN and COMMIT) */
     struct {
         const char *sql;
         sqlite3_stmt *st;
@@ -26,6 +27,10 @@ struct store_conn {
 };
 
 static char *store_path;
+/* SQLite has one writer per database; the threads of this process queue for
+ * it here (a futex hand-off) instead of in SQLite's busy handler, which
+ * sleeps 1, 2, 5, 10 ... ms between retries. */
+static pthread_mutex_t store_write_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t store_key;
 static pthread_once_t store_once = PTHREAD_ONCE_INIT;
 
@@ -162,6 +167,10 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL"
     ");"
     "CREATE INDEX jobs_pending ON jobs(state, next_at);",
+    /* 2: the outbox's per-booking ordering check (outbox.c load_due) is an
+     *    index search, not a scan of every pending row: O(pending^2) before,
+     *    measured by bench/ (docs/performance.md) */
+    "CREATE INDEX outbox_booking_pending ON outbox(booking_uid, state, id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -278,7 +287,26 @@ int store_begin(struct store_conn *c, struct cs_err *err)
 {
     static const char sql[] = "BEGIN IMMEDIATE";
     sqlite3_stmt *st = store_stmt(c, sql, err);
-    return st ? store_exec(c, st, err) : -1;
+    if (!st)
+        return -1;
+    if (!c->writing) {
+        pthread_mutex_lock(&store_write_mu);
+        c->writing = 1;
+    }
+    if (store_exec(c, st, err)) {
+        c->writing = 0;
+        pthread_mutex_unlock(&store_write_mu);
+        return -1;
+    }
+    return 0;
+}
+
+static void write_done(struct store_conn *c)
+{
+    if (c->writing && sqlite3_get_autocommit(c->db)) {
+        c->writing = 0;
+        pthread_mutex_unlock(&store_write_mu);
+    }
 }
 
 int store_commit(struct store_conn *c, struct cs_err *err)
@@ -289,6 +317,7 @@ int store_commit(struct store_conn *c, struct cs_err *err)
         store_rollback(c);
         return -1;
     }
+    write_done(c);
     return 0;
 }
 
@@ -296,6 +325,7 @@ void store_rollback(struct store_conn *c)
 {
     if (!sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    write_done(c);
 }
 
 int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)

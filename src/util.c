@@ -223,6 +223,11 @@ static unsigned days_in_month(int64_t y, unsigned m)
     return m == 2 && is_leap(y) ? 29 : dim[m - 1];
 }
 
+/* The instants an RFC 3339 text can hold: 0000-01-01T00:00:00Z up to
+ * 9999-12-31T23:59:59.999Z. */
+#define TIME_MIN_MS (-62167219200000LL)
+#define TIME_MAX_MS (253402300800000LL - 1)
+
 /* Reads exactly `w` digits at s[*i]. */
 static int digits(const char *s, size_t n, size_t *i, int w, unsigned *out)
 {
@@ -308,12 +313,20 @@ int time_parse_rfc3339(const char *s, size_t n, int64_t *ms_out)
     if (i != n)
         return -1;
     int64_t secs = days * 86400 + hh * 3600 + mm * 60 + ss - offset_min * 60;
+    /* an offset can push year 0000 or 9999 out of the range a time is
+     * written back in: refuse what could not be returned as given */
+    if (secs * 1000 + ms < TIME_MIN_MS || secs * 1000 + ms > TIME_MAX_MS)
+        return -1;
     *ms_out = secs * 1000 + ms;
     return 0;
 }
 
 void time_format_rfc3339(int64_t ms, char *out)
 {
+    /* out of range: the year-0 text below, without overflowing on the way
+     * (INT64_MIN is SYNC_NO_TIME) */
+    if (ms < TIME_MIN_MS || ms > TIME_MAX_MS)
+        ms = TIME_MIN_MS;
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     int frac = (int)(ms - secs * 1000);
     int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;

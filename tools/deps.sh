@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages calsync needs to build and test, and only
 # those that are missing: a machine that has them all runs no apt-get at all.
 # Each package and why it is here is listed in README.md ("Dependencies").
+# --fuzz adds the fuzzing toolchain (docs/reliability.md, "Fuzzing").
 set -eu
 PKGS="build-essential pkg-config git
 liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
@@ -12,10 +13,15 @@ libcmocka-dev lua-busted python3 valgrind"
 # instruction counts).
 BENCH_PKGS="wrk gnuplot-nox valgrind"
 quiet=0
-for a in "$@"; do
-    case "$a" in
+for arg in "$@"; do
+    case $arg in
     --quiet) quiet=1 ;;
     --bench) PKGS="$PKGS $BENCH_PKGS" ;;
+    # `make fuzz` only: clang and libFuzzer's runtime (libclang_rt.fuzzer
+    # ships in libclang-rt-14-dev on Debian 12; libfuzzer-14-dev is the
+    # standalone library, not needed with -fsanitize=fuzzer)
+    --fuzz) PKGS="$PKGS clang-14 clang libclang-rt-14-dev" ;;
+    *) echo "deps: unknown option $arg" >&2; exit 2 ;;
     esac
 done
 missing=""

@@ -1,0 +1,1 @@
+google = { channel_ttl = 1.5 }
