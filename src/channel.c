@@ -9,6 +9,7 @@
  * `failed` (kept, like every channel row).
  */
 #include "channel.h"
+#include "fault.h"
 
 #include "google.h"
 #include "json.h"
@@ -98,6 +99,7 @@ static int stop_channel(struct store_conn *c, int64_t credential_id,
                    : "calsync_channel_stops_total{result=\"error\"}");
     if (!ok)
         return -1;
+    fault_point("channel_after_stop");
     log_info("channel.stopped", "channel=%s", log_q(id));
     return set_state(c, id, "stopped", err);
 }
@@ -126,6 +128,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     sqlite3_bind_int64(st, 4, created);
     if (store_exec(c, st, err))
         return -1;
+    fault_point("channel_after_opening_row");
 
     struct google_auth a = {c, cal->credential_id};
     struct google_resp resp;
@@ -140,6 +143,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
         metrics_inc("calsync_channel_opens_total{result=\"error\"}");
         goto done;
     }
+    fault_point("channel_after_watch");
     const char *rid = NULL, *exp = NULL;
     int64_t expiration = 0;
     if (json_get_str(L, -1, "resourceId", &rid, NULL, err) != 1 ||
@@ -156,6 +160,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     sqlite3_bind_int64(st, 3, expiration);
     if (store_exec(c, st, err))
         goto done;
+    fault_point("channel_after_live");
     metrics_inc("calsync_channel_opens_total{result=\"ok\"}");
     *renew_at = channel_renew_at(created, expiration,
                                  channel_cfg->google.renew_before * 1000);
@@ -239,6 +244,7 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
     if (open_channel(c, calendar_id, &cal, &renew_at, err))
         return -1;
     *next_check_ms = renew_at;
+    fault_point(n > 0 ? "channel_after_open_before_stop" : NULL);
     for (int i = 0; i < n; i++) {
         struct cs_err e2;
         if (stop_channel(c, cal.credential_id, lv[i].id,

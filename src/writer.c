@@ -11,6 +11,7 @@
  * gets two events.
  */
 #include "writer.h"
+#include "fault.h"
 
 #include "booking.h"
 #include "google.h"
@@ -311,6 +312,7 @@ static int google_step(struct store_conn *c, const struct job *j,
             lua_pop(L, 1);
             *have_event = 1;
             log_info("writer.adopted", "booking=%s", log_q(b->uid));
+            fault_point("writer_after_adopt");
             break;
         }
         lua_pop(L, 2);
@@ -321,6 +323,7 @@ static int google_step(struct store_conn *c, const struct job *j,
         }
         g = google_events_insert(&a, cal->external_id, body.data, resp, err);
         *have_event = g == GOOGLE_OK;
+        fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
         break;
     }
     case WRITER_PATCH:
@@ -340,6 +343,7 @@ static int google_step(struct store_conn *c, const struct job *j,
         if (g == GOOGLE_EHTTP && resp->status == 412)
             *conflict = 1;
         *have_event = g == GOOGLE_OK;
+        fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
         break;
     case WRITER_DELETE:
         if (!b->event_id)
@@ -347,6 +351,7 @@ static int google_step(struct store_conn *c, const struct job *j,
         g = google_events_delete(&a, cal->external_id, b->event_id, NULL, resp, err);
         if (g == GOOGLE_EHTTP && (resp->status == 404 || resp->status == 410))
             g = GOOGLE_OK; /* already gone: the goal is met */
+        fault_point(g == GOOGLE_OK ? "writer_after_delete" : NULL);
         break;
     }
     buf_free(&body);
@@ -431,6 +436,7 @@ static void run_job(struct store_conn *c, const struct job *j)
         log_error("writer.db_error", "booking=%s err=%s", log_q(b.uid), log_q(err.msg));
         goto done;
     }
+    fault_point("writer_after_commit");
     metrics_inc("calsync_writes_total{result=\"ok\"}");
     log_info("writer.done", "booking=%s job=%s", log_q(b.uid), kind_names[j->kind]);
 done:
