@@ -340,8 +340,29 @@ static int google_step(struct store_conn *c, const struct job *j,
         g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
                                 b->etag ? b->etag : mirror_etag(c, j->calendar_id, b->event_id),
                                 resp, err);
-        if (g == GOOGLE_EHTTP && resp->status == 412)
-            *conflict = 1;
+        if (g == GOOGLE_EHTTP && resp->status == 412) {
+            /* A crash after Google applied this very patch but before its
+             * etag was committed leaves the old etag behind, and the retry
+             * gets 412 from calsync's own write. When the event already
+             * holds exactly what this job writes, the job is done: adopt
+             * the event instead of recording a conflict. */
+            struct sync_event cur;
+            struct cs_err e2;
+            int top = lua_gettop(L);
+            if (google_events_get(&a, cal->external_id, b->event_id, resp, &e2) == GOOGLE_OK &&
+                sync_event_parse(L, -1, &cur, &e2) == 0 &&
+                strcmp(cur.status ? cur.status : "", "cancelled") != 0 &&
+                cur.start_ms == b->start_ms && cur.end_ms == b->end_ms &&
+                strcmp(cur.title ? cur.title : "", b->title ? b->title : "") == 0) {
+                g = GOOGLE_OK;
+                log_info("writer.patch_already_applied", "booking=%s", log_q(b->uid));
+            } else {
+                lua_settop(L, top);
+                g = GOOGLE_EHTTP;
+                resp->status = 412;
+                *conflict = 1;
+            }
+        }
         *have_event = g == GOOGLE_OK;
         fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
         break;
