@@ -296,6 +296,51 @@ class TestReverseApplyCrash(CrashCase):
         self.assertEqual(self.hooks("keep"), [])
 
 
+class TestMultiPageCrash(CrashCase):
+    """A sync of more than one page (Google pages at 2500 items): each page
+    commits on its own and the sync token comes with the last one. Killed
+    between two pages, the restart lists again from the old token; the
+    first page's changes are already in the mirror and are not decided
+    twice, the second page's are decided once."""
+
+    def test_kill_between_pages(self):
+        # a daily series expanded ~2700 times: two pages per listing
+        self.fg.control("POST", "/config", {"expand_days": 2700, "max_instances": 3000})
+        cal = self.boot()
+        master = self.fg.host(CAL, op="create", event=dict(
+            timed("2026-12-01T09:00:00", "2026-12-01T09:30:00", tz="UTC"),
+            summary="Daily", recurrence=["RRULE:FREQ=DAILY"]))
+        early, late = "2026-12-05", "2034-01-13"
+        for uid, d in (("early", early), ("late", late)):
+            self.book(cal, uid, {"id": master["id"], "summary": "Daily",
+                                 "start": {"dateTime": d + "T09:00:00Z"},
+                                 "end": {"dateTime": d + "T09:30:00Z"}},
+                      original_start=d + "T09:00:00Z")
+        late_id = master["id"] + "_" + late.replace("-", "") + "T090000Z"
+        self.mirrored(cal, late_id)
+
+        def host_edits():
+            self.fg.host(CAL, op="delete", id=master["id"] + "_20261205T090000Z")
+            self.fg.host(CAL, op="delete", id=late_id)
+        if self.svc.proc:
+            self.svc.stop()
+        host_edits()
+        self.start_with("sync_page_after_commit:1")
+        self.wait_killed("sync_page_after_commit")
+        # the kill came between the pages: exactly one change is committed
+        with self.svc.db() as con:
+            done = con.execute("SELECT uid FROM bookings WHERE status = 'cancelled'").fetchall()
+        self.assertEqual(len(done), 1, done)
+        after = self.cal_synced_at(cal)
+        self.start_with(None)
+        self.quiesce(cal, after, timeout=60)
+        for uid in ("early", "late"):
+            self.expect(uid, "delete", "cancel")
+            self.assertEqual(self.booking(uid)["status"], "cancelled")
+            self.assertEqual(len(self.hooks(uid)), 1)
+        self.check_all()
+
+
 class TestOutboxCrash(CrashCase):
     """Kill points around a webhook POST: the booking app gets every
     webhook at least once, every attempt under one delivery id."""
