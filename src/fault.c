@@ -107,7 +107,7 @@ static void parse(void)
                 }
                 if (ok && known(item) && strlen(item) < FAULT_NAME_MAX) {
                     struct armed *a = &armed[n_armed++];
-                    snprintf(a->name, sizeof a->name, "%s", item);
+                    memcpy(a->name, item, strlen(item) + 1); /* fits: checked above */
                     a->n = n;
                     atomic_init(&a->hits, 0);
                 } else {
