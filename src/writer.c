@@ -5,10 +5,12 @@
  * thread in id order, and a slow calendar delays only its own partition.
  *
  * Crash safety: a job stays `pending` until the transaction that records
- * its result commits. An insert that reached Google but not the database is
- * found again on retry by its calsync_booking_uid tag (events.list with
- * privateExtendedProperty) before anything is inserted, so a uid never
- * gets two events.
+ * its result commits. Inserts carry an event id derived from the booking
+ * uid (writer_event_id), so a repeated insert -- a retry after a lost
+ * answer, or the job run again after a crash between Google's answer and
+ * the commit -- gets 409 from Google and adopts the event that exists: a
+ * uid never gets two events, and no tag lookup (an extra list call per
+ * insert) is needed.
  */
 #include "writer.h"
 #include "fault.h"
@@ -22,6 +24,7 @@
 #include "sync.h"
 
 #include <lua.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,18 +75,21 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
     return store_exec(c, st, err);
 }
 
-int writer_event_body(const char *uid, const char *title, int64_t start_ms,
-                      int64_t end_ms, const char *attendees_json, int with_tag,
-                      struct buf *out)
+int writer_event_body(const char *id, const char *uid, const char *title,
+                      int64_t start_ms, int64_t end_ms,
+                      const char *attendees_json, struct buf *out)
 {
     char s[TIME_RFC3339_MAX], e[TIME_RFC3339_MAX];
     time_format_rfc3339(start_ms, s);
     time_format_rfc3339(end_ms, e);
-    int rc = buf_puts(out, "{\"summary\":");
+    int rc = buf_puts(out, "{");
+    if (id)
+        rc |= buf_printf(out, "\"id\":\"%s\",", id);
+    rc |= buf_puts(out, "\"summary\":");
     rc |= buf_json_strz(out, title);
     rc |= buf_printf(out, ",\"start\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"},"
                           "\"end\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", s, e);
-    if (with_tag) {
+    if (uid) {
         rc |= buf_puts(out, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":");
         rc |= buf_json_strz(out, uid);
         rc |= buf_puts(out, "}}");
@@ -92,6 +98,20 @@ int writer_event_body(const char *uid, const char *title, int64_t start_ms,
         rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
     rc |= buf_puts(out, "}");
     return rc ? -1 : 0;
+}
+
+void writer_event_id(const char *uid, char out[WRITER_EVENT_ID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)uid, strlen(uid), md);
+    out[0] = 'c';
+    out[1] = 's';
+    for (int i = 0; i < (WRITER_EVENT_ID_LEN - 2) / 2; i++) {
+        out[2 + 2 * i] = hex[md[i] >> 4];
+        out[3 + 2 * i] = hex[md[i] & 15];
+    }
+    out[WRITER_EVENT_ID_LEN] = '\0';
 }
 
 /* ------------------------------------------------------------------- jobs */
@@ -288,7 +308,6 @@ static int google_step(struct store_conn *c, const struct job *j,
                        struct cs_err *err)
 {
     struct google_auth a = {c, cal->credential_id};
-    lua_State *L = json_state();
     struct buf body;
     buf_init(&body);
     int g = GOOGLE_OK;
@@ -298,32 +317,24 @@ static int google_step(struct store_conn *c, const struct job *j,
     case WRITER_INSERT: {
         if (b->event_id) /* done before a crash lost only the job row */
             break;
-        struct google_list_params p = {0};
-        char prop[BOOKING_UID_MAX + 32];
-        snprintf(prop, sizeof prop, "calsync_booking_uid=%s", b->uid);
-        p.private_prop = prop;
-        g = google_events_list(&a, cal->external_id, &p, resp, err);
-        if (g != GOOGLE_OK)
-            break;
-        lua_getfield(L, -1, "items");
-        if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
-            lua_rawgeti(L, -1, 1);     /* adopt the event a crash left */
-            lua_replace(L, -3);
-            lua_pop(L, 1);
-            *have_event = 1;
-            log_info("writer.adopted", "booking=%s", log_q(b->uid));
-            fault_point("writer_after_adopt");
-            break;
-        }
-        lua_pop(L, 2);
-        if (writer_event_body(b->uid, b->title, b->start_ms, b->end_ms, j->payload, 1, &body)) {
+        char id[WRITER_EVENT_ID_LEN + 1];
+        writer_event_id(b->uid, id);
+        if (writer_event_body(id, b->uid, b->title, b->start_ms, b->end_ms,
+                              j->payload, &body)) {
             g = GOOGLE_ETRANSPORT;
             cs_err_set(err, "out of memory");
             break;
         }
         g = google_events_insert(&a, cal->external_id, body.data, resp, err);
-        *have_event = g == GOOGLE_OK;
         fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
+        if (g == GOOGLE_EHTTP && resp->status == 409) {
+            /* the id exists: an earlier attempt (a lost answer, a crash
+             * before the commit) created it -- adopt that event */
+            log_info("writer.adopted", "booking=%s event=%s", log_q(b->uid), id);
+            g = google_events_get(&a, cal->external_id, id, resp, err);
+            fault_point(g == GOOGLE_OK ? "writer_after_adopt" : NULL);
+        }
+        *have_event = g == GOOGLE_OK;
         break;
     }
     case WRITER_PATCH:
@@ -333,13 +344,14 @@ static int google_step(struct store_conn *c, const struct job *j,
             cs_err_set(err, "booking has no Google event to patch");
             break;
         }
-        if (writer_event_body(b->uid, b->title, b->start_ms, b->end_ms, NULL, 0, &body)) {
+        if (writer_event_body(NULL, NULL, b->title, b->start_ms, b->end_ms, NULL, &body)) {
             g = GOOGLE_ETRANSPORT;
             break;
         }
         g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
                                 b->etag ? b->etag : mirror_etag(c, j->calendar_id, b->event_id),
                                 resp, err);
+        fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
         if (g == GOOGLE_EHTTP && resp->status == 412) {
             /* A crash after Google applied this very patch but before its
              * etag was committed leaves the old etag behind, and the retry
@@ -348,6 +360,7 @@ static int google_step(struct store_conn *c, const struct job *j,
              * the event instead of recording a conflict. */
             struct sync_event cur;
             struct cs_err e2;
+            lua_State *L = json_state();
             int top = lua_gettop(L);
             if (google_events_get(&a, cal->external_id, b->event_id, resp, &e2) == GOOGLE_OK &&
                 sync_event_parse(L, -1, &cur, &e2) == 0 &&
@@ -364,7 +377,6 @@ static int google_step(struct store_conn *c, const struct job *j,
             }
         }
         *have_event = g == GOOGLE_OK;
-        fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
         break;
     case WRITER_DELETE:
         if (!b->event_id)

@@ -31,15 +31,22 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
  * so the calendar is synced and the policy decides the host's change. */
 void writer_set_sync_hook(void (*fn)(int64_t calendar_id));
 
+/* The Google event id calsync gives the event of booking `uid`: "cs" +
+ * 40 hex digits of SHA-256(uid) (base32hex-safe, as Google requires).
+ * Deterministic, so inserts are idempotent. */
+#define WRITER_EVENT_ID_LEN 42
+void writer_event_id(const char *uid, char out[WRITER_EVENT_ID_LEN + 1]);
+
 int writer_start(const struct config *cfg, struct cs_err *err);
 void writer_kick(void);
 void writer_stop(void);
 
-/* Builds the Google event body for a booking (summary, start, end, the
- * calsync_booking_uid tag; attendees JSON array text when not NULL).
- * Appends to out. Pure; for tests. */
-int writer_event_body(const char *uid, const char *title, int64_t start_ms,
-                      int64_t end_ms, const char *attendees_json, int with_tag,
-                      struct buf *out);
+/* Builds the Google event body for a booking into out: "id" when id is
+ * not NULL, summary, start, end, the calsync_booking_uid tag when uid is
+ * not NULL, attendees (a JSON array text) when not NULL. 0 or -1 (OOM).
+ * Pure; for tests. */
+int writer_event_body(const char *id, const char *uid, const char *title,
+                      int64_t start_ms, int64_t end_ms,
+                      const char *attendees_json, struct buf *out);
 
 #endif

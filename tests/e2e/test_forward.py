@@ -1,0 +1,193 @@
+"""Forward sync end to end (DESIGN §2, §4; issue 6): bookings written to
+(fake) Google as tagged events, app changes patched with If-Match and
+cancels deleted, echoes of calsync's own writes silent, transient Google
+failures retried, permanent ones reported, a host's racing edit left to the
+policy, and edits from both sides converging without a loop."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_reverse import ReverseCase  # noqa: E402
+from test_google_sync import CAL, timed  # noqa: E402
+
+BOOKING = {"title": "Intro call", "start": "2026-12-10T10:00:00Z", "end": "2026-12-10T10:30:00Z"}
+
+
+class ForwardCase(ReverseCase):
+    def create(self, cal, uid, **kw):
+        body = dict(BOOKING, uid=uid, calendar_id=cal)
+        body.update(kw)
+        st, b, _ = self.svc.request("POST", "/v1/bookings", body)
+        self.assertEqual(st, 201, b)
+        return b
+
+    def tagged(self, uid, show_deleted=False):
+        tok = self.fg.access_token("listing-only")
+        q = {"privateExtendedProperty": "calsync_booking_uid=" + uid, "timeZone": "UTC"}
+        if show_deleted:
+            q["showDeleted"] = "true"
+        st, b, _ = self.fg.api("GET", "/calendars/%s/events" % CAL, token=tok, query=q)
+        self.assertEqual(st, 200, b)
+        return b["items"]
+
+    def written(self, uid, timeout=20):
+        return self.wait_for(lambda: self.booking(uid)["write_state"] == "none"
+                             and self.booking(uid), timeout, "the write of " + uid)
+
+    def google_sources(self, uid):
+        return [e for e in self.audit(uid) if e["source"] != "api"]
+
+
+class TestWrites(ForwardCase):
+    def test_create_patch_cancel_with_silent_echoes(self):
+        cal = self.boot()
+        b = self.create(cal, "fw1", attendees=[{"email": "guest@example.com"}])
+        self.assertEqual(b["write_state"], "pending")       # exists at once
+        b = self.written("fw1")
+        events = self.tagged("fw1")
+        self.assertEqual(len(events), 1)
+        ev = events[0]
+        self.assertEqual(b["event_id"], ev["id"])
+        self.assertEqual(ev["extendedProperties"]["private"]["calsync_booking_uid"], "fw1")
+        self.assertEqual(ev["summary"], "Intro call")
+        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-10T10:00:00")
+        self.assertEqual([a["email"] for a in ev["attendees"]], ["guest@example.com"])
+        # the push that echoes calsync's insert reaches no policy
+        self.sync_now(cal)
+        time.sleep(1.0)
+        self.assertEqual(self.google_sources("fw1"), [])
+        # reschedule via the API -> the event is patched with If-Match
+        self.fg.control("DELETE", "/requests")
+        st, p, _ = self.svc.request("PATCH", "/v1/bookings/fw1",
+                                    {"start": "2026-12-10T14:00:00Z", "end": "2026-12-10T15:00:00Z"})
+        self.assertEqual(st, 200, p)
+        self.written("fw1")
+        ev = self.tagged("fw1")[0]
+        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-10T14:00:00")
+        patches = self.requests(op="events.patch")
+        self.assertEqual(len(patches), 1)
+        self.assertTrue(patches[0]["headers"].get("if-match") or patches[0]["headers"].get("If-Match"))
+        self.sync_now(cal)
+        time.sleep(1.0)
+        self.assertEqual(self.google_sources("fw1"), [])     # echo silent
+        self.assertEqual(self.hooks_for("fw1"), [])          # no webhook for app changes
+        # a host's later edit of the same event is still seen
+        self.fg.host(CAL, op="move", id=ev["id"], start="2026-12-10T16:00:00Z", end="2026-12-10T17:00:00Z")
+        self.wait_for(lambda: self.google_sources("fw1"), what="the host's edit")
+        self.assertEqual(self.booking("fw1")["start"], "2026-12-10T16:00:00Z")
+        # cancel via the API -> the event is deleted
+        st, c, _ = self.svc.request("POST", "/v1/bookings/fw1/cancel", {"reason": "no show"})
+        self.assertEqual(st, 200)
+        self.written("fw1")
+        self.assertEqual(self.tagged("fw1"), [])
+        gone = self.tagged("fw1", show_deleted=True)
+        self.assertEqual([e["status"] for e in gone], ["cancelled"])
+        n = len(self.audit("fw1"))
+        self.sync_now(cal)
+        time.sleep(1.0)
+        self.assertEqual(len(self.audit("fw1")), n)           # deletion echo dropped
+        self.assertEqual(len(self.hooks_for("fw1")), 1)       # only the host's move
+
+    def test_google_down_then_recovers(self):
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 503, "count": 3, "ops": ["events.insert"]})
+        b = self.create(cal, "fw2")
+        self.assertEqual(b["write_state"], "pending")
+        b = self.written("fw2", timeout=30)
+        self.assertEqual(len(self.tagged("fw2")), 1)
+        inserts = self.requests(op="events.insert")
+        self.assertGreaterEqual(len(inserts), 4)               # 3 refused + 1 accepted
+
+    def test_insert_whose_answer_was_lost_is_not_repeated(self):
+        # Google creates the event but the answer is lost (503 after the
+        # insert was applied): the retry carries the same event id, gets
+        # 409 and adopts the event -- one event, not two.
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 503, "count": 1, "apply": True,
+                                            "ops": ["events.insert"]})
+        self.create(cal, "lost")
+        b = self.written("lost", timeout=30)
+        events = self.tagged("lost")
+        self.assertEqual(len(events), 1)
+        self.assertEqual(b["event_id"], events[0]["id"])
+        self.assertEqual([r["status"] for r in self.requests(op="events.insert")], [503, 409])
+
+    def test_permanent_failure_shown_and_announced(self):
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 403, "reason": "forbidden", "count": 1,
+                                            "ops": ["events.insert"]})
+        self.create(cal, "fw3")
+        b = self.wait_for(lambda: self.booking("fw3")["write_state"] == "failed" and self.booking("fw3"),
+                          what="a failed write")
+        self.assertIn("403", b["write_error"])
+        d = self.rx.wait(lambda ds: any(x.json["triggerEvent"] == "CALENDAR_ERROR" for x in ds))
+        err = [x for x in d if x.json["triggerEvent"] == "CALENDAR_ERROR"][0].json["payload"]
+        self.assertEqual((err["calendarId"], err["state"]), (cal, "error"))
+        self.assertEqual(self.tagged("fw3"), [])
+
+    def test_cancel_after_pending_create_leaves_no_orphan(self):
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 503, "count": 2, "ops": ["events.insert"]})
+        self.create(cal, "fw4")
+        st, _, _ = self.svc.request("POST", "/v1/bookings/fw4/cancel")
+        self.assertEqual(st, 200)
+        self.written("fw4", timeout=30)
+        self.assertEqual(self.tagged("fw4"), [])              # nothing live left behind
+
+
+class TestConflicts(ForwardCase):
+    def test_412_race_host_moved_first(self):
+        cal = self.boot()
+        self.create(cal, "race")
+        b = self.written("race")
+        # the host moves the event; calsync has not synced it yet
+        self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 100})
+        self.fg.host(CAL, op="move", id=b["event_id"], start="2026-12-10T18:00:00Z",
+                     end="2026-12-10T18:30:00Z")
+        self.fg.control("DELETE", "/requests")
+        st, _, _ = self.svc.request("PATCH", "/v1/bookings/race", {"title": "App title"})
+        self.assertEqual(st, 200)
+        self.wait_for(lambda: any(e["change"] == "conflict" for e in self.audit("race")),
+                      what="the conflict entry")
+        patches = self.requests(op="events.patch")
+        self.assertEqual([p["status"] for p in patches], [412])
+        # the host's move is not overwritten; the policy decides it
+        self.wait_for(lambda: self.booking("race")["start"] == "2026-12-10T18:00:00Z",
+                      what="the host's time applied by the policy")
+        ev = self.tagged("race")[0]
+        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-10T18:00:00")
+        actions = [(e["source"], e["action"]) for e in self.audit("race")]
+        self.assertIn(("poll", "reschedule"), actions)
+
+    def test_ping_pong_converges_without_loop(self):
+        cal = self.boot()
+        self.create(cal, "pp")
+        b = self.written("pp")
+        self.fg.control("DELETE", "/requests")
+        for i in range(10):
+            hour = 8 + i
+            # app side
+            st, _, _ = self.svc.request("PATCH", "/v1/bookings/pp", {
+                "start": "2026-12-11T%02d:00:00Z" % hour, "end": "2026-12-11T%02d:30:00Z" % hour})
+            self.assertEqual(st, 200)
+            self.written("pp")
+            # host side
+            self.fg.host(CAL, op="move", id=b["event_id"], start="2026-12-12T%02d:00:00Z" % hour,
+                         end="2026-12-12T%02d:30:00Z" % hour)
+            self.wait_for(lambda: self.booking("pp")["start"] == "2026-12-12T%02d:00:00Z" % hour,
+                          what="host edit %d applied" % i)
+        time.sleep(2.0)                                        # quiescence
+        final = self.booking("pp")
+        ev = self.tagged("pp")[0]
+        self.assertEqual(final["start"], "2026-12-12T17:00:00Z")
+        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-12T17:00:00")
+        patches = self.requests(op="events.patch")
+        self.assertEqual(len(patches), 10)                     # one per app edit, no echo writes
+        hooks = self.hooks_for("pp")
+        self.assertEqual(len(hooks), 10)                       # one per host edit
+        google = self.google_sources("pp")
+        self.assertEqual(len(google), 10)
+        before = (len(self.requests(op="events.patch")), len(self.audit("pp")))
+        time.sleep(2.0)
+        self.assertEqual((len(self.requests(op="events.patch")), len(self.audit("pp"))), before)
