@@ -96,7 +96,7 @@ class CrashCase(ReverseCase):
             if old is not None:
                 os.environ["CALSYNC_FAULT"] = old
 
-    def wait_killed(self, point, timeout=20):
+    def wait_killed(self, point, timeout=60):
         proc = self.svc.proc
         try:
             rc = proc.wait(timeout)
@@ -344,7 +344,7 @@ class TestMultiPageCrash(CrashCase):
             self.svc.stop()
         host_edits()
         self.start_with("sync_page_after_commit:1")
-        self.wait_killed("sync_page_after_commit")
+        self.wait_killed("sync_page_after_commit", timeout=120)
         # the kill came between the pages: exactly one change is committed
         with self.svc.db() as con:
             done = con.execute("SELECT uid FROM bookings WHERE status = 'cancelled'").fetchall()
