@@ -24,6 +24,7 @@ job). Then, for every booking of the scenario:
 A seed (CALSYNC_CRASH_SEED, default 7) shuffles the order of cycles in
 the scenarios and picks the hit number where a point is hit more than once.
 """
+import http.client
 import json
 import os
 import random
@@ -475,11 +476,16 @@ class TestWriterCrash(CrashCase):
     tag, never inserted twice."""
 
     def create(self, cal, uid, start, end):
-        st, b, _ = self.svc.request("POST", "/v1/bookings", {
-            "uid": uid, "calendar_id": cal, "title": "Meet " + uid,
-            "start": start, "end": end})
+        """POST /v1/bookings; a kill racing the answer is tolerated (the
+        booking and its job were committed before the writer ran)."""
+        self.expect_audit[uid] = [("create", "create")]
+        try:
+            st, b, _ = self.svc.request("POST", "/v1/bookings", {
+                "uid": uid, "calendar_id": cal, "title": "Meet " + uid,
+                "start": start, "end": end})
+        except (ConnectionError, http.client.HTTPException):
+            return
         self.assertEqual(st, 201, b)
-        self.expect_audit[uid] = [(e["change"], e["action"]) for e in self.audit(uid)]
 
     def assert_one_event(self, uid, status="confirmed"):
         items = self.tagged(uid)
@@ -492,9 +498,12 @@ class TestWriterCrash(CrashCase):
 
     def api_cycle(self, cal, point, call, n=1):
         def drive():
-            before = self.svc.request("GET", "/metrics", raw=True)
-            self.assertEqual(before[0], 200)
-            call()
+            try:
+                call()
+            except (ConnectionError, http.client.HTTPException):
+                # the writer can hit the point (the API's transaction has
+                # committed and kicked it) before the answer is written
+                pass
         self.crash_cycle(point, n, drive=drive, cal=cal)
 
     def test_forward_write_points(self):
@@ -607,18 +616,15 @@ class TestChannelCrash(CrashCase):
         self.svc.stop()
         points = ["channel_after_opening_row", "channel_after_watch", "channel_after_live"]
         self.rng.shuffle(points)
-        cal = None
         for i, point in enumerate(points):
             def drive(i=i):
-                nonlocal cal
-                if i == 0:
-                    st, b, _ = self.svc.request("POST", "/v1/calendars",
-                                                {"credential_id": cred, "external_id": CAL})
-                    self.assertEqual(st, 201, b)
-                    cal = b["id"]
-                else:   # no live channel left: watch again at start
-                    with self.svc.db() as con:
-                        pass
+                if i == 0:   # a new calendar: watched at once
+                    try:
+                        self.svc.request("POST", "/v1/calendars",
+                                         {"credential_id": cred, "external_id": CAL})
+                    except (ConnectionError, http.client.HTTPException):
+                        pass   # the watch can kill it before the answer
+                # else: no usable channel left, so the start-up check watches
             if i > 0:
                 # make calsync need a new channel: Google expired the old one
                 self.svc.stop()
@@ -627,6 +633,8 @@ class TestChannelCrash(CrashCase):
                 with self.svc.db() as con:
                     con.execute("UPDATE channels SET expiration = 1 WHERE state = 'live'")
             self.crash_cycle(point, 1, drive=drive, cal=None)
+            with self.svc.db() as con:
+                cal = con.execute("SELECT id FROM calendars").fetchone()[0]
             self.wait_synced(cal)
             self.assert_one_live()
 
