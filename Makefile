@@ -133,6 +133,13 @@ test: deps
 e2e: all asan
 	sh tests/run_all.sh e2e
 
+# A long soak: make soak DURATION=600 SEED=7 (prints what it covered).
+DURATION ?= 600
+SEED ?= 1
+soak: all
+	CALSYNC_SOAK_SECONDS=$(DURATION) CALSYNC_SOAK_SEED=$(SEED) CALSYNC_BIN=build/calsync \
+	    python3 -m unittest discover -s tests/e2e -p test_soak.py
+
 run: deps
 	$(MAKE) all
 	./build/calsync serve $(if $(CONFIG),-c $(CONFIG))

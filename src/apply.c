@@ -282,6 +282,15 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
         rc = 0; /* the echo of calsync's own write */
         goto done;
     }
+    if (!old && strcmp(b.write_state, "pending") == 0) {
+        /* First sight of an event the app is changing right now: the
+         * booking shows the app's pending write, not what Google had, so
+         * comparing with it would mistake the app's own change for the
+         * host's. The event becomes the baseline (the mirror) and the
+         * pending write goes on top of it. */
+        rc = 0;
+        goto done;
+    }
     enum apply_kind kind = apply_classify(old, &b, now);
     /* the booking already reflects it: nothing to decide (re-reads, echoes
      * of writes whose etag was not recorded yet) */

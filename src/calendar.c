@@ -194,6 +194,27 @@ int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
     return store_page_end(c, st, rc, last, out, err);
 }
 
+int calendar_ref_load(struct store_conn *c, int64_t id, struct calendar_ref *out,
+                      struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->credential_id = sqlite3_column_int64(st, 0);
+        snprintf(out->external_id, sizeof out->external_id, "%s", store_col_text(st, 1));
+        snprintf(out->state, sizeof out->state, "%s", store_col_text(st, 2));
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    return rc == SQLITE_DONE ? 0 : store_error(c, err);
+}
+
 int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
                    struct cs_err *err)
 {

@@ -42,6 +42,17 @@ int calendar_json(struct store_conn *c, int64_t id, struct buf *out,
 int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
                        struct buf *out, struct cs_err *err);
 
+/* What the Google-facing code needs of a calendar row. */
+struct calendar_ref {
+    int64_t credential_id;
+    char external_id[CAL_EXTERNAL_ID_MAX + 1];
+    char state[16];
+};
+
+/* Loads it: 1 found, 0 not, -1 error (err set). */
+int calendar_ref_load(struct store_conn *c, int64_t id, struct calendar_ref *out,
+                      struct cs_err *err);
+
 /* Current state into buf (cap bytes): 1 found, 0 not, -1 error. */
 int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
                    struct cs_err *err);

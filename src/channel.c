@@ -11,6 +11,7 @@
 #include "channel.h"
 #include "fault.h"
 
+#include "calendar.h"
 #include "google.h"
 #include "json.h"
 #include "log.h"
@@ -38,34 +39,6 @@ int64_t channel_renew_at(int64_t created_ms, int64_t expiration_ms,
     return expiration_ms - renew_before_ms;
 }
 
-struct cal_ref {
-    int64_t credential_id;
-    char external_id[1100];
-    char state[16];
-};
-
-static int load_cal(struct store_conn *c, int64_t id, struct cal_ref *r,
-                    struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        r->credential_id = sqlite3_column_int64(st, 0);
-        snprintf(r->external_id, sizeof r->external_id, "%s", store_col_text(st, 1));
-        snprintf(r->state, sizeof r->state, "%s", store_col_text(st, 2));
-    }
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 1;
-    if (rc == SQLITE_DONE)
-        return 0;
-    return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
-}
 
 static int set_state(struct store_conn *c, const char *id, const char *state,
                      struct cs_err *err)
@@ -107,7 +80,7 @@ static int stop_channel(struct store_conn *c, int64_t credential_id,
 /* Opens a channel; on success *renew_at is set and new_rid (rid_size
  * bytes) holds the resource id Google answered. */
 static int open_channel(struct store_conn *c, int64_t calendar_id,
-                        const struct cal_ref *cal, int64_t *renew_at,
+                        const struct calendar_ref *cal, int64_t *renew_at,
                         char *new_rid, size_t rid_size, struct cs_err *err)
 {
     static const char ins_sql[] =
@@ -217,13 +190,13 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
                      struct cs_err *err)
 {
     struct store_conn *c = store_conn(err);
-    struct cal_ref cal;
+    struct calendar_ref cal;
     struct live lv[8];
     int n = 0;
     *next_check_ms = 0;
     if (!c)
         return -1;
-    int r = load_cal(c, calendar_id, &cal, err);
+    int r = calendar_ref_load(c, calendar_id, &cal, err);
     if (r <= 0)
         return r;
     if (strcmp(cal.state, "stopped") == 0 || strcmp(cal.state, "revoked") == 0)
@@ -268,10 +241,10 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
 int channel_stop_calendar(int64_t calendar_id, struct cs_err *err)
 {
     struct store_conn *c = store_conn(err);
-    struct cal_ref cal;
+    struct calendar_ref cal;
     struct live lv[8];
     int n = 0, rc = 0;
-    if (!c || load_cal(c, calendar_id, &cal, err) <= 0 ||
+    if (!c || calendar_ref_load(c, calendar_id, &cal, err) <= 0 ||
         load_live(c, calendar_id, lv, 8, &n, err))
         return c ? 0 : -1;
     for (int i = 0; i < n; i++)

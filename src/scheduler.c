@@ -168,6 +168,43 @@ void sched_request_push(int64_t calendar_id)
     request(calendar_id, SYNC_SRC_PUSH, 0);
 }
 
+/* ------------------------------------------------- per-calendar exclusion */
+
+static pthread_mutex_t lock_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lock_cv = PTHREAD_COND_INITIALIZER;
+static int64_t locked[256];   /* at most workers + writer threads held */
+static size_t n_locked;
+
+static int is_locked(int64_t id)
+{
+    for (size_t i = 0; i < n_locked; i++)
+        if (locked[i] == id)
+            return 1;
+    return 0;
+}
+
+void sched_calendar_lock(int64_t calendar_id)
+{
+    pthread_mutex_lock(&lock_mu);
+    while (is_locked(calendar_id) || n_locked == sizeof locked / sizeof locked[0])
+        pthread_cond_wait(&lock_cv, &lock_mu);
+    locked[n_locked++] = calendar_id;
+    pthread_mutex_unlock(&lock_mu);
+}
+
+void sched_calendar_unlock(int64_t calendar_id)
+{
+    pthread_mutex_lock(&lock_mu);
+    for (size_t i = 0; i < n_locked; i++) {
+        if (locked[i] == calendar_id) {
+            locked[i] = locked[--n_locked];
+            break;
+        }
+    }
+    pthread_cond_broadcast(&lock_cv);
+    pthread_mutex_unlock(&lock_mu);
+}
+
 static void add_chore(int64_t calendar_id, const char *channel_id)
 {
     pthread_mutex_lock(&sched_mu);
@@ -429,7 +466,9 @@ static void *worker_main(void *arg)
                          (long long)id, log_q(err.msg));
             err.msg[0] = '\0';
         }
+        sched_calendar_lock(id);
         int rc = sync_calendar(id, src, NULL, &err);
+        sched_calendar_unlock(id);
 
         pthread_mutex_lock(&sched_mu);
         s = find(id); /* the table may have moved */

@@ -56,6 +56,15 @@ void sched_stop_channels(int64_t calendar_id);
  * intake's stop_channel hook), on a worker. */
 void sched_stop_channel(const char *channel_id);
 
+/* Per-calendar exclusion between a sync and a forward write of the same
+ * calendar: a sync reads a listing and applies it later, and a write that
+ * lands in between would be overwritten in the mirror by the listing's
+ * older copy (and decided on as if the host had made it). Blocking; held
+ * around one sync or one write job, never while taking another calendar's
+ * lock. Callable before sched_start. */
+void sched_calendar_lock(int64_t calendar_id);
+void sched_calendar_unlock(int64_t calendar_id);
+
 /* Drops pending requests for a calendar that was just stopped (a sync in
  * progress finishes). */
 void sched_forget(int64_t calendar_id);

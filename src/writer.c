@@ -16,11 +16,13 @@
 #include "fault.h"
 
 #include "booking.h"
+#include "calendar.h"
 #include "google.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "scheduler.h"
 #include "sync.h"
 
 #include <lua.h>
@@ -125,30 +127,6 @@ struct job {
     char *payload; /* attendees JSON (insert), owned; may be NULL */
 };
 
-struct cal {
-    int64_t credential_id;
-    char external_id[1100];
-    char state[16];
-};
-
-static int load_cal(struct store_conn *c, int64_t id, struct cal *out,
-                    struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        out->credential_id = sqlite3_column_int64(st, 0);
-        snprintf(out->external_id, sizeof out->external_id, "%s", store_col_text(st, 1));
-        snprintf(out->state, sizeof out->state, "%s", store_col_text(st, 2));
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-}
 
 /* Marks the job done and recomputes the booking's write_state. */
 static int finish_job(struct store_conn *c, const struct job *j, const char *state,
@@ -274,6 +252,48 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
     return out;
 }
 
+/* After a 412: reads the event and compares its times with what calsync
+ * last saw of it (the mirror). 1 when the host moved it (or deleted it),
+ * 0 when the times are as seen (fresh = the current etag), -1 when the
+ * event could not be read. The decoded event is popped. */
+static int host_moved(struct store_conn *c, struct google_auth *a,
+                      const struct calendar_ref *cal, int64_t calendar_id,
+                      const struct booking *b, char fresh[SYNC_ETAG_MAX + 1],
+                      struct google_resp *resp, struct cs_err *err)
+{
+    const char *event_id = b->event_id;
+    static const char sql[] =
+        "SELECT start_ms, end_ms FROM events WHERE calendar_id = ?1 AND id = ?2";
+    lua_State *L = json_state();
+    int top = lua_gettop(L);
+    int rc = -1;
+    if (google_events_get(a, cal->external_id, event_id, resp, err) != GOOGLE_OK)
+        goto done;
+    struct sync_event ev;
+    if (sync_event_parse(L, -1, &ev, err))
+        goto done;
+    snprintf(fresh, SYNC_ETAG_MAX + 1, "%s", ev.etag ? ev.etag : "");
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    if (!st)
+        goto done;
+    sqlite3_bind_int64(st, 1, calendar_id);
+    sqlite3_bind_text(st, 2, event_id, -1, SQLITE_STATIC);
+    int same = 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        same = sqlite3_column_int64(st, 0) == ev.start_ms &&
+               sqlite3_column_int64(st, 1) == ev.end_ms;
+    sqlite3_reset(st);
+    /* A kill after Google applied this very patch but before its etag was
+     * committed: the event already holds the booking's times, the mirror
+     * the old ones. That is calsync's own write, not a host move. */
+    same |= ev.start_ms == b->start_ms && ev.end_ms == b->end_ms;
+    int cancelled = ev.status && strcmp(ev.status, "cancelled") == 0;
+    rc = same && !cancelled && ev.etag ? 0 : 1;
+done:
+    lua_settop(L, top);
+    return rc;
+}
+
 /* After a delete: the mirror shows the event cancelled, so the sync that
  * reads the cancellation back finds no change. */
 static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
@@ -303,7 +323,7 @@ static int transient(int g, const struct google_resp *r)
 /* The Google step of a job. On success the decoded event (insert/patch)
  * is on the JSON state's top and *have_event is set. */
 static int google_step(struct store_conn *c, const struct job *j,
-                       const struct booking *b, const struct cal *cal,
+                       const struct booking *b, const struct calendar_ref *cal,
                        struct google_resp *resp, int *have_event, int *conflict,
                        struct cs_err *err)
 {
@@ -348,32 +368,33 @@ static int google_step(struct store_conn *c, const struct job *j,
             g = GOOGLE_ETRANSPORT;
             break;
         }
-        g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
-                                b->etag ? b->etag : mirror_etag(c, j->calendar_id, b->event_id),
-                                resp, err);
+        {
+            /* If-Match: the newest version calsync has seen -- the mirror
+             * (the reverse path may have read a host edit since calsync's
+             * own last write), else the etag of that write */
+            const char *seen = mirror_etag(c, j->calendar_id, b->event_id);
+            g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
+                                    seen ? seen : b->etag, resp, err);
+        }
         fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
         if (g == GOOGLE_EHTTP && resp->status == 412) {
-            /* A crash after Google applied this very patch but before its
-             * etag was committed leaves the old etag behind, and the retry
-             * gets 412 from calsync's own write. When the event already
-             * holds exactly what this job writes, the job is done: adopt
-             * the event instead of recording a conflict. */
-            struct sync_event cur;
-            struct cs_err e2;
-            lua_State *L = json_state();
-            int top = lua_gettop(L);
-            if (google_events_get(&a, cal->external_id, b->event_id, resp, &e2) == GOOGLE_OK &&
-                sync_event_parse(L, -1, &cur, &e2) == 0 &&
-                strcmp(cur.status ? cur.status : "", "cancelled") != 0 &&
-                cur.start_ms == b->start_ms && cur.end_ms == b->end_ms &&
-                strcmp(cur.title ? cur.title : "", b->title ? b->title : "") == 0) {
-                g = GOOGLE_OK;
-                log_info("writer.patch_already_applied", "booking=%s", log_q(b->uid));
-            } else {
-                lua_settop(L, top);
-                g = GOOGLE_EHTTP;
-                resp->status = 412;
+            /* Someone edited the event since. Re-read it: if the host moved
+             * it, the policy decides (no overwrite); if the host changed
+             * something else, the app's change still applies on top. */
+            char fresh[SYNC_ETAG_MAX + 1];
+            int moved = host_moved(c, &a, cal, j->calendar_id, b, fresh,
+                                   resp, err);
+            if (moved != 0) {
+                *conflict = moved > 0;
+                if (moved < 0)
+                    g = GOOGLE_ETRANSPORT;
+                break;
+            }
+            g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
+                                    fresh, resp, err);
+            if (g == GOOGLE_EHTTP && resp->status == 412) {
                 *conflict = 1;
+                break;
             }
         }
         *have_event = g == GOOGLE_OK;
@@ -395,7 +416,7 @@ static void run_job(struct store_conn *c, const struct job *j)
 {
     struct cs_err err = {{0}};
     struct booking b;
-    struct cal cal;
+    struct calendar_ref cal;
     struct google_resp resp;
     google_resp_init(&resp);
     lua_State *L = json_state();
@@ -403,7 +424,7 @@ static void run_job(struct store_conn *c, const struct job *j)
     int have_b = 0;
 
     int r = booking_get(c, j->uid, &b, &err);
-    if (r <= 0 || load_cal(c, j->calendar_id, &cal, &err) <= 0) {
+    if (r <= 0 || calendar_ref_load(c, j->calendar_id, &cal, &err) <= 0) {
         if (r == 0 || r > 0) {
             if (store_begin(c, &err) == 0 &&
                 (finish_job(c, j, "done", "booking or calendar gone", &err) ||
@@ -543,8 +564,11 @@ static void *writer_main(void *arg)
         int64_t next_due = 0, wait = 1000;
         if (c && load_due(c, part, jobs, &n, &next_due, &err) == 0) {
             for (int i = 0; i < n; i++) {
-                if (!stopping())
+                if (!stopping()) {
+                    sched_calendar_lock(jobs[i].calendar_id);
                     run_job(c, &jobs[i]);
+                    sched_calendar_unlock(jobs[i].calendar_id);
+                }
                 free(jobs[i].payload);
             }
             if (n > 0)

@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config git
 liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
-libcmocka-dev lua-busted python3"
+libcmocka-dev lua-busted python3 valgrind"
 quiet=0
 [ "${1:-}" = "--quiet" ] && quiet=1
 missing=""

@@ -26,6 +26,8 @@ import unittest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, os.environ.get("CALSYNC_BIN", "build/calsync"))
 SANITIZED = os.environ.get("CALSYNC_SANITIZED") == "1"
+# e.g. "valgrind --leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite"
+WRAPPER = os.environ.get("CALSYNC_WRAPPER", "").split()
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
@@ -83,11 +85,11 @@ class Calsync:
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def start(self, timeout=15):
+    def start(self, timeout=60 if WRAPPER else 15):
         self.write_config()
         self.log = open(self.log_path, "ab")
         self._log_offset = self.log.tell()
-        self.proc = subprocess.Popen([BIN, "serve", "-c", self.config_path],
+        self.proc = subprocess.Popen(WRAPPER + [BIN, "serve", "-c", self.config_path],
                                      stdout=subprocess.DEVNULL, stderr=self.log,
                                      cwd=self.dir)
         deadline = time.time() + timeout
@@ -136,7 +138,7 @@ class Calsync:
             parsed = payload.decode("utf-8", "replace")
         return r.status, parsed, rh
 
-    def stop(self, sig=signal.SIGTERM, timeout=20, expect_rc=0):
+    def stop(self, sig=signal.SIGTERM, timeout=120 if WRAPPER else 20, expect_rc=0):
         if not self.proc:
             return None
         self.proc.send_signal(sig)

@@ -234,8 +234,9 @@ class TestResilience(ReverseCase):
         self.book(cal, "gone", gone)
         self.wait_for(lambda: gone["id"] in self.mirror(cal), what="mirrored")
         self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 100})
-        self.fg.host(CAL, op="delete", id=gone["id"])
+        self.wait_synced(cal, self.sync_now(cal))     # no push-driven sync left in flight
         self.fg.control("POST", "/invalidate_sync_tokens", {})
+        self.fg.host(CAL, op="delete", id=gone["id"])
         e = self.wait_audit("gone", 2, timeout=15)[1]
         self.assertEqual(e["action"], "cancel")
         self.assertEqual(e["source"], "full_sync")
