@@ -475,8 +475,8 @@ class TestOutboxCrash(CrashCase):
 
 class TestWriterCrash(CrashCase):
     """Kill points of forward writes: the job stays pending until its
-    result is committed, and an insert Google accepted is adopted by its
-    tag, never inserted twice."""
+    result is committed, and an insert Google accepted is adopted (its event
+    id derives from the uid: the retry gets 409), never inserted twice."""
 
     def create(self, cal, uid, start, end):
         """POST /v1/bookings; a kill racing the answer is tolerated (the
