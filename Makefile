@@ -106,15 +106,20 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) tests/unit/unit.h
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
 
 # ---- benchmarks --------------------------------------------------------------
+# `make bench`: every benchmark of docs/performance.md in one run (~4 min on
+# 2 cores), one table on stdout, the scaling plot in docs/. BENCH_ARGS is
+# passed to bench/run.py (e.g. BENCH_ARGS="--only intake,policy --reps 5").
 BENCH_BIN := $(patsubst bench/%.c,build/bench/%,$(wildcard bench/*.c))
+BENCH_ARGS ?=
 
 build/bench/%: bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS_ALL)
 
-bench: deps
+bench:
+	@sh tools/deps.sh --bench
 	$(MAKE) all $(BENCH_BIN)
-	build/bench/policy_bench
+	python3 bench/run.py $(BENCH_ARGS)
 
 deps:
 	@sh tools/deps.sh

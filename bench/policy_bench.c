@@ -6,13 +6,21 @@
  * the metrics. Prints the median, p90 and p99 nanoseconds per call over
  * batches of calls.
  *
+ * Baseline, same run: the same hook of policies/default.lua called with
+ * lua_pcall in a plain Lua state with plain argument tables built per call
+ * (no sandbox, no read-only proxies, no limits, no validation): what a
+ * policy call costs at the least ("bare lua_pcall").
+ *
  *   cc ... -o build/bench/policy_bench bench/policy_bench.c $(LIB_OBJ) $(LDLIBS_ALL)
- *   build/bench/policy_bench [CALLS]
+ *   build/bench/policy_bench [CALLS [--no-bare]]
  */
 #include "config.h"
 #include "log.h"
 #include "policy.h"
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +33,54 @@ static int64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void set_time3(lua_State *L, const char *s, const char *e, const char *t)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, s);
+    lua_setfield(L, -2, "start");
+    lua_pushstring(L, e);
+    lua_setfield(L, -2, "end");
+    lua_pushstring(L, t);
+    lua_setfield(L, -2, "title");
+}
+
+/* One bare call: fresh plain tables, the hook, the action read back. */
+static int bare_call(lua_State *L, int hook)
+{
+    lua_pushvalue(L, hook);
+    lua_createtable(L, 0, 6);                       /* change */
+    lua_pushliteral(L, "time_change");
+    lua_setfield(L, -2, "kind");
+    lua_pushliteral(L, "push");
+    lua_setfield(L, -2, "source");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "past");
+    set_time3(L, "2026-11-25T10:00:00Z", "2026-11-25T10:30:00Z", "Intro call");
+    lua_setfield(L, -2, "old");
+    set_time3(L, "2026-11-25T11:00:00Z", "2026-11-25T11:30:00Z", "Intro call");
+    lua_setfield(L, -2, "new");
+    lua_createtable(L, 0, 6);                       /* booking */
+    lua_pushliteral(L, "bk-1");
+    lua_setfield(L, -2, "uid");
+    lua_pushliteral(L, "Intro call");
+    lua_setfield(L, -2, "title");
+    lua_pushliteral(L, "2026-11-25T10:00:00Z");
+    lua_setfield(L, -2, "start");
+    lua_pushliteral(L, "2026-11-25T10:30:00Z");
+    lua_setfield(L, -2, "end");
+    lua_pushliteral(L, "accepted");
+    lua_setfield(L, -2, "status");
+    lua_createtable(L, 0, 1);                       /* ctx */
+    lua_pushinteger(L, 1795510800);
+    lua_setfield(L, -2, "now");
+    if (lua_pcall(L, 3, 1, 0) != LUA_OK)
+        return -1;
+    lua_getfield(L, -1, "action");
+    int ok = lua_type(L, -1) == LUA_TSTRING;
+    lua_pop(L, 2);
+    return ok ? 0 : -1;
 }
 
 static int cmp(const void *a, const void *b)
@@ -79,6 +135,38 @@ int main(int argc, char **argv)
     printf("policy_decide(default, time_change): median %.0f ns/call, p90 %.0f, "
            "p99 %.0f (%ld calls)\n", per[batches / 2], per[batches * 9 / 10],
            per[batches * 99 / 100], batches * BATCH);
+
+    /* the baseline (skipped with --no-bare: callgrind counts policy_decide only) */
+    if (argc > 2 && strcmp(argv[2], "--no-bare") == 0) {
+        free(per);
+        policy_runner_free(r);
+        policy_engine_stop();
+        config_free(&cfg);
+        return 0;
+    }
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    if (luaL_dofile(L, "policies/default.lua") != LUA_OK || !lua_istable(L, -1)) {
+        fprintf(stderr, "policy_bench: bare: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    lua_getfield(L, -1, "on_time_change");
+    int hook = lua_gettop(L);
+    for (int i = 0; i < 1000; i++)
+        if (bare_call(L, hook)) {
+            fprintf(stderr, "policy_bench: bare call failed\n");
+            return 1;
+        }
+    for (long k = 0; k < batches; k++) {
+        int64_t t0 = now_ns();
+        for (int i = 0; i < BATCH; i++)
+            bare_call(L, hook);
+        per[k] = (double)(now_ns() - t0) / BATCH;
+    }
+    qsort(per, (size_t)batches, sizeof *per, cmp);
+    printf("bare lua_pcall: median %.0f ns/call, p90 %.0f, p99 %.0f (%ld calls)\n",
+           per[batches / 2], per[batches * 9 / 10], per[batches * 99 / 100], batches * BATCH);
+    lua_close(L);
     free(per);
     policy_runner_free(r);
     policy_engine_stop();

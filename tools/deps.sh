@@ -7,8 +7,17 @@ PKGS="build-essential pkg-config git
 liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
 libcmocka-dev lua-busted python3 valgrind"
+# --bench adds what only `make bench` needs (never `make test`): wrk (HTTP
+# load), gnuplot-nox (docs/performance-scaling.png), valgrind (callgrind
+# instruction counts).
+BENCH_PKGS="wrk gnuplot-nox valgrind"
 quiet=0
-[ "${1:-}" = "--quiet" ] && quiet=1
+for a in "$@"; do
+    case "$a" in
+    --quiet) quiet=1 ;;
+    --bench) PKGS="$PKGS $BENCH_PKGS" ;;
+    esac
+done
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
