@@ -16,6 +16,7 @@
  * (calendar, event, etag, booking) that the audit table keeps unique.
  */
 #include "apply.h"
+#include "fault.h"
 
 #include "calendar.h"
 
@@ -380,13 +381,16 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
         rc = dup < 0 ? -1 : 0;
         goto done;
     }
+    fault_point("apply_after_audit");
     if (changed && booking_save(c, &b, err))
         goto done;
+    fault_point("apply_after_booking_save");
     const char *trigger = trigger_for(d.action);
     if (trigger && outbox_enqueue_booking(c, trigger, &b, &before, d.reason,
                                           in.source, d.policy,
                                           d.version[0] ? d.version : NULL, err))
         goto done;
+    fault_point("apply_after_outbox_enqueue");
     if (trigger)
         outbox_kick();
     log_info("apply.decision", "booking=%s change=%s action=%s policy=%s version=%s source=%s",

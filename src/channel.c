@@ -9,6 +9,7 @@
  * `failed` (kept, like every channel row).
  */
 #include "channel.h"
+#include "fault.h"
 
 #include "calendar.h"
 #include "google.h"
@@ -71,13 +72,16 @@ static int stop_channel(struct store_conn *c, int64_t credential_id,
                    : "calsync_channel_stops_total{result=\"error\"}");
     if (!ok)
         return -1;
+    fault_point("channel_after_stop");
     log_info("channel.stopped", "channel=%s", log_q(id));
     return set_state(c, id, "stopped", err);
 }
 
+/* Opens a channel; on success *renew_at is set and new_rid (rid_size
+ * bytes) holds the resource id Google answered. */
 static int open_channel(struct store_conn *c, int64_t calendar_id,
                         const struct calendar_ref *cal, int64_t *renew_at,
-                        struct cs_err *err)
+                        char *new_rid, size_t rid_size, struct cs_err *err)
 {
     static const char ins_sql[] =
         "INSERT INTO channels (id, calendar_id, token, state, created_at)"
@@ -99,6 +103,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     sqlite3_bind_int64(st, 4, created);
     if (store_exec(c, st, err))
         return -1;
+    fault_point("channel_after_opening_row");
 
     struct google_auth a = {c, cal->credential_id};
     struct google_resp resp;
@@ -113,6 +118,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
         metrics_inc("calsync_channel_opens_total{result=\"error\"}");
         goto done;
     }
+    fault_point("channel_after_watch");
     const char *rid = NULL, *exp = NULL;
     int64_t expiration = 0;
     if (json_get_str(L, -1, "resourceId", &rid, NULL, err) != 1 ||
@@ -129,7 +135,9 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     sqlite3_bind_int64(st, 3, expiration);
     if (store_exec(c, st, err))
         goto done;
+    fault_point("channel_after_live");
     metrics_inc("calsync_channel_opens_total{result=\"ok\"}");
+    snprintf(new_rid, rid_size, "%s", rid);
     *renew_at = channel_renew_at(created, expiration,
                                  channel_cfg->google.renew_before * 1000);
     log_info("channel.opened", "channel=%s calendar=%lld expires_in_s=%lld",
@@ -201,21 +209,29 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
         int64_t due = channel_renew_at(lv[0].created, lv[0].expiration, renew_before);
         if (due > now) {
             *next_check_ms = due;
-            /* older channels left over (a crash during a renewal) */
+            /* older channels left over (a crash during a renewal); one
+             * whose watch answer was lost to a crash has no resource id
+             * recorded, but watches the same resource as the live one */
             for (int i = 1; i < n; i++)
                 stop_channel(c, cal.credential_id, lv[i].id,
-                             lv[i].has_resource ? lv[i].resource_id : NULL, NULL);
+                             lv[i].has_resource ? lv[i].resource_id : lv[0].resource_id,
+                             NULL);
             return 0;
         }
     }
     int64_t renew_at = 0;
-    if (open_channel(c, calendar_id, &cal, &renew_at, err))
+    char new_rid[256] = "";
+    if (open_channel(c, calendar_id, &cal, &renew_at, new_rid, sizeof new_rid, err))
         return -1;
     *next_check_ms = renew_at;
+    fault_point(n > 0 ? "channel_after_open_before_stop" : NULL);
     for (int i = 0; i < n; i++) {
         struct cs_err e2;
+        /* a row left `opening` by a crash may still be live in Google
+         * (the watch succeeded, its answer was lost): Google's resource id
+         * is per watched calendar, so the new channel's one stops it */
         if (stop_channel(c, cal.credential_id, lv[i].id,
-                         lv[i].has_resource ? lv[i].resource_id : NULL, &e2))
+                         lv[i].has_resource ? lv[i].resource_id : new_rid, &e2))
             log_warn("channel.stop_failed", "channel=%s err=%s", log_q(lv[i].id),
                      log_q(e2.msg));
     }

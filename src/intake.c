@@ -4,6 +4,7 @@
  * (notification row + dirty flag). The token compare is constant-time.
  */
 #include "intake.h"
+#include "fault.h"
 
 #include "log.h"
 #include "metrics.h"
@@ -112,10 +113,12 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
         if (store_exec(c, st, &err))
             goto db_fail;
     }
+    fault_point("intake_before_commit");
     if (store_commit(c, &err)) {
         in_tx = 0;
         goto db_fail;
     }
+    fault_point("intake_after_commit");
     in_tx = 0;
     count(is_sync ? "sync" : "accepted");
     if (!is_sync && intake_hooks.sync)

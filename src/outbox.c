@@ -11,6 +11,7 @@
  * visible, never sent with a secret that no longer exists).
  */
 #include "outbox.h"
+#include "fault.h"
 
 #include "log.h"
 #include "metrics.h"
@@ -342,8 +343,10 @@ static void *sender_main(void *arg)
                          "calsync_webhook_deliveries_total{subscriber=\"%s\",result=\"%s\"}",
                          label, ok ? "ok" : "error");
                 metrics_inc(series);
+                fault_point(ok ? "outbox_after_post_ok" : "outbox_after_post_error");
                 if (record(c, &rows[i], status, &err))
                     log_error("outbox.db_error", "err=%s", log_q(err.msg));
+                fault_point("outbox_after_record");
                 log_event(ok ? LOG_DEBUG : LOG_WARN, "outbox.delivery",
                           "delivery=%s status=%ld attempt=%d", rows[i].delivery_id,
                           status, rows[i].attempts + 1);

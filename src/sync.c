@@ -9,6 +9,7 @@
  * deletions. See docs/internals/sync.md.
  */
 #include "sync.h"
+#include "fault.h"
 
 #include "calendar.h"
 #include "google.h"
@@ -457,6 +458,7 @@ static int report_deleted(struct run *x, const struct buf *ids, struct cs_err *e
         sqlite3_bind_int64(st, 1, x->info.calendar_id);
         sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
         rc = store_exec(x->db, st, err);
+        fault_point("sync_after_deleted_reported");
     next:
         free(stub);
         if (rc)
@@ -806,8 +808,10 @@ static int page_apply(struct run *x, struct buf *page_token, int *done,
             finish_calendar(x, next_sync, err))
             goto fail;
     }
+    fault_point("sync_page_before_commit");
     if (store_commit(x->db, err))
         return -1;
+    fault_point(next_sync ? "sync_last_page_after_commit" : "sync_page_after_commit");
     buf_reset(page_token);
     if (next_page && buf_puts(page_token, next_page))
         return cs_err_set(err, "out of memory");
@@ -994,6 +998,7 @@ restart:
             metrics_inc("calsync_sync_full_resyncs_total");
             if (cal_exec(x.db, drop_token, calendar_id, err))
                 goto done;
+            fault_point("sync_after_token_drop");
             restarted = 1;
             x.full = 1;
             goto restart;

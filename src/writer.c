@@ -13,6 +13,7 @@
  * insert) is needed.
  */
 #include "writer.h"
+#include "fault.h"
 
 #include "booking.h"
 #include "calendar.h"
@@ -257,9 +258,10 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
  * event could not be read. The decoded event is popped. */
 static int host_moved(struct store_conn *c, struct google_auth *a,
                       const struct calendar_ref *cal, int64_t calendar_id,
-                      const char *event_id, char fresh[SYNC_ETAG_MAX + 1],
+                      const struct booking *b, char fresh[SYNC_ETAG_MAX + 1],
                       struct google_resp *resp, struct cs_err *err)
 {
+    const char *event_id = b->event_id;
     static const char sql[] =
         "SELECT start_ms, end_ms FROM events WHERE calendar_id = ?1 AND id = ?2";
     lua_State *L = json_state();
@@ -281,6 +283,10 @@ static int host_moved(struct store_conn *c, struct google_auth *a,
         same = sqlite3_column_int64(st, 0) == ev.start_ms &&
                sqlite3_column_int64(st, 1) == ev.end_ms;
     sqlite3_reset(st);
+    /* A kill after Google applied this very patch but before its etag was
+     * committed: the event already holds the booking's times, the mirror
+     * the old ones. That is calsync's own write, not a host move. */
+    same |= ev.start_ms == b->start_ms && ev.end_ms == b->end_ms;
     int cancelled = ev.status && strcmp(ev.status, "cancelled") == 0;
     rc = same && !cancelled && ev.etag ? 0 : 1;
 done:
@@ -340,11 +346,13 @@ static int google_step(struct store_conn *c, const struct job *j,
             break;
         }
         g = google_events_insert(&a, cal->external_id, body.data, resp, err);
+        fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
         if (g == GOOGLE_EHTTP && resp->status == 409) {
             /* the id exists: an earlier attempt (a lost answer, a crash
              * before the commit) created it -- adopt that event */
             log_info("writer.adopted", "booking=%s event=%s", log_q(b->uid), id);
             g = google_events_get(&a, cal->external_id, id, resp, err);
+            fault_point(g == GOOGLE_OK ? "writer_after_adopt" : NULL);
         }
         *have_event = g == GOOGLE_OK;
         break;
@@ -368,12 +376,13 @@ static int google_step(struct store_conn *c, const struct job *j,
             g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
                                     seen ? seen : b->etag, resp, err);
         }
+        fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
         if (g == GOOGLE_EHTTP && resp->status == 412) {
             /* Someone edited the event since. Re-read it: if the host moved
              * it, the policy decides (no overwrite); if the host changed
              * something else, the app's change still applies on top. */
             char fresh[SYNC_ETAG_MAX + 1];
-            int moved = host_moved(c, &a, cal, j->calendar_id, b->event_id, fresh,
+            int moved = host_moved(c, &a, cal, j->calendar_id, b, fresh,
                                    resp, err);
             if (moved != 0) {
                 *conflict = moved > 0;
@@ -396,6 +405,7 @@ static int google_step(struct store_conn *c, const struct job *j,
         g = google_events_delete(&a, cal->external_id, b->event_id, NULL, resp, err);
         if (g == GOOGLE_EHTTP && (resp->status == 404 || resp->status == 410))
             g = GOOGLE_OK; /* already gone: the goal is met */
+        fault_point(g == GOOGLE_OK ? "writer_after_delete" : NULL);
         break;
     }
     buf_free(&body);
@@ -480,6 +490,7 @@ static void run_job(struct store_conn *c, const struct job *j)
         log_error("writer.db_error", "booking=%s err=%s", log_q(b.uid), log_q(err.msg));
         goto done;
     }
+    fault_point("writer_after_commit");
     metrics_inc("calsync_writes_total{result=\"ok\"}");
     log_info("writer.done", "booking=%s job=%s", log_q(b.uid), kind_names[j->kind]);
 done:
