@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,9 @@ static const char *const migrations[] = {
      *    index search, not a scan of every pending row: O(pending^2) before,
      *    measured by bench/ (docs/performance.md) */
     "CREATE INDEX outbox_booking_pending ON outbox(booking_uid, state, id);",
+    /* 3: a one-row table /healthz writes to while writes are failing, to
+     *    notice that space (or write access) came back */
+    "CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -328,9 +332,29 @@ void store_rollback(struct store_conn *c)
     write_done(c);
 }
 
+/* Set while writes fail for a reason outside calsync (disk full, database
+ * read-only, I/O error): /healthz reports unhealthy until a write succeeds. */
+static atomic_int store_write_failing;
+
+static void note_write(sqlite3_stmt *st, int rc)
+{
+    if (sqlite3_stmt_readonly(st))
+        return;
+    int primary = rc & 0xff;
+    if (primary == SQLITE_FULL || primary == SQLITE_READONLY ||
+        primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN) {
+        if (!atomic_exchange(&store_write_failing, 1))
+            log_error("store.writes_failing", "err=%s", log_q(sqlite3_errstr(rc)));
+    } else if (rc == SQLITE_DONE && atomic_load(&store_write_failing)) {
+        atomic_store(&store_write_failing, 0);
+        log_info("store.writes_recovered", "%s", "");
+    }
+}
+
 int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
 {
     int rc = sqlite3_step(st);
+    note_write(st, rc);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
         sqlite3_reset(st);
@@ -404,6 +428,8 @@ void store_shutdown(void)
 int store_healthy(void)
 {
     static const char sql[] = "SELECT count(*) FROM sqlite_master";
+    static const char probe_sql[] =
+        "INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?1)";
     struct store_conn *c = store_conn(NULL);
     if (!c)
         return 0;
@@ -412,6 +438,15 @@ int store_healthy(void)
         return 0;
     int ok = sqlite3_step(st) == SQLITE_ROW;
     sqlite3_reset(st);
+    if (ok && atomic_load(&store_write_failing)) {
+        /* writes were failing: try one, which clears the flag on success */
+        st = store_stmt(c, probe_sql, NULL);
+        if (st) {
+            sqlite3_bind_int64(st, 1, time_now_ms());
+            store_exec(c, st, NULL);
+        }
+        ok = !atomic_load(&store_write_failing);
+    }
     return ok;
 }
 

@@ -179,7 +179,9 @@ class Calsync:
     API_STATE = {
         "credentials": "id, provider, refresh_token",
         "calendars": "id, credential_id, external_id, policy, settings",
-        "bookings": "*", "booking_refs": "*", "audit": "*", "outbox": "*", "jobs": "*",
+        "bookings": "*", "booking_refs": "*", "audit": "*", "outbox": "*",
+        # a job's attempts/next_at move while the writer retries in the background
+        "jobs": "id, kind, booking_uid, calendar_id, payload, created_at",
     }
 
     def snapshot(self, tables=None):
