@@ -763,6 +763,18 @@ static int url_start(struct buf *u, const char *cal, const char *tail)
            google_url_escape(u, cal) || buf_puts(u, tail);
 }
 
+/* Runs a call whose URL was built into c->url (`bad`: building it ran out
+ * of memory, which call_run reports for an empty URL) and frees the URL. */
+static int call_url(struct google_auth *a, struct call *c, int bad,
+                    struct google_resp *resp, struct cs_err *err)
+{
+    if (bad)
+        buf_free(&c->url);
+    int rc = call_run(a, c, resp, err);
+    buf_free(&c->url);
+    return rc;
+}
+
 int google_events_list(struct google_auth *a, const char *calendar_id,
                        const struct google_list_params *p,
                        struct google_resp *resp, struct cs_err *err)
@@ -781,11 +793,7 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
     }
     if (p->page_token)
         bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, p->page_token);
-    if (bad)
-        buf_free(&c.url);
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
-    return rc;
+    return call_url(a, &c, bad, resp, err);
 }
 
 static int event_url(struct buf *u, const char *cal, const char *ev)
@@ -803,11 +811,7 @@ int google_events_instances(struct google_auth *a, const char *calendar_id,
               buf_puts(&c.url, "/instances?showDeleted=true&maxResults=2500");
     if (page_token)
         bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, page_token);
-    if (bad)
-        buf_free(&c.url);
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
-    return rc;
+    return call_url(a, &c, bad, resp, err);
 }
 
 int google_events_get(struct google_auth *a, const char *calendar_id,
@@ -816,11 +820,7 @@ int google_events_get(struct google_auth *a, const char *calendar_id,
 {
     struct call c = {.what = "events.get", .method = "GET", .push = 1};
     buf_init(&c.url);
-    if (event_url(&c.url, calendar_id, event_id))
-        buf_free(&c.url);
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
-    return rc;
+    return call_url(a, &c, event_url(&c.url, calendar_id, event_id), resp, err);
 }
 
 int google_events_insert(struct google_auth *a, const char *calendar_id,
@@ -830,11 +830,7 @@ int google_events_insert(struct google_auth *a, const char *calendar_id,
     struct call c = {.what = "events.insert", .method = "POST", .push = 1,
                      .body = body_json};
     buf_init(&c.url);
-    if (url_start(&c.url, calendar_id, "/events"))
-        buf_free(&c.url);
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
-    return rc;
+    return call_url(a, &c, url_start(&c.url, calendar_id, "/events"), resp, err);
 }
 
 int google_events_patch(struct google_auth *a, const char *calendar_id,
@@ -845,11 +841,7 @@ int google_events_patch(struct google_auth *a, const char *calendar_id,
     struct call c = {.what = "events.patch", .method = "PATCH", .push = 1,
                      .body = body_json, .if_match = if_match};
     buf_init(&c.url);
-    if (event_url(&c.url, calendar_id, event_id))
-        buf_free(&c.url);
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
-    return rc;
+    return call_url(a, &c, event_url(&c.url, calendar_id, event_id), resp, err);
 }
 
 int google_events_delete(struct google_auth *a, const char *calendar_id,
@@ -859,11 +851,7 @@ int google_events_delete(struct google_auth *a, const char *calendar_id,
     struct call c = {.what = "events.delete", .method = "DELETE",
                      .if_match = if_match};
     buf_init(&c.url);
-    if (event_url(&c.url, calendar_id, event_id))
-        buf_free(&c.url);
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
-    return rc;
+    return call_url(a, &c, event_url(&c.url, calendar_id, event_id), resp, err);
 }
 
 int google_events_watch(struct google_auth *a, const char *calendar_id,
@@ -881,11 +869,8 @@ int google_events_watch(struct google_auth *a, const char *calendar_id,
            buf_json_strz(&body, address) || buf_puts(&body, ",\"token\":") ||
            buf_json_strz(&body, token) ||
            buf_printf(&body, ",\"params\":{\"ttl\":\"%lld\"}}", (long long)ttl_s);
-    if (bad)
-        buf_free(&c.url);
     c.body = body.data;
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
+    int rc = call_url(a, &c, bad, resp, err);
     buf_free(&body);
     return rc;
 }
@@ -903,11 +888,8 @@ int google_channels_stop(struct google_auth *a, const char *channel_id,
     bad |= buf_puts(&body, "{\"id\":") || buf_json_strz(&body, channel_id) ||
            buf_puts(&body, ",\"resourceId\":") || buf_json_strz(&body, resource_id) ||
            buf_puts(&body, "}");
-    if (bad)
-        buf_free(&c.url);
     c.body = body.data;
-    int rc = call_run(a, &c, resp, err);
-    buf_free(&c.url);
+    int rc = call_url(a, &c, bad, resp, err);
     buf_free(&body);
     return rc;
 }

@@ -528,6 +528,28 @@ static void reset_state(void)
     n_chores = 0;
 }
 
+/* Stops and joins every thread started (the scheduler thread only when
+ * `with_sched`), cancelling Google waits, and frees the state. Shared by
+ * sched_stop() and a failed sched_start(). */
+static void shut_down(int with_sched)
+{
+    pthread_mutex_lock(&sched_mu);
+    s_stopping = 1;
+    pthread_cond_broadcast(&sched_wake);
+    pthread_cond_broadcast(&work_wake);
+    pthread_mutex_unlock(&sched_mu);
+    google_cancel();
+    if (with_sched)
+        pthread_join(sched_thread, NULL);
+    for (int i = 0; i < n_workers; i++)
+        pthread_join(workers[i], NULL);
+    pthread_mutex_lock(&sched_mu);
+    s_running = 0;
+    reset_state();
+    pthread_mutex_unlock(&sched_mu);
+    pthread_cond_destroy(&sched_wake);
+}
+
 int sched_start(const struct config *cfg, struct cs_err *err)
 {
     int n = cfg->workers > 0 ? cfg->workers : 1;
@@ -567,23 +589,8 @@ int sched_start(const struct config *cfg, struct cs_err *err)
              (long long)cfg->poll_interval);
     rc = 0;
 done:
-    if (rc) {
-        pthread_mutex_lock(&sched_mu);
-        s_stopping = 1;
-        pthread_cond_broadcast(&sched_wake);
-        pthread_cond_broadcast(&work_wake);
-        pthread_mutex_unlock(&sched_mu);
-        google_cancel();
-        if (sched_up)
-            pthread_join(sched_thread, NULL);
-        for (int i = 0; i < n_workers; i++)
-            pthread_join(workers[i], NULL);
-        pthread_mutex_lock(&sched_mu);
-        s_running = 0;
-        reset_state();
-        pthread_mutex_unlock(&sched_mu);
-        pthread_cond_destroy(&sched_wake);
-    }
+    if (rc)
+        shut_down(sched_up);
     return rc;
 }
 
@@ -594,18 +601,7 @@ void sched_stop(void)
         pthread_mutex_unlock(&sched_mu);
         return;
     }
-    s_stopping = 1;
-    pthread_cond_broadcast(&sched_wake);
-    pthread_cond_broadcast(&work_wake);
     pthread_mutex_unlock(&sched_mu);
-    google_cancel();
-    pthread_join(sched_thread, NULL);
-    for (int i = 0; i < n_workers; i++)
-        pthread_join(workers[i], NULL);
-    pthread_mutex_lock(&sched_mu);
-    s_running = 0;
-    reset_state();
-    pthread_mutex_unlock(&sched_mu);
-    pthread_cond_destroy(&sched_wake);
+    shut_down(1);
     log_info("sched.stopped", "%s", "");
 }
