@@ -296,7 +296,11 @@ def item_intake(fx, reps, seconds, R):
         w = run_wrk(svc.port, seconds, 64, env)
         w["cpu_us"] = (svc.cpu() - cpu0) / w["requests"] * 1e6
         t_end = int(time.time() * 1000)
-        # every accepted notification recorded, and the calendar synced after the last one
+        # every accepted notification recorded (the intake journal reaches
+        # the table a few ms after the 200), and the calendar synced after
+        # the last one
+        svc.wait("SELECT count(*) >= ? FROM notifications WHERE channel_id = 'ch-bench'",
+                 (n0 + w["requests"],), timeout=30)
         svc.wait("SELECT dirty = 0 AND last_synced_at >= ? FROM calendars WHERE id = ?", (t_end - 1000, cal),
                  timeout=30)
         n1 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")

@@ -65,9 +65,14 @@ static const struct {
 static void cleanup(void)
 {
     http_stop();
+    intake_stop();
     store_shutdown();
     char side[600];
     unlink(dbpath);
+    for (int i = 0; i < 2; i++) {
+        snprintf(side, sizeof side, "%s-intake.%d", dbpath, i);
+        unlink(side);
+    }
     snprintf(side, sizeof side, "%s-wal", dbpath);
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", dbpath);
@@ -111,6 +116,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     struct intake_hooks hooks = {on_sync, on_stop};
     intake_set_hooks(&hooks);
+    if (intake_start(dbpath, &err)) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        abort();
+    }
     free(cfg.listen);
     cfg.listen = strdup("127.0.0.1:0");
     cfg.listen_port = 0;
@@ -230,6 +239,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     atomic_store(&n_stop, 0);
     int status = send_request(req.data, req.len);
     buf_free(&req);
+    /* the sync request follows the journalled notification's commit */
+    FUZZ_CHECK(intake_flush(10000) == 0);
     if (status < 0)
         return 0; /* the server closed on us: nothing to judge */
     int syncs = atomic_load(&n_sync), stops = atomic_load(&n_stop);

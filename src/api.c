@@ -379,7 +379,7 @@ done:
 
 static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
 {
-    static const char sql[] = "UPDATE calendars SET dirty = 1 WHERE id = ?1";
+    static const char sql[] = "UPDATE calendars SET dirty = dirty + 1 WHERE id = ?1";
     struct ctx x = {0};
     int64_t id;
     char state[32];

@@ -23,8 +23,9 @@ atomic_int fault_state = 0;
 /* Every point compiled into calsync. Names are never reused. */
 static const char *const fault_names[] = {
     /* intake.c */
-    "intake_before_commit",
-    "intake_after_commit",
+    "intake_after_journal",
+    "intake_flush_before_commit",
+    "intake_flush_after_commit",
     /* sync.c */
     "sync_after_token_drop",
     "sync_page_before_commit",

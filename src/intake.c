@@ -1,21 +1,73 @@
-/* intake.c -- Google push notification intake. See intake.h.
+/* intake.c -- Google push notification intake. See intake.h and
+ * docs/internals/intake.md.
  *
- * Hot path: one indexed lookup of the channel and one small transaction
- * (notification row + dirty flag). The token compare is constant-time.
+ * Hot path: one indexed read of the channel (WAL readers never wait for
+ * the writer), a constant-time token compare, and one write(2) of a short
+ * record to the journal under a mutex. No SQLite write on the HTTP thread:
+ * a sync's page transaction can hold the database's single write lock for
+ * tens of milliseconds, and the acknowledgement must not queue behind it.
+ *
+ * The journal is two files used in turn. Handlers append to the current
+ * one; the flusher, when it takes the queued batch, switches handlers to
+ * the other file in the same critical section, so the file it leaves holds
+ * exactly the records of that batch. Once the batch has committed the file
+ * is truncated. Records carry the notification row id they will get, so a
+ * replay after a crash between COMMIT and truncate inserts nothing twice
+ * (INSERT OR IGNORE on the primary key).
+ *
+ * Record: "<row id> <calendar id> <received ms> <message number|-1>
+ * <resource state|-> <channel id>\n". The channel id is last (it is the
+ * stored id the header matched, never hostile bytes beyond a header value,
+ * which holds no newline); the resource state is reduced to [A-Za-z0-9_].
  */
 #include "intake.h"
-#include "fault.h"
 
+#include "fault.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define INTAKE_ID_MAX 256
+#define INTAKE_STATE_MAX 32
+#define INTAKE_QUEUE_MAX 65536 /* notifications journalled, not yet committed */
+#define INTAKE_RECORD_MAX (INTAKE_ID_MAX + INTAKE_STATE_MAX + 96)
+#define INTAKE_REPLAY_MAX (64L << 20) /* a journal file larger is not ours */
+
+struct note {
+    int64_t id, calendar_id, at, number; /* number -1: none */
+    char rstate[INTAKE_STATE_MAX + 1];   /* "" when absent */
+    char channel[INTAKE_ID_MAX + 1];
+};
+
+struct queue {
+    struct note *v;
+    size_t len, cap;
+};
 
 static struct intake_hooks intake_hooks;
+
+/* Everything below is guarded by j_mu, except what the flusher owns. */
+static pthread_mutex_t j_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t j_more = PTHREAD_COND_INITIALIZER;    /* flusher wakes */
+static pthread_cond_t j_flushed = PTHREAD_COND_INITIALIZER; /* intake_flush */
+static int j_fd[2] = {-1, -1};
+static off_t j_size[2];
+static int j_cur;             /* file handlers append to */
+static struct queue j_queue;  /* journalled, not yet taken by the flusher */
+static int64_t j_next_id;     /* notification row id of the next record */
+static uint64_t j_queued, j_committed; /* counters, for intake_flush */
+static int j_running, j_stopping;
+static pthread_t j_thread;
 
 void intake_set_hooks(const struct intake_hooks *hooks)
 {
@@ -30,23 +82,470 @@ static void count(const char *outcome)
     metrics_inc(series);
 }
 
-void intake_handle(struct http_req *req, struct http_resp *resp)
+/* ------------------------------------------------------------ records */
+
+static int format_record(const struct note *n, char *out, size_t cap)
+{
+    int len = snprintf(out, cap, "%lld %lld %lld %lld %s %s\n", (long long)n->id,
+                       (long long)n->calendar_id, (long long)n->at,
+                       (long long)n->number, n->rstate[0] ? n->rstate : "-",
+                       n->channel);
+    return len > 0 && (size_t)len < cap ? len : -1;
+}
+
+static int parse_field(const char **p, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(*p, &end, 10);
+    if (errno || end == *p || *end != ' ')
+        return -1;
+    *out = v;
+    *p = end + 1;
+    return 0;
+}
+
+/* Parses one record (without its newline) of len bytes. 0 or -1. */
+static int parse_record(const char *s, size_t len, struct note *n)
+{
+    char line[INTAKE_RECORD_MAX + 1];
+    if (len == 0 || len > INTAKE_RECORD_MAX || memchr(s, '\0', len))
+        return -1;
+    memcpy(line, s, len);
+    line[len] = '\0';
+    const char *p = line;
+    if (parse_field(&p, &n->id) || parse_field(&p, &n->calendar_id) ||
+        parse_field(&p, &n->at) || parse_field(&p, &n->number) || n->id <= 0)
+        return -1;
+    const char *sp = strchr(p, ' ');
+    if (!sp || sp == p || (size_t)(sp - p) > INTAKE_STATE_MAX)
+        return -1;
+    size_t sl = (size_t)(sp - p);
+    if (sl == 1 && *p == '-') {
+        n->rstate[0] = '\0';
+    } else {
+        memcpy(n->rstate, p, sl);
+        n->rstate[sl] = '\0';
+    }
+    const char *ch = sp + 1;
+    size_t cl = strlen(ch);
+    if (cl == 0 || cl > INTAKE_ID_MAX)
+        return -1;
+    memcpy(n->channel, ch, cl + 1);
+    return 0;
+}
+
+static int queue_push(struct queue *q, const struct note *n)
+{
+    if (q->len == q->cap) {
+        size_t nc = q->cap ? q->cap * 2 : 256;
+        struct note *v = realloc(q->v, nc * sizeof *v);
+        if (!v)
+            return -1;
+        q->v = v;
+        q->cap = nc;
+    }
+    q->v[q->len++] = *n;
+    return 0;
+}
+
+/* ------------------------------------------------------------- commit */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The calendars a batch asks to sync (not the `sync` handshakes), sorted
+ * and distinct, into *cals (owned by the caller, realloc'd). Returns the
+ * count, or -1 when out of memory. */
+static long batch_calendars(const struct note *v, size_t n, int64_t **cals)
+{
+    int64_t *c = realloc(*cals, (n ? n : 1) * sizeof *c);
+    if (!c)
+        return -1;
+    *cals = c;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].rstate, "sync") != 0)
+            c[k++] = v[i].calendar_id;
+    qsort(c, k, sizeof *c, cmp_i64);
+    size_t d = 0;
+    for (size_t i = 0; i < k; i++)
+        if (d == 0 || c[d - 1] != c[i])
+            c[d++] = c[i];
+    return (long)d;
+}
+
+/* One transaction: every row of the batch (ignored when already there: a
+ * replay), and one dirty mark per calendar. The mark is a generation
+ * (dirty + 1): a sync clears only the value it read when it started, so a
+ * notification during a sync keeps the calendar dirty across a crash. */
+static int commit_batch(const struct note *v, size_t n, const int64_t *cals,
+                        size_t ncal, struct cs_err *err)
+{
+    static const char note_sql[] =
+        "INSERT OR IGNORE INTO notifications (id, channel_id, message_number,"
+        " resource_state, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    static const char dirty_sql[] =
+        "UPDATE calendars SET dirty = dirty + 1"
+        " WHERE id = ?1 AND state NOT IN ('stopped', 'revoked')";
+    struct store_conn *c = store_conn(err);
+    if (!c || store_begin(c, err))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt *st = store_stmt(c, note_sql, err);
+        if (!st)
+            goto fail;
+        sqlite3_bind_int64(st, 1, v[i].id);
+        sqlite3_bind_text(st, 2, v[i].channel, -1, SQLITE_STATIC);
+        if (v[i].number >= 0)
+            sqlite3_bind_int64(st, 3, v[i].number);
+        if (v[i].rstate[0])
+            sqlite3_bind_text(st, 4, v[i].rstate, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, v[i].at);
+        if (store_exec(c, st, err))
+            goto fail;
+    }
+    for (size_t i = 0; i < ncal; i++) {
+        sqlite3_stmt *st = store_stmt(c, dirty_sql, err);
+        if (!st)
+            goto fail;
+        sqlite3_bind_int64(st, 1, cals[i]);
+        if (store_exec(c, st, err))
+            goto fail;
+    }
+    fault_point("intake_flush_before_commit");
+    if (store_commit(c, err))
+        return -1;
+    fault_point("intake_flush_after_commit");
+    return 0;
+fail:
+    store_rollback(c);
+    return -1;
+}
+
+static void truncate_file(int i)
+{
+    if (ftruncate(j_fd[i], 0) != 0)
+        log_warn("intake.journal_truncate_failed", "errno=%d", errno);
+    j_size[i] = 0;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void *flusher_main(void *arg)
+{
+    (void)arg;
+    struct queue batch = {0};
+    int64_t *cals = NULL;
+    pthread_mutex_lock(&j_mu);
+    for (;;) {
+        while (j_queue.len == 0 && !j_stopping)
+            pthread_cond_wait(&j_more, &j_mu);
+        if (j_queue.len == 0)
+            break; /* stopping, and nothing left */
+        /* take the batch and move handlers to the other (empty) file */
+        struct queue t = j_queue;
+        j_queue = batch;
+        j_queue.len = 0;
+        batch = t;
+        int file = j_cur;
+        j_cur = 1 - j_cur;
+        int stopping = j_stopping;
+        pthread_mutex_unlock(&j_mu);
+
+        struct cs_err err = {{0}};
+        long ncal = -1;
+        int ok = 0;
+        for (int attempt = 1;; attempt++) {
+            ncal = batch_calendars(batch.v, batch.len, &cals);
+            if (ncal < 0)
+                cs_err_set(&err, "out of memory");
+            else if (commit_batch(batch.v, batch.len, cals, (size_t)ncal, &err) == 0) {
+                ok = 1;
+                break;
+            }
+            log_error("intake.flush_failed", "notifications=%zu attempt=%d err=%s",
+                      batch.len, attempt, log_q(err.msg));
+            metrics_inc("calsync_intake_flush_failures_total");
+            pthread_mutex_lock(&j_mu);
+            stopping = j_stopping;
+            pthread_mutex_unlock(&j_mu);
+            if (stopping)
+                break; /* the batch stays in its file for the next start */
+            /* the database is failing (full disk, read-only): retry; the
+             * journal keeps the batch, new notifications queue behind it */
+            sleep_ms(attempt < 6 ? 50L << attempt : 2000);
+        }
+        pthread_mutex_lock(&j_mu);
+        if (ok) {
+            truncate_file(file);
+            pthread_mutex_unlock(&j_mu);
+            for (long i = 0; intake_hooks.sync && i < ncal; i++)
+                intake_hooks.sync(cals[i]);
+            pthread_mutex_lock(&j_mu);
+        }
+        j_committed += batch.len;
+        pthread_cond_broadcast(&j_flushed);
+        if (!ok)
+            break; /* stopping: never truncate or reuse `file` in this run */
+        batch.len = 0;
+    }
+    /* what is left (a failed stop) is accounted so intake_flush returns */
+    j_committed += j_queue.len;
+    pthread_cond_broadcast(&j_flushed);
+    pthread_mutex_unlock(&j_mu);
+    free(batch.v);
+    free(cals);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- replay */
+
+/* Reads journal file `path` (absent: nothing) and appends its records to q.
+ * Malformed lines (a torn tail after a power loss) are skipped with a
+ * warning. 0, or -1 with err set. */
+static int replay_read(const char *path, struct queue *q, struct cs_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        return cs_err_set(err, "intake journal %s: %s", path, strerror(errno));
+    }
+    struct buf data;
+    buf_init(&data);
+    char chunk[65536];
+    size_t got;
+    int rc = -1;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (data.len + got > INTAKE_REPLAY_MAX) {
+            cs_err_set(err, "intake journal %s: larger than %ld bytes", path,
+                       INTAKE_REPLAY_MAX);
+            goto done;
+        }
+        if (buf_append(&data, chunk, got)) {
+            cs_err_set(err, "out of memory");
+            goto done;
+        }
+    }
+    if (ferror(f)) {
+        cs_err_set(err, "intake journal %s: read error", path);
+        goto done;
+    }
+    size_t bad = 0;
+    for (size_t off = 0; off < data.len;) {
+        const char *nl = memchr(data.data + off, '\n', data.len - off);
+        size_t len = nl ? (size_t)(nl - (data.data + off)) : data.len - off;
+        struct note n;
+        if (nl && parse_record(data.data + off, len, &n) == 0) {
+            if (queue_push(q, &n)) {
+                cs_err_set(err, "out of memory");
+                goto done;
+            }
+        } else {
+            bad++;
+        }
+        off += len + 1;
+    }
+    if (bad)
+        log_warn("intake.journal_bad_records", "file=%s skipped=%zu", log_q(path), bad);
+    rc = 0;
+done:
+    buf_free(&data);
+    fclose(f);
+    return rc;
+}
+
+static int next_row_id(int64_t *out, struct cs_err *err)
+{
+    static const char sql[] = "SELECT coalesce(max(id), 0) + 1 FROM notifications";
+    struct store_conn *c = store_conn(err);
+    sqlite3_stmt *st = c ? store_stmt(c, sql, err) : NULL;
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : store_error(c, err);
+}
+
+int intake_start(const char *db_path, struct cs_err *err)
+{
+    struct queue q = {0};
+    int64_t *cals = NULL;
+    char path[2][4096];
+    int rc = -1;
+    if (j_running)
+        return cs_err_set(err, "intake already started");
+    for (int i = 0; i < 2; i++) {
+        if ((size_t)snprintf(path[i], sizeof path[i], "%s-intake.%d", db_path, i) >=
+            sizeof path[i])
+            return cs_err_set(err, "database path too long for the intake journal");
+        if (replay_read(path[i], &q, err))
+            goto done;
+    }
+    if (q.len) {
+        long ncal = batch_calendars(q.v, q.len, &cals);
+        if (ncal < 0) {
+            cs_err_set(err, "out of memory");
+            goto done;
+        }
+        if (commit_batch(q.v, q.len, cals, (size_t)ncal, err))
+            goto done;
+        log_info("intake.journal_replayed", "notifications=%zu calendars=%ld",
+                 q.len, ncal);
+    }
+    for (int i = 0; i < 2; i++) {
+        j_fd[i] = open(path[i], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (j_fd[i] < 0) {
+            cs_err_set(err, "intake journal %s: %s", path[i], strerror(errno));
+            goto done;
+        }
+        truncate_file(i); /* replayed and committed above */
+    }
+    if (next_row_id(&j_next_id, err))
+        goto done;
+    j_cur = 0;
+    j_queued = j_committed = 0;
+    j_stopping = 0;
+    if (pthread_create(&j_thread, NULL, flusher_main, NULL) != 0) {
+        cs_err_set(err, "cannot start the intake flusher");
+        goto done;
+    }
+    j_running = 1;
+    rc = 0;
+done:
+    if (rc) {
+        for (int i = 0; i < 2; i++) {
+            if (j_fd[i] >= 0)
+                close(j_fd[i]);
+            j_fd[i] = -1;
+        }
+    }
+    free(q.v);
+    free(cals);
+    return rc;
+}
+
+int intake_flush(int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&j_mu);
+    uint64_t want = j_queued;
+    while (j_running && j_committed < want)
+        if (pthread_cond_timedwait(&j_flushed, &j_mu, &until) == ETIMEDOUT) {
+            rc = -1;
+            break;
+        }
+    pthread_mutex_unlock(&j_mu);
+    return rc;
+}
+
+void intake_stop(void)
+{
+    pthread_mutex_lock(&j_mu);
+    int running = j_running;
+    j_stopping = 1;
+    pthread_cond_broadcast(&j_more);
+    pthread_mutex_unlock(&j_mu);
+    if (!running)
+        return;
+    pthread_join(j_thread, NULL);
+    pthread_mutex_lock(&j_mu);
+    j_running = 0;
+    for (int i = 0; i < 2; i++) {
+        close(j_fd[i]);
+        j_fd[i] = -1;
+    }
+    free(j_queue.v);
+    j_queue = (struct queue){0};
+    pthread_cond_broadcast(&j_flushed);
+    pthread_mutex_unlock(&j_mu);
+}
+
+/* -------------------------------------------------------------- intake */
+
+/* Appends n's record to the current journal file and queues n. Assigns
+ * n->id. 0, or -1 (nothing written, nothing queued) with *why set. */
+static int journal_append(struct note *n, const char **why)
+{
+    char rec[INTAKE_RECORD_MAX + 2];
+    int rc = -1;
+    pthread_mutex_lock(&j_mu);
+    if (!j_running || j_stopping) {
+        *why = "intake not running";
+        goto out;
+    }
+    if (j_queue.len >= INTAKE_QUEUE_MAX) {
+        *why = "intake queue full (database not keeping up)";
+        goto out;
+    }
+    /* ids are never reused, even for a record taken back: if taking it
+     * back failed, a replay must not let it shadow a later one */
+    n->id = j_next_id++;
+    int len = format_record(n, rec, sizeof rec);
+    if (len < 0) {
+        *why = "notification too long";
+        goto out;
+    }
+    int fd = j_fd[j_cur];
+    ssize_t w;
+    do
+        w = write(fd, rec, (size_t)len);
+    while (w < 0 && errno == EINTR);
+    if (w != len) {
+        /* ENOSPC/EFBIG/EIO, or a short write: take back any torn tail so
+         * the file stays a sequence of whole records */
+        int e = w < 0 ? errno : ENOSPC;
+        if (w > 0 && ftruncate(fd, j_size[j_cur]) != 0)
+            log_warn("intake.journal_truncate_failed", "errno=%d", errno);
+        log_error("intake.journal_write_failed", "errno=%d err=%s", e, log_q(strerror(e)));
+        *why = "cannot record the notification";
+        goto out;
+    }
+    if (queue_push(&j_queue, n)) {
+        /* written but not queued: take the record back (the flusher would
+         * truncate it with a batch it is not part of); Google retries */
+        if (ftruncate(fd, j_size[j_cur]) != 0)
+            log_warn("intake.journal_truncate_failed", "errno=%d", errno);
+        *why = "out of memory";
+        goto out;
+    }
+    j_size[j_cur] += len;
+    j_queued++;
+    pthread_cond_signal(&j_more);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&j_mu);
+    return rc;
+}
+
+void intake_notify(const char *id, const char *token, const char *rstate,
+                   const char *msgno, struct http_resp *resp)
 {
     static const char find_sql[] =
         "SELECT calendar_id, token, state FROM channels WHERE id = ?1";
-    static const char note_sql[] =
-        "INSERT INTO notifications (channel_id, message_number, resource_state,"
-        " received_at) VALUES (?1, ?2, ?3, ?4)";
-    static const char dirty_sql[] =
-        "UPDATE calendars SET dirty = 1 WHERE id = ?1 AND state NOT IN ('stopped', 'revoked')";
     struct cs_err err = {{0}};
-    const char *id = http_header(req, "X-Goog-Channel-ID");
-    const char *token = http_header(req, "X-Goog-Channel-Token");
-    const char *rstate = http_header(req, "X-Goog-Resource-State");
-    const char *msgno = http_header(req, "X-Goog-Message-Number");
-    int64_t number = -1, calendar_id = 0;
+    struct note n = {.number = -1};
     char state[16] = "";
-    int in_tx = 0;
+    const char *why;
 
     resp->status = 200;
     buf_puts(&resp->body, "{}");
@@ -54,8 +553,8 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
         count("unknown");
         return;
     }
-    if (msgno && parse_i64(msgno, &number))
-        number = -1;
+    if (msgno && (parse_i64(msgno, &n.number) || n.number < 0))
+        n.number = -1;
     struct store_conn *c = store_conn(&err);
     sqlite3_stmt *st = c ? store_stmt(c, find_sql, &err) : NULL;
     if (!st)
@@ -64,14 +563,16 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
     int rc = sqlite3_step(st);
     int match = 0;
     if (rc == SQLITE_ROW) {
-        calendar_id = sqlite3_column_int64(st, 0);
+        n.calendar_id = sqlite3_column_int64(st, 0);
         const char *want = store_col_text(st, 1);
         snprintf(state, sizeof state, "%s", store_col_text(st, 2));
         match = token && want && secure_equal(token, strlen(token), want, strlen(want));
     }
     sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        store_error(c, &err);
         goto db_fail;
+    }
     if (rc == SQLITE_DONE) {
         count("unknown");
         log_info("intake.unknown_channel", "channel=%s", log_q(id));
@@ -91,44 +592,38 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
         return;
     }
     int is_sync = rstate && strcmp(rstate, "sync") == 0;
-    if (store_begin(c, &err))
-        goto db_fail;
-    in_tx = 1;
-    st = store_stmt(c, note_sql, &err);
-    if (!st)
-        goto db_fail;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (number >= 0)
-        sqlite3_bind_int64(st, 2, number);
-    if (rstate)
-        sqlite3_bind_text(st, 3, rstate, (int)strnlen(rstate, 32), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, time_now_ms());
-    if (store_exec(c, st, &err))
-        goto db_fail;
-    if (!is_sync) {
-        st = store_stmt(c, dirty_sql, &err);
-        if (!st)
-            goto db_fail;
-        sqlite3_bind_int64(st, 1, calendar_id);
-        if (store_exec(c, st, &err))
-            goto db_fail;
+    if (rstate) {
+        /* kept as a label: [A-Za-z0-9_], at most 32 bytes */
+        size_t i = 0;
+        for (; rstate[i] && i < INTAKE_STATE_MAX; i++) {
+            char ch = rstate[i];
+            int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9') || ch == '_';
+            n.rstate[i] = ok ? ch : '_';
+        }
+        n.rstate[i] = '\0';
     }
-    fault_point("intake_before_commit");
-    if (store_commit(c, &err)) {
-        in_tx = 0;
-        goto db_fail;
+    snprintf(n.channel, sizeof n.channel, "%s", id);
+    n.at = time_now_ms();
+    if (journal_append(&n, &why)) {
+        count("error");
+        http_error(resp, 503, "%s", why);
+        return;
     }
-    fault_point("intake_after_commit");
-    in_tx = 0;
+    fault_point("intake_after_journal");
     count(is_sync ? "sync" : "accepted");
-    if (!is_sync && intake_hooks.sync)
-        intake_hooks.sync(calendar_id);
     return;
 db_fail:
-    if (in_tx)
-        store_rollback(c);
     /* Google retries non-2xx with backoff; polling covers the rest. */
     count("error");
     log_error("intake.db_error", "err=%s", log_q(err.msg));
     http_error(resp, 503, "database unavailable");
+}
+
+void intake_handle(struct http_req *req, struct http_resp *resp)
+{
+    intake_notify(http_header(req, "X-Goog-Channel-ID"),
+                  http_header(req, "X-Goog-Channel-Token"),
+                  http_header(req, "X-Goog-Resource-State"),
+                  http_header(req, "X-Goog-Message-Number"), resp);
 }

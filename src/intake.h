@@ -1,13 +1,23 @@
 /* intake.h -- POST /webhooks/google: Google push notifications.
  *
- * The answer never waits for Google: the intake checks the channel and its
- * token, records the notification, marks the calendar dirty and hands the
- * calendar to the scheduler through a hook. Contract (DESIGN §2 Intake):
+ * The answer never waits for Google, nor for SQLite's write lock (which a
+ * sync's page transaction may hold for tens of milliseconds). The handler
+ * checks the channel and its token (a read), appends the notification to
+ * the intake journal -- a small append-only file next to the database --
+ * and answers. One flusher thread moves everything journalled meanwhile
+ * into the database in one transaction (the notification rows, the
+ * calendar's dirty mark) and then asks the scheduler for a (coalesced)
+ * sync. A notification answered 200 is therefore durable (against kill -9;
+ * against power loss as much as SQLite's synchronous=NORMAL commits are)
+ * before Google hears "200". See docs/internals/intake.md.
+ *
+ * Contract (DESIGN §2 Intake):
  *   live channel, token missing/wrong      -> 401, nothing scheduled
  *   unknown or stopped channel             -> 200, nothing scheduled (a
  *                                             stopped one is stopped again)
  *   first `sync` message of a channel      -> 200, nothing scheduled
  *   `exists` / `not_exists`                -> 200, calendar sync requested
+ *   journal not writable / queue full      -> 503 (Google retries)
  */
 #ifndef CALSYNC_INTAKE_H
 #define CALSYNC_INTAKE_H
@@ -17,17 +27,38 @@
 #include <stdint.h>
 
 struct intake_hooks {
-    /* A sync of the calendar is wanted (coalesced by the scheduler). */
+    /* A sync of the calendar is wanted (coalesced by the scheduler).
+     * Called from the flusher thread after the notification committed. */
     void (*sync)(int64_t calendar_id);
     /* A channel calsync no longer wants is still sending: stop it with
-     * Google (asynchronously). */
+     * Google (asynchronously). Called from the HTTP thread. */
     void (*stop_channel)(const char *channel_id);
 };
 
 /* Installs the hooks (NULL members are ignored). Call before serving. */
 void intake_set_hooks(const struct intake_hooks *hooks);
 
-/* The route handler. */
+/* Opens the journal of the database at db_path (files db_path + "-intake.0"
+ * and "-intake.1"), moves into the database whatever an earlier process
+ * journalled but did not commit (marking those calendars dirty), and starts
+ * the flusher. store_init() must have run. 0, or -1 with err set. */
+int intake_start(const char *db_path, struct cs_err *err);
+
+/* Waits until every notification journalled before the call is committed
+ * to the database, or timeout_ms passes. 0 when flushed, -1 on timeout. */
+int intake_flush(int timeout_ms);
+
+/* Commits what is queued (what cannot be committed stays in the journal
+ * for the next start), stops the flusher and closes the journal. Call after
+ * http_stop(). Safe when intake_start() failed or never ran. */
+void intake_stop(void);
+
+/* The route handler: reads the X-Goog-* headers and calls intake_notify. */
 void intake_handle(struct http_req *req, struct http_resp *resp);
+
+/* The intake proper, on header values (NULL when absent). Fills resp. */
+void intake_notify(const char *channel_id, const char *token,
+                   const char *resource_state, const char *message_number,
+                   struct http_resp *resp);
 
 #endif

@@ -31,7 +31,7 @@ int service_run(const struct config *cfg)
     struct cs_err err = {{0}};
     sigset_t set;
     int sig = 0, rc = 1;
-    int policies_up = 0, outbox_up = 0, sched_up = 0, writer_up = 0;
+    int policies_up = 0, outbox_up = 0, sched_up = 0, writer_up = 0, intake_up = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -48,6 +48,13 @@ int service_run(const struct config *cfg)
         log_error("service.start_failed", "what=store err=%s", log_q(err.msg));
         goto out;
     }
+    /* before the scheduler: a replayed journal marks calendars dirty, which
+     * the scheduler's first read of the calendars turns into syncs */
+    if (intake_start(cfg->database, &err)) {
+        log_error("service.start_failed", "what=intake err=%s", log_q(err.msg));
+        goto out;
+    }
+    intake_up = 1;
     if (policy_engine_start(cfg, &err)) {
         log_error("service.start_failed", "what=policies err=%s", log_q(err.msg));
         goto out;
@@ -73,8 +80,8 @@ int service_run(const struct config *cfg)
     }
     writer_up = 1;
     {
-        /* notifications reach the scheduler directly (the dirty flag the
-         * intake also sets is the crash-safe path) */
+        /* committed notifications reach the scheduler directly (the dirty
+         * mark the intake also sets is the crash-safe path) */
         static const struct intake_hooks hooks = {
             .sync = sched_request_push, .stop_channel = sched_stop_channel};
         intake_set_hooks(&hooks);
@@ -100,6 +107,8 @@ int service_run(const struct config *cfg)
     http_stop();
     rc = 0;
 out:
+    if (intake_up)
+        intake_stop(); /* the last batch, while the scheduler still listens */
     if (writer_up)
         writer_stop();
     if (sched_up)

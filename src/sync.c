@@ -410,6 +410,7 @@ struct run {
     struct google_resp *resp;
     struct buf touched;   /* series ids seen by an incremental sync, NUL-separated */
     int n_touched;
+    int64_t dirty;        /* calendars.dirty read before the first listing */
 };
 
 static int report(struct run *x, const struct sync_event *old,
@@ -574,7 +575,9 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
 {
     static const char sql[] =
         "UPDATE calendars SET sync_token = ?2, last_synced_at = ?3, updated_at = ?3,"
-        " dirty = 0,"
+        /* only the marks this sync covers: one set after it began (a
+         * notification meanwhile) keeps the calendar dirty, crash or not */
+        " dirty = CASE WHEN dirty = ?4 THEN 0 ELSE dirty END,"
         " state_reason = CASE WHEN state IN ('syncing', 'error') THEN NULL"
         "                ELSE state_reason END,"
         " state = CASE WHEN state IN ('syncing', 'error') THEN 'active'"
@@ -586,6 +589,7 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
     sqlite3_bind_int64(st, 1, x->info.calendar_id);
     sqlite3_bind_text(st, 2, sync_token, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, time_now_ms());
+    sqlite3_bind_int64(st, 4, x->dirty);
     return store_exec(x->db, st, err);
 }
 
@@ -826,6 +830,7 @@ fail:
 
 struct cal_row {
     int64_t credential_id;
+    int64_t dirty;         /* the dirty generation when the sync started */
     char state[16];
     struct buf external_id;
     struct buf sync_token; /* empty: none */
@@ -836,7 +841,7 @@ static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
                     struct cs_err *err)
 {
     static const char sql[] =
-        "SELECT credential_id, state, external_id, sync_token FROM calendars"
+        "SELECT credential_id, state, external_id, sync_token, dirty FROM calendars"
         " WHERE id = ?1";
     sqlite3_stmt *st = store_stmt(c, sql, err);
     if (!st)
@@ -852,6 +857,7 @@ static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
         const char *ext = store_col_text(st, 2);
         const char *tok = store_col_text(st, 3);
         row->credential_id = sqlite3_column_int64(st, 0);
+        row->dirty = sqlite3_column_int64(st, 4);
         snprintf(row->state, sizeof row->state, "%s", state ? state : "");
         if (buf_puts(&row->external_id, ext ? ext : "") ||
             (tok && buf_puts(&row->sync_token, tok)))
@@ -958,6 +964,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     }
     x.stats = stats;
     x.info.calendar_id = calendar_id;
+    x.dirty = cal.dirty;
     x.info.credential_id = cal.credential_id;
     x.info.external_id = cal.external_id.data;
     x.full = cal.sync_token.len == 0;

@@ -573,19 +573,21 @@ class TestWriterCrash(CrashCase):
 
 
 class TestIntakeCrash(CrashCase):
-    """Kill points in the notification intake: a push recorded but not
-    answered (Google does not retry it here) still leads to the sync; one
-    killed before its commit is covered by the start-up sync."""
+    """Kill points in the notification intake: a push journalled but not
+    answered (Google does not retry it here), or journalled and not yet
+    committed, or committed with its journal not yet truncated, leads to
+    exactly one application of the change after the restart."""
 
     def test_intake_points(self):
         cal = self.boot()
         evs = [self.fg.host(CAL, op="create", event=timed(day(i + 2), day(i + 2, "11")))
-               for i in range(2)]
+               for i in range(3)]
         for i, e in enumerate(evs):
             self.book(cal, "n%d" % i, e)
         self.mirrored(cal, evs[-1]["id"])
         self.pushes(True)
-        for i, point in enumerate(("intake_after_commit", "intake_before_commit")):
+        for i, point in enumerate(("intake_after_journal", "intake_flush_before_commit",
+                                   "intake_flush_after_commit")):
             self.crash_cycle(point, 1, cal=cal, drive=lambda i=i: (
                 self.wait_synced(cal),
                 self.fg.host(CAL, op="delete", id=evs[i]["id"])))

@@ -3,7 +3,9 @@ token checks, sync messages, unknown and stopped channels. The channel rows
 are written into the database directly here, so the intake is tested on
 its own; test_channels covers channels opened through Google."""
 import os
+import sqlite3
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import CalsyncCase  # noqa: E402
@@ -32,31 +34,46 @@ class TestIntake(CalsyncCase):
             headers["X-Goog-Channel-Token"] = token
         return self.svc.request("POST", "/webhooks/google", b"", headers=headers)
 
-    def state(self):
-        with self.svc.db() as con:
-            dirty = con.execute("SELECT dirty FROM calendars WHERE id = ?", (self.cal,)).fetchone()[0]
-            notes = con.execute("SELECT channel_id, message_number, resource_state FROM notifications"
-                                " ORDER BY id").fetchall()
-        return dirty, notes
+    def state(self, notes=0, timeout=10):
+        """(dirty, notifications) once `notes` rows are in the database: a
+        200 means journalled; the row follows within milliseconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.svc.db() as con:
+                dirty = con.execute("SELECT dirty FROM calendars WHERE id = ?", (self.cal,)).fetchone()[0]
+                rows = con.execute("SELECT channel_id, message_number, resource_state FROM notifications"
+                                   " ORDER BY id").fetchall()
+            if len(rows) >= notes or time.monotonic() > deadline:
+                return dirty, rows
+            time.sleep(0.02)
+
+    def barrier(self):
+        """A valid `sync` message: once it is recorded, everything sent
+        before it has been decided (nothing else may follow it)."""
+        st, _, _ = self.notify("ch-live", state="sync", token="tok-123", number="999")
+        self.assertEqual(st, 200)
+        dirty, rows = self.state(notes=1)
+        self.assertEqual(rows[-1], ("ch-live", 999, "sync"))
+        return dirty, rows[:-1]
 
     def test_token_checked_in_constant_time_path(self):
         for tok in (None, "", "tok-12", "tok-1234", "TOK-123"):
             st, body, _ = self.notify("ch-live", token=tok)
             self.assertEqual(st, 401, tok)
             self.assertEqual(body["error"]["code"], "unauthorized")
-        self.assertEqual(self.state(), (0, []))
+        self.assertEqual(self.barrier(), (0, []))
 
     def test_sync_message_schedules_nothing(self):
         st, _, _ = self.notify("ch-live", state="sync", token="tok-123", number="1")
         self.assertEqual(st, 200)
-        dirty, notes = self.state()
+        dirty, notes = self.state(notes=1)
         self.assertEqual(dirty, 0)
         self.assertEqual(notes, [("ch-live", 1, "sync")])
 
     def test_exists_marks_calendar_dirty(self):
         st, _, _ = self.notify("ch-live", token="tok-123")
         self.assertEqual(st, 200)
-        dirty, notes = self.state()
+        dirty, notes = self.state(notes=1)
         self.assertEqual(notes, [("ch-live", 2, "exists")])
         self.assertEqual(dirty, 1)
 
@@ -64,7 +81,7 @@ class TestIntake(CalsyncCase):
         for ch in ("ch-unknown", "ch-old", "x" * 1000):
             st, _, _ = self.notify(ch, token="tok-old")
             self.assertEqual(st, 200, ch)
-        self.assertEqual(self.state(), (0, []))
+        self.assertEqual(self.barrier(), (0, []))
         st, _, _ = self.svc.request("POST", "/webhooks/google", b"")   # no headers at all
         self.assertEqual(st, 200)
         st, text, _ = self.svc.request("GET", "/metrics", raw=True)
@@ -75,5 +92,81 @@ class TestIntake(CalsyncCase):
         for i in range(200):
             st, _, _ = self.notify("ch-live", token="tok-123", number=str(i + 2))
             self.assertEqual(st, 200)
-        notes = self.state()[1]
+        notes = self.state(notes=200)[1]
         self.assertEqual([n[1] for n in notes], list(range(2, 202)))
+
+    def test_answer_does_not_wait_for_the_database_write_lock(self):
+        """Another writer holds SQLite's write lock (as a sync's page
+        transaction can): notifications are still answered at once, and
+        recorded when the lock is released."""
+        con = sqlite3.connect(self.svc.db_path, isolation_level=None, timeout=10)
+        con.execute("BEGIN IMMEDIATE")
+        took = []
+        try:
+            for i in range(20):
+                t0 = time.monotonic()
+                st, _, _ = self.notify("ch-live", token="tok-123", number=str(i + 2))
+                took.append(time.monotonic() - t0)
+                self.assertEqual(st, 200)
+            self.assertEqual(self.state()[1], [])   # not committed: lock held
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
+        self.assertLess(max(took), 0.5, took)   # lock held 0.5 s+; answers never waited
+        notes = self.state(notes=20)[1]
+        self.assertEqual([n[1] for n in notes], list(range(2, 22)))
+        self.assertGreaterEqual(self.state()[0], 1)   # marked dirty
+
+    def test_journal_is_replayed_after_kill(self):
+        """Journalled but not committed when the process died: the next
+        start moves it into the database and syncs the calendar."""
+        con = sqlite3.connect(self.svc.db_path, isolation_level=None, timeout=10)
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(5):
+                st, _, _ = self.notify("ch-live", token="tok-123", number=str(i + 2))
+                self.assertEqual(st, 200)
+            self.svc.kill9()
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
+        with self.svc.db() as c:
+            self.assertEqual(c.execute("SELECT count(*) FROM notifications").fetchone()[0], 0)
+        self.svc.start()
+        dirty, notes = self.state(notes=5)
+        self.assertEqual([n[1] for n in notes], list(range(2, 7)))
+        for i in (0, 1):
+            self.assertEqual(os.path.getsize(self.svc.db_path + "-intake.%d" % i), 0)
+        # a second restart replays nothing again
+        self.svc.stop()
+        self.svc.start()
+        self.assertEqual(len(self.state()[1]), 5)
+
+    def test_torn_or_foreign_journal_lines_are_skipped(self):
+        """A journal with a torn tail (power loss) or bytes that are not
+        records: the whole records are replayed, the rest skipped with a
+        warning, and the service starts."""
+        self.svc.stop()
+        with open(self.svc.db_path + "-intake.1", "wb") as f:
+            f.write(b"7 %d 1700000000000 5 exists ch-live\n" % self.cal)
+            f.write(b"garbage line\n\x00\xff\n8 %d 17000 x exists ch-live\n" % self.cal)
+            f.write(b"9 %d 1700000000001 6 exi" % self.cal)   # torn: no newline
+        self.svc.start()
+        dirty, notes = self.state(notes=1)
+        self.assertEqual(notes, [("ch-live", 5, "exists")])
+        self.assertGreaterEqual(dirty, 1)
+        self.assertIn("intake.journal_bad_records", self.svc.log_text())
+        self.assertEqual(os.path.getsize(self.svc.db_path + "-intake.1"), 0)
+        # row ids continue after the replayed one
+        st, _, _ = self.notify("ch-live", token="tok-123", number="6")
+        self.assertEqual(st, 200)
+        with self.svc.db() as con:
+            self.wait_rows(con, 2)
+            ids = [r[0] for r in con.execute("SELECT id FROM notifications ORDER BY id")]
+        self.assertEqual(ids, [7, 8])
+
+    def wait_rows(self, con, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while con.execute("SELECT count(*) FROM notifications").fetchone()[0] < n:
+            self.assertLess(time.monotonic(), deadline, "rows not recorded")
+            time.sleep(0.02)
