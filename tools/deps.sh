@@ -7,11 +7,11 @@ set -eu
 PKGS="build-essential pkg-config git
 liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
-libcmocka-dev lua-busted python3 valgrind"
-# --bench adds what only `make bench` needs (never `make test`): wrk (HTTP
-# load), gnuplot-nox (docs/performance-scaling.png), valgrind (callgrind
-# instruction counts).
-BENCH_PKGS="wrk gnuplot-nox valgrind"
+libcmocka-dev lua-busted python3 valgrind wrk"
+# --bench adds what only `make bench` needs (never `make test`):
+# gnuplot-nox (docs/performance-scaling.png); wrk (HTTP load) and valgrind
+# (callgrind instruction counts) are in the base list already.
+BENCH_PKGS="gnuplot-nox"
 quiet=0
 for arg in "$@"; do
     case $arg in
