@@ -114,7 +114,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
             abort();
     }
-    struct intake_hooks hooks = {on_sync, on_stop};
+    struct intake_hooks hooks = {.sync = on_sync, .stop_channel = on_stop};
     intake_set_hooks(&hooks);
     if (intake_start(dbpath, &err)) {
         fprintf(stderr, "setup: %s\n", err.msg);

@@ -279,3 +279,17 @@ int channel_stop_one(const char *channel_id, struct cs_err *err)
         return 0;
     return stop_channel(c, cred, channel_id, rid, err);
 }
+
+int channel_stop_foreign(int64_t calendar_id, const char *channel_id,
+                         const char *resource_id, struct cs_err *err)
+{
+    struct store_conn *c = store_conn(err);
+    struct calendar_ref cal;
+    if (!c)
+        return -1;
+    int r = calendar_ref_load(c, calendar_id, &cal, err);
+    if (r <= 0)
+        return r; /* the calendar went away meanwhile: nothing to stop with */
+    /* no row to mark: stop_channel's state update touches nothing */
+    return stop_channel(c, cal.credential_id, channel_id, resource_id, err);
+}

@@ -30,6 +30,12 @@ int channel_stop_calendar(int64_t calendar_id, struct cs_err *err);
  * sends after being stopped. Unknown ids are ignored. */
 int channel_stop_one(const char *channel_id, struct cs_err *err);
 
+/* Stops a channel calsync has no row for (opened before a database
+ * restore, say) that watches resource_id, with calendar_id's credential.
+ * Google's 404 (no such channel) counts as stopped. 0 or -1. */
+int channel_stop_foreign(int64_t calendar_id, const char *channel_id,
+                         const char *resource_id, struct cs_err *err);
+
 /* When a channel granted `lifetime_ms` at `created_ms` expiring at
  * `expiration_ms` is due for renewal: renew_before ahead of expiry, or at
  * half the granted lifetime when Google granted less than renew_before.

@@ -56,6 +56,14 @@ struct queue {
 
 static struct intake_hooks intake_hooks;
 
+/* Unknown channels already handed to stop_foreign (a ring): Google sends
+ * every change of the calendar through such a channel, and one stop is
+ * enough; the notifications are unauthenticated, so they must not turn
+ * into one Google call each. */
+static pthread_mutex_t foreign_mu = PTHREAD_MUTEX_INITIALIZER;
+static char foreign_seen[INTAKE_FOREIGN_MEMORY][INTAKE_ID_MAX + 1];
+static unsigned foreign_next;
+
 /* Everything below is guarded by j_mu, except what the flusher owns. */
 static pthread_mutex_t j_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t j_more = PTHREAD_COND_INITIALIZER;    /* flusher wakes */
@@ -537,8 +545,48 @@ out:
     return rc;
 }
 
+/* 1 the first time `id` is seen (it is remembered), 0 after. */
+static int foreign_first(const char *id)
+{
+    int first = 1;
+    pthread_mutex_lock(&foreign_mu);
+    for (unsigned i = 0; i < INTAKE_FOREIGN_MEMORY && first; i++)
+        if (strcmp(foreign_seen[i], id) == 0)
+            first = 0;
+    if (first) {
+        snprintf(foreign_seen[foreign_next], sizeof foreign_seen[0], "%s", id);
+        foreign_next = (foreign_next + 1) % INTAKE_FOREIGN_MEMORY;
+    }
+    pthread_mutex_unlock(&foreign_mu);
+    return first;
+}
+
+/* An unknown channel: when it watches a resource one of calsync's channels
+ * watches, calsync has the credential to stop it (DESIGN §2 Intake). */
+static void unknown_channel(struct store_conn *c, const char *id, const char *rid)
+{
+    static const char sql[] =
+        "SELECT calendar_id FROM channels WHERE resource_id = ?1"
+        " ORDER BY created_at DESC LIMIT 1";
+    struct cs_err err = {{0}};
+    sqlite3_stmt *st;
+    if (!intake_hooks.stop_foreign || !rid || !*rid || strlen(rid) > INTAKE_ID_MAX ||
+        !(st = store_stmt(c, sql, &err)))
+        return;
+    sqlite3_bind_text(st, 1, rid, -1, SQLITE_STATIC);
+    int64_t cal = 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        cal = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (cal > 0 && foreign_first(id)) {
+        log_info("intake.foreign_channel", "channel=%s resource=%s calendar=%lld",
+                 log_q(id), log_q(rid), (long long)cal);
+        intake_hooks.stop_foreign(id, rid, cal);
+    }
+}
+
 void intake_notify(const char *id, const char *token, const char *rstate,
-                   const char *msgno, struct http_resp *resp)
+                   const char *msgno, const char *rid, struct http_resp *resp)
 {
     static const char find_sql[] =
         "SELECT calendar_id, token, state FROM channels WHERE id = ?1";
@@ -576,6 +624,7 @@ void intake_notify(const char *id, const char *token, const char *rstate,
     if (rc == SQLITE_DONE) {
         count("unknown");
         log_info("intake.unknown_channel", "channel=%s", log_q(id));
+        unknown_channel(c, id, rid);
         return;
     }
     if (strcmp(state, "live") != 0 && strcmp(state, "opening") != 0) {
@@ -625,5 +674,6 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
     intake_notify(http_header(req, "X-Goog-Channel-ID"),
                   http_header(req, "X-Goog-Channel-Token"),
                   http_header(req, "X-Goog-Resource-State"),
-                  http_header(req, "X-Goog-Message-Number"), resp);
+                  http_header(req, "X-Goog-Message-Number"),
+                  http_header(req, "X-Goog-Resource-ID"), resp);
 }

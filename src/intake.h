@@ -14,7 +14,10 @@
  * Contract (DESIGN §2 Intake):
  *   live channel, token missing/wrong      -> 401, nothing scheduled
  *   unknown or stopped channel             -> 200, nothing scheduled (a
- *                                             stopped one is stopped again)
+ *                                             stopped one is stopped again;
+ *                                             an unknown one too, when its
+ *                                             X-Goog-Resource-ID is one
+ *                                             calsync watches)
  *   first `sync` message of a channel      -> 200, nothing scheduled
  *   `exists` / `not_exists`                -> 200, calendar sync requested
  *   journal not writable / queue full      -> 503 (Google retries)
@@ -33,7 +36,16 @@ struct intake_hooks {
     /* A channel calsync no longer wants is still sending: stop it with
      * Google (asynchronously). Called from the HTTP thread. */
     void (*stop_channel)(const char *channel_id);
+    /* A channel calsync has no row for (opened before a database restore,
+     * say) sends for a resource one of calsync's channels watches, on
+     * calendar_id: stop it with that calendar's credential
+     * (asynchronously). Called from the HTTP thread, at most once per
+     * channel id among the last INTAKE_FOREIGN_MEMORY ones. */
+    void (*stop_foreign)(const char *channel_id, const char *resource_id,
+                         int64_t calendar_id);
 };
+
+#define INTAKE_FOREIGN_MEMORY 64
 
 /* Installs the hooks (NULL members are ignored). Call before serving. */
 void intake_set_hooks(const struct intake_hooks *hooks);
@@ -59,6 +71,6 @@ void intake_handle(struct http_req *req, struct http_resp *resp);
 /* The intake proper, on header values (NULL when absent). Fills resp. */
 void intake_notify(const char *channel_id, const char *token,
                    const char *resource_state, const char *message_number,
-                   struct http_resp *resp);
+                   const char *resource_id, struct http_resp *resp);
 
 #endif

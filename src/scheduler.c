@@ -41,8 +41,9 @@ struct slot {
 /* Work that must run on a worker (it calls Google) but is not a sync:
  * stopping channels of a deleted calendar, or one still sending. */
 struct chore {
-    int64_t calendar_id;   /* > 0: stop the calendar's channels */
-    char channel_id[128];  /* else: stop this channel */
+    int64_t calendar_id;   /* > 0, no channel: stop the calendar's channels */
+    char channel_id[257];  /* else: stop this channel, ours... */
+    char resource_id[257]; /* ...or, when set, a foreign one of calendar_id */
 };
 
 #define SCHED_MAX_CHORES 1024
@@ -212,13 +213,16 @@ void sched_calendar_unlock(int64_t calendar_id)
     pthread_mutex_unlock(&lock_mu);
 }
 
-static void add_chore(int64_t calendar_id, const char *channel_id)
+static void add_chore(int64_t calendar_id, const char *channel_id,
+                      const char *resource_id)
 {
     pthread_mutex_lock(&sched_mu);
     if (s_running && n_chores < SCHED_MAX_CHORES) {
         struct chore *c = &chores[n_chores++];
         c->calendar_id = calendar_id;
         snprintf(c->channel_id, sizeof c->channel_id, "%s", channel_id ? channel_id : "");
+        snprintf(c->resource_id, sizeof c->resource_id, "%s",
+                 resource_id ? resource_id : "");
         pthread_cond_signal(&work_wake);
     }
     pthread_mutex_unlock(&sched_mu);
@@ -226,13 +230,22 @@ static void add_chore(int64_t calendar_id, const char *channel_id)
 
 void sched_stop_channels(int64_t calendar_id)
 {
-    add_chore(calendar_id, NULL);
+    add_chore(calendar_id, NULL, NULL);
 }
 
 void sched_stop_channel(const char *channel_id)
 {
     if (channel_id && strlen(channel_id) < sizeof chores[0].channel_id)
-        add_chore(0, channel_id);
+        add_chore(0, channel_id, NULL);
+}
+
+void sched_stop_foreign(const char *channel_id, const char *resource_id,
+                        int64_t calendar_id)
+{
+    if (channel_id && *channel_id && strlen(channel_id) < sizeof chores[0].channel_id &&
+        resource_id && *resource_id && strlen(resource_id) < sizeof chores[0].resource_id &&
+        calendar_id > 0)
+        add_chore(calendar_id, channel_id, resource_id);
 }
 
 void sched_forget(int64_t calendar_id)
@@ -436,8 +449,11 @@ static void *worker_main(void *arg)
             struct chore ch = chores[--n_chores];
             pthread_mutex_unlock(&sched_mu);
             struct cs_err cerr = {{0}};
-            int crc = ch.calendar_id > 0 ? channel_stop_calendar(ch.calendar_id, &cerr)
-                                         : channel_stop_one(ch.channel_id, &cerr);
+            int crc = ch.resource_id[0]
+                          ? channel_stop_foreign(ch.calendar_id, ch.channel_id,
+                                                 ch.resource_id, &cerr)
+                      : ch.calendar_id > 0 ? channel_stop_calendar(ch.calendar_id, &cerr)
+                                           : channel_stop_one(ch.channel_id, &cerr);
             if (crc)
                 log_warn("sched.chore_failed", "calendar=%lld channel=%s err=%s",
                          (long long)ch.calendar_id, log_q(ch.channel_id), log_q(cerr.msg));

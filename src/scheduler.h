@@ -59,6 +59,11 @@ void sched_stop_channels(int64_t calendar_id);
  * intake's stop_channel hook), on a worker. */
 void sched_stop_channel(const char *channel_id);
 
+/* Stops a channel calsync has no row for, watching resource_id, with the
+ * credential of calendar_id (the intake's stop_foreign hook), on a worker. */
+void sched_stop_foreign(const char *channel_id, const char *resource_id,
+                        int64_t calendar_id);
+
 /* Per-calendar exclusion between a sync and a forward write of the same
  * calendar: a sync reads a listing and applies it later, and a write that
  * lands in between would be overwritten in the mirror by the listing's

@@ -83,7 +83,9 @@ int service_run(const struct config *cfg)
         /* committed notifications reach the scheduler directly (the dirty
          * mark the intake also sets is the crash-safe path) */
         static const struct intake_hooks hooks = {
-            .sync = sched_request_push, .stop_channel = sched_stop_channel};
+            .sync = sched_request_push,
+            .stop_channel = sched_stop_channel,
+            .stop_foreign = sched_stop_foreign};
         intake_set_hooks(&hooks);
     }
     if (http_start(cfg, api_routes(cfg), &err)) {

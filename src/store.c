@@ -175,6 +175,9 @@ static const char *const migrations[] = {
     /* 3: a one-row table /healthz writes to while writes are failing, to
      *    notice that space (or write access) came back */
     "CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);",
+    /* 4: the intake finds a channel it does not know by the resource it
+     *    watches (X-Goog-Resource-ID), to stop it (intake.c) */
+    "CREATE INDEX channels_resource ON channels(resource_id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

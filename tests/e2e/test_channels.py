@@ -132,3 +132,40 @@ class TestStop(ChannelCase):
         st, _, _ = self.svc.request("POST", "/webhooks/google", b"", headers={
             "X-Goog-Channel-ID": ch["id"], "X-Goog-Resource-State": "exists"})
         self.assertEqual(st, 200)
+
+    def test_unknown_channel_on_a_watched_resource_is_stopped_once(self):
+        """A channel calsync has no row for (opened before a database
+        restore, say) keeps sending for the calendar calsync watches:
+        calsync knows the resource id and the credential, so it stops it
+        with Google (DESIGN §2 Intake), once, and schedules nothing for it."""
+        self.start()
+        cal = self.calendar(self.credential())
+        ours = self.wait_for(self.live_channels, what="a live channel")[0]
+        self.wait_synced(cal)
+        tok = self.fg.access_token(self.refresh_token)
+        st, b, _ = self.fg.api("POST", "/calendars/%s/events/watch" % CAL, token=tok, body={
+            "id": "foreign-1", "type": "web_hook", "token": "whatever",
+            "address": "http://127.0.0.1:%d/webhooks/google" % self.svc.port})
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["resourceId"], ours["resource_id"])
+        for i in range(3):   # each edit pushes on both channels until stopped
+            self.fg.host(CAL, op="create", event=timed(
+                "2026-12-0%dT10:00:00Z" % (i + 2), "2026-12-0%dT11:00:00Z" % (i + 2)))
+            time.sleep(0.3)
+        fake = lambda: {c["id"]: c for c in self.fake_channels()}   # noqa: E731
+        self.wait_for(lambda: fake()["foreign-1"]["state"] == "stopped",
+                      what="the foreign channel stopped")
+        self.assertEqual(fake()[ours["id"]]["state"], "live")
+        stops = [r for r in self.requests(op="channels.stop")
+                 if (r.get("body") or {}).get("id") == "foreign-1"]
+        self.assertEqual(len(stops), 1)
+        self.assertEqual(stops[0]["body"]["resourceId"], ours["resource_id"])
+        # an unknown channel for a resource calsync does not watch: no stop
+        st, _, _ = self.svc.request("POST", "/webhooks/google", b"", headers={
+            "X-Goog-Channel-ID": "stranger", "X-Goog-Resource-ID": "not-ours",
+            "X-Goog-Resource-State": "exists"})
+        self.assertEqual(st, 200)
+        time.sleep(0.5)
+        self.assertEqual([r for r in self.requests(op="channels.stop")
+                          if (r.get("body") or {}).get("id") == "stranger"], [])
+        self.assertNotIn("foreign-1", [c["id"] for c in self.live_channels()])
