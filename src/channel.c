@@ -10,6 +10,7 @@
  */
 #include "channel.h"
 #include "fault.h"
+#include "intake.h"
 
 #include "calendar.h"
 #include "google.h"
@@ -52,7 +53,9 @@ static int set_state(struct store_conn *c, const char *id, const char *state,
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, time_now_ms());
-    return store_exec(c, st, err);
+    int rc = store_exec(c, st, err);
+    intake_channels_changed(); /* a stopped channel must not stay "live" there */
+    return rc;
 }
 
 /* Stops one channel with Google and marks it stopped. A channel Google

@@ -28,6 +28,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,6 +43,10 @@
 #define INTAKE_QUEUE_MAX 65536 /* notifications journalled, not yet committed */
 #define INTAKE_RECORD_MAX (INTAKE_ID_MAX + INTAKE_STATE_MAX + 96)
 #define INTAKE_REPLAY_MAX (64L << 20) /* a journal file larger is not ours */
+#define INTAKE_CACHE_SLOTS 64      /* per HTTP thread, direct-mapped */
+#define INTAKE_CACHE_TOKEN_MAX 128 /* longer stored tokens are not cached */
+#define INTAKE_CACHE_TTL_MS 1000   /* bounds staleness after edits made
+                                      outside calsync (sqlite3 shell) */
 
 struct note {
     int64_t id, calendar_id, at, number; /* number -1: none */
@@ -55,6 +60,59 @@ struct queue {
 };
 
 static struct intake_hooks intake_hooks;
+
+/* Live channels, per HTTP thread: a hit skips the SQLite read (a read
+ * transaction costs several system calls for its WAL locks, the largest
+ * part of a notification's cost after the socket I/O). Only live/opening
+ * channels are cached; any change calsync makes to a channel row bumps
+ * cache_gen, which empties every thread's cache. */
+struct chan_entry {
+    char id[INTAKE_ID_MAX + 1];
+    char token[INTAKE_CACHE_TOKEN_MAX + 1];
+    size_t token_len;
+    int64_t calendar_id, at;
+    uint64_t gen; /* 0: empty */
+};
+static atomic_uint_least64_t cache_gen = 1;
+static _Thread_local struct chan_entry chan_cache[INTAKE_CACHE_SLOTS];
+
+void intake_channels_changed(void)
+{
+    atomic_fetch_add(&cache_gen, 1);
+}
+
+static struct chan_entry *cache_slot(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &chan_cache[h % INTAKE_CACHE_SLOTS];
+}
+
+/* The cached live channel `id`, or NULL. */
+static const struct chan_entry *cache_get(const char *id)
+{
+    struct chan_entry *e = cache_slot(id);
+    if (e->gen != atomic_load(&cache_gen) || strcmp(e->id, id) != 0 ||
+        time_mono_ms() - e->at > INTAKE_CACHE_TTL_MS)
+        return NULL;
+    return e;
+}
+
+static void cache_put(const char *id, const char *token, int64_t calendar_id,
+                      uint64_t gen)
+{
+    size_t tl = token ? strlen(token) : 0;
+    if (!token || tl > INTAKE_CACHE_TOKEN_MAX)
+        return;
+    struct chan_entry *e = cache_slot(id);
+    snprintf(e->id, sizeof e->id, "%s", id);
+    memcpy(e->token, token, tl + 1);
+    e->token_len = tl;
+    e->calendar_id = calendar_id;
+    e->at = time_mono_ms();
+    e->gen = gen;
+}
 
 /* Unknown channels already handed to stop_foreign (a ring): Google sends
  * every change of the calendar through such a channel, and one stop is
@@ -538,7 +596,10 @@ static int journal_append(struct note *n, const char **why)
     }
     j_size[j_cur] += len;
     j_queued++;
-    pthread_cond_signal(&j_more);
+    /* the flusher takes the whole queue at once: it needs waking only when
+     * the queue was empty (otherwise it is awake or already signalled) */
+    if (j_queue.len == 1)
+        pthread_cond_signal(&j_more);
     rc = 0;
 out:
     pthread_mutex_unlock(&j_mu);
@@ -603,36 +664,51 @@ void intake_notify(const char *id, const char *token, const char *rstate,
     }
     if (msgno && (parse_i64(msgno, &n.number) || n.number < 0))
         n.number = -1;
-    struct store_conn *c = store_conn(&err);
-    sqlite3_stmt *st = c ? store_stmt(c, find_sql, &err) : NULL;
-    if (!st)
-        goto db_fail;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    const struct chan_entry *hit = cache_get(id);
     int match = 0;
-    if (rc == SQLITE_ROW) {
-        n.calendar_id = sqlite3_column_int64(st, 0);
-        const char *want = store_col_text(st, 1);
-        snprintf(state, sizeof state, "%s", store_col_text(st, 2));
-        match = token && want && secure_equal(token, strlen(token), want, strlen(want));
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        store_error(c, &err);
-        goto db_fail;
-    }
-    if (rc == SQLITE_DONE) {
-        count("unknown");
-        log_info("intake.unknown_channel", "channel=%s", log_q(id));
-        unknown_channel(c, id, rid);
-        return;
-    }
-    if (strcmp(state, "live") != 0 && strcmp(state, "opening") != 0) {
-        count("stopped");
-        log_info("intake.stopped_channel", "channel=%s state=%s", log_q(id), state);
-        if (intake_hooks.stop_channel)
-            intake_hooks.stop_channel(id);
-        return;
+    if (hit) {
+        n.calendar_id = hit->calendar_id;
+        match = token && secure_equal(token, strlen(token), hit->token, hit->token_len);
+    } else {
+        /* read the generation first: a change racing the read below then
+         * leaves an entry that is already invalid */
+        uint64_t gen = atomic_load(&cache_gen);
+        struct store_conn *c = store_conn(&err);
+        sqlite3_stmt *st = c ? store_stmt(c, find_sql, &err) : NULL;
+        if (!st)
+            goto db_fail;
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        const char *want = NULL;
+        if (rc == SQLITE_ROW) {
+            n.calendar_id = sqlite3_column_int64(st, 0);
+            want = store_col_text(st, 1);
+            snprintf(state, sizeof state, "%s", store_col_text(st, 2));
+            match = token && want && secure_equal(token, strlen(token), want, strlen(want));
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            store_error(c, &err);
+            sqlite3_reset(st);
+            goto db_fail;
+        }
+        if (rc == SQLITE_DONE) {
+            sqlite3_reset(st);
+            count("unknown");
+            log_info("intake.unknown_channel", "channel=%s", log_q(id));
+            unknown_channel(c, id, rid);
+            return;
+        }
+        int usable = strcmp(state, "live") == 0 || strcmp(state, "opening") == 0;
+        if (usable && want)
+            cache_put(id, want, n.calendar_id, gen);
+        sqlite3_reset(st);
+        if (!usable) {
+            count("stopped");
+            log_info("intake.stopped_channel", "channel=%s state=%s", log_q(id), state);
+            if (intake_hooks.stop_channel)
+                intake_hooks.stop_channel(id);
+            return;
+        }
     }
     if (!match) {
         count("bad_token");

@@ -65,6 +65,10 @@ int intake_flush(int timeout_ms);
  * http_stop(). Safe when intake_start() failed or never ran. */
 void intake_stop(void);
 
+/* Channel rows changed (a channel stopped or failed): the intake's
+ * per-thread cache of live channels is dropped. Callable from any thread. */
+void intake_channels_changed(void);
+
 /* The route handler: reads the X-Goog-* headers and calls intake_notify. */
 void intake_handle(struct http_req *req, struct http_resp *resp);
 

@@ -203,6 +203,11 @@ static void conn_close(void *p)
 
 static void key_init(void)
 {
+    /* Before the first connection: SQLite's memory statistics take one
+     * process-wide mutex on every allocation, which every connection (one
+     * per thread) then contends for; calsync reads none of them. Fails
+     * harmlessly (SQLITE_MISUSE) if SQLite was initialised already. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     pthread_key_create(&store_key, conn_close);
 }
 
