@@ -335,6 +335,16 @@ static void *sender_main(void *arg)
             wait_for_work(&seen, 1000);
             continue;
         }
+        if (n > 0 && store_writes_failing() && !store_healthy()) {
+            /* While writes fail (a full disk), a delivery's answer cannot
+             * be recorded: the row stays due and would be posted again at
+             * once, a flood of duplicates to the subscriber. Wait, probing
+             * once a second, until the store takes writes again. */
+            for (int i = 0; i < n; i++)
+                free(rows[i].body);
+            wait_for_work(&seen, 1000);
+            continue;
+        }
         for (int i = 0; i < n; i++) {
             long status = stopping() ? -1 : post(h, s->hook, &rows[i]);
             if (status >= 0) {

@@ -39,6 +39,11 @@ int service_run(const struct config *cfg)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit (RLIMIT_FSIZE) reached by a database write must
+     * become a write error that the store reports (503, /healthz unhealthy)
+     * like a full disk, not kill the service: SIGXFSZ's default action is
+     * to terminate. Ignored, the write fails with EFBIG instead. */
+    signal(SIGXFSZ, SIG_IGN);
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("service.start_failed", "what=curl");

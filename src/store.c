@@ -21,6 +21,7 @@
 struct store_conn {
     sqlite3 *db;
     int writing;           /* holds store_write_mu (between BEGIN and COMMIT) */
+    int durable_changes;   /* sqlite3_total_changes() when last out of a tx */
     struct {
         const char *sql;
         sqlite3_stmt *st;
@@ -295,6 +296,56 @@ sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
     return NULL;
 }
 
+/* Set while writes fail for a reason outside calsync (disk full, database
+ * read-only, I/O error): /healthz reports unhealthy until a write succeeds. */
+static atomic_int store_write_failing;
+
+/* Records what the result `rc` of a write (a data-changing statement, BEGIN
+ * IMMEDIATE or COMMIT) says about the disk. A failure marks writes failing.
+ * Only a write that reached the disk clears it: a data-changing statement
+ * that ended a transaction (autocommit, or the COMMIT) having changed rows.
+ * A statement inside BEGIN ... COMMIT proves nothing: in WAL mode its pages
+ * stay in the page cache and the COMMIT is what writes them, so on a full
+ * disk each statement of a transaction succeeds and only the COMMIT fails.
+ * Judging by statements (sqlite3_stmt_readonly() is true for COMMIT) kept
+ * /healthz at 200 on a really full disk while every API write got 503. */
+static void note_write(struct store_conn *c, int rc)
+{
+    int primary = rc & 0xff;
+    if (primary == SQLITE_FULL || primary == SQLITE_READONLY ||
+        primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN) {
+        if (!atomic_exchange(&store_write_failing, 1))
+            log_error("store.writes_failing", "err=%s", log_q(sqlite3_errstr(rc)));
+        if (sqlite3_get_autocommit(c->db)) /* whatever it counted is gone */
+            c->durable_changes = sqlite3_total_changes(c->db);
+        return;
+    }
+    if (rc != SQLITE_DONE || !sqlite3_get_autocommit(c->db))
+        return;
+    int changes = sqlite3_total_changes(c->db);
+    if (changes != c->durable_changes) {
+        c->durable_changes = changes;
+        if (atomic_exchange(&store_write_failing, 0))
+            log_info("store.writes_recovered", "%s", "");
+    }
+}
+
+/* Steps st once (a write when `write`), sets err on failure, resets st. */
+static int step(struct store_conn *c, sqlite3_stmt *st, int write,
+                struct cs_err *err)
+{
+    int rc = sqlite3_step(st);
+    if (write)
+        note_write(c, rc);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
 int store_begin(struct store_conn *c, struct cs_err *err)
 {
     static const char sql[] = "BEGIN IMMEDIATE";
@@ -305,7 +356,7 @@ int store_begin(struct store_conn *c, struct cs_err *err)
         pthread_mutex_lock(&store_write_mu);
         c->writing = 1;
     }
-    if (store_exec(c, st, err)) {
+    if (step(c, st, 1, err)) {
         c->writing = 0;
         pthread_mutex_unlock(&store_write_mu);
         return -1;
@@ -325,7 +376,7 @@ int store_commit(struct store_conn *c, struct cs_err *err)
 {
     static const char sql[] = "COMMIT";
     sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st || store_exec(c, st, err)) {
+    if (!st || step(c, st, 1, err)) {
         store_rollback(c);
         return -1;
     }
@@ -337,39 +388,14 @@ void store_rollback(struct store_conn *c)
 {
     if (!sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    /* the rolled-back changes never reached the disk */
+    c->durable_changes = sqlite3_total_changes(c->db);
     write_done(c);
-}
-
-/* Set while writes fail for a reason outside calsync (disk full, database
- * read-only, I/O error): /healthz reports unhealthy until a write succeeds. */
-static atomic_int store_write_failing;
-
-static void note_write(sqlite3_stmt *st, int rc)
-{
-    if (sqlite3_stmt_readonly(st))
-        return;
-    int primary = rc & 0xff;
-    if (primary == SQLITE_FULL || primary == SQLITE_READONLY ||
-        primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN) {
-        if (!atomic_exchange(&store_write_failing, 1))
-            log_error("store.writes_failing", "err=%s", log_q(sqlite3_errstr(rc)));
-    } else if (rc == SQLITE_DONE && atomic_load(&store_write_failing)) {
-        atomic_store(&store_write_failing, 0);
-        log_info("store.writes_recovered", "%s", "");
-    }
 }
 
 int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
 {
-    int rc = sqlite3_step(st);
-    note_write(st, rc);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
-        sqlite3_reset(st);
-        return -1;
-    }
-    sqlite3_reset(st);
-    return 0;
+    return step(c, st, !sqlite3_stmt_readonly(st), err);
 }
 
 int store_disk_version(struct store_conn *c)
@@ -456,6 +482,11 @@ int store_healthy(void)
         ok = !atomic_load(&store_write_failing);
     }
     return ok;
+}
+
+int store_writes_failing(void)
+{
+    return atomic_load(&store_write_failing);
 }
 
 int store_error(struct store_conn *c, struct cs_err *err)

@@ -52,8 +52,15 @@ int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err);
 int store_schema_version(void);
 int store_disk_version(struct store_conn *c);
 
-/* 1 when a trivial query succeeds (for /healthz). */
+/* 1 when a trivial query succeeds and writes work (for /healthz): while
+ * writes are failing (a full disk, a read-only database), each call tries
+ * one probe write, and 0 until one succeeds. */
 int store_healthy(void);
+
+/* 1 while writes are failing (the last write failed with SQLITE_FULL,
+ * READONLY, IOERR or CANTOPEN and none has reached the disk since); no I/O.
+ * store_healthy() is what notices that they work again. */
+int store_writes_failing(void);
 
 /* Sets err to "database: <sqlite message>" for c; returns -1. */
 int store_error(struct store_conn *c, struct cs_err *err);

@@ -563,6 +563,17 @@ static void *writer_main(void *arg)
         int n = 0;
         int64_t next_due = 0, wait = 1000;
         if (c && load_due(c, part, jobs, &n, &next_due, &err) == 0) {
+            /* While writes fail (a full disk), no job's result can be
+             * recorded: each job stays due and would call Google again at
+             * once, as fast as Google answers (an insert, a 409 and a get
+             * per round), for as long as the disk is full. Wait instead,
+             * probing once a second, until the store takes writes again. */
+            if (n > 0 && store_writes_failing() && !store_healthy()) {
+                for (int i = 0; i < n; i++)
+                    free(jobs[i].payload);
+                n = 0;
+                next_due = 0;
+            }
             for (int i = 0; i < n; i++) {
                 if (!stopping()) {
                     sched_calendar_lock(jobs[i].calendar_id);

@@ -35,6 +35,7 @@ class Receiver:
         self.deliveries = []
         self.fail_next = 0
         self.delay = 0.0
+        self.arrived = 0      # POSTs read so far, answered or not (yet)
         self.lock = threading.Condition()
         rx = self
 
@@ -44,6 +45,8 @@ class Receiver:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
+                with rx.lock:
+                    rx.arrived += 1
                 if rx.delay:
                     time.sleep(rx.delay)
                 with rx.lock:

@@ -1,13 +1,17 @@
 /* test_store.c -- migrations, the statement cache, and the health signal
  * when writes fail for a reason outside calsync (a full disk, simulated
- * with SQLite's max_page_count on the thread's own connection). */
+ * with SQLite's max_page_count on the thread's own connection, or with a
+ * file-size limit that makes the COMMIT's WAL write fail). The end-to-end
+ * proof on a really full filesystem is tests/e2e/test_disk.py. */
 #include "unit.h"
 
 #include "calendar.h"
 #include "store.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static char path[64];
@@ -92,12 +96,57 @@ static void test_read_only_database_is_unhealthy_until_writable(void **state)
     assert_int_equal(credential_insert(c, "google", "rt", NULL, 0, &id, &err), 0);
 }
 
+/* In WAL mode the statements of a transaction only fill the page cache;
+ * the COMMIT writes the WAL, so on a full disk it is the COMMIT that fails.
+ * That must mark the store unhealthy, and only a write that reached the
+ * disk may clear it again. */
+static void test_failed_commit_is_a_failed_write(void **state)
+{
+    (void)state;
+    struct cs_err err;
+    struct store_conn *c = store_conn(&err);
+    struct rlimit old, tiny;
+    int64_t id;
+    assert_true(store_healthy());
+    assert_false(store_writes_failing());
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    tiny = old;
+    tiny.rlim_cur = 1;                        /* any write past byte 1: EFBIG */
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(store_begin(c, &err), 0);
+    assert_int_equal(credential_insert(c, "google", "rt", NULL, 0, &id, &err), 0);
+    assert_false(store_writes_failing());     /* in the page cache only */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &tiny), 0);
+    int committed = store_commit(c, &err);
+    int healthy = store_healthy();            /* its probe write fails too */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_int_equal(committed, -1);
+    assert_false(healthy);
+    assert_true(store_writes_failing());
+    /* no proof that writes work: a statement inside a transaction, ... */
+    assert_int_equal(store_begin(c, &err), 0);
+    assert_int_equal(credential_insert(c, "google", "rt", NULL, 0, &id, &err), 0);
+    assert_true(store_writes_failing());
+    store_rollback(c);
+    assert_true(store_writes_failing());
+    /* ... nor the COMMIT of a transaction that changed nothing */
+    assert_int_equal(store_begin(c, &err), 0);
+    assert_int_equal(store_commit(c, &err), 0);
+    assert_true(store_writes_failing());
+    /* a write that reaches the disk (here the probe) clears it */
+    assert_true(store_healthy());
+    assert_false(store_writes_failing());
+    assert_int_equal(credential_insert(c, "google", "rt", NULL, 0, &id, &err), 0);
+    signal(SIGXFSZ, SIG_DFL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_current),
         cmocka_unit_test(test_full_disk_write_fails_cleanly),
         cmocka_unit_test(test_read_only_database_is_unhealthy_until_writable),
+        cmocka_unit_test(test_failed_commit_is_a_failed_write),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
