@@ -591,64 +591,160 @@ int policy_all_live(void)
 
 /* ------------------------------------------------------------ arguments */
 
-static void set_str(lua_State *L, const char *k, const char *v)
+/* The arguments of a call are built once per state and refilled per call
+ * (docs/internals/policy.md, "Arguments"). The skeleton, a table in the
+ * registry under &args_key, holds per frozen argument its target (a plain
+ * table, every field rewritten each call, absent ones set to nil), the
+ * metatable of its proxies (fixed), and the proxy handed to the current
+ * call; plus the texts of the two lazily decoded fields. A call retires the
+ * previous call's proxies and makes new ones (one empty table each), so a
+ * proxy a policy kept raises instead of showing another call's data. */
+
+enum arg { ARG_OLD, ARG_NEW, ARG_INSTANCE, ARG_CALENDAR, ARG_BOOKING, ARG_CHANGE,
+           ARG_CTX, ARG_N };
+#define SK_TARGET(a) (1 + (a))
+#define SK_MT(a) (1 + ARG_N + (a))
+#define SK_PROXY(a) (1 + 2 * ARG_N + (a))
+#define SK_EVENT (1 + 3 * ARG_N)    /* &struct sandbox_text of change.event */
+#define SK_SETTINGS (2 + 3 * ARG_N) /* &struct sandbox_text of ctx.settings */
+#define SK_LEN SK_SETTINGS
+
+static char args_key;
+
+static const int arg_fields[ARG_N] = {
+    [ARG_OLD] = 3, [ARG_NEW] = 3, [ARG_INSTANCE] = 2, [ARG_CALENDAR] = 1,
+    [ARG_BOOKING] = 12, [ARG_CHANGE] = 8, [ARG_CTX] = 4,
+};
+
+/* Pushes a new skeleton (also stored in the registry). Its memory belongs
+ * to the state. */
+static void args_build(lua_State *L)
 {
-    if (v) {
+    lua_createtable(L, SK_LEN, 0);
+    int sk = lua_gettop(L);
+    for (int a = 0; a < ARG_N; a++) {
+        lua_createtable(L, 0, arg_fields[a]);
+        sandbox_proxy_mt(L, -1);
+        lua_rawseti(L, sk, SK_MT(a));
+        if (a == ARG_CHANGE || a == ARG_CTX) {
+            int event = a == ARG_CHANGE;
+            /* the struct is the closure's; the skeleton keeps its address */
+            lua_pushlightuserdata(L, sandbox_lazy_field(L, -1, event ? "event"
+                                                                 : "settings"));
+            lua_rawseti(L, sk, event ? SK_EVENT : SK_SETTINGS);
+        }
+        lua_rawseti(L, sk, SK_TARGET(a));
+    }
+    lua_rawgeti(L, sk, SK_TARGET(ARG_CTX));
+    sandbox_push_log(L);
+    lua_setfield(L, -2, "log"); /* the same every call */
+    lua_pop(L, 1);
+    lua_pushvalue(L, sk);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &args_key);
+}
+
+/* field k of the target at t: v, or nil when v is NULL */
+static void set_str(lua_State *L, int t, const char *k, const char *v)
+{
+    if (v)
         lua_pushstring(L, v);
-        lua_setfield(L, -2, k);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, t, k);
+}
+
+static void set_time(lua_State *L, int t, const char *k, int64_t ms)
+{
+    if (ms == POLICY_TIME_NONE) {
+        lua_pushnil(L);
+    } else {
+        char ts[TIME_RFC3339_MAX];
+        time_format_rfc3339(ms, ts);
+        lua_pushstring(L, ts);
     }
+    lua_setfield(L, t, k);
 }
 
-static void set_time(lua_State *L, const char *k, int64_t ms)
+/* Pushes the target of argument a. */
+static int arg_target(lua_State *L, int sk, enum arg a)
 {
-    if (ms == POLICY_TIME_NONE)
-        return;
-    char ts[TIME_RFC3339_MAX];
-    time_format_rfc3339(ms, ts);
-    lua_pushstring(L, ts);
-    lua_setfield(L, -2, k);
+    lua_rawgeti(L, sk, SK_TARGET(a));
+    return lua_gettop(L);
 }
 
-static void push_change(lua_State *L, const struct policy_input *in)
+/* Replaces the target at the top with a new proxy of it (recorded as the
+ * call's), or with nil when !present (the argument is absent). */
+static void arg_proxy(lua_State *L, int sk, enum arg a, int present)
 {
-    lua_createtable(L, 0, 8);
-    set_str(L, "kind", in->kind);
-    if (in->event_json)
-        sandbox_lazy_json(L, "event", in->event_json, in->event_len);
+    lua_pop(L, 1);
+    if (present) {
+        lua_rawgeti(L, sk, SK_MT(a));
+        sandbox_proxy(L, -1);
+        lua_remove(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, sk, SK_PROXY(a));
+}
+
+static void set_text(lua_State *L, int sk, int slot, const char *text, size_t len)
+{
+    lua_rawgeti(L, sk, slot);
+    struct sandbox_text *src = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    src->text = text;
+    src->len = len;
+}
+
+/* Pushes change.old/new/instance (nested proxies first). */
+static void fill_change(lua_State *L, int sk, const struct policy_input *in)
+{
+    int t = arg_target(L, sk, ARG_OLD);
     if (!in->no_old) {
-        lua_createtable(L, 0, 3);
-        set_time(L, "start", in->old_start_ms);
-        set_time(L, "end", in->old_end_ms);
-        set_str(L, "title", in->old_title);
-        sandbox_freeze(L);
-        lua_setfield(L, -2, "old");
+        set_time(L, t, "start", in->old_start_ms);
+        set_time(L, t, "end", in->old_end_ms);
+        set_str(L, t, "title", in->old_title);
     }
+    arg_proxy(L, sk, ARG_OLD, !in->no_old);
+    t = arg_target(L, sk, ARG_NEW);
     if (in->has_new) {
-        lua_createtable(L, 0, 3);
-        set_time(L, "start", in->new_start_ms);
-        set_time(L, "end", in->new_end_ms);
-        set_str(L, "title", in->new_title);
-        sandbox_freeze(L);
-        lua_setfield(L, -2, "new");
+        set_time(L, t, "start", in->new_start_ms);
+        set_time(L, t, "end", in->new_end_ms);
+        set_str(L, t, "title", in->new_title);
     }
+    arg_proxy(L, sk, ARG_NEW, in->has_new);
+    t = arg_target(L, sk, ARG_INSTANCE);
     if (in->is_instance) {
-        lua_createtable(L, 0, 2);
-        set_str(L, "series_id", in->series_id);
-        set_time(L, "original_start", in->original_start_ms);
-        sandbox_freeze(L);
-        lua_setfield(L, -2, "instance");
+        set_str(L, t, "series_id", in->series_id);
+        set_time(L, t, "original_start", in->original_start_ms);
     }
+    arg_proxy(L, sk, ARG_INSTANCE, in->is_instance);
+
+    t = arg_target(L, sk, ARG_CHANGE);
+    lua_rotate(L, t - 3, 1); /* old, new, instance above the target */
+    t -= 3;
+    lua_setfield(L, t, "instance");
+    lua_setfield(L, t, "new");
+    lua_setfield(L, t, "old");
+    set_str(L, t, "kind", in->kind);
     lua_pushboolean(L, in->past);
-    lua_setfield(L, -2, "past");
-    set_str(L, "source", in->source);
-    sandbox_freeze(L);
+    lua_setfield(L, t, "past");
+    set_str(L, t, "source", in->source);
+    /* this call's event, decoded on first read */
+    set_text(L, sk, SK_EVENT, in->event_json, in->event_len);
+    lua_pushnil(L);
+    lua_setfield(L, t, "event");
+    arg_proxy(L, sk, ARG_CHANGE, 1);
 }
 
 /* The fields of GET /v1/bookings/{uid} (booking_json), as Lua values. */
-static void push_booking(lua_State *L, const struct policy_input *in)
+static void fill_booking(lua_State *L, int sk, const struct policy_input *in)
 {
     const struct booking *b = in->booking;
     if (!b) {
+        lua_pushnil(L);
+        lua_rawseti(L, sk, SK_PROXY(ARG_BOOKING));
         if (in->booking_json)
             sandbox_push_json(L, in->booking_json, in->booking_len);
         else
@@ -657,43 +753,82 @@ static void push_booking(lua_State *L, const struct policy_input *in)
             sandbox_readonly(L);
         return;
     }
-    lua_createtable(L, 0, 12);
-    set_str(L, "uid", b->uid);
+    int t = arg_target(L, sk, ARG_BOOKING);
+    set_str(L, t, "uid", b->uid);
     lua_pushinteger(L, b->calendar_id);
-    lua_setfield(L, -2, "calendar_id");
-    set_str(L, "title", b->title);
-    set_time(L, "start", b->start_ms);
-    set_time(L, "end", b->end_ms);
-    set_str(L, "status", b->status);
+    lua_setfield(L, t, "calendar_id");
+    set_str(L, t, "title", b->title);
+    set_time(L, t, "start", b->start_ms);
+    set_time(L, t, "end", b->end_ms);
+    set_str(L, t, "status", b->status);
     lua_pushboolean(L, b->needs_review);
-    lua_setfield(L, -2, "needs_review");
-    set_str(L, "event_id", b->event_id);
-    if (b->has_original)
-        set_time(L, "original_start", b->original_start_ms);
-    set_str(L, "cancelled_by", b->cancelled_by);
-    set_str(L, "cancel_reason", b->cancel_reason);
-    set_time(L, "updated_at", b->updated_ms);
-    sandbox_freeze(L);
+    lua_setfield(L, t, "needs_review");
+    set_str(L, t, "event_id", b->event_id);
+    set_time(L, t, "original_start", b->has_original ? b->original_start_ms
+                                                     : POLICY_TIME_NONE);
+    set_str(L, t, "cancelled_by", b->cancelled_by);
+    set_str(L, t, "cancel_reason", b->cancel_reason);
+    set_time(L, t, "updated_at", b->updated_ms);
+    arg_proxy(L, sk, ARG_BOOKING, 1);
 }
 
-static void push_ctx(lua_State *L, const struct policy_input *in)
+static void fill_ctx(lua_State *L, int sk, const struct policy_input *in)
 {
-    lua_createtable(L, 0, 4);
+    int t = arg_target(L, sk, ARG_CALENDAR);
+    lua_pushinteger(L, in->calendar_id);
+    lua_setfield(L, t, "id");
+    arg_proxy(L, sk, ARG_CALENDAR, 1);
+    t = arg_target(L, sk, ARG_CTX);
+    lua_insert(L, t - 1); /* the calendar proxy above the target */
+    t--;
+    lua_setfield(L, t, "calendar");
     int64_t s = in->now_ms / 1000;
     if (in->now_ms < 0 && in->now_ms % 1000)
         s--; /* floor */
     lua_pushinteger(L, s);
-    lua_setfield(L, -2, "now");
-    lua_createtable(L, 0, 1);
-    lua_pushinteger(L, in->calendar_id);
-    lua_setfield(L, -2, "id");
-    sandbox_freeze(L);
-    lua_setfield(L, -2, "calendar");
-    sandbox_push_log(L);
-    lua_setfield(L, -2, "log");
+    lua_setfield(L, t, "now");
     const char *st = in->settings_json ? in->settings_json : "{}";
-    sandbox_lazy_json(L, "settings", st, strlen(st));
-    sandbox_freeze(L);
+    set_text(L, sk, SK_SETTINGS, st, strlen(st));
+    lua_pushnil(L);
+    lua_setfield(L, t, "settings");
+    arg_proxy(L, sk, ARG_CTX, 1);
+}
+
+/* Pushes change, booking, ctx for `in`, refilling the state's skeleton
+ * (built on the first call). The previous call's proxies are retired
+ * first. */
+static void push_args(lua_State *L, const struct policy_input *in)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &args_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        args_build(L);
+    }
+    int sk = lua_gettop(L);
+    for (int a = 0; a < ARG_N; a++) {
+        if (lua_rawgeti(L, sk, SK_PROXY(a)) == LUA_TTABLE)
+            sandbox_proxy_retire(L, -1);
+        lua_pop(L, 1);
+    }
+    fill_change(L, sk, in);
+    fill_booking(L, sk, in);
+    fill_ctx(L, sk, in);
+    lua_remove(L, sk);
+}
+
+/* After a call, on every path: the lazy texts point at the caller's
+ * memory, which the state must not keep. No allocation, cannot raise. */
+static void args_release(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &args_key) == LUA_TTABLE) {
+        for (int slot = SK_EVENT; slot <= SK_SETTINGS; slot++) {
+            lua_rawgeti(L, -1, slot);
+            struct sandbox_text *src = lua_touserdata(L, -1);
+            if (src)
+                src->text = NULL;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------- decisions */
@@ -748,9 +883,7 @@ static int decide_protected(lua_State *L)
         set_decision(c->out, "ignore", "no hook", 7);
         return 0;
     }
-    push_change(L, c->in);
-    push_booking(L, c->in);
-    push_ctx(L, c->in);
+    push_args(L, c->in);
     lua_call(L, 3, 1);
     int d = lua_gettop(L);
     if (lua_type(L, d) != LUA_TTABLE) {
@@ -891,6 +1024,7 @@ static void decide_with(const struct config *cfg, struct policy_version *v,
     lua_pushcfunction(L, decide_protected);
     lua_pushlightuserdata(L, &c);
     enum sandbox_rc rc = sandbox_pcall(*sbp, 1, 0, &msg);
+    args_release(L);
 #ifndef NDEBUG
     if (lua_gettop(L) != top) {
         log_error("policy.stack_dirty", "policy=%s top=%d expected=%d",
