@@ -602,12 +602,27 @@ int policy_all_live(void)
 
 enum arg { ARG_OLD, ARG_NEW, ARG_INSTANCE, ARG_CALENDAR, ARG_BOOKING, ARG_CHANGE,
            ARG_CTX, ARG_N };
+
+/* The field names, interned once per state and kept in the skeleton: a
+ * raw set with a key from there hashes and compares nothing. */
+enum key { K_START, K_END, K_TITLE, K_SERIES_ID, K_ORIGINAL_START, K_ID, K_UID,
+           K_CALENDAR_ID, K_STATUS, K_NEEDS_REVIEW, K_EVENT_ID, K_CANCELLED_BY,
+           K_CANCEL_REASON, K_UPDATED_AT, K_KIND, K_OLD, K_NEW, K_INSTANCE,
+           K_PAST, K_SOURCE, K_EVENT, K_NOW, K_CALENDAR, K_SETTINGS, K_N };
+static const char *const key_names[K_N] = {
+    "start", "end", "title", "series_id", "original_start", "id", "uid",
+    "calendar_id", "status", "needs_review", "event_id", "cancelled_by",
+    "cancel_reason", "updated_at", "kind", "old", "new", "instance", "past",
+    "source", "event", "now", "calendar", "settings",
+};
+
 #define SK_TARGET(a) (1 + (a))
 #define SK_MT(a) (1 + ARG_N + (a))
 #define SK_PROXY(a) (1 + 2 * ARG_N + (a))
 #define SK_EVENT (1 + 3 * ARG_N)    /* &struct sandbox_text of change.event */
 #define SK_SETTINGS (2 + 3 * ARG_N) /* &struct sandbox_text of ctx.settings */
-#define SK_LEN SK_SETTINGS
+#define SK_KEY(k) (3 + 3 * ARG_N + (k))
+#define SK_LEN SK_KEY(K_N - 1)
 
 static char args_key;
 
@@ -622,6 +637,10 @@ static void args_build(lua_State *L)
 {
     lua_createtable(L, SK_LEN, 0);
     int sk = lua_gettop(L);
+    for (int k = 0; k < K_N; k++) {
+        lua_pushstring(L, key_names[k]);
+        lua_rawseti(L, sk, SK_KEY(k));
+    }
     for (int a = 0; a < ARG_N; a++) {
         lua_createtable(L, 0, arg_fields[a]);
         sandbox_proxy_mt(L, -1);
@@ -643,26 +662,59 @@ static void args_build(lua_State *L)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &args_key);
 }
 
-/* field k of the target at t: v, or nil when v is NULL */
-static void set_str(lua_State *L, int t, const char *k, const char *v)
+/* The fillers below write field k of the target at t with a raw set. The
+ * skeleton is at sk. */
+static void push_key(lua_State *L, int sk, enum key k)
 {
+    lua_rawgeti(L, sk, SK_KEY(k));
+}
+
+/* v, or nil when v is NULL */
+static void set_str(lua_State *L, int sk, int t, enum key k, const char *v)
+{
+    push_key(L, sk, k);
     if (v)
         lua_pushstring(L, v);
     else
         lua_pushnil(L);
-    lua_setfield(L, t, k);
+    lua_rawset(L, t);
 }
 
-static void set_time(lua_State *L, int t, const char *k, int64_t ms)
+static void set_time(lua_State *L, int sk, int t, enum key k, int64_t ms)
 {
+    push_key(L, sk, k);
     if (ms == POLICY_TIME_NONE) {
         lua_pushnil(L);
     } else {
         char ts[TIME_RFC3339_MAX];
         time_format_rfc3339(ms, ts);
-        lua_pushstring(L, ts);
+        /* not lua_pushstring: its cache is keyed by the buffer's address,
+         * the same for every time, so it would compare and miss */
+        lua_pushlstring(L, ts, strlen(ts));
     }
-    lua_setfield(L, t, k);
+    lua_rawset(L, t);
+}
+
+static void set_int(lua_State *L, int sk, int t, enum key k, lua_Integer v)
+{
+    push_key(L, sk, k);
+    lua_pushinteger(L, v);
+    lua_rawset(L, t);
+}
+
+static void set_bool(lua_State *L, int sk, int t, enum key k, int v)
+{
+    push_key(L, sk, k);
+    lua_pushboolean(L, v);
+    lua_rawset(L, t);
+}
+
+/* Sets field k to the value at the top (popped). */
+static void set_top(lua_State *L, int sk, int t, enum key k)
+{
+    push_key(L, sk, k);
+    lua_insert(L, -2);
+    lua_rawset(L, t);
 }
 
 /* Pushes the target of argument a. */
@@ -680,7 +732,7 @@ static void arg_proxy(lua_State *L, int sk, enum arg a, int present)
     if (present) {
         lua_rawgeti(L, sk, SK_MT(a));
         sandbox_proxy(L, -1);
-        lua_remove(L, -2);
+        lua_replace(L, -2);
     } else {
         lua_pushnil(L);
     }
@@ -697,48 +749,47 @@ static void set_text(lua_State *L, int sk, int slot, const char *text, size_t le
     src->len = len;
 }
 
-/* Pushes change.old/new/instance (nested proxies first). */
+/* Pushes the proxy of change (old, new, instance first). */
 static void fill_change(lua_State *L, int sk, const struct policy_input *in)
 {
     int t = arg_target(L, sk, ARG_OLD);
     if (!in->no_old) {
-        set_time(L, t, "start", in->old_start_ms);
-        set_time(L, t, "end", in->old_end_ms);
-        set_str(L, t, "title", in->old_title);
+        set_time(L, sk, t, K_START, in->old_start_ms);
+        set_time(L, sk, t, K_END, in->old_end_ms);
+        set_str(L, sk, t, K_TITLE, in->old_title);
     }
     arg_proxy(L, sk, ARG_OLD, !in->no_old);
     t = arg_target(L, sk, ARG_NEW);
     if (in->has_new) {
-        set_time(L, t, "start", in->new_start_ms);
-        set_time(L, t, "end", in->new_end_ms);
-        set_str(L, t, "title", in->new_title);
+        set_time(L, sk, t, K_START, in->new_start_ms);
+        set_time(L, sk, t, K_END, in->new_end_ms);
+        set_str(L, sk, t, K_TITLE, in->new_title);
     }
     arg_proxy(L, sk, ARG_NEW, in->has_new);
     t = arg_target(L, sk, ARG_INSTANCE);
     if (in->is_instance) {
-        set_str(L, t, "series_id", in->series_id);
-        set_time(L, t, "original_start", in->original_start_ms);
+        set_str(L, sk, t, K_SERIES_ID, in->series_id);
+        set_time(L, sk, t, K_ORIGINAL_START, in->original_start_ms);
     }
     arg_proxy(L, sk, ARG_INSTANCE, in->is_instance);
 
     t = arg_target(L, sk, ARG_CHANGE);
     lua_rotate(L, t - 3, 1); /* old, new, instance above the target */
     t -= 3;
-    lua_setfield(L, t, "instance");
-    lua_setfield(L, t, "new");
-    lua_setfield(L, t, "old");
-    set_str(L, t, "kind", in->kind);
-    lua_pushboolean(L, in->past);
-    lua_setfield(L, t, "past");
-    set_str(L, t, "source", in->source);
+    set_top(L, sk, t, K_INSTANCE);
+    set_top(L, sk, t, K_NEW);
+    set_top(L, sk, t, K_OLD);
+    set_str(L, sk, t, K_KIND, in->kind);
+    set_bool(L, sk, t, K_PAST, in->past);
+    set_str(L, sk, t, K_SOURCE, in->source);
     /* this call's event, decoded on first read */
     set_text(L, sk, SK_EVENT, in->event_json, in->event_len);
-    lua_pushnil(L);
-    lua_setfield(L, t, "event");
+    set_str(L, sk, t, K_EVENT, NULL);
     arg_proxy(L, sk, ARG_CHANGE, 1);
 }
 
-/* The fields of GET /v1/bookings/{uid} (booking_json), as Lua values. */
+/* Pushes booking: the fields of GET /v1/bookings/{uid} (booking_json), as
+ * Lua values. */
 static void fill_booking(lua_State *L, int sk, const struct policy_input *in)
 {
     const struct booking *b = in->booking;
@@ -754,43 +805,39 @@ static void fill_booking(lua_State *L, int sk, const struct policy_input *in)
         return;
     }
     int t = arg_target(L, sk, ARG_BOOKING);
-    set_str(L, t, "uid", b->uid);
-    lua_pushinteger(L, b->calendar_id);
-    lua_setfield(L, t, "calendar_id");
-    set_str(L, t, "title", b->title);
-    set_time(L, t, "start", b->start_ms);
-    set_time(L, t, "end", b->end_ms);
-    set_str(L, t, "status", b->status);
-    lua_pushboolean(L, b->needs_review);
-    lua_setfield(L, t, "needs_review");
-    set_str(L, t, "event_id", b->event_id);
-    set_time(L, t, "original_start", b->has_original ? b->original_start_ms
-                                                     : POLICY_TIME_NONE);
-    set_str(L, t, "cancelled_by", b->cancelled_by);
-    set_str(L, t, "cancel_reason", b->cancel_reason);
-    set_time(L, t, "updated_at", b->updated_ms);
+    set_str(L, sk, t, K_UID, b->uid);
+    set_int(L, sk, t, K_CALENDAR_ID, b->calendar_id);
+    set_str(L, sk, t, K_TITLE, b->title);
+    set_time(L, sk, t, K_START, b->start_ms);
+    set_time(L, sk, t, K_END, b->end_ms);
+    set_str(L, sk, t, K_STATUS, b->status);
+    set_bool(L, sk, t, K_NEEDS_REVIEW, b->needs_review);
+    set_str(L, sk, t, K_EVENT_ID, b->event_id);
+    set_time(L, sk, t, K_ORIGINAL_START, b->has_original ? b->original_start_ms
+                                                         : POLICY_TIME_NONE);
+    set_str(L, sk, t, K_CANCELLED_BY, b->cancelled_by);
+    set_str(L, sk, t, K_CANCEL_REASON, b->cancel_reason);
+    set_time(L, sk, t, K_UPDATED_AT, b->updated_ms);
     arg_proxy(L, sk, ARG_BOOKING, 1);
 }
 
+/* Pushes the proxy of ctx (calendar first). */
 static void fill_ctx(lua_State *L, int sk, const struct policy_input *in)
 {
     int t = arg_target(L, sk, ARG_CALENDAR);
-    lua_pushinteger(L, in->calendar_id);
-    lua_setfield(L, t, "id");
+    set_int(L, sk, t, K_ID, in->calendar_id);
     arg_proxy(L, sk, ARG_CALENDAR, 1);
     t = arg_target(L, sk, ARG_CTX);
     lua_insert(L, t - 1); /* the calendar proxy above the target */
     t--;
-    lua_setfield(L, t, "calendar");
+    set_top(L, sk, t, K_CALENDAR);
     int64_t s = in->now_ms / 1000;
     if (in->now_ms < 0 && in->now_ms % 1000)
         s--; /* floor */
-    lua_pushinteger(L, s);
-    lua_setfield(L, t, "now");
+    set_int(L, sk, t, K_NOW, s);
     const char *st = in->settings_json ? in->settings_json : "{}";
     set_text(L, sk, SK_SETTINGS, st, strlen(st));
-    lua_pushnil(L);
-    lua_setfield(L, t, "settings");
+    set_str(L, sk, t, K_SETTINGS, NULL);
     arg_proxy(L, sk, ARG_CTX, 1);
 }
 
@@ -804,11 +851,7 @@ static void push_args(lua_State *L, const struct policy_input *in)
         args_build(L);
     }
     int sk = lua_gettop(L);
-    for (int a = 0; a < ARG_N; a++) {
-        if (lua_rawgeti(L, sk, SK_PROXY(a)) == LUA_TTABLE)
-            sandbox_proxy_retire(L, -1);
-        lua_pop(L, 1);
-    }
+    sandbox_proxy_retire(L, sk, SK_PROXY(0), SK_PROXY(ARG_N - 1));
     fill_change(L, sk, in);
     fill_booking(L, sk, in);
     fill_ctx(L, sk, in);
@@ -863,10 +906,19 @@ static int policy_push_hook(lua_State *L, const struct policy_input *in)
     return 0; /* no other kind has a hook */
 }
 
+/* Copies the string src into dst[size], cut to fit (snprintf "%s" without
+ * the format parsing: this runs on every decision). */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void set_decision(struct policy_decision *out, const char *action,
                          const char *reason, size_t rlen)
 {
-    snprintf(out->action, sizeof out->action, "%s", action);
+    copy_str(out->action, sizeof out->action, action);
     if (rlen >= sizeof out->reason)
         rlen = sizeof out->reason - 1;
     memcpy(out->reason, reason, rlen);
@@ -994,8 +1046,8 @@ static void decide_with(const struct config *cfg, struct policy_version *v,
 {
     struct sandbox_msg msg = {{0}, {0}};
     memset(out, 0, sizeof *out);
-    snprintf(out->policy, sizeof out->policy, "%s", v->name);
-    snprintf(out->version, sizeof out->version, "%s", v->version);
+    copy_str(out->policy, sizeof out->policy, v->name);
+    copy_str(out->version, sizeof out->version, v->version);
 
     if (*sbp && sandbox_dead(*sbp)) {
         sandbox_free(*sbp);

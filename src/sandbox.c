@@ -420,11 +420,18 @@ void sandbox_proxy(lua_State *L, int mt)
     lua_setmetatable(L, -2);
 }
 
-void sandbox_proxy_retire(lua_State *L, int idx)
+void sandbox_proxy_retire(lua_State *L, int t, int first, int last)
 {
-    idx = lua_absindex(L, idx);
+    t = lua_absindex(L, t);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_stale_mt);
-    lua_setmetatable(L, idx);
+    for (int i = first; i <= last; i++) {
+        if (lua_rawgeti(L, t, i) == LUA_TTABLE) {
+            lua_pushvalue(L, -2);
+            lua_setmetatable(L, -2);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 static void get_field_to_registry(lua_State *L, int t, const char *field,

@@ -91,9 +91,10 @@ void sandbox_readonly(lua_State *L);
 void sandbox_proxy_mt(lua_State *L, int target);
 /* Pushes a new empty proxy whose metatable is the one at `mt`. */
 void sandbox_proxy(lua_State *L, int mt);
-/* Retires the proxy at idx: from now on every use of it (read, write, #,
- * pairs) raises "argument of an earlier call". */
-void sandbox_proxy_retire(lua_State *L, int idx);
+/* Retires the proxies t[first..last] of the table at t (other values are
+ * skipped): from now on every use of one (read, write, #, pairs) raises
+ * "argument of an earlier call". */
+void sandbox_proxy_retire(lua_State *L, int t, int first, int last);
 /* The JSON text a lazy field decodes: NULL text = the field is absent.
  * Borrowed: it must stay valid while a call that may read the field runs. */
 struct sandbox_text {
