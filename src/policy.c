@@ -622,7 +622,9 @@ static const char *const key_names[K_N] = {
 #define SK_EVENT (1 + 3 * ARG_N)    /* &struct sandbox_text of change.event */
 #define SK_SETTINGS (2 + 3 * ARG_N) /* &struct sandbox_text of ctx.settings */
 #define SK_KEY(k) (3 + 3 * ARG_N + (k))
-#define SK_LEN SK_KEY(K_N - 1)
+#define SK_TIME(i) (SK_KEY(K_N) + (i)) /* this call's time texts, see set_time */
+#define SK_TIMES 8
+#define SK_LEN SK_TIME(SK_TIMES - 1)
 
 static char args_key;
 
@@ -669,6 +671,14 @@ static void push_key(lua_State *L, int sk, enum key k)
     lua_rawgeti(L, sk, SK_KEY(k));
 }
 
+/* The times this call formatted so far: the text of ms[i] is in the
+ * skeleton at SK_TIME(i). change.old and booking share their times (live,
+ * old is the booking's span), so each is formatted and interned once. */
+struct times {
+    int64_t ms[SK_TIMES];
+    int n;
+};
+
 /* v, or nil when v is NULL */
 static void set_str(lua_State *L, int sk, int t, enum key k, const char *v)
 {
@@ -680,17 +690,31 @@ static void set_str(lua_State *L, int sk, int t, enum key k, const char *v)
     lua_rawset(L, t);
 }
 
-static void set_time(lua_State *L, int sk, int t, enum key k, int64_t ms)
+static void set_time(lua_State *L, int sk, int t, enum key k, int64_t ms,
+                     struct times *tm)
 {
     push_key(L, sk, k);
     if (ms == POLICY_TIME_NONE) {
         lua_pushnil(L);
-    } else {
-        char ts[TIME_RFC3339_MAX];
-        time_format_rfc3339(ms, ts);
-        /* not lua_pushstring: its cache is keyed by the buffer's address,
-         * the same for every time, so it would compare and miss */
-        lua_pushlstring(L, ts, strlen(ts));
+        lua_rawset(L, t);
+        return;
+    }
+    for (int i = 0; i < tm->n; i++) {
+        if (tm->ms[i] == ms) {
+            lua_rawgeti(L, sk, SK_TIME(i));
+            lua_rawset(L, t);
+            return;
+        }
+    }
+    char ts[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, ts);
+    /* not lua_pushstring: its cache is keyed by the buffer's address, the
+     * same for every time, so it would compare and miss */
+    lua_pushlstring(L, ts, strlen(ts));
+    if (tm->n < SK_TIMES) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, sk, SK_TIME(tm->n));
+        tm->ms[tm->n++] = ms;
     }
     lua_rawset(L, t);
 }
@@ -750,26 +774,27 @@ static void set_text(lua_State *L, int sk, int slot, const char *text, size_t le
 }
 
 /* Pushes the proxy of change (old, new, instance first). */
-static void fill_change(lua_State *L, int sk, const struct policy_input *in)
+static void fill_change(lua_State *L, int sk, const struct policy_input *in,
+                        struct times *tm)
 {
     int t = arg_target(L, sk, ARG_OLD);
     if (!in->no_old) {
-        set_time(L, sk, t, K_START, in->old_start_ms);
-        set_time(L, sk, t, K_END, in->old_end_ms);
+        set_time(L, sk, t, K_START, in->old_start_ms, tm);
+        set_time(L, sk, t, K_END, in->old_end_ms, tm);
         set_str(L, sk, t, K_TITLE, in->old_title);
     }
     arg_proxy(L, sk, ARG_OLD, !in->no_old);
     t = arg_target(L, sk, ARG_NEW);
     if (in->has_new) {
-        set_time(L, sk, t, K_START, in->new_start_ms);
-        set_time(L, sk, t, K_END, in->new_end_ms);
+        set_time(L, sk, t, K_START, in->new_start_ms, tm);
+        set_time(L, sk, t, K_END, in->new_end_ms, tm);
         set_str(L, sk, t, K_TITLE, in->new_title);
     }
     arg_proxy(L, sk, ARG_NEW, in->has_new);
     t = arg_target(L, sk, ARG_INSTANCE);
     if (in->is_instance) {
         set_str(L, sk, t, K_SERIES_ID, in->series_id);
-        set_time(L, sk, t, K_ORIGINAL_START, in->original_start_ms);
+        set_time(L, sk, t, K_ORIGINAL_START, in->original_start_ms, tm);
     }
     arg_proxy(L, sk, ARG_INSTANCE, in->is_instance);
 
@@ -790,7 +815,8 @@ static void fill_change(lua_State *L, int sk, const struct policy_input *in)
 
 /* Pushes booking: the fields of GET /v1/bookings/{uid} (booking_json), as
  * Lua values. */
-static void fill_booking(lua_State *L, int sk, const struct policy_input *in)
+static void fill_booking(lua_State *L, int sk, const struct policy_input *in,
+                         struct times *tm)
 {
     const struct booking *b = in->booking;
     if (!b) {
@@ -808,16 +834,16 @@ static void fill_booking(lua_State *L, int sk, const struct policy_input *in)
     set_str(L, sk, t, K_UID, b->uid);
     set_int(L, sk, t, K_CALENDAR_ID, b->calendar_id);
     set_str(L, sk, t, K_TITLE, b->title);
-    set_time(L, sk, t, K_START, b->start_ms);
-    set_time(L, sk, t, K_END, b->end_ms);
+    set_time(L, sk, t, K_START, b->start_ms, tm);
+    set_time(L, sk, t, K_END, b->end_ms, tm);
     set_str(L, sk, t, K_STATUS, b->status);
     set_bool(L, sk, t, K_NEEDS_REVIEW, b->needs_review);
     set_str(L, sk, t, K_EVENT_ID, b->event_id);
     set_time(L, sk, t, K_ORIGINAL_START, b->has_original ? b->original_start_ms
-                                                         : POLICY_TIME_NONE);
+                                                         : POLICY_TIME_NONE, tm);
     set_str(L, sk, t, K_CANCELLED_BY, b->cancelled_by);
     set_str(L, sk, t, K_CANCEL_REASON, b->cancel_reason);
-    set_time(L, sk, t, K_UPDATED_AT, b->updated_ms);
+    set_time(L, sk, t, K_UPDATED_AT, b->updated_ms, tm);
     arg_proxy(L, sk, ARG_BOOKING, 1);
 }
 
@@ -852,8 +878,9 @@ static void push_args(lua_State *L, const struct policy_input *in)
     }
     int sk = lua_gettop(L);
     sandbox_proxy_retire(L, sk, SK_PROXY(0), SK_PROXY(ARG_N - 1));
-    fill_change(L, sk, in);
-    fill_booking(L, sk, in);
+    struct times tm = {{0}, 0};
+    fill_change(L, sk, in, &tm);
+    fill_booking(L, sk, in, &tm);
     fill_ctx(L, sk, in);
     lua_remove(L, sk);
 }
