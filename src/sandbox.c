@@ -350,50 +350,19 @@ static int ro_pairs(lua_State *L)
 {
     ro_target(L, 1);
     int t = lua_gettop(L);
-    if (lua_getmetatable(L, t)) { /* a lazy field: materialise it first */
-        if (lua_getfield(L, -1, "__lazykey") == LUA_TSTRING)
+    /* fields made on first read (sandbox.h): make them all first */
+    if (lua_getmetatable(L, t) && lua_getfield(L, -1, "__lazykeys") == LUA_TTABLE) {
+        int keys = lua_gettop(L);
+        for (lua_Integer i = 1; lua_rawgeti(L, keys, i) != LUA_TNIL; i++) {
             lua_gettable(L, t);
+            lua_pop(L, 1);
+        }
     }
     lua_settop(L, 1);
     lua_pushcfunction(L, ro_next); /* state: the proxy, never the target */
     lua_insert(L, 1);
     lua_pushnil(L);
     return 3;
-}
-
-static int ro_lazy_index(lua_State *L)
-{
-    /* upvalues: key, struct sandbox_text; args: target, key */
-    if (!lua_rawequal(L, 2, lua_upvalueindex(1)))
-        return 0;
-    const struct sandbox_text *src = lua_touserdata(L, lua_upvalueindex(2));
-    if (!src->text)
-        return 0;
-    sandbox_push_json(L, src->text, src->len);
-    if (lua_isnil(L, -1))
-        return 1;
-    if (lua_type(L, -1) == LUA_TTABLE)
-        sandbox_readonly(L);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 1);
-    return 1;
-}
-
-struct sandbox_text *sandbox_lazy_field(lua_State *L, int target, const char *key)
-{
-    target = lua_absindex(L, target);
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, key);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "__lazykey");
-    struct sandbox_text *src = lua_newuserdatauv(L, sizeof *src, 0);
-    src->text = NULL;
-    src->len = 0;
-    lua_pushcclosure(L, ro_lazy_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, target);
-    return src;
 }
 
 void sandbox_proxy_mt(lua_State *L, int target)
@@ -428,6 +397,8 @@ void sandbox_proxy_retire(lua_State *L, int t, int first, int last)
         if (lua_rawgeti(L, t, i) == LUA_TTABLE) {
             lua_pushvalue(L, -2);
             lua_setmetatable(L, -2);
+            lua_pushnil(L);
+            lua_rawseti(L, t, i);
         }
         lua_pop(L, 1);
     }

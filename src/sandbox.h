@@ -83,30 +83,21 @@ int sandbox_push_hook(lua_State *L, const char *name);
 /* Replaces the table at the top with a deep read-only proxy of it. */
 void sandbox_readonly(lua_State *L);
 /* Fast shallow read-only proxies (reads need no function call; they
- * behave as sandbox_readonly's for the policy). The target is a plain
- * table whose nested tables are proxies already; it never reaches policy
- * code. A metatable serves every proxy of one target, so a caller may keep
+ * behave as sandbox_readonly's for the policy). The target is a table
+ * whose nested tables are proxies already; it never reaches policy code. A metatable serves every proxy of one target, so a caller may keep
  * target and metatable across calls and hand out a new proxy per call. */
 /* Pushes a new proxy metatable for the table at `target`. */
 void sandbox_proxy_mt(lua_State *L, int target);
 /* Pushes a new empty proxy whose metatable is the one at `mt`. */
 void sandbox_proxy(lua_State *L, int mt);
-/* Retires the proxies t[first..last] of the table at t (other values are
- * skipped): from now on every use of one (read, write, #, pairs) raises
- * "argument of an earlier call". */
+/* Retires the proxies t[first..last] of the table at t and sets those
+ * slots to nil (other values are skipped): from now on every use of one
+ * (read, write, #, pairs) raises "argument of an earlier call". */
 void sandbox_proxy_retire(lua_State *L, int t, int first, int last);
-/* The JSON text a lazy field decodes: NULL text = the field is absent.
- * Borrowed: it must stay valid while a call that may read the field runs. */
-struct sandbox_text {
-    const char *text;
-    size_t len;
-};
-/* Makes field `key` of the (metatable-less) table at `target` lazy: on
- * first read it is the deep read-only decoding of the text in the returned
- * struct, which is then cached in the table (clear it with a raw set of
- * nil to decode again). The struct belongs to the state and lives as long
- * as it; the caller points it at the text before each call. */
-struct sandbox_text *sandbox_lazy_field(lua_State *L, int target, const char *key);
+/* A target may compute fields on first read: its own metatable's __index
+ * (a function, called with the target and the key, which the policy cannot
+ * reach) raw-sets what it makes, so it runs once per field; pairs on the
+ * proxy first reads every key of the metatable's __lazykeys array. */
 /* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
 void sandbox_push_json(lua_State *L, const char *text, size_t len);
 /* Pushes the log function (ctx.log, print): one log line per call, at most
