@@ -60,6 +60,13 @@ struct sandbox {
     int hook_step;
     int logs;   /* log lines in this call */
     int dead;   /* a call hit the memory cap */
+    /* inside cjson's decode, which frees its scratch buffer only when it
+     * returns or fails on the text: an allocation refused there would
+     * unwind past it and leak it. So growth past the cap is granted there
+     * (bounded by the decoded text, which the runtime supplies) and becomes
+     * a hit as soon as decode returns (sandbox_push_json). */
+    int decoding;
+    int decode_over;
     int loaded; /* sandbox_load succeeded */
 };
 
@@ -103,8 +110,11 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->used -= osize;
         return NULL;
     }
-    if (nsize > osize &&
-        (sb->mem_hit || nsize - osize > sb->limit - sb->used)) {
+    if (nsize > osize && !sb->mem_hit && sb->decoding &&
+        (sb->used > sb->limit || nsize - osize > sb->limit - sb->used)) {
+        sb->decode_over = 1; /* granted below, a hit once decode returns */
+    } else if (nsize > osize &&
+               (sb->mem_hit || nsize - osize > sb->limit - sb->used)) {
         /* Lua answers a refusal with an emergency full collection and
          * one retry: only a refused retry is a hit (garbage is not the
          * policy's fault). From then on every growth is refused until
@@ -253,9 +263,22 @@ static void normalise_json(lua_State *L, int idx, int depth)
 
 void sandbox_push_json(lua_State *L, const char *text, size_t len)
 {
+    struct sandbox *sb = sb_of(L);
+    if (sb->mem_hit) /* every growth is refused: not inside decode */
+        luaL_error(L, "not enough memory");
     lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_decode);
     lua_pushlstring(L, text, len);
-    lua_call(L, 1, 1);
+    sb->decoding = 1;
+    int st = lua_pcall(L, 1, 1, 0);
+    sb->decoding = 0;
+    if (sb->decode_over) {
+        /* past the cap while decoding: a hit, sticky as any other */
+        sb->decode_over = 0;
+        sb->mem_hit = 1;
+        luaL_error(L, "not enough memory");
+    }
+    if (st != LUA_OK)
+        lua_error(L);
     if (lua_type(L, -1) == LUA_TTABLE)
         normalise_json(L, -1, 0);
     else if (lua_islightuserdata(L, -1)) {
@@ -329,7 +352,8 @@ static int ro_next(lua_State *L)
 {
     int live = 0;
     if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
-        lua_getfield(L, -1, "__newindex"); /* a metatable has no metatable */
+        lua_pushliteral(L, "__newindex");
+        lua_rawget(L, -2); /* raw: a policy's metatable may have one */
         lua_CFunction f = lua_tocfunction(L, -1);
         if (f == ro_stale)
             return ro_stale(L);
@@ -583,6 +607,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     sb->logs = 0;
     sb->bytes = 0;
     sb->wall_hit = 0;
+    sb->decoding = sb->decode_over = 0;
     sb->deadline = time_mono_ms() + SB_WALL_MS;
     sb->running = 1;
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, sb->hook_step);

@@ -84,8 +84,10 @@ int sandbox_push_hook(lua_State *L, const char *name);
 void sandbox_readonly(lua_State *L);
 /* Fast shallow read-only proxies (reads need no function call; they
  * behave as sandbox_readonly's for the policy). The target is a table
- * whose nested tables are proxies already; it never reaches policy code. A metatable serves every proxy of one target, so a caller may keep
- * target and metatable across calls and hand out a new proxy per call. */
+ * whose nested tables are proxies already; it never reaches policy code.
+ * A metatable serves every proxy of one target, so a caller may keep
+ * target and metatable across calls and hand out a new proxy per call.
+ * Their memory belongs to the state. */
 /* Pushes a new proxy metatable for the table at `target`. */
 void sandbox_proxy_mt(lua_State *L, int target);
 /* Pushes a new empty proxy whose metatable is the one at `mt`. */

@@ -591,6 +591,49 @@ static void test_memory_limit(void **state)
     assert_int_equal(metric("calsync_policy_errors_total{policy=\"m\",kind=\"memory\"}") >= 1, 1);
 }
 
+/* The cap crossed inside cjson's decode of change.event (it would leak its
+ * buffer if the refusal unwound through it: ASan checks), and a decode
+ * after the cap was hit and swallowed: both a memory flag. */
+static void test_memory_limit_in_decode(void **state)
+{
+    (void)state;
+    cfg.policy_limits.memory = 64 * 1024;
+    write_policy("j", "return {\n"
+                      "on_delete = function(change) local n = #change.event.items\n"
+                      "  return { action = 'cancel', reason = tostring(n) } end,\n"
+                      "on_time_change = function(change)\n"
+                      "  pcall(function() local t = {} for i = 1, 1e7 do\n"
+                      "    t[i] = ('x'):rep(100) .. i end end)\n"
+                      "  local ok = pcall(function() return change.event.id end)\n"
+                      "  return { action = 'cancel', reason = 'swallowed' } end }\n");
+    start();
+    struct buf ev;
+    buf_init(&ev);
+    buf_puts(&ev, "{\"id\":\"big\",\"items\":[");
+    for (int i = 0; i < 20000; i++)
+        buf_puts(&ev, i ? ",{\"n\":1}" : "{\"n\":1}");
+    buf_puts(&ev, "]}");
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_decision d;
+    struct policy_input in = input("delete");
+    in.event_json = ev.data;
+    in.event_len = ev.len;
+    assert_int_equal(policy_decide(r, "j", &in, &d), 0);
+    assert_flag(d, "memory limit of 65536 bytes exceeded");
+    in = input("time_change");
+    assert_int_equal(policy_decide(r, "j", &in, &d), 0);
+    assert_flag(d, "memory limit of 65536 bytes exceeded");
+    /* a small event still decodes in the rebuilt state */
+    in = input("delete");
+    in.event_json = "{\"items\":[1,2,3]}";
+    in.event_len = strlen(in.event_json);
+    assert_int_equal(policy_decide(r, "j", &in, &d), 0);
+    assert_string_equal(d.action, "cancel");
+    assert_string_equal(d.reason, "3");
+    policy_runner_free(r);
+    buf_free(&ev);
+}
+
 /* Allocation failure, as libuv's loop_init_oom: a cap that grows until the
  * call succeeds; every failing run must give flag, never crash or leak. */
 static void test_memory_cap_torture(void **state)
@@ -912,6 +955,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_instruction_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_c_work_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_limit_in_decode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_cap_torture, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_valid_decisions, setup, teardown),
