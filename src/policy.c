@@ -601,9 +601,9 @@ int policy_all_live(void)
  * ones (one empty table each), so a proxy a policy kept raises instead of
  * showing another call's data.
  *
- * change, booking and ctx are filled before the call. change.old, .new,
- * .instance, .event and ctx.calendar, .settings are made on first read
- * (lazy_index): a policy pays only for what it reads. */
+ * change and ctx are filled before the call. change.old, .new, .instance,
+ * .event, ctx.calendar, .settings and the fields of booking are made on
+ * first read (lazy_index): a policy pays only for what it reads. */
 
 enum arg { ARG_OLD, ARG_NEW, ARG_INSTANCE, ARG_CALENDAR, ARG_BOOKING, ARG_CHANGE,
            ARG_CTX, ARG_N };
@@ -643,6 +643,7 @@ struct times {
 struct args_state {
     const struct policy_input *in; /* the running call's; NULL between calls */
     struct times tm;
+    int booking_filled; /* the booking target holds a call's fields */
 };
 
 static const int arg_fields[ARG_N] = {
@@ -672,6 +673,12 @@ static void make_lazy(lua_State *L, int sk, enum arg a, const enum key *keys, in
 
 /* Pushes a new skeleton (also stored in the registry). Its memory belongs
  * to the state. */
+static const enum key booking_keys[] = {
+    K_UID, K_CALENDAR_ID, K_TITLE, K_START, K_END, K_STATUS, K_NEEDS_REVIEW,
+    K_EVENT_ID, K_ORIGINAL_START, K_CANCELLED_BY, K_CANCEL_REASON, K_UPDATED_AT,
+};
+#define BOOKING_KEYS ((int)(sizeof booking_keys / sizeof booking_keys[0]))
+
 static void args_build(lua_State *L)
 {
     static const enum key change_lazy[] = {K_EVENT, K_OLD, K_NEW, K_INSTANCE};
@@ -691,6 +698,8 @@ static void args_build(lua_State *L)
             make_lazy(L, sk, ARG_CHANGE, change_lazy, 4);
         else if (a == ARG_CTX)
             make_lazy(L, sk, ARG_CTX, ctx_lazy, 2);
+        else if (a == ARG_BOOKING)
+            make_lazy(L, sk, ARG_BOOKING, booking_keys, BOOKING_KEYS);
         sandbox_proxy_mt(L, -1);
         lua_rawseti(L, sk, SK_MT(a));
         lua_rawseti(L, sk, SK_TARGET(a));
@@ -825,6 +834,25 @@ static int push_nested(lua_State *L, int sk, enum arg a, const struct policy_inp
     return 1;
 }
 
+/* Every field of booking b into the target at t (absent ones nil). */
+static void fill_booking_fields(lua_State *L, int sk, int t, const struct booking *b,
+                                struct times *tm)
+{
+    set_str(L, sk, t, K_UID, b->uid);
+    set_int(L, sk, t, K_CALENDAR_ID, b->calendar_id);
+    set_str(L, sk, t, K_TITLE, b->title);
+    set_time(L, sk, t, K_START, b->start_ms, tm);
+    set_time(L, sk, t, K_END, b->end_ms, tm);
+    set_str(L, sk, t, K_STATUS, b->status);
+    set_bool(L, sk, t, K_NEEDS_REVIEW, b->needs_review);
+    set_str(L, sk, t, K_EVENT_ID, b->event_id);
+    set_time(L, sk, t, K_ORIGINAL_START, b->has_original ? b->original_start_ms
+                                                         : POLICY_TIME_NONE, tm);
+    set_str(L, sk, t, K_CANCELLED_BY, b->cancelled_by);
+    set_str(L, sk, t, K_CANCEL_REASON, b->cancel_reason);
+    set_time(L, sk, t, K_UPDATED_AT, b->updated_ms, tm);
+}
+
 /* Pushes the deep read-only decoding of text, or returns 0. */
 static int push_lazy_json(lua_State *L, const char *text, size_t len)
 {
@@ -840,10 +868,11 @@ static int push_lazy_json(lua_State *L, const char *text, size_t len)
     return 1;
 }
 
-/* __index of the change and ctx targets (upvalues: the skeleton, the
- * argument; args: target, key): makes a field of the running call on its
- * first read and raw-sets it, so it is made once per call. The fields are
- * reset to nil before each call. Policy code cannot reach this function. */
+/* __index of the change, ctx and booking targets (upvalues: the skeleton,
+ * the argument; args: target, key): makes a field of the running call on
+ * its first read and raw-sets it, so it is made once per call (booking:
+ * all its fields at once). They are reset to nil before the next call.
+ * Policy code cannot reach this function. */
 static int lazy_index(lua_State *L)
 {
     int sk = lua_upvalueindex(1);
@@ -852,6 +881,16 @@ static int lazy_index(lua_State *L)
     const struct policy_input *in = st->in;
     if (!in || lua_type(L, 2) != LUA_TSTRING)
         return 0;
+    if (a == ARG_BOOKING) {
+        /* the first read fills every field; a miss after is an absent one */
+        if (st->booking_filled || !in->booking)
+            return 0;
+        fill_booking_fields(L, sk, lua_absindex(L, 1), in->booking, &st->tm);
+        st->booking_filled = 1;
+        lua_pushvalue(L, 2);
+        lua_rawget(L, 1);
+        return 1;
+    }
     const char *k = lua_tostring(L, 2);
     int made = 0;
     if (a == ARG_CHANGE) {
@@ -893,12 +932,12 @@ static void fill_change(lua_State *L, int sk, const struct policy_input *in)
 }
 
 /* Pushes booking: the fields of GET /v1/bookings/{uid} (booking_json), as
- * Lua values. */
+ * Lua values. Live, the fields are made on first read (lazy_index); the
+ * target is emptied here if a call before filled it. */
 static void fill_booking(lua_State *L, int sk, const struct policy_input *in,
-                         struct times *tm)
+                         struct args_state *st)
 {
-    const struct booking *b = in->booking;
-    if (!b) {
+    if (!in->booking) {
         if (in->booking_json)
             sandbox_push_json(L, in->booking_json, in->booking_len);
         else
@@ -908,19 +947,11 @@ static void fill_booking(lua_State *L, int sk, const struct policy_input *in,
         return;
     }
     int t = arg_target(L, sk, ARG_BOOKING);
-    set_str(L, sk, t, K_UID, b->uid);
-    set_int(L, sk, t, K_CALENDAR_ID, b->calendar_id);
-    set_str(L, sk, t, K_TITLE, b->title);
-    set_time(L, sk, t, K_START, b->start_ms, tm);
-    set_time(L, sk, t, K_END, b->end_ms, tm);
-    set_str(L, sk, t, K_STATUS, b->status);
-    set_bool(L, sk, t, K_NEEDS_REVIEW, b->needs_review);
-    set_str(L, sk, t, K_EVENT_ID, b->event_id);
-    set_time(L, sk, t, K_ORIGINAL_START, b->has_original ? b->original_start_ms
-                                                         : POLICY_TIME_NONE, tm);
-    set_str(L, sk, t, K_CANCELLED_BY, b->cancelled_by);
-    set_str(L, sk, t, K_CANCEL_REASON, b->cancel_reason);
-    set_time(L, sk, t, K_UPDATED_AT, b->updated_ms, tm);
+    if (st->booking_filled) {
+        for (int i = 0; i < BOOKING_KEYS; i++)
+            set_str(L, sk, t, booking_keys[i], NULL);
+        st->booking_filled = 0;
+    }
     arg_proxy(L, sk, ARG_BOOKING);
 }
 
@@ -953,7 +984,7 @@ static void push_args(lua_State *L, const struct policy_input *in)
     st->in = in;
     st->tm.n = 0;
     fill_change(L, sk, in);
-    fill_booking(L, sk, in, &st->tm);
+    fill_booking(L, sk, in, st);
     fill_ctx(L, sk, in);
     lua_remove(L, sk);
 }

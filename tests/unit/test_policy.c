@@ -268,7 +268,12 @@ static const char dump_policy[] =
     "  return { action = 'ignore', reason = dump(change) .. '|' .. dump(booking) .. '|'\n"
     "    .. dump(ctx) }\n"
     "end\n"
-    "return { on_delete = h, on_time_change = h, on_instance = h, on_past = h }\n";
+    "local function one(change, booking)\n"
+    "  return { action = 'ignore', reason = tostring(booking.cancel_reason) .. ','\n"
+    "    .. tostring(booking.uid) .. ',' .. tostring(booking.start) }\n"
+    "end\n"
+    "return { on_delete = h, on_time_change = h, on_instance = h, on_past = h,\n"
+    "  on_title_change = one }\n";
 
 /* One runner, so one state: the argument tables are reused and must show
  * each call exactly its own input, nothing left over from the call before
@@ -330,6 +335,20 @@ static void test_arguments_reused(void **state)
         assert_string_equal(d.action, "ignore");
         assert_string_equal(d.reason, want_b);
     }
+    /* booking read field by field (no pairs), after calls that filled it
+     * with another booking and calls that did not read it */
+    struct policy_input ta = a, tb = b;
+    ta.kind = tb.kind = "title_change";
+    ta.is_instance = tb.is_instance = 0;
+    tb.past = 0;
+    assert_int_equal(policy_decide(r, "dump", &ta, &d), 0);
+    assert_string_equal(d.reason, "no,bk-1,2026-11-25T10:00:00Z");
+    assert_int_equal(policy_decide(r, "dump", &tb, &d), 0);
+    assert_string_equal(d.reason, "nil,bk-2,nil");
+    assert_int_equal(policy_decide(r, "dump", &a, &d), 0);
+    assert_string_equal(d.reason, want_a);
+    assert_int_equal(policy_decide(r, "dump", &tb, &d), 0);
+    assert_string_equal(d.reason, "nil,bk-2,nil");
     /* a failing call in between leaves nothing behind either */
     b.kind = NULL;
     b.past = 0;
