@@ -671,14 +671,14 @@ static void make_lazy(lua_State *L, int sk, enum arg a, const enum key *keys, in
     lua_setmetatable(L, -2);
 }
 
-/* Pushes a new skeleton (also stored in the registry). Its memory belongs
- * to the state. */
 static const enum key booking_keys[] = {
     K_UID, K_CALENDAR_ID, K_TITLE, K_START, K_END, K_STATUS, K_NEEDS_REVIEW,
     K_EVENT_ID, K_ORIGINAL_START, K_CANCELLED_BY, K_CANCEL_REASON, K_UPDATED_AT,
 };
 #define BOOKING_KEYS ((int)(sizeof booking_keys / sizeof booking_keys[0]))
 
+/* Pushes a new skeleton (also stored in the registry). Its memory belongs
+ * to the state. */
 static void args_build(lua_State *L)
 {
     static const enum key change_lazy[] = {K_EVENT, K_OLD, K_NEW, K_INSTANCE};
@@ -885,8 +885,8 @@ static int lazy_index(lua_State *L)
         /* the first read fills every field; a miss after is an absent one */
         if (st->booking_filled || !in->booking)
             return 0;
+        st->booking_filled = 1; /* first: even a fill cut short is emptied */
         fill_booking_fields(L, sk, lua_absindex(L, 1), in->booking, &st->tm);
-        st->booking_filled = 1;
         lua_pushvalue(L, 2);
         lua_rawget(L, 1);
         return 1;
