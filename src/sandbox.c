@@ -60,6 +60,13 @@ struct sandbox {
     int hook_step;
     int logs;   /* log lines in this call */
     int dead;   /* a call hit the memory cap */
+    /* inside cjson's decode, which frees its scratch buffer only when it
+     * returns or fails on the text: an allocation refused there would
+     * unwind past it and leak it. So growth past the cap is granted there
+     * (bounded by the decoded text, which the runtime supplies) and becomes
+     * a hit as soon as decode returns (sandbox_push_json). */
+    int decoding;
+    int decode_over;
     int loaded; /* sandbox_load succeeded */
 };
 
@@ -73,7 +80,7 @@ static char sb_key_lib;
 static char sb_key_decode;
 static char sb_key_hooks;
 static char sb_key_index_name;  /* "__index" */
-static char sb_key_next;
+static char sb_key_stale_mt;  /* the metatable of a retired proxy */
 
 static struct sandbox *sb_of(lua_State *L)
 {
@@ -103,8 +110,11 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->used -= osize;
         return NULL;
     }
-    if (nsize > osize &&
-        (sb->mem_hit || nsize - osize > sb->limit - sb->used)) {
+    if (nsize > osize && !sb->mem_hit && sb->decoding &&
+        (sb->used > sb->limit || nsize - osize > sb->limit - sb->used)) {
+        sb->decode_over = 1; /* granted below, a hit once decode returns */
+    } else if (nsize > osize &&
+               (sb->mem_hit || nsize - osize > sb->limit - sb->used)) {
         /* Lua answers a refusal with an emergency full collection and
          * one retry: only a refused retry is a hit (garbage is not the
          * policy's fault). From then on every growth is refused until
@@ -253,9 +263,22 @@ static void normalise_json(lua_State *L, int idx, int depth)
 
 void sandbox_push_json(lua_State *L, const char *text, size_t len)
 {
+    struct sandbox *sb = sb_of(L);
+    if (sb->mem_hit) /* every growth is refused: not inside decode */
+        luaL_error(L, "not enough memory");
     lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_decode);
     lua_pushlstring(L, text, len);
-    lua_call(L, 1, 1);
+    sb->decoding = 1;
+    int st = lua_pcall(L, 1, 1, 0);
+    sb->decoding = 0;
+    if (sb->decode_over) {
+        /* past the cap while decoding: a hit, sticky as any other */
+        sb->decode_over = 0;
+        sb->mem_hit = 1;
+        luaL_error(L, "not enough memory");
+    }
+    if (st != LUA_OK)
+        lua_error(L);
     if (lua_type(L, -1) == LUA_TTABLE)
         normalise_json(L, -1, 0);
     else if (lua_islightuserdata(L, -1)) {
@@ -286,12 +309,24 @@ int sandbox_push_hook(lua_State *L, const char *name)
 /* The same observable behaviour as S.readonly in sandbox.lua (which the
  * specs use), built in C for the argument tables of every call: the proxy
  * is an empty table whose metatable's __index is the target itself (no
- * function call per read), so nested tables must be frozen first. */
+ * function call per read), so nested tables must be proxies already. The
+ * target never reaches policy code: not through __index (a table lookup),
+ * not through pairs (the iterator's state is the proxy), not through
+ * getmetatable (__metatable). policy.c keeps the targets and metatables
+ * of a state and refills them per call; a proxy handed to an earlier call
+ * is retired (sandbox_proxy_retire) so it cannot show a later call's data. */
 
 static int ro_newindex(lua_State *L)
 {
     return luaL_error(L, "attempt to modify a read-only table (field '%s')",
                       luaL_tolstring(L, 2, NULL));
+}
+
+static int ro_stale(lua_State *L)
+{
+    return luaL_error(L, "argument of an earlier call: arguments are valid only "
+                      "during the call that received them (copy what you need "
+                      "into locals)");
 }
 
 /* The target of proxy p: its metatable's __index (lua_getmetatable
@@ -311,55 +346,54 @@ static int ro_len(lua_State *L)
     return 1;
 }
 
+/* The iterator pairs() hands out: next over the target of proxy 1. Policy
+ * code can call it with anything, so it checks that 1 is a live proxy. */
+static int ro_next(lua_State *L)
+{
+    int live = 0;
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        lua_pushliteral(L, "__newindex");
+        lua_rawget(L, -2); /* raw: a policy's metatable may have one */
+        lua_CFunction f = lua_tocfunction(L, -1);
+        if (f == ro_stale)
+            return ro_stale(L);
+        live = f == ro_newindex;
+    }
+    if (!live)
+        return luaL_argerror(L, 1, "not a read-only argument");
+    lua_settop(L, 2);
+    ro_target(L, 1);
+    lua_pushvalue(L, 2);
+    if (lua_next(L, 3))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
 static int ro_pairs(lua_State *L)
 {
     ro_target(L, 1);
     int t = lua_gettop(L);
-    if (lua_getmetatable(L, t)) { /* a lazy field: materialise it first */
-        if (lua_getfield(L, -1, "__lazykey") == LUA_TSTRING)
+    /* fields made on first read (sandbox.h): make them all first */
+    if (lua_getmetatable(L, t) && lua_getfield(L, -1, "__lazykeys") == LUA_TTABLE) {
+        int keys = lua_gettop(L);
+        for (lua_Integer i = 1; lua_rawgeti(L, keys, i) != LUA_TNIL; i++) {
             lua_gettable(L, t);
-        lua_settop(L, t);
+            lua_pop(L, 1);
+        }
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_next);
-    lua_pushvalue(L, t);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, ro_next); /* state: the proxy, never the target */
+    lua_insert(L, 1);
     lua_pushnil(L);
     return 3;
 }
 
-static int ro_lazy_index(lua_State *L)
+void sandbox_proxy_mt(lua_State *L, int target)
 {
-    /* upvalues: key, JSON text; args: target, key */
-    if (!lua_rawequal(L, 2, lua_upvalueindex(1)))
-        return 0;
-    size_t n;
-    const char *text = lua_tolstring(L, lua_upvalueindex(2), &n);
-    sandbox_push_json(L, text, n);
-    if (lua_type(L, -1) == LUA_TTABLE)
-        sandbox_readonly(L);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 1);
-    return 1;
-}
-
-void sandbox_lazy_json(lua_State *L, const char *key, const char *text, size_t len)
-{
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, key);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "__lazykey");
-    lua_pushlstring(L, text, len);
-    lua_pushcclosure(L, ro_lazy_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, -2);
-}
-
-void sandbox_freeze(lua_State *L)
-{
-    int t = lua_gettop(L);
-    lua_createtable(L, 0, 0);          /* the proxy */
-    lua_createtable(L, 0, 5);          /* its metatable */
-    lua_pushvalue(L, t);
+    target = lua_absindex(L, target);
+    lua_createtable(L, 0, 5);
+    lua_pushvalue(L, target);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, ro_newindex); /* light C functions: no allocation */
     lua_setfield(L, -2, "__newindex");
@@ -369,8 +403,30 @@ void sandbox_freeze(lua_State *L)
     lua_setfield(L, -2, "__pairs");
     lua_pushliteral(L, "read-only");
     lua_setfield(L, -2, "__metatable");
+}
+
+void sandbox_proxy(lua_State *L, int mt)
+{
+    mt = lua_absindex(L, mt);
+    lua_createtable(L, 0, 0);
+    lua_pushvalue(L, mt);
     lua_setmetatable(L, -2);
-    lua_replace(L, t);
+}
+
+void sandbox_proxy_retire(lua_State *L, int t, int first, int last)
+{
+    t = lua_absindex(L, t);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_stale_mt);
+    for (int i = first; i <= last; i++) {
+        if (lua_rawgeti(L, t, i) == LUA_TTABLE) {
+            lua_pushvalue(L, -2);
+            lua_setmetatable(L, -2);
+            lua_pushnil(L);
+            lua_rawseti(L, t, i);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 static void get_field_to_registry(lua_State *L, int t, const char *field,
@@ -445,8 +501,16 @@ static int sb_setup(lua_State *L)
 
     lua_pushliteral(L, "__index");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_index_name);
-    lua_getglobal(L, "next");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_next);
+    lua_createtable(L, 0, 5);
+    static const char *const stale_events[] = {"__index", "__newindex", "__len",
+                                               "__pairs", NULL};
+    for (int i = 0; stale_events[i]; i++) {
+        lua_pushcfunction(L, ro_stale);
+        lua_setfield(L, -2, stale_events[i]);
+    }
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_stale_mt);
 
     lua_getfield(L, S, "protect_strings");
     lua_pushvalue(L, str);
@@ -543,6 +607,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     sb->logs = 0;
     sb->bytes = 0;
     sb->wall_hit = 0;
+    sb->decoding = sb->decode_over = 0;
     sb->deadline = time_mono_ms() + SB_WALL_MS;
     sb->running = 1;
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, sb->hook_step);

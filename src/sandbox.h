@@ -82,14 +82,24 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
 int sandbox_push_hook(lua_State *L, const char *name);
 /* Replaces the table at the top with a deep read-only proxy of it. */
 void sandbox_readonly(lua_State *L);
-/* Replaces the table at the top with a shallow read-only proxy (faster
- * than sandbox_readonly: reads need no function call); nested tables must
- * be frozen already. Behaves as sandbox_readonly for the policy. */
-void sandbox_freeze(lua_State *L);
-/* Makes field `key` of the table at the top (before freezing it) the
- * deep read-only decoding of `text`, done on first read (a policy that
- * never reads it never pays for it). */
-void sandbox_lazy_json(lua_State *L, const char *key, const char *text, size_t len);
+/* Fast shallow read-only proxies (reads need no function call; they
+ * behave as sandbox_readonly's for the policy). The target is a table
+ * whose nested tables are proxies already; it never reaches policy code.
+ * A metatable serves every proxy of one target, so a caller may keep
+ * target and metatable across calls and hand out a new proxy per call.
+ * Their memory belongs to the state. */
+/* Pushes a new proxy metatable for the table at `target`. */
+void sandbox_proxy_mt(lua_State *L, int target);
+/* Pushes a new empty proxy whose metatable is the one at `mt`. */
+void sandbox_proxy(lua_State *L, int mt);
+/* Retires the proxies t[first..last] of the table at t and sets those
+ * slots to nil (other values are skipped): from now on every use of one
+ * (read, write, #, pairs) raises "argument of an earlier call". */
+void sandbox_proxy_retire(lua_State *L, int t, int first, int last);
+/* A target may compute fields on first read: its own metatable's __index
+ * (a function, called with the target and the key, which the policy cannot
+ * reach) raw-sets what it makes, so it runs once per field; pairs on the
+ * proxy first reads every key of the metatable's __lazykeys array. */
 /* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
 void sandbox_push_json(lua_State *L, const char *text, size_t len);
 /* Pushes the log function (ctx.log, print): one log line per call, at most

@@ -249,6 +249,197 @@ static void test_arguments(void **state)
                         "2026-11-25T10:00:00Z|false|7|1795510800|7|24|nil|integer");
 }
 
+/* Every field of the three arguments, sorted: "k=v,..." (tables nested in
+ * braces, functions as fn). */
+static const char dump_policy[] =
+    "local function dump(t)\n"
+    "  local ks = {}\n"
+    "  for k, v in pairs(t) do\n"
+    "    if type(v) == 'table' then v = '{' .. dump(v) .. '}'\n"
+    "    elseif type(v) == 'function' then v = 'fn' end\n"
+    "    ks[#ks + 1] = tostring(k) .. '=' .. tostring(v)\n"
+    "  end\n"
+    "  table.sort(ks)\n"
+    "  return table.concat(ks, ',')\n"
+    "end\n"
+    "local function h(change, booking, ctx)\n"
+    "  assert(rawequal(change.old, change.old) and rawequal(change.event, change.event)\n"
+    "    and rawequal(ctx.calendar, ctx.calendar), 'a field read twice changed')\n"
+    "  return { action = 'ignore', reason = dump(change) .. '|' .. dump(booking) .. '|'\n"
+    "    .. dump(ctx) }\n"
+    "end\n"
+    "local function one(change, booking)\n"
+    "  return { action = 'ignore', reason = tostring(booking.cancel_reason) .. ','\n"
+    "    .. tostring(booking.uid) .. ',' .. tostring(booking.start) }\n"
+    "end\n"
+    "return { on_delete = h, on_time_change = h, on_instance = h, on_past = h,\n"
+    "  on_title_change = one }\n";
+
+/* One runner, so one state: the argument tables are reused and must show
+ * each call exactly its own input, nothing left over from the call before
+ * (fields a call lacks read as nil). */
+static void test_arguments_reused(void **state)
+{
+    (void)state;
+    write_policy("dump", dump_policy);
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_decision d;
+
+    struct booking full = test_booking;
+    full.has_original = 1;
+    full.original_start_ms = test_booking.start_ms;
+    full.cancelled_by = "app";
+    full.cancel_reason = "no";
+    full.needs_review = 1;
+    struct policy_input a = input("time_change");
+    a.booking = &full;
+    a.is_instance = 1;
+    a.series_id = "ser";
+    a.original_start_ms = test_booking.start_ms;
+    a.event_json = "{\"id\":\"e1\"}";
+    a.event_len = strlen(a.event_json);
+    a.settings_json = "{\"h\":1}";
+    static const char want_a[] =
+        "event={id=e1},instance={original_start=2026-11-25T10:00:00Z,series_id=ser},"
+        "kind=time_change,new={end=2026-11-25T11:30:00Z,start=2026-11-25T11:00:00Z,"
+        "title=Intro call},old={end=2026-11-25T10:30:00Z,start=2026-11-25T10:00:00Z,"
+        "title=Intro call},past=false,source=push|"
+        "calendar_id=7,cancel_reason=no,cancelled_by=app,end=2026-11-25T10:30:00Z,"
+        "event_id=ev-1,needs_review=true,original_start=2026-11-25T10:00:00Z,"
+        "start=2026-11-25T10:00:00Z,status=accepted,title=Intro call,"
+        "uid=bk-1,updated_at=2026-11-24T06:00:00Z|"
+        "calendar={id=7},log=fn,now=1795510800,settings={h=1}";
+
+    struct booking bare = {.uid = "bk-2", .calendar_id = 8, .start_ms = POLICY_TIME_NONE,
+                           .end_ms = POLICY_TIME_NONE, .status = "cancelled",
+                           .updated_ms = POLICY_TIME_NONE};
+    struct policy_input b = input("delete");
+    b.booking = &bare;
+    b.no_old = 1;
+    b.event_json = NULL;
+    b.source = NULL;
+    b.past = 1;
+    b.calendar_id = 8;
+    b.now_ms = -1500; /* floors to -2 */
+    b.settings_json = NULL;
+    static const char want_b[] =
+        "kind=delete,past=true|calendar_id=8,needs_review=false,status=cancelled,uid=bk-2|"
+        "calendar={id=8},log=fn,now=-2,settings={}";
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(policy_decide(r, "dump", &a, &d), 0);
+        assert_string_equal(d.action, "ignore");
+        assert_string_equal(d.reason, want_a);
+        assert_int_equal(policy_decide(r, "dump", &b, &d), 0);
+        assert_string_equal(d.action, "ignore");
+        assert_string_equal(d.reason, want_b);
+    }
+    /* booking read field by field (no pairs), after calls that filled it
+     * with another booking and calls that did not read it */
+    struct policy_input ta = a, tb = b;
+    ta.kind = tb.kind = "title_change";
+    ta.is_instance = tb.is_instance = 0;
+    tb.past = 0;
+    assert_int_equal(policy_decide(r, "dump", &ta, &d), 0);
+    assert_string_equal(d.reason, "no,bk-1,2026-11-25T10:00:00Z");
+    assert_int_equal(policy_decide(r, "dump", &tb, &d), 0);
+    assert_string_equal(d.reason, "nil,bk-2,nil");
+    assert_int_equal(policy_decide(r, "dump", &a, &d), 0);
+    assert_string_equal(d.reason, want_a);
+    assert_int_equal(policy_decide(r, "dump", &tb, &d), 0);
+    assert_string_equal(d.reason, "nil,bk-2,nil");
+    /* a failing call in between leaves nothing behind either */
+    b.kind = NULL;
+    b.past = 0;
+    assert_int_equal(policy_decide(r, "dump", &b, &d), 0);
+    assert_string_equal(d.reason, "no hook");
+    assert_int_equal(policy_decide(r, "dump", &a, &d), 0);
+    assert_string_equal(d.reason, want_a);
+    policy_runner_free(r);
+}
+
+/* A policy that keeps its arguments (in an upvalue) past the call. The
+ * argument tables are reused: what it kept must not show (or let it touch)
+ * a later call's data. The frozen tables raise; change.event and
+ * ctx.settings, decoded per call, stay that call's snapshot. */
+static void test_kept_argument(void **state)
+{
+    (void)state;
+    write_policy("keep",
+        "local kept\n"
+        "local probes = {\n"
+        "  change = function() return kept.change.kind end,\n"
+        "  old = function() return kept.old.start end,\n"
+        "  new = function() return kept.new.start end,\n"
+        "  booking = function() return kept.booking.uid end,\n"
+        "  ctx = function() return tostring(kept.ctx.now) end,\n"
+        "  calendar = function() return tostring(kept.calendar.id) end,\n"
+        "  pairs = function() for k in pairs(kept.booking) do return k end end,\n"
+        "  len = function() return tostring(#kept.change) end,\n"
+        "  write = function() kept.booking.status = 'cancelled' end,\n"
+        "  next = function() local f = pairs({}) ; local g = pairs(kept.ctx) end,\n"
+        "  iter = function(change) local f = pairs(change); return f(kept.change) end,\n"
+        "  event = function() return kept.event.id end,\n"
+        "  settings = function() return kept.settings.probe end,\n"
+        "  caught = function(change)\n"
+        "    local ok, err = pcall(function() return kept.booking.uid end)\n"
+        "    return tostring(ok) .. ' ' .. err .. ' / ' .. change.kind .. ' ' ..\n"
+        "      change.new.start\n"
+        "  end,\n"
+        "}\n"
+        "return { on_time_change = function(change, booking, ctx)\n"
+        "  local probe = ctx.settings.probe\n"
+        "  if probe == 'first' then\n"
+        "    kept = { change = change, old = change.old, new = change.new,\n"
+        "      booking = booking, ctx = ctx, calendar = ctx.calendar,\n"
+        "      event = change.event, settings = ctx.settings }\n"
+        "    return { action = 'ignore', reason = 'kept' }\n"
+        "  end\n"
+        "  return { action = 'ignore', reason = probes[probe](change) }\n"
+        "end }\n");
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_decision d;
+    struct policy_input in = input("time_change");
+    in.event_json = "{\"id\":\"ev-first\"}";
+    in.event_len = strlen(in.event_json);
+    in.settings_json = "{\"probe\":\"first\"}";
+    assert_int_equal(policy_decide(r, "keep", &in, &d), 0);
+    assert_string_equal(d.reason, "kept");
+
+    struct booking other = test_booking;
+    other.uid = "bk-other";
+    in.booking = &other;
+    in.event_json = "{\"id\":\"ev-later\"}";
+    in.event_len = strlen(in.event_json);
+    static const char *const stale[] = {"change", "old", "new", "booking", "ctx",
+                                        "calendar", "pairs", "len", "write", "iter"};
+    char settings[64];
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        snprintf(settings, sizeof settings, "{\"probe\":\"%s\"}", stale[i]);
+        in.settings_json = settings;
+        assert_int_equal(policy_decide(r, "keep", &in, &d), 0);
+        if (strcmp(d.action, "flag") || !strstr(d.reason, "argument of an earlier call"))
+            fail_msg("probe %s: %s: %s", stale[i], d.action, d.reason);
+    }
+    /* the snapshots: the first call's event and settings, not this one's */
+    in.settings_json = "{\"probe\":\"event\"}";
+    assert_int_equal(policy_decide(r, "keep", &in, &d), 0);
+    assert_string_equal(d.reason, "ev-first");
+    in.settings_json = "{\"probe\":\"settings\"}";
+    assert_int_equal(policy_decide(r, "keep", &in, &d), 0);
+    assert_string_equal(d.reason, "first");
+    /* caught by the policy: an ordinary error; this call's arguments work */
+    in.settings_json = "{\"probe\":\"caught\"}";
+    assert_int_equal(policy_decide(r, "keep", &in, &d), 0);
+    assert_string_equal(d.action, "ignore");
+    if (!strstr(d.reason, "false ") || !strstr(d.reason, "argument of an earlier call") ||
+        !strstr(d.reason, " / time_change 2026-11-25T11:00:00Z"))
+        fail_msg("caught: %s", d.reason);
+    policy_runner_free(r);
+}
+
 /* ---------------------------------------------------------------- escapes */
 
 static void test_escapes(void **state)
@@ -282,6 +473,15 @@ static void test_escapes(void **state)
         {"change.old.title = 'x'", "read-only table (field 'title')"},
         {"setmetatable(change, {})", "cannot change a protected metatable"},
         {"table.insert(ctx.settings, 1)", "read-only"},
+        /* pairs hands out the proxy as the iterator's state, never the
+         * table behind it */
+        {"local _, raw = pairs(change); raw.kind = 'x'", "read-only table (field 'kind')"},
+        {"local _, raw = pairs(booking); raw.status = 'x'", "read-only table (field 'status')"},
+        {"local _, raw = pairs(ctx); raw.now = 1", "read-only table (field 'now')"},
+        {"local _, raw = pairs(change.old); raw.title = 'x'", "read-only table (field 'title')"},
+        {"local f = pairs(booking); f({}, nil)", "not a read-only argument"},
+        {"local f = pairs(booking); f(setmetatable({}, {__index = {}}), nil)",
+         "not a read-only argument"},
         {"string.upper = nil", "read-only"},
         {"collectgarbage('stop')", "only \"count\""},
         {"setmetatable({}, { __gc = function() while true do end end })",
@@ -408,6 +608,49 @@ static void test_memory_limit(void **state)
     assert_string_equal(d.action, "ignore");
     policy_runner_free(r);
     assert_int_equal(metric("calsync_policy_errors_total{policy=\"m\",kind=\"memory\"}") >= 1, 1);
+}
+
+/* The cap crossed inside cjson's decode of change.event (it would leak its
+ * buffer if the refusal unwound through it: ASan checks), and a decode
+ * after the cap was hit and swallowed: both a memory flag. */
+static void test_memory_limit_in_decode(void **state)
+{
+    (void)state;
+    cfg.policy_limits.memory = 64 * 1024;
+    write_policy("j", "return {\n"
+                      "on_delete = function(change) local n = #change.event.items\n"
+                      "  return { action = 'cancel', reason = tostring(n) } end,\n"
+                      "on_time_change = function(change)\n"
+                      "  pcall(function() local t = {} for i = 1, 1e7 do\n"
+                      "    t[i] = ('x'):rep(100) .. i end end)\n"
+                      "  local ok = pcall(function() return change.event.id end)\n"
+                      "  return { action = 'cancel', reason = 'swallowed' } end }\n");
+    start();
+    struct buf ev;
+    buf_init(&ev);
+    buf_puts(&ev, "{\"id\":\"big\",\"items\":[");
+    for (int i = 0; i < 20000; i++)
+        buf_puts(&ev, i ? ",{\"n\":1}" : "{\"n\":1}");
+    buf_puts(&ev, "]}");
+    struct policy_runner *r = policy_runner_new(&cfg);
+    struct policy_decision d;
+    struct policy_input in = input("delete");
+    in.event_json = ev.data;
+    in.event_len = ev.len;
+    assert_int_equal(policy_decide(r, "j", &in, &d), 0);
+    assert_flag(d, "memory limit of 65536 bytes exceeded");
+    in = input("time_change");
+    assert_int_equal(policy_decide(r, "j", &in, &d), 0);
+    assert_flag(d, "memory limit of 65536 bytes exceeded");
+    /* a small event still decodes in the rebuilt state */
+    in = input("delete");
+    in.event_json = "{\"items\":[1,2,3]}";
+    in.event_len = strlen(in.event_json);
+    assert_int_equal(policy_decide(r, "j", &in, &d), 0);
+    assert_string_equal(d.action, "cancel");
+    assert_string_equal(d.reason, "3");
+    policy_runner_free(r);
+    buf_free(&ev);
 }
 
 /* Allocation failure, as libuv's loop_init_oom: a cap that grows until the
@@ -725,10 +968,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_version_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_arguments_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_argument, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instruction_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_c_work_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_limit_in_decode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_cap_torture, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_valid_decisions, setup, teardown),
