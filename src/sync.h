@@ -77,7 +77,9 @@ struct sync_info {
  * previous row (`old`, NULL if never seen) and the event now. For a
  * deletion found by a full listing (mirrored, not cancelled, absent from
  * the complete listing) or cascaded from a cancelled series master, `now`
- * is a stub {id, status "cancelled"} and raw_json is that stub's JSON.
+ * is a stub {id, status "cancelled"} (for an occurrence also its
+ * series_id and original start, as in Google's full stub) and raw_json is
+ * that stub's JSON.
  * Otherwise raw_json is the event as Google sent it (re-encoded).
  * Return 0, or -1 with err set to roll the page back and fail the sync.
  * Do not call Google from it. */

@@ -287,6 +287,9 @@ class TestSplitSeries(ReverseCase):
         self.assertEqual(new["created"], master["created"])
         for i in (2, 3, 4):
             self.wait_audit("occ%d" % i, 2)
+        # webhooks are delivered asynchronously: wait for the three
+        self.rx.wait(lambda ds: len({d.json["payload"].get("uid") for d in ds
+                                     if d.status == 200}) >= 3)
         self.quiet(cal)
         for i, d in enumerate(self.DAYS):
             b, entries = self.booking("occ%d" % i), self.audit("occ%d" % i)
@@ -375,6 +378,8 @@ class TestSplitSeries(ReverseCase):
                      original_start="2026-12-10T08:00:00Z")
         for i in (3, 4):
             self.wait_audit("occ%d" % i, 2)
+        self.rx.wait(lambda ds: len({d.json["payload"].get("uid") for d in ds
+                                     if d.status == 200}) >= 2)
         self.quiet(cal)
         for i in range(5):
             b, entries = self.booking("occ%d" % i), self.audit("occ%d" % i)
