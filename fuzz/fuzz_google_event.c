@@ -62,6 +62,7 @@ static void one_event(int idx)
     check_str(ev->booking_tag, SYNC_TAG_MAX);
     check_str(ev->status, 32);
     check_str(ev->updated, 64);
+    check_str(ev->created, SYNC_CREATED_MAX);
     FUZZ_CHECK(ev->status != NULL);
     if (ev->title) {
         /* cut at a character boundary, never past the cap */

@@ -404,6 +404,93 @@ done:
     return rc;
 }
 
+/* Moves booking `uid` from (cal, old series, old original start) to the
+ * successor occurrence: its booking_refs row and, when the booking's own
+ * reference is that occurrence, bookings.event_id/original_start_ms. */
+static int move_ref(struct store_conn *c, int64_t cal, const struct sync_event *old,
+                    const struct sync_event *now, const char *uid, struct cs_err *err)
+{
+    static const char add_sql[] =
+        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
+        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4)";
+    static const char del_sql[] =
+        "DELETE FROM booking_refs WHERE calendar_id = ?1 AND event_id = ?2"
+        " AND original_start_ms = ?3 AND booking_uid = ?4";
+    static const char own_sql[] =
+        "UPDATE bookings SET event_id = ?2, original_start_ms = ?3"
+        " WHERE uid = ?1 AND calendar_id = ?4 AND event_id = ?5"
+        " AND original_start_ms = ?6";
+    sqlite3_stmt *st = store_stmt(c, add_sql, err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, cal);
+    sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now->original_start_ms);
+    sqlite3_bind_text(st, 4, uid, -1, SQLITE_STATIC);
+    if (store_exec(c, st, err) || !(st = store_stmt(c, del_sql, err)))
+        return -1;
+    sqlite3_bind_int64(st, 1, cal);
+    sqlite3_bind_text(st, 2, old->series_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, old->original_start_ms);
+    sqlite3_bind_text(st, 4, uid, -1, SQLITE_STATIC);
+    if (store_exec(c, st, err) || !(st = store_stmt(c, own_sql, err)))
+        return -1;
+    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now->original_start_ms);
+    sqlite3_bind_int64(st, 4, cal);
+    sqlite3_bind_text(st, 5, old->series_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, old->original_start_ms);
+    return store_exec(c, st, err);
+}
+
+int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
+                 const struct sync_event *old, const struct sync_event *now,
+                 const char *raw_json, size_t raw_len, struct cs_err *err)
+{
+    static const char by_occ[] =
+        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
+        " AND event_id = ?2 AND original_start_ms = ?3";
+    (void)ud;
+    struct matches m = {{0}, 0};
+    struct cal_row cal = {{0}, NULL};
+    int rc = -1;
+    if (!old->series_id || old->original_start_ms == SYNC_NO_TIME ||
+        !now->series_id || now->original_start_ms == SYNC_NO_TIME)
+        return 0;
+    sqlite3_stmt *st = store_stmt(c, by_occ, err);
+    if (!st)
+        goto done;
+    sqlite3_bind_int64(st, 1, info->calendar_id);
+    sqlite3_bind_text(st, 2, old->series_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, old->original_start_ms);
+    if (collect(c, st, &m, err))
+        goto done;
+    if (m.n == 0) {
+        rc = 0;
+        goto done;
+    }
+    for (int i = 0; i < m.n; i++)
+        if (move_ref(c, info->calendar_id, old, now, m.uid[i], err))
+            goto done;
+    fault_point("apply_after_relink_refs");
+    if (load_calendar(c, info->calendar_id, &cal, err))
+        goto done;
+    /* only the bookings that moved are decided here, against the vanished
+     * occurrence as calsync last saw it: the change they see is the split */
+    for (int i = 0; i < m.n; i++) {
+        log_info("apply.relink", "booking=%s from=%s to=%s", log_q(m.uid[i]),
+                 log_q(old->id), log_q(now->id));
+        if (apply_one(c, info, old, now, raw_json, raw_len, m.uid[i], &cal, err))
+            goto done;
+    }
+    rc = 0;
+done:
+    free(cal.settings);
+    matches_free(&m);
+    return rc;
+}
+
 int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
                  const struct sync_event *old, const struct sync_event *now,
                  const char *raw_json, size_t raw_len, struct cs_err *err)

@@ -23,6 +23,16 @@ int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
                  const struct sync_event *old, const struct sync_event *now,
                  const char *raw_json, size_t raw_len, struct cs_err *err);
 
+/* The re-link hook installed with sync_set_relink_hook(): the bookings
+ * that follow occurrence `old` (series S, as the mirror last had it) of a
+ * series split by "this and following" move to occurrence `now` of the
+ * successor series (booking_refs and the booking's own reference), then
+ * each is decided as a change from old to now (time change, title change
+ * or nothing), audited and announced once, like apply_change. */
+int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
+                 const struct sync_event *old, const struct sync_event *now,
+                 const char *raw_json, size_t raw_len, struct cs_err *err);
+
 enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE };
 
 /* Classifies `now` against `base` (the mirror row, or NULL: then the

@@ -32,10 +32,12 @@ static const char *const fault_names[] = {
     "sync_page_after_commit",
     "sync_last_page_after_commit",
     "sync_after_deleted_reported",
+    "sync_after_relink",
     /* apply.c */
     "apply_after_audit",
     "apply_after_booking_save",
     "apply_after_outbox_enqueue",
+    "apply_after_relink_refs",
     /* outbox.c */
     "outbox_after_post_ok",
     "outbox_after_post_error",

@@ -179,6 +179,10 @@ static const char *const migrations[] = {
     /* 4: the intake finds a channel it does not know by the resource it
      *    watches (X-Goog-Resource-ID), to stop it (intake.c) */
     "CREATE INDEX channels_resource ON channels(resource_id);",
+    /* 5: an event's `created`, which Google copies to the new series of a
+     *    "this and following" split: how sync.c finds the successor of a
+     *    series whose new id has no `_R` link (docs/internals/apply.md) */
+    "ALTER TABLE events ADD COLUMN created TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -25,11 +25,19 @@
 
 static sync_change_fn hook_fn;
 static void *hook_ud;
+static sync_change_fn relink_fn;
+static void *relink_ud;
 
 void sync_set_change_hook(sync_change_fn fn, void *ud)
 {
     hook_fn = fn;
     hook_ud = ud;
+}
+
+void sync_set_relink_hook(sync_change_fn fn, void *ud)
+{
+    relink_fn = fn;
+    relink_ud = ud;
 }
 
 const char *sync_source_name(enum sync_source s)
@@ -169,7 +177,7 @@ int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
     ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
-    ev->title = ev->booking_tag = NULL;
+    ev->title = ev->booking_tag = ev->created = NULL;
     ev->start_ms = ev->end_ms = ev->original_start_ms = SYNC_NO_TIME;
     ev->all_day = 0;
     if (!lua_istable(L, idx))
@@ -181,6 +189,7 @@ int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
     if (str_bounded(L, idx, "etag", SYNC_ETAG_MAX, &ev->etag, err) < 0 ||
         str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
         str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
+        str_bounded(L, idx, "created", SYNC_CREATED_MAX, &ev->created, err) < 0 ||
         str_bounded(L, idx, "recurringEventId", SYNC_ID_MAX, &ev->series_id, err) < 0)
         goto bad;
     if (!ev->status)
@@ -294,7 +303,7 @@ static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
                        struct mirror_row *row, struct cs_err *err)
 {
     static const char sql[] =
-        "SELECT id, etag, status, series_id, updated, title, booking_tag,"
+        "SELECT id, etag, status, series_id, updated, title, booking_tag, created,"
         " start_ms, end_ms, all_day, original_start_ms"
         " FROM events WHERE calendar_id = ?1 AND id = ?2";
     sqlite3_stmt *st = store_stmt(c, sql, err);
@@ -311,9 +320,9 @@ static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
         store_error(c, err);
         goto done;
     }
-    long off[7];
+    long off[8];
     buf_reset(&row->arena);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         const char *t = store_col_text(st, i);
         off[i] = -1;
         if (t) {
@@ -324,15 +333,15 @@ static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
             }
         }
     }
-    const char **f[7] = {&row->ev.id, &row->ev.etag, &row->ev.status,
+    const char **f[8] = {&row->ev.id, &row->ev.etag, &row->ev.status,
                          &row->ev.series_id, &row->ev.updated, &row->ev.title,
-                         &row->ev.booking_tag};
-    for (int i = 0; i < 7; i++)
+                         &row->ev.booking_tag, &row->ev.created};
+    for (int i = 0; i < 8; i++)
         *f[i] = off[i] < 0 ? NULL : row->arena.data + off[i];
-    row->ev.start_ms = col_time(st, 7);
-    row->ev.end_ms = col_time(st, 8);
-    row->ev.all_day = sqlite3_column_int(st, 9);
-    row->ev.original_start_ms = col_time(st, 10);
+    row->ev.start_ms = col_time(st, 8);
+    row->ev.end_ms = col_time(st, 9);
+    row->ev.all_day = sqlite3_column_int(st, 10);
+    row->ev.original_start_ms = col_time(st, 11);
     rc = 1;
 done:
     sqlite3_reset(st);
@@ -362,8 +371,9 @@ int sync_mirror_put(struct store_conn *c, int64_t cal,
 {
     static const char sql[] =
         "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms,"
-        " all_day, series_id, original_start_ms, updated, title, booking_tag)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        " all_day, series_id, original_start_ms, updated, title, booking_tag,"
+        " created)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         " ON CONFLICT (calendar_id, id) DO UPDATE SET"
         " etag = excluded.etag, status = excluded.status,"
         " start_ms = coalesce(excluded.start_ms, start_ms),"
@@ -377,7 +387,8 @@ int sync_mirror_put(struct store_conn *c, int64_t cal,
         "         THEN coalesce(excluded.title, title) ELSE excluded.title END,"
         " booking_tag = CASE WHEN excluded.status = 'cancelled'"
         "         THEN coalesce(excluded.booking_tag, booking_tag)"
-        "         ELSE excluded.booking_tag END";
+        "         ELSE excluded.booking_tag END,"
+        " created = coalesce(excluded.created, created)";
     sqlite3_stmt *st = store_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -393,6 +404,7 @@ int sync_mirror_put(struct store_conn *c, int64_t cal,
     bind_str(st, 10, ev->updated);
     bind_str(st, 11, ev->title);
     bind_str(st, 12, ev->booking_tag);
+    bind_str(st, 13, ev->created);
     return store_exec(c, st, err);
 }
 
@@ -404,6 +416,7 @@ struct run {
     struct sync_info info;
     struct sync_stats *stats;
     struct mirror_row old;
+    struct mirror_row succ;  /* a split's successor occurrence (relink) */
     struct buf raw;
     int full;
     struct google_auth *auth;
@@ -421,6 +434,16 @@ static int report(struct run *x, const struct sync_event *old,
     if (!hook_fn)
         return 0;
     return hook_fn(hook_ud, x->db, &x->info, old, now, raw, raw_len, err);
+}
+
+/* Appends {"dateTime": ...} or {"date": ...} for ms. 0 or -1 (memory). */
+static int put_time(struct buf *b, int64_t ms, int all_day)
+{
+    char t[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, t);
+    if (all_day)
+        return buf_printf(b, "{\"date\":\"%.10s\"}", t);
+    return buf_printf(b, "{\"dateTime\":\"%s\"}", t);
 }
 
 /* Marks a list of mirrored ids (NUL-separated in ids) cancelled and
@@ -443,10 +466,22 @@ static int report_deleted(struct run *x, const struct buf *ids, struct cs_err *e
         stub->id = x->old.ev.id;
         stub->status = "cancelled";
         stub->start_ms = stub->end_ms = stub->original_start_ms = SYNC_NO_TIME;
+        /* an occurrence keeps its (series, original start): that is what
+         * its bookings follow (like Google's own full stub) */
+        int occ = x->old.ev.series_id && x->old.ev.original_start_ms != SYNC_NO_TIME;
+        if (occ) {
+            stub->series_id = x->old.ev.series_id;
+            stub->original_start_ms = x->old.ev.original_start_ms;
+        }
         buf_reset(&x->raw);
         int rc = -1;
         if (buf_puts(&x->raw, "{\"id\":") || buf_json_strz(&x->raw, id) ||
-            buf_puts(&x->raw, ",\"status\":\"cancelled\"}")) {
+            buf_puts(&x->raw, ",\"status\":\"cancelled\"") ||
+            (occ && (buf_puts(&x->raw, ",\"recurringEventId\":") ||
+                     buf_json_strz(&x->raw, stub->series_id) ||
+                     buf_puts(&x->raw, ",\"originalStartTime\":") ||
+                     put_time(&x->raw, stub->original_start_ms, x->old.ev.all_day))) ||
+            buf_puts(&x->raw, "}")) {
             cs_err_set(err, "out of memory");
             goto next;
         }
@@ -546,6 +581,48 @@ static int seen_reset(struct run *x, struct cs_err *err)
     return 0;
 }
 
+static int series_touched(const struct run *x, const char *series)
+{
+    for (size_t o = 0; o < x->touched.len;) {
+        const char *s = x->touched.data + o;
+        if (strcmp(s, series) == 0)
+            return 1;
+        o += strlen(s) + 1;
+    }
+    return 0;
+}
+
+/* 1 when the object at idx has no `key` at all. */
+static int field_absent(lua_State *L, int idx, const char *key)
+{
+    lua_pushstring(L, key);
+    int absent = lua_rawget(L, idx) == LUA_TNIL;
+    lua_pop(L, 1);
+    return absent;
+}
+
+/* A bare cancelled stub ({kind, etag, id, status}: no recurringEventId, no
+ * originalStartTime) for a live mirrored occurrence of a series this
+ * incremental sync re-lists is left to series reconciliation (last page).
+ * Google sends that shape for occurrences beyond a series' new end
+ * (fixture recurring-delete-this-and-following-past-cancelled-instance;
+ * the fake sends it for every occurrence a series change removed), and a
+ * "this and following" split removes occurrences that must be found again
+ * in the new series, not deleted; the new series may come on a later
+ * page. A deleted single occurrence comes as a full stub and is decided
+ * at once, as before. The mirror row stays untouched until the last page,
+ * so a crash before it re-reads the stub and defers it again. */
+static int defer_to_reconcile(const struct run *x, int item, const struct sync_event *old,
+                              const struct sync_event *ev)
+{
+    return !x->full && old && relink_fn && ev->series_id &&
+           strcmp(ev->status, "cancelled") == 0 && !str_eq(old->status, "cancelled") &&
+           str_eq(old->series_id, ev->series_id) &&
+           field_absent(x->L, item, "recurringEventId") &&
+           field_absent(x->L, item, "originalStartTime") &&
+           series_touched(x, ev->series_id);
+}
+
 static int apply_item(struct run *x, int item, struct sync_event *ev,
                       struct cs_err *err)
 {
@@ -555,6 +632,8 @@ static int apply_item(struct run *x, int item, struct sync_event *ev,
     if (r < 0)
         return -1;
     const struct sync_event *old = r ? &x->old.ev : NULL;
+    if (defer_to_reconcile(x, item, old, ev))
+        return 0;
     if (sync_event_differs(old, ev)) {
         buf_reset(&x->raw);
         if (hook_fn && json_encode_value(x->L, item, &x->raw, err))
@@ -624,8 +703,10 @@ static int live_reset(struct run *x, struct cs_err *err)
     char *msg = NULL;
     if (sqlite3_exec(store_db(x->db),
                      "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
-                     " PRIMARY KEY (series, id)) WITHOUT ROWID;"
-                     " DELETE FROM temp.sync_live;",
+                     " live INTEGER NOT NULL, PRIMARY KEY (series, id)) WITHOUT ROWID;"
+                     " DELETE FROM temp.sync_live;"
+                     "CREATE TEMP TABLE IF NOT EXISTS sync_relinked (id TEXT PRIMARY KEY)"
+                     " WITHOUT ROWID; DELETE FROM temp.sync_relinked;",
                      NULL, NULL, &msg) != SQLITE_OK) {
         cs_err_set(err, "database: %s", msg ? msg : "temp table");
         sqlite3_free(msg);
@@ -634,16 +715,19 @@ static int live_reset(struct run *x, struct cs_err *err)
     return 0;
 }
 
-static int live_add(struct run *x, const char *series, const char *id,
+/* Records an occurrence Google lists for the series: live, or cancelled
+ * (a deleted single occurrence is listed; one a split removed is not). */
+static int live_add(struct run *x, const char *series, const char *id, int live,
                     struct cs_err *err)
 {
     static const char sql[] =
-        "INSERT OR IGNORE INTO temp.sync_live (series, id) VALUES (?1, ?2)";
+        "INSERT OR IGNORE INTO temp.sync_live (series, id, live) VALUES (?1, ?2, ?3)";
     sqlite3_stmt *st = store_stmt(x->db, sql, err);
     if (!st)
         return -1;
     sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, live);
     return store_exec(x->db, st, err);
 }
 
@@ -694,8 +778,9 @@ static int series_fetch(struct run *x, struct sync_event *scratch,
                     break;
                 }
                 r = sync_event_parse(L, -1, scratch, err);
-                if (r == 0 && strcmp(scratch->status, "cancelled") != 0)
-                    r = live_add(x, series, scratch->id, err);
+                if (r == 0)
+                    r = live_add(x, series, scratch->id,
+                                 strcmp(scratch->status, "cancelled") != 0, err);
                 lua_pop(L, 1);
                 if (r)
                     goto done;
@@ -717,15 +802,270 @@ done:
     return rc;
 }
 
+/* ----------------------------------- splits: occurrences found again by time
+ * "Edit this and following" ends series S with UNTIL and starts a series
+ * S' under a new id: `<S>_R<start>`, or an unrelated id whose events carry
+ * S's `created` (fixture recurring-edit-this-and-following-change-time).
+ * The occurrences that vanished from S are paired with occurrences of S'
+ * by original start (docs/internals/apply.md "Splits"): in order of their
+ * original start, each takes the closest unused occurrence of a successor
+ * less than SYNC_SPLIT_WINDOW_MS away (a tie goes to the earlier one,
+ * then to the smaller id). A successor must be listed live by this sync's
+ * events.instances (so it changed in the same listing) and must not start
+ * before the first vanished occurrence minus the window (a series created
+ * in the same second long before is no successor). */
+
+struct occ {
+    size_t id;      /* offset of the id in the list's arena */
+    size_t series;  /* offset of the series id */
+    int64_t orig;   /* original start, ms */
+    int used;
+};
+
+struct occ_list {
+    struct occ *v;  /* owned */
+    size_t n, cap;
+    struct buf arena;
+};
+
+static void occ_free(struct occ_list *l)
+{
+    free(l->v);
+    buf_free(&l->arena);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+static int occ_push(struct occ_list *l, const char *id, const char *series,
+                    int64_t orig)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct occ *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    struct occ *o = &l->v[l->n];
+    o->id = l->arena.len;
+    if (buf_append(&l->arena, id, strlen(id) + 1))
+        return -1;
+    o->series = l->arena.len;
+    if (buf_append(&l->arena, series, strlen(series) + 1))
+        return -1;
+    o->orig = orig;
+    o->used = 0;
+    l->n++;
+    return 0;
+}
+
+/* Runs st (bound by the caller) and appends (id, series, original start)
+ * rows. 0 or -1. Resets st. */
+static int occ_load(struct run *x, sqlite3_stmt *st, struct occ_list *l,
+                    struct cs_err *err)
+{
+    int s, rc = 0;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = store_col_text(st, 0), *series = store_col_text(st, 1);
+        if (id && series && occ_push(l, id, series, sqlite3_column_int64(st, 2))) {
+            rc = cs_err_set(err, "out of memory");
+            break;
+        }
+    }
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = store_error(x->db, err);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* The mirror row `e` as an event resource (what the policy sees as the
+ * event of a re-linked occurrence). 0 or -1 (memory). */
+static int row_json(struct buf *b, const struct sync_event *e)
+{
+    buf_reset(b);
+    if (buf_puts(b, "{\"kind\":\"calendar#event\",\"id\":") || buf_json_strz(b, e->id) ||
+        buf_puts(b, ",\"etag\":") || buf_json_strz(b, e->etag) ||
+        buf_puts(b, ",\"status\":") || buf_json_strz(b, e->status) ||
+        buf_puts(b, ",\"summary\":") || buf_json_strz(b, e->title) ||
+        buf_puts(b, ",\"created\":") || buf_json_strz(b, e->created) ||
+        buf_puts(b, ",\"updated\":") || buf_json_strz(b, e->updated) ||
+        buf_puts(b, ",\"recurringEventId\":") || buf_json_strz(b, e->series_id) ||
+        buf_puts(b, ",\"originalStartTime\":") ||
+        put_time(b, e->original_start_ms, e->all_day) ||
+        buf_puts(b, ",\"start\":") || put_time(b, e->start_ms, e->all_day) ||
+        buf_puts(b, ",\"end\":") || put_time(b, e->end_ms, e->all_day))
+        return -1;
+    if (e->booking_tag &&
+        (buf_puts(b, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":") ||
+         buf_json_strz(b, e->booking_tag) || buf_puts(b, "}}")))
+        return -1;
+    return buf_puts(b, "}");
+}
+
+/* Hands one (vanished, successor) pair to the re-link hook. */
+static int relink_one(struct run *x, const char *from, const char *to,
+                      struct cs_err *err)
+{
+    int r = mirror_load(x->db, x->info.calendar_id, from, &x->old, err);
+    if (r <= 0)
+        return r;
+    if ((r = mirror_load(x->db, x->info.calendar_id, to, &x->succ, err)) <= 0)
+        return r;
+    if (x->succ.ev.start_ms == SYNC_NO_TIME || x->succ.ev.end_ms == SYNC_NO_TIME)
+        return 0;
+    if (row_json(&x->raw, &x->succ.ev))
+        return cs_err_set(err, "out of memory");
+    /* each successor occurrence is taken once per sync, whatever series */
+    sqlite3_stmt *st = store_stmt(x->db,
+        "INSERT OR IGNORE INTO temp.sync_relinked (id) VALUES (?1)", err);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, to, -1, SQLITE_STATIC);
+    if (store_exec(x->db, st, err))
+        return -1;
+    log_info("sync.relinked", "calendar=%lld from=%s to=%s", (long long)x->info.calendar_id,
+             log_q(from), log_q(to));
+    x->stats->relinked++;
+    x->stats->changes++;
+    if (relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev, x->raw.data,
+                  x->raw.len, err))
+        return -1;
+    fault_point("sync_after_relink");
+    return 0;
+}
+
+/* The occurrences of `series` that Google's instances no longer list at
+ * all, paired with the occurrences of its split successors. */
+static int relink_split(struct run *x, const char *series, struct cs_err *err)
+{
+    static const char vanished_sql[] =
+        "SELECT id, series_id, original_start_ms FROM events"
+        " WHERE calendar_id = ?1 AND series_id = ?2 AND status != 'cancelled'"
+        " AND original_start_ms IS NOT NULL"
+        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)"
+        " ORDER BY original_start_ms, id LIMIT ?3";
+    static const char created_sql[] =
+        "SELECT created FROM events WHERE calendar_id = ?1 AND series_id = ?2"
+        " AND created IS NOT NULL LIMIT 1";
+    static const char succ_sql[] =
+        "SELECT e.id, l.series, e.original_start_ms FROM temp.sync_live l"
+        " JOIN events e ON e.calendar_id = ?1 AND e.id = l.id AND e.series_id = l.series"
+        " WHERE l.live = 1 AND l.series != ?2 AND e.status != 'cancelled'"
+        " AND e.original_start_ms IS NOT NULL"
+        " AND (substr(l.series, 1, length(?2) + 2) = ?2 || '_R'"
+        "      OR (?3 IS NOT NULL AND e.created = ?3))"
+        " AND e.id NOT IN (SELECT id FROM temp.sync_relinked)"
+        " ORDER BY e.original_start_ms, e.id LIMIT ?4";
+    struct occ_list gone = {0}, succ = {0}, seen = {0};
+    struct buf created;
+    int rc = -1;
+    buf_init(&gone.arena);
+    buf_init(&succ.arena);
+    buf_init(&seen.arena);
+    buf_init(&created);
+    sqlite3_stmt *st = store_stmt(x->db, vanished_sql, err);
+    if (!st)
+        goto done;
+    sqlite3_bind_int64(st, 1, x->info.calendar_id);
+    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, SYNC_MAX_RELINK);
+    if (occ_load(x, st, &gone, err))
+        goto done;
+    if (gone.n == 0) {
+        rc = 0;
+        goto done;
+    }
+    if (!(st = store_stmt(x->db, created_sql, err)))
+        goto done;
+    sqlite3_bind_int64(st, 1, x->info.calendar_id);
+    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW && buf_puts(&created, store_col_text(st, 0))) {
+        sqlite3_reset(st);
+        cs_err_set(err, "out of memory");
+        goto done;
+    }
+    sqlite3_reset(st);
+    if (s != SQLITE_ROW && s != SQLITE_DONE) {
+        store_error(x->db, err);
+        goto done;
+    }
+    if (!(st = store_stmt(x->db, succ_sql, err)))
+        goto done;
+    sqlite3_bind_int64(st, 1, x->info.calendar_id);
+    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
+    if (created.len)
+        sqlite3_bind_text(st, 3, created.data, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_int(st, 4, SYNC_MAX_RELINK);
+    if (occ_load(x, st, &succ, err))
+        goto done;
+    /* a successor starts at the split: one with an earlier occurrence is
+     * some other series (rows come in original-start order, so the first
+     * row of a series is its earliest) */
+    int64_t bound = gone.v[0].orig - SYNC_SPLIT_WINDOW_MS;
+    for (size_t i = 0; i < succ.n; i++) {
+        const char *sid = succ.arena.data + succ.v[i].series;
+        size_t k;
+        for (k = 0; k < seen.n; k++)
+            if (strcmp(seen.arena.data + seen.v[k].series, sid) == 0)
+                break;
+        if (k == seen.n) {
+            if (occ_push(&seen, "", sid, succ.v[i].orig)) {
+                cs_err_set(err, "out of memory");
+                goto done;
+            }
+            seen.v[k].used = succ.v[i].orig < bound; /* used = rejected */
+        }
+        succ.v[i].used = seen.v[k].used;
+    }
+    size_t lo = 0;
+    for (size_t i = 0; i < gone.n; i++) {
+        int64_t t = gone.v[i].orig;
+        while (lo < succ.n && succ.v[lo].orig <= t - SYNC_SPLIT_WINDOW_MS)
+            lo++;
+        size_t best = succ.n;
+        int64_t best_d = 0;
+        for (size_t j = lo; j < succ.n && succ.v[j].orig < t + SYNC_SPLIT_WINDOW_MS; j++) {
+            if (succ.v[j].used)
+                continue;
+            int64_t d = succ.v[j].orig > t ? succ.v[j].orig - t : t - succ.v[j].orig;
+            if (best == succ.n || d < best_d) {
+                best = j;
+                best_d = d;
+            }
+        }
+        if (best == succ.n)
+            continue;
+        succ.v[best].used = 1;
+        if (relink_one(x, gone.arena.data + gone.v[i].id, succ.arena.data + succ.v[best].id,
+                       err))
+            goto done;
+    }
+    rc = 0;
+done:
+    occ_free(&gone);
+    occ_free(&succ);
+    occ_free(&seen);
+    buf_free(&created);
+    return rc;
+}
+
 static int series_reconcile(struct run *x, struct cs_err *err)
 {
     static const char sql[] =
         "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
         " AND status != 'cancelled'"
-        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)";
+        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2 AND live = 1)";
     for (size_t o = 0; o < x->touched.len;) {
         const char *series = x->touched.data + o;
         o += strlen(series) + 1;
+        /* found again first: what follows a re-linked occurrence has moved,
+         * so its deletion below reaches only what follows it by id */
+        if (relink_fn && relink_split(x, series, err))
+            return -1;
         struct buf ids;
         buf_init(&ids);
         int rc = collect_ids(x, sql, series, &ids, err);
@@ -942,6 +1282,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     buf_init(&cal.external_id);
     buf_init(&cal.sync_token);
     buf_init(&x.old.arena);
+    buf_init(&x.succ.arena);
     buf_init(&x.raw);
     buf_init(&x.touched);
     buf_init(&page_token);
@@ -1039,10 +1380,11 @@ done:
         count_sync(stats->full, names[rc]);
         if (rc == SYNC_OK)
             log_info("sync.done", "calendar=%lld kind=%s source=%s pages=%d events=%d"
-                     " changes=%d swept=%d ms=%lld", (long long)calendar_id,
+                     " changes=%d swept=%d relinked=%d ms=%lld", (long long)calendar_id,
                      stats->full ? "full" : "incremental",
                      sync_source_name(stats->full ? SYNC_SRC_FULL : src),
                      stats->pages, stats->events, stats->changes, stats->swept,
+                     stats->relinked,
                      (long long)(time_mono_ms() - t0));
         else
             log_warn("sync.failed", "calendar=%lld result=%s err=%s",
@@ -1054,6 +1396,7 @@ done:
     buf_free(&x.raw);
     buf_free(&x.touched);
     buf_free(&x.old.arena);
+    buf_free(&x.succ.arena);
     buf_free(&cal.external_id);
     buf_free(&cal.sync_token);
     return rc;

@@ -29,6 +29,12 @@
 #define SYNC_TAG_MAX 256        /* longer calsync_booking_uid: ignored */
 #define SYNC_MAX_PAGES 10000    /* a listing longer than this fails */
 #define SYNC_MAX_SERIES_CHECK 1000 /* series re-listed per incremental sync */
+#define SYNC_CREATED_MAX 64
+/* A vanished occurrence of a split series is found again in the successor
+ * series when an occurrence of it starts less than this far from the
+ * vanished one's original start (docs/internals/apply.md). */
+#define SYNC_SPLIT_WINDOW_MS (12 * 3600 * 1000LL)
+#define SYNC_MAX_RELINK 100000  /* occurrences per series considered for it */
 
 /* Why the sync runs; reported to the hook as DESIGN §5's change.source. */
 enum sync_source {
@@ -52,6 +58,7 @@ struct sync_event {
     const char *updated;
     const char *title;
     const char *booking_tag;     /* extendedProperties.private.calsync_booking_uid */
+    const char *created;         /* Google's `created` (a split copies it) */
     /* storage for series_id/title when they are not Lua strings: the
      * struct must not be copied by value once filled */
     char series_buf_[SYNC_ID_MAX + 1];
@@ -70,7 +77,9 @@ struct sync_info {
  * previous row (`old`, NULL if never seen) and the event now. For a
  * deletion found by a full listing (mirrored, not cancelled, absent from
  * the complete listing) or cascaded from a cancelled series master, `now`
- * is a stub {id, status "cancelled"} and raw_json is that stub's JSON.
+ * is a stub {id, status "cancelled"} (for an occurrence also its
+ * series_id and original start, as in Google's full stub) and raw_json is
+ * that stub's JSON.
  * Otherwise raw_json is the event as Google sent it (re-encoded).
  * Return 0, or -1 with err set to roll the page back and fail the sync.
  * Do not call Google from it. */
@@ -84,6 +93,19 @@ typedef int (*sync_change_fn)(void *ud, struct store_conn *c,
 /* Installs the hook (NULL: none). Set before sched_start(); not
  * thread-safe against running syncs. */
 void sync_set_change_hook(sync_change_fn fn, void *ud);
+
+/* The re-link hook, same signature: called inside the last page's
+ * transaction when an occurrence of series S vanished from Google's
+ * instances of S and was found again by time in the series a "this and
+ * following" split created. `old` is the vanished occurrence's mirror row
+ * (series S), `now` the successor occurrence's mirror row (series S'),
+ * raw_json that row as an event resource. The hook moves what follows
+ * (S, old original start) to (S', now's original start) and decides the
+ * change from old to now, once. Afterwards the vanished occurrence is
+ * reported as deleted like any other (to what still follows it by id).
+ * Without a re-link hook vanished occurrences are only deletions.
+ * Install like sync_set_change_hook. */
+void sync_set_relink_hook(sync_change_fn fn, void *ud);
 
 enum sync_rc {
     SYNC_OK = 0,
@@ -99,6 +121,7 @@ struct sync_stats {
     int events;    /* items read */
     int changes;   /* hook calls (changed, new, swept) */
     int swept;     /* deletions found by the full listing or by cascade */
+    int relinked;  /* vanished occurrences found again in a split's successor */
 };
 
 /* Syncs one calendar. Returns an enum sync_rc; err describes anything but

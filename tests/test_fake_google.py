@@ -354,6 +354,38 @@ class TestRecurrence(FakeGoogleCase):
         self.assertEqual([(i["id"], i["recurrence"]) for i in items],
                          [(mid, ["RRULE:FREQ=DAILY;UNTIL=20261210T055959Z"])])
 
+    def test_split_new_series_carries_created_and_old_loses_the_rest(self):
+        # fixture recurring-edit-this-and-following-change-time.json: a time
+        # change gives an unrelated id; the new master and, expanded, its
+        # instances carry the old master's `created`; the old master ends
+        # with UNTIL and (singleEvents=true, incremental) the occurrences it
+        # lost come as bare stubs
+        master = self.insert(timed("2026-12-07T08:00:00", "2026-12-07T09:00:00", "America/Chicago",
+                                   summary="Breakfast", recurrence=["RRULE:FREQ=DAILY;COUNT=6"]))
+        mid = master["id"]
+        _, tok = self.full_sync(singleEvents="true")
+        new = self.fg.host(CAL, op="split", series=mid, original_start="2026-12-10T14:00:00Z",
+                           new_id="e5srrkr361upjc2be22u6ti4pe",
+                           event={"summary": "Avocado",
+                                  "start": {"dateTime": "2026-12-10T07:00:00-06:00"},
+                                  "end": {"dateTime": "2026-12-10T08:00:00-06:00"}})
+        self.assertEqual((new["id"], new["created"]), ("e5srrkr361upjc2be22u6ti4pe", master["created"]))
+        self.assertEqual(new["sequence"], master.get("sequence", 0) + 1)
+        old = self.ok("GET", f"{EVENTS}/{mid}")
+        self.assertEqual(old["recurrence"], ["RRULE:FREQ=DAILY;UNTIL=20261210T055959Z"])
+        items, _ = self.incremental(tok, singleEvents="true", timeZone="UTC")
+        gone = sorted(i["id"] for i in items if i["status"] == "cancelled")
+        self.assertEqual(gone, [f"{mid}_202612{d}T140000Z" for d in (10, 11, 12)])
+        self.assertTrue(all(set(i) == {"kind", "etag", "id", "status"}
+                            for i in items if i["status"] == "cancelled"))
+        succ = [i for i in items if i.get("recurringEventId") == new["id"]]
+        self.assertEqual([i["originalStartTime"]["dateTime"] for i in succ],
+                         [f"2026-12-{d}T13:00:00Z" for d in (10, 11, 12)])
+        self.assertTrue(all(i["created"] == master["created"] for i in succ))
+        # the old series' remaining instances are re-sent (its master changed)
+        self.assertEqual(sorted(i["id"] for i in items if i.get("recurringEventId") == mid),
+                         [f"{mid}_2026120{d}T140000Z" for d in (7, 8, 9)])
+
     def test_host_operations(self):
         ev = self.fg.host(CAL, op="create", event=timed(
             "2026-12-07T09:00:00", "2026-12-07T09:30:00", "America/Chicago",

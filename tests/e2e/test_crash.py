@@ -318,6 +318,110 @@ class TestReverseApplyCrash(CrashCase):
         self.assertEqual(self.hooks("keep"), [])
 
 
+class TestSplitCrash(CrashCase):
+    """"This and following" splits (docs/internals/apply.md "Splits"): the
+    bookings on occurrences after the split are re-linked to the new series
+    and decided in the last page's transaction. Killed while re-linking, or
+    after the first page of a split spread over several pages, the restart
+    reads the whole listing again and decides each booking exactly once."""
+
+    def occ(self, series, d, hh):
+        return {"id": series, "summary": "Standup",
+                "start": {"dateTime": "2026-12-%02dT%s:00:00Z" % (d, hh)},
+                "end": {"dateTime": "2026-12-%02dT%s:30:00Z" % (d, hh)}}
+
+    def split(self, series, d, hh, new_hh, new_id=None):
+        body = {"op": "split", "series": series,
+                "original_start": "2026-12-%02dT%s:00:00Z" % (d, hh),
+                "event": {"start": {"dateTime": "2026-12-%02dT%s:00:00Z" % (d, new_hh)},
+                          "end": {"dateTime": "2026-12-%02dT%s:30:00Z" % (d, new_hh)}}}
+        if new_id:
+            body["new_id"] = new_id
+        return self.fg.host(CAL, **body)
+
+    def test_relink_points(self):
+        cal = self.boot()
+        master = self.fg.host(CAL, op="create", event=dict(
+            timed("2026-12-07T08:00:00Z", "2026-12-07T08:30:00Z", tz="UTC"),
+            summary="Standup", recurrence=["RRULE:FREQ=DAILY;COUNT=10"]))
+        for d in range(7, 17):
+            self.book(cal, "s%d" % d, self.occ(master["id"], d, "08"),
+                      original_start="2026-12-%02dT08:00:00Z" % d)
+        self.mirrored(cal, master["id"] + "_20261216T080000Z")
+        a = "e5srrkr361upjc2be22u6ti4pe"
+        # a time change from the 9th, new random id: killed after the 2nd re-link
+        self.crash_cycle("sync_after_relink", 2, cal=cal,
+                         before=lambda: self.split(master["id"], 9, "08", "07", new_id=a))
+        for d in range(9, 17):
+            self.expect("s%d" % d, "time_change", "reschedule")
+        self.check_all()
+        # the new series split again from the 12th (`_R` id): killed after
+        # the first booking's references moved, before its decision
+        self.crash_cycle("apply_after_relink_refs", 1, cal=cal,
+                         before=lambda: self.split(a, 12, "07", "06"))
+        for d in range(12, 17):
+            self.expect("s%d" % d, "time_change", "reschedule")
+        self.check_all()
+        # "delete this and following" on the newest series: cancelled
+        r = a + "_R20261212T070000"
+        self.crash_cycle("sync_after_deleted_reported", 1, cal=cal,
+                         before=lambda: self.fg.host(CAL, op="truncate", series=r,
+                                                     original_start="2026-12-15T06:00:00Z"))
+        for d in (15, 16):
+            self.expect("s%d" % d, "delete", "cancel")
+        self.check_all()
+        for d in range(7, 17):
+            b = self.booking("s%d" % d)
+            hh = "08" if d < 9 else "07" if d < 12 else "06"
+            series = master["id"] if d < 9 else a if d < 12 else r
+            self.assertEqual((b["start"], b["event_id"], b["original_start"]),
+                             ("2026-12-%02dT%s:00:00Z" % (d, hh), series,
+                              "2026-12-%02dT%s:00:00Z" % (d, hh)), d)
+            self.assertEqual(b["status"], "cancelled" if d >= 15 else "accepted", d)
+            n = (d >= 9) + (d >= 12)
+            self.assertEqual(len(self.hooks("s%d" % d, "BOOKING_RESCHEDULED")), n, d)
+        self.assertEqual(self.kills, 3)
+
+    def test_kill_between_pages_of_a_split(self):
+        # ~2700 occurrences: the split's listing (old series re-sent, stubs
+        # for what it lost, the new series) spans three pages, the new series
+        # after the first; killed after the first page's commit
+        self.fg.control("POST", "/config", {"expand_days": 2700, "max_instances": 3000})
+        cal = self.boot()
+        master = self.fg.host(CAL, op="create", event=dict(
+            timed("2026-12-01T09:00:00Z", "2026-12-01T09:30:00Z", tz="UTC"),
+            summary="Daily", recurrence=["RRULE:FREQ=DAILY"]))
+        days = ["2026-12-05", "2026-12-20", "2033-06-01"]
+        for i, d in enumerate(days):
+            self.book(cal, "p%d" % i, {"id": master["id"], "summary": "Daily",
+                                       "start": {"dateTime": d + "T09:00:00Z"},
+                                       "end": {"dateTime": d + "T09:30:00Z"}},
+                      original_start=d + "T09:00:00Z")
+        self.mirrored(cal, master["id"] + "_20330601T090000Z", timeout=120)
+        if self.svc.proc:
+            self.svc.stop()
+        self.fg.host(CAL, op="split", series=master["id"], original_start="2026-12-10T09:00:00Z",
+                     new_id="k1g3n2q8random0split0id00",
+                     event={"start": {"dateTime": "2026-12-10T10:00:00Z"},
+                            "end": {"dateTime": "2026-12-10T10:30:00Z"}})
+        self.start_with("sync_page_after_commit:1")
+        self.wait_killed("sync_page_after_commit", timeout=120)
+        with self.svc.db() as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM audit WHERE change != 'create'"
+                                         " AND booking_uid LIKE 'p%'").fetchone()[0], 0)
+        after = self.cal_synced_at(cal)
+        self.start_with(None)
+        self.quiesce(cal, after, timeout=120)
+        for uid in ("p1", "p2"):
+            self.expect(uid, "time_change", "reschedule")
+            self.assertEqual(len(self.hooks(uid)), 1)
+            self.assertEqual(self.booking(uid)["event_id"], "k1g3n2q8random0split0id00")
+        self.assertEqual(self.booking("p1")["start"], "2026-12-20T10:00:00Z")
+        self.assertEqual(self.booking("p2")["start"], "2033-06-01T10:00:00Z")
+        self.assertEqual(self.booking("p0")["start"], "2026-12-05T09:00:00Z")
+        self.check_all()
+
+
 class TestMultiPageCrash(CrashCase):
     """A sync of more than one page (Google pages at 2500 items): each page
     commits on its own and the sync token comes with the last one. Killed

@@ -242,3 +242,154 @@ class TestResilience(ReverseCase):
         self.assertEqual(e["source"], "full_sync")
         self.assertEqual(len(self.audit("keep")), 1)
         self.assertEqual(self.hooks_for("keep"), [])
+
+
+class TestSplitSeries(ReverseCase):
+    """"This and following" (DESIGN §8, fixtures recurring-edit-this-and-
+    following*.json): the old series ends with UNTIL and a new series starts
+    under a new id, so a booking on an occurrence after the split must be
+    found again by time in the new series, not cancelled. "Delete this and
+    following" has no new series: those bookings are cancelled."""
+
+    DAYS = ["2026-12-%02d" % d for d in range(7, 12)]   # 5 daily occurrences, 08:00Z
+
+    def series(self, cal, summary="Standup"):
+        master = self.fg.host(CAL, op="create", event=dict(
+            timed("2026-12-07T08:00:00Z", "2026-12-07T08:30:00Z", tz="UTC"),
+            summary=summary, recurrence=["RRULE:FREQ=DAILY;COUNT=5"]))
+        last = master["id"] + "_20261211T080000Z"
+        self.wait_for(lambda: last in self.mirror(cal), what="occurrences mirrored")
+        for i, d in enumerate(self.DAYS):
+            self.book(cal, "occ%d" % i, {"id": master["id"], "summary": summary,
+                                         "start": {"dateTime": d + "T08:00:00Z"},
+                                         "end": {"dateTime": d + "T08:30:00Z"}},
+                      original_start=d + "T08:00:00Z")
+        return master
+
+    def quiet(self, cal):
+        """Another sync after the change's, then a moment for webhooks."""
+        self.wait_synced(cal, self.sync_now(cal))
+        time.sleep(0.5)
+
+    def test_split_with_time_change_reschedules_following_bookings(self):
+        cal = self.boot()
+        master = self.series(cal)
+        # like fixture recurring-edit-this-and-following-change-time.json:
+        # new time and title, new series under an unrelated random id that
+        # carries the old series' `created`
+        new_id = "e5srrkr361upjc2be22u6ti4pe"
+        new = self.fg.host(CAL, op="split", series=master["id"],
+                           original_start="2026-12-09T08:00:00Z", new_id=new_id,
+                           event={"summary": "Standup (early)",
+                                  "start": {"dateTime": "2026-12-09T07:00:00Z", "timeZone": "UTC"},
+                                  "end": {"dateTime": "2026-12-09T07:30:00Z", "timeZone": "UTC"}})
+        self.assertEqual(new["id"], new_id)
+        self.assertEqual(new["created"], master["created"])
+        for i in (2, 3, 4):
+            self.wait_audit("occ%d" % i, 2)
+        # webhooks are delivered asynchronously: wait for the three
+        self.rx.wait(lambda ds: len({d.json["payload"].get("uid") for d in ds
+                                     if d.status == 200}) >= 3)
+        self.quiet(cal)
+        for i, d in enumerate(self.DAYS):
+            b, entries = self.booking("occ%d" % i), self.audit("occ%d" % i)
+            self.assertEqual(b["status"], "accepted", i)
+            if i < 2:   # before the split: untouched
+                self.assertEqual((b["start"], b["event_id"], len(entries)),
+                                 (d + "T08:00:00Z", master["id"], 1), i)
+                self.assertEqual(self.hooks_for("occ%d" % i), [], i)
+                continue
+            self.assertEqual((b["start"], b["end"]), (d + "T07:00:00Z", d + "T07:30:00Z"), i)
+            self.assertEqual((b["event_id"], b["original_start"]), (new_id, d + "T07:00:00Z"), i)
+            self.assertEqual(len(entries), 2, entries)
+            e = entries[1]
+            self.assertEqual((e["source"], e["change"], e["action"], e["policy"]),
+                             ("push", "time_change", "reschedule", "default"))
+            hooks = [d for d in self.hooks_for("occ%d" % i) if d.status == 200]
+            self.assertEqual(len(hooks), 1, i)
+            p = hooks[0].json["payload"]
+            self.assertEqual(hooks[0].json["triggerEvent"], "BOOKING_RESCHEDULED")
+            self.assertEqual((p["startTime"], p["previous"]["startTime"]),
+                             (d + "T07:00:00Z", d + "T08:00:00Z"))
+        # the old occurrences after the split are gone from the mirror
+        m = self.mirror(cal)
+        self.assertEqual(m[master["id"] + "_20261210T080000Z"]["status"], "cancelled")
+        self.assertEqual(m[new_id + "_20261210T070000Z"]["status"], "confirmed")
+        # (4) a later edit of a successor occurrence finds the booking by its
+        # new reference (new series, new original start)
+        self.fg.host(CAL, op="move", id=new_id + "_20261210T070000Z",
+                     start="2026-12-10T12:00:00Z", end="2026-12-10T12:45:00Z")
+        e = self.wait_audit("occ3", 3)[2]
+        self.assertEqual((e["change"], e["action"]), ("time_change", "reschedule"))
+        b = self.booking("occ3")
+        self.assertEqual((b["start"], b["end"], b["original_start"]),
+                         ("2026-12-10T12:00:00Z", "2026-12-10T12:45:00Z", "2026-12-10T07:00:00Z"))
+        # deleting that occurrence of the new series cancels it
+        self.fg.host(CAL, op="delete", id=new_id + "_20261211T070000Z")
+        e = self.wait_audit("occ4", 3)[2]
+        self.assertEqual((e["change"], e["action"]), ("delete", "cancel"))
+        self.quiet(cal)
+        self.assertEqual(len(self.audit("occ2")), 2)
+        self.assertEqual(len(self.audit("occ3")), 3)
+        self.assertEqual(self.booking("occ4")["status"], "cancelled")
+
+    def test_title_only_split_with_R_id_keeps_bookings(self):
+        cal = self.boot()
+        master = self.series(cal)
+        new = self.fg.host(CAL, op="split", series=master["id"],
+                           original_start="2026-12-10T08:00:00Z",
+                           event={"summary": "Standup v2"})
+        new_id = master["id"] + "_R20261210T080000"
+        self.assertEqual(new["id"], new_id)
+        for i in (3, 4):
+            self.wait_audit("occ%d" % i, 2)
+        self.quiet(cal)
+        for i, d in enumerate(self.DAYS):
+            b, entries = self.booking("occ%d" % i), self.audit("occ%d" % i)
+            self.assertEqual((b["status"], b["start"], b["title"]),
+                             ("accepted", d + "T08:00:00Z", "Standup"), i)
+            self.assertEqual(self.hooks_for("occ%d" % i), [], i)
+            if i < 3:
+                self.assertEqual((b["event_id"], len(entries)), (master["id"], 1), i)
+                continue
+            self.assertEqual((b["event_id"], b["original_start"]), (new_id, d + "T08:00:00Z"), i)
+            # the default policy ignores title changes: audited, no webhook
+            self.assertEqual([(e["change"], e["action"]) for e in entries[1:]],
+                             [("title_change", "ignore")], i)
+
+    def test_identical_split_decides_nothing(self):
+        cal = self.boot()
+        master = self.series(cal)
+        self.fg.host(CAL, op="split", series=master["id"],
+                     original_start="2026-12-10T08:00:00Z", event={})
+        new_id = master["id"] + "_R20261210T080000"
+        self.wait_for(lambda: self.booking("occ4")["event_id"] == new_id, what="re-linked")
+        self.quiet(cal)
+        for i in range(5):
+            self.assertEqual(len(self.audit("occ%d" % i)), 1, i)
+            self.assertEqual(self.booking("occ%d" % i)["status"], "accepted", i)
+            self.assertEqual(self.hooks_for("occ%d" % i), [], i)
+        self.assertEqual(self.booking("occ3")["event_id"], new_id)
+
+    def test_delete_this_and_following_cancels(self):
+        cal = self.boot()
+        master = self.series(cal)
+        self.fg.host(CAL, op="truncate", series=master["id"],
+                     original_start="2026-12-10T08:00:00Z")
+        for i in (3, 4):
+            self.wait_audit("occ%d" % i, 2)
+        self.rx.wait(lambda ds: len({d.json["payload"].get("uid") for d in ds
+                                     if d.status == 200}) >= 2)
+        self.quiet(cal)
+        for i in range(5):
+            b, entries = self.booking("occ%d" % i), self.audit("occ%d" % i)
+            if i < 3:
+                self.assertEqual((b["status"], len(entries)), ("accepted", 1), i)
+                self.assertEqual(self.hooks_for("occ%d" % i), [], i)
+                continue
+            self.assertEqual((b["status"], b["cancelled_by"], b["event_id"]),
+                             ("cancelled", "google", master["id"]), i)
+            self.assertEqual([(e["change"], e["action"]) for e in entries[1:]],
+                             [("delete", "cancel")], i)
+            hooks = [d for d in self.hooks_for("occ%d" % i) if d.status == 200]
+            self.assertEqual([d.json["triggerEvent"] for d in hooks], ["BOOKING_CANCELLED"], i)

@@ -209,6 +209,7 @@ static void test_event_timed_and_tag(void **state)
     const char *j =
         "{\"kind\":\"calendar#event\",\"etag\":\"\\\"3485\\\"\",\"id\":\"e1\","
         "\"status\":\"confirmed\",\"summary\":\"Call\",\"updated\":\"2025-03-23T15:41:35.361Z\","
+        "\"created\":\"2025-03-24T12:58:18.000Z\","
         "\"start\":{\"dateTime\":\"2025-03-24T07:30:00-05:00\",\"timeZone\":\"America/Chicago\"},"
         "\"end\":{\"dateTime\":\"2025-03-24T08:15:00-05:00\"},"
         "\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":\"bk-9\"}}}";
@@ -221,6 +222,7 @@ static void test_event_timed_and_tag(void **state)
     assert_string_equal(ev.status, "confirmed");
     assert_string_equal(ev.title, "Call");
     assert_string_equal(ev.booking_tag, "bk-9");
+    assert_string_equal(ev.created, "2025-03-24T12:58:18.000Z");
     assert_int_equal(ev.start_ms, s);
     assert_int_equal(ev.end_ms, e);
     assert_int_equal(ev.all_day, 0);
@@ -248,6 +250,7 @@ static void test_event_all_day_and_instance(void **state)
     assert_int_equal(ev.original_start_ms, d);
     assert_int_equal(ev.all_day, 0); /* became timed; the slot was a date */
     assert_null(ev.title);
+    assert_null(ev.created);
     lua_settop(L, top);
     const char *ad = "{\"id\":\"h\",\"start\":{\"date\":\"2026-12-24\"},"
                      "\"end\":{\"date\":\"2026-12-25\"}}";
@@ -320,6 +323,12 @@ static void test_event_rejects_wrong_types(void **state)
         "{\"id\":\"a\",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":1}},"
         "\"start\":{\"date\":\"2026-01-01\"},\"end\":{\"date\":\"2026-01-02\"}}",
         "{\"id\":\"a\",\"recurringEventId\":{},\"start\":{\"date\":\"2026-01-01\"},"
+        "\"end\":{\"date\":\"2026-01-02\"}}",
+        "{\"id\":\"a\",\"created\":17,\"start\":{\"date\":\"2026-01-01\"},"
+        "\"end\":{\"date\":\"2026-01-02\"}}",
+        /* created past SYNC_CREATED_MAX (64) bytes */
+        "{\"id\":\"a\",\"created\":\"2025-03-24T12:58:18.000Z2025-03-24T12:58:18.000Z"
+        "2025-03-24T12:58:18.000Z\",\"start\":{\"date\":\"2026-01-01\"},"
         "\"end\":{\"date\":\"2026-01-02\"}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
