@@ -33,10 +33,6 @@ BENCH = os.path.join(ROOT, "build", "bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
 SINK_PORT = None   # webhook sink: a bare_mhd started by main()
-# BENCH_EXPERIMENT=outbox_index: add the index recommended in
-# docs/performance.md to the outbox before the apply item (a measured
-# what-if that needs no product build).
-EXPERIMENTS = set(filter(None, os.environ.get("BENCH_EXPERIMENT", "").split(",")))
 
 
 def log(msg):
@@ -433,9 +429,6 @@ def item_apply(fx, R, n=10000, reps=3):
     svc.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (cal,))
     now = int(time.time() * 1000)
     base = 1798761600000
-    if "outbox_index" in EXPERIMENTS:
-        with svc.db() as con:
-            con.execute("CREATE INDEX IF NOT EXISTS outbox_booking_pending ON outbox(booking_uid, state, id)")
     with svc.db() as con:
         con.executemany(
             "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
