@@ -282,12 +282,14 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
         rc = 0; /* the echo of calsync's own write */
         goto done;
     }
-    if (!old && strcmp(b.write_state, "pending") == 0) {
+    if (!old && strcmp(b.write_state, "pending") == 0 && !is_cancelled(now)) {
         /* First sight of an event the app is changing right now: the
          * booking shows the app's pending write, not what Google had, so
          * comparing with it would mistake the app's own change for the
          * host's. The event becomes the baseline (the mirror) and the
-         * pending write goes on top of it. */
+         * pending write goes on top of it. Not a deletion, though: no
+         * write goes on top of a deleted event (Google would patch it and
+         * leave it cancelled), so the policy decides it now. */
         rc = 0;
         goto done;
     }

@@ -480,6 +480,26 @@ static void run_job(struct store_conn *c, const struct job *j)
         fail_job(c, j, err.msg, &err);
         goto done;
     }
+    if (have_event && j->kind != WRITER_DELETE && ev.status &&
+        strcmp(ev.status, "cancelled") == 0) {
+        /* The host deleted the event before this write landed: Google
+         * patches (or, after a 409, returns) a cancelled event without
+         * complaint, e.g. when calsync had no version to put in If-Match
+         * yet. Recording it as calsync's own write would make the deletion
+         * an echo, and the booking would never hear of it. Leave the
+         * mirror alone and let the reverse path hand the deletion to the
+         * policy. */
+        log_info("writer.event_deleted", "booking=%s job=%s", log_q(b.uid),
+                 kind_names[j->kind]);
+        if (store_begin(c, &err) == 0 &&
+            (finish_job(c, j, "done", "event deleted in Google meanwhile", &err) ||
+             store_commit(c, &err)))
+            store_rollback(c);
+        metrics_inc("calsync_writes_total{result=\"deleted\"}");
+        if (writer_sync_hook)
+            writer_sync_hook(j->calendar_id);
+        goto done;
+    }
     if (store_begin(c, &err))
         goto done;
     if ((have_event && record_event(c, j, &ev, &err)) ||

@@ -194,3 +194,28 @@ class TestConflicts(ForwardCase):
         before = (len(self.requests(op="events.patch")), len(self.audit("pp")))
         time.sleep(2.0)
         self.assertEqual((len(self.requests(op="events.patch")), len(self.audit("pp"))), before)
+
+
+class TestDeletedBeforeWrite(ForwardCase):
+    def test_patch_landing_on_a_deleted_event_still_cancels_the_booking(self):
+        """The host deletes an event calsync has not read yet (no version
+        for If-Match), then the app reschedules its booking: Google patches
+        the cancelled event without complaint. That answer is not calsync's
+        own version of a live event: the deletion still reaches the policy
+        (cancel), once."""
+        cal = self.boot()
+        ev = self.fg.host(CAL, op="create", event=timed(
+            "2026-12-11T10:00:00Z", "2026-12-11T10:30:00Z", summary="linked"))
+        self.book(cal, "dl1", ev)
+        self.fg.host(CAL, op="delete", id=ev["id"])        # pushes are dropped here
+        st, b, _ = self.svc.request("PATCH", "/v1/bookings/dl1",
+                                    {"start": "2026-12-11T12:00:00Z", "end": "2026-12-11T12:30:00Z"})
+        self.assertEqual(st, 200, b)
+        self.wait_for(lambda: self.booking("dl1")["status"] == "cancelled", 20,
+                      "the host's deletion applied")
+        b = self.booking("dl1")
+        self.assertEqual(b["cancelled_by"], "google")
+        self.assertEqual([(e["change"], e["action"]) for e in self.google_sources("dl1")],
+                         [("delete", "cancel")])
+        patches = self.requests(op="events.patch")
+        self.assertEqual(len(patches), 1)
