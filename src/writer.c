@@ -314,8 +314,12 @@ static int transient(int g, const struct google_resp *r)
 {
     if (g == GOOGLE_ETRANSPORT)
         return 1;
+    /* 401: the client refreshed the token once within the call; a second
+     * 401 (the new token expired or was revoked meanwhile, after retries
+     * of a 5xx) is not a verdict on the booking. The next attempt starts
+     * with a refresh again; a dead credential shows as invalid_grant. */
     if (g == GOOGLE_EHTTP)
-        return r->status == 429 || r->status >= 500 ||
+        return r->status == 429 || r->status >= 500 || r->status == 401 ||
                google_retryable(r->status, r->reason);
     return 0;
 }

@@ -219,3 +219,16 @@ class TestDeletedBeforeWrite(ForwardCase):
                          [("delete", "cancel")])
         patches = self.requests(op="events.patch")
         self.assertEqual(len(patches), 1)
+
+    def test_a_401_after_the_refresh_is_retried_not_failed(self):
+        """Google rejects the token, calsync refreshes once within the call,
+        and the new token is rejected too (expired again meanwhile): the job
+        is retried later with a fresh token, not failed for good."""
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 401, "count": 2, "ops": ["events.insert"]})
+        self.create(cal, "au1")
+        b = self.written("au1", timeout=30)
+        self.assertEqual(b["write_state"], "none")
+        self.assertEqual(len(self.tagged("au1")), 1)
+        ops = [r["status"] for r in self.requests(op="events.insert")]
+        self.assertEqual(ops, [401, 401, 200])
