@@ -1,6 +1,8 @@
 """Model-based soak (issue 7): a seeded random mix of host edits in the fake
-Google, booking-app calls, Google faults, notification faults and calsync
-restarts (clean and kill -9), then quiescence; the expected state of every
+Google (single events, and occurrences of daily series: move, retitle,
+delete one, delete this and following, delete the series), booking-app
+calls, Google faults, notification faults and calsync restarts (clean and
+kill -9), then quiescence; the expected state of every
 booking, audit trail and webhook stream is computed from the default
 policy's rules and checked.
 
@@ -48,10 +50,97 @@ class Soak(ReverseCase):
                 if not m["app_cancelled"] and not m["host_deleted"]]
 
     def hosted(self):
-        """Live bookings whose event exists in Google (the host can edit it)."""
-        return [u for u in self.live() if self.event_id(u)]
+        """Live single-event bookings whose event exists in Google (the host
+        can edit it)."""
+        return [u for u in self.live() if not self.model[u].get("series") and self.event_id(u)]
+
+    def occ_bookings(self, sid=None):
+        return [u for u in self.live() if self.model[u].get("series") and
+                (sid is None or self.model[u]["series"] == sid)]
+
+    def act_series(self, cal):
+        """Occurrence bookings: a booking follows the occurrence of series
+        `series` whose originalStartTime is `orig` (DESIGN §2 Occurrences)."""
+        r = self.rng.random()
+        live_series = [x for x in self.series if not x["deleted"]]
+        if r < 0.25 or not live_series:
+            if len(self.series) >= 8:
+                return
+            first = self.base // DAY * DAY + self.rng.randrange(0, 12) * DAY + 12 * 3600
+            sid = "soakseries%d" % len(self.series)
+            self.fg.host(CAL, op="create", event={
+                "id": sid, "summary": sid,
+                "start": {"dateTime": iso(first), "timeZone": "UTC"},
+                "end": {"dateTime": iso(first + 1800), "timeZone": "UTC"},
+                "recurrence": ["RRULE:FREQ=DAILY;COUNT=8"]})
+            self.series.append({"id": sid, "first": first, "deleted": False,
+                                "cut": first + 8 * DAY, "gone": set()})
+            for k in self.rng.sample(range(8), 3):
+                occ = first + k * DAY
+                uid = "s%d" % len(self.model)
+                st, b, _ = self.svc.request("POST", "/v1/bookings", {
+                    "uid": uid, "calendar_id": cal, "title": sid, "start": iso(occ),
+                    "end": iso(occ + 1800), "event_id": sid, "original_start": iso(occ)})
+                self.assertEqual(st, 201, b)
+                self.model[uid] = {"event": sid, "series": sid, "orig": occ,
+                                   "app_cancelled": False, "host_deleted": False}
+            self.covered["host series + 3 occurrence bookings"] += 1
+            return
+        if r < 0.55:
+            uids = self.occ_bookings()
+            if uids:
+                u = self.rng.choice(uids)
+                m = self.model[u]
+                start = m["orig"] + self.rng.choice((-3, -1, 1, 2, 5)) * 3600
+                self.fg.host(CAL, op="move", series=m["series"], original_start=iso(m["orig"]),
+                             start=iso(start), end=iso(start + 3600))
+                self.host_edits[u]["time_change"] += 1
+                self.covered["host move occurrence"] += 1
+        elif r < 0.7:
+            uids = self.occ_bookings()
+            if uids:
+                u = self.rng.choice(uids)
+                m = self.model[u]
+                self.fg.host(CAL, op="retitle", series=m["series"], original_start=iso(m["orig"]),
+                             summary="occ retitled %d" % self.rng.randrange(1000))
+                self.host_edits[u]["title_change"] += 1
+                self.covered["host retitle occurrence"] += 1
+        elif r < 0.85:
+            uids = self.occ_bookings()
+            if uids:
+                u = self.rng.choice(uids)
+                m = self.model[u]
+                self.fg.host(CAL, op="delete", series=m["series"], original_start=iso(m["orig"]))
+                next(x for x in self.series if x["id"] == m["series"])["gone"].add(m["orig"])
+                m["host_deleted"] = True
+                self.host_edits[u]["delete"] += 1
+                self.covered["host delete occurrence"] += 1
+        elif r < 0.93:
+            x = self.rng.choice(live_series)
+            cuts = [x["first"] + k * DAY for k in range(2, 8)]
+            cuts = [c for c in cuts if c < x["cut"] and c not in x["gone"]]
+            if not cuts:
+                return
+            cut = self.rng.choice(cuts)
+            x["cut"] = cut
+            self.fg.host(CAL, op="truncate", series=x["id"], original_start=iso(cut))
+            for u in self.occ_bookings(x["id"]):
+                if self.model[u]["orig"] >= cut:
+                    self.model[u]["host_deleted"] = True
+                    self.host_edits[u]["delete"] += 1
+            self.covered["host delete this and following"] += 1
+        else:
+            x = self.rng.choice(live_series)
+            self.fg.host(CAL, op="delete", id=x["id"])
+            x["deleted"] = True
+            for u in self.occ_bookings(x["id"]):
+                self.model[u]["host_deleted"] = True
+                self.host_edits[u]["delete"] += 1
+            self.covered["host delete series"] += 1
 
     def act(self, cal):
+        if self.rng.random() < 0.2:
+            return self.act_series(cal)
         r = self.rng.random()
         if r < 0.14 or len(self.model) < 3:
             s, e = self.slot()
@@ -99,7 +188,9 @@ class Soak(ReverseCase):
                 self.host_edits[u]["delete"] += 1
                 self.covered["host delete"] += 1
         elif r < 0.72:
-            uids = self.live()
+            # occurrence bookings' app-side changes stay local (docs/sync.md),
+            # so only single-event bookings are rescheduled by the app here
+            uids = [u for u in self.live() if not self.model[u].get("series")]
             if uids:
                 u = self.rng.choice(uids)
                 s, e = self.slot()
@@ -175,6 +266,31 @@ class Soak(ReverseCase):
             if not page:
                 return out
 
+    def google_occurrences(self):
+        """(series id, original start as epoch) -> occurrence, cancelled
+        ones included (singleEvents=true, showDeleted=true)."""
+        tok = self.fg.access_token("listing-only")
+        out, page = {}, None
+        while True:
+            q = {"showDeleted": "true", "singleEvents": "true", "maxResults": "2500",
+                 "timeZone": "UTC"}
+            if page:
+                q["pageToken"] = page
+            st, b, _ = self.fg.api("GET", "/calendars/%s/events" % CAL, token=tok, query=q)
+            self.assertEqual(st, 200, b)
+            for it in b["items"]:
+                ost = (it.get("originalStartTime") or {}).get("dateTime")
+                if it.get("recurringEventId") and ost:
+                    out[(it["recurringEventId"], self.epoch(ost))] = it
+            page = b.get("nextPageToken")
+            if not page:
+                return out
+
+    @staticmethod
+    def epoch(rfc3339):
+        from datetime import datetime
+        return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
+
     def quiesce(self, cal):
         self.fg.control("DELETE", "/faults")
         self.fg.control("DELETE", "/notification_faults")
@@ -201,6 +317,7 @@ class Soak(ReverseCase):
     def test_soak(self):
         cal = self.boot()
         self.model = {}
+        self.series = []
         self.host_edits = collections.defaultdict(collections.Counter)
         end = time.time() + self.seconds
         steps = 0
@@ -210,19 +327,34 @@ class Soak(ReverseCase):
             time.sleep(self.rng.uniform(0.02, 0.25))
         self.quiesce(cal)
         google = self.google_events()
+        occurrences = self.google_occurrences()
         bookings = {u: self.booking(u) for u in self.model}
         deliveries = self.rx.accepted()
         checked = collections.Counter()
 
         for uid, m in self.model.items():
             b = bookings[uid]
-            ev = google.get(b["event_id"]) if b["event_id"] else None
+            if m.get("series"):
+                # the occurrence the booking follows: same series, same
+                # original start, wherever the host or the app moved it
+                self.assertEqual((b["event_id"], b["original_start"]),
+                                 (m["series"], iso(m["orig"])), uid)
+                ev = occurrences.get((m["series"], m["orig"]))
+            else:
+                ev = google.get(b["event_id"]) if b["event_id"] else None
             audit = self.audit(uid)
             if m["app_cancelled"]:
                 self.assertEqual(b["status"], "cancelled", uid)
-                if ev is not None:
+                # an occurrence booking is not written to Google: its
+                # occurrence stays
+                if ev is not None and not m.get("series"):
                     self.assertEqual(ev["status"], "cancelled", (uid, "orphan event"))
                 checked["cancelled by the app, event gone"] += 1
+            elif m.get("series") and (ev is None or ev["status"] == "cancelled"):
+                self.assertTrue(m["host_deleted"], (uid, "occurrence gone", audit))
+                self.assertEqual(b["status"], "cancelled", (uid, audit))
+                self.assertEqual(b["cancelled_by"], "google", uid)
+                checked["occurrence deleted by the host, booking cancelled"] += 1
             elif ev is not None and ev["status"] == "cancelled":
                 self.assertEqual(b["status"], "cancelled", (uid, audit))
                 self.assertEqual(b["cancelled_by"], "google", uid)
@@ -233,7 +365,8 @@ class Soak(ReverseCase):
                 self.assertEqual((b["start"], b["end"]),
                                  (ev["start"]["dateTime"].replace("+00:00", "Z"),
                                   ev["end"]["dateTime"].replace("+00:00", "Z")), (uid, audit))
-                checked["live, booking times == event times"] += 1
+                checked["live occurrence, booking times == occurrence times"
+                        if m.get("series") else "live, booking times == event times"] += 1
             # a uid never has two events
             tagged = [e for e in google.values()
                       if e.get("extendedProperties", {}).get("private", {}).get("calsync_booking_uid") == uid
