@@ -806,6 +806,8 @@ done:
  * "Edit this and following" ends series S with UNTIL and starts a series
  * S' under a new id: `<S>_R<start>`, or an unrelated id whose events carry
  * S's `created` (fixture recurring-edit-this-and-following-change-time).
+ * "All events" with new times keeps S but moves every original start: S
+ * itself is then the successor of its vanished occurrences.
  * The occurrences that vanished from S are paired with occurrences of S'
  * by original start (docs/internals/apply.md "Splits"): in order of their
  * original start, each takes the closest unused occurrence of a successor
@@ -872,6 +874,9 @@ static int occ_load(struct run *x, sqlite3_stmt *st, struct occ_list *l,
             rc = cs_err_set(err, "out of memory");
             break;
         }
+        /* an optional 4th column: the row is taken already */
+        if (id && series && sqlite3_column_count(st) > 3)
+            l->v[l->n - 1].used = sqlite3_column_int(st, 3) != 0;
     }
     if (rc == 0 && s != SQLITE_DONE)
         rc = store_error(x->db, err);
@@ -948,12 +953,20 @@ static int relink_split(struct run *x, const char *series, struct cs_err *err)
     static const char created_sql[] =
         "SELECT created FROM events WHERE calendar_id = ?1 AND series_id = ?2"
         " AND created IS NOT NULL LIMIT 1";
+    /* successors: a split's new series, or the series itself after an
+     * "all events" change of its times (every occurrence gets a new
+     * original start, so the old instance ids vanish). An occurrence of
+     * the series itself that a booking already follows is not free (4th
+     * column), but still counts for the series' first occurrence. */
     static const char succ_sql[] =
-        "SELECT e.id, l.series, e.original_start_ms FROM temp.sync_live l"
+        "SELECT e.id, l.series, e.original_start_ms,"
+        " l.series = ?2 AND EXISTS (SELECT 1 FROM booking_refs r WHERE r.calendar_id = ?1"
+        "   AND r.event_id = ?2 AND r.original_start_ms = e.original_start_ms)"
+        " FROM temp.sync_live l"
         " JOIN events e ON e.calendar_id = ?1 AND e.id = l.id AND e.series_id = l.series"
-        " WHERE l.live = 1 AND l.series != ?2 AND e.status != 'cancelled'"
+        " WHERE l.live = 1 AND e.status != 'cancelled'"
         " AND e.original_start_ms IS NOT NULL"
-        " AND (substr(l.series, 1, length(?2) + 2) = ?2 || '_R'"
+        " AND (l.series = ?2 OR substr(l.series, 1, length(?2) + 2) = ?2 || '_R'"
         "      OR (?3 IS NOT NULL AND e.created = ?3))"
         " AND e.id NOT IN (SELECT id FROM temp.sync_relinked)"
         " ORDER BY e.original_start_ms, e.id LIMIT ?4";
@@ -1019,7 +1032,7 @@ static int relink_split(struct run *x, const char *series, struct cs_err *err)
             }
             seen.v[k].used = succ.v[i].orig < bound; /* used = rejected */
         }
-        succ.v[i].used = seen.v[k].used;
+        succ.v[i].used = succ.v[i].used || seen.v[k].used;
     }
     size_t lo = 0;
     for (size_t i = 0; i < gone.n; i++) {

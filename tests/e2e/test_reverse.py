@@ -371,6 +371,36 @@ class TestSplitSeries(ReverseCase):
             self.assertEqual(self.hooks_for("occ%d" % i), [], i)
         self.assertEqual(self.booking("occ3")["event_id"], new_id)
 
+    def test_all_events_time_change_reschedules_every_booking(self):
+        """"All events" moved one hour later: the series keeps its id but
+        every occurrence gets a new originalStartTime (and instance id), so
+        each booking is found again by time in the same series and
+        rescheduled once, not cancelled."""
+        cal = self.boot()
+        master = self.series(cal)
+        self.fg.host(CAL, op="patch", id=master["id"], event={
+            "start": {"dateTime": "2026-12-07T09:00:00Z", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-12-07T09:30:00Z", "timeZone": "UTC"}})
+        for i in range(5):
+            self.wait_audit("occ%d" % i, 2)
+        self.rx.wait(lambda ds: len({d.json["payload"].get("uid") for d in ds
+                                     if d.status == 200}) >= 5)
+        self.quiet(cal)
+        for i, d in enumerate(self.DAYS):
+            b, entries = self.booking("occ%d" % i), self.audit("occ%d" % i)
+            self.assertEqual(b["status"], "accepted", (i, entries))
+            self.assertEqual((b["start"], b["end"]), (d + "T09:00:00Z", d + "T09:30:00Z"), i)
+            self.assertEqual((b["event_id"], b["original_start"]), (master["id"], d + "T09:00:00Z"), i)
+            self.assertEqual([(e["change"], e["action"]) for e in entries[1:]],
+                             [("time_change", "reschedule")], i)
+            hooks = [h for h in self.hooks_for("occ%d" % i) if h.status == 200]
+            self.assertEqual([h.json["triggerEvent"] for h in hooks], ["BOOKING_RESCHEDULED"], i)
+        # later edits find the bookings by their new reference
+        self.fg.host(CAL, op="delete", series=master["id"], original_start="2026-12-08T09:00:00Z")
+        self.wait_for(lambda: self.booking("occ1")["status"] == "cancelled", what="occ1 cancelled")
+        self.quiet(cal)
+        self.assertEqual(self.booking("occ2")["status"], "accepted")
+
     def test_delete_this_and_following_cancels(self):
         cal = self.boot()
         master = self.series(cal)
