@@ -406,6 +406,28 @@ done:
     return rc;
 }
 
+/* Decides the change for every booking in m, with the calendar's policy
+ * and settings loaded once. 0 (also for no booking) or -1. */
+static int decide_all(struct store_conn *c, const struct sync_info *info,
+                      const struct sync_event *old, const struct sync_event *now,
+                      const char *raw_json, size_t raw_len, const struct matches *m,
+                      struct cs_err *err)
+{
+    struct cal_row cal = {{0}, NULL};
+    int rc = -1;
+    if (m->n == 0)
+        return 0;
+    if (load_calendar(c, info->calendar_id, &cal, err))
+        goto done;
+    for (int i = 0; i < m->n; i++)
+        if (apply_one(c, info, old, now, raw_json, raw_len, m->uid[i], &cal, err))
+            goto done;
+    rc = 0;
+done:
+    free(cal.settings);
+    return rc;
+}
+
 /* Moves booking `uid` from (cal, old series, old original start) to the
  * successor occurrence: its booking_refs row and, when the booking's own
  * reference is that occurrence, bookings.event_id/original_start_ms. */
@@ -455,7 +477,6 @@ int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
         " AND event_id = ?2 AND original_start_ms = ?3";
     (void)ud;
     struct matches m = {{0}, 0};
-    struct cal_row cal = {{0}, NULL};
     int rc = -1;
     if (!old->series_id || old->original_start_ms == SYNC_NO_TIME ||
         !now->series_id || now->original_start_ms == SYNC_NO_TIME)
@@ -476,19 +497,13 @@ int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
         if (move_ref(c, info->calendar_id, old, now, m.uid[i], err))
             goto done;
     fault_point("apply_after_relink_refs");
-    if (load_calendar(c, info->calendar_id, &cal, err))
-        goto done;
-    /* only the bookings that moved are decided here, against the vanished
-     * occurrence as calsync last saw it: the change they see is the split */
-    for (int i = 0; i < m.n; i++) {
+    for (int i = 0; i < m.n; i++)
         log_info("apply.relink", "booking=%s from=%s to=%s", log_q(m.uid[i]),
                  log_q(old->id), log_q(now->id));
-        if (apply_one(c, info, old, now, raw_json, raw_len, m.uid[i], &cal, err))
-            goto done;
-    }
-    rc = 0;
+    /* only the bookings that moved are decided here, against the vanished
+     * occurrence as calsync last saw it: the change they see is the split */
+    rc = decide_all(c, info, old, now, raw_json, raw_len, &m, err);
 done:
-    free(cal.settings);
     matches_free(&m);
     return rc;
 }
@@ -499,22 +514,9 @@ int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
 {
     (void)ud;
     struct matches m = {{0}, 0};
-    struct cal_row cal = {{0}, NULL};
-    int rc = -1;
-    if (find_bookings(c, info->calendar_id, now, &m, err))
-        goto done;
-    if (m.n == 0) {
-        rc = 0;
-        goto done;
-    }
-    if (load_calendar(c, info->calendar_id, &cal, err))
-        goto done;
-    for (int i = 0; i < m.n; i++)
-        if (apply_one(c, info, old, now, raw_json, raw_len, m.uid[i], &cal, err))
-            goto done;
-    rc = 0;
-done:
-    free(cal.settings);
+    int rc = find_bookings(c, info->calendar_id, now, &m, err);
+    if (rc == 0)
+        rc = decide_all(c, info, old, now, raw_json, raw_len, &m, err);
     matches_free(&m);
     return rc;
 }

@@ -106,22 +106,27 @@ class GoogleSyncCase(CalsyncCase):
                 "original_start_ms", "updated", "title", "booking_tag")
         return {r[0]: dict(zip(keys, r)) for r in rows}
 
-    def google_listing(self):
-        """Every event of the fake's calendar as calsync should mirror it:
-        singleEvents=true, showDeleted=true, all pages."""
+    def google_items(self, **query):
+        """Every item of the fake's calendar, all pages, deleted ones too;
+        `query` adds or overrides events.list parameters."""
         tok = self.fg.access_token("listing-only")
-        out, page = {}, None
+        out, page = [], None
         while True:
-            q = {"singleEvents": "true", "showDeleted": "true", "maxResults": "2500"}
+            q = {"showDeleted": "true", "maxResults": "2500"}
+            q.update(query)
             if page:
                 q["pageToken"] = page
             st, b, _ = self.fg.api("GET", "/calendars/%s/events" % CAL, token=tok, query=q)
             self.assertEqual(st, 200, b)
-            for it in b.get("items", []):
-                out[it["id"]] = it
+            out.extend(b.get("items", []))
             page = b.get("nextPageToken")
             if not page:
                 return out
+
+    def google_listing(self):
+        """Every event of the fake's calendar as calsync should mirror it:
+        singleEvents=true, showDeleted=true, all pages."""
+        return {it["id"]: it for it in self.google_items(singleEvents="true")}
 
     def requests(self, **q):
         qs = urllib.parse.urlencode(q)

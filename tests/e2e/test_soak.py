@@ -252,39 +252,17 @@ class Soak(ReverseCase):
         return m["event"]
 
     def google_events(self):
-        tok = self.fg.access_token("listing-only")
-        out, page = {}, None
-        while True:
-            q = {"showDeleted": "true", "maxResults": "2500", "timeZone": "UTC"}
-            if page:
-                q["pageToken"] = page
-            st, b, _ = self.fg.api("GET", "/calendars/%s/events" % CAL, token=tok, query=q)
-            self.assertEqual(st, 200, b)
-            for it in b["items"]:
-                out[it["id"]] = it
-            page = b.get("nextPageToken")
-            if not page:
-                return out
+        return {it["id"]: it for it in self.google_items(timeZone="UTC")}
 
     def google_occurrences(self):
         """(series id, original start as epoch) -> occurrence, cancelled
         ones included (singleEvents=true, showDeleted=true)."""
-        tok = self.fg.access_token("listing-only")
-        out, page = {}, None
-        while True:
-            q = {"showDeleted": "true", "singleEvents": "true", "maxResults": "2500",
-                 "timeZone": "UTC"}
-            if page:
-                q["pageToken"] = page
-            st, b, _ = self.fg.api("GET", "/calendars/%s/events" % CAL, token=tok, query=q)
-            self.assertEqual(st, 200, b)
-            for it in b["items"]:
-                ost = (it.get("originalStartTime") or {}).get("dateTime")
-                if it.get("recurringEventId") and ost:
-                    out[(it["recurringEventId"], self.epoch(ost))] = it
-            page = b.get("nextPageToken")
-            if not page:
-                return out
+        out = {}
+        for it in self.google_items(singleEvents="true", timeZone="UTC"):
+            ost = (it.get("originalStartTime") or {}).get("dateTime")
+            if it.get("recurringEventId") and ost:
+                out[(it["recurringEventId"], self.epoch(ost))] = it
+        return out
 
     @staticmethod
     def epoch(rfc3339):
