@@ -324,7 +324,6 @@ static void *flusher_main(void *arg)
         batch = t;
         int file = j_cur;
         j_cur = 1 - j_cur;
-        int stopping = j_stopping;
         pthread_mutex_unlock(&j_mu);
 
         struct cs_err err = {{0}};
@@ -342,7 +341,7 @@ static void *flusher_main(void *arg)
                       batch.len, attempt, log_q(err.msg));
             metrics_inc("calsync_intake_flush_failures_total");
             pthread_mutex_lock(&j_mu);
-            stopping = j_stopping;
+            int stopping = j_stopping;
             pthread_mutex_unlock(&j_mu);
             if (stopping)
                 break; /* the batch stays in its file for the next start */
