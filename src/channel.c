@@ -247,9 +247,13 @@ int channel_stop_calendar(int64_t calendar_id, struct cs_err *err)
     struct calendar_ref cal;
     struct live lv[8];
     int n = 0, rc = 0;
-    if (!c || calendar_ref_load(c, calendar_id, &cal, err) <= 0 ||
-        load_live(c, calendar_id, lv, 8, &n, err))
+    if (!c || calendar_ref_load(c, calendar_id, &cal, err) <= 0)
         return c ? 0 : -1;
+    /* reactivated since the stop was asked: its channel serves again */
+    if (strcmp(cal.state, "stopped") != 0 && strcmp(cal.state, "revoked") != 0)
+        return 0;
+    if (load_live(c, calendar_id, lv, 8, &n, err))
+        return -1;
     for (int i = 0; i < n; i++)
         if (stop_channel(c, cal.credential_id, lv[i].id,
                          lv[i].has_resource ? lv[i].resource_id : NULL, err))

@@ -17,12 +17,16 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define HTTP_DRAIN_MAX (8u << 20)
 
@@ -36,6 +40,7 @@ static struct MHD_Daemon *http_daemon;
 static const struct http_route *http_routes;
 static const struct config *http_cfg;
 static int http_bound_port;
+static int http_listen_fd = -1; /* bound by http_listen, until the daemon takes it */
 
 int http_match(const char *pattern, const char *path, char *scratch,
                const char **params, int *nparams)
@@ -288,10 +293,37 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http.mhd", "msg=%s", log_q(msg));
 }
 
-int http_start(const struct config *cfg, const struct http_route *routes,
-               struct cs_err *err)
+/* Binds and listens on sa ourselves rather than letting libmicrohttpd do
+ * it, for two reasons: the error names the cause (errno), and the socket
+ * gets SO_REUSEADDR only (restart over TIME_WAIT), never SO_REUSEPORT,
+ * which would let a second service share the port and split the requests
+ * between two unrelated processes (DESIGN §2 Instances). Returns the
+ * socket (owned by the caller until handed to the daemon) or -1, err set. */
+static int listen_socket(const struct config *cfg, const struct sockaddr_in *sa,
+                         struct cs_err *err)
+{
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return cs_err_set(err, "listen %s: socket: %s", cfg->listen, strerror(errno));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EADDRINUSE)
+            return cs_err_set(err, "listen %s: port %d is already in use "
+                              "(another calsync or another program listens "
+                              "there)", cfg->listen, cfg->listen_port);
+        return cs_err_set(err, "listen %s: %s", cfg->listen, strerror(e));
+    }
+    return fd;
+}
+
+int http_listen(const struct config *cfg, struct cs_err *err)
 {
     struct sockaddr_in sa;
+    if (http_listen_fd >= 0)
+        return 0;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)cfg->listen_port);
@@ -300,6 +332,23 @@ int http_start(const struct config *cfg, const struct http_route *routes,
     else if (inet_pton(AF_INET, cfg->listen_host, &sa.sin_addr) != 1)
         return cs_err_set(err, "listen: \"%s\" is not an IPv4 address",
                           cfg->listen_host);
+    int fd = listen_socket(cfg, &sa, err);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in bound;
+    socklen_t blen = sizeof bound;
+    http_bound_port = getsockname(fd, (struct sockaddr *)&bound, &blen) == 0
+                          ? ntohs(bound.sin_port)
+                          : cfg->listen_port;
+    http_listen_fd = fd;
+    return 0;
+}
+
+int http_start(const struct config *cfg, const struct http_route *routes,
+               struct cs_err *err)
+{
+    if (http_listen(cfg, err))
+        return -1;
     http_routes = routes;
     http_cfg = cfg;
     unsigned pool = 2;
@@ -307,19 +356,16 @@ int http_start(const struct config *cfg, const struct http_route *routes,
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
         on_request, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_LISTEN_SOCKET, http_listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, pool,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
         MHD_OPTION_END);
     if (!http_daemon)
-        return cs_err_set(err, "cannot listen on %s (address in use or "
-                          "not permitted)", cfg->listen);
-    const union MHD_DaemonInfo *di =
-        MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_BIND_PORT);
-    http_bound_port = di ? di->port : cfg->listen_port;
+        return cs_err_set(err, "listen %s: the HTTP server did not start "
+                          "(see the http.mhd log line)", cfg->listen);
+    http_listen_fd = -1; /* the daemon owns it now and closes it when stopped */
     return 0;
 }
 
@@ -333,5 +379,9 @@ void http_stop(void)
     if (http_daemon) {
         MHD_stop_daemon(http_daemon);
         http_daemon = NULL;
+    }
+    if (http_listen_fd >= 0) {
+        close(http_listen_fd);
+        http_listen_fd = -1;
     }
 }

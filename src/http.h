@@ -45,13 +45,21 @@ struct http_route {
     int auth;
 };
 
+/* Binds and listens on cfg->listen without serving yet, so that `serve`
+ * fails on a port in use before it starts any other work (DESIGN §2
+ * Instances); connections wait in the backlog until http_start. No
+ * SO_REUSEPORT: a busy port is an error naming it. 0, or -1 with err set.
+ * The socket is closed by http_stop() if http_start() never takes it. */
+int http_listen(const struct config *cfg, struct cs_err *err);
+
 /* Starts serving `routes` (terminated by a NULL method; must outlive the
  * server) on cfg->listen. Returns 0, or -1 with err set. The bound port
  * (useful with port 0) is returned by http_port(). */
 int http_start(const struct config *cfg, const struct http_route *routes,
                struct cs_err *err);
 int http_port(void);
-/* Stops accepting, waits for in-flight requests, frees everything. */
+/* Stops accepting, waits for in-flight requests, frees everything
+ * (also a socket bound by http_listen and never served). */
 void http_stop(void);
 
 /* Header and query lookups (case-insensitive header names). NULL if absent.

@@ -139,7 +139,7 @@ int main(int argc, char **argv)
         rc = service_run(&cfg);
     } else if (strcmp(cmd->name, "migrate") == 0) {
         rc = 0;
-        if (store_init(cfg.database, &err)) {
+        if (store_claim(cfg.database, &err) || store_init(cfg.database, &err)) {
             fprintf(stderr, "calsync: migrate: %s\n", err.msg);
             rc = 1;
         } else {

@@ -146,9 +146,18 @@ static void request(int64_t id, enum sync_source src, int urgent)
     pthread_mutex_lock(&sched_mu);
     if (s_running && !s_stopping) {
         struct slot *s = find(id);
+        int revived = !s || !s->active;
         if (!s)
             s = insert(id);
         if (s) {
+            /* a calendar reactivated after DELETE (or one the table has
+             * not seen yet) is watched again at once: its old channel_due
+             * still points at the renewal of a channel that was stopped */
+            if (revived) {
+                s->channel_due = time_mono_ms();
+                s->failures = 0;
+                s->not_before = 0;
+            }
             s->active = 1;
             if (!s->pending || src == SYNC_SRC_PUSH)
                 s->pending_src = src;
@@ -449,11 +458,20 @@ static void *worker_main(void *arg)
             struct chore ch = chores[--n_chores];
             pthread_mutex_unlock(&sched_mu);
             struct cs_err cerr = {{0}};
-            int crc = ch.resource_id[0]
-                          ? channel_stop_foreign(ch.calendar_id, ch.channel_id,
-                                                 ch.resource_id, &cerr)
-                      : ch.calendar_id > 0 ? channel_stop_calendar(ch.calendar_id, &cerr)
-                                           : channel_stop_one(ch.channel_id, &cerr);
+            int crc;
+            if (ch.resource_id[0]) {
+                crc = channel_stop_foreign(ch.calendar_id, ch.channel_id,
+                                           ch.resource_id, &cerr);
+            } else if (ch.calendar_id > 0) {
+                /* under the calendar's lock, like channel_maintain: a
+                 * calendar reactivated meanwhile keeps (or reopens) its
+                 * channel, never loses the one just opened */
+                sched_calendar_lock(ch.calendar_id);
+                crc = channel_stop_calendar(ch.calendar_id, &cerr);
+                sched_calendar_unlock(ch.calendar_id);
+            } else {
+                crc = channel_stop_one(ch.channel_id, &cerr);
+            }
             if (crc)
                 log_warn("sched.chore_failed", "calendar=%lld channel=%s err=%s",
                          (long long)ch.calendar_id, log_q(ch.channel_id), log_q(cerr.msg));
@@ -478,6 +496,7 @@ static void *worker_main(void *arg)
 
         struct cs_err err = {{0}};
         int64_t channel_due = -1;
+        sched_calendar_lock(id);
         if (time_mono_ms() >= slot_channel_due) {
             /* the push channel first: a change made while the first full
              * sync runs then arrives as a notification, never in between */
@@ -491,7 +510,6 @@ static void *worker_main(void *arg)
                          (long long)id, log_q(err.msg));
             err.msg[0] = '\0';
         }
-        sched_calendar_lock(id);
         int rc = sync_calendar(id, src, NULL, &err);
         sched_calendar_unlock(id);
 

@@ -49,6 +49,16 @@ int service_run(const struct config *cfg)
         log_error("service.start_failed", "what=curl");
         return 1;
     }
+    /* the two claims first, before any work: a second service on the
+     * same database or port exits here, having synced nothing */
+    if (store_claim(cfg->database, &err)) {
+        log_error("service.start_failed", "what=database err=%s", log_q(err.msg));
+        goto out;
+    }
+    if (http_listen(cfg, &err)) {
+        log_error("service.start_failed", "what=listen err=%s", log_q(err.msg));
+        goto out;
+    }
     if (store_init(cfg->database, &err)) {
         log_error("service.start_failed", "what=store err=%s", log_q(err.msg));
         goto out;
@@ -115,6 +125,7 @@ int service_run(const struct config *cfg)
     http_stop();
     rc = 0;
 out:
+    http_stop(); /* no-op when stopped above; frees a socket never served */
     if (intake_up)
         intake_stop(); /* the last batch, while the scheduler still listens */
     if (writer_up)

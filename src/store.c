@@ -10,11 +10,15 @@
 
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define STMT_CACHE 128
 
@@ -29,6 +33,7 @@ struct store_conn {
 };
 
 static char *store_path;
+static int store_claim_fd = -1; /* flock()ed database file, see store_claim */
 /* SQLite has one writer per database; the threads of this process queue for
  * it here (a futex hand-off) instead of in SQLite's busy handler, which
  * sleeps 1, 2, 5, 10 ... ms between retries. */
@@ -451,6 +456,28 @@ int store_init(const char *path, struct cs_err *err)
     return migrate(c, err);
 }
 
+int store_claim(const char *path, struct cs_err *err)
+{
+    if (store_claim_fd >= 0)
+        return 0;
+    /* O_CREAT: a first start creates the (empty) database file, which
+     * SQLite takes as an empty database; 0600 because it holds tokens */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0)
+        return cs_err_set(err, "database %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return cs_err_set(err, "database %s is in use by another calsync "
+                              "process (one service owns a SQLite database; "
+                              "stop it first)", path);
+        return cs_err_set(err, "database %s: lock: %s", path, strerror(e));
+    }
+    store_claim_fd = fd;
+    return 0;
+}
+
 void store_shutdown(void)
 {
     pthread_once(&store_once, key_init);
@@ -461,6 +488,12 @@ void store_shutdown(void)
     }
     free(store_path);
     store_path = NULL;
+    /* last: closing any descriptor of the file drops this process's POSIX
+     * locks on it, SQLite's included, so only once no connection is left */
+    if (store_claim_fd >= 0) {
+        close(store_claim_fd);
+        store_claim_fd = -1;
+    }
 }
 
 int store_healthy(void)

@@ -22,6 +22,14 @@ struct store_conn;
  * pending migrations. Returns 0, or -1 with err set. */
 int store_init(const char *path, struct cs_err *err);
 
+/* Claims the SQLite database file for this process (DESIGN §2 Instances:
+ * one service owns a database): an exclusive flock() on the file, held
+ * until store_shutdown(). A second process's claim fails with err naming
+ * the file. flock() locks are independent of the POSIX locks SQLite takes,
+ * so they neither block SQLite nor stop readers such as `policy replay`.
+ * Creates the file (0600) if missing. 0, or -1 with err set. */
+int store_claim(const char *path, struct cs_err *err);
+
 /* Closes the calling thread's connection; other threads close theirs at
  * exit. Call last, after every thread that used the store has stopped. */
 void store_shutdown(void);

@@ -369,7 +369,7 @@ class TestReadOnlyAtStart(DiskCase):
         svc.log.close()
         svc.check_sanitizers()
         self.assertRegex(svc.log_text(since_start=True),
-                         r"event=service\.start_failed what=store err=.*unable to open")
+                         r"event=service\.start_failed what=database err=.*Read-only file system")
         say("start on a read-only filesystem -> exit %s: %s"
             % (svc.proc.returncode, svc.log_text(since_start=True).strip().splitlines()[-1]))
         self.remount("rw")
