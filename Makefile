@@ -2,7 +2,7 @@
 #
 #   make            build build/calsync
 #   make run        deps + build + serve on the embedded defaults
-#   make test       deps + every test suite (unit, sanitizers, specs, e2e)
+#   make test       deps + every test suite (unit, sanitizers, specs, e2e), in parallel
 #   make deps       install the missing Debian packages (idempotent)
 #   make asan       ASan+UBSan build in build/asan/calsync
 #   make spec       busted specs of the shipped policies
@@ -130,9 +130,11 @@ spec:
 	@sh tools/deps.sh --quiet
 	lua5.4 /usr/bin/busted
 
-# The order matters only for speed: cheap suites first.
+# Builds in parallel, then runs every suite as parallel jobs
+# (tests/run_all.py: one job per unit binary and per e2e module and build).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	$(MAKE) all asan unit
+	$(MAKE) -j$(NPROC) all asan unit
 	sh tests/run_all.sh
 
 e2e: all asan
