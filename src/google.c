@@ -14,7 +14,6 @@
 
 #include <curl/curl.h>
 #include <lua.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -447,14 +446,6 @@ static int wait_ms(int64_t ms)
     }
 }
 
-static uint32_t rnd32(void)
-{
-    uint32_t v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-        v = (uint32_t)time_mono_ms() * 2654435761u;
-    return v;
-}
-
 static void count_call(const char *method, long status)
 {
     char series[160];
@@ -485,13 +476,13 @@ static int exchange_retry(const char *what, const struct exchange *e,
             if (!google_retryable(r->status, r->reason))
                 return 0;
             wait = r->retry_after_ms >= 0 ? r->retry_after_ms
-                                          : google_backoff_ms(attempt, rnd32());
+                                          : google_backoff_ms(attempt, (uint32_t)random_u64());
             cs_err_set(err, "%s: HTTP %ld %s", what, r->status, r->reason);
         } else {
             count_call(what, 0);
             if (!transport_retryable(cc))
                 return -1;
-            wait = google_backoff_ms(attempt, rnd32());
+            wait = google_backoff_ms(attempt, (uint32_t)random_u64());
         }
         if (time_mono_ms() + wait > deadline || attempt + 1 >= GOOGLE_MAX_ATTEMPTS) {
             log_warn("google.retry_budget_spent", "method=%s status=%ld attempts=%d",

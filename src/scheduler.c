@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,14 +65,6 @@ static size_t n_chores;
 
 /* ----------------------------------------------------------- slot table */
 
-static uint32_t rnd32(void)
-{
-    uint32_t v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-        v = (uint32_t)time_mono_ms() * 2654435761u;
-    return v;
-}
-
 static int64_t poll_ms(void)
 {
     int64_t p = s_cfg->poll_interval * 1000;
@@ -84,7 +75,7 @@ static int64_t poll_ms(void)
 static int64_t poll_period(void)
 {
     int64_t p = poll_ms();
-    return p - (int64_t)(rnd32() % (uint32_t)(p / 10 + 1));
+    return p - (int64_t)(random_u64() % (uint64_t)(p / 10 + 1));
 }
 
 static struct slot *find(int64_t id)
@@ -442,7 +433,7 @@ static int64_t backoff(int failures)
         base *= 2;
     if (base > cap)
         base = cap;
-    return base / 2 + (int64_t)(rnd32() % (uint32_t)(base - base / 2 + 1));
+    return base / 2 + (int64_t)(random_u64() % (uint64_t)(base - base / 2 + 1));
 }
 
 static void *worker_main(void *arg)

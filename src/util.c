@@ -393,6 +393,14 @@ int random_hex(char *out, size_t nbytes)
     return 0;
 }
 
+uint64_t random_u64(void)
+{
+    uint64_t v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
+        v = (uint64_t)time_mono_ms() * 0x9E3779B97F4A7C15ULL; /* Fibonacci hash */
+    return v;
+}
+
 int secure_equal(const char *a, size_t an, const char *b, size_t bn)
 {
     if (an != bn)
@@ -414,10 +422,7 @@ int64_t backoff_ms(int attempt, double r)
 
 double random_unit(void)
 {
-    uint64_t v;
-    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-        v = (uint64_t)time_mono_ms() * 6364136223846793005ULL;
-    return (double)(v >> 11) / 9007199254740992.0;
+    return (double)(random_u64() >> 11) / 9007199254740992.0;
 }
 
 int parse_i64(const char *s, int64_t *out)

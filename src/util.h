@@ -62,6 +62,9 @@ int64_t time_mono_ms(void);
 /* Fills out with 2*nbytes lowercase hex chars + NUL from a CSPRNG.
  * Returns 0, or -1 if the random source failed. */
 int random_hex(char *out, size_t nbytes);
+/* A uniform 64-bit draw for jitter (not for secrets: if the CSPRNG fails
+ * it falls back to a hash of the monotonic clock). Never fails. */
+uint64_t random_u64(void);
 
 /* Constant-time equality of two byte strings (length leaks, content not). */
 int secure_equal(const char *a, size_t an, const char *b, size_t bn);
