@@ -111,17 +111,6 @@ int google_retryable(long status, const char *reason)
     return 0;
 }
 
-int64_t google_backoff_ms(int attempt, uint32_t rnd)
-{
-    int64_t base = GOOGLE_BACKOFF_BASE_MS;
-    for (int i = 0; i < attempt && base < GOOGLE_BACKOFF_MAX_MS; i++)
-        base *= 2;
-    if (base > GOOGLE_BACKOFF_MAX_MS)
-        base = GOOGLE_BACKOFF_MAX_MS;
-    int64_t half = base / 2;
-    return half + (int64_t)(rnd % (uint32_t)(base - half + 1));
-}
-
 static int month_index(const char *m)
 {
     static const char names[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
@@ -475,14 +464,15 @@ static int exchange_retry(const char *what, const struct exchange *e,
             count_call(what, r->status);
             if (!google_retryable(r->status, r->reason))
                 return 0;
-            wait = r->retry_after_ms >= 0 ? r->retry_after_ms
-                                          : google_backoff_ms(attempt, (uint32_t)random_u64());
+            wait = r->retry_after_ms >= 0
+                       ? r->retry_after_ms
+                       : backoff_ms(attempt + 1, GOOGLE_BACKOFF_BASE_MS, GOOGLE_BACKOFF_MAX_MS);
             cs_err_set(err, "%s: HTTP %ld %s", what, r->status, r->reason);
         } else {
             count_call(what, 0);
             if (!transport_retryable(cc))
                 return -1;
-            wait = google_backoff_ms(attempt, (uint32_t)random_u64());
+            wait = backoff_ms(attempt + 1, GOOGLE_BACKOFF_BASE_MS, GOOGLE_BACKOFF_MAX_MS);
         }
         if (time_mono_ms() + wait > deadline || attempt + 1 >= GOOGLE_MAX_ATTEMPTS) {
             log_warn("google.retry_budget_spent", "method=%s status=%ld attempts=%d",

@@ -286,7 +286,8 @@ static int record(struct store_conn *c, const struct row *r, long status,
     sqlite3_bind_int64(st, 1, r->id);
     sqlite3_bind_int64(st, 2, status);
     int64_t now = time_now_ms();
-    sqlite3_bind_int64(st, 3, ok ? now : now + backoff_ms(r->attempts + 1, random_unit()));
+    int64_t next = ok ? now : now + backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+    sqlite3_bind_int64(st, 3, next);
     return store_exec(c, st, err);
 }
 

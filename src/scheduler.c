@@ -425,15 +425,11 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
-static int64_t backoff(int failures)
+/* The error backoff's cap, min(300 s, poll_interval): a failing calendar
+ * is still tried at least once per poll period. */
+static int64_t backoff_cap(void)
 {
-    int64_t base = 1000, cap = poll_ms() < SCHED_BACKOFF_MAX_MS ? poll_ms()
-                                                                : SCHED_BACKOFF_MAX_MS;
-    for (int i = 1; i < failures && base < cap; i++)
-        base *= 2;
-    if (base > cap)
-        base = cap;
-    return base / 2 + (int64_t)(random_u64() % (uint64_t)(base - base / 2 + 1));
+    return poll_ms() < SCHED_BACKOFF_MAX_MS ? poll_ms() : SCHED_BACKOFF_MAX_MS;
 }
 
 static void *worker_main(void *arg)
@@ -527,7 +523,7 @@ static void *worker_main(void *arg)
             if (s_stopping)
                 break;
             s->failures++;
-            s->not_before = now + backoff(s->failures);
+            s->not_before = now + backoff_ms(s->failures, BACKOFF_BASE_MS, backoff_cap());
             s->next_poll = s->not_before;
             log_info("sched.backoff", "calendar=%lld failures=%d wait_ms=%lld",
                      (long long)id, s->failures, (long long)(s->not_before - now));

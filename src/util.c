@@ -408,21 +408,16 @@ int secure_equal(const char *a, size_t an, const char *b, size_t bn)
     return an == 0 || CRYPTO_memcmp(a, b, an) == 0;
 }
 
-int64_t backoff_ms(int attempt, double r)
+int64_t backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms)
 {
-    int64_t d = 1000;
-    for (int i = 1; i < attempt && d < 60000; i++)
-        d *= 2;
-    if (d > 60000)
-        d = 60000;
-    if (r < 0 || r >= 1)
-        r = 0;
-    return d / 2 + (int64_t)((double)(d - d / 2) * r);
-}
-
-double random_unit(void)
-{
-    return (double)(random_u64() >> 11) / 9007199254740992.0;
+    int64_t d = base_ms < cap_ms ? base_ms : cap_ms;
+    /* doubling stops at the cap, so d never overflows */
+    for (int i = 1; i < attempt && d < cap_ms; i++)
+        d = d > cap_ms / 2 ? cap_ms : d * 2;
+    if (d <= 0)
+        return 0;
+    int64_t lo = d - d / 2; /* ceil(d/2): never below half, also for odd d */
+    return lo + (int64_t)(random_u64() % (uint64_t)(d - lo + 1));
 }
 
 int parse_i64(const char *s, int64_t *out)

@@ -69,12 +69,16 @@ uint64_t random_u64(void);
 /* Constant-time equality of two byte strings (length leaks, content not). */
 int secure_equal(const char *a, size_t an, const char *b, size_t bn);
 
-/* The retry delay of DESIGN §2 (Google failures, webhook retries) before
- * retry number `attempt` (1-based), in ms: 1 s doubling up to 60 s, with
- * jitter from r in [0,1) that never shortens it below half: [d/2, d]. */
-int64_t backoff_ms(int attempt, double r);
-/* A uniform random double in [0,1) (not for secrets). */
-double random_unit(void);
+/* The one retry delay of calsync (DESIGN §2 "Google failures": "starts at
+ * 1 s and doubles up to 60 s, with jitter that never shortens a wait below
+ * half"), used by the Google client, the outbox, the writer and the
+ * scheduler's per-calendar error backoff. Before retry number `attempt`
+ * (1-based; < 1 counts as 1): d = min(base_ms * 2^(attempt-1), cap_ms),
+ * and the result is drawn uniformly from [ceil(d/2), d] with random_u64().
+ * 0 when d <= 0. BACKOFF_BASE_MS and BACKOFF_MAX_MS are the contract's. */
+#define BACKOFF_BASE_MS 1000
+#define BACKOFF_MAX_MS 60000
+int64_t backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms);
 
 /* Parses a base-10 int64 of the whole string; 0 or -1. */
 int parse_i64(const char *s, int64_t *out);

@@ -168,7 +168,8 @@ static int retry_later(struct store_conn *c, const struct job *j,
         return -1;
     sqlite3_bind_int64(st, 1, j->id);
     sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, random_unit()));
+    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
+                                                         BACKOFF_MAX_MS));
     return store_exec(c, st, err);
 }
 
