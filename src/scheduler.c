@@ -49,7 +49,7 @@ struct chore {
 #define SCHED_CHANNEL_RETRY_MS 60000
 
 static pthread_mutex_t sched_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sched_wake;  /* scheduler; CLOCK_MONOTONIC, set up by sched_start */
+static pthread_cond_t sched_wake;  /* scheduler; CLOCK_MONOTONIC, made by sched_start */
 static pthread_cond_t work_wake = PTHREAD_COND_INITIALIZER;   /* workers */
 static const struct config *s_cfg;
 static int s_running, s_stopping;
@@ -409,17 +409,7 @@ static void *scheduler_main(void *arg)
             pthread_cond_broadcast(&work_wake);
         metrics_set("calsync_sched_queue_depth", (int64_t)q_len);
         int64_t ms = wake - time_mono_ms();
-        if (ms > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += ms / 1000;
-            ts.tv_nsec += (ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&sched_wake, &sched_mu, &ts);
-        }
+        cond_wait_ms(&sched_wake, &sched_mu, ms);
     }
     pthread_mutex_unlock(&sched_mu);
     return NULL;
@@ -575,17 +565,17 @@ int sched_start(const struct config *cfg, struct cs_err *err)
 {
     int n = cfg->workers > 0 ? cfg->workers : 1;
     int rc = -1, sched_up = 0;
-    pthread_condattr_t ca;
     google_init(cfg);
     pthread_mutex_lock(&sched_mu);
     if (s_running) {
         pthread_mutex_unlock(&sched_mu);
         return cs_err_set(err, "scheduler already running");
     }
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&sched_wake, &ca);
-    pthread_condattr_destroy(&ca);
+    if ((errno = cond_init_monotonic(&sched_wake))) {
+        pthread_mutex_unlock(&sched_mu);
+        return cs_err_set(err, "cannot make the scheduler's condition variable: %s",
+                          strerror(errno));
+    }
     s_cfg = cfg;
     s_stopping = 0;
     s_running = 1;

@@ -1,4 +1,5 @@
-/* util.c -- error slot, growable buffer, RFC 3339 time, random tokens.
+/* util.c -- error slot, growable buffer, RFC 3339 time, random tokens,
+ * backoff, timed waits.
  *
  * Time is kept as int64 milliseconds since the Unix epoch everywhere inside
  * calsync; text only exists at the edges (API, Google, audit). The civil
@@ -418,6 +419,37 @@ int64_t backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms)
         return 0;
     int64_t lo = d - d / 2; /* ceil(d/2): never below half, also for odd d */
     return lo + (int64_t)(random_u64() % (uint64_t)(d - lo + 1));
+}
+
+/* ------------------------------------------------------------ timed waits */
+
+int cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc)
+        return rc;
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+int cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
+{
+    if (ms <= 0)
+        return ETIMEDOUT;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = pthread_cond_timedwait(cv, mu, &ts);
+    return rc == ETIMEDOUT ? ETIMEDOUT : 0;
 }
 
 int parse_i64(const char *s, int64_t *out)
