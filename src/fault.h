@@ -1,7 +1,9 @@
 /* fault.h -- named crash points for crash-consistency tests, after SQLite's
  * sqlite3FaultSim. See docs/internals/fault.md.
  *
- * Every build carries the points; they are inert unless the environment
+ * Every build carries the points, the release build included (so the crash
+ * tests kill the binary that ships; docs/internals/fault.md gives the
+ * measured cost and the reasons); they are inert unless the environment
  * variable CALSYNC_FAULT names one:
  *
  *     CALSYNC_FAULT=apply_after_audit:3      the 3rd hit kills the process

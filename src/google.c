@@ -14,7 +14,6 @@
 
 #include <curl/curl.h>
 #include <lua.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -110,17 +109,6 @@ int google_retryable(long status, const char *reason)
          strcmp(reason, "userRateLimitExceeded") == 0))
         return 1;
     return 0;
-}
-
-int64_t google_backoff_ms(int attempt, uint32_t rnd)
-{
-    int64_t base = GOOGLE_BACKOFF_BASE_MS;
-    for (int i = 0; i < attempt && base < GOOGLE_BACKOFF_MAX_MS; i++)
-        base *= 2;
-    if (base > GOOGLE_BACKOFF_MAX_MS)
-        base = GOOGLE_BACKOFF_MAX_MS;
-    int64_t half = base / 2;
-    return half + (int64_t)(rnd % (uint32_t)(base - half + 1));
 }
 
 static int month_index(const char *m)
@@ -447,14 +435,6 @@ static int wait_ms(int64_t ms)
     }
 }
 
-static uint32_t rnd32(void)
-{
-    uint32_t v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-        v = (uint32_t)time_mono_ms() * 2654435761u;
-    return v;
-}
-
 static void count_call(const char *method, long status)
 {
     char series[160];
@@ -484,14 +464,15 @@ static int exchange_retry(const char *what, const struct exchange *e,
             count_call(what, r->status);
             if (!google_retryable(r->status, r->reason))
                 return 0;
-            wait = r->retry_after_ms >= 0 ? r->retry_after_ms
-                                          : google_backoff_ms(attempt, rnd32());
+            wait = r->retry_after_ms >= 0
+                       ? r->retry_after_ms
+                       : backoff_ms(attempt + 1, GOOGLE_BACKOFF_BASE_MS, GOOGLE_BACKOFF_MAX_MS);
             cs_err_set(err, "%s: HTTP %ld %s", what, r->status, r->reason);
         } else {
             count_call(what, 0);
             if (!transport_retryable(cc))
                 return -1;
-            wait = google_backoff_ms(attempt, rnd32());
+            wait = backoff_ms(attempt + 1, GOOGLE_BACKOFF_BASE_MS, GOOGLE_BACKOFF_MAX_MS);
         }
         if (time_mono_ms() + wait > deadline || attempt + 1 >= GOOGLE_MAX_ATTEMPTS) {
             log_warn("google.retry_budget_spent", "method=%s status=%ld attempts=%d",

@@ -168,11 +168,6 @@ int google_parse_error(const char *body, size_t len, char *reason,
 /* 1 when a response with this status and reason is retried. */
 int google_retryable(long status, const char *reason);
 
-/* The wait before retry number `attempt` (0 for the first retry) without
- * Retry-After: base = min(1 s << attempt, 60 s), result in [base/2, base]
- * picked by rnd. */
-int64_t google_backoff_ms(int attempt, uint32_t rnd);
-
 /* Parses a Retry-After value (delta-seconds or IMF-fixdate HTTP-date;
  * now_ms is the wall clock for the latter) into a wait in ms, clamped to
  * [0, GOOGLE_RETRY_AFTER_MAX_MS]. 0 or -1 when unparsable. */

@@ -125,7 +125,8 @@ static unsigned foreign_next;
 /* Everything below is guarded by j_mu, except what the flusher owns. */
 static pthread_mutex_t j_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t j_more = PTHREAD_COND_INITIALIZER;    /* flusher wakes */
-static pthread_cond_t j_flushed = PTHREAD_COND_INITIALIZER; /* intake_flush */
+static pthread_cond_t j_flushed; /* intake_flush; CLOCK_MONOTONIC, see flushed_once */
+static pthread_once_t j_flushed_once = PTHREAD_ONCE_INIT;
 static int j_fd[2] = {-1, -1};
 static off_t j_size[2];
 static int j_cur;             /* file handlers append to */
@@ -134,6 +135,18 @@ static int64_t j_next_id;     /* notification row id of the next record */
 static uint64_t j_queued, j_committed; /* counters, for intake_flush */
 static int j_running, j_stopping;
 static pthread_t j_thread;
+
+/* j_flushed is made once, by intake_start() or an intake_flush() before
+ * it; the flusher and intake_stop() use it only after intake_start(). */
+static void flushed_init(void)
+{
+    cond_init_monotonic(&j_flushed);
+}
+
+static void flushed_once(void)
+{
+    pthread_once(&j_flushed_once, flushed_init);
+}
 
 void intake_set_hooks(const struct intake_hooks *hooks)
 {
@@ -449,6 +462,7 @@ int intake_start(const char *db_path, struct cs_err *err)
     int64_t *cals = NULL;
     char path[2][4096];
     int rc = -1;
+    flushed_once();
     if (j_running)
         return cs_err_set(err, "intake already started");
     for (int i = 0; i < 2; i++) {
@@ -503,19 +517,13 @@ done:
 
 int intake_flush(int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    flushed_once();
+    int64_t end = time_mono_ms() + timeout_ms;
     int rc = 0;
     pthread_mutex_lock(&j_mu);
     uint64_t want = j_queued;
     while (j_running && j_committed < want)
-        if (pthread_cond_timedwait(&j_flushed, &j_mu, &until) == ETIMEDOUT) {
+        if (cond_wait_ms(&j_flushed, &j_mu, end - time_mono_ms()) == ETIMEDOUT) {
             rc = -1;
             break;
         }

@@ -36,7 +36,8 @@ static const struct config *outbox_cfg;
 static struct sender *outbox_senders;
 static int outbox_nsenders;
 static pthread_mutex_t outbox_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t outbox_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t outbox_cv; /* CLOCK_MONOTONIC: made by cv_once */
+static pthread_once_t outbox_cv_once = PTHREAD_ONCE_INIT;
 static int outbox_stopping;
 static unsigned long outbox_kicks;
 
@@ -286,25 +287,30 @@ static int record(struct store_conn *c, const struct row *r, long status,
     sqlite3_bind_int64(st, 1, r->id);
     sqlite3_bind_int64(st, 2, status);
     int64_t now = time_now_ms();
-    sqlite3_bind_int64(st, 3, ok ? now : now + backoff_ms(r->attempts + 1, random_unit()));
+    int64_t next = ok ? now : now + backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+    sqlite3_bind_int64(st, 3, next);
     return store_exec(c, st, err);
 }
 
-/* Blocks until kicked, stopping, or `deadline_ms` (monotonic) passes. */
+/* outbox_cv is made on first use by whichever of outbox_start(),
+ * outbox_kick() and outbox_stop() comes first (a kick may precede the
+ * start); the senders run after outbox_start(). */
+static void cv_init(void)
+{
+    cond_init_monotonic(&outbox_cv);
+}
+
+static void cv_once(void)
+{
+    pthread_once(&outbox_cv_once, cv_init);
+}
+
+/* Blocks until kicked, stopping, or wait_ms (monotonic) passes. */
 static void wait_for_work(unsigned long *seen, int64_t wait_ms)
 {
     pthread_mutex_lock(&outbox_mu);
-    if (!outbox_stopping && outbox_kicks == *seen && wait_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&outbox_cv, &outbox_mu, &ts);
-    }
+    if (!outbox_stopping && outbox_kicks == *seen)
+        cond_wait_ms(&outbox_cv, &outbox_mu, wait_ms);
     *seen = outbox_kicks;
     pthread_mutex_unlock(&outbox_mu);
 }
@@ -380,6 +386,7 @@ static void *sender_main(void *arg)
 
 void outbox_kick(void)
 {
+    cv_once();
     pthread_mutex_lock(&outbox_mu);
     outbox_kicks++;
     pthread_cond_broadcast(&outbox_cv);
@@ -450,6 +457,7 @@ static int orphan_unknown(const struct config *cfg, struct cs_err *err)
 
 int outbox_start(const struct config *cfg, struct cs_err *err)
 {
+    cv_once();
     outbox_cfg = cfg;
     outbox_stopping = 0;
     metrics_register_collector(pending_collector);
@@ -475,6 +483,7 @@ int outbox_start(const struct config *cfg, struct cs_err *err)
 
 void outbox_stop(void)
 {
+    cv_once();
     pthread_mutex_lock(&outbox_mu);
     outbox_stopping = 1;
     pthread_cond_broadcast(&outbox_cv);

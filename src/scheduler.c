@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +49,7 @@ struct chore {
 #define SCHED_CHANNEL_RETRY_MS 60000
 
 static pthread_mutex_t sched_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sched_wake;  /* scheduler; CLOCK_MONOTONIC, set up by sched_start */
+static pthread_cond_t sched_wake;  /* scheduler; CLOCK_MONOTONIC, made by sched_start */
 static pthread_cond_t work_wake = PTHREAD_COND_INITIALIZER;   /* workers */
 static const struct config *s_cfg;
 static int s_running, s_stopping;
@@ -66,14 +65,6 @@ static size_t n_chores;
 
 /* ----------------------------------------------------------- slot table */
 
-static uint32_t rnd32(void)
-{
-    uint32_t v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-        v = (uint32_t)time_mono_ms() * 2654435761u;
-    return v;
-}
-
 static int64_t poll_ms(void)
 {
     int64_t p = s_cfg->poll_interval * 1000;
@@ -84,7 +75,7 @@ static int64_t poll_ms(void)
 static int64_t poll_period(void)
 {
     int64_t p = poll_ms();
-    return p - (int64_t)(rnd32() % (uint32_t)(p / 10 + 1));
+    return p - (int64_t)(random_u64() % (uint64_t)(p / 10 + 1));
 }
 
 static struct slot *find(int64_t id)
@@ -418,31 +409,17 @@ static void *scheduler_main(void *arg)
             pthread_cond_broadcast(&work_wake);
         metrics_set("calsync_sched_queue_depth", (int64_t)q_len);
         int64_t ms = wake - time_mono_ms();
-        if (ms > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += ms / 1000;
-            ts.tv_nsec += (ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&sched_wake, &sched_mu, &ts);
-        }
+        cond_wait_ms(&sched_wake, &sched_mu, ms);
     }
     pthread_mutex_unlock(&sched_mu);
     return NULL;
 }
 
-static int64_t backoff(int failures)
+/* The error backoff's cap, min(300 s, poll_interval): a failing calendar
+ * is still tried at least once per poll period. */
+static int64_t backoff_cap(void)
 {
-    int64_t base = 1000, cap = poll_ms() < SCHED_BACKOFF_MAX_MS ? poll_ms()
-                                                                : SCHED_BACKOFF_MAX_MS;
-    for (int i = 1; i < failures && base < cap; i++)
-        base *= 2;
-    if (base > cap)
-        base = cap;
-    return base / 2 + (int64_t)(rnd32() % (uint32_t)(base - base / 2 + 1));
+    return poll_ms() < SCHED_BACKOFF_MAX_MS ? poll_ms() : SCHED_BACKOFF_MAX_MS;
 }
 
 static void *worker_main(void *arg)
@@ -536,7 +513,7 @@ static void *worker_main(void *arg)
             if (s_stopping)
                 break;
             s->failures++;
-            s->not_before = now + backoff(s->failures);
+            s->not_before = now + backoff_ms(s->failures, BACKOFF_BASE_MS, backoff_cap());
             s->next_poll = s->not_before;
             log_info("sched.backoff", "calendar=%lld failures=%d wait_ms=%lld",
                      (long long)id, s->failures, (long long)(s->not_before - now));
@@ -588,17 +565,17 @@ int sched_start(const struct config *cfg, struct cs_err *err)
 {
     int n = cfg->workers > 0 ? cfg->workers : 1;
     int rc = -1, sched_up = 0;
-    pthread_condattr_t ca;
     google_init(cfg);
     pthread_mutex_lock(&sched_mu);
     if (s_running) {
         pthread_mutex_unlock(&sched_mu);
         return cs_err_set(err, "scheduler already running");
     }
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&sched_wake, &ca);
-    pthread_condattr_destroy(&ca);
+    if ((errno = cond_init_monotonic(&sched_wake))) {
+        pthread_mutex_unlock(&sched_mu);
+        return cs_err_set(err, "cannot make the scheduler's condition variable: %s",
+                          strerror(errno));
+    }
     s_cfg = cfg;
     s_stopping = 0;
     s_running = 1;

@@ -1,4 +1,5 @@
-/* util.c -- error slot, growable buffer, RFC 3339 time, random tokens.
+/* util.c -- error slot, growable buffer, RFC 3339 time, random tokens,
+ * backoff, timed waits.
  *
  * Time is kept as int64 milliseconds since the Unix epoch everywhere inside
  * calsync; text only exists at the edges (API, Google, audit). The civil
@@ -393,6 +394,14 @@ int random_hex(char *out, size_t nbytes)
     return 0;
 }
 
+uint64_t random_u64(void)
+{
+    uint64_t v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
+        v = (uint64_t)time_mono_ms() * 0x9E3779B97F4A7C15ULL; /* Fibonacci hash */
+    return v;
+}
+
 int secure_equal(const char *a, size_t an, const char *b, size_t bn)
 {
     if (an != bn)
@@ -400,24 +409,47 @@ int secure_equal(const char *a, size_t an, const char *b, size_t bn)
     return an == 0 || CRYPTO_memcmp(a, b, an) == 0;
 }
 
-int64_t backoff_ms(int attempt, double r)
+int64_t backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms)
 {
-    int64_t d = 1000;
-    for (int i = 1; i < attempt && d < 60000; i++)
-        d *= 2;
-    if (d > 60000)
-        d = 60000;
-    if (r < 0 || r >= 1)
-        r = 0;
-    return d / 2 + (int64_t)((double)(d - d / 2) * r);
+    int64_t d = base_ms < cap_ms ? base_ms : cap_ms;
+    /* doubling stops at the cap, so d never overflows */
+    for (int i = 1; i < attempt && d < cap_ms; i++)
+        d = d > cap_ms / 2 ? cap_ms : d * 2;
+    if (d <= 0)
+        return 0;
+    int64_t lo = d - d / 2; /* ceil(d/2): never below half, also for odd d */
+    return lo + (int64_t)(random_u64() % (uint64_t)(d - lo + 1));
 }
 
-double random_unit(void)
+/* ------------------------------------------------------------ timed waits */
+
+int cond_init_monotonic(pthread_cond_t *cv)
 {
-    uint64_t v;
-    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-        v = (uint64_t)time_mono_ms() * 6364136223846793005ULL;
-    return (double)(v >> 11) / 9007199254740992.0;
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc)
+        return rc;
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+int cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
+{
+    if (ms <= 0)
+        return ETIMEDOUT;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = pthread_cond_timedwait(cv, mu, &ts);
+    return rc == ETIMEDOUT ? ETIMEDOUT : 0;
 }
 
 int parse_i64(const char *s, int64_t *out)

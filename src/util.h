@@ -1,11 +1,12 @@
 /* util.h -- small shared pieces: error slot, growable buffer, RFC 3339 time,
- * random tokens, constant-time compare.
+ * random tokens, constant-time compare, the retry backoff, timed waits.
  *
- * Everything here is pure (no global state) so it is unit-tested directly.
+ * Nothing here keeps global state, so it is unit-tested directly.
  */
 #ifndef CALSYNC_UTIL_H
 #define CALSYNC_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,16 +63,38 @@ int64_t time_mono_ms(void);
 /* Fills out with 2*nbytes lowercase hex chars + NUL from a CSPRNG.
  * Returns 0, or -1 if the random source failed. */
 int random_hex(char *out, size_t nbytes);
+/* A uniform 64-bit draw for jitter (not for secrets: if the CSPRNG fails
+ * it falls back to a hash of the monotonic clock). Never fails. */
+uint64_t random_u64(void);
 
 /* Constant-time equality of two byte strings (length leaks, content not). */
 int secure_equal(const char *a, size_t an, const char *b, size_t bn);
 
-/* The retry delay of DESIGN §2 (Google failures, webhook retries) before
- * retry number `attempt` (1-based), in ms: 1 s doubling up to 60 s, with
- * jitter from r in [0,1) that never shortens it below half: [d/2, d]. */
-int64_t backoff_ms(int attempt, double r);
-/* A uniform random double in [0,1) (not for secrets). */
-double random_unit(void);
+/* The one retry delay of calsync (DESIGN §2 "Google failures": "starts at
+ * 1 s and doubles up to 60 s, with jitter that never shortens a wait below
+ * half"), used by the Google client, the outbox, the writer and the
+ * scheduler's per-calendar error backoff. Before retry number `attempt`
+ * (1-based; < 1 counts as 1): d = min(base_ms * 2^(attempt-1), cap_ms),
+ * and the result is drawn uniformly from [ceil(d/2), d] with random_u64().
+ * 0 when d <= 0. BACKOFF_BASE_MS and BACKOFF_MAX_MS are the contract's. */
+#define BACKOFF_BASE_MS 1000
+#define BACKOFF_MAX_MS 60000
+int64_t backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms);
+
+/* Timed waits. Every condition variable calsync waits on with a timeout is
+ * made by cond_init_monotonic(), so the timeout is measured on
+ * CLOCK_MONOTONIC: a step of the wall clock (NTP, an operator, libfaketime
+ * in the e2e-faketime suite) neither stretches nor cuts a wait. A static
+ * PTHREAD_COND_INITIALIZER condition variable is on CLOCK_REALTIME and must
+ * not be given to cond_wait_ms(). 0, or an errno value (glibc's
+ * pthread_cond_init() never fails with a valid attribute, which is why
+ * callers that make one on first use under pthread_once() ignore it). */
+int cond_init_monotonic(pthread_cond_t *cv);
+/* With mu held: waits on cv (made by cond_init_monotonic) for at most ms
+ * milliseconds. 0 when woken -- possibly spuriously, so the caller
+ * re-checks its predicate -- or ETIMEDOUT once ms has passed (at once,
+ * without releasing mu, when ms <= 0). */
+int cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 
 /* Parses a base-10 int64 of the whole string; 0 or -1. */
 int parse_i64(const char *s, int64_t *out);

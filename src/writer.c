@@ -39,7 +39,8 @@ static const struct config *writer_cfg;
 static pthread_t writer_threads[WRITER_MAX_THREADS];
 static int writer_nthreads;
 static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t writer_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t writer_cv; /* CLOCK_MONOTONIC: made by cv_once */
+static pthread_once_t writer_cv_once = PTHREAD_ONCE_INIT;
 static int writer_stopping;
 static unsigned long writer_kicks;
 static void (*writer_sync_hook)(int64_t calendar_id);
@@ -168,7 +169,8 @@ static int retry_later(struct store_conn *c, const struct job *j,
         return -1;
     sqlite3_bind_int64(st, 1, j->id);
     sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, random_unit()));
+    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
+                                                         BACKOFF_MAX_MS));
     return store_exec(c, st, err);
 }
 
@@ -568,6 +570,19 @@ static int load_due(struct store_conn *c, int part, struct job *jobs, int *n,
     return 0;
 }
 
+/* writer_cv is made on first use by whichever of writer_start(),
+ * writer_kick() and writer_stop() comes first (an API write may kick before
+ * the start); the writer threads run after writer_start(). */
+static void cv_init(void)
+{
+    cond_init_monotonic(&writer_cv);
+}
+
+static void cv_once(void)
+{
+    pthread_once(&writer_cv_once, cv_init);
+}
+
 static int stopping(void)
 {
     pthread_mutex_lock(&writer_mu);
@@ -617,17 +632,8 @@ static void *writer_main(void *arg)
             log_error("writer.db_error", "err=%s", log_q(err.msg));
         }
         pthread_mutex_lock(&writer_mu);
-        if (!writer_stopping && writer_kicks == seen && wait > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&writer_cv, &writer_mu, &ts);
-        }
+        if (!writer_stopping && writer_kicks == seen)
+            cond_wait_ms(&writer_cv, &writer_mu, wait);
         seen = writer_kicks;
         pthread_mutex_unlock(&writer_mu);
     }
@@ -637,6 +643,7 @@ static void *writer_main(void *arg)
 
 void writer_kick(void)
 {
+    cv_once();
     pthread_mutex_lock(&writer_mu);
     writer_kicks++;
     pthread_cond_broadcast(&writer_cv);
@@ -645,6 +652,7 @@ void writer_kick(void)
 
 int writer_start(const struct config *cfg, struct cs_err *err)
 {
+    cv_once();
     writer_cfg = cfg;
     writer_stopping = 0;
     writer_nthreads = cfg->workers / 2 < 1 ? 1 : cfg->workers / 2;
@@ -663,6 +671,7 @@ int writer_start(const struct config *cfg, struct cs_err *err)
 void writer_stop(void)
 {
     google_cancel(); /* a writer in a retry wait or transfer returns now */
+    cv_once();
     pthread_mutex_lock(&writer_mu);
     writer_stopping = 1;
     pthread_cond_broadcast(&writer_cv);

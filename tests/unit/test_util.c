@@ -1,5 +1,6 @@
 /* test_util.c -- RFC 3339 parsing/formatting, JSON string escaping,
- * constant-time compare, integer parsing. */
+ * constant-time compare, integer parsing, the retry backoff and its jitter
+ * source. */
 #include "unit.h"
 
 #include "util.h"
@@ -143,21 +144,69 @@ static void test_random_hex(void **state)
     assert_string_not_equal(a, b);
 }
 
+static void test_random_u64(void **state)
+{
+    (void)state;
+    uint64_t or_all = 0, and_all = UINT64_MAX, first = random_u64();
+    int same = 1;
+    for (int i = 0; i < 256; i++) {
+        uint64_t v = random_u64();
+        or_all |= v;
+        and_all &= v;
+        same &= v == first;
+    }
+    assert_false(same);
+    /* every bit varies across 256 draws (each stuck with probability 2^-255) */
+    assert_true(or_all == UINT64_MAX && and_all == 0);
+}
+
+/* Draws backoff_ms(attempt, base, cap) n times: every draw in
+ * [ceil(d/2), d], and the draws spread over that range (the smallest in
+ * its lowest quarter, the largest in its highest; for n = 2000 a uniform
+ * draw misses a quarter with probability 0.75^2000, i.e. never). */
+static void check_backoff(int attempt, int64_t base, int64_t cap, int64_t d, int n)
+{
+    int64_t lo = d - d / 2, min = INT64_MAX, max = INT64_MIN;
+    for (int k = 0; k < n; k++) {
+        int64_t w = backoff_ms(attempt, base, cap);
+        if (w < lo || w > d)
+            fail_msg("backoff_ms(%d, %lld, %lld) = %lld, not in [%lld, %lld]", attempt,
+                     (long long)base, (long long)cap, (long long)w, (long long)lo,
+                     (long long)d);
+        min = w < min ? w : min;
+        max = w > max ? w : max;
+    }
+    int64_t q = (d - lo) / 4;
+    if (n >= 2000 && (min > lo + q || max < d - q))
+        fail_msg("backoff_ms(%d, ...) draws [%lld, %lld] do not cover [%lld, %lld]",
+                 attempt, (long long)min, (long long)max, (long long)lo, (long long)d);
+}
+
 static void test_backoff(void **state)
 {
     (void)state;
-    /* 1 s doubling to 60 s; jitter within [d/2, d], never below half */
-    const int64_t full[] = {1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000};
-    for (int a = 1; a <= 8; a++) {
-        assert_int_equal(backoff_ms(a, 0.0), full[a - 1] / 2);
-        int64_t hi = backoff_ms(a, 0.999999);
-        assert_true(hi <= full[a - 1] && hi >= full[a - 1] - 1);
-        for (int k = 0; k < 100; k++) {
-            int64_t d = backoff_ms(a, random_unit());
-            assert_true(d >= full[a - 1] / 2 && d <= full[a - 1]);
-        }
-    }
-    assert_int_equal(backoff_ms(1000, 0.0), 30000);
+    /* the contract's: 1 s doubling to 60 s, never below half */
+    const int64_t full[] = {1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000};
+    for (int a = 1; a <= 9; a++)
+        check_backoff(a, BACKOFF_BASE_MS, BACKOFF_MAX_MS, full[a - 1], 2000);
+    check_backoff(0, BACKOFF_BASE_MS, BACKOFF_MAX_MS, 1000, 200);  /* < 1 counts as 1 */
+    check_backoff(-5, BACKOFF_BASE_MS, BACKOFF_MAX_MS, 1000, 200);
+    check_backoff(1000, BACKOFF_BASE_MS, BACKOFF_MAX_MS, 60000, 200);
+    check_backoff(INT32_MAX, BACKOFF_BASE_MS, BACKOFF_MAX_MS, 60000, 200);
+    /* the scheduler's cap, min(300 s, poll_interval): here 5 s */
+    const int64_t sched[] = {1000, 2000, 4000, 5000, 5000};
+    for (int a = 1; a <= 5; a++)
+        check_backoff(a, 1000, 5000, sched[a - 1], 2000);
+    /* an odd cap: half rounds up, so no wait is ever below half */
+    check_backoff(2, 1000, 1001, 1001, 2000);
+    check_backoff(1, 3, 3, 3, 200); /* [2, 3] */
+    /* a cap below the base caps the first wait too */
+    check_backoff(1, 1000, 400, 400, 200);
+    /* nothing to wait */
+    assert_int_equal(backoff_ms(1, 0, 60000), 0);
+    assert_int_equal(backoff_ms(3, 1000, 0), 0);
+    /* a huge cap: doubling stops at it, no overflow */
+    check_backoff(200, 1000, INT64_MAX / 2, INT64_MAX / 2, 200);
 }
 
 int main(void)
@@ -171,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_buf_growth),
         cmocka_unit_test(test_secure_equal),
         cmocka_unit_test(test_parse_i64),
+        cmocka_unit_test(test_random_u64),
         cmocka_unit_test(test_random_hex),
         cmocka_unit_test(test_backoff),
     };
