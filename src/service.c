@@ -115,8 +115,10 @@ int service_run(const struct config *cfg)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            int failed = policy_reload(NULL);
-            log_info("service.sighup", "policies_failed=%d", failed);
+            /* asked, not waited for: a policy file that blocks must not
+             * keep this thread from taking the SIGTERM that follows */
+            policy_reload_request();
+            log_info("service.sighup", "%s", "policies=reload_requested");
             continue;
         }
         break;
