@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 int service_run(const struct config *cfg)
 {
@@ -108,8 +109,13 @@ int service_run(const struct config *cfg)
         log_error("service.start_failed", "what=http err=%s", log_q(err.msg));
         goto out;
     }
+    /* a postgresql:// database carries its password: shown redacted */
+    char db_shown[160];
     log_info("service.started", "version=%s listen=%s:%d database=%s policies=%s",
-             CALSYNC_VERSION, cfg->listen_host, http_port(), log_q(cfg->database),
+             CALSYNC_VERSION, cfg->listen_host, http_port(),
+             log_q(strstr(cfg->database, "://")
+                       ? url_redact(cfg->database, db_shown, sizeof db_shown)
+                       : cfg->database),
              log_q(cfg->policies));
     for (;;) {
         if (sigwait(&set, &sig) != 0)
