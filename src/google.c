@@ -11,6 +11,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "secret.h"
 
 #include <curl/curl.h>
 #include <lua.h>
@@ -525,13 +526,20 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
     const char *rt = store_col_text(st, 0);
     const char *at = store_col_text(st, 1);
     const char *state = store_col_text(st, 3);
-    if (buf_puts(refresh, rt ? rt : "")) {
-        cs_err_set(err, "out of memory");
+    /* stored sealed when a token key is set (secret.h) */
+    if (secret_open("refresh_token", rt ? rt : "", refresh, err))
         goto done;
-    }
     access[0] = '\0';
-    if (at && strlen(at) < cap)
-        memcpy(access, at, strlen(at) + 1);
+    if (at) {
+        struct buf ab;
+        buf_init(&ab);
+        int bad = secret_open("access_token", at, &ab, err);
+        if (!bad && ab.len < cap)
+            memcpy(access, ab.data, ab.len + 1);
+        buf_free(&ab);
+        if (bad)
+            goto done;
+    }
     *expires_at = sqlite3_column_type(st, 2) == SQLITE_NULL
                       ? 0 : sqlite3_column_int64(st, 2);
     *revoked = state && strcmp(state, "revoked") == 0;
@@ -547,13 +555,20 @@ static int token_store(struct store_conn *db, int64_t cred, const char *access,
     static const char sql[] =
         "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
         " AND state = 'active'";
-    sqlite3_stmt *st = store_stmt(db, sql, err);
-    if (!st)
+    struct buf sealed;
+    buf_init(&sealed);
+    if (secret_seal("access_token", access, &sealed, err))
         return -1;
-    sqlite3_bind_int64(st, 1, cred);
-    sqlite3_bind_text(st, 2, access, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, expires_at);
-    return store_exec(db, st, err);
+    sqlite3_stmt *st = store_stmt(db, sql, err);
+    int rc = -1;
+    if (st) {
+        sqlite3_bind_int64(st, 1, cred);
+        sqlite3_bind_text(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, expires_at);
+        rc = store_exec(db, st, err);
+    }
+    buf_free(&sealed);
+    return rc;
 }
 
 /* Builds "k=v&k=v" form text. */

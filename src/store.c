@@ -9,6 +9,7 @@
 #include "store.h"
 
 #include "log.h"
+#include "secret.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -497,10 +498,14 @@ int store_init(const char *path, struct cs_err *err)
     if (!store_path)
         return cs_err_set(err, "out of memory");
     secure_files(store_path);
+    if (secret_init(err))
+        return -1;
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    return migrate(c, err);
+    /* tokens sealed with a key we do not have must stop the start here,
+     * not fail every Google call later */
+    return migrate(c, err) || secret_start(c, err) ? -1 : 0;
 }
 
 int store_claim(const char *path, struct cs_err *err)

@@ -17,8 +17,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CalsyncCase, lua_str  # noqa: E402
-from test_google_sync import CAL, timed  # noqa: E402
+from harness import Calsync, CalsyncCase, lua_str  # noqa: E402
+from test_google_sync import CAL, GoogleSyncCase, timed  # noqa: E402
 from test_reverse import ReverseCase  # noqa: E402
 
 SECRETS = ("hookuser", "hookpass", "tok3n-secret", "SECRETPATH", "hunter2", "deadtoken")
@@ -125,6 +125,105 @@ class TestDatabaseModes(CalsyncCase):
         self.assertEqual(st, 201, b)
         modes = self.files()
         self.assertEqual(set(modes.values()), {0o600}, {k: oct(v) for k, v in modes.items()})
+
+
+KEY = "5f" * 32
+OTHER_KEY = "a0" * 32
+
+
+class TestTokensEncryptedAtRest(GoogleSyncCase):
+    """CALSYNC_TOKEN_KEY: refresh and access tokens are stored sealed
+    (AES-256-GCM); Google calls still work; a start without the key or
+    with another one fails; plaintext rows of an older database are sealed
+    at the first start with a key."""
+    refresh_token = "rt-very-secret-refresh"
+
+    def setUp(self):
+        super().setUp()
+        self.saved_env = {k: os.environ.get(k) for k in ("CALSYNC_TOKEN_KEY",
+                                                         "CALSYNC_TOKEN_KEY_FILE")}
+        self.addCleanup(self.restore_env)
+        os.environ.pop("CALSYNC_TOKEN_KEY_FILE", None)
+
+    def restore_env(self):
+        for k, v in self.saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def rows(self):
+        with self.svc.db() as con:
+            return con.execute("SELECT refresh_token, access_token FROM credentials").fetchall()
+
+    def raw_bytes(self):
+        out = b""
+        for sfx in ("", "-wal"):
+            p = self.svc.db_path + sfx
+            if os.path.exists(p):
+                with open(p, "rb") as f:
+                    out += f.read()
+        return out
+
+    def start_fails(self, needle):
+        svc = Calsync(self.tmp, api_token=self.api_token, config_extra=self.config_extra,
+                      policies=self.policies)
+        with self.assertRaises(AssertionError) as cm:
+            svc.start()
+        svc.log.close()
+        self.assertIn("exited 1", str(cm.exception))
+        self.assertIn(needle, str(cm.exception))
+        self.svc = None
+
+    def test_sealed_tokens_work_and_need_their_key(self):
+        os.environ["CALSYNC_TOKEN_KEY"] = KEY
+        self.start()
+        cred = self.credential()
+        cal = self.calendar(cred)
+        self.wait_synced(cal)                     # token refresh with the opened token
+        self.assertTrue(self.requests(op="events.list"))
+        rows = self.rows()
+        self.assertEqual(len(rows), 1)
+        rt, at = rows[0]
+        self.assertTrue(rt.startswith("enc1:"), rt)
+        self.assertTrue(at and at.startswith("enc1:"), at)   # the cached access token too
+        tok = self.fg.control("GET", "/tokens")["access_tokens"]
+        access = [t["access_token"] for t in tok if t["refresh_token"] == self.refresh_token]
+        self.assertTrue(access)
+        raw = self.raw_bytes()
+        self.assertNotIn(self.refresh_token.encode(), raw)
+        for a in access:
+            self.assertNotIn(a.encode(), raw)
+        self.svc.stop()
+        os.environ.pop("CALSYNC_TOKEN_KEY")
+        self.start_fails("the stored tokens are encrypted: set CALSYNC_TOKEN_KEY")
+        os.environ["CALSYNC_TOKEN_KEY"] = OTHER_KEY
+        self.start_fails("does not open with this key")
+        os.environ["CALSYNC_TOKEN_KEY"] = "not-a-key"
+        self.start_fails("CALSYNC_TOKEN_KEY must be 64 hex digits")
+        # the key from a file works the same
+        os.environ.pop("CALSYNC_TOKEN_KEY")
+        kf = os.path.join(self.tmp, "token.key")
+        with open(kf, "w") as f:
+            f.write(KEY + "\n")
+        os.chmod(kf, 0o600)
+        os.environ["CALSYNC_TOKEN_KEY_FILE"] = kf
+        self.start()
+        after = self.sync_now(cal)
+        self.wait_synced(cal, after)
+
+    def test_plaintext_rows_sealed_at_first_start_with_a_key(self):
+        os.environ.pop("CALSYNC_TOKEN_KEY", None)
+        self.start()
+        self.credential()
+        self.assertEqual(self.rows()[0][0], self.refresh_token)   # no key: as given
+        self.svc.stop()
+        os.environ["CALSYNC_TOKEN_KEY"] = KEY
+        self.start()
+        self.assertIn("event=secret.tokens_sealed tokens=1", self.svc.log_text(since_start=True))
+        self.assertTrue(self.rows()[0][0].startswith("enc1:"))
+        cal = self.calendar(1)
+        self.wait_synced(cal)
 
 
 if __name__ == "__main__":
