@@ -531,9 +531,10 @@ static void compile_job_late(void *p)
 }
 
 /* Compiles and checks *src (taken; handed back on every path but a
- * timeout) within the load timeout. 0 good, 1 bad (msg set), -1 when no
- * sandbox or thread could be had (msg set). *timed_out is set when the
- * compile did not return in time. */
+ * timeout or a shutdown) within the load timeout. 0 good, 1 bad (msg
+ * set), -1 when no sandbox or thread could be had (msg set), -2 when the
+ * engine is stopping. *timed_out is set when the compile did not return
+ * in time. */
 static int compile_bounded(const char *name, const char *shown, const char *hash,
                            char **src, size_t len, struct sandbox_msg *msg,
                            int *timed_out)
@@ -556,10 +557,17 @@ static int compile_bounded(const char *name, const char *shown, const char *hash
     eng.loading_since = time_mono_ms();
     pthread_mutex_unlock(&eng.mu);
     int ms = atomic_load(&load_timeout_ms);
-    enum reload_call_rc r = reload_call_bounded(compile_job_run, compile_job_late, j, ms);
+    enum reload_call_rc r = reload_call_bounded(compile_job_run, compile_job_late, j, ms,
+                                                &eng.stopping);
     pthread_mutex_lock(&eng.mu);
     eng.loading[0] = '\0';
     pthread_mutex_unlock(&eng.mu);
+    if (r == RELOAD_CALL_CANCELLED) {
+        /* shutting down: the job is the thread's; nothing is recorded */
+        snprintf(msg->text, sizeof msg->text, "%s:1: load abandoned: shutting down", shown);
+        msg->trace[0] = '\0';
+        return -2;
+    }
     if (r == RELOAD_CALL_TIMEOUT) {
         /* the job is the thread's now */
         *timed_out = 1;
@@ -638,6 +646,8 @@ static int reload_one(const char *name)
 
     if (!bad) {
         int c = compile_bounded(name, shown, hash, &src, len, &msg, &timed_out);
+        if (c == -2)
+            return 0; /* shutting down: record nothing */
         if (c < 0) {
             free(src);
             log_error("policy.load_failed", "policy=%s error=%s", log_q(name),

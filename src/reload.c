@@ -356,7 +356,8 @@ static void *bounded_main(void *p)
 }
 
 enum reload_call_rc reload_call_bounded(void (*fn)(void *), void (*done)(void *),
-                                        void *arg, int timeout_ms)
+                                        void *arg, int timeout_ms,
+                                        const atomic_int *cancel)
 {
     if (atomic_load(&bounded_stuck) >= RELOAD_STUCK_MAX)
         return RELOAD_CALL_REFUSED;
@@ -380,11 +381,21 @@ enum reload_call_rc reload_call_bounded(void (*fn)(void *), void (*done)(void *)
         bounded_free(b);
         return RELOAD_CALL_REFUSED;
     }
-    struct timespec until = deadline_in(timeout_ms);
+    int64_t end = time_mono_ms() + timeout_ms;
+    int cancelled = 0;
     pthread_mutex_lock(&b->mu);
-    while (!b->finished)
-        if (pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT)
+    while (!b->finished) {
+        int64_t left = end - time_mono_ms();
+        if (left <= 0)
             break;
+        if (cancel && atomic_load(cancel)) {
+            cancelled = 1;
+            break;
+        }
+        struct timespec until = deadline_in(left < RELOAD_CANCEL_POLL_MS ? (int)left
+                                                                        : RELOAD_CANCEL_POLL_MS);
+        pthread_cond_timedwait(&b->cv, &b->mu, &until);
+    }
     if (b->finished) {
         pthread_mutex_unlock(&b->mu);
         pthread_join(t, NULL);
@@ -395,7 +406,7 @@ enum reload_call_rc reload_call_bounded(void (*fn)(void *), void (*done)(void *)
     atomic_fetch_add(&bounded_stuck, 1);
     pthread_mutex_unlock(&b->mu);
     pthread_detach(t); /* from here on b belongs to the thread */
-    return RELOAD_CALL_TIMEOUT;
+    return cancelled ? RELOAD_CALL_CANCELLED : RELOAD_CALL_TIMEOUT;
 }
 
 int reload_calls_stuck(void)

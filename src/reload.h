@@ -14,6 +14,7 @@
 
 #include "util.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct reload_watcher;
@@ -66,16 +67,22 @@ enum reload_call_rc {
     RELOAD_CALL_REFUSED,  /* fn did not run: no thread, or RELOAD_STUCK_MAX
                            * earlier calls are still running after their
                            * timeouts; the caller keeps arg */
+    RELOAD_CALL_CANCELLED, /* *cancel became non-zero first: as TIMEOUT
+                            * (abandoned, done(arg) called later) */
 };
 
 #define RELOAD_STUCK_MAX 4
 
-/* Runs fn(arg) on a new thread and waits at most timeout_ms for it. Lua
- * cannot interrupt a C function (a pattern match that backtracks for
- * hours), so a compile that does not return is abandoned, not killed:
- * at most RELOAD_STUCK_MAX such threads at a time. */
+/* Runs fn(arg) on a new thread and waits at most timeout_ms for it, or
+ * until *cancel (polled every RELOAD_CANCEL_POLL_MS; may be NULL) is set,
+ * so a shutdown does not wait out the timeout. Lua cannot interrupt a C
+ * function (a loop over 2^53 table slots), so a compile that does not
+ * return is abandoned, not killed: at most RELOAD_STUCK_MAX such threads
+ * at a time. */
+#define RELOAD_CANCEL_POLL_MS 50
 enum reload_call_rc reload_call_bounded(void (*fn)(void *), void (*done)(void *),
-                                        void *arg, int timeout_ms);
+                                        void *arg, int timeout_ms,
+                                        const atomic_int *cancel);
 
 /* Calls abandoned after a timeout whose fn has not returned yet. */
 int reload_calls_stuck(void);

@@ -179,7 +179,7 @@ class TestBlockingFiles(PolicyFileCase):
         self.assertLess(secs, 1.0)
         secs = self.stop_timed()
         note("endless file, SIGHUP then SIGTERM: exit 0", secs)
-        self.assertLess(secs, 10.0)
+        self.assertLess(secs, 2.0)   # the shutdown does not wait out the load timeout
 
 
 def rfc3339(dt):
