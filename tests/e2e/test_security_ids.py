@@ -93,6 +93,10 @@ class TestApiIds(IdsCase):
         time.sleep(1.0)
         reqs = self.assert_paths_safe()
         self.assertEqual([r for r in reqs if r["method"] in ("PATCH", "DELETE", "PUT")], [])
+        if os.environ.get("CALSYNC_FIGURES"):
+            sys.stderr.write("figure: %d event ids and %d calendar ids refused with 400; "
+                             "%d requests after, none PATCH/DELETE\n"
+                             % (len(BAD_EVENT_IDS) + 1, len(BAD_CALENDAR_IDS), len(reqs)))
 
     def test_every_real_id_shape_accepted(self):
         cred, cal = self.boot()
@@ -217,6 +221,9 @@ class TestGoogleIds(IdsCase):
         m = re.search(rb'calsync_sync_items_skipped_total\{reason="invalid_id"\} (\d+)', text)
         self.assertIsNotNone(m, text)
         self.assertGreaterEqual(int(m.group(1)), 5)
+        if os.environ.get("CALSYNC_FIGURES"):
+            sys.stderr.write("figure: items skipped %s, requests sent %d, all paths allowed\n"
+                             % (m.group(1).decode(), len(self.requests())))
 
 
 if __name__ == "__main__":
