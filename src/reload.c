@@ -192,7 +192,7 @@ void reload_watch_stop(struct reload_watcher *w)
 
 struct reload_worker {
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* CLOCK_MONOTONIC: requests, runs done, stop */
+    pthread_cond_t cv;      /* cond_init_monotonic: requests, runs done, stop */
     uint64_t requested;     /* tickets handed out */
     uint64_t started;       /* the last ticket a run started for */
     uint64_t finished;      /* the last ticket a run finished for */
@@ -223,30 +223,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    if (pthread_condattr_init(&a))
-        return -1;
-    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC) ||
-             pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-    return rc ? -1 : 0;
-}
-
-static struct timespec deadline_in(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 struct reload_worker *reload_worker_start(reload_fn fn, void *ud,
                                           struct cs_err *err)
 {
@@ -262,7 +238,7 @@ struct reload_worker *reload_worker_start(reload_fn fn, void *ud,
         cs_err_set(err, "pthread_mutex_init failed");
         return NULL;
     }
-    if (cond_init_mono(&w->cv)) {
+    if (cond_init_monotonic(&w->cv)) {
         pthread_mutex_destroy(&w->mu);
         free(w);
         cs_err_set(err, "pthread_cond_init failed");
@@ -290,12 +266,12 @@ uint64_t reload_worker_request(struct reload_worker *w)
 
 int reload_worker_wait(struct reload_worker *w, uint64_t ticket, int timeout_ms)
 {
-    struct timespec until = deadline_in(timeout_ms < 0 ? 0 : timeout_ms);
+    int64_t end = time_mono_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&w->mu);
     while (!w->stop && w->finished < ticket) {
         if (timeout_ms < 0)
             pthread_cond_wait(&w->cv, &w->mu);
-        else if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT)
+        else if (cond_wait_ms(&w->cv, &w->mu, end - time_mono_ms()) == ETIMEDOUT)
             break;
     }
     int done = w->finished >= ticket;
@@ -321,7 +297,7 @@ void reload_worker_stop(struct reload_worker *w)
 
 struct bounded {
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* CLOCK_MONOTONIC */
+    pthread_cond_t cv;      /* cond_init_monotonic: fn returned */
     int finished;           /* fn returned */
     int abandoned;          /* the caller gave up: the thread cleans up */
     void (*fn)(void *);
@@ -371,7 +347,7 @@ enum reload_call_rc reload_call_bounded(void (*fn)(void *), void (*done)(void *)
         free(b);
         return RELOAD_CALL_REFUSED;
     }
-    if (cond_init_mono(&b->cv)) {
+    if (cond_init_monotonic(&b->cv)) {
         pthread_mutex_destroy(&b->mu);
         free(b);
         return RELOAD_CALL_REFUSED;
@@ -392,9 +368,7 @@ enum reload_call_rc reload_call_bounded(void (*fn)(void *), void (*done)(void *)
             cancelled = 1;
             break;
         }
-        struct timespec until = deadline_in(left < RELOAD_CANCEL_POLL_MS ? (int)left
-                                                                        : RELOAD_CANCEL_POLL_MS);
-        pthread_cond_timedwait(&b->cv, &b->mu, &until);
+        cond_wait_ms(&b->cv, &b->mu, left < RELOAD_CANCEL_POLL_MS ? left : RELOAD_CANCEL_POLL_MS);
     }
     if (b->finished) {
         pthread_mutex_unlock(&b->mu);
