@@ -268,6 +268,14 @@ static void h_calendars_create(struct http_req *req, struct http_resp *resp)
         http_error(resp, 400, "'external_id' must not be empty");
         goto done;
     }
+    /* it goes into every Google URL of the calendar: "." or ".." would
+     * turn an events call into one on the calendar itself (issue 21) */
+    if (!id_valid_calendar(ext, strlen(ext))) {
+        http_error(resp, 400, "'external_id' must be a Google calendar id: \"primary\" or "
+                   "an address such as \"abc@group.calendar.google.com\" (letters, digits "
+                   "and . _ - + @ # ~ =, not only dots)");
+        goto done;
+    }
     if (!policy)
         policy = "default";
     if (!valid_policy_name(policy)) {
@@ -548,6 +556,14 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     if (event_id && !*event_id) {
         http_error(resp, 400, "'event_id' must not be empty (leave it out to "
                    "create the event)");
+        goto done;
+    }
+    /* it goes into the URL of every later patch and delete: ".." made a
+     * cancel DELETE the calendar itself (issue 21) */
+    if (event_id && !id_valid_event(event_id, strlen(event_id))) {
+        http_error(resp, 400, "'event_id' must be a Google event id: letters, digits, "
+                   "'_' and '-' (such as \"68k0p6ackplecqs9fuvbs1fju0\" or "
+                   "\"68k0p6ackplecqs9fuvbs1fju0_20250324T123000Z\")");
         goto done;
     }
     if (attendees_field(&x, resp, &attendees))

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "secret.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -16,20 +17,31 @@ int credential_insert(struct store_conn *c, const char *provider,
     static const char sql[] =
         "INSERT INTO credentials (provider, refresh_token, access_token,"
         " expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    struct buf rt, at; /* as stored: sealed when a key is set (secret.h) */
+    buf_init(&rt);
+    buf_init(&at);
+    int rc = -1;
+    if (secret_seal("refresh_token", refresh_token, &rt, err) ||
+        (access_token && secret_seal("access_token", access_token, &at, err)))
+        goto done;
     sqlite3_stmt *st = store_stmt(c, sql, err);
     if (!st)
-        return -1;
+        goto done;
     sqlite3_bind_text(st, 1, provider, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, refresh_token, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, rt.data, (int)rt.len, SQLITE_STATIC);
     if (access_token)
-        sqlite3_bind_text(st, 3, access_token, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, at.data, (int)at.len, SQLITE_STATIC);
     if (expires_at_ms > 0)
         sqlite3_bind_int64(st, 4, expires_at_ms);
     sqlite3_bind_int64(st, 5, time_now_ms());
     if (store_exec(c, st, err))
-        return -1;
+        goto done;
     *id_out = sqlite3_last_insert_rowid(store_db(c));
-    return 0;
+    rc = 0;
+done:
+    buf_free(&rt);
+    buf_free(&at);
+    return rc;
 }
 
 int credential_exists(struct store_conn *c, int64_t id, struct cs_err *err)

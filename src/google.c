@@ -11,6 +11,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "secret.h"
 
 #include <curl/curl.h>
 #include <lua.h>
@@ -241,9 +242,13 @@ int google_url_escape(struct buf *b, const char *s)
     static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         unsigned char c = *p;
+        /* RFC 3986 unreserved characters but '.': a path segment "." or
+         * ".." is removed by URL normalisation (libcurl's included), which
+         * turned PATCH .../events/.. into PATCH .../calendars/primary/
+         * (issue 21). "%2E" is the same character to Google and is never
+         * a dot segment to a normaliser. */
         int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                   (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-                   c == '~';
+                   (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '~';
         if (keep) {
             if (buf_append(b, p, 1))
                 return -1;
@@ -337,6 +342,9 @@ static int exchange(CURL *h, const struct exchange *e, struct google_resp *r,
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)GOOGLE_TOTAL_TIMEOUT_MS);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* the path goes out exactly as built: no dot-segment removal, should
+     * a "." ever get past google_url_escape */
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "calsync");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -518,13 +526,20 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
     const char *rt = store_col_text(st, 0);
     const char *at = store_col_text(st, 1);
     const char *state = store_col_text(st, 3);
-    if (buf_puts(refresh, rt ? rt : "")) {
-        cs_err_set(err, "out of memory");
+    /* stored sealed when a token key is set (secret.h) */
+    if (secret_open("refresh_token", rt ? rt : "", refresh, err))
         goto done;
-    }
     access[0] = '\0';
-    if (at && strlen(at) < cap)
-        memcpy(access, at, strlen(at) + 1);
+    if (at) {
+        struct buf ab;
+        buf_init(&ab);
+        int bad = secret_open("access_token", at, &ab, err);
+        if (!bad && ab.len < cap)
+            memcpy(access, ab.data, ab.len + 1);
+        buf_free(&ab);
+        if (bad)
+            goto done;
+    }
     *expires_at = sqlite3_column_type(st, 2) == SQLITE_NULL
                       ? 0 : sqlite3_column_int64(st, 2);
     *revoked = state && strcmp(state, "revoked") == 0;
@@ -540,13 +555,20 @@ static int token_store(struct store_conn *db, int64_t cred, const char *access,
     static const char sql[] =
         "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
         " AND state = 'active'";
-    sqlite3_stmt *st = store_stmt(db, sql, err);
-    if (!st)
+    struct buf sealed;
+    buf_init(&sealed);
+    if (secret_seal("access_token", access, &sealed, err))
         return -1;
-    sqlite3_bind_int64(st, 1, cred);
-    sqlite3_bind_text(st, 2, access, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, expires_at);
-    return store_exec(db, st, err);
+    sqlite3_stmt *st = store_stmt(db, sql, err);
+    int rc = -1;
+    if (st) {
+        sqlite3_bind_int64(st, 1, cred);
+        sqlite3_bind_text(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, expires_at);
+        rc = store_exec(db, st, err);
+    }
+    buf_free(&sealed);
+    return rc;
 }
 
 /* Builds "k=v&k=v" form text. */
@@ -677,6 +699,7 @@ done:
 struct call {
     const char *what;      /* metrics name: events.list ... */
     const char *method;
+    const char *invalid;   /* set by the URL builders: which id was refused */
     struct buf url;
     const char *body;      /* JSON, or NULL */
     const char *if_match;
@@ -738,17 +761,35 @@ static int call_run(struct google_auth *a, struct call *c,
     return rc;
 }
 
-static int url_start(struct buf *u, const char *cal, const char *tail)
+/* Starts c->url with the calendar's collection and `tail`. An id Google
+ * cannot have issued (id_valid_calendar) builds nothing and marks the call
+ * invalid: call_url then refuses it before any request. -1 on OOM. */
+static int url_start(struct call *c, const char *cal, const char *tail)
 {
+    if (!cal || !id_valid_calendar(cal, strlen(cal))) {
+        c->invalid = "calendar id";
+        return 0;
+    }
+    struct buf *u = &c->url;
     return buf_puts(u, g_cfg->google.api_base) || buf_puts(u, "/calendars/") ||
            google_url_escape(u, cal) || buf_puts(u, tail);
 }
 
 /* Runs a call whose URL was built into c->url (`bad`: building it ran out
- * of memory, which call_run reports for an empty URL) and frees the URL. */
+ * of memory, which call_run reports for an empty URL) and frees the URL.
+ * A call whose builder refused an id makes no request: GOOGLE_EINVAL. */
 static int call_url(struct google_auth *a, struct call *c, int bad,
                     struct google_resp *resp, struct cs_err *err)
 {
+    if (c->invalid) {
+        buf_free(&c->url);
+        google_resp_free(resp);
+        google_resp_init(resp);
+        metrics_inc("calsync_google_invalid_ids_total");
+        cs_err_set(err, "%s: refused: the %s is not one Google can have issued",
+                   c->what, c->invalid);
+        return GOOGLE_EINVAL;
+    }
     if (bad)
         buf_free(&c->url);
     int rc = call_run(a, c, resp, err);
@@ -762,7 +803,7 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
 {
     struct call c = {.what = "events.list", .method = "GET", .push = 1};
     buf_init(&c.url);
-    int bad = url_start(&c.url, calendar_id, "/events?singleEvents=true&maxResults=2500");
+    int bad = url_start(&c, calendar_id, "/events?singleEvents=true&maxResults=2500");
     if (p->sync_token) {
         bad |= buf_puts(&c.url, "&syncToken=") || google_url_escape(&c.url, p->sync_token);
     } else {
@@ -777,9 +818,13 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
     return call_url(a, &c, bad, resp, err);
 }
 
-static int event_url(struct buf *u, const char *cal, const char *ev)
+static int event_url(struct call *c, const char *cal, const char *ev)
 {
-    return url_start(u, cal, "/events/") || google_url_escape(u, ev);
+    if (!ev || !id_valid_event(ev, strlen(ev))) {
+        c->invalid = "event id";
+        return 0;
+    }
+    return url_start(c, cal, "/events/") || (!c->invalid && google_url_escape(&c->url, ev));
 }
 
 int google_events_instances(struct google_auth *a, const char *calendar_id,
@@ -788,7 +833,7 @@ int google_events_instances(struct google_auth *a, const char *calendar_id,
 {
     struct call c = {.what = "events.instances", .method = "GET", .push = 1};
     buf_init(&c.url);
-    int bad = event_url(&c.url, calendar_id, series_id) ||
+    int bad = event_url(&c, calendar_id, series_id) ||
               buf_puts(&c.url, "/instances?showDeleted=true&maxResults=2500");
     if (page_token)
         bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, page_token);
@@ -801,7 +846,7 @@ int google_events_get(struct google_auth *a, const char *calendar_id,
 {
     struct call c = {.what = "events.get", .method = "GET", .push = 1};
     buf_init(&c.url);
-    return call_url(a, &c, event_url(&c.url, calendar_id, event_id), resp, err);
+    return call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
 }
 
 int google_events_insert(struct google_auth *a, const char *calendar_id,
@@ -811,7 +856,7 @@ int google_events_insert(struct google_auth *a, const char *calendar_id,
     struct call c = {.what = "events.insert", .method = "POST", .push = 1,
                      .body = body_json};
     buf_init(&c.url);
-    return call_url(a, &c, url_start(&c.url, calendar_id, "/events"), resp, err);
+    return call_url(a, &c, url_start(&c, calendar_id, "/events"), resp, err);
 }
 
 int google_events_patch(struct google_auth *a, const char *calendar_id,
@@ -822,7 +867,7 @@ int google_events_patch(struct google_auth *a, const char *calendar_id,
     struct call c = {.what = "events.patch", .method = "PATCH", .push = 1,
                      .body = body_json, .if_match = if_match};
     buf_init(&c.url);
-    return call_url(a, &c, event_url(&c.url, calendar_id, event_id), resp, err);
+    return call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
 }
 
 int google_events_delete(struct google_auth *a, const char *calendar_id,
@@ -832,7 +877,7 @@ int google_events_delete(struct google_auth *a, const char *calendar_id,
     struct call c = {.what = "events.delete", .method = "DELETE",
                      .if_match = if_match};
     buf_init(&c.url);
-    return call_url(a, &c, event_url(&c.url, calendar_id, event_id), resp, err);
+    return call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
 }
 
 int google_events_watch(struct google_auth *a, const char *calendar_id,
@@ -844,7 +889,7 @@ int google_events_watch(struct google_auth *a, const char *calendar_id,
     struct buf body;
     buf_init(&c.url);
     buf_init(&body);
-    int bad = url_start(&c.url, calendar_id, "/events/watch");
+    int bad = url_start(&c, calendar_id, "/events/watch");
     bad |= buf_puts(&body, "{\"id\":") || buf_json_strz(&body, channel_id) ||
            buf_puts(&body, ",\"type\":\"web_hook\",\"address\":") ||
            buf_json_strz(&body, address) || buf_puts(&body, ",\"token\":") ||

@@ -15,6 +15,9 @@
  *   - on invalid_grant from the token endpoint marks the credential and its
  *     calendars revoked (calendar.c: credential_revoke) and returns
  *     GOOGLE_EREVOKED.
+ *   - refuses, before any request, a calendar or event id that Google
+ *     cannot have issued (GOOGLE_EINVAL), and percent-encodes every id it
+ *     puts into a path, '.' included, so no id can change the path;
  * Decoded responses are pushed on the calling thread's JSON state
  * (json_state()); the caller pops them.
  *
@@ -47,6 +50,9 @@ enum google_rc {
                           retry budget spent, or google_cancel() */
     GOOGLE_EREVOKED,   /* refresh token refused; credential now revoked */
     GOOGLE_EBADRESP,   /* a 2xx whose body is not the JSON expected */
+    GOOGLE_EINVAL,     /* refused before any request: a calendar or event
+                          id that Google cannot have issued (util.h
+                          id_valid_calendar/id_valid_event); permanent */
 };
 
 /* The outcome of one call. Fill with google_resp_init(), release with
@@ -174,8 +180,10 @@ int google_retryable(long status, const char *reason);
 int google_parse_retry_after(const char *v, size_t n, int64_t now_ms,
                              int64_t *wait_ms);
 
-/* Appends s percent-encoded for a URL path segment or query value
- * (RFC 3986 unreserved characters kept). 0 or -1 on OOM. */
+/* Appends s percent-encoded for a URL path segment or query value: only
+ * ASCII letters, digits, '-', '_' and '~' are kept, so no value can add a
+ * path segment ('/'), be a dot segment ('.' is "%2E"), or start a query
+ * or fragment. 0 or -1 on OOM. */
 int google_url_escape(struct buf *b, const char *s);
 
 #endif

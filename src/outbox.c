@@ -29,6 +29,12 @@
 struct sender {
     pthread_t thread;
     const struct config_webhook *hook;
+    int index;         /* in cfg->webhooks: the subscriber's name in logs
+                        * and /metrics */
+    char shown[160];   /* url_redact(hook->url): scheme://host[:port] only,
+                        * since user:password, a ?token= or a secret path
+                        * (Slack, Discord hooks) must not reach the
+                        * unauthenticated /metrics or the log (issue 21) */
     int started;
 };
 
@@ -184,8 +190,9 @@ static size_t discard(char *p, size_t s, size_t n, void *ud)
 }
 
 /* Posts one row; returns the HTTP status, or 0 on a transport error. */
-static long post(CURL *h, const struct config_webhook *hook, const struct row *r)
+static long post(CURL *h, const struct sender *sd, const struct row *r)
 {
+    const struct config_webhook *hook = sd->hook;
     char sig[80], hdr_sig[128], hdr_id[128];
     outbox_sign(hook->secret, r->body, strlen(r->body), sig);
     snprintf(hdr_sig, sizeof hdr_sig, "X-Cal-Signature-256: %s", sig);
@@ -217,8 +224,8 @@ static long post(CURL *h, const struct config_webhook *hook, const struct row *r
     if (cc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     else
-        log_warn("outbox.transport_error", "url=%s err=%s", log_q(hook->url),
-                 log_q(curl_easy_strerror(cc)));
+        log_warn("outbox.transport_error", "subscriber=%d endpoint=%s err=%s", sd->index,
+                 log_q(sd->shown), log_q(curl_easy_strerror(cc)));
 done:
     curl_slist_free_all(hs);
     return status;
@@ -330,8 +337,8 @@ static void *sender_main(void *arg)
     struct row rows[OUTBOX_BATCH];
     unsigned long seen = 0;
     CURL *h = curl_easy_init();
-    char label[300], series[400];
-    metrics_label(s->hook->url, label, sizeof label);
+    char label[400], series[600];
+    metrics_label(s->shown, label, sizeof label);
     while (h && !stopping()) {
         struct store_conn *c = store_conn(&err);
         int n = 0;
@@ -352,20 +359,20 @@ static void *sender_main(void *arg)
             continue;
         }
         for (int i = 0; i < n; i++) {
-            long status = stopping() ? -1 : post(h, s->hook, &rows[i]);
+            long status = stopping() ? -1 : post(h, s, &rows[i]);
             if (status >= 0) {
                 int ok = status >= 200 && status < 300;
                 snprintf(series, sizeof series,
-                         "calsync_webhook_deliveries_total{subscriber=\"%s\",result=\"%s\"}",
-                         label, ok ? "ok" : "error");
+                         "calsync_webhook_deliveries_total{subscriber=\"%d\",endpoint=\"%s\","
+                         "result=\"%s\"}", s->index, label, ok ? "ok" : "error");
                 metrics_inc(series);
                 fault_point(ok ? "outbox_after_post_ok" : "outbox_after_post_error");
                 if (record(c, &rows[i], status, &err))
                     log_error("outbox.db_error", "err=%s", log_q(err.msg));
                 fault_point("outbox_after_record");
                 log_event(ok ? LOG_DEBUG : LOG_WARN, "outbox.delivery",
-                          "delivery=%s status=%ld attempt=%d", rows[i].delivery_id,
-                          status, rows[i].attempts + 1);
+                          "subscriber=%d delivery=%s status=%ld attempt=%d", s->index,
+                          rows[i].delivery_id, status, rows[i].attempts + 1);
             }
             free(rows[i].body);
         }
@@ -446,9 +453,12 @@ static int orphan_unknown(const struct config *cfg, struct cs_err *err)
             sqlite3_bind_text(st, 1, gone[i], -1, SQLITE_STATIC);
             if (store_exec(c, st, err))
                 rc = -1;
-            else
-                log_warn("outbox.orphaned", "subscriber=%s rows=%d",
-                         log_q(gone[i]), sqlite3_changes(store_db(c)));
+            else {
+                char shown[160];
+                log_warn("outbox.orphaned", "endpoint=%s rows=%d",
+                         log_q(url_redact(gone[i], shown, sizeof shown)),
+                         sqlite3_changes(store_db(c)));
+            }
         }
         free(gone[i]);
     }
@@ -471,6 +481,9 @@ int outbox_start(const struct config *cfg, struct cs_err *err)
     outbox_nsenders = cfg->n_webhooks;
     for (int i = 0; i < cfg->n_webhooks; i++) {
         outbox_senders[i].hook = &cfg->webhooks[i];
+        outbox_senders[i].index = i;
+        url_redact(cfg->webhooks[i].url, outbox_senders[i].shown,
+                   sizeof outbox_senders[i].shown);
         if (pthread_create(&outbox_senders[i].thread, NULL, sender_main,
                            &outbox_senders[i]) != 0) {
             outbox_stop();

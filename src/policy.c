@@ -17,8 +17,16 @@
  *                          hit its memory cap.
  *
  * Locking: eng.mu guards the entries (short sections: lookups, swaps);
- * eng.reload_mu serialises reloads (inotify thread, SIGHUP, API), which
- * compile outside eng.mu so decisions never wait for a compile.
+ * eng.reload_mu serialises reloads, which compile outside eng.mu so
+ * decisions never wait for a compile.
+ *
+ * Who reloads: one reload worker thread (reload.c). The inotify watcher,
+ * SIGHUP and the API only ask it; the API waits at most
+ * POLICY_RELOAD_WAIT_MS. Each file is read without blocking (a FIFO is
+ * refused, not waited on) and compiled on a thread of its own that is
+ * abandoned after POLICY_LOAD_TIMEOUT_MS (a top-level C call that does
+ * not return), so no policy file can wedge the HTTP threads, the signal
+ * thread or the shutdown (issue 21, item 3).
  */
 #include "policy.h"
 
@@ -30,6 +38,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -38,10 +47,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define POLICY_NAME_MAX 63
 #define POLICY_SRC_MAX (1 << 20)
 #define RELOAD_DELAY_MS 250
+/* One file's compile and check; beyond it the file counts as failed (and
+ * is published after all should the compile return: compile_job_late).
+ * Real policies load in milliseconds; under valgrind in about 0.3 s. */
+#define POLICY_LOAD_TIMEOUT_MS 3000
+/* How long POST /v1/policies/reload waits for the reload it asked for:
+ * one file that does not return is reported by then. */
+#define POLICY_RELOAD_WAIT_MS (POLICY_LOAD_TIMEOUT_MS + 1000)
 
 /* ------------------------------------------------------------- versions */
 
@@ -49,7 +66,9 @@ struct policy_version {
     atomic_int refs;
     char name[POLICY_NAME_MAX + 1];
     char version[16];
-    char *path; /* "<dir>/<name>.lua": the chunk name, as in messages */
+    char *path; /* "<name>.lua" (relative to the policies directory, so
+                 * no message, flag reason or webhook shows where the
+                 * server keeps its files); the file given to the CLI */
     char *src;
     size_t len;
     int64_t loaded_ms;
@@ -116,7 +135,8 @@ static int valid_name(const char *s, size_t n)
 }
 
 /* Reads a whole file (at most POLICY_SRC_MAX bytes). 0 with *out (owned by
- * the caller, NUL-terminated) or -1 with err. */
+ * the caller, NUL-terminated) or -1 with err. For files the operator names
+ * on the command line (CHANGE.json of `policy test`): may block. */
 static int read_file(const char *path, char **out, size_t *len,
                      struct cs_err *err)
 {
@@ -163,6 +183,92 @@ done:
     return rc;
 }
 
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket"
+           : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+           : "not a regular file";
+}
+
+/* Reads a policy file, never blocking: opened O_NONBLOCK (a FIFO opens at
+ * once instead of waiting for a writer) and refused unless fstat says it
+ * is a regular file of at most POLICY_SRC_MAX bytes. Symbolic links are
+ * followed -- deploy tools and Kubernetes ConfigMaps link x.lua to the
+ * real file -- and what counts is the file they lead to. Messages name
+ * the file as `shown` ("x.lua:1: ..."). 0 with *out (owned by the caller,
+ * NUL-terminated), or -1 with err. */
+static int read_policy_file(const char *path, const char *shown, char **out,
+                            size_t *len, struct cs_err *err)
+{
+    int rc = -1;
+    char *data = NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) {
+        cs_err_set(err, "%s:1: %s", shown, strerror(errno));
+        goto done;
+    }
+    if (fstat(fd, &st)) {
+        cs_err_set(err, "%s:1: %s", shown, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        cs_err_set(err, "%s:1: %s, not a regular file: not read", shown, file_kind(st.st_mode));
+        goto done;
+    }
+    if (st.st_size > POLICY_SRC_MAX) {
+        cs_err_set(err, "%s:1: file larger than %d bytes", shown, POLICY_SRC_MAX);
+        goto done;
+    }
+    /* the size may change while it is read: never trust it, stop past the cap */
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    if (!(data = malloc(cap + 1))) {
+        cs_err_set(err, "%s:1: out of memory", shown);
+        goto done;
+    }
+    for (;;) {
+        if (n == cap) {
+            if (n > POLICY_SRC_MAX) {
+                cs_err_set(err, "%s:1: file larger than %d bytes", shown, POLICY_SRC_MAX);
+                goto done;
+            }
+            size_t ncap = cap * 2 > (size_t)POLICY_SRC_MAX + 1 ? (size_t)POLICY_SRC_MAX + 1
+                                                              : cap * 2;
+            char *p = realloc(data, ncap + 1);
+            if (!p) {
+                cs_err_set(err, "%s:1: out of memory", shown);
+                goto done;
+            }
+            data = p;
+            cap = ncap;
+        }
+        ssize_t got = read(fd, data + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            cs_err_set(err, "%s:1: %s", shown, strerror(errno));
+            goto done;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    if (n > POLICY_SRC_MAX) {
+        cs_err_set(err, "%s:1: file larger than %d bytes", shown, POLICY_SRC_MAX);
+        goto done;
+    }
+    data[n] = '\0';
+    *out = data;
+    *len = n;
+    data = NULL;
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(data);
+    return rc;
+}
+
 static struct sandbox_limits limits_of(const struct config *cfg)
 {
     struct sandbox_limits l = {cfg->policy_limits.instructions,
@@ -172,13 +278,12 @@ static struct sandbox_limits limits_of(const struct config *cfg)
 
 /* Compiles and checks src in a fresh sandbox. 0 good, 1 bad (msg set),
  * -1 when the sandbox itself could not be built (msg set). */
-static int compile_check(const struct config *cfg, const char *name,
-                         const char *path, const char *src, size_t len,
-                         struct sandbox_msg *msg)
+static int compile_lim(const struct sandbox_limits *lim, const char *name,
+                       const char *path, const char *src, size_t len,
+                       struct sandbox_msg *msg)
 {
     struct cs_err err = {{0}};
-    struct sandbox_limits lim = limits_of(cfg);
-    struct sandbox *sb = sandbox_new(name, &lim, &err);
+    struct sandbox *sb = sandbox_new(name, lim, &err);
     if (!sb) {
         snprintf(msg->text, sizeof msg->text, "%.200s:1: %.300s", path, err.msg);
         msg->trace[0] = '\0';
@@ -187,6 +292,14 @@ static int compile_check(const struct config *cfg, const char *name,
     enum sandbox_rc rc = sandbox_load(sb, path, src, len, msg);
     sandbox_free(sb);
     return rc == SANDBOX_OK ? 0 : 1;
+}
+
+static int compile_check(const struct config *cfg, const char *name,
+                         const char *path, const char *src, size_t len,
+                         struct sandbox_msg *msg)
+{
+    struct sandbox_limits lim = limits_of(cfg);
+    return compile_lim(&lim, name, path, src, len, msg);
 }
 
 /* --------------------------------------------------------------- engine */
@@ -198,6 +311,7 @@ struct entry {
     char bad_version[16];        /* hash of the content that failed */
     int removed;                 /* the file is gone; live kept */
     int seen;                    /* scratch: found by the current scan */
+    int timed_out;               /* the error is a load that did not return */
 };
 
 static struct {
@@ -208,8 +322,16 @@ static struct {
     int n, cap;
     atomic_uint gen;           /* bumped when a live version changes */
     struct reload_watcher *watch;
+    struct reload_worker *worker; /* runs every reload; under mu */
+    atomic_int stopping;       /* the reload in progress ends early */
+    atomic_int last_oom;       /* the last reload ran out of resources */
+    char loading[POLICY_NAME_MAX + 1]; /* compiling now ("" none); under mu */
+    int64_t loading_since;     /* time_mono_ms() */
 } eng = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, NULL, NULL,
-         0, 0, 0, NULL};
+         0, 0, 0, NULL, NULL, 0, 0, "", 0};
+
+/* Tests shorten the load timeout (policy_set_load_timeout_ms). */
+static atomic_int load_timeout_ms = POLICY_LOAD_TIMEOUT_MS;
 
 /* Caller holds eng.mu. */
 static struct entry *find_entry(const char *name)
@@ -301,21 +423,193 @@ static void count_load_error(const char *name)
     metrics_inc(series);
 }
 
+/* Records the outcome of loading `name` with content `hash`: a good
+ * source (src, taken: freed here on every path) becomes the live version,
+ * a bad one the entry's error. `late`: the outcome of a compile that was
+ * abandoned after its timeout -- it is only used while the entry still
+ * holds that timeout for that very content (nothing newer was read since).
+ * Returns 0 (published or nothing to do), 1 (the file failed) or -1 (OOM).
+ * Takes eng.mu. */
+static int publish(const char *name, const char *shown, char *src, size_t len,
+                   const char *hash, const struct sandbox_msg *msg, int timed_out,
+                   int late)
+{
+    int bad = src == NULL, rc = 0;
+    struct policy_version *v = NULL, *old = NULL;
+    if (!bad) {
+        v = version_new(name, shown, src, len, hash);
+        if (!v) {
+            free(src);
+            return -1;
+        }
+    }
+    char *error = bad ? strdup(msg->text) : NULL;
+    if (bad && !error)
+        return -1;
+
+    pthread_mutex_lock(&eng.mu);
+    struct entry *e = find_entry(name); /* the array may have moved */
+    if (!e || (late && (!eng.cfg || !e->error || !e->timed_out ||
+                        strcmp(e->bad_version, hash) != 0))) {
+        pthread_mutex_unlock(&eng.mu);
+        version_unref(v);
+        free(error);
+        return 0;
+    }
+    if (bad) {
+        free(e->error);
+        e->error = error;
+        e->timed_out = timed_out;
+        snprintf(e->bad_version, sizeof e->bad_version, "%s", hash);
+    } else {
+        free(e->error);
+        e->error = NULL;
+        e->timed_out = 0;
+        e->bad_version[0] = '\0';
+        if (e->live && strcmp(e->live->version, v->version) == 0) {
+            old = v; /* back to the live content: keep the live version */
+        } else {
+            old = e->live;
+            e->live = v;
+            atomic_fetch_add(&eng.gen, 1);
+        }
+    }
+    int has_live = e->live != NULL;
+    char live_version[16];
+    snprintf(live_version, sizeof live_version, "%s", has_live ? e->live->version : "-");
+    pthread_mutex_unlock(&eng.mu);
+
+    if (bad) {
+        count_load_error(name);
+        log_error("policy.load_failed", "policy=%s error=%s live_version=%s",
+                  log_q(name), log_q(msg->text), live_version);
+        if (msg->trace[0])
+            log_debug("policy.load_trace", "policy=%s trace=%s", log_q(name),
+                      log_q(msg->trace));
+        rc = 1;
+    } else if (old != v) {
+        log_info("policy.loaded", "policy=%s version=%s%s", log_q(name), live_version,
+                 late ? " note=\"after its load timeout\"" : "");
+    }
+    version_unref(old);
+    return rc;
+}
+
+/* A compile on a thread of its own (reload_call_bounded): owns everything
+ * it touches, so it can outlive a timeout and the engine. */
+struct compile_job {
+    struct sandbox_limits lim;
+    char name[POLICY_NAME_MAX + 1];
+    char shown[POLICY_NAME_MAX + 8]; /* "<name>.lua" */
+    char hash[13];
+    char *src;                       /* owned */
+    size_t len;
+    int rc;                          /* compile_lim's */
+    struct sandbox_msg msg;
+};
+
+static void compile_job_run(void *p)
+{
+    struct compile_job *j = p;
+    j->rc = compile_lim(&j->lim, j->name, j->shown, j->src, j->len, &j->msg);
+}
+
+/* Runs on the abandoned thread when its compile finally returns: a good
+ * source is published after all (a slow machine is not a bad policy), a
+ * bad one keeps the timeout error. Frees the job. */
+static void compile_job_late(void *p)
+{
+    struct compile_job *j = p;
+    log_warn("policy.late_load", "policy=%s version=%s result=%s", log_q(j->name), j->hash,
+             j->rc == 0 ? "ok" : "failed");
+    if (j->rc == 0) {
+        publish(j->name, j->shown, j->src, j->len, j->hash, &j->msg, 0, 1);
+        j->src = NULL;
+    }
+    free(j->src);
+    free(j);
+}
+
+/* Compiles and checks *src (taken; handed back on every path but a
+ * timeout or a shutdown) within the load timeout. 0 good, 1 bad (msg
+ * set), -1 when no sandbox or thread could be had (msg set), -2 when the
+ * engine is stopping. *timed_out is set when the compile did not return
+ * in time. */
+static int compile_bounded(const char *name, const char *shown, const char *hash,
+                           char **src, size_t len, struct sandbox_msg *msg,
+                           int *timed_out)
+{
+    *timed_out = 0;
+    struct compile_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        snprintf(msg->text, sizeof msg->text, "%s:1: out of memory", shown);
+        return -1;
+    }
+    j->lim = limits_of(eng.cfg);
+    snprintf(j->name, sizeof j->name, "%s", name);
+    snprintf(j->shown, sizeof j->shown, "%s", shown);
+    snprintf(j->hash, sizeof j->hash, "%s", hash);
+    j->src = *src;
+    j->len = len;
+    *src = NULL;
+    pthread_mutex_lock(&eng.mu);
+    snprintf(eng.loading, sizeof eng.loading, "%s", name);
+    eng.loading_since = time_mono_ms();
+    pthread_mutex_unlock(&eng.mu);
+    int ms = atomic_load(&load_timeout_ms);
+    enum reload_call_rc r = reload_call_bounded(compile_job_run, compile_job_late, j, ms,
+                                                &eng.stopping);
+    pthread_mutex_lock(&eng.mu);
+    eng.loading[0] = '\0';
+    pthread_mutex_unlock(&eng.mu);
+    if (r == RELOAD_CALL_CANCELLED) {
+        /* shutting down: the job is the thread's; nothing is recorded */
+        snprintf(msg->text, sizeof msg->text, "%s:1: load abandoned: shutting down", shown);
+        msg->trace[0] = '\0';
+        return -2;
+    }
+    if (r == RELOAD_CALL_TIMEOUT) {
+        /* the job is the thread's now */
+        *timed_out = 1;
+        snprintf(msg->text, sizeof msg->text, "%s:1: loading did not finish within %d ms "
+                 "(a call at the top level that does not return?); the load was "
+                 "abandoned", shown, ms);
+        msg->trace[0] = '\0';
+        return 1;
+    }
+    *src = j->src;
+    int rc = j->rc;
+    if (r == RELOAD_CALL_DONE) {
+        *msg = j->msg;
+    } else if (reload_calls_stuck() >= RELOAD_STUCK_MAX) {
+        rc = 1;
+        snprintf(msg->text, sizeof msg->text, "%s:1: not loaded: %d earlier loads have not "
+                 "returned after their timeout; restart calsync", shown, RELOAD_STUCK_MAX);
+        msg->trace[0] = '\0';
+    } else {
+        rc = -1;
+        snprintf(msg->text, sizeof msg->text, "%s:1: cannot start a load thread", shown);
+    }
+    free(j);
+    return rc;
+}
+
 /* Loads one file if its content changed. Returns 0 (good or unchanged),
  * 1 (the file on disk fails: its error is recorded) or -1 (OOM). Caller
  * holds eng.reload_mu (not eng.mu). */
 static int reload_one(const char *name)
 {
-    char path[4096];
+    char path[4096], shown[POLICY_NAME_MAX + 8];
     snprintf(path, sizeof path, "%s/%s.lua", eng.cfg->policies, name);
+    snprintf(shown, sizeof shown, "%s.lua", name);
     struct cs_err err = {{0}};
     struct sandbox_msg msg = {{0}, {0}};
     char hash[13] = "";
     char *src = NULL;
     size_t len = 0;
-    int bad = 0, rc = 0;
+    int bad = 0, timed_out = 0;
 
-    if (read_file(path, &src, &len, &err)) {
+    if (read_policy_file(path, shown, &src, &len, &err)) {
         snprintf(msg.text, sizeof msg.text, "%s", err.msg);
         bad = 1;
     } else if (policy_version_of(src, len, hash)) {
@@ -336,6 +630,9 @@ static int reload_one(const char *name)
         e->removed = 0;
     }
     int unchanged = !bad && e->live && !e->error && strcmp(e->live->version, hash) == 0;
+    /* content that failed (a timeout included) is not compiled again until
+     * it changes: a load that never returns is abandoned once, not on
+     * every reload */
     int same_bad = !bad && e->error && strcmp(e->bad_version, hash) == 0;
     pthread_mutex_unlock(&eng.mu);
     if (unchanged) {
@@ -348,89 +645,33 @@ static int reload_one(const char *name)
     }
 
     if (!bad) {
-        int c = compile_check(eng.cfg, name, path, src, len, &msg);
+        int c = compile_bounded(name, shown, hash, &src, len, &msg, &timed_out);
+        if (c == -2)
+            return 0; /* shutting down: record nothing */
         if (c < 0) {
             free(src);
             log_error("policy.load_failed", "policy=%s error=%s", log_q(name),
                       log_q(msg.text));
             return -1;
         }
-        bad = c;
-    }
-
-    struct policy_version *v = NULL, *old = NULL;
-    if (!bad) {
-        /* a file restored to the live content: nothing to publish */
-        v = version_new(name, path, src, len, hash);
-        if (!v) {
+        if (c) {
+            bad = 1;
             free(src);
-            return -1;
-        }
-        src = NULL;
-    }
-    free(src);
-    char *error = bad ? strdup(msg.text) : NULL;
-    if (bad && !error)
-        return -1;
-
-    pthread_mutex_lock(&eng.mu);
-    e = find_entry(name); /* the array may have moved */
-    if (bad) {
-        free(e->error);
-        e->error = error;
-        snprintf(e->bad_version, sizeof e->bad_version, "%s", hash);
-    } else {
-        free(e->error);
-        e->error = NULL;
-        e->bad_version[0] = '\0';
-        if (e->live && strcmp(e->live->version, v->version) == 0) {
-            old = v; /* back to the live content: keep the live version */
-        } else {
-            old = e->live;
-            e->live = v;
-            atomic_fetch_add(&eng.gen, 1);
+            src = NULL;
         }
     }
-    int has_live = e->live != NULL;
-    char live_version[16];
-    snprintf(live_version, sizeof live_version, "%s", has_live ? e->live->version : "-");
-    pthread_mutex_unlock(&eng.mu);
-
-    if (bad) {
-        count_load_error(name);
-        log_error("policy.load_failed", "policy=%s error=%s live_version=%s",
-                  log_q(name), log_q(msg.text), live_version);
-        if (msg.trace[0])
-            log_debug("policy.load_trace", "policy=%s trace=%s", log_q(name),
-                      log_q(msg.trace));
-        rc = 1;
-    } else if (old != v) {
-        log_info("policy.loaded", "policy=%s version=%s", log_q(name), live_version);
-    }
-    version_unref(old);
-    return rc;
+    return publish(name, shown, bad ? NULL : src, len, hash, &msg, timed_out, 0);
 }
 
-static void reload_done(void *ud)
+/* One reload of the whole directory, on the reload worker. Returns the
+ * number of files that failed, or -1 on a resource failure. */
+static int reload_run(void)
 {
-    (void)ud;
-    int failed = policy_reload(NULL);
-    if (failed)
-        log_warn("policy.reload", "trigger=inotify failed=%d", failed);
-}
-
-int policy_reload(struct buf *errors)
-{
-    if (!eng.cfg) {
-        if (errors)
-            buf_puts(errors, "[]");
-        return 0;
-    }
     pthread_mutex_lock(&eng.reload_mu);
     struct cs_err err = {{0}};
     char **names = NULL;
     int n = scan_dir(eng.cfg->policies, &names, &err, NULL, NULL);
-    int failed = 0, oom = 0;
+    int failed = 0, oom = 0, stopped = 0;
     if (n < 0) {
         log_warn("policy.scan_failed", "dir=%s error=%s", log_q(eng.cfg->policies),
                  log_q(err.msg));
@@ -441,7 +682,9 @@ int policy_reload(struct buf *errors)
         eng.v[i].seen = 0;
     pthread_mutex_unlock(&eng.mu);
     for (int i = 0; i < n; i++) {
-        int r = reload_one(names[i]);
+        if (!stopped && atomic_load(&eng.stopping))
+            stopped = 1; /* shutting down: leave the rest */
+        int r = stopped ? 0 : reload_one(names[i]);
         if (r < 0)
             oom = 1;
         else if (r > 0)
@@ -450,9 +693,10 @@ int policy_reload(struct buf *errors)
     }
     free(names);
 
-    /* files gone from disk: keep what is live, forget what never was */
+    /* files gone from disk: keep what is live, forget what never was (not
+     * after a cut-short scan, which saw only some of them) */
     pthread_mutex_lock(&eng.mu);
-    for (int i = 0; i < eng.n;) {
+    for (int i = 0; i < eng.n && !stopped;) {
         struct entry *e = &eng.v[i];
         if (e->seen) {
             i++;
@@ -467,34 +711,123 @@ int policy_reload(struct buf *errors)
             e->removed = 1;
             free(e->error);
             e->error = NULL;
+            e->timed_out = 0;
             log_warn("policy.removed", "policy=%s live_version=%s note=%s",
                      log_q(e->name), e->live->version,
                      log_q("kept live until restart for calendars using it"));
         }
         i++;
     }
-    if (errors) {
-        int k = 0;
-        buf_puts(errors, "[");
-        for (int i = 0; i < eng.n; i++) {
-            if (!eng.v[i].error || eng.v[i].removed)
-                continue;
-            buf_puts(errors, k++ ? ",{\"name\":" : "{\"name\":");
-            buf_json_strz(errors, eng.v[i].name);
-            buf_puts(errors, ",\"error\":");
-            buf_json_strz(errors, eng.v[i].error);
-            buf_puts(errors, "}");
-        }
-        buf_puts(errors, "]");
-    }
     pthread_mutex_unlock(&eng.mu);
     pthread_mutex_unlock(&eng.reload_mu);
     return oom ? -1 : failed;
 }
 
+/* The reload worker's function: one reload (all requests made before it
+ * started are covered by it). */
+static void reload_work(void *ud)
+{
+    (void)ud;
+    int failed = reload_run();
+    atomic_store(&eng.last_oom, failed < 0);
+    if (failed)
+        log_warn("policy.reload", "failed=%d", failed);
+}
+
+/* The inotify watcher's callback: ask, never load on the watcher thread. */
+static void reload_done(void *ud)
+{
+    (void)ud;
+    policy_reload_request();
+}
+
+void policy_reload_request(void)
+{
+    pthread_mutex_lock(&eng.mu);
+    if (eng.worker)
+        reload_worker_request(eng.worker);
+    pthread_mutex_unlock(&eng.mu);
+}
+
+void policy_set_load_timeout_ms(int ms)
+{
+    atomic_store(&load_timeout_ms, ms > 0 ? ms : POLICY_LOAD_TIMEOUT_MS);
+}
+
+/* Appends {"name","error"} of every file whose last load failed (and, when
+ * the reload asked for did not finish, of the one still loading) to
+ * errors as a JSON array. The count. Caller holds eng.mu. */
+static int errors_json(struct buf *errors, int finished)
+{
+    int k = 0;
+    if (errors)
+        buf_puts(errors, "[");
+    for (int i = 0; i < eng.n; i++) {
+        if (!eng.v[i].error || eng.v[i].removed)
+            continue;
+        if (errors) {
+            buf_puts(errors, k ? ",{\"name\":" : "{\"name\":");
+            buf_json_strz(errors, eng.v[i].name);
+            buf_puts(errors, ",\"error\":");
+            buf_json_strz(errors, eng.v[i].error);
+            buf_puts(errors, "}");
+        }
+        k++;
+    }
+    if (!finished && eng.loading[0]) {
+        if (errors) {
+            char m[256];
+            snprintf(m, sizeof m, "%s.lua:1: still loading after %lld ms; the reload "
+                     "goes on in the background (see GET /v1/policies)", eng.loading,
+                     (long long)(time_mono_ms() - eng.loading_since));
+            buf_puts(errors, k ? ",{\"name\":" : "{\"name\":");
+            buf_json_strz(errors, eng.loading);
+            buf_puts(errors, ",\"error\":");
+            buf_json_strz(errors, m);
+            buf_puts(errors, "}");
+        }
+        k++;
+    }
+    if (errors)
+        buf_puts(errors, "]");
+    return k;
+}
+
+int policy_reload(struct buf *errors)
+{
+    pthread_mutex_lock(&eng.mu);
+    struct reload_worker *w = eng.worker;
+    uint64_t ticket = w ? reload_worker_request(w) : 0;
+    pthread_mutex_unlock(&eng.mu);
+    if (!w) {
+        if (errors)
+            buf_puts(errors, "[]");
+        return 0;
+    }
+    int finished = reload_worker_wait(w, ticket, POLICY_RELOAD_WAIT_MS);
+    if (!finished)
+        log_warn("policy.reload_slow", "waited_ms=%d note=%s", POLICY_RELOAD_WAIT_MS,
+                 log_q("answered before the reload finished"));
+    if (finished && atomic_load(&eng.last_oom))
+        return -1;
+    pthread_mutex_lock(&eng.mu);
+    int failed = errors_json(errors, finished);
+    pthread_mutex_unlock(&eng.mu);
+    return failed;
+}
+
 int policy_engine_start(const struct config *cfg, struct cs_err *err)
 {
     eng.cfg = cfg;
+    atomic_store(&eng.stopping, 0);
+    struct reload_worker *w = reload_worker_start(reload_work, NULL, err);
+    if (!w) {
+        policy_engine_stop();
+        return -1;
+    }
+    pthread_mutex_lock(&eng.mu);
+    eng.worker = w;
+    pthread_mutex_unlock(&eng.mu);
     /* watch first: a file saved while the first scan runs is seen */
     eng.watch = reload_watch_start(cfg->policies, RELOAD_DELAY_MS, reload_done,
                                    NULL, err);
@@ -502,11 +835,15 @@ int policy_engine_start(const struct config *cfg, struct cs_err *err)
         policy_engine_stop();
         return -1;
     }
-    int failed = policy_reload(NULL);
-    if (failed < 0) {
+    /* the first load, waited for: bounded, since every file is read
+     * without blocking and compiled within the load timeout */
+    if (!reload_worker_wait(w, reload_worker_request(w), -1)) {
         policy_engine_stop();
-        return cs_err_set(err, "out of memory loading policies");
+        return cs_err_set(err, "policy reload worker stopped");
     }
+    pthread_mutex_lock(&eng.mu);
+    int failed = errors_json(NULL, 1);
+    pthread_mutex_unlock(&eng.mu);
     log_info("policy.engine_started", "dir=%s failed=%d", log_q(cfg->policies), failed);
     return 0;
 }
@@ -515,6 +852,14 @@ void policy_engine_stop(void)
 {
     reload_watch_stop(eng.watch);
     eng.watch = NULL;
+    /* the reload in progress stops after its current file (a compile that
+     * does not return is abandoned at its timeout, so this is bounded) */
+    atomic_store(&eng.stopping, 1);
+    pthread_mutex_lock(&eng.mu);
+    struct reload_worker *w = eng.worker;
+    eng.worker = NULL;
+    pthread_mutex_unlock(&eng.mu);
+    reload_worker_stop(w);
     pthread_mutex_lock(&eng.reload_mu);
     pthread_mutex_lock(&eng.mu);
     for (int i = 0; i < eng.n; i++) {
@@ -1075,9 +1420,12 @@ static int decide_protected(lua_State *L)
     lua_rawget(L, d);
     lua_pushliteral(L, "reason");
     lua_rawget(L, d);
-    const char *action = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    size_t alen = 0;
+    const char *action = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &alen) : NULL;
+    /* compared with its Lua length: "cancel\0x" is not "cancel" */
+    int nul = action && strlen(action) != alen;
     int known = 0;
-    for (int i = 0; action && policy_actions[i]; i++)
+    for (int i = 0; action && !nul && policy_actions[i]; i++)
         if (strcmp(action, policy_actions[i]) == 0)
             known = 1;
     size_t rlen = 0;
@@ -1086,6 +1434,8 @@ static int decide_protected(lua_State *L)
     if (!action)
         snprintf(c->why, sizeof c->why, "action must be a string, got %s",
                  luaL_typename(L, -2));
+    else if (nul)
+        snprintf(c->why, sizeof c->why, "action holds a NUL byte");
     else if (!known)
         snprintf(c->why, sizeof c->why, "unknown action '%.32s' (cancel, reschedule, "
                  "update, ignore or flag)", action);
@@ -1367,7 +1717,7 @@ static int check_file(const struct config *cfg, const char *path)
     char name[POLICY_NAME_MAX + 1];
     snprintf(name, sizeof name, "%.*s", (int)(bl > 4 ? bl - 4 : bl), base);
 
-    if (read_file(path, &src, &len, &err)) {
+    if (read_policy_file(path, path, &src, &len, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -1672,7 +2022,7 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
     snprintf(name, sizeof name, "%.*s", (int)(bl > 4 && strcmp(base + bl - 4, ".lua") == 0
                                                ? bl - 4 : bl), base);
 
-    if (read_file(path, &src, &len, &err)) {
+    if (read_policy_file(path, path, &src, &len, &err)) {
         fprintf(stderr, "calsync: policy test: %s\n", err.msg);
         goto done;
     }

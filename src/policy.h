@@ -29,10 +29,20 @@ int policy_engine_start(const struct config *cfg, struct cs_err *err);
  * versions they hold (reference-counted) but get -1 from policy_decide. */
 void policy_engine_stop(void);
 
-/* Re-reads the directory now. Returns the number of files that failed to
- * load (their previous versions stay live); when errors is not NULL a JSON
- * array of {"name","error"} is appended to it. -1 on a resource failure. */
+/* Re-reads the directory now, on the reload worker, and waits for it at
+ * most POLICY_RELOAD_WAIT_MS (policy.c). Returns the number of files whose
+ * last load failed (their previous versions stay live), a file still
+ * loading when the wait ended counted among them; when errors is not
+ * NULL a JSON array of {"name","error"} is appended to it. -1 on a
+ * resource failure. Not concurrently with policy_engine_stop(). */
 int policy_reload(struct buf *errors);
+
+/* Asks the reload worker for a reload and returns at once (SIGHUP,
+ * inotify): the outcome is logged and shown by GET /v1/policies. */
+void policy_reload_request(void);
+
+/* Tests: the per-file load timeout (0 or less: the default). */
+void policy_set_load_timeout_ms(int ms);
 
 /* Appends {"policies":[{"name","version","loaded_at","error"?,
  * "removed"?}]} sorted by name; version and loaded_at are null until a

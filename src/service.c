@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 int service_run(const struct config *cfg)
 {
@@ -108,15 +109,22 @@ int service_run(const struct config *cfg)
         log_error("service.start_failed", "what=http err=%s", log_q(err.msg));
         goto out;
     }
+    /* a postgresql:// database carries its password: shown redacted */
+    char db_shown[160];
     log_info("service.started", "version=%s listen=%s:%d database=%s policies=%s",
-             CALSYNC_VERSION, cfg->listen_host, http_port(), log_q(cfg->database),
+             CALSYNC_VERSION, cfg->listen_host, http_port(),
+             log_q(strstr(cfg->database, "://")
+                       ? url_redact(cfg->database, db_shown, sizeof db_shown)
+                       : cfg->database),
              log_q(cfg->policies));
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            int failed = policy_reload(NULL);
-            log_info("service.sighup", "policies_failed=%d", failed);
+            /* asked, not waited for: a policy file that blocks must not
+             * keep this thread from taking the SIGTERM that follows */
+            policy_reload_request();
+            log_info("service.sighup", "%s", "policies=reload_requested");
             continue;
         }
         break;

@@ -9,6 +9,7 @@
 #include "store.h"
 
 #include "log.h"
+#include "secret.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define STMT_CACHE 128
@@ -444,16 +446,66 @@ static int migrate(struct store_conn *c, struct cs_err *err)
     return 0;
 }
 
+/* Makes `path` mode 0600 if it is a regular file with more: 1 when it was
+ * tightened, 0 when nothing was to do or it does not exist, -1 when it
+ * could not be (logged). By path, never through a descriptor: closing any
+ * descriptor of the database or its -shm drops every POSIX lock this
+ * process holds on it, SQLite's included (see store_shutdown). */
+static int tighten(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 077))
+        return 0;
+    if (chmod(path, 0600) == 0) {
+        log_warn("store.mode_tightened", "file=%s mode_was=%04o mode=0600", log_q(path),
+                 (unsigned)(st.st_mode & 07777));
+        return 1;
+    }
+    log_error("store.mode_not_tightened", "file=%s mode=%04o err=%s", log_q(path),
+              (unsigned)(st.st_mode & 07777), log_q(strerror(errno)));
+    return -1;
+}
+
+/* The database holds refresh and access tokens: it, its WAL and its
+ * shared-memory file are 0600 whatever the umask, and those an older
+ * version left readable (0644 under umask 022) are tightened. The main
+ * file is created 0600 by store_claim (serve, migrate) or here when it is
+ * missing (O_EXCL: no connection can hold a lock on a file just made);
+ * SQLite creates -wal, -shm and -journal later, lazily, with the main
+ * file's permissions (its unix VFS fchmods them to match), so they
+ * follow. In-memory and URI names are left to SQLite. */
+static void secure_files(const char *path)
+{
+    static const char *const side[] = {"-wal", "-shm", "-journal"};
+    if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0 ||
+        strstr(path, "://"))
+        return;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    tighten(path);
+    for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+        char p[4096];
+        if ((size_t)snprintf(p, sizeof p, "%s%s", path, side[i]) < sizeof p)
+            tighten(p);
+    }
+}
+
 int store_init(const char *path, struct cs_err *err)
 {
     free(store_path);
     store_path = strdup(path);
     if (!store_path)
         return cs_err_set(err, "out of memory");
+    secure_files(store_path);
+    if (secret_init(err))
+        return -1;
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    return migrate(c, err);
+    /* tokens sealed with a key we do not have must stop the start here,
+     * not fail every Google call later */
+    return migrate(c, err) || secret_start(c, err) ? -1 : 0;
 }
 
 int store_claim(const char *path, struct cs_err *err)

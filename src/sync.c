@@ -182,16 +182,32 @@ int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
     ev->all_day = 0;
     if (!lua_istable(L, idx))
         return cs_err_set(err, "event is not an object");
-    if (str_bounded(L, idx, "id", SYNC_ID_MAX, &ev->id, err) < 0)
+    /* ids go back into URLs (events.get/patch/delete/instances): one that
+     * Google cannot have issued ("..", "a/b", control bytes, over-long) is
+     * skipped, never stored -- the rest of the page still syncs */
+    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
         return -1;
-    if (!ev->id || !*ev->id)
+    if (r == 0)
         return cs_err_set(err, "event without an 'id'");
+    if (!id_valid_event(s, n)) {
+        cs_err_set(err, "event id of %zu bytes is not one Google can have issued", n);
+        return SYNC_EVENT_SKIP;
+    }
+    ev->id = s;
     if (str_bounded(L, idx, "etag", SYNC_ETAG_MAX, &ev->etag, err) < 0 ||
         str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
         str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
         str_bounded(L, idx, "created", SYNC_CREATED_MAX, &ev->created, err) < 0 ||
-        str_bounded(L, idx, "recurringEventId", SYNC_ID_MAX, &ev->series_id, err) < 0)
+        (r = json_get_str(L, idx, "recurringEventId", &ev->series_id, &n, err)) < 0)
         goto bad;
+    if (r == 1 && !id_valid_event(ev->series_id, n)) {
+        cs_err_set(err, "event %.64s: recurringEventId of %zu bytes is not one Google "
+                   "can have issued", ev->id, n);
+        lua_settop(L, top);
+        return SYNC_EVENT_SKIP;
+    }
+    if (r == 0)
+        ev->series_id = NULL;
     if (!ev->status)
         ev->status = "confirmed";
     int cancelled = strcmp(ev->status, "cancelled") == 0;
@@ -232,7 +248,7 @@ int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
         int64_t o;
         int ad;
         if ((cancelled || ev->series_id) &&
-            sync_split_instance_id(ev->id, strlen(ev->id), &sl, &o, &ad) &&
+            sync_split_instance_id(ev->id, strlen(ev->id), &sl, &o, &ad) && sl > 0 &&
             (!ev->series_id || (strlen(ev->series_id) == sl &&
                                 memcmp(ev->series_id, ev->id, sl) == 0))) {
             memcpy(ev->series_buf_, ev->id, sl);
@@ -601,6 +617,17 @@ static int field_absent(lua_State *L, int idx, const char *key)
     return absent;
 }
 
+/* An item whose id Google cannot have issued (sync_event_parse gave
+ * SYNC_EVENT_SKIP, reason in err): logged and counted, then left out --
+ * never mirrored, matched or put into a URL. Always 0. */
+static int skip_item(const struct run *x, struct cs_err *err)
+{
+    metrics_inc("calsync_sync_items_skipped_total{reason=\"invalid_id\"}");
+    log_warn("sync.item_skipped", "calendar=%lld reason=%s", (long long)x->info.calendar_id,
+             log_q(err ? err->msg : "invalid id"));
+    return 0;
+}
+
 /* A bare cancelled stub ({kind, etag, id, status}: no recurringEventId, no
  * originalStartTime) for a live mirrored occurrence of a series this
  * incremental sync re-lists is left to series reconciliation (last page).
@@ -626,7 +653,10 @@ static int defer_to_reconcile(const struct run *x, int item, const struct sync_e
 static int apply_item(struct run *x, int item, struct sync_event *ev,
                       struct cs_err *err)
 {
-    if (sync_event_parse(x->L, item, ev, err))
+    int p = sync_event_parse(x->L, item, ev, err);
+    if (p == SYNC_EVENT_SKIP)
+        return 0; /* logged and counted by page_check */
+    if (p)
         return -1;
     int r = mirror_load(x->db, x->info.calendar_id, ev->id, &x->old, err);
     if (r < 0)
@@ -778,7 +808,9 @@ static int series_fetch(struct run *x, struct sync_event *scratch,
                     break;
                 }
                 r = sync_event_parse(L, -1, scratch, err);
-                if (r == 0)
+                if (r == SYNC_EVENT_SKIP)
+                    r = skip_item(x, err);
+                else if (r == 0)
                     r = live_add(x, series, scratch->id,
                                  strcmp(scratch->status, "cancelled") != 0, err);
                 lua_pop(L, 1);
@@ -1124,7 +1156,9 @@ static int page_check(struct run *x, int page, int *items, int *n_items,
     for (int i = 1; i <= *n_items; i++) {
         lua_rawgeti(L, *items, i);
         int rc = sync_event_parse(L, -1, scratch, err);
-        if (rc == 0 && !x->full && scratch->series_id)
+        if (rc == SYNC_EVENT_SKIP)
+            rc = skip_item(x, err);
+        else if (rc == 0 && !x->full && scratch->series_id)
             touch_series(x, scratch->series_id);
         lua_pop(L, 1);
         if (rc)
@@ -1364,8 +1398,9 @@ restart:
             x.full = 1;
             goto restart;
         }
-        if (g == GOOGLE_EHTTP && (resp.status == 404 || resp.status == 403 ||
-                                  resp.status == 400)) {
+        if ((g == GOOGLE_EHTTP && (resp.status == 404 || resp.status == 403 ||
+                                   resp.status == 400)) ||
+            g == GOOGLE_EINVAL) { /* an external_id stored before ids were checked */
             cal_set_error(x.db, calendar_id, err->msg);
             rc = SYNC_ERROR;
             goto done;

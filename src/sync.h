@@ -139,7 +139,11 @@ int sync_mirror_put(struct store_conn *c, int64_t cal,
 
 /* Reads the event object at idx of L into ev (strings point into L's
  * values or into ev itself: valid while the object stays on the stack).
- * Rejects wrong types and out-of-bounds sizes: 0, or -1 with err. */
+ * Rejects wrong types and out-of-bounds sizes: 0, or -1 with err.
+ * SYNC_EVENT_SKIP (err says why) when its id or recurringEventId is a
+ * string Google cannot have issued (util.h id_valid_event): the caller
+ * leaves the item out instead of failing the page. */
+#define SYNC_EVENT_SKIP 1
 int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
                      struct cs_err *err);
 

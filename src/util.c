@@ -464,3 +464,75 @@ int parse_i64(const char *s, int64_t *out)
     *out = v;
     return 0;
 }
+
+/* ------------------------------------------------------ hostile ids, URLs */
+
+static int ascii_alnum(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+int id_valid_event(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!ascii_alnum(c) && c != '_' && c != '-')
+            return 0;
+    }
+    return 1;
+}
+
+int id_valid_calendar(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > ID_MAX)
+        return 0;
+    size_t dots = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '.')
+            dots++;
+        else if (!ascii_alnum(c) && (c == 0 || !strchr("_-+@#~=", c)))
+            return 0; /* strchr would find the terminator for c == 0 */
+    }
+    /* "." and ".." are dot segments that a URL parser removes, taking the
+     * path up to the calendar collection (or above it); any all-dots name
+     * is refused so no normaliser anywhere can read one as such */
+    return dots < n;
+}
+
+char *url_redact(const char *url, char *out, size_t cap)
+{
+    if (!cap)
+        return out;
+    const char *p = url ? strstr(url, "://") : NULL;
+    size_t sl = p ? (size_t)(p - url) : 0;
+    int scheme_ok = sl > 0;
+    for (size_t i = 0; i < sl; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (!ascii_alnum(c) && c != '+' && c != '-' && c != '.')
+            scheme_ok = 0;
+    }
+    if (!scheme_ok) {
+        snprintf(out, cap, "(not a URL)");
+        return out;
+    }
+    const char *auth = p + 3;
+    size_t al = strcspn(auth, "/?#");
+    /* the host is what follows the last '@' of the authority (a password
+     * may hold '@' only percent-encoded, but be safe either way) */
+    const char *host = auth;
+    for (size_t i = 0; i < al; i++)
+        if (auth[i] == '@')
+            host = auth + i + 1;
+    size_t hl = al - (size_t)(host - auth);
+    /* control bytes and spaces are not part of a host: stop there */
+    for (size_t i = 0; i < hl; i++)
+        if ((unsigned char)host[i] <= ' ' || host[i] == 0x7f) {
+            hl = i;
+            break;
+        }
+    snprintf(out, cap, "%.*s://%.*s", (int)sl, url, (int)hl, host);
+    return out;
+}

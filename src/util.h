@@ -99,4 +99,34 @@ int cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 /* Parses a base-10 int64 of the whole string; 0 or -1. */
 int parse_i64(const char *s, int64_t *out);
 
+/* ------------------------------------------------------ hostile ids, URLs
+ * Ids that calsync puts into a Google URL path come from the API and from
+ * Google's answers; each is checked here, in one place, before it is
+ * stored or used (docs/internals/google.md, "Ids in URLs"). */
+
+#define ID_MAX 1024 /* bytes, both kinds */
+
+/* 1 when s[0..n) can be a Google event id: 1..ID_MAX bytes of ASCII
+ * letters, digits, '_' and '-'. That covers what Google issues and
+ * accepts -- base32hex ids (a-v, 0-9), instance ids "<id>_20250324T123000Z"
+ * and "<id>_20211117", split series "<id>_R20250326T123000", the
+ * '_'-prefixed ids of events Gmail creates -- and refuses '.', '/', '%',
+ * '?', '#', spaces, control bytes and NUL: nothing that could change the
+ * path of the request it is put into. */
+int id_valid_event(const char *s, size_t n);
+
+/* 1 when s[0..n) can be a Google calendar id: 1..ID_MAX bytes of ASCII
+ * letters, digits and . _ - + @ # ~ =, not made of dots only. That covers
+ * "primary", e-mail addresses, "<hash>@group.calendar.google.com" and the
+ * special calendars ("en.usa#holiday@group.v.calendar.google.com"), and
+ * refuses ".", "..", '/', '%', '?', spaces, control bytes and NUL. */
+int id_valid_calendar(const char *s, size_t n);
+
+/* Writes the part of url that is safe to show in logs and /metrics into
+ * out (cap bytes, always NUL-terminated, cut to fit): "scheme://host[:port]"
+ * -- no user:password, no path (webhook URLs often carry their secret in
+ * the path: Slack, Discord), no query, no fragment. Text that is not an
+ * absolute URL gives "(not a URL)". Returns out. */
+char *url_redact(const char *url, char *out, size_t cap);
+
 #endif

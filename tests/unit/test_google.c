@@ -154,13 +154,68 @@ static void test_url_escape(void **state)
     struct buf b;
     buf_init(&b);
     assert_int_equal(google_url_escape(&b, "user@example.com"), 0);
-    assert_string_equal(b.data, "user%40example.com");
+    assert_string_equal(b.data, "user%40example%2Ecom");
     buf_reset(&b);
     assert_int_equal(google_url_escape(&b, "p#weather@x/../a b&c=d+é"), 0);
-    assert_string_equal(b.data, "p%23weather%40x%2F..%2Fa%20b%26c%3Dd%2B%C3%A9");
+    assert_string_equal(b.data, "p%23weather%40x%2F%2E%2E%2Fa%20b%26c%3Dd%2B%C3%A9");
     buf_reset(&b);
     assert_int_equal(google_url_escape(&b, ""), 0);
     assert_string_equal(b.data, "");
+    buf_reset(&b);
+    /* dots never stay dots: no escaped value is a dot segment */
+    const char *dots[] = {".", "..", "...", "a.b", "%2E%2E", "?x#y;z"};
+    const char *want[] = {"%2E", "%2E%2E", "%2E%2E%2E", "a%2Eb", "%252E%252E", "%3Fx%23y%3Bz"};
+    for (size_t i = 0; i < sizeof dots / sizeof dots[0]; i++) {
+        buf_reset(&b);
+        assert_int_equal(google_url_escape(&b, dots[i]), 0);
+        assert_string_equal(b.data, want[i]);
+    }
+    /* every byte but unreserved letters, digits, '-', '_', '~' is encoded */
+    for (int c = 1; c < 256; c++) {
+        char in[2] = {(char)c, 0};
+        buf_reset(&b);
+        assert_int_equal(google_url_escape(&b, in), 0);
+        int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                   (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '~';
+        assert_int_equal(b.len, keep ? 1 : 3);
+    }
+    buf_free(&b);
+}
+
+/* What libcurl does with the path it is given (issue 21, item 2): it
+ * removes a literal dot segment -- ".../events/.." became
+ * ".../calendars/primary/" on the wire -- but leaves "%2E%2E" alone, so
+ * the escaping is enough even without CURLOPT_PATH_AS_IS. */
+static void test_curl_keeps_escaped_dots(void **state)
+{
+    (void)state;
+    static const char base[] = "http://127.0.0.1:9/calendar/v3/calendars/primary/events/";
+    struct buf b;
+    buf_init(&b);
+    const char *ids[] = {"..", "."};
+    const char *collapsed[] = {"/calendar/v3/calendars/primary/",
+                               "/calendar/v3/calendars/primary/events/"};
+    for (int i = 0; i < 2; i++) {
+        char raw[256], *path = NULL;
+        CURLU *u = curl_url();
+        assert_non_null(u);
+        /* the old, unescaped URL: normalised away */
+        snprintf(raw, sizeof raw, "%s%s", base, ids[i]);
+        assert_int_equal(curl_url_set(u, CURLUPART_URL, raw, 0), CURLUE_OK);
+        assert_int_equal(curl_url_get(u, CURLUPART_PATH, &path, 0), CURLUE_OK);
+        assert_string_equal(path, collapsed[i]);
+        curl_free(path);
+        /* the escaped one: kept as is */
+        buf_reset(&b);
+        assert_int_equal(buf_puts(&b, base) || google_url_escape(&b, ids[i]), 0);
+        assert_int_equal(curl_url_set(u, CURLUPART_URL, b.data, 0), CURLUE_OK);
+        assert_int_equal(curl_url_get(u, CURLUPART_PATH, &path, 0), CURLUE_OK);
+        snprintf(raw, sizeof raw, "/calendar/v3/calendars/primary/events/%s",
+                 i == 0 ? "%2E%2E" : "%2E");
+        assert_string_equal(path, raw);
+        curl_free(path);
+        curl_url_cleanup(u);
+    }
     buf_free(&b);
 }
 
@@ -304,7 +359,6 @@ static void test_event_rejects_wrong_types(void **state)
     const char *bad[] = {
         "{\"id\":12345,\"start\":{\"date\":\"2026-01-01\"},\"end\":{\"date\":\"2026-01-02\"}}",
         "{\"start\":{\"date\":\"2026-01-01\"},\"end\":{\"date\":\"2026-01-02\"}}",
-        "{\"id\":\"\",\"start\":{\"date\":\"2026-01-01\"},\"end\":{\"date\":\"2026-01-02\"}}",
         "{\"id\":\"a\",\"start\":\"tomorrow\",\"end\":{\"date\":\"2026-01-02\"}}",
         "{\"id\":\"a\",\"start\":{\"date\":\"2026-01-01\"},\"end\":[\"not\",\"an\",\"object\"]}",
         "{\"id\":\"a\",\"status\":false,\"start\":{\"date\":\"2026-01-01\"},"
@@ -343,6 +397,37 @@ static void test_event_rejects_wrong_types(void **state)
     lua_settop(L, top);
 }
 
+/* Ids Google cannot have issued are skipped (SYNC_EVENT_SKIP), never
+ * read into the event: they would go back into a URL path. */
+static void test_event_invalid_ids_skipped(void **state)
+{
+    (void)state;
+    struct cs_err err;
+    struct sync_event ev;
+    int top = lua_gettop(L);
+    const char *ids[] = {"", ".", "..", "a/b", "a%2Fb", "a b", "a\\u0000b", "a\\nb",
+                         "caf\\u00e9", "x.y", "?q"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char j[256];
+        snprintf(j, sizeof j, "{\"id\":\"%s\",\"status\":\"cancelled\"}", ids[i]);
+        if (parse(j, &ev, &err) != SYNC_EVENT_SKIP)
+            fail_msg("not skipped: %s", j);
+        assert_int_equal(lua_gettop(L), top + 1);
+        lua_settop(L, top);
+        /* the same as a recurringEventId */
+        snprintf(j, sizeof j, "{\"id\":\"abc_20250101\",\"recurringEventId\":\"%s\","
+                 "\"status\":\"cancelled\"}", ids[i]);
+        if (parse(j, &ev, &err) != SYNC_EVENT_SKIP)
+            fail_msg("not skipped: %s", j);
+        assert_int_equal(lua_gettop(L), top + 1);
+        lua_settop(L, top);
+    }
+    /* a stub whose id has no series part derives no (empty) series */
+    assert_int_equal(parse("{\"id\":\"_20250101\",\"status\":\"cancelled\"}", &ev, &err), 0);
+    assert_null(ev.series_id);
+    lua_settop(L, top);
+}
+
 static void test_event_bounds(void **state)
 {
     (void)state;
@@ -363,13 +448,13 @@ static void test_event_bounds(void **state)
     assert_true(n >= SYNC_TITLE_MAX - 1);
     assert_int_equal((unsigned char)ev.title[n - 1], 0xa9); /* whole é */
     lua_settop(L, top);
-    /* an id longer than SYNC_ID_MAX is refused */
+    /* an id longer than SYNC_ID_MAX is skipped, not stored */
     buf_reset(&j);
     buf_puts(&j, "{\"id\":\"");
     for (int i = 0; i <= SYNC_ID_MAX; i++)
         buf_puts(&j, "a");
     buf_puts(&j, "\",\"start\":{\"date\":\"2026-01-01\"},\"end\":{\"date\":\"2026-01-02\"}}");
-    assert_int_equal(parse(j.data, &ev, &err), -1);
+    assert_int_equal(parse(j.data, &ev, &err), SYNC_EVENT_SKIP);
     lua_settop(L, top);
     /* an oversized booking tag is ignored, the event kept */
     buf_reset(&j);
@@ -732,6 +817,79 @@ static void test_live_oauth(void **state)
     google_resp_free(&r);
 }
 
+/* GET of the fake's control API into out (NUL-terminated); the status. */
+static size_t keep_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    return buf_append(ud, p, sz * nm) ? 0 : sz * nm;
+}
+
+static long control_get(const char *path, struct buf *out)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/_control%s", fake_port, path);
+    CURL *h = curl_easy_init();
+    long st = 0;
+    buf_reset(out);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+    curl_easy_cleanup(h);
+    buf_append(out, "", 0);
+    return st;
+}
+
+/* Issue 21, item 2, on the wire: an id Google cannot have issued makes no
+ * request at all (GOOGLE_EINVAL), and a calendar id with dots reaches the
+ * fake with "%2E" in the raw path, decoded there to the same id. */
+static void test_live_ids_on_the_wire(void **state)
+{
+    (void)state;
+    LIVE();
+    struct google_resp r;
+    struct cs_err err;
+    struct buf log;
+    int top = lua_gettop(L);
+    google_resp_init(&r);
+    buf_init(&log);
+    assert_int_equal(control("DELETE", "/requests", NULL), 200);
+    const char *bad_ev[] = {"..", ".", "", "a/b", "x?y", "a\nb"};
+    for (size_t i = 0; i < sizeof bad_ev / sizeof bad_ev[0]; i++) {
+        assert_int_equal(google_events_patch(&auth, "primary", bad_ev[i], "{\"summary\":\"X\"}",
+                                             NULL, &r, &err), GOOGLE_EINVAL);
+        assert_int_equal(google_events_delete(&auth, "primary", bad_ev[i], NULL, &r, &err),
+                         GOOGLE_EINVAL);
+        assert_int_equal(google_events_get(&auth, "primary", bad_ev[i], &r, &err), GOOGLE_EINVAL);
+        assert_int_equal(google_events_instances(&auth, "primary", bad_ev[i], NULL, &r, &err),
+                         GOOGLE_EINVAL);
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.attempts, 0);
+    }
+    const char *bad_cal[] = {"..", ".", "a/b", "primary/..", "x y"};
+    struct google_list_params p = {0};
+    for (size_t i = 0; i < sizeof bad_cal / sizeof bad_cal[0]; i++) {
+        assert_int_equal(google_events_list(&auth, bad_cal[i], &p, &r, &err), GOOGLE_EINVAL);
+        assert_int_equal(google_events_insert(&auth, bad_cal[i], "{}", &r, &err), GOOGLE_EINVAL);
+        assert_int_equal(google_events_delete(&auth, bad_cal[i], "abcde", NULL, &r, &err),
+                         GOOGLE_EINVAL);
+        assert_non_null(strstr(err.msg, "refused"));
+    }
+    assert_int_equal(lua_gettop(L), top);
+    assert_int_equal(control_get("/requests", &log), 200);
+    assert_non_null(strstr(log.data, "\"count\": 0"));
+    /* a real id with dots: escaped on the wire, the same id at Google */
+    const char *holiday = "en.usa#holiday@group.v.calendar.google.com";
+    assert_int_equal(google_events_get(&auth, holiday, "nosuchevent", &r, &err), GOOGLE_EHTTP);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(control_get("/requests?op=events.get", &log), 200);
+    assert_non_null(strstr(log.data, "/calendars/en%2Eusa%23holiday%40group%2Ev%2Ecalendar"
+                                     "%2Egoogle%2Ecom/events/nosuchevent"));
+    assert_non_null(strstr(log.data, "\"calendar\": \"en.usa#holiday@group.v.calendar.google.com\""));
+    buf_free(&log);
+    google_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +899,8 @@ int main(void)
         cmocka_unit_test(test_backoff_bounds),
         cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_url_escape),
+        cmocka_unit_test(test_curl_keeps_escaped_dots),
+        cmocka_unit_test(test_event_invalid_ids_skipped),
         cmocka_unit_test(test_instance_ids),
         cmocka_unit_test(test_event_timed_and_tag),
         cmocka_unit_test(test_event_all_day_and_instance),
@@ -751,6 +911,7 @@ int main(void)
     };
     const struct CMUnitTest live[] = {
         cmocka_unit_test(test_live_event_crud),
+        cmocka_unit_test(test_live_ids_on_the_wire),
         cmocka_unit_test(test_live_watch_and_stop),
         cmocka_unit_test(test_live_retry_after_and_budget),
         cmocka_unit_test(test_live_oauth), /* last: revokes the credential */

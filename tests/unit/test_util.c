@@ -5,6 +5,9 @@
 
 #include "util.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int64_t parse(const char *s)
@@ -209,6 +212,157 @@ static void test_backoff(void **state)
     check_backoff(200, 1000, INT64_MAX / 2, INT64_MAX / 2, 200);
 }
 
+/* ------------------------------------------------------ ids and URLs */
+
+static int ev_ok(const char *s) { return id_valid_event(s, strlen(s)); }
+static int cal_ok(const char *s) { return id_valid_calendar(s, strlen(s)); }
+
+static void test_event_ids(void **state)
+{
+    (void)state;
+    /* every shape Google issues or accepts (fixtures README) */
+    const char *good[] = {
+        "68k0p6ackplecqs9fuvbs1fju0",                  /* base32hex */
+        "72o12msae3t6au1lim41i8tu6j_20250328T150000Z", /* timed instance */
+        "2j96gmk1tgebtfpm9nvdl1o9tp_20211117",         /* all-day instance */
+        "68k0p6ackplecqs9fuvbs1fju0_R20250326T123000", /* split series */
+        "_60q30c1g60o30e1i60o4ac1g60rj8gpl88rj2c1h84s34h9g60s30c1g60o30c1g", /* Gmail */
+        "cs0123456789abcdef0123456789abcd",            /* calsync's own */
+        "evt123", "ev-1", "a",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (!ev_ok(good[i]))
+            fail_msg("refused event id '%s'", good[i]);
+    const char *bad[] = {
+        "", ".", "..", "...", "a.b", "../x", "a/b", "/", "a%2Fb", "%2E%2E", "a?b",
+        "a#b", "a b", "a\tb", "a\nb", "a\x7f", "\xc3\xa9t\xc3\xa9", "a@b", "a+b",
+        "a;b", "a=b", "a&b",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (ev_ok(bad[i]))
+            fail_msg("accepted event id '%s'", bad[i]);
+    /* NUL inside the length: the C string would stop short of it */
+    assert_int_equal(id_valid_event("ab\0cd", 5), 0);
+    assert_int_equal(id_valid_event(NULL, 0), 0);
+    /* length bounds */
+    char *big = malloc(ID_MAX + 2);
+    assert_non_null(big);
+    memset(big, 'a', ID_MAX + 1);
+    big[ID_MAX + 1] = '\0';
+    assert_int_equal(id_valid_event(big, ID_MAX), 1);
+    assert_int_equal(id_valid_event(big, ID_MAX + 1), 0);
+    assert_int_equal(id_valid_calendar(big, ID_MAX), 1);
+    assert_int_equal(id_valid_calendar(big, ID_MAX + 1), 0);
+    free(big);
+}
+
+static void test_calendar_ids(void **state)
+{
+    (void)state;
+    const char *good[] = {
+        "primary", "user@example.com", "first.last+tag@example.co.uk",
+        "1cgehsm0iuibloe9ntag9l60sk@group.calendar.google.com",
+        "en.usa#holiday@group.v.calendar.google.com", "p#weather@group.v.calendar.google.com",
+        "addressbook#contacts@group.v.calendar.google.com", "redacted-calendar-1@example.com",
+        "p", "a", "AAMkAGI2TG93AAA=", ".hidden", "a..b", "a.",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (!cal_ok(good[i]))
+            fail_msg("refused calendar id '%s'", good[i]);
+    const char *bad[] = {
+        "", ".", "..", "...", "../x", "a/b", "/", "a%40b", "a?b", "a b", "a\tb", "a\r\nb",
+        "\xc3\xa9@example.com", "a\\b", "a;b", "a&b", "a,b", "\"a\"@b",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (cal_ok(bad[i]))
+            fail_msg("accepted calendar id '%s'", bad[i]);
+    assert_int_equal(id_valid_calendar("primary\0x", 9), 0);
+    assert_int_equal(id_valid_calendar(NULL, 0), 0);
+}
+
+/* Every "id" and "recurringEventId" of the captured real payloads passes
+ * (calendar ids in calendar-list.json, event and channel ids elsewhere),
+ * when the fixtures are on this machine ($CALSYNC_GOOGLE_FIXTURES or
+ * ../shared/fixtures/google); skipped otherwise. */
+static void test_fixture_ids(void **state)
+{
+    (void)state;
+    const char *dir = getenv("CALSYNC_GOOGLE_FIXTURES");
+    char def[4096];
+    if (!dir) {
+        snprintf(def, sizeof def, "%s", "../shared/fixtures/google");
+        dir = def;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "fixtures not found at %s: skipped\n", dir);
+        skip();
+    }
+    int checked = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || strcmp(de->d_name + l - 5, ".json") != 0 ||
+            strstr(de->d_name, "discovery"))
+            continue;
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        static char text[1 << 20];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        int calendars = strcmp(de->d_name, "calendar-list.json") == 0;
+        static const char *const keys[] = {"\"id\": \"", "\"recurringEventId\": \""};
+        for (int k = 0; k < 2; k++) {
+            for (const char *p = text; (p = strstr(p, keys[k]));) {
+                p += strlen(keys[k]);
+                const char *q = strchr(p, '"');
+                assert_non_null(q);
+                size_t il = (size_t)(q - p);
+                int ok = calendars ? id_valid_calendar(p, il) : id_valid_event(p, il);
+                if (!ok)
+                    fail_msg("%s: refused id '%.*s'", de->d_name, (int)il, p);
+                checked++;
+                p = q;
+            }
+        }
+    }
+    closedir(d);
+    fprintf(stderr, "fixture ids checked: %d\n", checked);
+    assert_true(checked > 50);
+}
+
+static void test_url_redact(void **state)
+{
+    (void)state;
+    char out[256];
+    const char *cases[][2] = {
+        {"https://user:pass@hooks.example.com:8443/p/T000/B000/XXXX?token=secret#frag",
+         "https://hooks.example.com:8443"},
+        {"http://127.0.0.1:9/hooks?token=secret", "http://127.0.0.1:9"},
+        {"http://a:b@c@evil.example/x", "http://evil.example"},
+        {"https://hooks.slack.com/services/T0/B0/secretpath", "https://hooks.slack.com"},
+        {"http://[::1]:80/x", "http://[::1]:80"},
+        {"postgresql://calsync:pw@db.internal/calsync?sslmode=require",
+         "postgresql://db.internal"},
+        {"http://host", "http://host"},
+        {"http://ho st/x", "http://ho"},
+        {"calsync.db", "(not a URL)"},
+        {"://x", "(not a URL)"},
+        {"ht tp://x", "(not a URL)"},
+        {"", "(not a URL)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(url_redact(cases[i][0], out, sizeof out), cases[i][1]);
+    assert_string_equal(url_redact(NULL, out, sizeof out), "(not a URL)");
+    /* cut to fit, still terminated */
+    char small[10];
+    assert_string_equal(url_redact("https://hooks.example.com/x", small, sizeof small),
+                        "https://h");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +377,10 @@ int main(void)
         cmocka_unit_test(test_random_u64),
         cmocka_unit_test(test_random_hex),
         cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_event_ids),
+        cmocka_unit_test(test_calendar_ids),
+        cmocka_unit_test(test_fixture_ids),
+        cmocka_unit_test(test_url_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
