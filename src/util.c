@@ -464,3 +464,25 @@ int parse_i64(const char *s, int64_t *out)
     *out = v;
     return 0;
 }
+
+int rate_limit_take(struct rate_limit *r, int64_t now_ms, long *suppressed)
+{
+    int ok = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->start_ms == INT64_MIN || now_ms - r->start_ms >= r->window_ms ||
+        now_ms < r->start_ms) {
+        r->start_ms = now_ms;
+        r->used = 0;
+    }
+    if (r->used < r->max) {
+        r->used++;
+        if (suppressed)
+            *suppressed = r->suppressed;
+        r->suppressed = 0;
+        ok = 1;
+    } else {
+        r->suppressed++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}

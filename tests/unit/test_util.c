@@ -209,6 +209,26 @@ static void test_backoff(void **state)
     check_backoff(200, 1000, INT64_MAX / 2, INT64_MAX / 2, 200);
 }
 
+static void test_rate_limit(void **state)
+{
+    (void)state;
+    struct rate_limit r = RATE_LIMIT_INIT(3, 1000);
+    long sup = -1;
+    assert_int_equal(rate_limit_take(&r, 5000, &sup), 1);
+    assert_int_equal(sup, 0);
+    assert_int_equal(rate_limit_take(&r, 5100, NULL), 1);
+    assert_int_equal(rate_limit_take(&r, 5200, NULL), 1);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(rate_limit_take(&r, 5900, &sup), 0);
+    /* the next window allows again and reports what was refused */
+    assert_int_equal(rate_limit_take(&r, 6000, &sup), 1);
+    assert_int_equal(sup, 7);
+    assert_int_equal(rate_limit_take(&r, 6001, &sup), 1);
+    assert_int_equal(sup, 0);
+    /* a clock that steps back starts a window instead of refusing forever */
+    assert_int_equal(rate_limit_take(&r, 10, &sup), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_random_u64),
         cmocka_unit_test(test_random_hex),
         cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_rate_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
