@@ -60,13 +60,18 @@ enum {
      * writer holds): it runs on the event thread that read the request,
      * without a hand-off. Only Google's push intake is inline. */
     HTTP_INLINE = 2,
+    /* The Host header is not checked. For Google's push endpoint only: a
+     * channel token, not the Host, authenticates a push, a rebinding page
+     * gains nothing there, and a push must not be lost to a reverse proxy
+     * that rewrites Host. */
+    HTTP_ANY_HOST = 4,
 };
 
 struct http_route {
     const char *method;
     const char *pattern;
     http_handler fn;
-    int flags; /* HTTP_AUTH | HTTP_INLINE */
+    int flags; /* HTTP_AUTH | HTTP_INLINE | HTTP_ANY_HOST */
 };
 
 /* Refuses a configuration that would serve the API unauthenticated beyond
