@@ -16,8 +16,8 @@
  * waiting for SQLite's write lock, however many, never delay a push.
  *
  * Admission, on libmicrohttpd's first call (headers complete, no body
- * read): absurd Content-Length (413), Host (400, not for the push
- * endpoint), Origin (403), route
+ * read): absurd Content-Length (413), Host on API paths (400), Origin
+ * (403), route
  * (404), token (401), method (404), then the body rules: 413 for a route
  * that takes no body, 415 for a body that is not JSON, 503 when the body
  * budget is spent. A refused request whose declared body is small
@@ -575,18 +575,21 @@ static enum MHD_Result admit(struct MHD_Connection *conn, struct req_state *cs)
     }
     /* only a matched route names a metrics series: probing cannot add any */
     cs->route = hit;
+    /* the API's paths, whatever the method: token and Host. The public
+     * routes (push, health, metrics) are reachable without a token anyway,
+     * and a push must not be lost to a proxy that rewrites Host. */
+    int need_auth = hit ? (hit->flags & HTTP_AUTH) != 0 : path_auth;
 
     if (declared > (int64_t)HTTP_DRAIN_MAX)
         refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_BODY_MAX);
-    else if (host && !(hit && (hit->flags & HTTP_ANY_HOST)) &&
-             !http_host_allowed(host, http_public_host))
+    else if (host && need_auth && !http_host_allowed(host, http_public_host))
         refuse(cs, 400, NULL, "Host does not name this service (use its address, "
                "localhost or the host of public_url)");
     else if (origin && !origin_allowed(origin))
         refuse(cs, 403, NULL, "cross-origin requests are refused");
     else if (!path_known)
         refuse(cs, 404, NULL, "no such endpoint: %s", cs->url);
-    else if ((hit ? hit->flags & HTTP_AUTH : path_auth) && !authorized(conn))
+    else if (need_auth && !authorized(conn))
         refuse(cs, 401, NULL, "missing or wrong bearer token");
     else if (!hit)
         refuse(cs, 404, NULL, "no %s on %s",

@@ -52,26 +52,22 @@ typedef void (*http_handler)(struct http_req *req, struct http_resp *resp);
 /* Route flags. HTTP_AUTH is 1 so that a table written as
  * {method, pattern, fn, 1} means "needs the token". */
 enum {
-    /* Needs `Authorization: Bearer <api_token>` when api_token is set.
-     * Routes without it take no request body (413): an unauthenticated
-     * client never gets memory for one. */
+    /* Needs `Authorization: Bearer <api_token>` when api_token is set,
+     * and a Host that names this service (DNS rebinding). Routes without
+     * it take no request body (413): an unauthenticated client never gets
+     * memory for one. */
     HTTP_AUTH = 1,
     /* The handler never blocks (no SQLite write, no wait on anything a
      * writer holds): it runs on the event thread that read the request,
      * without a hand-off. Only Google's push intake is inline. */
     HTTP_INLINE = 2,
-    /* The Host header is not checked. For Google's push endpoint only: a
-     * channel token, not the Host, authenticates a push, a rebinding page
-     * gains nothing there, and a push must not be lost to a reverse proxy
-     * that rewrites Host. */
-    HTTP_ANY_HOST = 4,
 };
 
 struct http_route {
     const char *method;
     const char *pattern;
     http_handler fn;
-    int flags; /* HTTP_AUTH | HTTP_INLINE | HTTP_ANY_HOST */
+    int flags; /* HTTP_AUTH | HTTP_INLINE */
 };
 
 /* Refuses a configuration that would serve the API unauthenticated beyond

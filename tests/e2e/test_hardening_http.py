@@ -500,12 +500,15 @@ class TestBrowsers(CalsyncCase):
         self.assertError(svc.request("GET", "/v1/channels",
                                      headers={"Origin": "http://evil.example"}), 403)
         self.assertEqual(svc.snapshot(), before)
-        # Google's pushes are not refused for their Host (a proxy may
-        # rewrite it; the channel token authenticates them), Origin still is
+        # the public routes are not refused for their Host (a proxy or a
+        # scraper may use another name; a push must never be lost to it),
+        # a foreign Origin still is
         push = {"X-Goog-Channel-ID": "nope", "Host": "calsync.internal:8080"}
         self.assertEqual(svc.request("POST", "/webhooks/google", b"", headers=push)[0], 200)
         self.assertError(svc.request("POST", "/webhooks/google", b"", headers=dict(
             push, Origin="http://evil.example")), 403)
+        for path in ("/healthz", "/metrics"):
+            self.assertEqual(svc.request("GET", path, headers={"Host": "calsync:8080"})[0], 200)
 
         # what is allowed: the listen origin, localhost, parameters
         for headers in ({"Origin": "http://127.0.0.1:%d" % port},
