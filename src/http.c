@@ -57,7 +57,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define HTTP_DRAIN_MAX (8u << 20)    /* bodies over 1 MiB are read and dropped up to this */
@@ -122,7 +121,8 @@ static pthread_mutex_t track_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct track *track_head;
 
 static pthread_mutex_t reap_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t reap_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t reap_cv; /* monotonic (cond_init_monotonic), made once */
+static pthread_once_t reap_once_init = PTHREAD_ONCE_INIT;
 static int reap_stop, reap_running;
 static pthread_t reap_thread;
 
@@ -828,6 +828,11 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
     *socket_context = NULL;
 }
 
+static void reap_cv_init(void)
+{
+    cond_init_monotonic(&reap_cv); /* cannot fail with a valid attribute */
+}
+
 static void reap_once(void)
 {
     int64_t now = time_mono_ms();
@@ -859,14 +864,7 @@ static void *reap_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&reap_mu);
     while (!reap_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += HTTP_REAP_EVERY_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&reap_cv, &reap_mu, &until);
+        cond_wait_ms(&reap_cv, &reap_mu, HTTP_REAP_EVERY_MS);
         if (reap_stop)
             break;
         pthread_mutex_unlock(&reap_mu);
@@ -993,6 +991,7 @@ int http_start(const struct config *cfg, const struct http_route *routes,
             break;
     int started = api_nthreads;
     pthread_mutex_unlock(&api_mu);
+    pthread_once(&reap_once_init, reap_cv_init);
     reap_stop = 0;
     reap_running = pthread_create(&reap_thread, NULL, reap_main, NULL) == 0;
     if (started == 0 || !reap_running) {

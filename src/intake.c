@@ -640,21 +640,23 @@ static int recent_hit(const struct recent *t, const char *key, int64_t now)
 static int may_stop(struct recent *t, unsigned *next, const char *key)
 {
     int64_t now = time_mono_ms();
-    int ok = 0;
+    const char *result = "queued";
     pthread_mutex_lock(&stop_mu);
     if (recent_hit(t, key, now)) {
-        metrics_inc("calsync_intake_stop_requests_total{result=\"recent\"}");
+        result = "recent";
     } else if (!rate_limit_take(&stop_budget, now, NULL)) {
-        metrics_inc("calsync_intake_stop_requests_total{result=\"rate_limited\"}");
+        result = "rate_limited";
     } else {
         snprintf(t[*next].key, sizeof t[0].key, "%s", key);
         t[*next].at = now;
         *next = (*next + 1) % INTAKE_STOP_MEMORY;
-        metrics_inc("calsync_intake_stop_requests_total{result=\"queued\"}");
-        ok = 1;
     }
     pthread_mutex_unlock(&stop_mu);
-    return ok;
+    char series[96];
+    snprintf(series, sizeof series,
+             "calsync_intake_stop_requests_total{result=\"%s\"}", result);
+    metrics_inc(series);
+    return strcmp(result, "queued") == 0;
 }
 
 /* An unknown channel: when it watches a resource one of calsync's channels
