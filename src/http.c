@@ -17,10 +17,9 @@
  *
  * Admission, on libmicrohttpd's first call (headers complete, no body
  * read): absurd Content-Length (413), Host on API paths (400), Origin
- * (403), route
- * (404), token (401), method (404), then the body rules: 413 for a route
- * that takes no body, 415 for a body that is not JSON, 503 when the body
- * budget is spent. A refused request whose declared body is small
+ * (403), route (404), token (401), method (404), then the body rules: 413
+ * for a route that takes no body, 415 for a body that is not JSON, 503
+ * when the body budget is spent. A refused request whose declared body is small
  * (<= HTTP_DRAIN_SMALL) is drained without being stored, so the client
  * reads the answer rather than a reset; a larger one is answered at once
  * and the connection is closed after the answer (libmicrohttpd discards
