@@ -969,7 +969,7 @@ static const struct http_route routes[] = {
     {"GET", "/v1/channels", h_channels_list, 1},
     {"GET", "/v1/policies", h_policies_list, 1},
     {"POST", "/v1/policies/reload", h_policies_reload, 1},
-    {"POST", "/webhooks/google", intake_handle, 0},
+    {"POST", "/webhooks/google", intake_handle, HTTP_INLINE},
     {"GET", "/healthz", h_healthz, 0},
     {"GET", "/metrics", h_metrics, 0},
     {NULL, NULL, NULL, 0},

@@ -7,7 +7,7 @@
  * and input is hostile until checked.
  *
  * Validation is data-driven: one table of keys per level (top, google,
- * policy_limits), each with its type and bounds.
+ * policy_limits, http), each with its type and bounds.
  */
 #include "config.h"
 
@@ -57,6 +57,15 @@ static const struct key limit_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 
+/* Connection limits of the HTTP server (docs/internals/http.md): behind a
+ * reverse proxy every client has the proxy's address, hence configurable. */
+static const struct key http_keys[] = {
+    {"connections", K_INT, F(http.connections), 16, 65536, NULL},
+    {"connections_per_ip", K_INT, F(http.connections_per_ip), 0, 65536, NULL},
+    {"header_timeout", K_INT, F(http.header_timeout), 1, 300, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
 static const struct key top_keys[] = {
     {"listen", K_STR, F(listen), 0, 0, NULL},
     {"database", K_STR, F(database), 0, 0, NULL},
@@ -69,6 +78,7 @@ static const struct key top_keys[] = {
     {"google", K_TABLE, 0, 0, 0, google_keys},
     {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
     {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
+    {"http", K_TABLE, 0, 0, 0, http_keys},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -97,6 +107,9 @@ int config_defaults(struct config *cfg)
     cfg->google.renew_before = 86400;
     cfg->policy_limits.instructions = 1000000;
     cfg->policy_limits.memory = 16LL << 20;
+    cfg->http.connections = 2048;
+    cfg->http.connections_per_ip = 256;
+    cfg->http.header_timeout = 10;
     if (set_str(&cfg->listen, "127.0.0.1:8080") ||
         set_str(&cfg->database, "calsync.db") ||
         set_str(&cfg->policies, "policies") ||

@@ -42,6 +42,11 @@ struct config {
         int64_t instructions;
         int64_t memory;
     } policy_limits;
+    struct {
+        int64_t connections;        /* open connections, all clients */
+        int64_t connections_per_ip; /* per client address; 0: no limit */
+        int64_t header_timeout;     /* seconds to send a request's header */
+    } http;
 };
 
 /* Fills cfg with the defaults of DESIGN §3. Returns 0, -1 on OOM.

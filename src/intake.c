@@ -114,13 +114,25 @@ static void cache_put(const char *id, const char *token, int64_t calendar_id,
     e->gen = gen;
 }
 
-/* Unknown channels already handed to stop_foreign (a ring): Google sends
- * every change of the calendar through such a channel, and one stop is
- * enough; the notifications are unauthenticated, so they must not turn
- * into one Google call each. */
-static pthread_mutex_t foreign_mu = PTHREAD_MUTEX_INITIALIZER;
-static char foreign_seen[INTAKE_FOREIGN_MEMORY][INTAKE_ID_MAX + 1];
-static unsigned foreign_next;
+/* Stops asked for by pushes on unknown or stopped channels. These pushes
+ * carry no token calsync can check, so each must not become a Google call
+ * (nor a log line, nor a table scan): a stop happens at most once per key
+ * (resource id for a foreign channel, channel id for a stopped one) per
+ * INTAKE_STOP_INTERVAL_MS, within one global budget. A channel that keeps
+ * sending after its stop is stopped again after the interval. */
+struct recent {
+    char key[INTAKE_ID_MAX + 1];
+    int64_t at; /* monotonic ms; 0: empty */
+};
+static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct recent recent_res[INTAKE_STOP_MEMORY], recent_chan[INTAKE_STOP_MEMORY];
+static unsigned recent_res_next, recent_chan_next;
+static struct rate_limit stop_budget = RATE_LIMIT_INIT(INTAKE_STOPS_PER_MINUTE, 60000);
+/* resource lookups for unknown channels (an unindexed read) per second */
+static struct rate_limit lookup_budget = RATE_LIMIT_INIT(50, 1000);
+static struct rate_limit log_unknown = RATE_LIMIT_INIT(INTAKE_LOG_LINES, INTAKE_LOG_WINDOW_MS);
+static struct rate_limit log_stopped = RATE_LIMIT_INIT(INTAKE_LOG_LINES, INTAKE_LOG_WINDOW_MS);
+static struct rate_limit log_bad_token = RATE_LIMIT_INIT(INTAKE_LOG_LINES, INTAKE_LOG_WINDOW_MS);
 
 /* Everything below is guarded by j_mu, except what the flusher owns. */
 static pthread_mutex_t j_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -613,24 +625,45 @@ out:
     return rc;
 }
 
-/* 1 the first time `id` is seen (it is remembered), 0 after. */
-static int foreign_first(const char *id)
+/* 1 when `key` was stopped within the interval (stop_mu held). */
+static int recent_hit(const struct recent *t, const char *key, int64_t now)
 {
-    int first = 1;
-    pthread_mutex_lock(&foreign_mu);
-    for (unsigned i = 0; i < INTAKE_FOREIGN_MEMORY && first; i++)
-        if (strcmp(foreign_seen[i], id) == 0)
-            first = 0;
-    if (first) {
-        snprintf(foreign_seen[foreign_next], sizeof foreign_seen[0], "%s", id);
-        foreign_next = (foreign_next + 1) % INTAKE_FOREIGN_MEMORY;
+    for (unsigned i = 0; i < INTAKE_STOP_MEMORY; i++)
+        if (t[i].at && now - t[i].at < INTAKE_STOP_INTERVAL_MS &&
+            strcmp(t[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* 1 when a stop of `key` may be queued now (it is then remembered): not
+ * stopped within the interval, and the global budget allows one more. */
+static int may_stop(struct recent *t, unsigned *next, const char *key)
+{
+    int64_t now = time_mono_ms();
+    const char *result = "queued";
+    pthread_mutex_lock(&stop_mu);
+    if (recent_hit(t, key, now)) {
+        result = "recent";
+    } else if (!rate_limit_take(&stop_budget, now, NULL)) {
+        result = "rate_limited";
+    } else {
+        snprintf(t[*next].key, sizeof t[0].key, "%s", key);
+        t[*next].at = now;
+        *next = (*next + 1) % INTAKE_STOP_MEMORY;
     }
-    pthread_mutex_unlock(&foreign_mu);
-    return first;
+    pthread_mutex_unlock(&stop_mu);
+    char series[96];
+    snprintf(series, sizeof series,
+             "calsync_intake_stop_requests_total{result=\"%s\"}", result);
+    metrics_inc(series);
+    return strcmp(result, "queued") == 0;
 }
 
 /* An unknown channel: when it watches a resource one of calsync's channels
- * watches, calsync has the credential to stop it (DESIGN §2 Intake). */
+ * watches, calsync has the credential to stop it (DESIGN §2 Intake). The
+ * resource id is unauthenticated: a resource stopped within the interval
+ * is not even looked up, and lookups are rate-limited too (the read scans
+ * the channels table, which has no index on resource_id). */
 static void unknown_channel(struct store_conn *c, const char *id, const char *rid)
 {
     static const char sql[] =
@@ -638,7 +671,12 @@ static void unknown_channel(struct store_conn *c, const char *id, const char *ri
         " ORDER BY created_at DESC LIMIT 1";
     struct cs_err err = {{0}};
     sqlite3_stmt *st;
-    if (!intake_hooks.stop_foreign || !rid || !*rid || strlen(rid) > INTAKE_ID_MAX ||
+    if (!intake_hooks.stop_foreign || !rid || !*rid || strlen(rid) > INTAKE_ID_MAX)
+        return;
+    pthread_mutex_lock(&stop_mu);
+    int recent = recent_hit(recent_res, rid, time_mono_ms());
+    pthread_mutex_unlock(&stop_mu);
+    if (recent || !rate_limit_take(&lookup_budget, time_mono_ms(), NULL) ||
         !(st = store_stmt(c, sql, &err)))
         return;
     sqlite3_bind_text(st, 1, rid, -1, SQLITE_STATIC);
@@ -646,7 +684,7 @@ static void unknown_channel(struct store_conn *c, const char *id, const char *ri
     if (sqlite3_step(st) == SQLITE_ROW)
         cal = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    if (cal > 0 && foreign_first(id)) {
+    if (cal > 0 && may_stop(recent_res, &recent_res_next, rid)) {
         log_info("intake.foreign_channel", "channel=%s resource=%s calendar=%lld",
                  log_q(id), log_q(rid), (long long)cal);
         intake_hooks.stop_foreign(id, rid, cal);
@@ -701,7 +739,10 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         if (rc == SQLITE_DONE) {
             sqlite3_reset(st);
             count("unknown");
-            log_info("intake.unknown_channel", "channel=%s", log_q(id));
+            long sup;
+            if (rate_limit_take(&log_unknown, time_mono_ms(), &sup))
+                log_info("intake.unknown_channel", "channel=%s suppressed=%ld",
+                         log_q(id), sup);
             unknown_channel(c, id, rid);
             return;
         }
@@ -711,15 +752,20 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         sqlite3_reset(st);
         if (!usable) {
             count("stopped");
-            log_info("intake.stopped_channel", "channel=%s state=%s", log_q(id), state);
-            if (intake_hooks.stop_channel)
+            long sup;
+            if (rate_limit_take(&log_stopped, time_mono_ms(), &sup))
+                log_info("intake.stopped_channel", "channel=%s state=%s suppressed=%ld",
+                         log_q(id), state, sup);
+            if (intake_hooks.stop_channel && may_stop(recent_chan, &recent_chan_next, id))
                 intake_hooks.stop_channel(id);
             return;
         }
     }
     if (!match) {
         count("bad_token");
-        log_warn("intake.bad_token", "channel=%s", log_q(id));
+        long sup;
+        if (rate_limit_take(&log_bad_token, time_mono_ms(), &sup))
+            log_warn("intake.bad_token", "channel=%s suppressed=%ld", log_q(id), sup);
         http_error(resp, 401, "channel token missing or wrong");
         return;
     }

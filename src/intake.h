@@ -17,7 +17,8 @@
  *                                             stopped one is stopped again;
  *                                             an unknown one too, when its
  *                                             X-Goog-Resource-ID is one
- *                                             calsync watches)
+ *                                             calsync watches; both rate-
+ *                                             limited, see below)
  *   first `sync` message of a channel      -> 200, nothing scheduled
  *   `exists` / `not_exists`                -> 200, calendar sync requested
  *   journal not writable / queue full      -> 503 (Google retries)
@@ -34,18 +35,31 @@ struct intake_hooks {
      * Called from the flusher thread after the notification committed. */
     void (*sync)(int64_t calendar_id);
     /* A channel calsync no longer wants is still sending: stop it with
-     * Google (asynchronously). Called from the HTTP thread. */
+     * Google (asynchronously). Called from the HTTP thread, at most once
+     * per channel id per INTAKE_STOP_INTERVAL_MS. */
     void (*stop_channel)(const char *channel_id);
     /* A channel calsync has no row for (opened before a database restore,
      * say) sends for a resource one of calsync's channels watches, on
      * calendar_id: stop it with that calendar's credential
      * (asynchronously). Called from the HTTP thread, at most once per
-     * channel id among the last INTAKE_FOREIGN_MEMORY ones. */
+     * resource id per INTAKE_STOP_INTERVAL_MS, whatever the channel ids. */
     void (*stop_foreign)(const char *channel_id, const char *resource_id,
                          int64_t calendar_id);
 };
 
-#define INTAKE_FOREIGN_MEMORY 64
+/* Pushes are unauthenticated until their channel token is checked, and an
+ * unknown or stopped channel has no token to check: what they trigger is
+ * bounded so that it cannot grow with a flood of them. Each resource id
+ * (foreign channels) and each stopped channel id is stopped at most once
+ * per interval (the last INTAKE_STOP_MEMORY of each are remembered), all
+ * stops together at most INTAKE_STOPS_PER_MINUTE, and their log lines at
+ * most INTAKE_LOG_LINES per INTAKE_LOG_WINDOW_MS per kind (the next line
+ * carries `suppressed=N`). */
+#define INTAKE_STOP_INTERVAL_MS 60000
+#define INTAKE_STOP_MEMORY 64
+#define INTAKE_STOPS_PER_MINUTE 30
+#define INTAKE_LOG_LINES 10
+#define INTAKE_LOG_WINDOW_MS 10000
 
 /* Installs the hooks (NULL members are ignored). Call before serving. */
 void intake_set_hooks(const struct intake_hooks *hooks);

@@ -46,6 +46,12 @@ int service_run(const struct config *cfg)
      * to terminate. Ignored, the write fails with EFBIG instead. */
     signal(SIGXFSZ, SIG_IGN);
 
+    /* before anything starts: a configuration that would serve the API
+     * unauthenticated to other machines is refused (docs/operations.md) */
+    if (http_check_config(cfg, &err)) {
+        log_error("service.start_failed", "what=config err=%s", log_q(err.msg));
+        return 1;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("service.start_failed", "what=curl");
         return 1;

@@ -535,4 +535,24 @@ char *url_redact(const char *url, char *out, size_t cap)
         }
     snprintf(out, cap, "%.*s://%.*s", (int)sl, url, (int)hl, host);
     return out;
+int rate_limit_take(struct rate_limit *r, int64_t now_ms, long *suppressed)
+{
+    int ok = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->start_ms == INT64_MIN || now_ms - r->start_ms >= r->window_ms ||
+        now_ms < r->start_ms) {
+        r->start_ms = now_ms;
+        r->used = 0;
+    }
+    if (r->used < r->max) {
+        r->used++;
+        if (suppressed)
+            *suppressed = r->suppressed;
+        r->suppressed = 0;
+        ok = 1;
+    } else {
+        r->suppressed++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
 }

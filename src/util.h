@@ -128,5 +128,21 @@ int id_valid_calendar(const char *s, size_t n);
  * the path: Slack, Discord), no query, no fragment. Text that is not an
  * absolute URL gives "(not a URL)". Returns out. */
 char *url_redact(const char *url, char *out, size_t cap);
+/* A fixed-window rate limit: at most `max` events per `window_ms`, for
+ * things an outsider can trigger at will (a log line, a Google call) and
+ * that must not grow with the attack. Thread-safe; declare it with
+ * RATE_LIMIT_INIT. */
+struct rate_limit {
+    pthread_mutex_t mu;
+    int64_t window_ms, start_ms;
+    long max, used, suppressed;
+};
+#define RATE_LIMIT_INIT(max_, window_ms_) \
+    {PTHREAD_MUTEX_INITIALIZER, (window_ms_), INT64_MIN, (max_), 0, 0}
+
+/* 1 when one more event is allowed at now_ms (monotonic); *suppressed (may
+ * be NULL) is then the number refused since the previous allowed one, and
+ * that count restarts. 0 when refused (counted for the next allowed one). */
+int rate_limit_take(struct rate_limit *r, int64_t now_ms, long *suppressed);
 
 #endif

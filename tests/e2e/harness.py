@@ -137,9 +137,11 @@ class Calsync:
         data = body
         if isinstance(body, (dict, list)):
             data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
         elif isinstance(body, str):
             data = body.encode()
+        if data:
+            # the API takes JSON bodies only, declared as such (415 otherwise)
+            hdrs.setdefault("Content-Type", "application/json")
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=data, headers=hdrs)

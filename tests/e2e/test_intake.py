@@ -88,6 +88,33 @@ class TestIntake(CalsyncCase):
         self.assertIn(b'calsync_notifications_total{outcome="stopped"} 1', text)
         self.assertIn(b'calsync_notifications_total{outcome="unknown"} 3', text)
 
+    def test_unknown_and_stopped_channel_floods_are_rate_limited(self):
+        """Pushes on unknown or stopped channels carry no token calsync can
+        check. 200 with random channel ids on a resource calsync watches and
+        50 on a stopped channel: one stop each (per resource id, per channel
+        id, per minute), and at most 10 log lines per kind, the next one
+        counting the suppressed ones."""
+        log0 = len(self.svc.log_text())
+        for i in range(200):
+            st, _, _ = self.svc.request("POST", "/webhooks/google", b"", headers={
+                "X-Goog-Channel-ID": "forged-%d-%s" % (i, os.urandom(4).hex()),
+                "X-Goog-Resource-ID": "res-1", "X-Goog-Resource-State": "exists"})
+            self.assertEqual(st, 200)
+        for i in range(50):
+            st, _, _ = self.notify("ch-old", token="tok-old", number=str(i + 2))
+            self.assertEqual(st, 200)
+        self.assertEqual(self.barrier(), (0, []))
+        log = self.svc.log_text()[log0:]
+        self.assertLessEqual(log.count("event=intake.unknown_channel"), 10)
+        self.assertLessEqual(log.count("event=intake.stopped_channel"), 10)
+        self.assertEqual(log.count("event=intake.foreign_channel"), 1)
+        self.assertRegex(log, r"event=intake\.unknown_channel channel=\S+ suppressed=0")
+        st, text, _ = self.svc.request("GET", "/metrics", raw=True)
+        self.assertIn(b'calsync_notifications_total{outcome="unknown"} 200', text)
+        self.assertIn(b'calsync_notifications_total{outcome="stopped"} 50', text)
+        self.assertIn(b'calsync_intake_stop_requests_total{result="queued"} 2', text)
+        self.assertIn(b'calsync_intake_stop_requests_total{result="recent"} 49', text)
+
     def test_every_notification_recorded(self):
         for i in range(200):
             st, _, _ = self.notify("ch-live", token="tok-123", number=str(i + 2))

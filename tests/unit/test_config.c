@@ -45,6 +45,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.n_webhooks, 0);
     assert_int_equal(cfg.policy_limits.instructions, 1000000);
     assert_int_equal(cfg.policy_limits.memory, 16 << 20);
+    assert_int_equal(cfg.http.connections, 2048);
+    assert_int_equal(cfg.http.connections_per_ip, 256);
+    assert_int_equal(cfg.http.header_timeout, 10);
     config_free(&cfg);
 }
 
@@ -65,7 +68,8 @@ static void test_all_keys(void **state)
         "  channel_ttl = 3600, renew_before = 600 }\n"
         "google.client_id = google.client_id .. \"2\"\n"
         "webhooks = { { url = \"http://a/h\", secret = \"k1\" }, { url = \"https://b/h\", secret = \"k2\" } }\n"
-        "policy_limits = { instructions = 1e6, memory = 8 * 1024 * 1024 }\n";
+        "policy_limits = { instructions = 1e6, memory = 8 * 1024 * 1024 }\n"
+        "http = { connections = 512, connections_per_ip = 0, header_timeout = 3 }\n";
     struct config cfg;
     struct cs_err err = {{0}};
     assert_int_equal(load(&cfg, src, &err), 0);
@@ -82,6 +86,9 @@ static void test_all_keys(void **state)
     assert_string_equal(cfg.webhooks[1].secret, "k2");
     assert_int_equal(cfg.policy_limits.instructions, 1000000);
     assert_int_equal(cfg.policy_limits.memory, 8 << 20);
+    assert_int_equal(cfg.http.connections, 512);
+    assert_int_equal(cfg.http.connections_per_ip, 0);
+    assert_int_equal(cfg.http.header_timeout, 3);
     config_free(&cfg);
 }
 
@@ -110,6 +117,9 @@ static void test_errors_name_key_and_line(void **state)
     expect_error("log_level = \"loud\"\n", "'log_level'");
     expect_error("public_url = \"ftp://x\"\n", "public_url");
     expect_error("api_token = \"\"\n", "api_token");
+    expect_error("http = { header_timeout = 0 }\n", "'http.header_timeout'");
+    expect_error("http = { connections = 1 }\n", "'http.connections'");
+    expect_error("http = { conections = 10 }\n", "unknown key 'http.conections'");
 }
 
 static void test_lua_errors(void **state)

@@ -361,6 +361,24 @@ static void test_url_redact(void **state)
     char small[10];
     assert_string_equal(url_redact("https://hooks.example.com/x", small, sizeof small),
                         "https://h");
+static void test_rate_limit(void **state)
+{
+    (void)state;
+    struct rate_limit r = RATE_LIMIT_INIT(3, 1000);
+    long sup = -1;
+    assert_int_equal(rate_limit_take(&r, 5000, &sup), 1);
+    assert_int_equal(sup, 0);
+    assert_int_equal(rate_limit_take(&r, 5100, NULL), 1);
+    assert_int_equal(rate_limit_take(&r, 5200, NULL), 1);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(rate_limit_take(&r, 5900, &sup), 0);
+    /* the next window allows again and reports what was refused */
+    assert_int_equal(rate_limit_take(&r, 6000, &sup), 1);
+    assert_int_equal(sup, 7);
+    assert_int_equal(rate_limit_take(&r, 6001, &sup), 1);
+    assert_int_equal(sup, 0);
+    /* a clock that steps back starts a window instead of refusing forever */
+    assert_int_equal(rate_limit_take(&r, 10, &sup), 1);
 }
 
 int main(void)
@@ -381,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_calendar_ids),
         cmocka_unit_test(test_fixture_ids),
         cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_rate_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
