@@ -535,6 +535,8 @@ char *url_redact(const char *url, char *out, size_t cap)
         }
     snprintf(out, cap, "%.*s://%.*s", (int)sl, url, (int)hl, host);
     return out;
+}
+
 int rate_limit_take(struct rate_limit *r, int64_t now_ms, long *suppressed)
 {
     int ok = 0;

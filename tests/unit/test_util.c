@@ -361,6 +361,8 @@ static void test_url_redact(void **state)
     char small[10];
     assert_string_equal(url_redact("https://hooks.example.com/x", small, sizeof small),
                         "https://h");
+}
+
 static void test_rate_limit(void **state)
 {
     (void)state;
