@@ -272,6 +272,9 @@ end
 -- Item kinds.
 local SINGLE, REP, OPT, CAP, POS_END, SCAN = 1, 2, 3, 4, 5, 6
 
+-- A pattern without these is a plain search for find (lstrlib's SPECIALS).
+local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
+
 -- Profile of pattern p: the coefficients (index d + 1: of x^d) of the cost
 -- of the head (the items before the always-matching suffix), of the tail
 -- (that suffix), whether the tail branches, and its total weight.
@@ -385,7 +388,7 @@ local function profile(p, anchor)
     local wtail = 1
     for k = h, m do wtail = wtail + 1 + 2 * W[k] end
     return { anchored = anchored, head = head, tail = tail, linear = linear,
-        wtail = wtail }
+        wtail = wtail, plain = not find(p, SPECIALS) }
 end
 
 local function eval(coef, x)
@@ -427,8 +430,16 @@ end
 --- ".match", ".gmatch" or ".gsub") with pattern p on an n-byte subject;
 --- maxn: gsub's n (nil: no limit).
 function S.pattern_steps(fname, p, n, maxn)
-    local many = fname == "string.gmatch" or fname == "string.gsub"
     local pr = profile_of(p, fname ~= "string.gmatch")
+    -- (the last answer of a profile is kept: a loop asks the same again)
+    if pr.n == n and pr.fname == fname and pr.maxn == maxn then return pr.steps end
+    local steps = S.pattern_bound(pr, fname, n, maxn)
+    pr.n, pr.fname, pr.maxn, pr.steps = n, fname, maxn, steps
+    return steps
+end
+
+function S.pattern_bound(pr, fname, n, maxn)
+    local many = fname == "string.gmatch" or fname == "string.gsub"
     local x = n + 1
     local tail = pr.linear and pr.wtail * x or eval(pr.tail, x)
     if pr.anchored then return eval(pr.head, x) + 1 + tail end -- one attempt
@@ -440,8 +451,6 @@ function S.pattern_steps(fname, p, n, maxn)
     return 2 * heads + matches * tail
 end
 
-local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
-
 -- Checks one call of a pattern function and charges its worst case before
 -- it runs. Refused (an ordinary error, before any work) above
 -- S.limits.steps or above the call's whole instruction budget; else
@@ -450,7 +459,8 @@ local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
 -- special characters) is a substring search: (n + 1) * #p steps at most.
 -- extra: steps of work besides matching (gsub's replacement).
 local function check_match(fname, s, p, plain, maxn, extra)
-    local ls, lp = slen(s), slen(p)
+    local ls = type(s) == "string" and #s or slen(s)
+    local lp = type(p) == "string" and #p or slen(p)
     if not ls or not lp then return end -- C raises the argument error
     local L = S.limits
     if ls > L.subject then
@@ -464,7 +474,8 @@ local function check_match(fname, s, p, plain, maxn, extra)
             limit_error(fname, "pattern of " .. lp .. " bytes", L.pattern, 3)
         end
         if type(p) == "number" then p = tostring(p) end
-        if fname == "string.find" and not find(p, SPECIALS) then
+        local pr = profile_of(p, fname ~= "string.gmatch")
+        if fname == "string.find" and pr.plain then
             steps = (ls + 1) * ((lp > 0 and lp <= ls) and lp or 1)
         else
             steps = S.pattern_steps(fname, p, ls, maxn)
@@ -472,17 +483,18 @@ local function check_match(fname, s, p, plain, maxn, extra)
     end
     if extra == 0 then extra = nil end
     steps = steps + (extra or 0)
-    local b = budget()
-    if b == huge then return end -- trusted code, not a policy call
     local cost = steps * BYTES_PER_STEP / 32 -- in instructions
-    if steps > L.steps or cost > b then
+    -- (below 1024 instructions the refusal is not worth a call: a budget
+    -- that small is spent by the charge instead)
+    local b = cost > 1024 and budget() or huge
+    if b ~= huge and (steps > L.steps or cost > b) then
         error(fname .. (extra and ": pattern and replacement" or ": pattern")
             .. " too costly: up to " .. num(steps)
             .. " steps on a " .. ls .. "-byte subject, over the "
             .. (steps > L.steps
                 and ("sandbox limit of " .. num(L.steps) .. " steps per call")
-                or ("instruction limit of " .. num(b) .. " (it would cost "
-                    .. num(cost) .. ")"))
+                or ("call's budget of " .. num(b) .. " instructions (it would "
+                    .. "cost " .. num(cost) .. ")"))
             .. "; simplify the pattern or shorten the subject", 3)
     end
     charge(steps * BYTES_PER_STEP)
