@@ -248,6 +248,12 @@ describe("sandbox limits: scanning functions", function()
     stopped("local s = string.rep('a', 1048576) for i = 1, 1e6 do utf8.len(s) end")
     stopped("local s = '--' .. string.rep('x', 1048000) for i = 1, 1e6 do load(s) end")
     stopped("local f = string.rep('x', 1000000) for i = 1, 1e6 do string.format(f) end")
+    stopped("local f = string.rep('x', 1000000) for i = 1, 1e6 do os.date(f) end")
+  end)
+
+  it("leaves strings without a metatable to change", function()
+    local d = run("setmetatable('', {})")
+    assert.matches("bad argument #1 to 'setmetatable' %(table expected, got string%)", d.reason)
   end)
 
   it("iterates utf8.codes as before, and charges a step off the loop", function()

@@ -890,10 +890,9 @@ function S.library(G, opts)
     end
     lib.os = frozen(os)
     -- tonumber scans its string (strtod, or the digits in a base)
-    local real_tonumber = G.tonumber
     lib.tonumber = function(v, base)
         if type(v) == "string" then charge(#v) end
-        return real_tonumber(v, base)
+        return tonumber(v, base) -- (named so in C's argument errors)
     end
     lib.print = function(...)
         local n = select("#", ...)
@@ -917,14 +916,13 @@ function S.library(G, opts)
             return handler(e)
         end, ...)
     end
-    local real_setmetatable = G.setmetatable
     lib.setmetatable = function(t, mt)
         -- a finalizer would run whenever the collector runs, outside any
         -- call and its limits
         if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
             error("setmetatable: __gc is not available in policies", 2)
         end
-        return real_setmetatable(t, mt)
+        return setmetatable(t, mt)
     end
     lib.require = function(name)
         local m = modules[name]
