@@ -21,10 +21,26 @@ H.logs = {}       -- lines from print() and ctx.log(), oldest first
 local function log(msg) H.logs[#H.logs + 1] = tostring(msg) end
 
 local hit = false -- the running call hit the instruction limit
-local charged = 0 -- bytes scanned by the capped string functions (as live)
+local used = 0    -- instructions counted by the hook in the running call
+local charged = 0 -- bytes of C work charged by the sandbox's wrappers
+local running = false
+local hook
+
+-- As src/sandbox.c: a charge that spends the budget makes the very next
+-- instruction raise, so a wrapper's charge stops the C call it precedes.
+local function charge(n)
+  if not running or n <= 0 then return end
+  charged = charged + n
+  if not hit and used + charged // 32 > H.LIMIT then debug.sethook(hook, "", 1) end
+end
+
+local function budget()
+  if not running then return math.huge end
+  return H.LIMIT
+end
+
 local lib, register, str = S.library(_G, { log = log,
-  limit_hit = function() return hit end,
-  charge = function(n) charged = charged + n end })
+  limit_hit = function() return hit end, charge = charge, budget = budget })
 
 -- Bundled modules run in an environment of their own, as in the binary.
 local function load_module(path, name)
@@ -40,13 +56,32 @@ H.calsync = require "calsync"
 
 -- ------------------------------------------------------------ limits
 
+-- As the runtime's message handler: an error located in a bundled module
+-- (a wrapper of the sandbox, or a C function it called) is located at the
+-- policy's line instead.
+local function relocate(e)
+  if type(e) ~= "string" or not string.find(e, "^lua/calsync/[^:]*:%d+: ") then
+    return e
+  end
+  for level = 2, 200 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if string.find(info.source, "helpers%.lua$") then
+      break -- out of the policy (a tail call left no line of it): none
+    end
+    if info.currentline > 0 and not string.find(info.source, "^@lua/calsync/") then
+      return info.short_src .. ":" .. info.currentline .. ": "
+        .. string.gsub(e, "^lua/calsync/[^:]*:%d+: ", "", 1)
+    end
+  end
+  return (string.gsub(e, "^lua/calsync/[^:]*:%d+: ", "", 1))
+end
+
 -- Runs f(...) with the instruction limit armed; sticky like the runtime's:
 -- once over budget every instruction raises, so pcall cannot swallow it.
 local function limited(f, ...)
-  local used = 0
-  hit = false
-  charged = 0
-  local function hook()
+  used, charged, hit, running = 0, 0, false, true
+  function hook()
     -- back in limited() itself: the call is over (the runtime's C side
     -- gets here without running an instruction)
     if debug.getinfo(2, "f").func == limited then
@@ -62,8 +97,9 @@ local function limited(f, ...)
     error("instruction limit of " .. H.LIMIT .. " exceeded", 2)
   end
   debug.sethook(hook, "", 1000)
-  local res = table.pack(pcall(f, ...))
+  local res = table.pack(xpcall(f, relocate, ...))
   debug.sethook()
+  running = false
   if hit then return false, "instruction limit of " .. H.LIMIT .. " exceeded" end
   return table.unpack(res, 1, res.n)
 end

@@ -14,7 +14,18 @@
  *   - sb_hook: a LUA_MASKCOUNT hook every SB_HOOK_STEP instructions. Past
  *     the budget it re-arms itself at count 1, so a policy's pcall cannot
  *     swallow the limit: the next instruction raises again.
+ *   - sb_charge / sb_budget: the C work a wrapper of sandbox.lua is about
+ *     to start, charged to the budget before it starts, and the budget (a
+ *     pattern that could cost more than all of it is refused).
  *   - sb_traceback: the message handler of every protected call.
+ *
+ * Why every call ends (docs/internals/policy.md, "C work"): the hook
+ * bounds what the VM runs, but not the time one instruction spends in a C
+ * function. Every C function a policy can reach does O(1) work, or work
+ * linear in a string or table that the memory cap bounds, or is wrapped in
+ * sandbox.lua so that its work is bounded before it starts. So between two
+ * hook calls there are at most SB_HOOK_STEP instructions, each of bounded
+ * work, and the wall-clock check in the hook (SB_WALL_MS) is reached.
  *
  * Main objects: struct sandbox (one state), registry entries keyed by the
  * addresses of the static chars below.
@@ -27,6 +38,7 @@
 #include <lauxlib.h>
 #include <lua-cjson.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +51,9 @@
  * a dry run still reproduces a live decision). */
 #define SB_BYTES_PER_INSTR 32
 /* Backstop for C work nothing can charge (comparing two long strings is
- * one VM instruction): a call that runs this long is stopped too. */
+ * one VM instruction): a call that runs this long is stopped too. The
+ * clock starts at the call's first hook (SB_HOOK_STEP instructions in), so
+ * a call shorter than that never reads it. */
 #define SB_WALL_MS 2000
 
 struct sandbox {
@@ -53,7 +67,8 @@ struct sandbox {
     /* instructions: the hook's per-call state */
     int64_t instr_used;
     int64_t bytes;      /* C work of this call: allocated + scanned bytes */
-    int64_t deadline;   /* time_mono_ms() past which the call stops */
+    int64_t deadline;   /* time_mono_ms() past which the call stops;
+                         * 0 until the call's first hook */
     int running;        /* inside sandbox_pcall */
     int wall_hit;
     int instr_hit;
@@ -142,6 +157,23 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+/* Pushes "file:line: " of the innermost frame of policy code: the bundled
+ * modules (the wrappers of sandbox.lua, the calsync module) are skipped,
+ * so a limit hit inside a wrapper names the policy's line that called it. */
+static void sb_where(lua_State *L)
+{
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar))
+            break;
+        if (ar.currentline > 0 && strncmp(ar.source, "@lua/calsync/", 13) != 0) {
+            lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    lua_pushliteral(L, "");
+}
+
 static void sb_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -150,7 +182,10 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
         sb->instr_used += sb->hook_step;
         int64_t cost = sb->instr_used + sb->bytes / SB_BYTES_PER_INSTR;
         if (cost <= sb->lim.instructions) {
-            if (time_mono_ms() < sb->deadline)
+            int64_t now = time_mono_ms();
+            if (sb->deadline == 0)
+                sb->deadline = now + SB_WALL_MS;
+            if (now < sb->deadline)
                 return;
             sb->wall_hit = 1;
         }
@@ -158,7 +193,7 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
         /* sticky: every further instruction raises again */
         lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
     }
-    luaL_where(L, 0);
+    sb_where(L);
     if (sb->wall_hit)
         lua_pushfstring(L, "instruction limit: still running after %d ms",
                         SB_WALL_MS);
@@ -169,6 +204,23 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
     lua_error(L);
 }
 
+/* Length of a leading "lua/calsync/<file>:<line>: " in msg, else 0. */
+static size_t bundled_location(const char *msg)
+{
+    if (strncmp(msg, "lua/calsync/", 12) != 0)
+        return 0;
+    const char *p = strchr(msg + 12, ':');
+    if (!p || p[1] < '0' || p[1] > '9')
+        return 0;
+    for (p++; *p >= '0' && *p <= '9'; p++)
+        ;
+    return p[0] == ':' && p[1] == ' ' ? (size_t)(p + 2 - msg) : 0;
+}
+
+/* The message handler. It runs where the error was raised, stack intact:
+ * an error located in a bundled module (a wrapper of sandbox.lua, or a C
+ * function it called: a C function's error names its caller) is located
+ * at the policy's line instead, as if the policy had made the call. */
 static int sb_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -178,6 +230,14 @@ static int sb_traceback(lua_State *L)
         else
             msg = lua_pushfstring(L, "(error object is a %s value)",
                                   luaL_typename(L, 1));
+    } else {
+        size_t skip = bundled_location(msg);
+        if (skip) {
+            sb_where(L);
+            lua_pushstring(L, msg + skip);
+            lua_concat(L, 2);
+            msg = lua_tostring(L, -1);
+        }
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
@@ -188,26 +248,49 @@ static int sb_traceback(lua_State *L)
 static int sb_log(lua_State *L)
 {
     struct sandbox *sb = sb_of(L);
-    const char *m = luaL_tolstring(L, 1, NULL);
+    size_t len;
+    const char *m = luaL_tolstring(L, 1, &len);
     sb->logs++;
-    if (sb->logs <= SANDBOX_MAX_LOG_LINES)
+    if (sb->logs <= SANDBOX_MAX_LOG_LINES) {
+        if (sb->running) { /* log_q scans the whole message */
+            sb->bytes += (int64_t)len;
+            sb_check_bytes(sb);
+        }
         log_info("policy.log", "policy=%s msg=%s", log_q(sb->name), log_q(m));
+    }
     else if (sb->logs == SANDBOX_MAX_LOG_LINES + 1)
         log_warn("policy.log_suppressed", "policy=%s limit=%d", log_q(sb->name),
                  SANDBOX_MAX_LOG_LINES);
     return 0;
 }
 
-/* charge(n): n bytes of work done in C (the capped string functions). */
+/* charge(n): n bytes of C work a wrapper of sandbox.lua is about to start
+ * (any number: estimates are floats, and may be huge). Past the budget
+ * the next instruction, the call of the C function, raises instead. */
 static int sb_charge(lua_State *L)
 {
     struct sandbox *sb = sb_of(L);
-    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_Number n = luaL_checknumber(L, 1);
     if (n > 0 && sb->running) {
-        sb->bytes += n;
+        /* (n >= 2^62 is past any budget: saturate instead of overflowing) */
+        sb->bytes += n < 4611686018427387904.0 ? (int64_t)n : INT64_MAX / 2;
+        if (sb->bytes > INT64_MAX / 2)
+            sb->bytes = INT64_MAX / 2;
         sb_check_bytes(sb);
     }
     return 0;
+}
+
+/* budget(): the running call's instruction budget (a pattern that could
+ * cost more is refused outright), or math.huge outside a call. */
+static int sb_budget(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    if (sb->running)
+        lua_pushinteger(L, (lua_Integer)sb->lim.instructions);
+    else
+        lua_pushnumber(L, HUGE_VAL);
+    return 1;
 }
 
 static int sb_limit_hit(lua_State *L)
@@ -472,13 +555,15 @@ static int sb_setup(lua_State *L)
     /* lib, register, str = S.library(_G, {log = sb_log, limit_hit = ...}) */
     lua_getfield(L, S, "library");
     lua_pushglobaltable(L);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushcfunction(L, sb_log);
     lua_setfield(L, -2, "log");
     lua_pushcfunction(L, sb_limit_hit);
     lua_setfield(L, -2, "limit_hit");
     lua_pushcfunction(L, sb_charge);
     lua_setfield(L, -2, "charge");
+    lua_pushcfunction(L, sb_budget);
+    lua_setfield(L, -2, "budget");
     lua_call(L, 2, 3);
     int lib = S + 1, reg = S + 2, str = S + 3;
     lua_pushvalue(L, lib);
@@ -608,7 +693,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     sb->bytes = 0;
     sb->wall_hit = 0;
     sb->decoding = sb->decode_over = 0;
-    sb->deadline = time_mono_ms() + SB_WALL_MS;
+    sb->deadline = 0; /* set by the first hook */
     sb->running = 1;
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, sb->hook_step);
     int st = lua_pcall(L, nargs, nres, base);

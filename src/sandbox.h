@@ -3,9 +3,11 @@
  * A sandbox is a lua_State whose globals are the full standard library,
  * used only by trusted code: the bundled lua/calsync/sandbox.lua builds
  * the policy's environment from an allowlist, and policy code only ever
- * sees that environment. Around it, in C: a lua_Alloc with a byte cap, an
- * instruction-count hook that pcall cannot swallow, a traceback message
- * handler.
+ * sees that environment, whose C functions are all bounded before they
+ * run (docs/internals/policy.md, "C work"). Around it, in C: a lua_Alloc
+ * with a byte cap, an instruction-count hook that pcall cannot swallow, a
+ * wall-clock backstop in that hook, a traceback message handler that
+ * names the policy's line.
  *
  * Not thread-safe: one sandbox belongs to one thread at a time.
  */

@@ -9,7 +9,9 @@
 -- The environment is built UP from an allowlist (S.allowed); the names left
 -- out on purpose are listed with their reason in S.denied, so nobody re-adds
 -- one by accident. What the runtime adds around this file, in C: the
--- instruction-count hook, the memory cap, the traceback handler.
+-- instruction-count hook, the memory cap, the traceback handler. What this
+-- file adds: bounds on the work of every C function a policy can reach
+-- ("C work" below), because the hook cannot interrupt C code.
 --
 --   local S = require "calsync.sandbox"          -- (trusted code only)
 --   local lib, register = S.library(_G, {log = function(msg) ... end})
@@ -22,11 +24,14 @@
 local S = {}
 
 -- Captured at load: later changes to the globals cannot reach the sandbox.
-local type, pairs, next, error, tostring, select, rawset, rawget,
-setmetatable, getmetatable, load, sort, concat, sub, find, floor =
-    type, pairs, next, error, tostring, select, rawset, rawget,
-    setmetatable, getmetatable, load, table.sort, table.concat,
-    string.sub, string.find, math.floor
+local type, pairs, next, error, tostring, tonumber, select, rawset, rawget,
+rawequal, pcall, setmetatable, getmetatable, load, sort, concat, sub, find,
+gsub, byte, sformat, floor, tointeger, ult, huge, maxinteger =
+    type, pairs, next, error, tostring, tonumber, select, rawset, rawget,
+    rawequal, pcall, setmetatable, getmetatable, load, table.sort,
+    table.concat, string.sub, string.find, string.gsub, string.byte,
+    string.format, math.floor, math.tointeger, math.ult, math.huge,
+    math.maxinteger
 
 -- ------------------------------------------------------------ allowlist
 
@@ -34,10 +39,13 @@ S.allowed = {
     base = { "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall",
         "select", "tonumber", "tostring", "type", "rawequal", "rawlen",
         "rawget", "setmetatable", "getmetatable", "_VERSION" },
+    -- (bounded or charged before they run, see "C work": string.rep, find,
+    -- match, gmatch, gsub, byte, format, pack, packsize, unpack; every
+    -- table function but pack; utf8.len, offset, codepoint, codes;
+    -- os.date; tonumber and load)
     string = { "byte", "char", "format", "len", "lower", "upper", "reverse",
-        "sub", "pack", "packsize", "unpack",
-        -- capped wrappers (see S.limits): the hook cannot interrupt C code
-        "rep", "find", "match", "gmatch", "gsub" },
+        "sub", "pack", "packsize", "unpack", "rep", "find", "match", "gmatch",
+        "gsub" },
     table = { "concat", "insert", "move", "pack", "remove", "sort", "unpack" },
     math = { "abs", "ceil", "cos", "deg", "exp", "floor", "fmod", "huge",
         "log", "max", "maxinteger", "min", "mininteger", "modf", "pi", "rad",
@@ -86,15 +94,19 @@ S.denied = {
 S.HOOKS = { on_delete = true, on_time_change = true, on_title_change = true,
     on_instance = true, on_past = true }
 
--- Caps of the string functions whose cost the instruction hook cannot see.
--- A pattern with k repetition items (*, +, -, %b) matched against n bytes
--- may take about n^(k+1) steps (n^k when anchored with "^"), times 2 per
--- "?": refused above S.limits.steps.
+-- Bounds of the work C functions do for a policy (see "C work" below and
+-- docs/internals/policy.md, "Limits"). The count hook cannot run inside a
+-- C function, so every C function a policy can reach either does O(1)
+-- work, or work linear in something that already exists in the state
+-- (bounded by the memory cap), or is wrapped here so that its work is
+-- bounded before it starts and charged to the instruction budget.
 S.limits = {
     subject = 256 * 1024, -- bytes of a subject of find/match/gmatch/gsub
     pattern = 512,        -- bytes of a pattern
-    rep = 1024 * 1024,    -- bytes of a string.rep result
-    steps = 2 ^ 30,       -- estimated matcher steps
+    rep = 1024 * 1024,    -- bytes of a string.rep result, and its count
+    steps = 2 ^ 24,       -- estimated matcher steps of one pattern call
+    results = 8192,       -- values one call may return (table.unpack,
+                          -- string.byte, utf8.codepoint, string.unpack)
 }
 
 -- ------------------------------------------------------- read-only proxies
@@ -152,126 +164,673 @@ local function frozen(t)
     })
 end
 
--- ---------------------------------------------------------- capped strings
-
--- Index just past the set starting at p[i] == "[".
-local function skip_set(p, i)
-    local j = i + 1
-    if sub(p, j, j) == "^" then j = j + 1 end
-    if sub(p, j, j) == "]" then j = j + 1 end
-    local n = #p
-    while j <= n do
-        local c = sub(p, j, j)
-        if c == "%" then
-            j = j + 2
-        elseif c == "]" then
-            return j + 1
-        else
-            j = j + 1
-        end
-    end
-    return j
-end
-
--- Repetition items (*, +, -, %b) and optional items (?) of a pattern.
-local function pattern_cost(p)
-    local reps, opts, i, n = 0, 0, 1, #p
-    if sub(p, 1, 1) == "^" then i = 2 end
-    while i <= n do
-        local c = sub(p, i, i)
-        local single = true
-        if c == "(" or c == ")" then
-            i, single = i + 1, false
-        elseif c == "%" then
-            local d = sub(p, i + 1, i + 1)
-            if d == "b" then
-                i, single, reps = i + 4, false, reps + 1
-            elseif d == "f" then
-                i, single = skip_set(p, i + 2), false
-            else
-                i = i + 2
-            end
-        elseif c == "[" then
-            i = skip_set(p, i)
-        else
-            i = i + 1
-        end
-        if single then
-            local q = sub(p, i, i)
-            if q == "*" or q == "+" or q == "-" then
-                reps, i = reps + 1, i + 1
-            elseif q == "?" then
-                opts, i = opts + 1, i + 1
-            end
-        end
-    end
-    return reps, opts
-end
+-- ----------------------------------------------------------------- C work
+--
+-- The count hook runs between VM instructions, never inside a C function,
+-- so a C function a policy can reach must not run long whatever its
+-- arguments. Each one is in one of three classes (the full table is in
+-- docs/internals/policy.md, "C work"):
+--
+--   constant   O(1): type, rawget, select, math.*, os.time, os.clock, ...
+--   linear     work linear in a value that already exists in the state
+--              (a string, a table), which the memory cap bounds: len,
+--              sub, lower, next, tostring, == ... Those that allocate
+--              their result are charged by the allocator (1 instruction
+--              per 32 bytes); those that only scan are charged here.
+--   wrapped    work that depends on a count, a range or a pattern: bounded
+--              below before the C function starts (refused with an error
+--              naming the limit), and charged to the instruction budget;
+--              or redone in Lua, where the hook counts every step.
+--
+-- charge(n) adds n "bytes" of work (32 to one instruction); once the
+-- budget is spent the very next instruction raises the instruction limit,
+-- so a charge made before a C call stops the call from running.
 
 local charge = function() end -- set by S.library: bytes of C work
+-- the running call's instruction budget; huge outside a call (trusted
+-- code: the bundled modules at setup, busted itself in the specs)
+local budget = function() return huge end
 
-local function check_match(fname, s, p, plain, anchored_ok)
-    if type(s) ~= "string" and type(s) ~= "number" then return end -- Lua errs
-    if type(p) ~= "string" and type(p) ~= "number" then return end
-    s, p = tostring(s), tostring(p)
-    charge(#s) -- the scan is work the instruction count cannot see
-    local L = S.limits
-    if #s > L.subject then
-        error(fname .. ": subject of " .. #s .. " bytes exceeds the sandbox "
-            .. "limit of " .. L.subject, 3)
-    end
-    if plain then return end
-    if #p > L.pattern then
-        error(fname .. ": pattern of " .. #p .. " bytes exceeds the sandbox "
-            .. "limit of " .. L.pattern, 3)
-    end
-    local reps, opts = pattern_cost(p)
-    local e = reps
-    if not (anchored_ok and sub(p, 1, 1) == "^") then e = e + 1 end
-    local cost = (#s + 1) ^ e * 2 ^ opts
-    if cost > L.steps then
-        error(fname .. ": pattern too costly for a " .. #s .. "-byte subject ("
-            .. reps .. " repetitions; shorten the subject or simplify the "
-            .. "pattern)", 3)
-    end
+-- Work charged per unit, in bytes (32 bytes = one instruction). Measured
+-- against a VM instruction (1 to 2 ns here): a value pushed or an element
+-- visited costs about one; a matcher step 0.2 to 2 ns, charged a quarter,
+-- because what is charged is the worst case of a pattern, which real
+-- subjects rarely come near; parsing source text 1 to 6 ns per byte.
+local BYTES_PER_VALUE = 32
+local BYTES_PER_STEP = 8
+local BYTES_PER_SOURCE_BYTE = 8
+
+-- A count as messages show it.
+local function num(x)
+    if x ~= x or x >= 2 ^ 53 or x <= -2 ^ 53 then return sformat("%.3g", x) end
+    return sformat("%d", floor(x))
 end
+
+-- "fname: <what> exceed(s) the sandbox limit of <limit>", raised at level.
+local function limit_error(fname, what, limit, level, plural)
+    error(fname .. ": " .. what .. (plural and " exceed" or " exceeds")
+        .. " the sandbox limit of " .. num(limit), level + 1)
+end
+
+-- Byte length of v as luaL_checklstring sees it, or nil when C raises its
+-- own argument error (before doing any work).
+local function slen(v)
+    local t = type(v)
+    if t == "string" then return #v end
+    if t == "number" then return #tostring(v) end
+    return nil
+end
+
+-- Errors raised here or by a C function called from here name this file
+-- ("lua/calsync/sandbox.lua:NNN: ..."): the runtime's message handler
+-- (src/sandbox.c) puts the policy's line in its place, as if the policy
+-- had called the C function itself.
+
+-- ...................................................... pattern matching
+--
+-- Lua's matcher (lstrlib.c) backtracks without memory, so its cost is a
+-- polynomial in the subject length n. S.pattern_steps gives an upper
+-- bound of its steps, a step being: entering one pattern item, testing
+-- one subject byte against one byte of a class, or comparing one byte in
+-- a back-reference or a %b scan. With x = n + 1, per attempt at one start:
+--
+--   every item is reached at most M times, M the product of the branching
+--   of the items before it: x for a repetition (*, +, -), 2 for an
+--   optional (?), 1 for anything else. Reaching it costs 1 plus its
+--   weight w, the bytes of its class (1 for "a" or ".", 2 for "%d", the
+--   length of a "[set]"), or for what scans the subject w * (x + 1) (the
+--   expansion of a repetition) or x (%b, a back-reference %1-%9).
+--
+-- A suffix of the pattern that matches from any position (captures,
+-- repetitions and optionals that may be empty, ".*" or ".-" before a
+-- suffix that matches the empty string at the end) ends the attempt in a
+-- success as soon as it is reached: it is counted once per match, not per
+-- attempt, and a repetition followed by it does not branch. An unanchored
+-- find or match tries each start position once, and an attempt at a start
+-- y bytes before the end costs head(y): summed over all starts, at most
+-- sum over d of c_d * (x^(d+1) / (d+1) + x^d) for head = sum of c_d * x^d.
+-- gmatch and gsub try each position at most twice (again after an empty
+-- match there) and match at most x times; a suffix that does not branch
+-- then costs w * (1 + the match's length), 2x * w over the whole subject.
+-- tools/pattern_bound.lua checks the bound against a step-counting build
+-- of lstrlib.c (none below the count in 1.1 million random cases).
+
+-- Index just past the class at p[i] == "[" (lstrlib's classend).
+local function class_end(p, i)
+    local n = #p
+    i = i + 1
+    if byte(p, i) == 94 then i = i + 1 end -- "^"
+    repeat
+        if i > n then return n + 1 end     -- malformed: C raises there
+        local c = byte(p, i)
+        i = i + 1
+        if c == 37 then i = i + 1 end      -- "%x" escape
+    until byte(p, i) == 93                 -- "]"
+    return i + 1
+end
+
+-- Item kinds.
+local SINGLE, REP, OPT, CAP, POS_END, SCAN = 1, 2, 3, 4, 5, 6
+
+-- A pattern without these is a plain search for find (lstrlib's SPECIALS).
+local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
+
+-- Profile of pattern p: the coefficients (index d + 1: of x^d) of the cost
+-- of the head (the items before the always-matching suffix), of the tail
+-- (that suffix), whether the tail branches, and its total weight.
+-- anchor: a leading "^" anchors (find, match, gsub; not gmatch).
+local function profile(p, anchor)
+    local K, W, ANY = {}, {}, {}
+    local m = 0
+    local function add(k, w, any)
+        m = m + 1
+        K[m], W[m], ANY[m] = k, w, any or false
+    end
+    local n = #p
+    local i = 1
+    local anchored = anchor and byte(p, 1) == 94
+    if anchored then i = 2 end
+    while i <= n do
+        local c, d = byte(p, i), byte(p, i + 1)
+        if c == 40 then                                   -- "(" or "()"
+            add(CAP, 1)
+            i = i + (d == 41 and 2 or 1)
+        elseif c == 41 then                               -- ")"
+            add(CAP, 1)
+            i = i + 1
+        elseif c == 36 and i == n then                    -- final "$"
+            add(POS_END, 1)
+            i = i + 1
+        elseif c == 37 and d == 98 then                   -- %bxy
+            add(SCAN, 1)
+            i = i + 4
+        elseif c == 37 and d == 102 then                  -- %f[set]
+            local j = byte(p, i + 2) == 91 and class_end(p, i + 2) or i + 3
+            add(SINGLE, 2 * (j - i))
+            i = j
+        elseif c == 37 and d and d >= 48 and d <= 57 then -- %0-%9
+            add(SCAN, 1)
+            i = i + 2
+        else                                              -- a class
+            local j
+            if c == 37 then j = i + 2
+            elseif c == 91 then j = class_end(p, i)
+            else j = i + 1 end
+            local w, q = j - i, byte(p, j)
+            local any = c == 46 and w == 1                -- "."
+            if q == 42 or q == 45 then                    -- * -
+                add(REP, w, any)
+                j = j + 1
+            elseif q == 43 then                           -- + is x x*
+                add(SINGLE, w)
+                add(REP, w, any)
+                j = j + 1
+            elseif q == 63 then                           -- ?
+                add(OPT, w)
+                j = j + 1
+            else
+                add(SINGLE, w)
+            end
+            i = j
+        end
+    end
+    -- U[k]: items k.. match from any position; E[k]: they match the empty
+    -- string at the end of the subject.
+    local U, E = { [m + 1] = true }, { [m + 1] = true }
+    for k = m, 1, -1 do
+        local kind = K[k]
+        if kind == CAP or kind == OPT then
+            U[k], E[k] = U[k + 1], E[k + 1]
+        elseif kind == REP then
+            U[k], E[k] = U[k + 1] or (ANY[k] and E[k + 1]), E[k + 1]
+        elseif kind == POS_END then
+            U[k], E[k] = false, E[k + 1]
+        else
+            U[k], E[k] = false, false
+        end
+    end
+    local h = m + 1
+    for k = 1, m do
+        if U[k] then
+            h = k
+            break
+        end
+    end
+    -- Each reach of an item costs 1 (entering it) plus its weight, or its
+    -- weight times x for what scans; with_end: reaching the end counts too.
+    local function poly(from, to, with_end)
+        local coef, deg, mult, linear = { 0, 0 }, 0, 1, true
+        for k = from, to do
+            local kind = K[k]
+            local d = deg + ((kind == REP or kind == SCAN) and 2 or 1)
+            for z = #coef + 1, d do coef[z] = 0 end
+            coef[deg + 1] = coef[deg + 1] + mult
+            coef[d] = coef[d] + mult * W[k]
+            if kind == REP then -- lstrlib tests one byte before expanding
+                coef[deg + 1] = coef[deg + 1] + mult * W[k]
+            end
+            if not U[k + 1] then
+                if kind == REP then
+                    deg, linear = deg + 1, false
+                elseif kind == OPT then
+                    mult, linear = mult * 2, false
+                end
+            end
+        end
+        if with_end then
+            for z = #coef + 1, deg + 1 do coef[z] = 0 end
+            coef[deg + 1] = coef[deg + 1] + mult
+        end
+        return coef, linear
+    end
+    local head = poly(1, h - 1)
+    local tail, linear = poly(h, m, true)
+    local wtail = 1
+    for k = h, m do wtail = wtail + 1 + 2 * W[k] end
+    return { anchored = anchored, head = head, tail = tail, linear = linear,
+        wtail = wtail, plain = not find(p, SPECIALS) }
+end
+
+local function eval(coef, x)
+    local v = 0
+    for d = #coef, 1, -1 do v = v * x + coef[d] end
+    return v
+end
+
+-- An upper bound of eval(coef, y) summed over y = 1 .. x (coef[d + 1] >= 0
+-- multiplies y^d, increasing in y: the sum is at most the integral from 0
+-- to x plus the last term).
+local function eval_sum(coef, x)
+    local v = 0
+    for d = #coef, 1, -1 do
+        v = v + coef[d] * (x ^ d / d + x ^ (d - 1))
+    end
+    return v
+end
+
+-- Profiles of recent patterns, per anchoring mode, so a pattern used in a
+-- loop is parsed once. At most 64; emptied when full.
+local profiles = { [true] = {}, [false] = {} }
+local nprofiles = 0
+
+local function profile_of(p, anchor)
+    local pr = profiles[anchor][p]
+    if pr == nil then
+        if nprofiles >= 64 then
+            profiles[true], profiles[false], nprofiles = {}, {}, 0
+        end
+        pr = profile(p, anchor)
+        profiles[anchor][p] = pr
+        nprofiles = nprofiles + 1
+    end
+    return pr
+end
+
+--- Upper bound of the matcher steps of one call of fname ("string.find",
+--- ".match", ".gmatch" or ".gsub") with pattern p on an n-byte subject;
+--- maxn: gsub's n (nil: no limit).
+function S.pattern_steps(fname, p, n, maxn)
+    local pr = profile_of(p, fname ~= "string.gmatch")
+    -- (the last answer of a profile is kept: a loop asks the same again)
+    if pr.n == n and pr.fname == fname and pr.maxn == maxn then return pr.steps end
+    local steps = S.pattern_bound(pr, fname, n, maxn)
+    pr.n, pr.fname, pr.maxn, pr.steps = n, fname, maxn, steps
+    return steps
+end
+
+function S.pattern_bound(pr, fname, n, maxn)
+    local many = fname == "string.gmatch" or fname == "string.gsub"
+    local x = n + 1
+    local tail = pr.linear and pr.wtail * x or eval(pr.tail, x)
+    if pr.anchored then return eval(pr.head, x) + 1 + tail end -- one attempt
+    local heads = eval_sum(pr.head, x) + x -- every start, + 1 each
+    if not many then return heads + tail end
+    if pr.linear then return 2 * heads + 2 * x * pr.wtail end
+    local matches = x
+    if maxn and maxn < x then matches = maxn > 0 and maxn or 0 end
+    return 2 * heads + matches * tail
+end
+
+-- Checks one call of a pattern function and charges its worst case before
+-- it runs. Refused (an ordinary error, before any work) above
+-- S.limits.steps or above the call's whole instruction budget; else
+-- charged, which stops the call at the instruction limit if the budget
+-- left is too small for it. find with plain (or a pattern without
+-- special characters) is a substring search: (n + 1) * #p steps at most.
+-- extra: steps of work besides matching (gsub's replacement).
+local function check_match(fname, s, p, plain, maxn, extra)
+    local ls = type(s) == "string" and #s or slen(s)
+    local lp = type(p) == "string" and #p or slen(p)
+    if not ls or not lp then return end -- C raises the argument error
+    local L = S.limits
+    if ls > L.subject then
+        limit_error(fname, "subject of " .. ls .. " bytes", L.subject, 3)
+    end
+    local steps
+    if plain and fname == "string.find" then
+        steps = (ls + 1) * ((lp > 0 and lp <= ls) and lp or 1)
+    else
+        if lp > L.pattern then
+            limit_error(fname, "pattern of " .. lp .. " bytes", L.pattern, 3)
+        end
+        if type(p) == "number" then p = tostring(p) end
+        local pr = profile_of(p, fname ~= "string.gmatch")
+        if fname == "string.find" and pr.plain then
+            steps = (ls + 1) * ((lp > 0 and lp <= ls) and lp or 1)
+        else
+            steps = S.pattern_steps(fname, p, ls, maxn)
+        end
+    end
+    if extra == 0 then extra = nil end
+    steps = steps + (extra or 0)
+    local cost = steps * BYTES_PER_STEP / 32 -- in instructions
+    -- (below 1024 instructions the refusal is not worth a call: a budget
+    -- that small is spent by the charge instead)
+    local b = cost > 1024 and budget() or huge
+    if b ~= huge and (steps > L.steps or cost > b) then
+        error(fname .. (extra and ": pattern and replacement" or ": pattern")
+            .. " too costly: up to " .. num(steps)
+            .. " steps on a " .. ls .. "-byte subject, over the "
+            .. (steps > L.steps
+                and ("sandbox limit of " .. num(L.steps) .. " steps per call")
+                or ("call's budget of " .. num(b) .. " instructions (it would "
+                    .. "cost " .. num(cost) .. ")"))
+            .. "; simplify the pattern or shorten the subject", 3)
+    end
+    charge(steps * BYTES_PER_STEP)
+end
+
+-- .................................................... the string library
 
 local function safe_string(str)
     local s = {}
     for _, name in pairs(S.allowed.string) do s[name] = str[name] end
-    local rep, sfind, match, gmatch, gsub =
-        str.rep, str.find, str.match, str.gmatch, str.gsub
+    -- (named as the library names them: C's argument errors use the name
+    -- of the variable the function was called through)
+    local rep, find_, match, gmatch, gsub_, byte_, format, pack, packsize,
+    unpack = str.rep, str.find, str.match, str.gmatch, str.gsub, str.byte,
+        str.format, str.pack, str.packsize, str.unpack
+    local L = S.limits
+
+    -- rep runs its copy loop n times even when it copies nothing
+    -- (string.rep("", math.maxinteger)): the count is capped as well as
+    -- the result, and charged as a matcher step per repetition (2 ns
+    -- each, measured; the bytes copied are charged as allocated).
     s.rep = function(v, n, sep)
-        if (type(v) == "string" or type(v) == "number")
-            and type(n) == "number" and n > 0 then
-            local len = #tostring(v) * n
-            if sep ~= nil and (type(sep) == "string" or type(sep) == "number") then
-                len = len + #tostring(sep) * (n - 1)
+        local lv, cnt = slen(v), tonumber(n)
+        if lv and cnt and cnt > 0 then
+            local len = lv * cnt
+            local lsep = slen(sep)
+            if lsep then len = len + lsep * (cnt - 1) end
+            if len > L.rep then
+                limit_error("string.rep", "result of " .. num(floor(len))
+                    .. " bytes", L.rep, 2)
+            elseif cnt > L.rep then
+                limit_error("string.rep", "count of " .. num(cnt), L.rep, 2)
             end
-            if len > S.limits.rep then
-                error("string.rep: result of " .. floor(len) .. " bytes exceeds "
-                    .. "the sandbox limit of " .. S.limits.rep, 2)
-            end
+            charge(cnt * BYTES_PER_STEP)
         end
         return rep(v, n, sep)
     end
     s.find = function(v, p, init, plain)
-        check_match("string.find", v, p, plain, true)
-        return sfind(v, p, init, plain)
+        check_match("string.find", v, p, plain)
+        return find_(v, p, init, plain)
     end
     s.match = function(v, p, init)
-        check_match("string.match", v, p, false, true)
+        check_match("string.match", v, p)
         return match(v, p, init)
     end
+    -- Called again after it has returned nil, the C iterator scans the
+    -- rest of the subject again: it is not called again, so the whole
+    -- iteration is the one search charged here.
     s.gmatch = function(v, p, init)
-        check_match("string.gmatch", v, p, false, false)
-        return gmatch(v, p, init)
+        check_match("string.gmatch", v, p)
+        local it, done = gmatch(v, p, init), false
+        local function step(a, ...)
+            if a == nil then done = true end
+            return a, ...
+        end
+        return function()
+            if done then return nil end
+            return step(it())
+        end
     end
+    -- A string replacement is scanned once per match.
     s.gsub = function(v, p, r, n)
-        check_match("string.gsub", v, p, false, true)
-        return gsub(v, p, r, n)
+        local maxn = n ~= nil and tointeger(n) or nil
+        local ls, lr = slen(v), slen(r)
+        local extra = 0
+        if ls and lr and lr > 0 then
+            local matches = ls + 1
+            if maxn and maxn < matches then matches = maxn > 0 and maxn or 0 end
+            extra = matches * lr / BYTES_PER_STEP
+        end
+        check_match("string.gsub", v, p, false, maxn, extra)
+        return gsub_(v, p, r, n)
+    end
+    -- byte pushes one value per byte of the slice.
+    s.byte = function(v, i, j)
+        local l = slen(v)
+        if l and l > 64 then -- (at most 64 values: not worth counting)
+            local pi = i == nil and 1 or tointeger(i)
+            local pj = j == nil and pi or tointeger(j)
+            if pi and pj then
+                if pi <= 0 then pi = (pi == 0 or pi < -l) and 1 or l + pi + 1 end
+                if pj > l then
+                    pj = l
+                elseif pj < 0 then
+                    pj = pj < -l and 0 or l + pj + 1
+                end
+                local cnt = pj - pi + 1
+                if cnt > L.results then
+                    limit_error("string.byte", num(cnt) .. " results", L.results, 2, true)
+                end
+                if cnt > 0 then charge(cnt * BYTES_PER_VALUE) end
+            end
+        end
+        return byte_(v, i, j)
+    end
+    -- format, pack and packsize scan their format once; unpack too, and
+    -- returns up to one value per byte of it (and may scan the data).
+    s.format = function(fmt, ...)
+        charge(slen(fmt) or 0)
+        return format(fmt, ...)
+    end
+    -- A fixed-size format may ask for any size ("c1000000000" pads it
+    -- byte by byte): its size is capped as string.rep's result.
+    s.pack = function(fmt, ...)
+        local l = slen(fmt)
+        if l then
+            charge(l)
+            local ok, size = pcall(packsize, fmt)
+            if ok and size > L.rep then
+                limit_error("string.pack", "result of " .. num(size) .. " bytes",
+                    L.rep, 2)
+            end
+        end
+        return pack(fmt, ...)
+    end
+    s.packsize = function(fmt)
+        charge(slen(fmt) or 0)
+        return packsize(fmt)
+    end
+    s.unpack = function(fmt, data, pos)
+        local l = slen(fmt)
+        if l then
+            if l >= L.results then
+                limit_error("string.unpack", "format of " .. l .. " bytes",
+                    L.results - 1, 2)
+            end
+            charge(l + (slen(data) or 0))
+        end
+        return unpack(fmt, data, pos)
     end
     return s
+end
+
+-- ..................................................... the table library
+
+-- luaL_checkinteger as Lua code: the integer, or an error worded as C's,
+-- raised at `level` (1: the caller of checkint).
+local function checkint(v, arg, fname, level)
+    local i = tointeger(v)
+    if i then return i end
+    local why = (type(v) == "number" or (type(v) == "string" and tonumber(v)))
+        and "number has no integer representation"
+        or ("number expected, got " .. (v == nil and "no value" or type(v)))
+    error("bad argument #" .. arg .. " to '" .. fname .. "' (" .. why .. ")",
+        level + 1)
+end
+
+local function len_of(t, level)
+    local n = tointeger(#t)
+    if n then return n end
+    error("object length is not an integer", level + 1)
+end
+
+local function safe_table(tab, getinfo)
+    local t = {}
+    for _, name in pairs(S.allowed.table) do t[name] = tab[name] end
+    local insert, remove, move, concat_, unpack, sort_ = tab.insert,
+        tab.remove, tab.move, tab.concat, tab.unpack, tab.sort
+    local L = S.limits
+
+    -- insert, remove and move shift elements one at a time through the
+    -- table's metamethods, as many times as #t or the range says (a __len
+    -- may answer math.maxinteger, or change its answer between a check
+    -- and the C call; table.move({}, 1, 2^40, 2) moves nils): redone here
+    -- in Lua, where the hook counts every element. Same results and
+    -- errors as ltablib.c; a non-table goes to C for its argument error.
+    t.insert = function(tb, ...)
+        if type(tb) ~= "table" then return insert(tb, ...) end
+        local nargs = select("#", ...)
+        local e = len_of(tb, 2) + 1
+        if nargs == 1 then
+            tb[e] = ...
+            return
+        elseif nargs ~= 2 then
+            error("wrong number of arguments to 'insert'", 2)
+        end
+        local pos, v = ...
+        pos = checkint(pos, 2, "insert", 2)
+        if not ult(pos - 1, e) then
+            error("bad argument #2 to 'insert' (position out of bounds)", 2)
+        end
+        for i = e, pos + 1, -1 do tb[i] = tb[i - 1] end
+        tb[pos] = v
+    end
+    t.remove = function(tb, ...)
+        if type(tb) ~= "table" then return remove(tb, ...) end
+        local size = len_of(tb, 2)
+        local pos = ...
+        if pos == nil then
+            pos = size
+        else
+            pos = checkint(pos, 2, "remove", 2)
+            if pos ~= size and ult(size, pos - 1) then
+                error("bad argument #1 to 'remove' (position out of bounds)", 2)
+            end
+        end
+        local v = tb[pos]
+        for i = pos, size - 1 do tb[i] = tb[i + 1] end
+        if pos < size then pos = size end
+        tb[pos] = nil
+        return v
+    end
+    t.move = function(a1, f, e, d, a2)
+        f = checkint(f, 2, "move", 2)
+        e = checkint(e, 3, "move", 2)
+        d = checkint(d, 4, "move", 2)
+        local to = a2 == nil and a1 or a2
+        if type(a1) ~= "table" or type(to) ~= "table" then
+            return move(a1, f, e, d, a2)
+        end
+        if e >= f then
+            if not (f > 0 or e < maxinteger + f) then
+                error("bad argument #3 to 'move' (too many elements to move)", 2)
+            end
+            local n = e - f + 1
+            if d > maxinteger - n + 1 then
+                error("bad argument #4 to 'move' (destination wrap around)", 2)
+            end
+            if d > e or d <= f or (a2 ~= nil and not (a1 == a2)) then
+                for i = 0, n - 1 do to[d + i] = a1[f + i] end
+            else
+                for i = n - 1, 0, -1 do to[d + i] = a1[f + i] end
+            end
+        end
+        return to
+    end
+
+    -- concat and unpack get explicit bounds, so the range C loops over is
+    -- the one checked here (C does not ask __len for it again); one step
+    -- per element is charged first.
+    t.concat = function(tb, sep, i, j)
+        if type(tb) ~= "table" then return concat_(tb, sep, i, j) end
+        i = i == nil and 1 or checkint(i, 3, "concat", 2)
+        if j == nil then j = len_of(tb, 2) else j = checkint(j, 4, "concat", 2) end
+        if j >= i then charge(((j + 0.0) - i + 1) * BYTES_PER_VALUE) end
+        return concat_(tb, sep, i, j)
+    end
+    t.unpack = function(tb, i, j)
+        i = i == nil and 1 or checkint(i, 2, "unpack", 2)
+        if j == nil then j = len_of(tb, 2) else j = checkint(j, 3, "unpack", 2) end
+        if j >= i then
+            local n = (j + 0.0) - i + 1
+            if n > L.results then
+                limit_error("table.unpack", num(n) .. " results", L.results, 2, true)
+            end
+            charge(n * BYTES_PER_VALUE)
+        end
+        return unpack(tb, i, j)
+    end
+    -- sort compares in C between its reads and writes: with a comparator
+    -- written in Lua every comparison runs VM instructions, so the hook
+    -- keeps counting however long the array (#t via __len) and whatever
+    -- its values (long strings compare in one instruction: see the wall
+    -- clock). A C function given as comparator is called from Lua too.
+    local function lt(a, b)
+        -- two strings compare byte by byte in one instruction: charged
+        if type(a) == "string" and type(b) == "string" then
+            local n = #a
+            if n > 64 then charge(n) end
+        end
+        return a < b
+    end
+    t.sort = function(tb, comp)
+        if comp == nil then
+            comp = lt
+        elseif type(comp) == "function" and getinfo(comp, "S").what == "C" then
+            local c = comp
+            comp = function(a, b) return c(a, b) end
+        end
+        return sort_(tb, comp)
+    end
+    return t
+end
+
+-- ...................................................... the utf8 library
+
+local function safe_utf8(u8)
+    local u = {}
+    for _, name in pairs(S.allowed.utf8) do u[name] = u8[name] end
+    local len, offset, codepoint, codes = u8.len, u8.offset, u8.codepoint,
+        u8.codes
+    local L = S.limits
+    -- len and offset scan the string once.
+    u.len = function(s, ...)
+        charge(slen(s) or 0)
+        return len(s, ...)
+    end
+    u.offset = function(s, ...)
+        charge(slen(s) or 0)
+        return offset(s, ...)
+    end
+    -- codepoint pushes one value per character of the slice.
+    u.codepoint = function(s, i, j, lax)
+        local l = slen(s)
+        if l then
+            local pi = i == nil and 1 or tointeger(i)
+            if pi and pi < 0 then pi = pi < -l and 0 or l + pi + 1 end
+            local pj = j == nil and pi or tointeger(j)
+            if pj and pj < 0 then pj = pj < -l and 0 or l + pj + 1 end
+            if pi and pj and pi >= 1 and pj <= l and pj >= pi then
+                local cnt = pj - pi + 1
+                if cnt > L.results then
+                    limit_error("utf8.codepoint", "slice of " .. num(cnt)
+                        .. " bytes", L.results, 2)
+                end
+                charge(cnt * BYTES_PER_VALUE)
+            end
+        end
+        return codepoint(s, i, j, lax)
+    end
+    -- A step of the C iterator skips continuation bytes from the position
+    -- it is given: linear over a whole loop, but a policy may call it with
+    -- any position. Charged: the string once; a call off the loop's own
+    -- sequence (another string or position), that string again. Not
+    -- called again after the end.
+    u.codes = function(s, lax)
+        local it, st, ctl = codes(s, lax)
+        charge(#st)
+        local last, done = ctl, false
+        local function step(p, c)
+            if p == nil then
+                done = true
+                return
+            end
+            last = p
+            return p, c
+        end
+        return function(s2, i)
+            if done then return end
+            if not (rawequal(s2, st) and i == last) then
+                charge(slen(s2) or 0)
+            end
+            return step(it(s2, i))
+        end, st, ctl
+    end
+    return u
 end
 
 -- Points the string metatable at the capped functions, so ("x"):rep(n) is
@@ -302,24 +861,38 @@ end
 
 --- The shared part of every policy environment, built from G (the real
 --- globals), opts.log (function(msg)), opts.limit_hit (function: true
---- once the running call hit a limit) and opts.charge (function(bytes):
---- work done in C, added to the instruction budget; optional). Returns lib (name -> value; a
---- miss errors naming the global) and register(name, module), which offers
---- a module to `require` (and as a global when name has no dot).
+--- once the running call hit a limit), opts.charge (function(bytes): work
+--- done in C, added to the instruction budget) and opts.budget
+--- (function: the running call's instruction budget). Returns lib (name ->
+--- value; a miss errors naming the global), register(name, module), which
+--- offers a module to `require` (and as a global when name has no dot),
+--- and the string table the string metatable should use.
 function S.library(G, opts)
     local log = opts.log
     if opts.charge then charge = opts.charge end
+    if opts.budget then budget = opts.budget end
     local lib, modules = {}, {}
     for _, name in pairs(S.allowed.base) do lib[name] = G[name] end
     local str = safe_string(G.string)
     S.safe_string_table = str
     lib.string = frozen(str)
-    for _, libname in pairs({ "table", "math", "utf8", "os" }) do
-        local copy = {}
-        for _, name in pairs(S.allowed[libname]) do
-            copy[name] = G[libname][name]
-        end
-        lib[libname] = frozen(copy)
+    lib.table = frozen(safe_table(G.table, G.debug.getinfo))
+    lib.utf8 = frozen(safe_utf8(G.utf8))
+    local m = {}
+    for _, name in pairs(S.allowed.math) do m[name] = G.math[name] end
+    lib.math = frozen(m)
+    local os, date = {}, G.os.date
+    for _, name in pairs(S.allowed.os) do os[name] = G.os[name] end
+    -- date runs strftime once per conversion of its format
+    os.date = function(fmt, t)
+        charge(slen(fmt) or 0)
+        return date(fmt, t)
+    end
+    lib.os = frozen(os)
+    -- tonumber scans its string (strtod, or the digits in a base)
+    lib.tonumber = function(v, base)
+        if type(v) == "string" then charge(#v) end
+        return tonumber(v, base) -- (named so in C's argument errors)
     end
     lib.print = function(...)
         local n = select("#", ...)
@@ -343,14 +916,13 @@ function S.library(G, opts)
             return handler(e)
         end, ...)
     end
-    local real_setmetatable = G.setmetatable
     lib.setmetatable = function(t, mt)
         -- a finalizer would run whenever the collector runs, outside any
         -- call and its limits
         if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
             error("setmetatable: __gc is not available in policies", 2)
         end
-        return real_setmetatable(t, mt)
+        return setmetatable(t, mt)
     end
     lib.require = function(name)
         local m = modules[name]
@@ -363,6 +935,20 @@ function S.library(G, opts)
     lib.load = function(chunk, name, mode, env)
         if mode ~= nil and mode ~= "t" then
             error("load: only text chunks (mode \"t\") are allowed", 2)
+        end
+        -- Compiling is C work linear in the text: charged per byte, and
+        -- per piece a reader function returns.
+        if type(chunk) == "string" then
+            charge(#chunk * BYTES_PER_SOURCE_BYTE)
+        elseif type(chunk) == "function" then
+            local reader = chunk
+            chunk = function()
+                local piece = reader()
+                if type(piece) == "string" then
+                    charge(#piece * BYTES_PER_SOURCE_BYTE)
+                end
+                return piece
+            end
         end
         -- never the real globals: S.new_env passes the policy's env
         return load(chunk, name, "t", env or {})
