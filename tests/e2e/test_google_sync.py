@@ -12,7 +12,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fake_google import FakeGoogle  # noqa: E402
-from harness import CalsyncCase, lua_str  # noqa: E402
+from harness import CalsyncCase, future, instance_id, lua_str, ymd  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 CAL = "primary"
@@ -168,16 +168,16 @@ class FullAndIncrementalTest(GoogleSyncCase):
         # full listing takes two pages of maxResults=2500.
         self.fg.control("POST", "/config", {"expand_days": 20000, "max_instances": 5000})
         a = self.fg.host(CAL, op="create", event=timed(
-            "2026-01-05T09:00:00Z", "2026-01-05T09:30:00Z", tz="UTC", summary="Standup",
+            future(2, 9), future(2, 9, 30), tz="UTC", summary="Standup",
             recurrence=["RRULE:FREQ=DAILY;COUNT=2499"]))
         self.fg.host(CAL, op="create", event=timed(
-            "2026-01-05T15:00:00Z", "2026-01-05T15:45:00Z", tz="UTC", summary="Review",
+            future(2, 15), future(2, 15, 45), tz="UTC", summary="Review",
             recurrence=["RRULE:FREQ=DAILY;COUNT=2499"]))
         one = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="One-off",
+            future(3, 10), future(3, 11), summary="One-off",
             extendedProperties={"private": {"calsync_booking_uid": "bk-1"}}))
         day = self.fg.host(CAL, op="create", event={
-            "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-25"}, "summary": "Holiday"})
+            "start": {"date": ymd(20)}, "end": {"date": ymd(21)}, "summary": "Holiday"})
         cred, cal, last = self.start_synced()
         lists = self.requests(op="events.list")
         self.assertEqual(len(lists), 2, [r["query"] for r in lists])
@@ -194,9 +194,9 @@ class FullAndIncrementalTest(GoogleSyncCase):
         self.assertRegex(self.svc.log_text(), r"event=sync\.done .*kind=full .*pages=2 events=5000 ")
         self.assertEqual(m[one["id"]]["booking_tag"], "bk-1")
         self.assertEqual(m[day["id"]]["all_day"], 1)
-        inst = a["id"] + "_20260107T090000Z"
+        inst = instance_id(a["id"], future(4, 9))
         self.assertEqual(m[inst]["series_id"], a["id"])
-        self.assertEqual(m[inst]["original_start_ms"], ms("2026-01-07T09:00:00Z"))
+        self.assertEqual(m[inst]["original_start_ms"], ms(future(4, 9)))
         st, b, _ = self.svc.request("GET", "/v1/calendars/%d" % cal)
         self.assertEqual(b["state"], "active")
         self.assertIsNotNone(b["last_synced_at"])
@@ -206,13 +206,12 @@ class FullAndIncrementalTest(GoogleSyncCase):
         # incremental: insert, move, delete, occurrence exceptions
         self.fg.control("DELETE", "/requests")
         new = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z", summary="New"))
-        self.fg.host(CAL, op="move", id=one["id"], start="2026-12-01T12:00:00Z",
-                     end="2026-12-01T13:00:00Z")
+            future(4, 10), future(4, 11), summary="New"))
+        self.fg.host(CAL, op="move", id=one["id"], start=future(3, 12), end=future(3, 13))
         self.fg.host(CAL, op="delete", id=day["id"])
-        self.fg.host(CAL, op="move", series=a["id"], original_start="2026-01-08T09:00:00Z",
-                     start="2026-01-08T10:00:00Z", end="2026-01-08T10:30:00Z")
-        self.fg.host(CAL, op="delete", series=a["id"], original_start="2026-01-09T09:00:00Z")
+        self.fg.host(CAL, op="move", series=a["id"], original_start=future(5, 9),
+                     start=future(5, 10), end=future(5, 10, 30))
+        self.fg.host(CAL, op="delete", series=a["id"], original_start=future(6, 9))
         self.sync_now(cal)
         self.wait_synced(cal, last)
         lists = self.requests(op="events.list")
@@ -223,13 +222,13 @@ class FullAndIncrementalTest(GoogleSyncCase):
                 self.assertNotIn(refused, r["query"])
         m = self.assert_mirror_equals_google(cal)
         self.assertEqual(m[new["id"]]["title"], "New")
-        self.assertEqual(m[one["id"]]["start_ms"], ms("2026-12-01T12:00:00Z"))
+        self.assertEqual(m[one["id"]]["start_ms"], ms(future(3, 12)))
         self.assertEqual(m[day["id"]]["status"], "cancelled")
         self.assertEqual(m[day["id"]]["title"], "Holiday")  # kept for matching
-        moved = m[a["id"] + "_20260108T090000Z"]
-        self.assertEqual(moved["start_ms"], ms("2026-01-08T10:00:00Z"))
-        self.assertEqual(moved["original_start_ms"], ms("2026-01-08T09:00:00Z"))
-        gone = m[a["id"] + "_20260109T090000Z"]
+        moved = m[instance_id(a["id"], future(5, 9))]
+        self.assertEqual(moved["start_ms"], ms(future(5, 10)))
+        self.assertEqual(moved["original_start_ms"], ms(future(5, 9)))
+        gone = m[instance_id(a["id"], future(6, 9))]
         self.assertEqual(gone["status"], "cancelled")
         self.assertEqual(gone["series_id"], a["id"])
         self.assertNotEqual(self.cal_row(cal)[1], token1)
@@ -246,9 +245,9 @@ class FullAndIncrementalTest(GoogleSyncCase):
 
     def test_410_full_resync_and_bad_token_400(self):
         e1 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="Keep"))
+            future(2, 10), future(2, 11), summary="Keep"))
         e2 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z", summary="Drop"))
+            future(2, 12), future(2, 13), summary="Drop"))
         cred, cal, last = self.start_synced()
         old_token = self.cal_row(cal)[1]
         self.fg.control("POST", "/invalidate_sync_tokens", {})
@@ -283,7 +282,7 @@ class FullAndIncrementalTest(GoogleSyncCase):
 
     def test_events_missing_from_full_listing_are_swept(self):
         e1 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="Keep"))
+            future(2, 10), future(2, 11), summary="Keep"))
         cred, cal, last = self.start_synced()
         # a mirrored event Google no longer lists at all (beyond its
         # retention of deleted events)
@@ -304,7 +303,7 @@ class FullAndIncrementalTest(GoogleSyncCase):
 class FailuresTest(GoogleSyncCase):
     def test_429_retry_after_is_honoured(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
         self.fg.control("POST", "/faults", {"status": 429, "count": 2, "retry_after": 2,
@@ -324,7 +323,7 @@ class FailuresTest(GoogleSyncCase):
 
     def test_403_rate_limit_and_503_back_off_but_404_does_not_retry(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
         self.fg.control("POST", "/faults", {"status": 403, "reason": "rateLimitExceeded",
@@ -409,7 +408,7 @@ class OAuthTest(GoogleSyncCase):
 
     def test_invalid_grant_revokes_calendar_and_deletes_nothing(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         rx = Receiver().start()
         self.addCleanup(rx.stop)
         self.config_extra += "\n" + rx.config()
@@ -540,12 +539,12 @@ class SchedulerTest(GoogleSyncCase):
 class RecurringTest(GoogleSyncCase):
     def test_split_and_truncate_series(self):
         s = self.fg.host(CAL, op="create", event=timed(
-            "2026-03-02T09:00:00Z", "2026-03-02T09:30:00Z", tz="UTC", summary="Daily",
+            future(2, 9), future(2, 9, 30), tz="UTC", summary="Daily",
             recurrence=["RRULE:FREQ=DAILY;COUNT=10"]))
         cred, cal, last = self.start_synced()
         self.assertEqual(len(self.mirror(cal)), 10)
         # "this and following" from the 6th: the old series ends, a new one starts
-        self.fg.host(CAL, op="split", series=s["id"], original_start="2026-03-07T09:00:00Z",
+        self.fg.host(CAL, op="split", series=s["id"], original_start=future(7, 9),
                      event={"summary": "Daily (new)"})
         self.sync_now(cal)
         last = self.wait_synced(cal, last)
@@ -555,7 +554,7 @@ class RecurringTest(GoogleSyncCase):
         new = [v for v in m.values() if v["title"] == "Daily (new)" and v["status"] != "cancelled"]
         self.assertEqual(len(new), 5)
         # "delete this and following" on the old half: only UNTIL moves
-        self.fg.host(CAL, op="truncate", series=s["id"], original_start="2026-03-05T09:00:00Z")
+        self.fg.host(CAL, op="truncate", series=s["id"], original_start=future(5, 9))
         self.sync_now(cal)
         self.wait_synced(cal, last)
         m = self.assert_mirror_equals_google(cal)
