@@ -96,6 +96,22 @@ class GoogleSyncCase(CalsyncCase):
         self.assertEqual(st, 202, b)
         return before
 
+    def dirty(self, cal):
+        with self.svc.db() as con:
+            return con.execute("SELECT dirty FROM calendars WHERE id = ?", (cal,)).fetchone()[0]
+
+    def sync_and_wait(self, cal, timeout=30):
+        """Requests a sync and waits until one that BEGAN after the request
+        has completed: the positive sign that everything Google held before
+        this call has been read and decided (and each decision's audit entry
+        and outbox rows committed with it). The request raises
+        calendars.dirty, a generation that only a sync which read it at its
+        start clears (docs/internals/intake.md); a sync already running, or
+        one that fails, leaves it set."""
+        self.sync_now(cal)
+        self.wait_for(lambda: self.dirty(cal) == 0, timeout,
+                      "a sync of calendar %s that began after the request" % cal)
+
     def mirror(self, cal):
         with self.svc.db() as con:
             rows = con.execute(
@@ -131,6 +147,13 @@ class GoogleSyncCase(CalsyncCase):
     def requests(self, **q):
         qs = urllib.parse.urlencode(q)
         return self.fg.control("GET", "/requests" + ("?" + qs if qs else ""))["requests"]
+
+    def fault_hits(self, fault):
+        """How many requests a fault rule (as POST /_control/faults returned
+        it) has caught so far. A rule is taken when its request arrives, so
+        a delay rule with a hit is a request the fake is holding."""
+        rules = self.fg.control("GET", "/faults")["faults"]
+        return [r["hits"] for r in rules if r["id"] == fault["id"]][0]
 
     def assert_mirror_equals_google(self, cal):
         g = self.google_listing()
@@ -351,20 +374,24 @@ class FailuresTest(GoogleSyncCase):
 
     def test_truncated_and_mistyped_responses_fail_cleanly(self):
         e1 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
+        def failures():
+            return self.svc.log_text().count("event=sync.failed ")
         for mode in ("truncated_json", "wrong_types", "html"):
             with self.subTest(mode=mode):
                 self.fg.host(CAL, op="retitle", id=e1["id"], summary="B-" + mode)
                 snap = self.svc.snapshot({"events": "*"})
                 row = self.cal_row(cal)
+                failed = failures()
                 self.fg.control("DELETE", "/requests")
                 self.fg.control("POST", "/faults", {"mode": mode, "count": 1,
                                                     "ops": ["events.list"]})
                 self.sync_now(cal)
                 self.wait_for(lambda: self.requests(op="events.list"), what="the list call")
-                self.wait_for(lambda: "sync.failed" in self.svc.log_text(), what="failure log")
-                time.sleep(0.3)
+                # this sync's failure, logged once it has rolled back: the
+                # positive sign that it is over (not the previous mode's)
+                self.wait_for(lambda: failures() > failed, what="the failure logged")
                 after = self.svc.snapshot({"events": "*"})
                 self.assertEqual(snap["events"], after["events"])
                 self.assertEqual(self.cal_row(cal)[:3], row[:3])  # token untouched
@@ -432,14 +459,34 @@ class OAuthTest(GoogleSyncCase):
         # it stops syncing: a sync request is refused, no call reaches Google
         st, _, _ = self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
         self.assertEqual(st, 409)
-        time.sleep(1.5)
-        self.assertEqual(len(self.requests()), 2)
         self.assertEqual(self.cal_row(other)[0], "revoked")
+        # ... as a later sync shows: a calendar of another credential, added
+        # after the refusal, is synced (the scheduler and the workers ran
+        # since), and still only the two calls above carry the revoked
+        # credential or its calendars
+        third = self.svc.request("POST", "/v1/calendars", {
+            "credential_id": self.credential(refresh_token="rt-another"),
+            "external_id": "third@example.com"})[1]["id"]
+        self.wait_synced(third)
+        def theirs(r):        # the new credential's and its calendar's calls
+            return "third" in r["path"] or (r["op"] == "token" and (
+                r.get("body") or {}).get("refresh_token") == "rt-another")
+        self.assertTrue([r for r in self.requests() if theirs(r)])
+        self.assertEqual([(r["op"], r["status"]) for r in self.requests() if not theirs(r)],
+                         [("events.list", 401), ("token", 400)])
         body = self.svc.request("GET", "/metrics", raw=True)[1].decode()
         self.assertIn('calsync_calendar_errors_total{state="revoked"} 2', body)
-        # one CALENDAR_ERROR per calendar of the credential
-        rx.wait(lambda ds: len(ds) >= 2)
-        time.sleep(0.5)
+        # one CALENDAR_ERROR per calendar of the credential: two outbox rows,
+        # both acknowledged, and no other webhook
+        with self.svc.db() as con:
+            rows = con.execute("SELECT trigger FROM outbox").fetchall()
+        self.assertEqual(rows, [("CALENDAR_ERROR",), ("CALENDAR_ERROR",)])
+
+        def drained():
+            with self.svc.db() as con:
+                return con.execute("SELECT count(*) FROM outbox WHERE state = 'pending'"
+                                   ).fetchone()[0] == 0
+        self.wait_for(drained, what="both webhooks acknowledged")
         errs = [d.json for d in rx.deliveries if d.json["triggerEvent"] == "CALENDAR_ERROR"]
         self.assertEqual(sorted(e["payload"]["calendarId"] for e in errs), sorted([cal, other]))
         for e in errs:
@@ -465,14 +512,20 @@ class SchedulerTest(GoogleSyncCase):
     def test_requests_during_a_sync_cause_exactly_one_more(self):
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
-        self.fg.control("POST", "/faults", {"delay_ms": 1500, "count": 1,
-                                            "ops": ["events.list"]})
+        hold = self.fg.control("POST", "/faults", {"delay_ms": 3000, "count": 1,
+                                                   "ops": ["events.list"]})
         self.sync_now(cal)
-        time.sleep(0.4)          # the first sync is now waiting on Google
+        # the first sync is waiting on Google: the fake holds its list call
+        self.wait_for(lambda: self.fault_hits(hold) == 1, what="the first sync's list held")
         for _ in range(5):
             self.sync_now(cal)
-        time.sleep(3)
-        self.assertEqual(len(self.requests(op="events.list")), 2)
+        # a sync that began after the five requests has completed ...
+        self.wait_for(lambda: self.dirty(cal) == 0, 30, "the sync after the requests")
+        self.assertEqual([r["fault"] is not None for r in self.requests(op="events.list")],
+                         [True, False])
+        # ... and exactly one: a sync asked for now is the third, not a fourth
+        self.sync_and_wait(cal)
+        self.assertEqual(len(self.requests(op="events.list")), 3)
         self.svc.stop()
 
     def test_slow_calendar_does_not_delay_another(self):
