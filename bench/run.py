@@ -33,6 +33,10 @@ BENCH = os.path.join(ROOT, "build", "bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
 SINK_PORT = None   # webhook sink: a bare_mhd started by main()
+# The fixture's events and the bookings and mirror rows seeded here start at
+# BASE_MS: midnight UTC 30 days ahead of the run, so that they are in the
+# future whatever the date (bench/fixture_google.py gets it by environment).
+BASE_MS = (int(time.time()) // 86400 + 30) * 86400 * 1000
 
 
 def log(msg):
@@ -107,7 +111,8 @@ def proc_status(pid, key):
 
 class Fixture:
     def __init__(self):
-        self.proc, self.port = spawn_port([sys.executable, os.path.join(ROOT, "bench", "fixture_google.py")])
+        self.proc, self.port = spawn_port([sys.executable, os.path.join(ROOT, "bench", "fixture_google.py")],
+                                          env=dict(os.environ, BENCH_BASE_MS=str(BASE_MS)))
 
     def post(self, path, body):
         return http_req(self.port, "POST", path, body)[1]
@@ -234,7 +239,7 @@ def populate(svc, n_cal, ev_per_cal, dirty=1):
         " VALUES (?, ?, ?, ?, ?, 'live', ?)",
         (("ch-%d" % i, i, "res-%d" % i, "tok-%d" % i, now + 6 * 86400 * 1000, now)
          for i in range(1, n_cal + 1)))
-    base = 1798761600000
+    base = BASE_MS
 
     def rows():
         for c in range(1, n_cal + 1):
@@ -428,7 +433,7 @@ def item_apply(fx, R, n=10000, reps=3):
     cal = svc.calendar(cred, "apply")
     svc.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (cal,))
     now = int(time.time() * 1000)
-    base = 1798761600000
+    base = BASE_MS
     with svc.db() as con:
         con.executemany(
             "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
