@@ -6,6 +6,7 @@ things only: the fake's request log (/_control/requests), calsync's SQLite
 mirror (svc.db()) and calsync's API.
 """
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -338,7 +339,11 @@ class FailuresTest(GoogleSyncCase):
         t = [ms(r["time"]) for r in lists]
         self.assertGreaterEqual(t[1] - t[0], 2000 - 50)
         self.assertGreaterEqual(t[2] - t[1], 2000 - 50)
-        self.assertLess(t[2] - t[0], 6000)   # waited as given, not longer
+        # waited as given, not longer: the wait calsync chose, from its log
+        # (how long the wait really took depends on the machine)
+        waits = re.findall(r"event=google\.retry method=events\.list status=429 .*wait_ms=(\d+)",
+                           self.svc.log_text())
+        self.assertEqual(waits, ["2000", "2000"])
         body = self.svc.request("GET", "/metrics", raw=True)[1].decode()
         self.assertIn('calsync_google_retries_total{method="events.list"} 2', body)
         self.assertIn('calsync_google_requests_total{method="events.list",status="429"} 2', body)
@@ -501,10 +506,15 @@ class PollingTest(GoogleSyncCase):
     def test_polls_without_requests(self):
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
-        time.sleep(3.5)
-        n = len(self.requests(op="events.list"))
-        self.assertGreaterEqual(n, 3)
-        self.assertLessEqual(n, 5)
+        # polls keep coming with no request, push or change (how often, on
+        # an idle machine, is `make bench`'s to measure: "google idle")
+        lists = self.wait_for(lambda: (lambda ls: len(ls) >= 3 and ls)(
+            self.requests(op="events.list")), 60, "three polls")
+        # and never in a busy loop: one poll_interval (less its 10 % jitter)
+        # lies between two, however slow the machine
+        t = [ms(r["time"]) for r in lists]
+        for a, b in zip(t, t[1:]):
+            self.assertGreaterEqual(b - a, 1000 * self.poll_interval * 0.9 - 50, t)
         self.svc.stop()
 
 
@@ -537,14 +547,14 @@ class SchedulerTest(GoogleSyncCase):
         self.assertEqual(st, 201, b)
         fast = b["id"]
         l_slow, l_fast = self.wait_synced(slow), self.wait_synced(fast)
-        self.fg.control("POST", "/faults", {"delay_ms": 4000, "count": 1,
-                                            "paths": "/calendars/primary/"})
-        t0 = time.time()
+        # the slow calendar's next call is held 10 s: a generous margin for
+        # the other's whole sync on a loaded machine, under the sanitizers
+        hold = self.fg.control("POST", "/faults", {"delay_ms": 10000, "count": 1,
+                                                   "paths": "/calendars/primary/"})
         self.sync_now(slow)
-        time.sleep(0.2)
+        self.wait_for(lambda: self.fault_hits(hold) == 1, what="the slow calendar's call held")
         self.sync_now(fast)
         self.wait_synced(fast, l_fast)
-        self.assertLess(time.time() - t0, 2.5)
         st, _, _ = self.svc.request("GET", "/healthz")   # HTTP is not held up either
         self.assertEqual(st, 200)
         self.assertEqual(self.cal_row(slow)[2], l_slow)  # still waiting on Google
@@ -564,18 +574,18 @@ class SchedulerTest(GoogleSyncCase):
 
     def test_stop_during_a_retry_wait_is_prompt_and_clean(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
         row, mirror = self.cal_row(cal), self.mirror(cal)
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z", summary="B"))
-        self.fg.control("POST", "/faults", {"status": 429, "count": 5, "retry_after": 30,
+            future(3, 10), future(3, 11), summary="B"))
+        self.fg.control("POST", "/faults", {"status": 429, "count": 5, "retry_after": 60,
                                             "ops": ["events.list"]})
         self.sync_now(cal)
         self.wait_for(lambda: self.requests(op="events.list", status=429), what="a 429")
-        t0 = time.time()
-        self.svc.stop(timeout=10)
-        self.assertLess(time.time() - t0, 3)
+        # prompt: well inside the 60 s Retry-After (stop fails the test if
+        # the process is not gone within its timeout)
+        self.svc.stop(timeout=20)
         self.svc = None
         from harness import Calsync
         # nothing of the interrupted sync was applied
