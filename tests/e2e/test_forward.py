@@ -151,8 +151,14 @@ class TestConflicts(ForwardCase):
         cal = self.boot()
         self.create(cal, "race")
         b = self.written("race")
-        # the host moves the event; calsync has not synced it yet
+        # no sync may be under way or due when the host moves the event: the
+        # push that echoes the insert is delivered (or dropped from now on)
+        # and a sync after it has completed -- else that sync, held by the
+        # push settle window, can read the move before the app's patch
         self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 100})
+        self.assertEqual(self.fg.control("POST", "/notifications/drain")["drained"], True)
+        self.sync_and_wait(cal)
+        # the host moves the event; calsync has not synced it yet
         self.fg.host(CAL, op="move", id=b["event_id"], start=future(10, 18),
                      end=future(10, 18, 30))
         self.fg.control("DELETE", "/requests")
