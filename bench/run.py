@@ -9,10 +9,16 @@ docs/performance-scaling.png.
 
     python3 bench/run.py [--reps N] [--quick] [--only ITEM,...]
 
+Items: intake fullsync apply policy google memory scaling, and load
+(tests/e2e/test_load.py's scenario: intake latency while syncs hold the
+write lock) and reload (a policy saved by rename until it is live). The
+functional tests assert outcomes only; the latencies are judged here.
+
 Every process it starts is stopped by its pid at the end. No traffic leaves
 loopback. See docs/performance.md for the method of each item.
 """
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -33,6 +39,10 @@ BENCH = os.path.join(ROOT, "build", "bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
 SINK_PORT = None   # webhook sink: a bare_mhd started by main()
+# The fixture's events and the bookings and mirror rows seeded here start at
+# BASE_MS: midnight UTC 30 days ahead of the run, so that they are in the
+# future whatever the date (bench/fixture_google.py gets it by environment).
+BASE_MS = (int(time.time()) // 86400 + 30) * 86400 * 1000
 
 
 def log(msg):
@@ -107,7 +117,8 @@ def proc_status(pid, key):
 
 class Fixture:
     def __init__(self):
-        self.proc, self.port = spawn_port([sys.executable, os.path.join(ROOT, "bench", "fixture_google.py")])
+        self.proc, self.port = spawn_port([sys.executable, os.path.join(ROOT, "bench", "fixture_google.py")],
+                                          env=dict(os.environ, BENCH_BASE_MS=str(BASE_MS)))
 
     def post(self, path, body):
         return http_req(self.port, "POST", path, body)[1]
@@ -234,7 +245,7 @@ def populate(svc, n_cal, ev_per_cal, dirty=1):
         " VALUES (?, ?, ?, ?, ?, 'live', ?)",
         (("ch-%d" % i, i, "res-%d" % i, "tok-%d" % i, now + 6 * 86400 * 1000, now)
          for i in range(1, n_cal + 1)))
-    base = 1798761600000
+    base = BASE_MS
 
     def rows():
         for c in range(1, n_cal + 1):
@@ -428,7 +439,7 @@ def item_apply(fx, R, n=10000, reps=3):
     cal = svc.calendar(cred, "apply")
     svc.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (cal,))
     now = int(time.time() * 1000)
-    base = 1798761600000
+    base = BASE_MS
     with svc.db() as con:
         con.executemany(
             "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
@@ -501,6 +512,75 @@ def item_policy(R, reps=3):
     # baseline: the same Lua hook through a bare lua_pcall with plain tables
     return [("policy: ns per hook call (median)", ns, "ns", median(bares) if bares else None, "< 2000", ns < 2000),
             ("policy: instructions per call (callgrind)", ipc, "instr", None, "", None)]
+
+
+def item_load(R, reps=3):
+    """The scenario of tests/e2e/test_load.py (wrk -t1 -c8 keep-alive on
+    the push intake for 5 s while the host retitles a 1,500-occurrence
+    series every 0.3 s, so syncs that hold SQLite's write lock run
+    throughout), run as that test, which checks the outcomes (every answer
+    2xx, every one recorded, a sync after the last) and hands its figures
+    back through CALSYNC_LOAD_FIGURES. Judged here: wrk's p99."""
+    runs = []
+    for i in range(reps):
+        log("load: run %d/%d of tests/e2e/test_load.py" % (i + 1, reps))
+        fd, path = tempfile.mkstemp(prefix="calsync-load-", suffix=".json")
+        os.close(fd)
+        try:
+            out = subprocess.run([sys.executable, "-m", "unittest", "tests/e2e/test_load.py"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=900,
+                                 env=dict(os.environ, CALSYNC_BIN=BIN, CALSYNC_LOAD_FIGURES=path))
+            if out.returncode != 0:
+                raise SystemExit("bench: test_load failed:\n" + out.stderr[-4000:])
+            with open(path) as f:
+                r = json.load(f)
+        finally:
+            os.unlink(path)
+        r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+        runs.append(r)
+    R["load"] = runs
+    p99 = median([r["p99_us"] for r in runs]) / 1000
+    return [
+        ("load: intake p99 while syncs run", p99, "ms", None, "< 10", p99 < 10),
+        ("load: intake p50 while syncs run", median([r["p50_us"] for r in runs]) / 1000, "ms",
+         None, "", None),
+        ("load: notifications/s (8 connections)", median([r["rps"] for r in runs]), "1/s",
+         None, "", None),
+        ("load: syncs during the load", median([r["syncs"] for r in runs]), "syncs", None, "", None),
+    ]
+
+
+def item_reload(fx, R, n=20):
+    """DESIGN §5: a policy file saved the way editors and deploy tools
+    save it (a temp file renamed over it) is live within two seconds. Each
+    save is timed from the rename until GET /v1/policies shows its version."""
+    log("reload: %d policy saves by rename" % n)
+    svc = Service(fx).start()
+    pol = os.path.join(svc.dir, "policies")
+    took = []
+    try:
+        for i in range(n):
+            src = "return {} -- save %d\n" % i
+            ver = hashlib.sha256(src.encode()).hexdigest()[:12]
+            tmp = os.path.join(pol, ".bench_reload.lua.swp")
+            with open(tmp, "w") as f:
+                f.write(src)
+            t0 = time.monotonic()
+            os.rename(tmp, os.path.join(pol, "bench_reload.lua"))
+            while True:
+                st, b = svc.api("GET", "/v1/policies")
+                if any(p["name"] == "bench_reload" and p.get("version") == ver
+                       for p in b["policies"]):
+                    break
+                if time.monotonic() - t0 > 30:
+                    raise SystemExit("bench: a saved policy not live after 30 s")
+                time.sleep(0.005)
+            took.append(time.monotonic() - t0)
+    finally:
+        svc.close()
+    R["reload"] = took
+    return [("reload: rename to live, median", median(took), "s", None, "", None),
+            ("reload: rename to live, max of %d" % n, max(took), "s", None, "< 2", max(took) < 2)]
 
 
 def item_calendars(fx, R, sizes, ev_per_cal=100):
@@ -684,6 +764,10 @@ def main():
             rows += guarded("apply", lambda: item_apply(fx, R, n=2000 if a.quick else 10000, reps=a.reps)) or []
         if want("policy"):
             rows += guarded("policy", lambda: item_policy(R, reps=a.reps)) or []
+        if want("reload"):
+            rows += guarded("reload", lambda: item_reload(fx, R)) or []
+        if want("load"):
+            rows += guarded("load", lambda: item_load(R, reps=a.reps)) or []
         if want("google"):
             rows += guarded("google burst", lambda: item_burst(fx, R)) or []
             rows += guarded("google idle", lambda: item_idle(fx, R, poll=5 if a.quick else 10,

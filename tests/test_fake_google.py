@@ -13,10 +13,14 @@ import tempfile
 import threading
 import time
 import unittest
+from datetime import datetime, time as dtime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e"))
 from fake_google import FakeGoogle  # noqa: E402
+from harness import TODAY, id_time, next_dst_change, rfc3339  # noqa: E402
 
 # The captured Google payloads live outside the repository; where they are
 # available the error bodies are compared with them byte for byte in content.
@@ -292,40 +296,51 @@ class TestListing(FakeGoogleCase):
 
 class TestRecurrence(FakeGoogleCase):
     def test_weekly_expansion_across_dst(self):
-        # 10:00 New York every Tuesday; DST ends 2 Nov 2025
-        master = self.insert(timed("2025-10-21T10:00:00", "2025-10-21T11:00:00", "America/New_York",
-                                   summary="weekly", recurrence=["RRULE:FREQ=WEEKLY;BYDAY=TU;COUNT=4"]))
+        # 10:00 New York, weekly, twice before the next daylight-saving
+        # change there and twice after it (the next real one: the test does
+        # not age); the instance ids, in UTC, move by the change
+        ny = ZoneInfo("America/New_York")
+        first = (next_dst_change("America/New_York").astimezone(ny) - timedelta(days=13)).date()
+        starts = [datetime.combine(first + timedelta(weeks=k), dtime(10), ny) for k in range(4)]
+        off = [s.utcoffset() for s in starts]
+        self.assertTrue(off[0] == off[1] != off[2] == off[3], off)
+        day = "MO TU WE TH FR SA SU".split()[first.weekday()]
+        master = self.insert(timed(starts[0].strftime("%Y-%m-%dT%H:%M:%S"),
+                                   (starts[0] + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+                                   "America/New_York", summary="weekly",
+                                   recurrence=[f"RRULE:FREQ=WEEKLY;BYDAY={day};COUNT=4"]))
         page = self.ok("GET", EVENTS, query={"singleEvents": "true", "timeZone": "UTC"})
         ids = [i["id"] for i in page["items"]]
         mid = master["id"]
-        self.assertEqual(ids, [f"{mid}_20251021T140000Z", f"{mid}_20251028T140000Z",
-                               f"{mid}_20251104T150000Z", f"{mid}_20251111T150000Z"])
+        occ = [f"{mid}_{id_time(s)}" for s in starts]
+        self.assertEqual(ids, occ)
         for item in page["items"]:
             self.assertEqual(item["recurringEventId"], mid)
             self.assertEqual(item["originalStartTime"], item["start"])
             self.assertEqual(item["etag"], master["etag"])
             self.assertNotIn("recurrence", item)
 
-        # move one occurrence to another day: originalStartTime stays
-        moved = self.ok("PATCH", f"{EVENTS}/{mid}_20251104T150000Z",
-                        {"start": {"dateTime": "2025-11-05T16:00:00-05:00"},
-                         "end": {"dateTime": "2025-11-05T17:00:00-05:00"}})
+        # move one occurrence to the next day, 16:00 there (with the UTC
+        # offset in the times): originalStartTime stays
+        to = starts[2] + timedelta(days=1, hours=6)
+        moved = self.ok("PATCH", f"{EVENTS}/{occ[2]}",
+                        {"start": {"dateTime": to.isoformat()},
+                         "end": {"dateTime": (to + timedelta(hours=1)).isoformat()}})
         self.assertEqual(moved["sequence"], 1)
-        self.ok("DELETE", f"{EVENTS}/{mid}_20251111T150000Z")
+        self.ok("DELETE", f"{EVENTS}/{occ[3]}")
         page = self.ok("GET", EVENTS, query={"singleEvents": "true", "timeZone": "UTC"})
         by_id = {i["id"]: i for i in page["items"]}
-        self.assertNotIn(f"{mid}_20251111T150000Z", by_id, "cancelled hidden without showDeleted")
-        m = by_id[f"{mid}_20251104T150000Z"]
-        self.assertEqual(m["start"]["dateTime"], "2025-11-05T21:00:00Z")
-        self.assertEqual(m["originalStartTime"]["dateTime"], "2025-11-04T15:00:00Z")
+        self.assertNotIn(occ[3], by_id, "cancelled hidden without showDeleted")
+        m = by_id[occ[2]]
+        self.assertEqual(m["start"]["dateTime"], rfc3339(to))
+        self.assertEqual(m["originalStartTime"]["dateTime"], rfc3339(starts[2]))
         page = self.ok("GET", EVENTS, query={"singleEvents": "true", "showDeleted": "true"})
-        stub = {i["id"]: i for i in page["items"]}[f"{mid}_20251111T150000Z"]
+        stub = {i["id"]: i for i in page["items"]}[occ[3]]
         self.assertEqual(stub["status"], "cancelled")
         self.assertEqual(stub["recurringEventId"], mid)
         # singleEvents=false: master + exceptions only
         page = self.ok("GET", EVENTS)
-        self.assertEqual(sorted(i["id"] for i in page["items"]),
-                         sorted([mid, f"{mid}_20251104T150000Z", f"{mid}_20251111T150000Z"]))
+        self.assertEqual(sorted(i["id"] for i in page["items"]), sorted([mid, occ[2], occ[3]]))
 
     def test_all_day_and_until(self):
         master = self.insert({"summary": "allday", "start": {"date": "2026-03-02"},
@@ -593,6 +608,20 @@ class TestConvergence(FakeGoogleCase):
 
     INSTANCE = re.compile(r"^(.+)_(\d{8}(T\d{6}Z)?)$")
 
+    # Days around the next two daylight-saving changes in New York (a week
+    # ahead at least), where the random edits land: every series starts in
+    # the future, so the fake's expansion window (series start + 60 days)
+    # is the same size whatever the date, and never moves during the test
+    _first = next_dst_change("America/New_York", TODAY + timedelta(days=7))
+    _second = next_dst_change("America/New_York", _first + timedelta(days=7))
+    DAYS = [(c + timedelta(days=d)).strftime("%Y-%m-%d")
+            for c, ds in ((_first, (-3, -1)), (_second, (-2, 1))) for d in ds]
+    MOVE_TO = (rfc3339(_first + timedelta(days=1, hours=8)),      # just after the first
+               rfc3339(_first + timedelta(days=1, hours=9)))
+    SHIFT_TO = (rfc3339(_first - timedelta(days=2, hours=-6)),    # just before it
+                rfc3339(_first - timedelta(days=2, hours=-7)))
+    UNTIL = id_time(_second + timedelta(days=9))
+
     def listing(self, query):
         items, pages = self.list_all(query)
         return items, pages[-1]["nextSyncToken"]
@@ -619,23 +648,22 @@ class TestConvergence(FakeGoogleCase):
         masters = [e["id"] for e in stored if e.get("recurrence") and e["status"] != "cancelled"]
         instances = list(self.live(self.listing({"singleEvents": "true"})[0]))
         tz = rnd.choice(["America/New_York", "Europe/Berlin", "UTC"])
-        day = rnd.choice(["03-05", "03-07", "10-30", "11-02"])      # around both DST changes
+        day = rnd.choice(self.DAYS)                                 # around both DST changes
         h = rnd.randint(0, 22)
-        t = lambda hour: {"dateTime": f"2026-{day}T{hour:02d}:00:00", "timeZone": tz}
+        t = lambda hour: {"dateTime": f"{day}T{hour:02d}:00:00", "timeZone": tz}
         r = rnd.random()
         if r < 0.15:
             self.api("POST", EVENTS, {"summary": "s", "start": t(h), "end": t(h + 1)})
         elif r < 0.27:
             rule = rnd.choice(["RRULE:FREQ=DAILY;COUNT=6", "RRULE:FREQ=WEEKLY;BYDAY=MO,TH;COUNT=5",
-                               "RRULE:FREQ=DAILY", "RRULE:FREQ=DAILY;INTERVAL=2;UNTIL=20261110T000000Z"])
+                               "RRULE:FREQ=DAILY", "RRULE:FREQ=DAILY;INTERVAL=2;UNTIL=" + self.UNTIL])
             self.fg.host(CAL, op="create", event={"summary": "r", "start": t(h), "end": t(h + 1),
                                                   "recurrence": [rule]})
         elif r < 0.42 and instances + ids:
             self.api("PATCH", f"{EVENTS}/{rnd.choice(instances + ids)}", {"summary": f"t{rnd.randint(0, 99)}"})
         elif r < 0.55 and instances:
             self.api("PATCH", f"{EVENTS}/{rnd.choice(instances)}",
-                     {"start": {"dateTime": "2026-03-09T10:00:00-05:00"},
-                      "end": {"dateTime": "2026-03-09T11:00:00-05:00"}})
+                     {"start": {"dateTime": self.MOVE_TO[0]}, "end": {"dateTime": self.MOVE_TO[1]}})
         elif r < 0.7 and instances + ids:
             self.api("DELETE", f"{EVENTS}/{rnd.choice(instances + ids)}")
         elif r < 0.8 and masters:
@@ -648,8 +676,8 @@ class TestConvergence(FakeGoogleCase):
         elif r < 0.9 and masters:
             self.api("PATCH", f"{EVENTS}/{rnd.choice(masters)}", rnd.choice([
                 {"recurrence": ["RRULE:FREQ=DAILY;COUNT=3"]}, {"recurrence": None},
-                {"start": {"dateTime": "2026-03-06T08:00:00-05:00"},
-                 "end": {"dateTime": "2026-03-06T09:00:00-05:00"}}]))
+                {"start": {"dateTime": self.SHIFT_TO[0]},
+                 "end": {"dateTime": self.SHIFT_TO[1]}}]))
         elif cancelled:
             self.api("PATCH", f"{EVENTS}/{rnd.choice(cancelled)}", {"status": "confirmed"})
 

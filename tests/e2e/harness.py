@@ -22,6 +22,8 @@ import subprocess
 import tempfile
 import time
 import unittest
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, os.environ.get("CALSYNC_BIN", "build/calsync"))
@@ -30,6 +32,136 @@ SANITIZED = os.environ.get("CALSYNC_SANITIZED") == "1"
 WRAPPER = os.environ.get("CALSYNC_WRAPPER", "").split()
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+# ---------------------------------------------------------------- the clock
+#
+# No test depends on the calendar date (issue 13): an instant that must lie
+# in the future or in the past -- a booking the default policy must not hand
+# to on_past, an event the fake Google must still expand -- is built here,
+# relative to the day the run started. TODAY is fixed when this module is
+# imported, so one run's instants do not shift when it crosses midnight:
+# future(days >= 2) is more than a day ahead for the whole run, past(days
+# >= 1) is behind it. Everything is UTC unless a zone is named.
+# docs/reliability.md ("The clock moved") runs the suite 400 days ahead.
+
+UTC = timezone.utc
+TODAY = datetime.fromtimestamp(time.time(), UTC).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+
+
+def day_at(days, hour=0, minute=0, tz=None):
+    """An aware datetime: hour:minute on the day `days` after the run's first
+    day (negative: before it), in UTC or, given `tz` (an IANA zone), as the
+    wall-clock time there on that date."""
+    d = (TODAY + timedelta(days=days)).date()
+    return datetime(d.year, d.month, d.day, hour, minute,
+                    tzinfo=ZoneInfo(tz) if tz else UTC)
+
+
+def rfc3339(t):
+    """RFC 3339 UTC with seconds, as calsync's API writes times: an aware
+    datetime, epoch seconds or an RFC 3339 string with any offset."""
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    elif isinstance(t, (int, float)):
+        t = datetime.fromtimestamp(t, UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def future(days, hour=0, minute=0):
+    """hour:minute UTC, `days` (>= 2) days after the run's first day."""
+    if days < 2:
+        raise ValueError("future(days=%r): less than two days ahead can be the past"
+                         " before a long run ends" % days)
+    return rfc3339(day_at(days, hour, minute))
+
+
+def past(days, hour=0, minute=0):
+    """hour:minute UTC, `days` (>= 1) days before the run's first day."""
+    if days < 1:
+        raise ValueError("past(days=%r) is not in the past" % days)
+    return rfc3339(day_at(-days, hour, minute))
+
+
+def ymd(days):
+    """The date `days` after the run's first day: YYYY-MM-DD."""
+    return (TODAY + timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def local(days, hour=0, minute=0):
+    """A wall-clock time without offset, for an event's start/end with a
+    timeZone: YYYY-MM-DDTHH:MM:00 on the day `days` after the first day."""
+    return "%sT%02d:%02d:00" % (ymd(days), hour, minute)
+
+
+def id_time(t):
+    """The instant part of a recurring event's instance id (Google's
+    `<seriesId>_20261208T080000Z`): YYYYMMDDTHHMMSSZ of the UTC instant."""
+    return rfc3339(t).replace("-", "").replace(":", "")
+
+
+def instance_id(series, start):
+    """Instance id of the occurrence of `series` that starts (originally) at
+    `start`: `<seriesId>_<YYYYMMDDTHHMMSS>Z` (timed events only)."""
+    return "%s_%s" % (series, id_time(start))
+
+
+def next_dst_change(zone, after=None):
+    """The first instant after `after` (an aware datetime; default: the
+    run's first day) at which `zone`'s UTC offset changes, as a UTC
+    datetime on the minute; None if it has none within two years. Tests of
+    daylight-saving shifts use the next real transition, never a fixed
+    year's."""
+    z = ZoneInfo(zone)
+    t = (after or TODAY).astimezone(UTC).replace(second=0, microsecond=0)
+    off = t.astimezone(z).utcoffset()
+    hour, minute = timedelta(hours=1), timedelta(minutes=1)
+    for _ in range(2 * 366 * 24):
+        if (t + hour).astimezone(z).utcoffset() != off:
+            while (t + minute).astimezone(z).utcoffset() == off:
+                t += minute
+            return t + minute
+        t += hour
+    return None
+
+
+# libfaketime 0.9.10 (Debian 12) with FAKETIME_DONT_FAKE_MONOTONIC=1, as the
+# clock-moved run needs it for Python (docs/reliability.md): an absolute
+# clock_nanosleep on CLOCK_MONOTONIC -- Python's time.sleep -- fails with
+# EINVAL. Sleep through select() then, which libfaketime passes through.
+def _sleep_works():
+    try:
+        time.sleep(0.0001)
+        return True
+    except OSError:
+        return False
+
+
+if not _sleep_works():
+    import select as _select
+
+    def _select_sleep(secs):
+        deadline = time.monotonic() + secs
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            _select.select([], [], [], left)
+    time.sleep = _select_sleep
+
+
+def service_env():
+    """The environment calsync runs with. Under libfaketime the Python side
+    keeps the monotonic clock real (FAKETIME_DONT_FAKE_MONOTONIC=1: Python's
+    timed lock waits are not intercepted), but calsync must have it moved
+    with the wall clock: libfaketime 0.9.10 converts a pthread_cond_timedwait
+    deadline on a CLOCK_MONOTONIC condition as if it were, so with the real
+    monotonic clock the scheduler's wait would return at once, every time."""
+    env = dict(os.environ)
+    if "faketime" in env.get("LD_PRELOAD", ""):
+        env.pop("FAKETIME_DONT_FAKE_MONOTONIC", None)
+    return env
 
 
 def lua_str(s):
@@ -108,7 +240,7 @@ class Calsync:
         self._log_offset = self.log.tell()
         self.proc = subprocess.Popen(WRAPPER + [BIN, "serve", "-c", self.config_path],
                                      stdout=subprocess.DEVNULL, stderr=self.log,
-                                     cwd=self.dir)
+                                     cwd=self.dir, env=service_env())
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.log_text(since_start=True)

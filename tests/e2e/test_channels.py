@@ -3,10 +3,12 @@ fake Google: watch on first sync, real push notifications reaching the
 intake, renewal ahead of the expiration Google granted (new channel first,
 then the old one stopped), restart keeping channels, stop on delete."""
 import os
+import re
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import future  # noqa: E402
 from test_google_sync import CAL, GoogleSyncCase, timed  # noqa: E402
 
 
@@ -50,7 +52,7 @@ class TestWatch(ChannelCase):
         # a host edit reaches calsync by push, well inside poll_interval
         last = self.cal_row(cal)[2]
         ev = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-03T10:00:00Z", "2026-12-03T11:00:00Z", summary="pushed"))
+            future(3, 10), future(3, 11), summary="pushed"))
         self.wait_for(lambda: ev["id"] in self.mirror(cal), timeout=10,
                       what="the pushed event in the mirror")
         self.assertGreater(self.cal_row(cal)[2], last)
@@ -84,7 +86,7 @@ class TestWatch(ChannelCase):
         self.assertEqual([c["id"] for c in self.live_channels()], [ch["id"]])
         # and its token still works
         ev = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-04T10:00:00Z", "2026-12-04T11:00:00Z", summary="after restart"))
+            future(4, 10), future(4, 11), summary="after restart"))
         self.wait_for(lambda: ev["id"] in self.mirror(cal), timeout=10,
                       what="a push through the kept channel")
 
@@ -149,8 +151,7 @@ class TestStop(ChannelCase):
         self.assertEqual(st, 200, b)
         self.assertEqual(b["resourceId"], ours["resource_id"])
         for i in range(3):   # each edit pushes on both channels until stopped
-            self.fg.host(CAL, op="create", event=timed(
-                "2026-12-0%dT10:00:00Z" % (i + 2), "2026-12-0%dT11:00:00Z" % (i + 2)))
+            self.fg.host(CAL, op="create", event=timed(future(i + 2, 10), future(i + 2, 11)))
             time.sleep(0.3)
         fake = lambda: {c["id"]: c for c in self.fake_channels()}   # noqa: E731
         self.wait_for(lambda: fake()["foreign-1"]["state"] == "stopped",
@@ -160,12 +161,17 @@ class TestStop(ChannelCase):
                  if (r.get("body") or {}).get("id") == "foreign-1"]
         self.assertEqual(len(stops), 1)
         self.assertEqual(stops[0]["body"]["resourceId"], ours["resource_id"])
-        # an unknown channel for a resource calsync does not watch: no stop
+        # an unknown channel for a resource calsync does not watch: no stop.
+        # The intake decides before it answers (and logs the decision): a
+        # stop would have been handed over, and logged, by the 200
         st, _, _ = self.svc.request("POST", "/webhooks/google", b"", headers={
             "X-Goog-Channel-ID": "stranger", "X-Goog-Resource-ID": "not-ours",
             "X-Goog-Resource-State": "exists"})
         self.assertEqual(st, 200)
-        time.sleep(0.5)
+        log = self.svc.log_text()
+        self.assertRegex(log, r'event=intake\.unknown_channel channel="?stranger"?(\s|$)')
+        self.assertIsNone(re.search(r'event=intake\.foreign_channel channel="?stranger"?\s', log))
+        self.assertRegex(log, r'event=intake\.foreign_channel channel="?foreign-1"?\s')
         self.assertEqual([r for r in self.requests(op="channels.stop")
                           if (r.get("body") or {}).get("id") == "stranger"], [])
         self.assertNotIn("foreign-1", [c["id"] for c in self.live_channels()])

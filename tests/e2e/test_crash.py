@@ -32,6 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import day_at, future, id_time, instance_id, local, rfc3339  # noqa: E402
 from test_google_sync import CAL, timed  # noqa: E402
 from test_reverse import ReverseCase  # noqa: E402
 
@@ -46,7 +47,9 @@ def tearDownModule():
 
 
 def day(n, hh="10"):
-    return "2026-12-%02dT%s:00:00Z" % (n, hh)
+    """hh:00 UTC, n (>= 2) days after the run's first day: in the future,
+    so that the default policy decides every change (not on_past)."""
+    return future(n, int(hh))
 
 
 class CrashCase(ReverseCase):
@@ -281,15 +284,17 @@ class TestReverseApplyCrash(CrashCase):
         keep = self.fg.host(CAL, op="create", event=timed(day(3), day(3, "11"), summary="keep"))
         gone = self.fg.host(CAL, op="create", event=timed(day(4), day(4, "11"), summary="gone"))
         master = self.fg.host(CAL, op="create", event=dict(
-            timed("2026-12-14T09:00:00", "2026-12-14T09:30:00", tz="Europe/Berlin"),
+            timed(local(14, 9), local(14, 9, 30), tz="Europe/Berlin"),
             summary="Standup", recurrence=["RRULE:FREQ=DAILY;COUNT=4"]))
         self.book(cal, "keep", keep)
         self.book(cal, "gone", gone)
-        for i, d in enumerate(("2026-12-14", "2026-12-15")):
+        for i, d in enumerate((14, 15)):   # 09:00 in Berlin, as UTC
+            start = rfc3339(day_at(d, 9, tz="Europe/Berlin"))
+            end = rfc3339(day_at(d, 9, 30, tz="Europe/Berlin"))
             self.book(cal, "occ%d" % i, {"id": master["id"], "summary": "Standup",
-                                         "start": {"dateTime": d + "T08:00:00Z"},
-                                         "end": {"dateTime": d + "T08:30:00Z"}},
-                      original_start=d + "T08:00:00Z")
+                                         "start": {"dateTime": start},
+                                         "end": {"dateTime": end}},
+                      original_start=start)
         self.mirrored(cal, gone["id"])
 
         # 410: the token is dropped, then the process dies; the restart must
@@ -327,14 +332,14 @@ class TestSplitCrash(CrashCase):
 
     def occ(self, series, d, hh):
         return {"id": series, "summary": "Standup",
-                "start": {"dateTime": "2026-12-%02dT%s:00:00Z" % (d, hh)},
-                "end": {"dateTime": "2026-12-%02dT%s:30:00Z" % (d, hh)}}
+                "start": {"dateTime": future(d, int(hh))},
+                "end": {"dateTime": future(d, int(hh), 30)}}
 
     def split(self, series, d, hh, new_hh, new_id=None):
         body = {"op": "split", "series": series,
-                "original_start": "2026-12-%02dT%s:00:00Z" % (d, hh),
-                "event": {"start": {"dateTime": "2026-12-%02dT%s:00:00Z" % (d, new_hh)},
-                          "end": {"dateTime": "2026-12-%02dT%s:30:00Z" % (d, new_hh)}}}
+                "original_start": future(d, int(hh)),
+                "event": {"start": {"dateTime": future(d, int(new_hh))},
+                          "end": {"dateTime": future(d, int(new_hh), 30)}}}
         if new_id:
             body["new_id"] = new_id
         return self.fg.host(CAL, **body)
@@ -342,12 +347,12 @@ class TestSplitCrash(CrashCase):
     def test_relink_points(self):
         cal = self.boot()
         master = self.fg.host(CAL, op="create", event=dict(
-            timed("2026-12-07T08:00:00Z", "2026-12-07T08:30:00Z", tz="UTC"),
+            timed(future(7, 8), future(7, 8, 30), tz="UTC"),
             summary="Standup", recurrence=["RRULE:FREQ=DAILY;COUNT=10"]))
         for d in range(7, 17):
             self.book(cal, "s%d" % d, self.occ(master["id"], d, "08"),
-                      original_start="2026-12-%02dT08:00:00Z" % d)
-        self.mirrored(cal, master["id"] + "_20261216T080000Z")
+                      original_start=future(d, 8))
+        self.mirrored(cal, instance_id(master["id"], future(16, 8)))
         a = "e5srrkr361upjc2be22u6ti4pe"
         # a time change from the 9th, new random id: killed after the 2nd re-link
         self.crash_cycle("sync_after_relink", 2, cal=cal,
@@ -363,10 +368,10 @@ class TestSplitCrash(CrashCase):
             self.expect("s%d" % d, "time_change", "reschedule")
         self.check_all()
         # "delete this and following" on the newest series: cancelled
-        r = a + "_R20261212T070000"
+        r = a + "_R" + id_time(future(12, 7))[:-1]     # Google's `_R` + the split's start
         self.crash_cycle("sync_after_deleted_reported", 1, cal=cal,
                          before=lambda: self.fg.host(CAL, op="truncate", series=r,
-                                                     original_start="2026-12-15T06:00:00Z"))
+                                                     original_start=future(15, 6)))
         for d in (15, 16):
             self.expect("s%d" % d, "delete", "cancel")
         self.check_all()
@@ -375,8 +380,7 @@ class TestSplitCrash(CrashCase):
             hh = "08" if d < 9 else "07" if d < 12 else "06"
             series = master["id"] if d < 9 else a if d < 12 else r
             self.assertEqual((b["start"], b["event_id"], b["original_start"]),
-                             ("2026-12-%02dT%s:00:00Z" % (d, hh), series,
-                              "2026-12-%02dT%s:00:00Z" % (d, hh)), d)
+                             (future(d, int(hh)), series, future(d, int(hh))), d)
             self.assertEqual(b["status"], "cancelled" if d >= 15 else "accepted", d)
             n = (d >= 9) + (d >= 12)
             self.assertEqual(len(self.hooks("s%d" % d, "BOOKING_RESCHEDULED")), n, d)
@@ -389,21 +393,22 @@ class TestSplitCrash(CrashCase):
         self.fg.control("POST", "/config", {"expand_days": 2700, "max_instances": 3000})
         cal = self.boot()
         master = self.fg.host(CAL, op="create", event=dict(
-            timed("2026-12-01T09:00:00Z", "2026-12-01T09:30:00Z", tz="UTC"),
+            timed(future(2, 9), future(2, 9, 30), tz="UTC"),
             summary="Daily", recurrence=["RRULE:FREQ=DAILY"]))
-        days = ["2026-12-05", "2026-12-20", "2033-06-01"]
+        # days of the series: before the split, after it, and on its last page
+        days = [2 + 4, 2 + 19, 2 + 2374]
         for i, d in enumerate(days):
             self.book(cal, "p%d" % i, {"id": master["id"], "summary": "Daily",
-                                       "start": {"dateTime": d + "T09:00:00Z"},
-                                       "end": {"dateTime": d + "T09:30:00Z"}},
-                      original_start=d + "T09:00:00Z")
-        self.mirrored(cal, master["id"] + "_20330601T090000Z", timeout=120)
+                                       "start": {"dateTime": future(d, 9)},
+                                       "end": {"dateTime": future(d, 9, 30)}},
+                      original_start=future(d, 9))
+        self.mirrored(cal, instance_id(master["id"], future(days[2], 9)), timeout=120)
         if self.svc.proc:
             self.svc.stop()
-        self.fg.host(CAL, op="split", series=master["id"], original_start="2026-12-10T09:00:00Z",
+        self.fg.host(CAL, op="split", series=master["id"], original_start=future(2 + 9, 9),
                      new_id="k1g3n2q8random0split0id00",
-                     event={"start": {"dateTime": "2026-12-10T10:00:00Z"},
-                            "end": {"dateTime": "2026-12-10T10:30:00Z"}})
+                     event={"start": {"dateTime": future(2 + 9, 10)},
+                            "end": {"dateTime": future(2 + 9, 10, 30)}})
         self.start_with("sync_page_after_commit:1")
         self.wait_killed("sync_page_after_commit", timeout=120)
         with self.svc.db() as con:
@@ -416,9 +421,9 @@ class TestSplitCrash(CrashCase):
             self.expect(uid, "time_change", "reschedule")
             self.assertEqual(len(self.hooks(uid)), 1)
             self.assertEqual(self.booking(uid)["event_id"], "k1g3n2q8random0split0id00")
-        self.assertEqual(self.booking("p1")["start"], "2026-12-20T10:00:00Z")
-        self.assertEqual(self.booking("p2")["start"], "2033-06-01T10:00:00Z")
-        self.assertEqual(self.booking("p0")["start"], "2026-12-05T09:00:00Z")
+        self.assertEqual(self.booking("p1")["start"], future(days[1], 10))
+        self.assertEqual(self.booking("p2")["start"], future(days[2], 10))
+        self.assertEqual(self.booking("p0")["start"], future(days[0], 9))
         self.check_all()
 
 
@@ -434,19 +439,20 @@ class TestMultiPageCrash(CrashCase):
         self.fg.control("POST", "/config", {"expand_days": 2700, "max_instances": 3000})
         cal = self.boot()
         master = self.fg.host(CAL, op="create", event=dict(
-            timed("2026-12-01T09:00:00", "2026-12-01T09:30:00", tz="UTC"),
+            timed(local(2, 9), local(2, 9, 30), tz="UTC"),
             summary="Daily", recurrence=["RRULE:FREQ=DAILY"]))
-        early, late = "2026-12-05", "2034-01-13"
+        # an occurrence on the first page and one on the second
+        early, late = 2 + 4, 2 + 2600
         for uid, d in (("early", early), ("late", late)):
             self.book(cal, uid, {"id": master["id"], "summary": "Daily",
-                                 "start": {"dateTime": d + "T09:00:00Z"},
-                                 "end": {"dateTime": d + "T09:30:00Z"}},
-                      original_start=d + "T09:00:00Z")
-        late_id = master["id"] + "_" + late.replace("-", "") + "T090000Z"
+                                 "start": {"dateTime": future(d, 9)},
+                                 "end": {"dateTime": future(d, 9, 30)}},
+                      original_start=future(d, 9))
+        late_id = instance_id(master["id"], future(late, 9))
         self.mirrored(cal, late_id, timeout=120)   # ~4 s alone, far more under ASan and load
 
         def host_edits():
-            self.fg.host(CAL, op="delete", id=master["id"] + "_20261205T090000Z")
+            self.fg.host(CAL, op="delete", id=instance_id(master["id"], future(early, 9)))
             self.fg.host(CAL, op="delete", id=late_id)
         if self.svc.proc:
             self.svc.stop()

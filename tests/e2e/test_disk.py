@@ -36,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Calsync  # noqa: E402
+from harness import Calsync, future  # noqa: E402
 from test_forward import BOOKING, ForwardCase  # noqa: E402
 from test_google_sync import CAL, timed  # noqa: E402
 
@@ -195,7 +195,7 @@ class TestFullDisk(DiskCase):
         self.create(cal, "before-1")
         self.written("before-1")
         host_ev = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-14T10:00:00Z", "2026-12-14T10:30:00Z", summary="Host call"))
+            future(14, 10), future(14, 10, 30), summary="Host call"))
         self.book(cal, "before-2", host_ev)
         st, _, _ = self.svc.request("PATCH", "/v1/bookings/before-1", {"title": "Renamed"})
         self.assertEqual(st, 200)
@@ -206,7 +206,7 @@ class TestFullDisk(DiskCase):
         self.assertEqual(st, 200)
         self.written("before-3")
         host_ev4 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-15T10:00:00Z", "2026-12-15T10:30:00Z", summary="Host call 4"))
+            future(15, 10), future(15, 10, 30), summary="Host call 4"))
         self.book(cal, "before-4", host_ev4)
         self.assertEqual(self.health()[0], 200)
         bookings_before = {uid: self.booking(uid)
@@ -216,9 +216,9 @@ class TestFullDisk(DiskCase):
         # before-4, applied and committed before the disk fills) and a Google
         # insert that answers late
         self.rx.delay = 2.5
-        self.fg.host(CAL, op="move", id=host_ev4["id"], start="2026-12-15T16:00:00Z",
-                     end="2026-12-15T16:30:00Z")
-        self.wait_for(lambda: self.booking("before-4")["start"] == "2026-12-15T16:00:00Z",
+        self.fg.host(CAL, op="move", id=host_ev4["id"], start=future(15, 16),
+                     end=future(15, 16, 30))
+        self.wait_for(lambda: self.booking("before-4")["start"] == future(15, 16),
                       what="the host's move of before-4")
         bookings_before["before-4"] = self.booking("before-4")
         self.wait_for(lambda: self.rx.arrived, what="the webhook of before-4 posted")
@@ -268,8 +268,8 @@ class TestFullDisk(DiskCase):
         self.assertEqual(st, 503, body)
         self.assertEqual(self.notifications(), n)
         # a host edit in Google meanwhile (its push fails the same way)
-        self.fg.host(CAL, op="move", id=host_ev["id"], start="2026-12-14T15:00:00Z",
-                     end="2026-12-14T15:30:00Z")
+        self.fg.host(CAL, op="move", id=host_ev["id"], start=future(14, 15),
+                     end=future(14, 15, 30))
         # the late answers arrive and cannot be recorded; nothing is repeated
         # in a loop meanwhile (before the fix: about 14 Google calls and as
         # many duplicate webhooks a second, for as long as the disk was full)
@@ -312,7 +312,7 @@ class TestFullDisk(DiskCase):
         # was full reaches the booking
         st, body, _ = self.push(channel, 901)
         self.assertEqual(st, 200, body)
-        self.wait_for(lambda: self.booking("before-2")["start"] == "2026-12-14T15:00:00Z",
+        self.wait_for(lambda: self.booking("before-2")["start"] == future(14, 15),
                       what="the host's move made while the disk was full")
         self.assertEqual(len(self.tagged("before-1")), 1)
         self.assertEqual(self.tagged("before-3"), [])

@@ -5,13 +5,14 @@ failures retried, permanent ones reported, a host's racing edit left to the
 policy, and edits from both sides converging without a loop."""
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import future  # noqa: E402
 from test_reverse import ReverseCase  # noqa: E402
 from test_google_sync import CAL, timed  # noqa: E402
 
-BOOKING = {"title": "Intro call", "start": "2026-12-10T10:00:00Z", "end": "2026-12-10T10:30:00Z"}
+# ten days ahead: a host's later edit of it is decided, not handed to on_past
+BOOKING = {"title": "Intro call", "start": future(10, 10), "end": future(10, 10, 30)}
 
 
 class ForwardCase(ReverseCase):
@@ -38,6 +39,14 @@ class ForwardCase(ReverseCase):
     def google_sources(self, uid):
         return [e for e in self.audit(uid) if e["source"] != "api"]
 
+    def jobs_done(self, timeout=30):
+        """Waits until no forward write is pending."""
+        def done():
+            with self.svc.db() as con:
+                return con.execute("SELECT count(*) FROM jobs WHERE state = 'pending'"
+                                   ).fetchone()[0] == 0
+        self.wait_for(done, timeout, "no pending write")
+
 
 class TestWrites(ForwardCase):
     def test_create_patch_cancel_with_silent_echoes(self):
@@ -51,31 +60,31 @@ class TestWrites(ForwardCase):
         self.assertEqual(b["event_id"], ev["id"])
         self.assertEqual(ev["extendedProperties"]["private"]["calsync_booking_uid"], "fw1")
         self.assertEqual(ev["summary"], "Intro call")
-        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-10T10:00:00")
+        self.assertEqual(ev["start"]["dateTime"][:19], future(10, 10)[:19])
         self.assertEqual([a["email"] for a in ev["attendees"]], ["guest@example.com"])
-        # the push that echoes calsync's insert reaches no policy
-        self.sync_now(cal)
-        time.sleep(1.0)
+        # the push that echoes calsync's insert reaches no policy: a sync
+        # that began after the insert has read it back
+        self.sync_and_wait(cal)
         self.assertEqual(self.google_sources("fw1"), [])
         # reschedule via the API -> the event is patched with If-Match
         self.fg.control("DELETE", "/requests")
         st, p, _ = self.svc.request("PATCH", "/v1/bookings/fw1",
-                                    {"start": "2026-12-10T14:00:00Z", "end": "2026-12-10T15:00:00Z"})
+                                    {"start": future(10, 14), "end": future(10, 15)})
         self.assertEqual(st, 200, p)
         self.written("fw1")
         ev = self.tagged("fw1")[0]
-        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-10T14:00:00")
+        self.assertEqual(ev["start"]["dateTime"][:19], future(10, 14)[:19])
         patches = self.requests(op="events.patch")
         self.assertEqual(len(patches), 1)
         self.assertTrue(patches[0]["headers"].get("if-match") or patches[0]["headers"].get("If-Match"))
-        self.sync_now(cal)
-        time.sleep(1.0)
+        self.sync_and_wait(cal)
         self.assertEqual(self.google_sources("fw1"), [])     # echo silent
-        self.assertEqual(self.hooks_for("fw1"), [])          # no webhook for app changes
+        self.assertEqual(self.outbox("fw1"), [])             # no webhook for app changes
+        self.assertEqual(self.hooks_for("fw1"), [])
         # a host's later edit of the same event is still seen
-        self.fg.host(CAL, op="move", id=ev["id"], start="2026-12-10T16:00:00Z", end="2026-12-10T17:00:00Z")
+        self.fg.host(CAL, op="move", id=ev["id"], start=future(10, 16), end=future(10, 17))
         self.wait_for(lambda: self.google_sources("fw1"), what="the host's edit")
-        self.assertEqual(self.booking("fw1")["start"], "2026-12-10T16:00:00Z")
+        self.assertEqual(self.booking("fw1")["start"], future(10, 16))
         # cancel via the API -> the event is deleted
         st, c, _ = self.svc.request("POST", "/v1/bookings/fw1/cancel", {"reason": "no show"})
         self.assertEqual(st, 200)
@@ -84,10 +93,11 @@ class TestWrites(ForwardCase):
         gone = self.tagged("fw1", show_deleted=True)
         self.assertEqual([e["status"] for e in gone], ["cancelled"])
         n = len(self.audit("fw1"))
-        self.sync_now(cal)
-        time.sleep(1.0)
+        self.sync_and_wait(cal)
         self.assertEqual(len(self.audit("fw1")), n)           # deletion echo dropped
-        self.assertEqual(len(self.hooks_for("fw1")), 1)       # only the host's move
+        self.outbox_drained()
+        self.assertEqual(len(self.outbox("fw1")), 1)          # only the host's move
+        self.assertEqual(len(self.hooks_for("fw1")), 1)
 
     def test_google_down_then_recovers(self):
         cal = self.boot()
@@ -141,10 +151,16 @@ class TestConflicts(ForwardCase):
         cal = self.boot()
         self.create(cal, "race")
         b = self.written("race")
-        # the host moves the event; calsync has not synced it yet
+        # no sync may be under way or due when the host moves the event: the
+        # push that echoes the insert is delivered (or dropped from now on)
+        # and a sync after it has completed -- else that sync, held by the
+        # push settle window, can read the move before the app's patch
         self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 100})
-        self.fg.host(CAL, op="move", id=b["event_id"], start="2026-12-10T18:00:00Z",
-                     end="2026-12-10T18:30:00Z")
+        self.assertEqual(self.fg.control("POST", "/notifications/drain")["drained"], True)
+        self.sync_and_wait(cal)
+        # the host moves the event; calsync has not synced it yet
+        self.fg.host(CAL, op="move", id=b["event_id"], start=future(10, 18),
+                     end=future(10, 18, 30))
         self.fg.control("DELETE", "/requests")
         st, _, _ = self.svc.request("PATCH", "/v1/bookings/race", {"title": "App title"})
         self.assertEqual(st, 200)
@@ -153,10 +169,10 @@ class TestConflicts(ForwardCase):
         patches = self.requests(op="events.patch")
         self.assertEqual([p["status"] for p in patches], [412])
         # the host's move is not overwritten; the policy decides it
-        self.wait_for(lambda: self.booking("race")["start"] == "2026-12-10T18:00:00Z",
+        self.wait_for(lambda: self.booking("race")["start"] == future(10, 18),
                       what="the host's time applied by the policy")
         ev = self.tagged("race")[0]
-        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-10T18:00:00")
+        self.assertEqual(ev["start"]["dateTime"][:19], future(10, 18)[:19])
         # decided by the policy on the reverse path (source poll, or push when
         # a notification's sync was already pending)
         google = [(e["change"], e["action"]) for e in self.audit("race")
@@ -172,28 +188,38 @@ class TestConflicts(ForwardCase):
             hour = 8 + i
             # app side
             st, _, _ = self.svc.request("PATCH", "/v1/bookings/pp", {
-                "start": "2026-12-11T%02d:00:00Z" % hour, "end": "2026-12-11T%02d:30:00Z" % hour})
+                "start": future(11, hour), "end": future(11, hour, 30)})
             self.assertEqual(st, 200)
             self.written("pp")
             # host side
-            self.fg.host(CAL, op="move", id=b["event_id"], start="2026-12-12T%02d:00:00Z" % hour,
-                         end="2026-12-12T%02d:30:00Z" % hour)
-            self.wait_for(lambda: self.booking("pp")["start"] == "2026-12-12T%02d:00:00Z" % hour,
+            self.fg.host(CAL, op="move", id=b["event_id"], start=future(12, hour),
+                         end=future(12, hour, 30))
+            self.wait_for(lambda: self.booking("pp")["start"] == future(12, hour),
                           what="host edit %d applied" % i)
-        time.sleep(2.0)                                        # quiescence
+
+        def quiescent():
+            """A sync that began after everything so far has completed, no
+            write is pending and every webhook is acknowledged: a loop
+            (an echo written back, a write echoed into a decision) would
+            show as one more patch, job or audit entry."""
+            self.sync_and_wait(cal)
+            self.jobs_done()
+            self.outbox_drained()
+            return (len(self.requests(op="events.patch")), len(self.audit("pp")),
+                    len(self.outbox("pp")))
+        before = quiescent()
         final = self.booking("pp")
         ev = self.tagged("pp")[0]
-        self.assertEqual(final["start"], "2026-12-12T17:00:00Z")
-        self.assertEqual(ev["start"]["dateTime"][:19], "2026-12-12T17:00:00")
+        self.assertEqual(final["start"], future(12, 17))
+        self.assertEqual(ev["start"]["dateTime"][:19], future(12, 17)[:19])
         patches = self.requests(op="events.patch")
         self.assertEqual(len(patches), 10)                     # one per app edit, no echo writes
         hooks = self.hooks_for("pp")
         self.assertEqual(len(hooks), 10)                       # one per host edit
         google = self.google_sources("pp")
         self.assertEqual(len(google), 10)
-        before = (len(self.requests(op="events.patch")), len(self.audit("pp")))
-        time.sleep(2.0)
-        self.assertEqual((len(self.requests(op="events.patch")), len(self.audit("pp"))), before)
+        # and nothing more after a further sync: the two sides converged
+        self.assertEqual(quiescent(), before)
 
 
 class TestDeletedBeforeWrite(ForwardCase):
@@ -205,11 +231,11 @@ class TestDeletedBeforeWrite(ForwardCase):
         (cancel), once."""
         cal = self.boot()
         ev = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-11T10:00:00Z", "2026-12-11T10:30:00Z", summary="linked"))
+            future(11, 10), future(11, 10, 30), summary="linked"))
         self.book(cal, "dl1", ev)
         self.fg.host(CAL, op="delete", id=ev["id"])        # pushes are dropped here
         st, b, _ = self.svc.request("PATCH", "/v1/bookings/dl1",
-                                    {"start": "2026-12-11T12:00:00Z", "end": "2026-12-11T12:30:00Z"})
+                                    {"start": future(11, 12), "end": future(11, 12, 30)})
         self.assertEqual(st, 200, b)
         self.wait_for(lambda: self.booking("dl1")["status"] == "cancelled", 20,
                       "the host's deletion applied")

@@ -6,13 +6,14 @@ things only: the fake's request log (/_control/requests), calsync's SQLite
 mirror (svc.db()) and calsync's API.
 """
 import os
+import re
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fake_google import FakeGoogle  # noqa: E402
-from harness import CalsyncCase, lua_str  # noqa: E402
+from harness import CalsyncCase, future, instance_id, lua_str, ymd  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 CAL = "primary"
@@ -96,6 +97,22 @@ class GoogleSyncCase(CalsyncCase):
         self.assertEqual(st, 202, b)
         return before
 
+    def dirty(self, cal):
+        with self.svc.db() as con:
+            return con.execute("SELECT dirty FROM calendars WHERE id = ?", (cal,)).fetchone()[0]
+
+    def sync_and_wait(self, cal, timeout=30):
+        """Requests a sync and waits until one that BEGAN after the request
+        has completed: the positive sign that everything Google held before
+        this call has been read and decided (and each decision's audit entry
+        and outbox rows committed with it). The request raises
+        calendars.dirty, a generation that only a sync which read it at its
+        start clears (docs/internals/intake.md); a sync already running, or
+        one that fails, leaves it set."""
+        self.sync_now(cal)
+        self.wait_for(lambda: self.dirty(cal) == 0, timeout,
+                      "a sync of calendar %s that began after the request" % cal)
+
     def mirror(self, cal):
         with self.svc.db() as con:
             rows = con.execute(
@@ -131,6 +148,13 @@ class GoogleSyncCase(CalsyncCase):
     def requests(self, **q):
         qs = urllib.parse.urlencode(q)
         return self.fg.control("GET", "/requests" + ("?" + qs if qs else ""))["requests"]
+
+    def fault_hits(self, fault):
+        """How many requests a fault rule (as POST /_control/faults returned
+        it) has caught so far. A rule is taken when its request arrives, so
+        a delay rule with a hit is a request the fake is holding."""
+        rules = self.fg.control("GET", "/faults")["faults"]
+        return [r["hits"] for r in rules if r["id"] == fault["id"]][0]
 
     def assert_mirror_equals_google(self, cal):
         g = self.google_listing()
@@ -168,16 +192,16 @@ class FullAndIncrementalTest(GoogleSyncCase):
         # full listing takes two pages of maxResults=2500.
         self.fg.control("POST", "/config", {"expand_days": 20000, "max_instances": 5000})
         a = self.fg.host(CAL, op="create", event=timed(
-            "2026-01-05T09:00:00Z", "2026-01-05T09:30:00Z", tz="UTC", summary="Standup",
+            future(2, 9), future(2, 9, 30), tz="UTC", summary="Standup",
             recurrence=["RRULE:FREQ=DAILY;COUNT=2499"]))
         self.fg.host(CAL, op="create", event=timed(
-            "2026-01-05T15:00:00Z", "2026-01-05T15:45:00Z", tz="UTC", summary="Review",
+            future(2, 15), future(2, 15, 45), tz="UTC", summary="Review",
             recurrence=["RRULE:FREQ=DAILY;COUNT=2499"]))
         one = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="One-off",
+            future(3, 10), future(3, 11), summary="One-off",
             extendedProperties={"private": {"calsync_booking_uid": "bk-1"}}))
         day = self.fg.host(CAL, op="create", event={
-            "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-25"}, "summary": "Holiday"})
+            "start": {"date": ymd(20)}, "end": {"date": ymd(21)}, "summary": "Holiday"})
         cred, cal, last = self.start_synced()
         lists = self.requests(op="events.list")
         self.assertEqual(len(lists), 2, [r["query"] for r in lists])
@@ -194,9 +218,9 @@ class FullAndIncrementalTest(GoogleSyncCase):
         self.assertRegex(self.svc.log_text(), r"event=sync\.done .*kind=full .*pages=2 events=5000 ")
         self.assertEqual(m[one["id"]]["booking_tag"], "bk-1")
         self.assertEqual(m[day["id"]]["all_day"], 1)
-        inst = a["id"] + "_20260107T090000Z"
+        inst = instance_id(a["id"], future(4, 9))
         self.assertEqual(m[inst]["series_id"], a["id"])
-        self.assertEqual(m[inst]["original_start_ms"], ms("2026-01-07T09:00:00Z"))
+        self.assertEqual(m[inst]["original_start_ms"], ms(future(4, 9)))
         st, b, _ = self.svc.request("GET", "/v1/calendars/%d" % cal)
         self.assertEqual(b["state"], "active")
         self.assertIsNotNone(b["last_synced_at"])
@@ -206,13 +230,12 @@ class FullAndIncrementalTest(GoogleSyncCase):
         # incremental: insert, move, delete, occurrence exceptions
         self.fg.control("DELETE", "/requests")
         new = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z", summary="New"))
-        self.fg.host(CAL, op="move", id=one["id"], start="2026-12-01T12:00:00Z",
-                     end="2026-12-01T13:00:00Z")
+            future(4, 10), future(4, 11), summary="New"))
+        self.fg.host(CAL, op="move", id=one["id"], start=future(3, 12), end=future(3, 13))
         self.fg.host(CAL, op="delete", id=day["id"])
-        self.fg.host(CAL, op="move", series=a["id"], original_start="2026-01-08T09:00:00Z",
-                     start="2026-01-08T10:00:00Z", end="2026-01-08T10:30:00Z")
-        self.fg.host(CAL, op="delete", series=a["id"], original_start="2026-01-09T09:00:00Z")
+        self.fg.host(CAL, op="move", series=a["id"], original_start=future(5, 9),
+                     start=future(5, 10), end=future(5, 10, 30))
+        self.fg.host(CAL, op="delete", series=a["id"], original_start=future(6, 9))
         self.sync_now(cal)
         self.wait_synced(cal, last)
         lists = self.requests(op="events.list")
@@ -223,13 +246,13 @@ class FullAndIncrementalTest(GoogleSyncCase):
                 self.assertNotIn(refused, r["query"])
         m = self.assert_mirror_equals_google(cal)
         self.assertEqual(m[new["id"]]["title"], "New")
-        self.assertEqual(m[one["id"]]["start_ms"], ms("2026-12-01T12:00:00Z"))
+        self.assertEqual(m[one["id"]]["start_ms"], ms(future(3, 12)))
         self.assertEqual(m[day["id"]]["status"], "cancelled")
         self.assertEqual(m[day["id"]]["title"], "Holiday")  # kept for matching
-        moved = m[a["id"] + "_20260108T090000Z"]
-        self.assertEqual(moved["start_ms"], ms("2026-01-08T10:00:00Z"))
-        self.assertEqual(moved["original_start_ms"], ms("2026-01-08T09:00:00Z"))
-        gone = m[a["id"] + "_20260109T090000Z"]
+        moved = m[instance_id(a["id"], future(5, 9))]
+        self.assertEqual(moved["start_ms"], ms(future(5, 10)))
+        self.assertEqual(moved["original_start_ms"], ms(future(5, 9)))
+        gone = m[instance_id(a["id"], future(6, 9))]
         self.assertEqual(gone["status"], "cancelled")
         self.assertEqual(gone["series_id"], a["id"])
         self.assertNotEqual(self.cal_row(cal)[1], token1)
@@ -246,9 +269,9 @@ class FullAndIncrementalTest(GoogleSyncCase):
 
     def test_410_full_resync_and_bad_token_400(self):
         e1 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="Keep"))
+            future(2, 10), future(2, 11), summary="Keep"))
         e2 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z", summary="Drop"))
+            future(2, 12), future(2, 13), summary="Drop"))
         cred, cal, last = self.start_synced()
         old_token = self.cal_row(cal)[1]
         self.fg.control("POST", "/invalidate_sync_tokens", {})
@@ -283,7 +306,7 @@ class FullAndIncrementalTest(GoogleSyncCase):
 
     def test_events_missing_from_full_listing_are_swept(self):
         e1 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="Keep"))
+            future(2, 10), future(2, 11), summary="Keep"))
         cred, cal, last = self.start_synced()
         # a mirrored event Google no longer lists at all (beyond its
         # retention of deleted events)
@@ -304,7 +327,7 @@ class FullAndIncrementalTest(GoogleSyncCase):
 class FailuresTest(GoogleSyncCase):
     def test_429_retry_after_is_honoured(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
         self.fg.control("POST", "/faults", {"status": 429, "count": 2, "retry_after": 2,
@@ -316,7 +339,11 @@ class FailuresTest(GoogleSyncCase):
         t = [ms(r["time"]) for r in lists]
         self.assertGreaterEqual(t[1] - t[0], 2000 - 50)
         self.assertGreaterEqual(t[2] - t[1], 2000 - 50)
-        self.assertLess(t[2] - t[0], 6000)   # waited as given, not longer
+        # waited as given, not longer: the wait calsync chose, from its log
+        # (how long the wait really took depends on the machine)
+        waits = re.findall(r"event=google\.retry method=events\.list status=429 .*wait_ms=(\d+)",
+                           self.svc.log_text())
+        self.assertEqual(waits, ["2000", "2000"])
         body = self.svc.request("GET", "/metrics", raw=True)[1].decode()
         self.assertIn('calsync_google_retries_total{method="events.list"} 2', body)
         self.assertIn('calsync_google_requests_total{method="events.list",status="429"} 2', body)
@@ -324,7 +351,7 @@ class FailuresTest(GoogleSyncCase):
 
     def test_403_rate_limit_and_503_back_off_but_404_does_not_retry(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
         self.fg.control("POST", "/faults", {"status": 403, "reason": "rateLimitExceeded",
@@ -352,20 +379,24 @@ class FailuresTest(GoogleSyncCase):
 
     def test_truncated_and_mistyped_responses_fail_cleanly(self):
         e1 = self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
+        def failures():
+            return self.svc.log_text().count("event=sync.failed ")
         for mode in ("truncated_json", "wrong_types", "html"):
             with self.subTest(mode=mode):
                 self.fg.host(CAL, op="retitle", id=e1["id"], summary="B-" + mode)
                 snap = self.svc.snapshot({"events": "*"})
                 row = self.cal_row(cal)
+                failed = failures()
                 self.fg.control("DELETE", "/requests")
                 self.fg.control("POST", "/faults", {"mode": mode, "count": 1,
                                                     "ops": ["events.list"]})
                 self.sync_now(cal)
                 self.wait_for(lambda: self.requests(op="events.list"), what="the list call")
-                self.wait_for(lambda: "sync.failed" in self.svc.log_text(), what="failure log")
-                time.sleep(0.3)
+                # this sync's failure, logged once it has rolled back: the
+                # positive sign that it is over (not the previous mode's)
+                self.wait_for(lambda: failures() > failed, what="the failure logged")
                 after = self.svc.snapshot({"events": "*"})
                 self.assertEqual(snap["events"], after["events"])
                 self.assertEqual(self.cal_row(cal)[:3], row[:3])  # token untouched
@@ -409,7 +440,7 @@ class OAuthTest(GoogleSyncCase):
 
     def test_invalid_grant_revokes_calendar_and_deletes_nothing(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         rx = Receiver().start()
         self.addCleanup(rx.stop)
         self.config_extra += "\n" + rx.config()
@@ -433,14 +464,34 @@ class OAuthTest(GoogleSyncCase):
         # it stops syncing: a sync request is refused, no call reaches Google
         st, _, _ = self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
         self.assertEqual(st, 409)
-        time.sleep(1.5)
-        self.assertEqual(len(self.requests()), 2)
         self.assertEqual(self.cal_row(other)[0], "revoked")
+        # ... as a later sync shows: a calendar of another credential, added
+        # after the refusal, is synced (the scheduler and the workers ran
+        # since), and still only the two calls above carry the revoked
+        # credential or its calendars
+        third = self.svc.request("POST", "/v1/calendars", {
+            "credential_id": self.credential(refresh_token="rt-another"),
+            "external_id": "third@example.com"})[1]["id"]
+        self.wait_synced(third)
+        def theirs(r):        # the new credential's and its calendar's calls
+            return "third" in r["path"] or (r["op"] == "token" and (
+                r.get("body") or {}).get("refresh_token") == "rt-another")
+        self.assertTrue([r for r in self.requests() if theirs(r)])
+        self.assertEqual([(r["op"], r["status"]) for r in self.requests() if not theirs(r)],
+                         [("events.list", 401), ("token", 400)])
         body = self.svc.request("GET", "/metrics", raw=True)[1].decode()
         self.assertIn('calsync_calendar_errors_total{state="revoked"} 2', body)
-        # one CALENDAR_ERROR per calendar of the credential
-        rx.wait(lambda ds: len(ds) >= 2)
-        time.sleep(0.5)
+        # one CALENDAR_ERROR per calendar of the credential: two outbox rows,
+        # both acknowledged, and no other webhook
+        with self.svc.db() as con:
+            rows = con.execute("SELECT trigger FROM outbox").fetchall()
+        self.assertEqual(rows, [("CALENDAR_ERROR",), ("CALENDAR_ERROR",)])
+
+        def drained():
+            with self.svc.db() as con:
+                return con.execute("SELECT count(*) FROM outbox WHERE state = 'pending'"
+                                   ).fetchone()[0] == 0
+        self.wait_for(drained, what="both webhooks acknowledged")
         errs = [d.json for d in rx.deliveries if d.json["triggerEvent"] == "CALENDAR_ERROR"]
         self.assertEqual(sorted(e["payload"]["calendarId"] for e in errs), sorted([cal, other]))
         for e in errs:
@@ -455,10 +506,15 @@ class PollingTest(GoogleSyncCase):
     def test_polls_without_requests(self):
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
-        time.sleep(3.5)
-        n = len(self.requests(op="events.list"))
-        self.assertGreaterEqual(n, 3)
-        self.assertLessEqual(n, 5)
+        # polls keep coming with no request, push or change (how often, on
+        # an idle machine, is `make bench`'s to measure: "google idle")
+        lists = self.wait_for(lambda: (lambda ls: len(ls) >= 3 and ls)(
+            self.requests(op="events.list")), 60, "three polls")
+        # and never in a busy loop: one poll_interval (less its 10 % jitter)
+        # lies between two, however slow the machine
+        t = [ms(r["time"]) for r in lists]
+        for a, b in zip(t, t[1:]):
+            self.assertGreaterEqual(b - a, 1000 * self.poll_interval * 0.9 - 50, t)
         self.svc.stop()
 
 
@@ -466,14 +522,20 @@ class SchedulerTest(GoogleSyncCase):
     def test_requests_during_a_sync_cause_exactly_one_more(self):
         cred, cal, last = self.start_synced()
         self.fg.control("DELETE", "/requests")
-        self.fg.control("POST", "/faults", {"delay_ms": 1500, "count": 1,
-                                            "ops": ["events.list"]})
+        hold = self.fg.control("POST", "/faults", {"delay_ms": 3000, "count": 1,
+                                                   "ops": ["events.list"]})
         self.sync_now(cal)
-        time.sleep(0.4)          # the first sync is now waiting on Google
+        # the first sync is waiting on Google: the fake holds its list call
+        self.wait_for(lambda: self.fault_hits(hold) == 1, what="the first sync's list held")
         for _ in range(5):
             self.sync_now(cal)
-        time.sleep(3)
-        self.assertEqual(len(self.requests(op="events.list")), 2)
+        # a sync that began after the five requests has completed ...
+        self.wait_for(lambda: self.dirty(cal) == 0, 30, "the sync after the requests")
+        self.assertEqual([r["fault"] is not None for r in self.requests(op="events.list")],
+                         [True, False])
+        # ... and exactly one: a sync asked for now is the third, not a fourth
+        self.sync_and_wait(cal)
+        self.assertEqual(len(self.requests(op="events.list")), 3)
         self.svc.stop()
 
     def test_slow_calendar_does_not_delay_another(self):
@@ -485,14 +547,14 @@ class SchedulerTest(GoogleSyncCase):
         self.assertEqual(st, 201, b)
         fast = b["id"]
         l_slow, l_fast = self.wait_synced(slow), self.wait_synced(fast)
-        self.fg.control("POST", "/faults", {"delay_ms": 4000, "count": 1,
-                                            "paths": "/calendars/primary/"})
-        t0 = time.time()
+        # the slow calendar's next call is held 10 s: a generous margin for
+        # the other's whole sync on a loaded machine, under the sanitizers
+        hold = self.fg.control("POST", "/faults", {"delay_ms": 10000, "count": 1,
+                                                   "paths": "/calendars/primary/"})
         self.sync_now(slow)
-        time.sleep(0.2)
+        self.wait_for(lambda: self.fault_hits(hold) == 1, what="the slow calendar's call held")
         self.sync_now(fast)
         self.wait_synced(fast, l_fast)
-        self.assertLess(time.time() - t0, 2.5)
         st, _, _ = self.svc.request("GET", "/healthz")   # HTTP is not held up either
         self.assertEqual(st, 200)
         self.assertEqual(self.cal_row(slow)[2], l_slow)  # still waiting on Google
@@ -512,18 +574,18 @@ class SchedulerTest(GoogleSyncCase):
 
     def test_stop_during_a_retry_wait_is_prompt_and_clean(self):
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z", summary="A"))
+            future(2, 10), future(2, 11), summary="A"))
         cred, cal, last = self.start_synced()
         row, mirror = self.cal_row(cal), self.mirror(cal)
         self.fg.host(CAL, op="create", event=timed(
-            "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z", summary="B"))
-        self.fg.control("POST", "/faults", {"status": 429, "count": 5, "retry_after": 30,
+            future(3, 10), future(3, 11), summary="B"))
+        self.fg.control("POST", "/faults", {"status": 429, "count": 5, "retry_after": 60,
                                             "ops": ["events.list"]})
         self.sync_now(cal)
         self.wait_for(lambda: self.requests(op="events.list", status=429), what="a 429")
-        t0 = time.time()
-        self.svc.stop(timeout=10)
-        self.assertLess(time.time() - t0, 3)
+        # prompt: well inside the 60 s Retry-After (stop fails the test if
+        # the process is not gone within its timeout)
+        self.svc.stop(timeout=20)
         self.svc = None
         from harness import Calsync
         # nothing of the interrupted sync was applied
@@ -540,12 +602,12 @@ class SchedulerTest(GoogleSyncCase):
 class RecurringTest(GoogleSyncCase):
     def test_split_and_truncate_series(self):
         s = self.fg.host(CAL, op="create", event=timed(
-            "2026-03-02T09:00:00Z", "2026-03-02T09:30:00Z", tz="UTC", summary="Daily",
+            future(2, 9), future(2, 9, 30), tz="UTC", summary="Daily",
             recurrence=["RRULE:FREQ=DAILY;COUNT=10"]))
         cred, cal, last = self.start_synced()
         self.assertEqual(len(self.mirror(cal)), 10)
         # "this and following" from the 6th: the old series ends, a new one starts
-        self.fg.host(CAL, op="split", series=s["id"], original_start="2026-03-07T09:00:00Z",
+        self.fg.host(CAL, op="split", series=s["id"], original_start=future(7, 9),
                      event={"summary": "Daily (new)"})
         self.sync_now(cal)
         last = self.wait_synced(cal, last)
@@ -555,7 +617,7 @@ class RecurringTest(GoogleSyncCase):
         new = [v for v in m.values() if v["title"] == "Daily (new)" and v["status"] != "cancelled"]
         self.assertEqual(len(new), 5)
         # "delete this and following" on the old half: only UNTIL moves
-        self.fg.host(CAL, op="truncate", series=s["id"], original_start="2026-03-05T09:00:00Z")
+        self.fg.host(CAL, op="truncate", series=s["id"], original_start=future(5, 9))
         self.sync_now(cal)
         self.wait_synced(cal, last)
         m = self.assert_mirror_equals_google(cal)

@@ -128,18 +128,18 @@ class TestIntake(CalsyncCase):
         recorded when the lock is released."""
         con = sqlite3.connect(self.svc.db_path, isolation_level=None, timeout=10)
         con.execute("BEGIN IMMEDIATE")
-        took = []
         try:
+            # the lock is released only after the last answer: an intake that
+            # waited for it would answer 503 (busy) or not at all, never 200.
+            # (How fast the answers come under lock contention is `make
+            # bench`'s to measure, item "load".)
             for i in range(20):
-                t0 = time.monotonic()
                 st, _, _ = self.notify("ch-live", token="tok-123", number=str(i + 2))
-                took.append(time.monotonic() - t0)
                 self.assertEqual(st, 200)
             self.assertEqual(self.state()[1], [])   # not committed: lock held
         finally:
             con.execute("ROLLBACK")
             con.close()
-        self.assertLess(max(took), 0.5, took)   # lock held 0.5 s+; answers never waited
         notes = self.state(notes=20)[1]
         self.assertEqual([n[1] for n in notes], list(range(2, 22)))
         self.assertGreaterEqual(self.state()[0], 1)   # marked dirty

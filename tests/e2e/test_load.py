@@ -11,29 +11,31 @@ hold SQLite's write lock throughout. Checked:
   connection);
 - every accepted one is followed by a sync of its calendar: the dirty
   generation returns to 0 only through a sync that began after the last
-  mark;
-- p99 acknowledgement latency (wrk's) under 10 ms. Under the sanitizers
-  (CALSYNC_SANITIZED=1: ASan's allocator and checks slow every request by
-  a constant factor) the bound is 50 ms; correctness checks are the same.
+  mark.
+
+Outcomes only: how fast the answers came (wrk's p50/p99) depends on the
+machine, and is printed here but judged by `make bench` (item "load",
+bench/run.py), which runs this very test with CALSYNC_LOAD_FIGURES=<file>
+to collect the figures.
 
 CALSYNC_LOAD_SECONDS (default 5) sets the duration.
 """
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import future  # noqa: E402
 from test_google_sync import CAL, GoogleSyncCase  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPT = os.path.join(ROOT, "bench", "notify.lua")
 SECONDS = float(os.environ.get("CALSYNC_LOAD_SECONDS", "5"))
-SANITIZED = os.environ.get("CALSYNC_SANITIZED") == "1"
-P99_MS = 50.0 if SANITIZED else 10.0
+FIGURES = os.environ.get("CALSYNC_LOAD_FIGURES")
 CONNECTIONS = 8
 SERIES_COUNT = 1500
 
@@ -51,16 +53,17 @@ class TestIntakeLoad(GoogleSyncCase):
         cal = self.calendar(self.credential())
         self.fg.host(CAL, op="create", event={
             "id": "loadseries", "summary": "load",
-            "start": {"dateTime": "2026-12-01T09:00:00Z", "timeZone": "UTC"},
-            "end": {"dateTime": "2026-12-01T09:30:00Z", "timeZone": "UTC"},
+            "start": {"dateTime": future(2, 9), "timeZone": "UTC"},
+            "end": {"dateTime": future(2, 9, 30), "timeZone": "UTC"},
             "recurrence": ["RRULE:FREQ=DAILY;COUNT=%d" % SERIES_COUNT]})
         self.wait_synced(cal)
         self.wait_for(lambda: len(self.mirror(cal)) >= SERIES_COUNT, 60,
                       "the series in the mirror")
         with self.svc.db() as con:
-            con.execute("INSERT INTO channels (id, calendar_id, resource_id, token, expiration,"
-                        " state, created_at) VALUES ('ch-load', ?, 'res-load', 'tok-load',"
-                        " 9999999999999, 'live', 0)", (cal,))
+            for ch in ("load", "mark"):
+                con.execute("INSERT INTO channels (id, calendar_id, resource_id, token, expiration,"
+                            " state, created_at) VALUES (?, ?, ?, ?, 9999999999999, 'live', 0)",
+                            ("ch-" + ch, cal, "res-" + ch, "tok-" + ch))
 
         # the host keeps editing the whole series: each sync re-reads ~1,500
         # occurrences (Google re-sends a series after a change to it)
@@ -91,12 +94,15 @@ class TestIntakeLoad(GoogleSyncCase):
         r = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
         syncs = self.syncs() - syncs0
 
-        # every one answered 2xx, in time
+        # every one answered 2xx (wrk's timeout, 5 s, counts as an error)
         errors = {k: v for k, v in r.items() if k.startswith("errors_") and v}
         self.assertEqual(errors, {}, out.stdout)
         self.assertGreater(r["requests"], 1000, "too little load to judge: %r" % r)
-        self.assertGreaterEqual(syncs, 2, "no syncs ran during the load")
+        # the load met syncs: the host edited throughout, and syncs ran
+        # (each takes what the machine gives it: how many fit in the window
+        # is no outcome to judge)
         self.assertGreaterEqual(edits[0], 2)
+        self.assertGreaterEqual(syncs, 1, "no syncs ran during the load")
 
         # none lost
         def recorded():
@@ -104,7 +110,20 @@ class TestIntakeLoad(GoogleSyncCase):
                 return con.execute("SELECT count(*) FROM notifications"
                                    " WHERE channel_id = 'ch-load'").fetchone()[0]
         self.wait_for(lambda: recorded() >= r["requests"], 30, "every answered one recorded")
-        time.sleep(0.2)
+        # and no more than were sent: one notification after wrk's, on a
+        # second channel, recorded -- the journal reaches the table in order,
+        # so whatever wrk had in flight is there too
+        st, _, _ = self.svc.request("POST", "/webhooks/google", b"", headers={
+            "X-Goog-Channel-ID": "ch-mark", "X-Goog-Channel-Token": "tok-mark",
+            "X-Goog-Resource-State": "exists", "X-Goog-Message-Number": "1",
+            "X-Goog-Resource-ID": "res-mark"})
+        self.assertEqual(st, 200)
+
+        def marked():
+            with self.svc.db() as con:
+                return con.execute("SELECT count(*) FROM notifications"
+                                   " WHERE channel_id = 'ch-mark'").fetchone()[0] == 1
+        self.wait_for(marked, 30, "the notification after the load recorded")
         n = recorded()
         self.assertGreaterEqual(n, r["requests"])
         self.assertLessEqual(n, r["requests"] + CONNECTIONS)
@@ -116,13 +135,16 @@ class TestIntakeLoad(GoogleSyncCase):
                                    (cal,)).fetchone()[0] == 0
         self.wait_for(clean, 60, "a sync after the last notification")
 
-        p99_ms = r["p99_us"] / 1000.0
+        # the figures, for the record; `make bench` judges them
         print("\nload: %d notifications in %.1f s (%.0f/s), p50 %.2f ms, p99 %.2f ms,"
               " %d recorded, %d syncs, %d host edits of %d occurrences"
               % (r["requests"], r["duration_us"] / 1e6, r["requests"] / (r["duration_us"] / 1e6),
-                 r["p50_us"] / 1000.0, p99_ms, n, syncs, edits[0], SERIES_COUNT),
+                 r["p50_us"] / 1000.0, r["p99_us"] / 1000.0, n, syncs, edits[0], SERIES_COUNT),
               file=sys.stderr)
-        self.assertLess(p99_ms, P99_MS, out.stdout)
+        if FIGURES:
+            with open(FIGURES, "w") as f:
+                json.dump(dict(r, recorded=n, syncs=syncs, host_edits=edits[0],
+                               connections=CONNECTIONS), f)
 
     def syncs(self):
         st, text, _ = self.svc.request("GET", "/metrics", raw=True)
