@@ -63,12 +63,18 @@ class TestWebhookUrlsRedacted(ReverseCase):
         # the dead subscriber has failed at least once (a logged error)
         self.wait_for(lambda: "event=outbox.transport_error" in self.svc.log_text(),
                       what="a transport error of subscriber 1")
-        st, text, _ = self.svc.request("GET", "/metrics", raw=True, token=False)
-        self.assertEqual(st, 200)
-        text = text.decode()
         port = self.rx.server.server_address[1]
-        self.assertIn('calsync_webhook_deliveries_total{subscriber="0",endpoint='
-                      '"http://127.0.0.1:%d",result="ok"}' % port, text)
+        ok_line = ('calsync_webhook_deliveries_total{subscriber="0",endpoint='
+                   '"http://127.0.0.1:%d",result="ok"}' % port)
+
+        def metrics():
+            # the receiver answers before the sender counts the answer:
+            # wait for the count rather than race it
+            st, body, _ = self.svc.request("GET", "/metrics", raw=True, token=False)
+            self.assertEqual(st, 200)
+            body = body.decode()
+            return body if ok_line in body else None
+        text = self.wait_for(metrics, what="the delivery counted in /metrics")
         self.assertRegex(text, r'calsync_webhook_deliveries_total\{subscriber="1",'
                                r'endpoint="http://127\.0\.0\.1:9",result="error"\} \d+')
         log = self.svc.log_text()
