@@ -162,14 +162,22 @@ class TestStop(ChannelCase):
         self.assertEqual(len(stops), 1)
         self.assertEqual(stops[0]["body"]["resourceId"], ours["resource_id"])
         # an unknown channel for a resource calsync does not watch: no stop.
-        # The intake decides before it answers (and logs the decision): a
-        # stop would have been handed over, and logged, by the 200
+        # The intake decides before it answers: by the 200 it has counted
+        # the push as unknown, and a stop would have been asked for (and
+        # counted, and logged) already
+        def metric(prefix):
+            text = self.svc.request("GET", "/metrics", raw=True)[1].decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith(prefix))
+        unknown = 'calsync_notifications_total{outcome="unknown"}'
+        stops = "calsync_intake_stop_requests_total"
+        before = (metric(unknown), metric(stops))
         st, _, _ = self.svc.request("POST", "/webhooks/google", b"", headers={
             "X-Goog-Channel-ID": "stranger", "X-Goog-Resource-ID": "not-ours",
             "X-Goog-Resource-State": "exists"})
         self.assertEqual(st, 200)
+        self.assertEqual((metric(unknown), metric(stops)), (before[0] + 1, before[1]))
         log = self.svc.log_text()
-        self.assertRegex(log, r'event=intake\.unknown_channel channel="?stranger"?(\s|$)')
         self.assertIsNone(re.search(r'event=intake\.foreign_channel channel="?stranger"?\s', log))
         self.assertRegex(log, r'event=intake\.foreign_channel channel="?foreign-1"?\s')
         self.assertEqual([r for r in self.requests(op="channels.stop")

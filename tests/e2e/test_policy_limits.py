@@ -162,8 +162,8 @@ class TestPolicyLimits(PolicyLimitsCase):
 
         # one BOOKING_FLAGGED webhook per attack, and no second decision
         self.rx.wait(lambda ds: all(len(self.flags_for(n)) >= 1 for n in names), timeout=30)
-        self.wait_synced(cal, self.sync_now(cal))
-        time.sleep(0.5)
+        self.sync_and_wait(cal)      # a later sync decided nothing more ...
+        self.outbox_drained()        # ... and every webhook is in
         for name in names:
             with self.subTest(attack=name):
                 self.assertEqual(len(self.flags_for(name)), 1)
@@ -200,16 +200,16 @@ class TestPolicyLimits(PolicyLimitsCase):
         _, prefix, needle = ATTACKS["compare"]
         self.assert_decided_once("compare", prefix, needle)
         self.rx.wait(lambda ds: len(self.flags_for("compare")) >= 1, timeout=30)
-        self.wait_synced(cal, self.sync_now(cal))
-        time.sleep(0.5)
+        self.sync_and_wait(cal)      # a later sync decided nothing more ...
+        self.outbox_drained()        # ... and every webhook is in
         self.assertEqual(len(self.flags_for("compare")), 1)
         self.assertEqual(len(self.audit("compare")), 2)
         # decided once after the restart, not once per restart: another
         # restart finds nothing left to decide
         self.assertEqual(self.svc.stop(), 0)
         self.svc.start()
-        self.wait_synced(cal, self.sync_now(cal))
-        time.sleep(0.5)
+        self.sync_and_wait(cal)      # a later sync decided nothing more ...
+        self.outbox_drained()        # ... and every webhook is in
         self.assertEqual(len(self.audit("compare")), 2)
         self.assert_serving()
         self.assertEqual(self.svc.stop(), 0)
