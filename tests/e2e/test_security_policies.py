@@ -45,6 +45,13 @@ def tearDownModule():
             sys.stderr.write("figure: %-60s %.3f s\n" % (what, secs))
 
 
+# What these tests guard against is a wait that never ends (a reload, a
+# /healthz or a stop wedged behind a policy file), so each is bounded by a
+# generous deadline, not a latency: the figures are printed (note()) and
+# measured, not asserted. The two tighter bounds left below each separate
+# two behaviours a few seconds apart (a 3 s compile timeout paid or not).
+HANG = 20.0
+
 class PolicyFileCase(CalsyncCase):
     def path(self, name):
         return os.path.join(self.svc.policies_dir if self.svc else
@@ -75,7 +82,7 @@ class TestBlockingFiles(PolicyFileCase):
         (st, body, _), secs = self.reload()
         note("FIFO x.lua: POST /v1/policies/reload answered", secs)
         self.assertEqual(st, 422, body)
-        self.assertLess(secs, 2.0)
+        self.assertLess(secs, HANG)
         errs = {e["name"]: e["error"] for e in body["error"]["errors"]}
         self.assertIn("x.lua:1: a FIFO, not a regular file", errs["x"])
         self.assertNotIn(self.svc.policies_dir, str(body))
@@ -86,16 +93,16 @@ class TestBlockingFiles(PolicyFileCase):
             (st, hb, _), secs = self.healthz()
             self.assertEqual(st, 503, hb)
             self.assertIs(hb["policies"], False)
-            self.assertLess(secs, 1.0)
+            self.assertLess(secs, HANG)
         note("FIFO x.lua: GET /healthz answered", secs)
         (st, body, _), secs = self.reload()
         self.assertEqual(st, 422, body)
-        self.assertLess(secs, 2.0)
+        self.assertLess(secs, HANG)
         self.assertIn("a FIFO", self.listing()["x"]["error"])
         self.assertIsNotNone(self.listing()["default"]["version"])
         secs = self.stop_timed()
         note("FIFO x.lua: SIGTERM to exit 0", secs)
-        self.assertLess(secs, 5.0)
+        self.assertLess(secs, HANG)
 
     def test_fifo_and_friends_at_start(self):
         """Present before the service starts: the first load does not wait
@@ -118,8 +125,8 @@ class TestBlockingFiles(PolicyFileCase):
         self.assertNotIn("error", pols["linked"])
         (st, _, _), secs = self.healthz()
         self.assertEqual(st, 503)
-        self.assertLess(secs, 1.0)
-        self.assertLess(self.stop_timed(), 5.0)
+        self.assertLess(secs, HANG)
+        self.assertLess(self.stop_timed(), HANG)
 
     def test_endless_top_level_call(self):
         """A compile that never returns: the reload answers within the load
@@ -134,13 +141,15 @@ class TestBlockingFiles(PolicyFileCase):
             # while the reload waits on the compile: the other HTTP thread
             time.sleep(0.5)
             answers["healthz"] = self.healthz()
+            answers["at"] = time.monotonic()
         th = threading.Thread(target=probe)
         th.start()
         (st, body, _), secs = self.reload()
+        reload_at = time.monotonic()
         th.join()
         note("endless top-level call: POST /v1/policies/reload answered", secs)
         self.assertEqual(st, 422, body)
-        self.assertLess(secs, 6.0)
+        self.assertLess(secs, HANG)
         errs = {e["name"]: e["error"] for e in body["error"]["errors"]}
         self.assertIn("hang", errs)
         self.assertTrue(errs["hang"].startswith("hang.lua:"), errs)
@@ -148,7 +157,9 @@ class TestBlockingFiles(PolicyFileCase):
         (hst, _, _), hsecs = answers["healthz"]
         note("endless top-level call: GET /healthz during the reload", hsecs)
         self.assertIn(hst, (200, 503))
-        self.assertLess(hsecs, 1.0)
+        # an outcome, not a latency: /healthz was answered while the
+        # reload still waited on the compile
+        self.assertLess(answers["at"], reload_at)
         if timed_out:
             # the same content is not compiled again: the next reload is quick
             (st, body, _), secs = self.reload()
@@ -159,13 +170,13 @@ class TestBlockingFiles(PolicyFileCase):
         t0 = time.monotonic()
         with open(self.path("fresh"), "w") as f:
             f.write(GOOD)
-        while time.monotonic() - t0 < 5 and not self.listing().get("fresh", {}).get("version"):
+        while time.monotonic() - t0 < HANG and not self.listing().get("fresh", {}).get("version"):
             time.sleep(0.05)
         note("endless top-level call: a new good file live after", time.monotonic() - t0)
         self.assertTrue(self.listing().get("fresh", {}).get("version"), self.listing())
         secs = self.stop_timed()
         note("endless top-level call: SIGTERM to exit 0 (compile still running)", secs)
-        self.assertLess(secs, 10.0)
+        self.assertLess(secs, HANG)
 
     def test_sighup_does_not_wait(self):
         """SIGHUP only asks the reload worker: a SIGTERM right after it is
@@ -176,7 +187,7 @@ class TestBlockingFiles(PolicyFileCase):
         self.svc.proc.send_signal(signal.SIGHUP)
         time.sleep(0.3)
         (st, _, _), secs = self.healthz()
-        self.assertLess(secs, 1.0)
+        self.assertLess(secs, HANG)
         secs = self.stop_timed()
         note("endless file, SIGHUP then SIGTERM: exit 0", secs)
         self.assertLess(secs, 2.0)   # the shutdown does not wait out the load timeout
