@@ -1202,6 +1202,7 @@ static int page_apply(struct run *x, struct buf *page_token, int *done,
     fault_point("sync_page_before_commit");
     if (store_commit(x->db, err))
         return -1;
+    outbox_kick_enqueued(); /* the page's webhooks are visible now */
     fault_point(next_sync ? "sync_last_page_after_commit" : "sync_page_after_commit");
     buf_reset(page_token);
     if (next_page && buf_puts(page_token, next_page))
