@@ -1380,6 +1380,8 @@ restart:
             .show_deleted = 1,
         };
         int g = google_events_list(&auth, cal.external_id.data, &p, &resp, err);
+        log_debug("sync.listed", "calendar=%lld page=%d status=%ld", (long long)calendar_id,
+                  page, resp.status);
         if (g == GOOGLE_EREVOKED) {
             rc = SYNC_REVOKED;
             goto done;
