@@ -234,8 +234,9 @@ class Bench:
             floors.append(self.floor_once())
             self.quiesce(t0w)
             time.sleep(self.gap)
+        self.timelines = [t for _, t in traces]
         return lats, floors, sorted(traces, key=lambda x: x[0])[len(traces) // 2][1], \
-            self.steps([t for _, t in traces])
+            self.steps(self.timelines)
 
     def bursts(self):
         lats, lists, spans, traces = [], [], [], []
@@ -303,6 +304,7 @@ def item_latency(make_service, R, changes=30, burst=1000, burst_s=1.0, gap=0.6):
     finally:
         b.close()
     R["latency"] = {"isolated_s": lats, "floor_s": floors, "timeline": trace, "steps": steps,
+                    "timelines": b.timelines,
                     "burst_s": blats, "burst_lists": blists, "burst_spans": spans}
     p50, p99 = statistics.median(lats) * 1000, pct(lats, 99) * 1000
     f50, f99 = statistics.median(floors) * 1000, pct(floors, 99) * 1000
