@@ -163,6 +163,7 @@ static void request(int64_t id, enum sync_source src, int urgent)
     if (s_running && !s_stopping) {
         struct slot *s = find(id);
         int revived = !s || !s->active;
+        int was_pending = s && s->pending, was_urgent = s && s->urgent;
         if (!s)
             s = insert(id);
         if (s) {
@@ -181,8 +182,10 @@ static void request(int64_t id, enum sync_source src, int urgent)
             s->urgent |= urgent;
             /* idle: a worker starts the sync at once; queued or running:
              * `pending` is the one more sync, queued when this one ends;
-             * in backoff or push spacing: the scheduler thread queues it */
-            if (!try_queue(s, time_mono_ms()) && !s->queued && !s->running)
+             * in backoff or push spacing: the scheduler thread queues it
+             * (woken once, not for every notification of a burst) */
+            if (!try_queue(s, time_mono_ms()) && !s->queued && !s->running &&
+                (revived || !was_pending || (s->urgent && !was_urgent)))
                 pthread_cond_signal(&sched_wake);
         }
     }
