@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -133,7 +134,9 @@ class Fixture:
 class Service:
     """The real binary on a free loopback port, its own DB and policies."""
 
-    def __init__(self, fx, workers=4, poll_interval=600, hooks=True, extra=""):
+    def __init__(self, fx, workers=4, poll_interval=600, hooks=True, extra="", google=None, webhooks=None,
+                 log_level="warn", bin=None):
+        self.bin = bin or BIN
         self.dir = tempfile.mkdtemp(prefix="calsync-bench-")
         self.db_path = os.path.join(self.dir, "calsync.db")
         self.port = free_port()
@@ -146,12 +149,14 @@ class Service:
             'policies = "%s"' % pol,
             "workers = %d" % workers,
             "poll_interval = %d" % poll_interval,
-            'log_level = "warn"',
-            'google = { client_id = "bench", client_secret = "bench",'
-            ' api_base = "http://127.0.0.1:%d/calendar/v3",'
-            ' token_url = "http://127.0.0.1:%d/token" }' % (fx.port, fx.port),
+            'log_level = "%s"' % log_level,
+            google or ('google = { client_id = "bench", client_secret = "bench",'
+                       ' api_base = "http://127.0.0.1:%d/calendar/v3",'
+                       ' token_url = "http://127.0.0.1:%d/token" }' % (fx.port, fx.port)),
         ]
-        if hooks:
+        if webhooks:
+            cfg.append(webhooks)
+        elif hooks:
             # outbound webhooks go to the C sink (bare_mhd answers 200 to
             # anything), so that the receiver costs little CPU
             cfg.append('webhooks = { { url = "http://127.0.0.1:%d/hook", secret = "s" } }'
@@ -163,12 +168,13 @@ class Service:
         self.proc = None
 
     def migrate(self):
-        subprocess.run([BIN, "migrate", "-c", self.cfg_path], check=True, cwd=self.dir, stdout=subprocess.DEVNULL,
+        subprocess.run([self.bin, "migrate", "-c", self.cfg_path], check=True, cwd=self.dir, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
     def start(self):
-        self.log = open(os.path.join(self.dir, "calsync.log"), "ab")
-        self.proc = subprocess.Popen([BIN, "serve", "-c", self.cfg_path], cwd=self.dir,
+        self.log_path = os.path.join(self.dir, "calsync.log")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.bin, "serve", "-c", self.cfg_path], cwd=self.dir,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         PROCS.append(self.proc)
         deadline = time.time() + 60
@@ -274,13 +280,9 @@ def run_wrk(port, seconds, conns, env):
     return d
 
 
-def item_intake(fx, reps, seconds, R):
-    """wrk keep-alive load on the bare libmicrohttpd ceiling and on calsync,
-    interleaved (bare, calsync, bare, calsync ...) so that a noisy neighbour
-    hits both alike. CPU per request from /proc of each server process."""
-    env = {"BENCH_CHANNEL": "ch-bench", "BENCH_TOKEN": "tok-bench"}
-    bare, bport = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
-    svc = Service(fx).start()
+def intake_service(fx, bin=None):
+    """A calsync with one synced calendar and a live channel ch-bench."""
+    svc = Service(fx, bin=bin).start()
     cred = svc.credential()
     cal = svc.calendar(cred, "intake")
     svc.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (cal,))
@@ -289,45 +291,102 @@ def item_intake(fx, reps, seconds, R):
         con.execute("INSERT INTO channels (id, calendar_id, resource_id, token, expiration, state, created_at)"
                     " VALUES ('ch-bench', ?, 'res-bench', 'tok-bench', ?, 'live', ?)",
                     (cal, now + 86400 * 1000, now))
-    time.sleep(0.3)
-    base, runs, checks = [], [], []
+    return svc, cal
+
+
+def intake_run(fx, svc, cal, seconds, env):
+    """One wrk run on svc; returns (wrk figures, every accepted one recorded and synced)."""
+    n0 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")
+    l0 = fx.stats()["list"].get("intake", 0)
+    cpu0 = svc.cpu()
+    w = run_wrk(svc.port, seconds, 64, env)
+    w["cpu_us"] = (svc.cpu() - cpu0) / w["requests"] * 1e6
+    t_end = int(time.time() * 1000)
+    # every accepted notification recorded (the intake journal reaches
+    # the table a few ms after the 200), and the calendar synced after
+    # the last one
+    svc.wait("SELECT count(*) >= ? FROM notifications WHERE channel_id = 'ch-bench'",
+             (n0 + w["requests"],), timeout=30)
+    svc.wait("SELECT dirty = 0 AND last_synced_at >= ? FROM calendars WHERE id = ?", (t_end - 1000, cal),
+             timeout=30)
+    n1 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")
+    l1 = fx.stats()["list"].get("intake", 0)
+    w["recorded"] = n1 - n0
+    w["lists"] = l1 - l0
+    # wrk counts completed responses; up to one request per connection is
+    # still in flight at the cut-off and is recorded without being counted.
+    ok = (w["errors_status"] == 0 and w["requests"] <= w["recorded"] <= w["requests"] + 64
+          and w["lists"] >= 1)
+    return w, ok
+
+
+def item_intake(fx, reps, seconds, R, baseline_bin=None):
+    """wrk keep-alive load on the bare libmicrohttpd ceiling and on calsync,
+    interleaved (bare, calsync, bare, calsync ...) so that a noisy neighbour
+    hits both alike. CPU per request from /proc of each server process.
+    With baseline_bin, another calsync build (main, say) is measured in the
+    same rounds (bare, baseline, calsync, ...) and compared."""
+    env = {"BENCH_CHANNEL": "ch-bench", "BENCH_TOKEN": "tok-bench"}
+    bare, bport = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
+    base, runs, checks, bruns = [], [], [], []
+    if baseline_bin:
+        # Two services at once are not alike: the same build measured
+        # against itself, the one started first was the slower in every
+        # round (A/A: 0.70-0.90; swapped: 0.92-1.27). So each round starts
+        # a fresh pair, in alternating order, and runs them in alternating
+        # order; an even number of rounds cancels that in the geometric
+        # mean of the paired ratios. A round's ratio still moves by +-15 %
+        # here, so at least 8 rounds.
+        reps = max(reps + reps % 2, 8)
+    else:
+        svc, cal = intake_service(fx)
+        time.sleep(0.3)
     for i in range(reps):
-        log("intake: run %d/%d: bare libmicrohttpd, then calsync" % (i + 1, reps))
+        log("intake: run %d/%d: bare libmicrohttpd, calsync%s" % (i + 1, reps, " and the baseline build" if baseline_bin else ""))
+        if baseline_bin:
+            pair = [None, None]
+            for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                pair[k] = intake_service(fx, baseline_bin if k else None)
+            (svc, cal), other = pair
+            time.sleep(0.3)
         c0 = proc_cpu(bare.pid)
         b = run_wrk(bport, seconds, 64, env)
         b["cpu_us"] = (proc_cpu(bare.pid) - c0) / b["requests"] * 1e6
         base.append(b)
-        n0 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")
-        l0 = fx.stats()["list"].get("intake", 0)
-        cpu0 = svc.cpu()
-        w = run_wrk(svc.port, seconds, 64, env)
-        w["cpu_us"] = (svc.cpu() - cpu0) / w["requests"] * 1e6
-        t_end = int(time.time() * 1000)
-        # every accepted notification recorded (the intake journal reaches
-        # the table a few ms after the 200), and the calendar synced after
-        # the last one
-        svc.wait("SELECT count(*) >= ? FROM notifications WHERE channel_id = 'ch-bench'",
-                 (n0 + w["requests"],), timeout=30)
-        svc.wait("SELECT dirty = 0 AND last_synced_at >= ? FROM calendars WHERE id = ?", (t_end - 1000, cal),
-                 timeout=30)
-        n1 = svc.q("SELECT count(*) FROM notifications WHERE channel_id = 'ch-bench'")
-        l1 = fx.stats()["list"].get("intake", 0)
-        w["recorded"] = n1 - n0
-        w["lists"] = l1 - l0
+        if baseline_bin and i % 2 == 1:
+            bruns.append(intake_run(fx, other[0], other[1], seconds, env)[0])
+        w, ok = intake_run(fx, svc, cal, seconds, env)
         runs.append(w)
-        # wrk counts completed responses; up to one request per connection is
-        # still in flight at the cut-off and is recorded without being counted.
-        ok = (w["errors_status"] == 0 and w["requests"] <= w["recorded"] <= w["requests"] + 64
-              and w["lists"] >= 1)
         checks.append(ok)
-    svc.close()
+        if baseline_bin and i % 2 == 0:
+            bruns.append(intake_run(fx, other[0], other[1], seconds, env)[0])
+        if baseline_bin:
+            svc.close()
+            other[0].close()
+    if not baseline_bin:
+        svc.close()
     stop(bare)
     b_rps = median([b["rps"] for b in base])
     c_rps = median([r["rps"] for r in runs])
-    R["intake"] = {"bare": base, "calsync": runs, "checks": checks}
+    R["intake"] = {"bare": base, "calsync": runs, "checks": checks, "baseline_build": bruns}
     rows = [
         ("intake: notifications/s", c_rps, "1/s", b_rps, ">= 20000 and >= 0.5 x ceiling",
          c_rps >= 20000 and c_rps >= 0.5 * b_rps),
+    ]
+    if bruns:
+        # paired: the two builds of a round ran back to back, under the same
+        # neighbours; the ratio of medians would mix rounds a minute apart
+        ratios = [r["rps"] / o["rps"] for r, o in zip(runs, bruns)]
+        pr = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        R["intake"]["paired_ratios"] = ratios
+        rows.append(("intake: baseline build, notifications/s", median([o["rps"] for o in bruns]), "1/s",
+                     b_rps, "", None))
+        rows.append(("intake: this / baseline build (geomean of %d rounds)" % len(ratios), pr, "ratio", 1.0,
+                     ">= 0.95", pr >= 0.95))
+        cr = [r["cpu_us"] / o["cpu_us"] for r, o in zip(runs, bruns)]
+        rows.append(("intake: CPU per notification, this / baseline", math.exp(sum(map(math.log, cr)) / len(cr)),
+                     "ratio", 1.0, "", None))
+    rows += [
         ("intake: p50 latency", median([r["p50_us"] for r in runs]) / 1000, "ms",
          median([b["p50_us"] for b in base]) / 1000, "", None),
         ("intake: p99 latency", median([r["p99_us"] for r in runs]) / 1000, "ms",
@@ -374,8 +433,11 @@ def item_burst(fx, R, n=1000):
     svc.close()
     R["burst"] = results
     lists = median([r[0] for r in results])
+    # a push sync starts at once, then at most one per 0.5 s while the burst
+    # lasts (scheduler.h SCHED_PUSH_SPACING_MS; docs/performance.md)
+    import latency
     return [("google: events.list per burst of %d" % n, lists, "calls", float(n),
-             "1 (+1 if a sync runs) per burst", lists <= 2)]
+             "<= 1 + ceil(s / 0.5) per burst of s", all(l <= latency.lists_bound(s) for l, s in results))]
 
 
 def item_idle(fx, R, n_cal=1000, poll=10, window=30):
@@ -721,6 +783,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for trying the driver")
     ap.add_argument("--only", default="")
+    ap.add_argument("--baseline-bin", default=os.environ.get("BENCH_BASELINE_BIN"),
+                    help="another calsync build (main, say) whose intake is measured in the same rounds")
     ap.add_argument("--plot", default=os.path.join(ROOT, "docs", "performance-scaling.png"))
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
@@ -734,6 +798,8 @@ def main():
     fx = Fixture()
     global SINK_PORT
     sink, SINK_PORT = spawn_port([os.path.join(BENCH, "bare_mhd"), "0"])
+    bins = {BIN, a.baseline_bin}
+
     def guarded(name, fn):
         """One failing item (a crash of the service, a timeout) costs its
         rows, not the table: it is reported as ERROR and the run goes on."""
@@ -742,15 +808,15 @@ def main():
         except (Exception, SystemExit) as e:   # noqa: BLE001
             log("%s failed: %r" % (name, e))
             for p in list(PROCS):
-                if p.args[0] == BIN and p.poll() is not None:
+                if p.args[0] in bins and p.poll() is not None:
                     log("calsync exited with %s" % p.returncode)
-                if p.args[0] == BIN:
+                if p.args[0] in bins:
                     stop(p)
             rows.append(("%s: ERROR (see stderr)" % name, None, "", None, "", False))
             return None
     try:
         if want("intake"):
-            r = guarded("intake", lambda: item_intake(fx, a.reps, a.seconds, R))
+            r = guarded("intake", lambda: item_intake(fx, a.reps, a.seconds, R, a.baseline_bin))
             rows += r[0] if r else []
         if want("fullsync"):
             big = 20000 if a.quick else 100000
@@ -768,6 +834,10 @@ def main():
             rows += guarded("reload", lambda: item_reload(fx, R)) or []
         if want("load"):
             rows += guarded("load", lambda: item_load(R, reps=a.reps)) or []
+        if want("latency"):
+            import latency
+            rows += guarded("latency", lambda: latency.item_latency(
+                lambda **kw: Service(fx, **kw).start(), R, changes=10 if a.quick else 30)) or []
         if want("google"):
             rows += guarded("google burst", lambda: item_burst(fx, R)) or []
             rows += guarded("google idle", lambda: item_idle(fx, R, poll=5 if a.quick else 10,

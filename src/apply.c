@@ -393,8 +393,8 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
                                           d.version[0] ? d.version : NULL, err))
         goto done;
     fault_point("apply_after_outbox_enqueue");
-    if (trigger)
-        outbox_kick();
+    /* the sender is woken after the page's commit (sync.c), not here: a
+     * kick inside the transaction finds the row not yet visible */
     log_info("apply.decision", "booking=%s change=%s action=%s policy=%s version=%s source=%s",
              log_q(uid), in.kind, d.action, log_q(d.policy), d.version, in.source);
     rc = 0;

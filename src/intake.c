@@ -378,6 +378,7 @@ static void *flusher_main(void *arg)
         if (ok) {
             truncate_file(file);
             pthread_mutex_unlock(&j_mu);
+            log_debug("intake.flushed", "notifications=%zu calendars=%ld", batch.len, ncal);
             for (long i = 0; intake_hooks.sync && i < ncal; i++)
                 intake_hooks.sync(cals[i]);
             pthread_mutex_lock(&j_mu);
@@ -789,6 +790,8 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         return;
     }
     fault_point("intake_after_journal");
+    log_debug("intake.journalled", "id=%lld calendar=%lld", (long long)n.id,
+              (long long)n.calendar_id);
     count(is_sync ? "sync" : "accepted");
     return;
 db_fail:

@@ -46,6 +46,8 @@ static pthread_cond_t outbox_cv; /* CLOCK_MONOTONIC: made by cv_once */
 static pthread_once_t outbox_cv_once = PTHREAD_ONCE_INIT;
 static int outbox_stopping;
 static unsigned long outbox_kicks;
+/* this thread enqueued rows since its last kick (outbox_kick_enqueued) */
+static _Thread_local int outbox_enqueued;
 
 /* ---------------------------------------------------------------- enqueue */
 
@@ -87,6 +89,7 @@ static int insert_rows(struct store_conn *c, const char *uid,
         sqlite3_bind_int64(st, 6, now);
         if (store_exec(c, st, err))
             return -1;
+        outbox_enqueued = 1;
     }
     return 0;
 }
@@ -231,8 +234,9 @@ done:
     return status;
 }
 
-/* Loads up to OUTBOX_BATCH due rows for the subscriber; sets *next_due to
- * the earliest future next_at (or 0 when none is pending). */
+/* Loads up to OUTBOX_BATCH due rows for the subscriber. When none is due,
+ * sets *next_due to the earliest next_at of a row that can be sent then
+ * (the oldest pending row of its booking), or 0 when none is pending. */
 static int load_due(struct store_conn *c, const char *url, struct row *rows,
                     int *n, int64_t *next_due, struct cs_err *err)
 {
@@ -243,8 +247,13 @@ static int load_due(struct store_conn *c, const char *url, struct row *rows,
         "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
         "     AND p.id < o.id)"
         " ORDER BY o.id LIMIT ?3";
+    /* a due row behind an older pending one of its booking waits for that
+     * one's retry: counting it would make the sender spin until then */
     static const char next_sql[] =
-        "SELECT min(next_at) FROM outbox WHERE subscriber = ?1 AND state = 'pending'";
+        "SELECT min(o.next_at) FROM outbox o WHERE o.subscriber = ?1 AND o.state = 'pending'"
+        "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
+        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
+        "     AND p.id < o.id)";
     sqlite3_stmt *st = store_stmt(c, due_sql, err);
     if (!st)
         return -1;
@@ -267,11 +276,13 @@ static int load_due(struct store_conn *c, const char *url, struct row *rows,
     sqlite3_reset(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return store_error(c, err);
+    *next_due = 0;
+    if (*n > 0)
+        return 0;
     st = store_stmt(c, next_sql, err);
     if (!st)
         return -1;
     sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
-    *next_due = 0;
     if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
         *next_due = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
@@ -312,12 +323,17 @@ static void cv_once(void)
     pthread_once(&outbox_cv_once, cv_init);
 }
 
-/* Blocks until kicked, stopping, or wait_ms (monotonic) passes. */
+/* Blocks until kicked (since *seen), stopping, or wait_ms (monotonic)
+ * passes; wait_ms < 0: no timeout, only a kick or the stop wakes it. */
 static void wait_for_work(unsigned long *seen, int64_t wait_ms)
 {
     pthread_mutex_lock(&outbox_mu);
-    if (!outbox_stopping && outbox_kicks == *seen)
-        cond_wait_ms(&outbox_cv, &outbox_mu, wait_ms);
+    if (!outbox_stopping && outbox_kicks == *seen) {
+        if (wait_ms < 0)
+            pthread_cond_wait(&outbox_cv, &outbox_mu);
+        else
+            cond_wait_ms(&outbox_cv, &outbox_mu, wait_ms);
+    }
     *seen = outbox_kicks;
     pthread_mutex_unlock(&outbox_mu);
 }
@@ -378,13 +394,15 @@ static void *sender_main(void *arg)
         }
         if (n > 0)
             continue; /* more may be due, or unblocked by these */
-        int64_t wait = 1000;
+        /* nothing due: sleep until an enqueue is committed (outbox_kick)
+         * or the next retry is due -- no polling tick */
+        int64_t wait = -1;
         if (next_due) {
             wait = next_due - time_now_ms();
-            if (wait > 1000)
-                wait = 1000;
+            if (wait < 1)
+                wait = 1;
         }
-        wait_for_work(&seen, wait < 1 ? 1 : wait);
+        wait_for_work(&seen, wait);
     }
     if (h)
         curl_easy_cleanup(h);
@@ -394,10 +412,19 @@ static void *sender_main(void *arg)
 void outbox_kick(void)
 {
     cv_once();
+    outbox_enqueued = 0;
     pthread_mutex_lock(&outbox_mu);
     outbox_kicks++;
     pthread_cond_broadcast(&outbox_cv);
     pthread_mutex_unlock(&outbox_mu);
+}
+
+void outbox_kick_enqueued(void)
+{
+    if (outbox_enqueued) {
+        log_debug("outbox.kick", "%s", "after=commit");
+        outbox_kick();
+    }
 }
 
 static void pending_collector(struct buf *out)

@@ -34,8 +34,14 @@ int outbox_enqueue_calendar_error(struct store_conn *c, int64_t calendar_id,
 /* Starts one delivery thread per configured subscriber. cfg must outlive
  * the outbox. 0 or -1. */
 int outbox_start(const struct config *cfg, struct cs_err *err);
-/* Wakes the delivery threads (cheap; call after committing an enqueue). */
+/* Wakes the delivery threads (cheap; call after committing an enqueue:
+ * a kick before the commit wakes a sender that cannot see the row yet, and
+ * it then sleeps until the next kick). The senders have no polling tick. */
 void outbox_kick(void);
+/* outbox_kick() if this thread enqueued a row since its last kick: for a
+ * transaction whose enqueues happen deep inside it (a sync page's
+ * decisions), called after its commit. */
+void outbox_kick_enqueued(void);
 /* Stops the threads; an attempt in flight finishes first (bounded by the
  * request timeout). Undelivered rows stay pending for the next start. */
 void outbox_stop(void);

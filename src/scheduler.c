@@ -34,7 +34,7 @@ struct slot {
     int64_t next_poll;     /* mono ms */
     int64_t not_before;    /* mono ms: error backoff */
     int64_t channel_due;   /* mono ms: open or renew the push channel */
-    int64_t settle_until;  /* mono ms: a push-only request waits for its burst */
+    int64_t push_after;    /* mono ms: the next push sync starts no sooner */
 };
 
 /* Work that must run on a worker (it calls Google) but is not a sync:
@@ -132,12 +132,38 @@ static int enqueue(int64_t id)
     return 0;
 }
 
+/* When slot s's pending request may start (mono ms): at once when urgent;
+ * else after the error backoff, and a push-only request also no sooner
+ * than SCHED_PUSH_SPACING_MS after the previous push sync started. */
+static int64_t pending_at(const struct slot *s)
+{
+    if (s->urgent)
+        return 0;
+    if (s->pending_src == SYNC_SRC_PUSH && s->push_after > s->not_before)
+        return s->push_after;
+    return s->not_before;
+}
+
+/* Queues slot s for a worker now when its pending request may run and it
+ * is neither queued nor running (the coalescing). Wakes one worker. 1 when
+ * queued. Caller holds sched_mu. */
+static int try_queue(struct slot *s, int64_t now)
+{
+    if (!s->active || s->queued || s->running || !s->pending ||
+        now < pending_at(s) || enqueue(s->id))
+        return 0;
+    s->queued = 1;
+    pthread_cond_signal(&work_wake);
+    return 1;
+}
+
 static void request(int64_t id, enum sync_source src, int urgent)
 {
     pthread_mutex_lock(&sched_mu);
     if (s_running && !s_stopping) {
         struct slot *s = find(id);
         int revived = !s || !s->active;
+        int was_pending = s && s->pending, was_urgent = s && s->urgent;
         if (!s)
             s = insert(id);
         if (s) {
@@ -152,15 +178,15 @@ static void request(int64_t id, enum sync_source src, int urgent)
             s->active = 1;
             if (!s->pending || src == SYNC_SRC_PUSH)
                 s->pending_src = src;
-            /* the first push of a burst opens the settle window; later
-             * ones ride along (the window is not extended: no starvation) */
-            if (src == SYNC_SRC_PUSH && !urgent && !s->pending)
-                s->settle_until = time_mono_ms() + SCHED_PUSH_SETTLE_MS;
-            else if (src != SYNC_SRC_PUSH || urgent)
-                s->settle_until = 0;
             s->pending = 1;
             s->urgent |= urgent;
-            pthread_cond_signal(&sched_wake);
+            /* idle: a worker starts the sync at once; queued or running:
+             * `pending` is the one more sync, queued when this one ends;
+             * in backoff or push spacing: the scheduler thread queues it
+             * (woken once, not for every notification of a burst) */
+            if (!try_queue(s, time_mono_ms()) && !s->queued && !s->running &&
+                (revived || !was_pending || (s->urgent && !was_urgent)))
+                pthread_cond_signal(&sched_wake);
         }
     }
     pthread_mutex_unlock(&sched_mu);
@@ -388,8 +414,7 @@ static void *scheduler_main(void *arg)
             if (!s->active || s->queued || s->running)
                 continue;
             int allowed = now >= s->not_before;
-            int settled = now >= s->settle_until;
-            int due = (s->pending && (s->urgent || (allowed && settled))) ||
+            int due = (s->pending && now >= pending_at(s)) ||
                       (allowed && (now >= s->next_poll || now >= s->channel_due));
             if (due) {
                 if (enqueue(s->id) == 0) {
@@ -399,9 +424,9 @@ static void *scheduler_main(void *arg)
                 continue;
             }
             int64_t next = s->next_poll < s->channel_due ? s->next_poll : s->channel_due;
-            int64_t t = s->pending ? (s->not_before > s->settle_until ? s->not_before
-                                                                       : s->settle_until)
-                                   : (next > s->not_before ? next : s->not_before);
+            int64_t t = next > s->not_before ? next : s->not_before;
+            if (s->pending && pending_at(s) < t)
+                t = pending_at(s);
             if (t < wake)
                 wake = t;
         }
@@ -466,6 +491,8 @@ static void *worker_main(void *arg)
         }
         enum sync_source src = s->pending ? s->pending_src : SYNC_SRC_POLL;
         int64_t slot_channel_due = s->channel_due;
+        if (src == SYNC_SRC_PUSH)
+            s->push_after = time_mono_ms() + SCHED_PUSH_SPACING_MS;
         s->queued = 0;
         s->running = 1;
         s->pending = s->urgent = 0;
@@ -487,6 +514,8 @@ static void *worker_main(void *arg)
                          (long long)id, log_q(err.msg));
             err.msg[0] = '\0';
         }
+        log_debug("sched.sync_start", "calendar=%lld source=%s", (long long)id,
+                  sync_source_name(src));
         int rc = sync_calendar(id, src, NULL, &err);
         sched_calendar_unlock(id);
 
@@ -518,7 +547,10 @@ static void *worker_main(void *arg)
             log_info("sched.backoff", "calendar=%lld failures=%d wait_ms=%lld",
                      (long long)id, s->failures, (long long)(s->not_before - now));
         }
-        pthread_cond_signal(&sched_wake);
+        /* requests during the sync: the one more, at once (this worker or
+         * another takes it); else the scheduler thread re-plans its wake */
+        if (!try_queue(s, now))
+            pthread_cond_signal(&sched_wake);
     }
     pthread_mutex_unlock(&sched_mu);
     return NULL;

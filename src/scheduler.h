@@ -6,6 +6,8 @@
  * threads, with these rules:
  *   - at most one sync per calendar at a time; any number of requests
  *     while one runs or waits cause exactly one more;
+ *   - a request starts a sync at once (no polling tick, no settle window);
+ *     only push syncs are spaced (SCHED_PUSH_SPACING_MS);
  *   - every calendar not stopped or revoked is synced at least every
  *     poll_interval (each period shortened by up to 10% of jitter);
  *   - a failed sync backs that calendar off (1 s doubling, capped at
@@ -26,9 +28,13 @@
 #include <stdint.h>
 
 #define SCHED_RELOAD_MS 1000
-/* a push-triggered sync waits this long after the first notification of a
- * burst, so the whole burst costs one events.list */
-#define SCHED_PUSH_SETTLE_MS 500
+/* A push starts a sync at once, unless the calendar's previous push sync
+ * started less than this ago: then it starts that long after it, and every
+ * push meanwhile rides along. A burst or stream of notifications costs at
+ * most one events.list per this interval (the Google budget of the settle
+ * window this replaced); a change with no push sync of its calendar in the
+ * last interval waits for nothing. */
+#define SCHED_PUSH_SPACING_MS 500
 #define SCHED_BACKOFF_MAX_MS 300000
 
 /* Starts the scheduler and cfg->workers worker threads (cfg must outlive

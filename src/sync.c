@@ -1202,6 +1202,7 @@ static int page_apply(struct run *x, struct buf *page_token, int *done,
     fault_point("sync_page_before_commit");
     if (store_commit(x->db, err))
         return -1;
+    outbox_kick_enqueued(); /* the page's webhooks are visible now */
     fault_point(next_sync ? "sync_last_page_after_commit" : "sync_page_after_commit");
     buf_reset(page_token);
     if (next_page && buf_puts(page_token, next_page))
@@ -1379,6 +1380,8 @@ restart:
             .show_deleted = 1,
         };
         int g = google_events_list(&auth, cal.external_id.data, &p, &resp, err);
+        log_debug("sync.listed", "calendar=%lld page=%d status=%ld", (long long)calendar_id,
+                  page, resp.status);
         if (g == GOOGLE_EREVOKED) {
             rc = SYNC_REVOKED;
             goto done;

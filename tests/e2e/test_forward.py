@@ -153,8 +153,9 @@ class TestConflicts(ForwardCase):
         b = self.written("race")
         # no sync may be under way or due when the host moves the event: the
         # push that echoes the insert is delivered (or dropped from now on)
-        # and a sync after it has completed -- else that sync, held by the
-        # push settle window, can read the move before the app's patch
+        # and a sync after it has completed -- else that sync, started by a
+        # late push (or after the push spacing), can read the move before
+        # the app's patch
         self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 100})
         self.assertEqual(self.fg.control("POST", "/notifications/drain")["drained"], True)
         self.sync_and_wait(cal)
@@ -230,6 +231,9 @@ class TestDeletedBeforeWrite(ForwardCase):
         own version of a live event: the deletion still reaches the policy
         (cancel), once."""
         cal = self.boot()
+        # the pushes of the host's create and delete are dropped: a push
+        # starts a sync at once, which would read both before the write
+        self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 2, "state": "exists"})
         ev = self.fg.host(CAL, op="create", event=timed(
             future(11, 10), future(11, 10, 30), summary="linked"))
         self.book(cal, "dl1", ev)
