@@ -48,29 +48,9 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# Under libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC=1 (the e2e
-# suite's clock-moved run, docs/reliability.md) time.sleep fails with
-# EINVAL (an absolute clock_nanosleep on CLOCK_MONOTONIC); sleep through
-# select() then, which libfaketime passes through unchanged.
-def _sleep_works():
-    try:
-        time.sleep(0.0001)
-        return True
-    except OSError:
-        return False
-
-
-if not _sleep_works():
-    import select as _select
-
-    def _select_sleep(secs):
-        deadline = time.monotonic() + secs
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            _select.select([], [], [], left)
-    time.sleep = _select_sleep
+# time.sleep under libfaketime (the clock-moved run): see faketime_sleep.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faketime_sleep  # noqa: E402,F401
 
 UTC = timezone.utc
 API_PREFIX = "/calendar/v3"

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import sys
 import subprocess
 import tempfile
 import time
@@ -126,29 +127,9 @@ def next_dst_change(zone, after=None):
     return None
 
 
-# libfaketime 0.9.10 (Debian 12) with FAKETIME_DONT_FAKE_MONOTONIC=1, as the
-# clock-moved run needs it for Python (docs/reliability.md): an absolute
-# clock_nanosleep on CLOCK_MONOTONIC -- Python's time.sleep -- fails with
-# EINVAL. Sleep through select() then, which libfaketime passes through.
-def _sleep_works():
-    try:
-        time.sleep(0.0001)
-        return True
-    except OSError:
-        return False
-
-
-if not _sleep_works():
-    import select as _select
-
-    def _select_sleep(secs):
-        deadline = time.monotonic() + secs
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            _select.select([], [], [], left)
-    time.sleep = _select_sleep
+# time.sleep under libfaketime (the clock-moved run): see tests/faketime_sleep.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import faketime_sleep  # noqa: E402,F401
 
 
 def service_env():
