@@ -247,7 +247,7 @@ class TestReverseApplyCrash(CrashCase):
             ("apply_after_audit", 1, delete(1), [("b1", "delete", "cancel")]),
             ("apply_after_booking_save", 1, move(2), [("b2", "time_change", "reschedule")]),
             ("apply_after_outbox_enqueue", 1, delete(3), [("b3", "delete", "cancel")]),
-            ("sync_page_before_commit", 1, move(4), [("b4", "time_change", "reschedule")]),
+            ("sync_batch_before_commit", 1, move(4), [("b4", "time_change", "reschedule")]),
             ("sync_last_page_after_commit", 1, delete(5), [("b5", "delete", "cancel")]),
             ("apply_after_audit", 1,
              lambda: self.fg.host(CAL, op="retitle", id=evs[6]["id"], summary="Renamed"),
@@ -478,7 +478,7 @@ class TestSeededKills(CrashCase):
     made while calsync is down, a random kill point on the path it drives,
     and in some rounds a second kill during the recovery itself."""
     ROUNDS = 6
-    IN_TX = ["sync_page_before_commit", "apply_after_audit",
+    IN_TX = ["sync_batch_before_commit", "apply_after_audit",
              "apply_after_booking_save", "apply_after_outbox_enqueue"]
     AFTER = ["sync_last_page_after_commit", "outbox_after_post_ok",
              "outbox_after_post_error", "outbox_after_record"]
