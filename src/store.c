@@ -406,7 +406,20 @@ void store_rollback(struct store_conn *c)
 
 int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
 {
-    return step(c, st, !sqlite3_stmt_readonly(st), err);
+    int write = !sqlite3_stmt_readonly(st);
+    if (!write || c->writing)
+        return step(c, st, write, err);
+    /* A write outside BEGIN ... COMMIT is a transaction of its own: it
+     * queues here with the others. Taking SQLite's lock without the mutex
+     * made it collide with a thread that holds the mutex and is about to
+     * BEGIN IMMEDIATE, and whichever lost slept in SQLite's busy handler
+     * (1, 2, 5, 10 ... ms): with syncs committing every few milliseconds
+     * (docs/internals/sync.md "Decide, then apply") the outbox's delivery
+     * records alone cost the sync most of its time. */
+    pthread_mutex_lock(&store_write_mu);
+    int rc = step(c, st, 1, err);
+    pthread_mutex_unlock(&store_write_mu);
+    return rc;
 }
 
 int store_disk_version(struct store_conn *c)
