@@ -190,6 +190,13 @@ static const char *const migrations[] = {
      *    "this and following" split: how sync.c finds the successor of a
      *    series whose new id has no `_R` link (docs/internals/apply.md) */
     "ALTER TABLE events ADD COLUMN created TEXT;",
+    /* 6: the outbox's due rows in id order. load_due asks for the first
+     *    OUTBOX_BATCH pending rows by id; with only (state, next_at) SQLite
+     *    read every pending row and sorted them, once per batch: O(pending)
+     *    a batch, seconds of CPU to drain 10,000 webhooks. Since syncs
+     *    commit in short batches (docs/internals/sync.md "Decide, then
+     *    apply") that drain runs while the sync does, on the same cores. */
+    "CREATE INDEX outbox_pending_id ON outbox(state, id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
