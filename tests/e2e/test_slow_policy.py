@@ -181,7 +181,7 @@ class TestSlowPolicy(SlowPolicyCase):
 
 
 class TestRecheck(SlowPolicyCase):
-    N = 300   # more than one decide window (SYNC_DECIDE_WINDOW = 256)
+    N = 300   # within one decide window (SYNC_DECIDE_WINDOW = 1024)
 
     def test_a_booking_changed_after_its_decision_is_decided_again(self):
         self.start()
@@ -192,7 +192,7 @@ class TestRecheck(SlowPolicyCase):
         self.move_all(evs)
         self.sync_now(slow)
         # r00003 and r00004 are decided early in the first window, whose
-        # changes are applied only once all of its ~256 are decided
+        # changes are applied only once all 300 are decided
         self.wait_for(lambda: self.decided() >= 10, 60, "the first decisions")
         st, b, _ = self.svc.request("POST", "/v1/bookings/r00003/cancel", {"reason": "app"})
         self.assertEqual(st, 200, b)
