@@ -16,14 +16,16 @@
  * (calendar, event, etag, booking) that the audit table keeps unique.
  *
  * Decide, then apply (DESIGN §2 "Policies off the write path"): sync.c
- * calls each hook twice per unit. The decide pass (no transaction) does
- * everything up to the policy call, runs the policy and keeps the
- * decision in this thread's table under the exact bytes of everything it
- * was made from (struct decisions). The apply pass (inside the unit's
- * transaction) re-reads the booking, the calendar and the mirror row,
- * rebuilds the same inputs, and looks them up: a hit is applied; a miss
- * means something changed since the decision (or it was never made) and
- * the hook answers SYNC_HOOK_STALE without writing or running anything.
+ * calls each hook twice per unit. The decide pass (reading only, under a
+ * read snapshot) does everything up to the policy call and gathers the
+ * exact bytes of everything the decision is made from (struct request);
+ * apply_decide() then runs the policy on each, with no transaction open,
+ * and keeps the decisions in this thread's table (struct decisions). The
+ * apply pass (inside the unit's transaction) re-reads the booking, the
+ * calendar and the mirror row, rebuilds the same bytes, and looks them
+ * up: a hit is applied; a miss means something changed since the decision
+ * (or it was never made) and the hook answers SYNC_HOOK_STALE without
+ * writing or running anything more.
  */
 #include "apply.h"
 #include "fault.h"
@@ -36,6 +38,7 @@
 #include "policy.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +54,9 @@
  * is applied only to the very inputs it was made from, never to a
  * collision; and the policy is called with the inputs decoded from the key
  * itself, so what was decided and what it is kept under cannot differ. A
- * window holds at most SYNC_DECIDE_WINDOW units, so the table stays small
- * (a few hundred keys of about the size of the event's JSON). */
+ * window holds at most SYNC_DECIDE_WINDOW units, so the table stays
+ * bounded: about a thousand entries of the size of the event's JSON plus
+ * a decision (~2.5 KiB each), freed when the next window starts. */
 
 /* Everything one decision is made from, but the clock: the policy and the
  * calendar's settings, the change as the policy sees it, the whole booking
@@ -207,18 +211,21 @@ static int request_decode(const char *k, size_t n, struct request *r)
     return c.bad || c.p != c.end ? -1 : 0;
 }
 
+/* One kept request, allocated with its key (freed when the window ends:
+ * the slot table itself holds pointers only, so an idle worker keeps a
+ * few KiB, not a window's worth of decisions). */
 struct decided {
-    char *key;          /* owned; NULL: empty slot */
-    size_t key_len;
     uint64_t hash;
+    size_t key_len;
     unsigned order;     /* gathering order (policies run in unit order) */
     int pending;        /* gathered, not decided yet */
     struct policy_decision d;
+    char key[];
 };
 
 struct decisions {
     unsigned window;
-    struct decided *v;  /* owned, open addressing, cap a power of two */
+    struct decided **v; /* owned, open addressing, cap a power of two */
     size_t n, cap;
     size_t n_pending;
 };
@@ -226,8 +233,8 @@ struct decisions {
 static void decisions_clear(struct decisions *t)
 {
     for (size_t i = 0; i < t->cap; i++) {
-        free(t->v[i].key);
-        t->v[i].key = NULL;
+        free(t->v[i]);
+        t->v[i] = NULL;
     }
     t->n = t->n_pending = 0;
 }
@@ -250,14 +257,15 @@ static uint64_t key_hash(const char *k, size_t n)
     return h ^ (h >> 32);
 }
 
-static struct decided *decisions_slot(const struct decisions *t, const char *k,
-                                      size_t n, uint64_t h)
+/* The slot of key k: the entry holding it, or the empty slot for it. */
+static struct decided **decisions_slot(const struct decisions *t, const char *k,
+                                       size_t n, uint64_t h)
 {
     size_t mask = t->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-        struct decided *e = &t->v[i];
-        if (!e->key || (e->hash == h && e->key_len == n && memcmp(e->key, k, n) == 0))
-            return e;
+        struct decided *e = t->v[i];
+        if (!e || (e->hash == h && e->key_len == n && memcmp(e->key, k, n) == 0))
+            return &t->v[i];
     }
 }
 
@@ -266,37 +274,40 @@ static struct decided *decisions_find(const struct decisions *t, const struct bu
 {
     if (t->n == 0)
         return NULL;
-    struct decided *e = decisions_slot(t, k->data, k->len, key_hash(k->data, k->len));
-    return e->key ? e : NULL;
+    return *decisions_slot(t, k->data, k->len, key_hash(k->data, k->len));
 }
 
-/* Adds key k (copied) as a pending request. 0, or -1 when out of memory. */
+/* Adds key k (copied) as a pending request, once. 0, or -1 when out of
+ * memory. */
 static int decisions_gather(struct decisions *t, const struct buf *k)
 {
     if ((t->n + 1) * 2 > t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
-        struct decided *v = calloc(cap, sizeof *v);
+        struct decided **v = calloc(cap, sizeof *v);
         if (!v)
             return -1;
         struct decisions grown = {t->window, v, 0, cap, 0};
         for (size_t i = 0; i < t->cap; i++)
-            if (t->v[i].key)
-                *decisions_slot(&grown, t->v[i].key, t->v[i].key_len, t->v[i].hash) = t->v[i];
+            if (t->v[i])
+                *decisions_slot(&grown, t->v[i]->key, t->v[i]->key_len, t->v[i]->hash) =
+                    t->v[i];
         free(t->v);
         t->v = v;
         t->cap = cap;
     }
     uint64_t h = key_hash(k->data, k->len);
-    struct decided *e = decisions_slot(t, k->data, k->len, h);
-    if (e->key)
+    struct decided **slot = decisions_slot(t, k->data, k->len, h);
+    if (*slot)
         return 0;
-    if (!(e->key = malloc(k->len ? k->len : 1)))
+    struct decided *e = malloc(sizeof *e + (k->len ? k->len : 1));
+    if (!e)
         return -1;
     memcpy(e->key, k->data, k->len);
     e->key_len = k->len;
     e->hash = h;
     e->order = (unsigned)t->n;
     e->pending = 1;
+    *slot = e;
     t->n++;
     t->n_pending++;
     return 0;
@@ -894,8 +905,8 @@ int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err)
         return cs_err_set(err, "out of memory");
     size_t n = 0;
     for (size_t i = 0; i < dec->cap; i++)
-        if (dec->v[i].key && dec->v[i].pending)
-            todo[n++] = &dec->v[i];
+        if (dec->v[i] && dec->v[i]->pending)
+            todo[n++] = dec->v[i];
     qsort(todo, n, sizeof *todo, by_order);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
