@@ -14,6 +14,18 @@
  * not already reflect it (echo of calsync's own write, same etag, or the
  * same values), and every audit entry carries a dedupe key
  * (calendar, event, etag, booking) that the audit table keeps unique.
+ *
+ * Decide, then apply (DESIGN §2 "Policies off the write path"): sync.c
+ * calls each hook twice per unit. The decide pass (reading only, under a
+ * read snapshot) does everything up to the policy call and gathers the
+ * exact bytes of everything the decision is made from (struct request);
+ * apply_decide() then runs the policy on each, with no transaction open,
+ * and keeps the decisions in this thread's table (struct decisions). The
+ * apply pass (inside the unit's transaction) re-reads the booking, the
+ * calendar and the mirror row, rebuilds the same bytes, and looks them
+ * up: a hit is applied; a miss means something changed since the decision
+ * (or it was never made) and the hook answers SYNC_HOOK_STALE without
+ * writing or running anything more.
  */
 #include "apply.h"
 #include "fault.h"
@@ -26,25 +38,316 @@
 #include "policy.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define APPLY_MAX_MATCH 256
 
-static const struct config *apply_cfg;
-static pthread_key_t runner_key;
-static pthread_once_t runner_once = PTHREAD_ONCE_INIT;
+/* ------------------------------------------------ decisions made ahead
+ * One table per worker thread, emptied when sync.c starts a new decide
+ * window (info->window). The decide pass only gathers requests (under a
+ * read transaction that sync.c opens for its reads); apply_decide() then
+ * runs the policy for each, with no transaction open. Keys are the exact
+ * encoded inputs (struct request, request_codec), not a digest: a decision
+ * is applied only to the very inputs it was made from, never to a
+ * collision; and the policy is called with the inputs decoded from the key
+ * itself, so what was decided and what it is kept under cannot differ. A
+ * window holds at most SYNC_DECIDE_WINDOW units, so the table stays
+ * bounded: about a thousand entries of the size of the event's JSON plus
+ * a decision (~2.5 KiB each), freed when the next window starts. */
 
-static void runner_free(void *p)
+/* Everything one decision is made from, but the clock: the policy and the
+ * calendar's settings, the change as the policy sees it, the whole booking
+ * row (what apply_one writes from), and what check_applicable needs to
+ * know of the event. ctx.now and `past` are left out on purpose: a
+ * decision stands as made at its decide pass's instant, a moment before
+ * its transaction, as it would have stood had that transaction begun
+ * then. */
+struct request {
+    const char *policy;
+    const char *settings;
+    int can_reschedule;   /* the event has new times (not a deletion) */
+    int can_update;       /* the event has a title (not a deletion) */
+    struct policy_input in;
+    struct booking b;     /* in.booking points here once decoded */
+};
+
+/* Encodes into `out`, or decodes from [p, end): every field in one order,
+ * strings length-prefixed (-1: NULL) and NUL-terminated, so a decoded
+ * string points into the key itself. */
+struct codec {
+    struct buf *out;
+    const char *p, *end;
+    int bad;              /* out of memory, or a key cut short */
+};
+
+static void c_str(struct codec *c, const char **s, size_t *len)
 {
-    if (p)
-        policy_runner_free(p);
+    int64_t n;
+    if (c->out) {
+        n = *s ? (int64_t)(len ? *len : strlen(*s)) : -1;
+        if (buf_append(c->out, &n, sizeof n) ||
+            (*s && (buf_append(c->out, *s, (size_t)n) || buf_append(c->out, "", 1))))
+            c->bad = 1;
+        return;
+    }
+    if (c->bad || c->end - c->p < (ptrdiff_t)sizeof n) {
+        c->bad = 1;
+        return;
+    }
+    memcpy(&n, c->p, sizeof n);
+    c->p += sizeof n;
+    *s = NULL;
+    if (len)
+        *len = 0;
+    if (n < 0)
+        return;
+    if (c->end - c->p < n + 1) {
+        c->bad = 1;
+        return;
+    }
+    *s = c->p;
+    if (len)
+        *len = (size_t)n;
+    c->p += n + 1;
 }
 
-static void runner_key_init(void)
+/* A booking's owned string field: decoded, it points into the key too. */
+static void c_own(struct codec *c, char **field)
 {
-    pthread_key_create(&runner_key, runner_free);
+    const char *v = *field;
+    c_str(c, &v, NULL);
+    *field = (char *)v;
+}
+
+/* A char array field (status, write state). */
+static void c_arr(struct codec *c, char *arr, size_t cap)
+{
+    const char *v = arr;
+    c_str(c, &v, NULL);
+    if (!c->out && !c->bad)
+        snprintf(arr, cap, "%s", v ? v : "");
+}
+
+static void c_i64(struct codec *c, int64_t *v)
+{
+    if (c->out) {
+        if (buf_append(c->out, v, sizeof *v))
+            c->bad = 1;
+    } else if (c->bad || c->end - c->p < (ptrdiff_t)sizeof *v) {
+        c->bad = 1;
+    } else {
+        memcpy(v, c->p, sizeof *v);
+        c->p += sizeof *v;
+    }
+}
+
+static void c_int(struct codec *c, int *v)
+{
+    int64_t x = *v;
+    c_i64(c, &x);
+    *v = (int)x;
+}
+
+static void request_codec(struct codec *c, struct request *r)
+{
+    struct policy_input *in = &r->in;
+    struct booking *b = &r->b;
+    c_str(c, &r->policy, NULL);
+    c_str(c, &r->settings, NULL);
+    c_int(c, &r->can_reschedule);
+    c_int(c, &r->can_update);
+    c_str(c, &in->kind, NULL);
+    c_str(c, &in->event_json, &in->event_len);
+    c_i64(c, &in->old_start_ms);
+    c_i64(c, &in->old_end_ms);
+    c_str(c, &in->old_title, NULL);
+    c_int(c, &in->has_new);
+    c_i64(c, &in->new_start_ms);
+    c_i64(c, &in->new_end_ms);
+    c_str(c, &in->new_title, NULL);
+    c_int(c, &in->is_instance);
+    c_str(c, &in->series_id, NULL);
+    c_i64(c, &in->original_start_ms);
+    c_str(c, &in->source, NULL);
+    c_i64(c, &in->calendar_id);
+    c_own(c, &b->uid);
+    c_i64(c, &b->calendar_id);
+    c_own(c, &b->title);
+    c_i64(c, &b->start_ms);
+    c_i64(c, &b->end_ms);
+    c_arr(c, b->status, sizeof b->status);
+    c_int(c, &b->needs_review);
+    c_own(c, &b->event_id);
+    c_int(c, &b->has_original);
+    c_i64(c, &b->original_start_ms);
+    c_own(c, &b->cancelled_by);
+    c_own(c, &b->cancel_reason);
+    c_own(c, &b->etag);
+    c_arr(c, b->write_state, sizeof b->write_state);
+    c_own(c, &b->write_error);
+    c_i64(c, &b->updated_ms);
+}
+
+/* The key of r, into k. 0 or -1 (memory). */
+static int request_key(struct buf *k, struct request *r)
+{
+    struct codec c = {k, NULL, NULL, 0};
+    buf_reset(k);
+    request_codec(&c, r);
+    return c.bad ? -1 : 0;
+}
+
+/* r from key [k, k + n): strings point into the key. 0 or -1. */
+static int request_decode(const char *k, size_t n, struct request *r)
+{
+    struct codec c = {NULL, k, k + n, 0};
+    memset(r, 0, sizeof *r);
+    request_codec(&c, r);
+    r->in.booking = &r->b;
+    r->in.settings_json = r->settings;
+    return c.bad || c.p != c.end ? -1 : 0;
+}
+
+/* One kept request, allocated with its key (freed when the window ends:
+ * the slot table itself holds pointers only, so an idle worker keeps a
+ * few KiB, not a window's worth of decisions). */
+struct decided {
+    uint64_t hash;
+    size_t key_len;
+    unsigned order;     /* gathering order (policies run in unit order) */
+    int pending;        /* gathered, not decided yet */
+    struct policy_decision d;
+    char key[];
+};
+
+struct decisions {
+    unsigned window;
+    struct decided **v; /* owned, open addressing, cap a power of two */
+    size_t n, cap;
+    size_t n_pending;
+};
+
+static void decisions_clear(struct decisions *t)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        free(t->v[i]);
+        t->v[i] = NULL;
+    }
+    t->n = t->n_pending = 0;
+}
+
+/* Keys are a few hundred bytes to a few KiB (the event's JSON): hashed
+ * 8 bytes at a time (a multiply-xorshift mix), not byte by byte. Only a
+ * bucket index: equality is always checked on the whole key. */
+static uint64_t key_hash(const char *k, size_t n)
+{
+    const uint64_t m = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = 0x243F6A8885A308D3ULL ^ (n * m), w;
+    for (; n >= 8; k += 8, n -= 8) {
+        memcpy(&w, k, 8);
+        h = (h ^ w) * m;
+        h ^= h >> 29;
+    }
+    w = 0;
+    memcpy(&w, k, n);
+    h = (h ^ w) * m;
+    return h ^ (h >> 32);
+}
+
+/* The slot of key k: the entry holding it, or the empty slot for it. */
+static struct decided **decisions_slot(const struct decisions *t, const char *k,
+                                       size_t n, uint64_t h)
+{
+    size_t mask = t->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        struct decided *e = t->v[i];
+        if (!e || (e->hash == h && e->key_len == n && memcmp(e->key, k, n) == 0))
+            return &t->v[i];
+    }
+}
+
+/* The entry under key k, decided or pending, or NULL. */
+static struct decided *decisions_find(const struct decisions *t, const struct buf *k)
+{
+    if (t->n == 0)
+        return NULL;
+    return *decisions_slot(t, k->data, k->len, key_hash(k->data, k->len));
+}
+
+/* Adds key k (copied) as a pending request, once. 0, or -1 when out of
+ * memory. */
+static int decisions_gather(struct decisions *t, const struct buf *k)
+{
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        struct decided **v = calloc(cap, sizeof *v);
+        if (!v)
+            return -1;
+        struct decisions grown = {t->window, v, 0, cap, 0};
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->v[i])
+                *decisions_slot(&grown, t->v[i]->key, t->v[i]->key_len, t->v[i]->hash) =
+                    t->v[i];
+        free(t->v);
+        t->v = v;
+        t->cap = cap;
+    }
+    uint64_t h = key_hash(k->data, k->len);
+    struct decided **slot = decisions_slot(t, k->data, k->len, h);
+    if (*slot)
+        return 0;
+    struct decided *e = malloc(sizeof *e + (k->len ? k->len : 1));
+    if (!e)
+        return -1;
+    memcpy(e->key, k->data, k->len);
+    e->key_len = k->len;
+    e->hash = h;
+    e->order = (unsigned)t->n;
+    e->pending = 1;
+    *slot = e;
+    t->n++;
+    t->n_pending++;
+    return 0;
+}
+
+static int by_order(const void *a, const void *b)
+{
+    const struct decided *x = *(struct decided *const *)a, *y = *(struct decided *const *)b;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+/* ------------------------------------------------------- thread state */
+
+static const struct config *apply_cfg;
+static pthread_key_t thread_key;
+static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
+
+/* What one worker thread keeps between calls: its policy runner, the
+ * decisions of the current window, and a scratch key. */
+struct apply_thread {
+    struct policy_runner *runner;
+    struct decisions dec;
+    struct buf key;
+};
+
+static void thread_free(void *p)
+{
+    struct apply_thread *t = p;
+    if (!t)
+        return;
+    policy_runner_free(t->runner);
+    decisions_clear(&t->dec);
+    free(t->dec.v);
+    buf_free(&t->key);
+    free(t);
+}
+
+static void thread_key_init(void)
+{
+    pthread_key_create(&thread_key, thread_free);
 }
 
 void apply_init(const struct config *cfg)
@@ -54,21 +357,39 @@ void apply_init(const struct config *cfg)
 
 void apply_thread_done(void)
 {
-    pthread_once(&runner_once, runner_key_init);
-    struct policy_runner *r = pthread_getspecific(runner_key);
-    if (r) {
-        pthread_setspecific(runner_key, NULL);
-        policy_runner_free(r);
+    pthread_once(&thread_once, thread_key_init);
+    struct apply_thread *t = pthread_getspecific(thread_key);
+    if (t) {
+        pthread_setspecific(thread_key, NULL);
+        thread_free(t);
     }
 }
 
-static struct policy_runner *runner(void)
+/* The calling thread's state, created on first use (NULL: out of memory);
+ * its decisions are emptied when `window` is not theirs. */
+static struct apply_thread *thread_state(unsigned window)
 {
-    pthread_once(&runner_once, runner_key_init);
-    struct policy_runner *r = pthread_getspecific(runner_key);
-    if (!r && (r = policy_runner_new(apply_cfg)))
-        pthread_setspecific(runner_key, r);
-    return r;
+    pthread_once(&thread_once, thread_key_init);
+    struct apply_thread *t = pthread_getspecific(thread_key);
+    if (!t) {
+        if (!(t = calloc(1, sizeof *t)))
+            return NULL;
+        buf_init(&t->key);
+        t->dec.window = window;
+        pthread_setspecific(thread_key, t);
+    }
+    if (t->dec.window != window) {
+        decisions_clear(&t->dec);
+        t->dec.window = window;
+    }
+    return t;
+}
+
+static struct policy_runner *runner(struct apply_thread *t)
+{
+    if (!t->runner)
+        t->runner = policy_runner_new(apply_cfg);
+    return t->runner;
 }
 
 /* ----------------------------------------------------------- classify */
@@ -239,14 +560,12 @@ static const char *trigger_for(const char *action)
 }
 
 /* Turns an action the change cannot support into flag. */
-static void check_applicable(struct policy_decision *d, enum apply_kind k,
-                             const struct sync_event *now)
+static void check_applicable(struct policy_decision *d, const struct request *r)
 {
     const char *why = NULL;
-    if (strcmp(d->action, "reschedule") == 0 &&
-        (k == APPLY_DELETE || now->start_ms == SYNC_NO_TIME))
+    if (strcmp(d->action, "reschedule") == 0 && !r->can_reschedule)
         why = "reschedule needs the event's new times";
-    else if (strcmp(d->action, "update") == 0 && (k == APPLY_DELETE || !now->title))
+    else if (strcmp(d->action, "update") == 0 && !r->can_update)
         why = "update needs the event's new title";
     if (why) {
         snprintf(d->reason, sizeof d->reason, "invalid decision: %s", why);
@@ -256,10 +575,39 @@ static void check_applicable(struct policy_decision *d, enum apply_kind k,
     }
 }
 
-static int apply_one(struct store_conn *c, const struct sync_info *info,
+/* The booking `b` as it will read once apply_relink's move_ref has moved
+ * it from occurrence `old` to occurrence `now` (its own reference follows
+ * only when it was that occurrence), so that the decide pass builds the
+ * inputs the apply pass will read. */
+static int simulate_move(struct booking *b, const struct sync_event *old,
+                         const struct sync_event *now)
+{
+    if (!b->event_id || strcmp(b->event_id, old->series_id) != 0 ||
+        !b->has_original || b->original_start_ms != old->original_start_ms)
+        return 0;
+    char *id = strdup(now->series_id);
+    if (!id)
+        return -1;
+    free(b->event_id);
+    b->event_id = id;
+    b->original_start_ms = now->original_start_ms;
+    return 0;
+}
+
+/* One booking's share of a change, in the pass info->pass names.
+ * Decide pass: everything up to the policy call, and the request (its
+ * inputs, once per distinct input) gathered in t for apply_decide();
+ * nothing written. Apply pass:
+ * the same steps from fresh reads, then the decision kept for exactly
+ * these inputs is applied with its audit entry and webhook; none kept ->
+ * SYNC_HOOK_STALE, nothing written. `relinked`: the booking is being
+ * moved from `old` to `now` by apply_relink (the decide pass sees it as
+ * moved already). 0, SYNC_HOOK_STALE or -1. */
+static int apply_one(struct store_conn *c, struct apply_thread *t,
+                     const struct sync_info *info,
                      const struct sync_event *old, const struct sync_event *now,
                      const char *raw, size_t raw_len, const char *uid,
-                     const struct cal_row *cal, struct cs_err *err)
+                     const struct cal_row *cal, int relinked, struct cs_err *err)
 {
     struct booking b, before;
     int rc = booking_get(c, uid, &b, err);
@@ -272,13 +620,19 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
     buf_init(&snap_before);
     buf_init(&snap_after);
     char *new_title = NULL;
+    int deciding = info->pass == SYNC_PASS_DECIDE;
 
+    if (deciding && relinked && simulate_move(&b, old, now)) {
+        cs_err_set(err, "out of memory");
+        goto done;
+    }
     if (strcmp(b.status, "cancelled") == 0) {
         rc = 0; /* changes to cancelled bookings are dropped */
         goto done;
     }
     if (now->etag && b.etag && strcmp(now->etag, b.etag) == 0) {
-        metrics_inc("calsync_echoes_total");
+        if (!deciding)
+            metrics_inc("calsync_echoes_total");
         rc = 0; /* the echo of calsync's own write */
         goto done;
     }
@@ -304,40 +658,55 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
         rc = 0;
         goto done;
     }
-    int64_t now_ms = time_now_ms();
-    int past = b.end_ms <= now_ms || (kind == APPLY_TIME && now->end_ms <= now_ms);
-    struct policy_input in = {
-        .kind = kind_name(kind),
-        .event_json = raw,
-        .event_len = raw_len,
-        .old_start_ms = b.start_ms,
-        .old_end_ms = b.end_ms,
-        .old_title = b.title,
-        .has_new = kind != APPLY_DELETE,
-        .new_start_ms = now->start_ms != SYNC_NO_TIME ? now->start_ms : b.start_ms,
-        .new_end_ms = now->end_ms != SYNC_NO_TIME ? now->end_ms : b.end_ms,
-        .new_title = now->title ? now->title : b.title,
-        .is_instance = now->series_id && now->original_start_ms != SYNC_NO_TIME,
-        .series_id = now->series_id,
-        .original_start_ms = now->original_start_ms,
-        .past = past,
-        .source = sync_source_name(info->source),
-        .booking = &b,
-        .now_ms = now_ms,
-        .calendar_id = info->calendar_id,
-        .settings_json = cal->settings,
+    struct request r = {
+        .policy = cal->policy,
+        .settings = cal->settings,
+        .can_reschedule = kind != APPLY_DELETE && now->start_ms != SYNC_NO_TIME,
+        .can_update = kind != APPLY_DELETE && now->title != NULL,
+        .in = {
+            .kind = kind_name(kind),
+            .event_json = raw,
+            .event_len = raw_len,
+            .old_start_ms = b.start_ms,
+            .old_end_ms = b.end_ms,
+            .old_title = b.title,
+            .has_new = kind != APPLY_DELETE,
+            .new_start_ms = now->start_ms != SYNC_NO_TIME ? now->start_ms : b.start_ms,
+            .new_end_ms = now->end_ms != SYNC_NO_TIME ? now->end_ms : b.end_ms,
+            .new_title = now->title ? now->title : b.title,
+            .is_instance = now->series_id && now->original_start_ms != SYNC_NO_TIME,
+            .series_id = now->series_id,
+            .original_start_ms = now->original_start_ms,
+            .source = sync_source_name(info->source),
+            .calendar_id = info->calendar_id,
+        },
+        .b = b,
     };
-    struct policy_decision d;
-    memset(&d, 0, sizeof d);
-    struct policy_runner *r = runner();
-    if (!r || policy_decide(r, cal->policy, &in, &d) != 0) {
-        snprintf(d.action, sizeof d.action, "flag");
-        snprintf(d.reason, sizeof d.reason, "policy '%s' has no live version",
-                 cal->policy);
-        snprintf(d.policy, sizeof d.policy, "%.63s", cal->policy);
-        d.forced = 1;
+    if (request_key(&t->key, &r)) {
+        cs_err_set(err, "out of memory");
+        goto done;
     }
-    check_applicable(&d, kind, now);
+    if (deciding) {
+        /* gathered only (once per distinct input): apply_decide() runs the
+         * policy once sync.c has ended the decide pass's read transaction */
+        if (decisions_gather(&t->dec, &t->key)) {
+            cs_err_set(err, "out of memory");
+            goto done;
+        }
+        rc = 0;
+        goto done;
+    }
+    struct decided *kept = decisions_find(&t->dec, &t->key);
+    if (!kept || kept->pending) {
+        /* decided from other inputs (the app changed the booking, an
+         * earlier unit applied something to it, the calendar's policy or
+         * settings changed) or never: never apply a stale decision */
+        log_debug("apply.stale", "booking=%s event=%s", log_q(uid), log_q(now->id));
+        rc = SYNC_HOOK_STALE;
+        goto done;
+    }
+    struct policy_decision d = kept->d;
+    int64_t now_ms = time_now_ms(); /* the booking's updated_at: when it is written */
 
     booking_snapshot_json(&b, &snap_before);
     if (!(before.title = strdup(b.title))) {
@@ -373,7 +742,7 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
     snprintf(key, sizeof key, "%lld|%s|%s|%s", (long long)info->calendar_id,
              now->id, now->etag ? now->etag : "-", uid);
     struct audit_entry e = {
-        .booking_uid = uid, .source = in.source, .change = in.kind,
+        .booking_uid = uid, .source = r.in.source, .change = r.in.kind,
         .action = d.action, .reason = d.reason, .policy = d.policy,
         .policy_version = d.version[0] ? d.version : NULL,
         .before = snap_before.data, .after = snap_after.data, .dedupe_key = key,
@@ -389,14 +758,14 @@ static int apply_one(struct store_conn *c, const struct sync_info *info,
     fault_point("apply_after_booking_save");
     const char *trigger = trigger_for(d.action);
     if (trigger && outbox_enqueue_booking(c, trigger, &b, &before, d.reason,
-                                          in.source, d.policy,
+                                          r.in.source, d.policy,
                                           d.version[0] ? d.version : NULL, err))
         goto done;
     fault_point("apply_after_outbox_enqueue");
     /* the sender is woken after the page's commit (sync.c), not here: a
      * kick inside the transaction finds the row not yet visible */
     log_info("apply.decision", "booking=%s change=%s action=%s policy=%s version=%s source=%s",
-             log_q(uid), in.kind, d.action, log_q(d.policy), d.version, in.source);
+             log_q(uid), r.in.kind, d.action, log_q(d.policy), d.version, r.in.source);
     rc = 0;
 done:
     free(before.title);
@@ -406,22 +775,32 @@ done:
     return rc;
 }
 
-/* Decides the change for every booking in m, with the calendar's policy
- * and settings loaded once. 0 (also for no booking) or -1. */
+/* Decides or applies (info->pass) the change for every booking in m, with
+ * the calendar's policy and settings loaded once. 0 (also for no
+ * booking), SYNC_HOOK_STALE or -1. In the apply pass a stale booking
+ * ends the unit at once: the caller rolls back what the others wrote. */
 static int decide_all(struct store_conn *c, const struct sync_info *info,
                       const struct sync_event *old, const struct sync_event *now,
                       const char *raw_json, size_t raw_len, const struct matches *m,
-                      struct cs_err *err)
+                      int relinked, struct cs_err *err)
 {
     struct cal_row cal = {{0}, NULL};
     int rc = -1;
     if (m->n == 0)
         return 0;
+    struct apply_thread *t = thread_state(info->window);
+    if (!t)
+        return cs_err_set(err, "out of memory");
     if (load_calendar(c, info->calendar_id, &cal, err))
         goto done;
-    for (int i = 0; i < m->n; i++)
-        if (apply_one(c, info, old, now, raw_json, raw_len, m->uid[i], &cal, err))
+    for (int i = 0; i < m->n; i++) {
+        int r = apply_one(c, t, info, old, now, raw_json, raw_len, m->uid[i], &cal,
+                          relinked, err);
+        if (r) {
+            rc = r;
             goto done;
+        }
+    }
     rc = 0;
 done:
     free(cal.settings);
@@ -493,18 +872,70 @@ int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
         rc = 0;
         goto done;
     }
-    for (int i = 0; i < m.n; i++)
-        if (move_ref(c, info->calendar_id, old, now, m.uid[i], err))
-            goto done;
-    fault_point("apply_after_relink_refs");
-    for (int i = 0; i < m.n; i++)
-        log_info("apply.relink", "booking=%s from=%s to=%s", log_q(m.uid[i]),
-                 log_q(old->id), log_q(now->id));
-    /* only the bookings that moved are decided here, against the vanished
-     * occurrence as calsync last saw it: the change they see is the split */
-    rc = decide_all(c, info, old, now, raw_json, raw_len, &m, err);
+    if (info->pass == SYNC_PASS_APPLY) {
+        for (int i = 0; i < m.n; i++)
+            if (move_ref(c, info->calendar_id, old, now, m.uid[i], err))
+                goto done;
+        fault_point("apply_after_relink_refs");
+    }
+    /* only the bookings that move are decided here, against the vanished
+     * occurrence as calsync last saw it: the change they see is the split
+     * (in the decide pass, as they will read once moved) */
+    rc = decide_all(c, info, old, now, raw_json, raw_len, &m, 1, err);
+    if (rc == 0 && info->pass == SYNC_PASS_APPLY)
+        for (int i = 0; i < m.n; i++)
+            log_info("apply.relink", "booking=%s from=%s to=%s", log_q(m.uid[i]),
+                     log_q(old->id), log_q(now->id));
 done:
     matches_free(&m);
+    return rc;
+}
+
+int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err)
+{
+    (void)ud;
+    struct apply_thread *t = thread_state(info->window);
+    if (!t)
+        return cs_err_set(err, "out of memory");
+    struct decisions *dec = &t->dec;
+    if (dec->n_pending == 0)
+        return 0;
+    struct decided **todo = malloc(dec->n_pending * sizeof *todo);
+    if (!todo)
+        return cs_err_set(err, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < dec->cap; i++)
+        if (dec->v[i] && dec->v[i]->pending)
+            todo[n++] = dec->v[i];
+    qsort(todo, n, sizeof *todo, by_order);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct decided *e = todo[i];
+        struct request r;
+        if (request_decode(e->key, e->key_len, &r)) {
+            rc = cs_err_set(err, "a kept decision request does not decode");
+            break;
+        }
+        /* No transaction is open here and no write lock is held: the
+         * policy may run to its instruction limit without delaying any
+         * other writer. */
+        r.in.now_ms = time_now_ms();
+        r.in.past = r.b.end_ms <= r.in.now_ms ||
+                    (strcmp(r.in.kind, "time_change") == 0 && r.in.new_end_ms <= r.in.now_ms);
+        struct policy_decision *d = &e->d;
+        memset(d, 0, sizeof *d);
+        struct policy_runner *pr = runner(t);
+        if (!pr || policy_decide(pr, r.policy, &r.in, d) != 0) {
+            snprintf(d->action, sizeof d->action, "flag");
+            snprintf(d->reason, sizeof d->reason, "policy '%s' has no live version", r.policy);
+            snprintf(d->policy, sizeof d->policy, "%.63s", r.policy);
+            d->forced = 1;
+        }
+        check_applicable(d, &r);
+        e->pending = 0;
+        dec->n_pending--;
+    }
+    free(todo);
     return rc;
 }
 
@@ -516,7 +947,7 @@ int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
     struct matches m = {{0}, 0};
     int rc = find_bookings(c, info->calendar_id, now, &m, err);
     if (rc == 0)
-        rc = decide_all(c, info, old, now, raw_json, raw_len, &m, err);
+        rc = decide_all(c, info, old, now, raw_json, raw_len, &m, 0, err);
     matches_free(&m);
     return rc;
 }

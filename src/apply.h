@@ -4,9 +4,15 @@
  * the bookings that follow it, drops echoes and changes to cancelled
  * bookings, classifies the change against what calsync last saw, asks the
  * calendar's policy, and applies the decision with its audit entry and
- * webhook -- all inside the sync's page transaction, so the mirror, the
- * bookings, the audit, the outbox and (on the last page) the sync token
- * commit together or not at all.
+ * webhook. It is called twice per change (enum sync_pass): first to
+ * gather what the policy needs (reading only), then apply_decide() runs
+ * the policy with no transaction open and keeps its decision; then inside
+ * the unit's short transaction, to re-read the booking and the mirror row
+ * and apply the kept decision -- only if it was made from exactly what it
+ * reads now, else SYNC_HOOK_STALE and the sync decides again. So the
+ * mirror, the bookings, the audit and the outbox of one change commit
+ * together or not at all, and no policy runs while the write lock is held
+ * (docs/internals/apply.md).
  */
 #ifndef CALSYNC_APPLY_H
 #define CALSYNC_APPLY_H
@@ -33,6 +39,13 @@ int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
                  const struct sync_event *old, const struct sync_event *now,
                  const char *raw_json, size_t raw_len, struct cs_err *err);
 
+/* The decide hook installed with sync_set_decide_hook(): runs the
+ * calendar's policy for every request apply_change and apply_relink
+ * gathered in the decide pass of info->window (in the order they were
+ * gathered), and keeps the decisions for the apply pass. sync.c calls it
+ * with no transaction open. 0 or -1 (out of memory). */
+int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err);
+
 enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE };
 
 /* Classifies `now` against `base` (the mirror row, or NULL: then the
@@ -41,7 +54,8 @@ enum apply_kind apply_classify(const struct sync_event *base,
                                const struct booking *b,
                                const struct sync_event *now);
 
-/* Releases the calling thread's policy runner (worker exit). */
+/* Releases the calling thread's policy runner and kept decisions (worker
+ * exit). */
 void apply_thread_done(void);
 
 #endif

@@ -28,7 +28,11 @@ static const char *const fault_names[] = {
     "intake_flush_after_commit",
     /* sync.c */
     "sync_after_token_drop",
-    "sync_page_before_commit",
+    /* "sync_page_before_commit" is retired: a page is no longer one
+     * transaction (sync_batch_before_commit is the nearest instant) */
+    "sync_after_decide",
+    "sync_batch_before_commit",
+    "sync_batch_after_commit",
     "sync_page_after_commit",
     "sync_last_page_after_commit",
     "sync_after_deleted_reported",

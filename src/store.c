@@ -190,6 +190,13 @@ static const char *const migrations[] = {
      *    "this and following" split: how sync.c finds the successor of a
      *    series whose new id has no `_R` link (docs/internals/apply.md) */
     "ALTER TABLE events ADD COLUMN created TEXT;",
+    /* 6: the outbox's due rows in id order. load_due asks for the first
+     *    OUTBOX_BATCH pending rows by id; with only (state, next_at) SQLite
+     *    read every pending row and sorted them, once per batch: O(pending)
+     *    a batch, seconds of CPU to drain 10,000 webhooks. Since syncs
+     *    commit in short batches (docs/internals/sync.md "Decide, then
+     *    apply") that drain runs while the sync does, on the same cores. */
+    "CREATE INDEX outbox_pending_id ON outbox(state, id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -406,7 +413,20 @@ void store_rollback(struct store_conn *c)
 
 int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
 {
-    return step(c, st, !sqlite3_stmt_readonly(st), err);
+    int write = !sqlite3_stmt_readonly(st);
+    if (!write || c->writing)
+        return step(c, st, write, err);
+    /* A write outside BEGIN ... COMMIT is a transaction of its own: it
+     * queues here with the others. Taking SQLite's lock without the mutex
+     * made it collide with a thread that holds the mutex and is about to
+     * BEGIN IMMEDIATE, and whichever lost slept in SQLite's busy handler
+     * (1, 2, 5, 10 ... ms): with syncs committing every few milliseconds
+     * (docs/internals/sync.md "Decide, then apply") the outbox's delivery
+     * records alone cost the sync most of its time. */
+    pthread_mutex_lock(&store_write_mu);
+    int rc = step(c, st, 1, err);
+    pthread_mutex_unlock(&store_write_mu);
+    return rc;
 }
 
 int store_disk_version(struct store_conn *c)

@@ -2687,6 +2687,7 @@ class ControlApi:
         r.add("GET", "events/{cal}", self.events_dump, None)
         r.add("POST", "events/{cal}", self.events_host, None)
         r.add("GET", "events/{cal}/{eid}", self.event_dump, None)
+        r.add("POST", "events/{cal}/bulk", self.events_host_bulk, None)
         r.add("GET", "faults", self.faults_list, None)
         r.add("POST", "faults", self.faults_add, None)
         r.add("DELETE", "faults", self.faults_clear, None)
@@ -2912,6 +2913,35 @@ class ControlApi:
         """Edits made "by the host" in the Google UI: same code paths as the
         API, so they bump etags and send notifications alike."""
         body = self._body(req)
+        with self.store.lock:
+            c = self.store.calendar(cal, create=True)
+            ev = self._host_op(c, body)
+            return Response(200, {"event": render_full(ev.res, c.time_zone)})
+
+    def events_host_bulk(self, req, cal):
+        """Many host edits in one call ({"ops": [op, ...]}, each as for
+        POST events/{cal}), applied in order under one lock; one
+        notification for the lot, as after a quick series of UI edits.
+        Stops at the first bad op (those before it stay applied)."""
+        body = self._body(req)
+        ops = body.get("ops")
+        if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
+            raise ControlError(400, "ops must be a list of objects")
+        out = []
+        with self.store.lock:
+            c = self.store.calendar(cal, create=True)
+            notifier, self.store.notifier = self.store.notifier, None
+            try:
+                for op in ops:
+                    out.append(render_full(self._host_op(c, op).res, c.time_zone))
+            finally:
+                self.store.notifier = notifier
+            if out:
+                self.store._committed(c)
+        return Response(200, {"events": out})
+
+    def _host_op(self, c, body):
+        """One host edit on calendar c (store lock held); the event after it."""
         op = body.get("op", "create")
         if op not in self.HOST_OPS:
             raise ControlError(400, f"op must be one of {list(self.HOST_OPS)}")
@@ -2919,51 +2949,49 @@ class ControlApi:
         if event is not None and not isinstance(event, dict):
             raise ControlError(400, "event must be an object")
         if_match = body.get("if_match")
-        with self.store.lock:
-            c = self.store.calendar(cal, create=True)
-            if op == "create":
+        if op == "create":
+            if event is None:
+                raise ControlError(400, "create needs event")
+            ev = self.store.insert(c, event, host=True)
+        else:
+            eid = self._target_id(c, body)
+            if op in ("patch", "update"):
                 if event is None:
-                    raise ControlError(400, "create needs event")
-                ev = self.store.insert(c, event, host=True)
+                    raise ControlError(400, f"{op} needs event")
+                ev = self.store.modify(c, eid, event, replace=(op == "update"), if_match=if_match)
+            elif op == "move":
+                patch = {}
+                for name in ("start", "end"):
+                    if body.get(name) is not None:
+                        patch[name] = self._time_arg(body[name], name)
+                if not patch:
+                    raise ControlError(400, "move needs start and/or end")
+                if "start" in patch and "end" not in patch or "end" in patch and "start" not in patch:
+                    # keep the duration: shift the other end by the same amount
+                    cur = self.store.get(c, eid)
+                    s0, e0 = self.store._span(c, cur)
+                    if "start" in patch:
+                        ns = self.store._point(c, canon_time(patch["start"], "start"))
+                        patch["end"] = self._shifted(cur["end"], e0 + (ns - s0), c)
+                    else:
+                        ne = self.store._point(c, canon_time(patch["end"], "end"))
+                        patch["start"] = self._shifted(cur["start"], s0 + (ne - e0), c)
+                ev = self.store.modify(c, eid, patch, if_match=if_match)
+            elif op == "retitle":
+                if not isinstance(body.get("summary"), str):
+                    raise ControlError(400, "retitle needs summary")
+                ev = self.store.modify(c, eid, {"summary": body["summary"]}, if_match=if_match)
+            elif op == "delete":
+                ev = self.store.delete(c, eid, if_match=if_match)
+            elif op == "truncate":
+                ev = self.store.truncate(c, eid)
             else:
-                eid = self._target_id(c, body)
-                if op in ("patch", "update"):
-                    if event is None:
-                        raise ControlError(400, f"{op} needs event")
-                    ev = self.store.modify(c, eid, event, replace=(op == "update"), if_match=if_match)
-                elif op == "move":
-                    patch = {}
-                    for name in ("start", "end"):
-                        if body.get(name) is not None:
-                            patch[name] = self._time_arg(body[name], name)
-                    if not patch:
-                        raise ControlError(400, "move needs start and/or end")
-                    if "start" in patch and "end" not in patch or "end" in patch and "start" not in patch:
-                        # keep the duration: shift the other end by the same amount
-                        cur = self.store.get(c, eid)
-                        s0, e0 = self.store._span(c, cur)
-                        if "start" in patch:
-                            ns = self.store._point(c, canon_time(patch["start"], "start"))
-                            patch["end"] = self._shifted(cur["end"], e0 + (ns - s0), c)
-                        else:
-                            ne = self.store._point(c, canon_time(patch["end"], "end"))
-                            patch["start"] = self._shifted(cur["start"], s0 + (ne - e0), c)
-                    ev = self.store.modify(c, eid, patch, if_match=if_match)
-                elif op == "retitle":
-                    if not isinstance(body.get("summary"), str):
-                        raise ControlError(400, "retitle needs summary")
-                    ev = self.store.modify(c, eid, {"summary": body["summary"]}, if_match=if_match)
-                elif op == "delete":
-                    ev = self.store.delete(c, eid, if_match=if_match)
-                elif op == "truncate":
-                    ev = self.store.truncate(c, eid)
-                else:
-                    new_id = body.get("new_id")
-                    if new_id is not None and (not isinstance(new_id, str) or
-                                               not re.fullmatch(r"[A-Za-z0-9_.\-]{1,1024}", new_id)):
-                        raise ControlError(400, "bad new_id")
-                    ev = self.store.split(c, eid, event or {}, new_id=new_id)
-            return Response(200, {"event": render_full(ev.res, c.time_zone)})
+                new_id = body.get("new_id")
+                if new_id is not None and (not isinstance(new_id, str) or
+                                           not re.fullmatch(r"[A-Za-z0-9_.\-]{1,1024}", new_id)):
+                    raise ControlError(400, "bad new_id")
+                ev = self.store.split(c, eid, event or {}, new_id=new_id)
+        return ev
 
     @staticmethod
     def _shifted(t, instant, c):

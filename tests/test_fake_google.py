@@ -282,6 +282,27 @@ class TestListing(FakeGoogleCase):
         self.assertEqual(dump["calendar"]["id"], "team#room@group.calendar.google.com")
         self.assertEqual([e["event"]["id"] for e in dump["events"]], [ev["id"]])
 
+    def test_bulk_host_edits(self):
+        _, token = self.full_sync()
+        evs = self.fg.control("POST", "/events/primary/bulk", {"ops": [
+            {"op": "create", "event": dict(timed("2030-01-0%dT09:00:00Z" % i,
+                                                 "2030-01-0%dT10:00:00Z" % i),
+                                           id="bulk%d" % i, summary="b%d" % i)}
+            for i in range(1, 4)] + [
+            {"op": "move", "id": "bulk2", "start": "2030-01-02T11:00:00Z"}]})["events"]
+        self.assertEqual([e["id"] for e in evs], ["bulk1", "bulk2", "bulk3", "bulk2"])
+        self.assertNotEqual(evs[3]["start"], evs[1]["start"])   # moved, duration kept
+        self.assertNotEqual(evs[3]["end"], evs[1]["end"])
+        items, token = self.incremental(token)
+        self.assertEqual(sorted(i["id"] for i in items), ["bulk1", "bulk2", "bulk3"])
+        # a bad op stops the batch; the ops before it stay applied
+        with self.assertRaises(RuntimeError):
+            self.fg.control("POST", "/events/primary/bulk", {"ops": [
+                {"op": "retitle", "id": "bulk1", "summary": "kept"},
+                {"op": "nope"}, {"op": "retitle", "id": "bulk3", "summary": "never"}]})
+        items, _ = self.incremental(token)
+        self.assertEqual([(i["id"], i["summary"]) for i in items], [("bulk1", "kept")])
+
     def test_update_replaces_and_validation(self):
         ev = self.insert(timed("2026-12-01T09:00:00Z", "2026-12-01T10:00:00Z",
                                summary="x", description="d"))

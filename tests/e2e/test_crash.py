@@ -229,12 +229,12 @@ class TestReverseApplyCrash(CrashCase):
     def test_apply_and_page_points(self):
         cal = self.boot()
         evs = {}
-        for i in range(1, 12):
+        for i in range(1, 14):
             evs[i] = self.fg.host(CAL, op="create", event=timed(day(i + 1), day(i + 1, "11"),
                                                                 summary="Call %d" % i))
         for i, e in evs.items():
             self.book(cal, "b%d" % i, e)
-        self.mirrored(cal, evs[11]["id"])
+        self.mirrored(cal, evs[13]["id"])
 
         def delete(i):
             return lambda: self.fg.host(CAL, op="delete", id=evs[i]["id"])
@@ -247,7 +247,7 @@ class TestReverseApplyCrash(CrashCase):
             ("apply_after_audit", 1, delete(1), [("b1", "delete", "cancel")]),
             ("apply_after_booking_save", 1, move(2), [("b2", "time_change", "reschedule")]),
             ("apply_after_outbox_enqueue", 1, delete(3), [("b3", "delete", "cancel")]),
-            ("sync_page_before_commit", 1, move(4), [("b4", "time_change", "reschedule")]),
+            ("sync_batch_before_commit", 1, move(4), [("b4", "time_change", "reschedule")]),
             ("sync_last_page_after_commit", 1, delete(5), [("b5", "delete", "cancel")]),
             ("apply_after_audit", 1,
              lambda: self.fg.host(CAL, op="retitle", id=evs[6]["id"], summary="Renamed"),
@@ -256,6 +256,9 @@ class TestReverseApplyCrash(CrashCase):
              [("b7", "delete", "cancel"), ("b8", "time_change", "reschedule")]),
             ("apply_after_outbox_enqueue", 2, lambda: (move(9)(), delete(10)()),
              [("b9", "time_change", "reschedule"), ("b10", "delete", "cancel")]),
+            # decided with no transaction open, nothing written yet
+            ("sync_after_decide", 1, lambda: (delete(12)(), move(13)()),
+             [("b12", "delete", "cancel"), ("b13", "time_change", "reschedule")]),
         ]
         self.rng.shuffle(cycles)
         for point, n, host_edit, effects in cycles:
@@ -264,11 +267,11 @@ class TestReverseApplyCrash(CrashCase):
                 self.expect(uid, change, action)
             self.check_all()
         # the final state of every booking, as the default policy decides
-        for i in (1, 3, 5, 7, 10):
+        for i in (1, 3, 5, 7, 10, 12):
             b = self.booking("b%d" % i)
             self.assertEqual((b["status"], b["cancelled_by"]), ("cancelled", "google"), i)
             self.assertEqual(len(self.hooks("b%d" % i, "BOOKING_CANCELLED")), 1, i)
-        for i in (2, 4, 8, 9):
+        for i in (2, 4, 8, 9, 13):
             b = self.booking("b%d" % i)
             self.assertEqual((b["status"], b["start"], b["end"]),
                              ("accepted", day(i + 1, "15"), day(i + 1, "16")), i)
@@ -473,13 +476,60 @@ class TestMultiPageCrash(CrashCase):
         self.check_all()
 
 
+class TestBatchCrash(CrashCase):
+    """A page of more changes than one apply transaction takes
+    (SYNC_APPLY_BATCH units or SYNC_APPLY_BATCH_MS, docs/internals/sync.md
+    "Decide, then apply"): killed after the first batch committed, part of
+    the page is applied; the restart reads the page again from the old
+    token, skips what is in the mirror and applies the rest, each change
+    once. N is more than SYNC_APPLY_BATCH (1,024), so the page is split
+    whatever the machine's speed."""
+    N = 1100
+
+    def slot(self, i, shift=0):
+        """Event i: two days ahead (relative to now, never past), hourly."""
+        s = self.base + i * 3600 + shift
+        return (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s)),
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s + 1800)))
+
+    def test_kill_between_batches(self):
+        self.base = (int(time.time()) // 3600 + 48) * 3600
+        cal = self.boot()
+        ops = [{"op": "create", "event": dict(timed(*self.slot(i)), id="batch%04d" % i,
+                                              summary="B%d" % i)}
+               for i in range(self.N)]
+        evs = self.fg.control("POST", "/events/%s/bulk" % CAL, {"ops": ops})["events"]
+        for i, e in enumerate(evs):
+            self.book(cal, "m%d" % i, e)
+        self.mirrored(cal, evs[-1]["id"])
+        if self.svc.proc:
+            self.svc.stop()
+        self.fg.control("POST", "/events/%s/bulk" % CAL, {"ops": [
+            {"op": "move", "id": e["id"], "start": self.slot(i, 1800)[0],
+             "end": self.slot(i, 1800)[1]} for i, e in enumerate(evs)]})
+        self.start_with("sync_batch_after_commit:1")
+        self.wait_killed("sync_batch_after_commit")
+        with self.svc.db() as con:
+            done = con.execute("SELECT count(*) FROM audit WHERE change = 'time_change'").fetchone()[0]
+        self.assertTrue(0 < done < self.N, done)   # killed in the middle of the page
+        after = self.cal_synced_at(cal)
+        self.start_with(None)
+        self.quiesce(cal, after, timeout=60)
+        for i in range(self.N):
+            self.expect("m%d" % i, "time_change", "reschedule")
+        self.check_all()
+        for i in (0, 1, self.N // 2, self.N - 1):
+            self.assertEqual(self.booking("m%d" % i)["start"], self.slot(i, 1800)[0], i)
+
+
 class TestSeededKills(CrashCase):
     """Random but seeded rounds (CALSYNC_CRASH_SEED): a random host edit
     made while calsync is down, a random kill point on the path it drives,
     and in some rounds a second kill during the recovery itself."""
     ROUNDS = 6
-    IN_TX = ["sync_page_before_commit", "apply_after_audit",
-             "apply_after_booking_save", "apply_after_outbox_enqueue"]
+    IN_TX = ["sync_batch_before_commit", "apply_after_audit",
+             "apply_after_booking_save", "apply_after_outbox_enqueue",
+             "sync_after_decide"]
     AFTER = ["sync_last_page_after_commit", "outbox_after_post_ok",
              "outbox_after_post_error", "outbox_after_record"]
 
