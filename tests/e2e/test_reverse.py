@@ -32,8 +32,11 @@ class ReverseCase(GoogleSyncCase):
 
     def boot(self, policy=None):
         self.start()
-        cred = self.credential()
-        body = {"credential_id": cred, "external_id": CAL}
+        return self.add_calendar(self.credential(), CAL, policy)
+
+    def add_calendar(self, cred, external_id, policy=None):
+        """Registers a calendar and waits for its first sync; its id."""
+        body = {"credential_id": cred, "external_id": external_id}
         if policy:
             body["policy"] = policy
         st, cal, _ = self.svc.request("POST", "/v1/calendars", body)

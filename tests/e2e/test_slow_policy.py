@@ -65,15 +65,6 @@ class SlowPolicyCase(ReverseCase):
         # two days ahead, on the hour: never past, whatever the date
         self.base = (int(time.time()) // 3600 + 48) * 3600
 
-    def add_calendar(self, cred, external_id, policy=None):
-        body = {"credential_id": cred, "external_id": external_id}
-        if policy:
-            body["policy"] = policy
-        st, cal, _ = self.svc.request("POST", "/v1/calendars", body)
-        self.assertEqual(st, 201, cal)
-        self.wait_synced(cal["id"])
-        return cal["id"]
-
     def bulk(self, cal, ops):
         return self.fg.control("POST", "/events/%s/bulk" % cal, {"ops": ops})["events"]
 
