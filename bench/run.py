@@ -493,6 +493,22 @@ def item_fullsync(fx, R, sizes=(100000,), reps=3, workers=4):
     return out
 
 
+def link_bookings(svc, cal, prefix, n):
+    """Writes n bookings <prefix>-<i> of calendar cal straight into the
+    database, each linked to the prepared event e<i> (an hour apart from
+    BASE_MS), as the app would have with POST /v1/bookings and event_id."""
+    now = int(time.time() * 1000)
+    with svc.db() as con:
+        con.executemany(
+            "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (("%s-%d" % (prefix, i), cal, "Booking %d" % i, BASE_MS + i * 3600000,
+              BASE_MS + i * 3600000 + 1800000, "e%07d" % i, now, now) for i in range(n)))
+        con.executemany(
+            "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid) VALUES (?, ?, -1, ?)",
+            ((cal, "e%07d" % i, "%s-%d" % (prefix, i)) for i in range(n)))
+
+
 def item_apply(fx, R, n=10000, reps=3):
     log("apply: %d changed events on %d bookings" % (n, n))
     fx.post("/_bench/prepare", {"calendar": "apply", "events": n})
@@ -500,17 +516,7 @@ def item_apply(fx, R, n=10000, reps=3):
     cred = svc.credential()
     cal = svc.calendar(cred, "apply")
     svc.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (cal,))
-    now = int(time.time() * 1000)
-    base = BASE_MS
-    with svc.db() as con:
-        con.executemany(
-            "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (("bk-%d" % i, cal, "Booking %d" % i, base + i * 3600000, base + i * 3600000 + 1800000,
-              "e%07d" % i, now, now) for i in range(n)))
-        con.executemany(
-            "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid) VALUES (?, ?, -1, ?)",
-            ((cal, "e%07d" % i, "bk-%d" % i) for i in range(n)))
+    link_bookings(svc, cal, "bk", n)
     rs = []
     for r in range(reps):
         a0 = svc.q("SELECT count(*) FROM audit")
@@ -590,17 +596,7 @@ def item_apiwrite(fx, R, n=2500, reps=3, idle_n=200):
     slow = b["id"]
     other = svc.calendar(cred, "apiwrite")
     svc.wait("SELECT count(*) = 2 FROM calendars WHERE last_synced_at IS NOT NULL")
-    now = int(time.time() * 1000)
-    base = BASE_MS
-    with svc.db() as con:
-        con.executemany(
-            "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (("sp-%d" % i, slow, "Booking %d" % i, base + i * 3600000, base + i * 3600000 + 1800000,
-              "e%07d" % i, now, now) for i in range(n)))
-        con.executemany(
-            "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid) VALUES (?, ?, -1, ?)",
-            ((slow, "e%07d" % i, "sp-%d" % i) for i in range(n)))
+    link_bookings(svc, slow, "sp", n)
     seq = [0]
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_MS // 1000))
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_MS // 1000 + 1800))
