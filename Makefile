@@ -25,9 +25,11 @@ CFLAGS  ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Isrc -Ibuild/gen $(PKG_CFLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
 
-SRC     := $(wildcard src/*.c)
+# src/ and one or two levels of seams (src/store/, src/provider/google/, ...):
+# the pattern rules below mirror the folders under build/.
+SRC     := $(wildcard src/*.c src/*/*.c src/*/*/*.c)
 LUA_SRC := $(sort $(wildcard lua/calsync/*.lua))
-HDR     := $(wildcard src/*.h)
+HDR     := $(wildcard src/*.h src/*/*.h src/*/*/*.h)
 
 OBJ       := $(SRC:src/%.c=build/obj/%.o) build/obj/lua_bundle.o build/obj/version.o
 ASAN_OBJ  := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/lua_bundle.o build/asan/obj/version.o
