@@ -80,6 +80,9 @@ DEFAULT_CONFIG = {
     "max_instances": 2500,             # per series and listing
     "resend_series_on_change": True,   # any series change re-sends master+exceptions
     "strict_params": True,             # unknown query parameters -> 400
+    # conference data: "success" (entry points at once) or "pending"
+    # (createRequest only; Google generates conferences asynchronously)
+    "conference_status": "success",
     # logs
     "log_limit": 10000,
 }
@@ -298,6 +301,7 @@ KNOWN_REASONS = {
     "rateLimitExceeded": ("usageLimits", "Rate Limit Exceeded"),
     "userRateLimitExceeded": ("usageLimits", "User Rate Limit Exceeded"),
     "quotaExceeded": ("usageLimits", "Calendar usage limits exceeded."),
+    "dailyLimitExceeded": ("usageLimits", "Daily Limit Exceeded"),
     "backendError": ("global", "Backend Error"),
     "badRequest": ("global", "Bad Request"),
     "invalid": ("global", "Invalid Value"),
@@ -623,14 +627,19 @@ FIELD_ORDER = [
     "description", "location", "colorId", "creator", "organizer", "start", "end",
     "endTimeUnspecified", "recurrence", "recurringEventId", "originalStartTime",
     "transparency", "visibility", "iCalUID", "sequence", "attendees",
-    "extendedProperties", "reminders", "eventType",
+    "hangoutLink", "conferenceData", "extendedProperties", "reminders", "eventType",
 ]
 # Never taken from a client body on patch/update (server-owned or fixed).
 READ_ONLY = {"kind", "etag", "id", "htmlLink", "created", "updated", "creator",
-             "organizer", "iCalUID", "recurringEventId", "originalStartTime", "sequence"}
+             "organizer", "iCalUID", "recurringEventId", "originalStartTime", "sequence",
+             "hangoutLink"}
 # Never taken from a client body on insert.
 INSERT_IGNORED = {"kind", "etag", "htmlLink", "created", "updated", "creator",
-                  "organizer", "recurringEventId", "originalStartTime"}
+                  "organizer", "recurringEventId", "originalStartTime", "hangoutLink"}
+# EventAttendee.responseStatus values (discovery document)
+RESPONSE_STATUSES = ("needsAction", "declined", "tentative", "accepted")
+MEET_ICON = ("https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/"
+             "web-512dp/logo_meet_2020q4_color_2x_web_512dp.png")
 STRING_FIELDS = ("summary", "description", "location", "colorId", "transparency",
                  "visibility", "eventType", "iCalUID")
 
@@ -791,6 +800,9 @@ class Calendar:
         self.updated = fmt_millis(datetime.now(UTC))
         self.epoch = 0          # bumped to invalidate this calendar's sync tokens
         self.next_seq = 1
+        # raw items put into listings by POST /_control/events/{cal}/inject
+        # (malformed on purpose): [{"rev", "seq", "item"}]
+        self.injected: list[dict] = []
 
     def alloc_seq(self):
         s = self.next_seq
@@ -803,7 +815,8 @@ class Calendar:
     def to_json(self):
         return {"id": self.id, "timeZone": self.time_zone, "summary": self.summary,
                 "updated": self.updated, "epoch": self.epoch, "next_seq": self.next_seq,
-                "events": [e.to_json() for e in self.events.values()]}
+                "events": [e.to_json() for e in self.events.values()],
+                "injected": self.injected}
 
     @classmethod
     def from_json(cls, d):
@@ -811,6 +824,7 @@ class Calendar:
         cal.updated = d["updated"]
         cal.epoch = d["epoch"]
         cal.next_seq = d["next_seq"]
+        cal.injected = d.get("injected", [])
         for e in d["events"]:
             ev = Event.from_json(e)
             cal.events[ev.id] = ev
@@ -1169,6 +1183,12 @@ class Store:
             if not isinstance(att, list) or not all(
                     isinstance(a, dict) and isinstance(a.get("email"), str) for a in att):
                 raise err_bad_request("Invalid attendee email.", reason="invalid")
+            for a in att:
+                # Google answers every attendee with a responseStatus,
+                # needsAction unless one was given (discovery: EventAttendee)
+                a.setdefault("responseStatus", "needsAction")
+                if a["responseStatus"] not in RESPONSE_STATUSES:
+                    raise err_bad_request("Invalid attendee responseStatus.", reason="invalid")
         if "reminders" in res and not isinstance(res["reminders"], dict):
             raise err_bad_request("Invalid value for: reminders", reason="invalid")
 
@@ -1184,7 +1204,9 @@ class Store:
 
     # -- event operations (API and host alike) -------------------------------
 
-    def insert(self, cal, body, host=False):
+    def insert(self, cal, body, host=False, conf_version=0):
+        """events.insert. ``conf_version`` is the conferenceDataVersion
+        parameter (host edits use 1: the UI always handles conferences)."""
         if not isinstance(body, dict):
             raise err_bad_request("The request body must be a JSON object.")
         res = {k: copy.deepcopy(v) for k, v in body.items()
@@ -1212,6 +1234,7 @@ class Store:
         stored["sequence"] = body.get("sequence") if isinstance(body.get("sequence"), int) else 0
         stored.setdefault("reminders", {"useDefault": True})
         stored.setdefault("eventType", "default")
+        self._apply_conference(stored, None, 1 if host else conf_version)
         ev = Event(stored, cal.alloc_seq(), 0)
         cal.events[eid] = ev
         self._touch(cal, [ev])
@@ -1243,7 +1266,7 @@ class Store:
         new.setdefault("reminders", {"useDefault": True})
         return new
 
-    def modify(self, cal, eid, body, replace=False, if_match=None):
+    def modify(self, cal, eid, body, replace=False, if_match=None, conf_version=1):
         """events.patch (replace=False) and events.update (replace=True).
         An instance id that has no exception yet becomes one."""
         if not isinstance(body, dict):
@@ -1270,6 +1293,7 @@ class Store:
             new = copy.deepcopy(current)
             merge_patch(new, body)
         self._normalize(cal, new, exception=is_exception)
+        self._apply_conference(new, current, conf_version)
         times_changed = new["start"] != current["start"] or new["end"] != current["end"]
         if times_changed:
             # fixtures: a move raises sequence, a title-only edit does not
@@ -1316,6 +1340,153 @@ class Store:
         self._touch(cal, self._series_members(cal, ev))
         self._committed(cal)
         return ev
+
+    # -- conference data, events.move, attendee responses, injected items ------
+
+    def _apply_conference(self, new, current, version):
+        """conferenceDataVersion semantics (discovery, events.insert/patch/
+        update): version 0 "ignores conference data in the event's body" (what
+        was stored stays); version 1 copies a given conferenceData and turns a
+        createRequest into a Google Meet conference. A createRequest whose
+        requestId equals the stored one "is ignored". hangoutLink is read-only
+        and follows the Meet video entry point."""
+        old_cd = (current or {}).get("conferenceData")
+        if version == 0:
+            new.pop("conferenceData", None)
+            new.pop("hangoutLink", None)
+            if old_cd is not None:
+                new["conferenceData"] = copy.deepcopy(old_cd)
+                if "hangoutLink" in current:
+                    new["hangoutLink"] = current["hangoutLink"]
+            return
+        cd = new.get("conferenceData")
+        new.pop("hangoutLink", None)
+        if cd is None:
+            new.pop("conferenceData", None)
+            return
+        bad = err_bad_request("Invalid conference data.", reason="invalid")
+        if not isinstance(cd, dict):
+            raise bad
+        req = cd.get("createRequest")
+        if req is not None:
+            if not isinstance(req, dict) or not isinstance(req.get("requestId"), str) \
+                    or not req["requestId"] or len(req["requestId"]) > 1024:
+                raise bad
+            key = req.get("conferenceSolutionKey")
+            ctype = key.get("type") if isinstance(key, dict) else None
+            if ctype != "hangoutsMeet":
+                # eventHangout/eventNamedHangout are deprecated, addOn needs
+                # an add-on: only Meet can be created here
+                raise err_bad_request("Invalid conference type value.", reason="invalid")
+            old_req = (old_cd or {}).get("createRequest") or {}
+            if isinstance(old_cd, dict) and old_req.get("requestId") == req["requestId"]:
+                new["conferenceData"] = copy.deepcopy(old_cd)
+            else:
+                new["conferenceData"] = self._meet(new["id"], req["requestId"])
+        else:
+            eps = cd.get("entryPoints")
+            sol = cd.get("conferenceSolution")
+            # "Either conferenceSolution and at least one entryPoint, or
+            # createRequest is required." (discovery, ConferenceData)
+            if not isinstance(sol, dict) or not isinstance(eps, list) or not eps or \
+                    not all(isinstance(e, dict) and isinstance(e.get("entryPointType"), str)
+                            for e in eps):
+                raise bad
+        cd = new["conferenceData"]
+        for ep in cd.get("entryPoints") or []:
+            if ep.get("entryPointType") == "video" and \
+                    ((cd.get("conferenceSolution") or {}).get("key") or {}).get("type") == "hangoutsMeet":
+                new["hangoutLink"] = ep.get("uri")
+                break
+
+    def _meet(self, event_id, request_id):
+        """A Google Meet conference as Google returns it (discovery:
+        ConferenceData, EntryPoint; conferenceId "the 10-letter meeting
+        code, for example aaa-bbbb-ccc"). Deterministic per event and
+        requestId."""
+        digest = hashlib.sha1(f"{self.generation}/{event_id}/{request_id}".encode()).digest()
+        letters = "".join(chr(ord("a") + b % 26) for b in digest[:10])
+        code = f"{letters[:3]}-{letters[3:7]}-{letters[7:]}"
+        status = self.config["conference_status"]
+        cd = {"createRequest": {"requestId": request_id,
+                                "conferenceSolutionKey": {"type": "hangoutsMeet"},
+                                "status": {"statusCode": status}}}
+        if status == "success":
+            cd["entryPoints"] = [{"entryPointType": "video",
+                                  "uri": f"https://meet.google.com/{code}",
+                                  "label": f"meet.google.com/{code}"}]
+            cd["conferenceSolution"] = {"key": {"type": "hangoutsMeet"}, "name": "Google Meet",
+                                        "iconUri": MEET_ICON}
+            cd["conferenceId"] = code
+        return cd
+
+    def move(self, src, eid, dst):
+        """events.move: the event (a series with its exceptions) leaves
+        ``src`` as a cancelled stub and appears in ``dst`` under the same id
+        with a new etag and updated; its organizer becomes ``dst``."""
+        ev = src.events.get(eid)
+        if ev is None or ev.is_exception:
+            if ev is not None or self.resolve(src, eid) is not None:
+                raise ApiError(400, "cannotChangeOrganizerOfInstance",
+                               "Cannot change the organizer of an instance.")
+            raise err_not_found()
+        if ev.cancelled:
+            raise err_not_found()
+        if ev.res.get("eventType", "default") != "default":
+            # discovery: "only default events can be moved"
+            raise ApiError(400, "eventTypeRestriction",
+                           "Event type cannot be moved.")
+        if dst is src:
+            return ev
+        there = dst.events.get(eid)
+        if there is not None and not there.cancelled:
+            raise ApiError(409, "duplicate", "The requested identifier already exists.")
+        members = [ev] + (src.exceptions_of(eid) if ev.recurring else [])
+        for stale in dst.exceptions_of(eid):   # left there by an earlier move away
+            del dst.events[stale.id]
+        seq = dst.alloc_seq()
+        moved = []
+        for m in members:
+            res = copy.deepcopy(m.res)
+            res["organizer"] = {"email": dst.id, "self": True}
+            res["htmlLink"] = html_link(res["id"], dst.id)
+            copy_ev = Event(res, seq, 0, dict(m.gone))
+            dst.events[res["id"]] = copy_ev
+            moved.append(copy_ev)
+        self._touch(dst, moved)
+        ev.res["status"] = "cancelled"
+        self._touch(src, members)
+        self._committed(src)
+        self._committed(dst)
+        return moved[0]
+
+    def respond(self, cal, eid, email, status, comment=None):
+        """An attendee answers the invitation (host action): their
+        responseStatus changes, which bumps etag and updated (not sequence)
+        like any change. On an occurrence it makes an exception."""
+        if status not in RESPONSE_STATUSES:
+            raise ControlError(400, f"response must be one of {list(RESPONSE_STATUSES)}")
+        if not isinstance(email, str) or (comment is not None and not isinstance(comment, str)):
+            raise ControlError(400, "email (and comment) must be strings")
+        current = self.get(cal, eid)
+        attendees = copy.deepcopy(current.get("attendees") or [])
+        for a in attendees:
+            if a.get("email", "").lower() == email.lower():
+                a["responseStatus"] = status
+                if comment is not None:
+                    a["comment"] = comment
+                break
+        else:
+            raise ControlError(404, f"no attendee {email!r} on {eid!r}")
+        return self.modify(cal, eid, {"attendees": attendees})
+
+    def inject(self, cal, item):
+        """Put a raw item into the calendar's listings: full ones, and
+        incremental ones whose token predates it. It counts as a change
+        (notifications go out) and stays until a reset."""
+        rev, _, _ = self._stamp()
+        cal.injected.append({"rev": rev, "seq": cal.alloc_seq(), "item": copy.deepcopy(item)})
+        self._committed(cal)
 
     # -- host-only operations on series -------------------------------------
 
@@ -1511,6 +1682,10 @@ class Store:
                 self._emit_plain(out, cal, lq, since, ev, None, tz_out)
                 if lq.single and not ev.cancelled:
                     self._emit_gone(out, cal, lq, since, ev)   # recurrence removed
+        for inj in cal.injected:
+            # as stored, never filtered: the point is a broken item
+            if since is None or inj["rev"] > since:
+                out.append(([f"{inj['seq']:012d}", "", f"~{inj['seq']}"], copy.deepcopy(inj["item"])))
         return out
 
     def _emit_gone(self, out, cal, lq, since, master):
@@ -2163,6 +2338,129 @@ class FaultInjector:
 
 
 # ---------------------------------------------------------------------------
+# Usage limits: read-only calendars, per-credential rate limits, counters
+# ---------------------------------------------------------------------------
+
+WRITE_OPS = ("events.insert", "events.patch", "events.update", "events.delete", "events.move")
+USAGE_REASONS = ("quotaExceeded", "dailyLimitExceeded", "rateLimitExceeded",
+                 "userRateLimitExceeded")
+USAGE_KEEP_SECONDS = 3600  # per-second buckets kept per credential
+
+
+class Quota:
+    """What Google's usage limits do to a client, as modes a test switches
+    on: a calendar gone read-only for N seconds (writes get 403
+    usageLimits, reads work), a per-credential request-rate limit (a
+    sliding 60 s window, 403 or 429), and a count of requests per
+    credential per second for budget checks. A credential is the refresh
+    token an access token was minted from. Not persisted."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.read_only = {}   # calendar id or "*" -> {"until", "reason", "retry_after"}
+        self.limits = {}      # credential or "*" -> {"per_minute", "status", "reason", "retry_after"}
+        self.windows = {}     # credential -> deque of accepted request times
+        self.usage = {}       # credential -> {"total", "rate_limited", "read_only", "seconds": {sec: n}}
+
+    def clear(self):
+        with self.lock:
+            self.read_only.clear()
+            self.limits.clear()
+            self.windows.clear()
+            self.usage.clear()
+
+    def set_read_only(self, cal_id, seconds, reason, retry_after):
+        with self.lock:
+            until = time.time() + seconds
+            self.read_only[cal_id or "*"] = {"until": until, "reason": reason,
+                                            "retry_after": retry_after}
+            return until
+
+    def list_read_only(self):
+        now = time.time()
+        with self.lock:
+            return [{"calendar": None if k == "*" else k, "until": fmt_millis(
+                datetime.fromtimestamp(v["until"], UTC)), "seconds_left": round(v["until"] - now, 3),
+                "reason": v["reason"]} for k, v in self.read_only.items() if v["until"] > now]
+
+    def set_limit(self, cred, spec):
+        with self.lock:
+            if spec is None:
+                self.limits.pop(cred or "*", None)
+            else:
+                self.limits[cred or "*"] = spec
+            self.windows.clear()
+
+    def list_limits(self):
+        with self.lock:
+            return [dict(v, refresh_token=None if k == "*" else k) for k, v in self.limits.items()]
+
+    def _usage(self, cred):
+        u = self.usage.get(cred)
+        if u is None:
+            u = self.usage[cred] = {"total": 0, "rate_limited": 0, "read_only": 0, "seconds": {}}
+        return u
+
+    def admit(self, cred, op, calendars):
+        """Count the request and apply the modes; an ApiError to answer
+        instead, or None."""
+        now = time.time()
+        sec = int(now)
+        with self.lock:
+            u = self._usage(cred)
+            u["total"] += 1
+            u["seconds"][sec] = u["seconds"].get(sec, 0) + 1
+            if len(u["seconds"]) > USAGE_KEEP_SECONDS:
+                for old in sorted(u["seconds"])[:len(u["seconds"]) - USAGE_KEEP_SECONDS]:
+                    del u["seconds"][old]
+            limit = self.limits.get(cred) or self.limits.get("*")
+            if limit is not None and limit["per_minute"] is not None:
+                w = self.windows.setdefault(cred, deque())
+                while w and w[0] <= now - 60:
+                    w.popleft()
+                if len(w) >= limit["per_minute"]:
+                    u["rate_limited"] += 1
+                    e = error_for_fault(limit["status"], limit["reason"])
+                    if limit["retry_after"]:
+                        e.headers["Retry-After"] = str(max(1, int(w[0] + 60 - now + 0.999)))
+                    return e
+                w.append(now)
+            if op in WRITE_OPS:
+                for cal_id in list(calendars) + ["*"]:
+                    ro = self.read_only.get(cal_id)
+                    if ro is not None and ro["until"] > now:
+                        u["read_only"] += 1
+                        e = error_for_fault(403, ro["reason"])
+                        if ro["retry_after"]:
+                            e.headers["Retry-After"] = str(max(1, int(ro["until"] - now + 0.999)))
+                        return e
+        return None
+
+    def report(self, cred=None):
+        with self.lock:
+            out = []
+            for c, u in sorted(self.usage.items()):
+                if cred is not None and c != cred:
+                    continue
+                secs = u["seconds"]
+                per_minute = 0
+                keys = sorted(secs)
+                lo, running = 0, 0
+                for k in keys:              # sliding 60 s window over the buckets
+                    running += secs[k]
+                    while keys[lo] <= k - 60:
+                        running -= secs[keys[lo]]
+                        lo += 1
+                    per_minute = max(per_minute, running)
+                out.append({"credential": c, "total": u["total"],
+                            "rate_limited": u["rate_limited"], "read_only": u["read_only"],
+                            "max_per_second": max(secs.values(), default=0),
+                            "max_per_minute": per_minute,
+                            "per_second": {str(k): secs[k] for k in keys}})
+            return out
+
+
+# ---------------------------------------------------------------------------
 # Request log
 # ---------------------------------------------------------------------------
 
@@ -2302,6 +2600,7 @@ OP_PARAMS = {
     "events.patch": WRITE_PARAMS,
     "events.update": WRITE_PARAMS,
     "events.delete": {"sendNotifications", "sendUpdates"},
+    "events.move": {"destination", "sendNotifications", "sendUpdates"},
     "events.get": {"alwaysIncludeEmail", "maxAttendees", "timeZone"},
     "events.instances": {"alwaysIncludeEmail", "maxAttendees", "maxResults", "originalStart",
                          "pageToken", "showDeleted", "timeMax", "timeMin", "timeZone"},
@@ -2328,6 +2627,7 @@ class GoogleApi:
         r.add("POST", "calendars/{cal}/events", self.events_insert, "events.insert")
         r.add("POST", "calendars/{cal}/events/watch", self.events_watch, "events.watch")
         r.add("GET", "calendars/{cal}/events/{eid}/instances", self.events_instances, "events.instances")
+        r.add("POST", "calendars/{cal}/events/{eid}/move", self.events_move, "events.move")
         r.add("GET", "calendars/{cal}/events/{eid}", self.events_get, "events.get")
         r.add("PATCH", "calendars/{cal}/events/{eid}", self.events_patch, "events.patch")
         r.add("PUT", "calendars/{cal}/events/{eid}", self.events_update, "events.update")
@@ -2347,8 +2647,15 @@ class GoogleApi:
         try:
             if handler is None:
                 raise err_not_found()
-            self._check_auth(req)
+            cred = self._check_auth(req)
             self._check_params(op, req)
+            cals = [rec["calendar"]] if rec["calendar"] else []
+            if op == "events.move" and req.one("destination"):
+                cals.append(self.store.canonical_id(req.one("destination")))
+            limited = self.app.quota.admit(cred, op, cals)
+            if limited is not None:
+                rec["limited"] = limited.reason
+                return error_response(limited)
             return self.app.run_with_faults(req, rec, op, True, lambda: handler(req, **params),
                                             lambda rule: self._fault_error(rule))
         except ApiError as e:
@@ -2360,12 +2667,26 @@ class GoogleApi:
         return error_response(e)
 
     def _check_auth(self, req):
+        """The credential behind a valid bearer token: the refresh token it
+        was minted from (an unknown accepted token counts as itself)."""
         h = req.headers.get("Authorization") or ""
         if not h.startswith("Bearer ") or not h[7:].strip():
             raise err_auth()
+        tok = h[7:].strip()
         with self.store.lock:
-            if not self.store.access_token_valid(h[7:].strip()):
+            if not self.store.access_token_valid(tok):
                 raise err_auth()
+            info = self.store.access_tokens.get(tok)
+            return info["refresh_token"] if info else "token:" + tok[:64]
+
+    @staticmethod
+    def _conf_version(req):
+        v = req.one("conferenceDataVersion")
+        if v is None:
+            return 0
+        if v not in ("0", "1"):
+            raise err_invalid("conferenceDataVersion")
+        return int(v)
 
     def _check_params(self, op, req):
         if not self.store.config["strict_params"]:
@@ -2490,16 +2811,19 @@ class GoogleApi:
 
     def events_insert(self, req, cal):
         body = req.json_body()
+        conf = self._conf_version(req)
         with self.store.lock:
             c = self.store.calendar(cal)
-            ev = self.store.insert(c, body)
+            ev = self.store.insert(c, body, conf_version=conf)
             return Response(200, render_full(ev.res, c.time_zone))
 
     def _modify(self, req, cal, eid, replace):
         body = req.json_body()
+        conf = self._conf_version(req)
         with self.store.lock:
             c = self.store.calendar(cal)
-            ev = self.store.modify(c, eid, body, replace=replace, if_match=req.headers.get("If-Match"))
+            ev = self.store.modify(c, eid, body, replace=replace, if_match=req.headers.get("If-Match"),
+                                   conf_version=conf)
             return Response(200, render_full(ev.res, c.time_zone))
 
     def events_patch(self, req, cal, eid):
@@ -2513,6 +2837,16 @@ class GoogleApi:
             c = self.store.calendar(cal)
             self.store.delete(c, eid, if_match=req.headers.get("If-Match"))
             return Response(204)
+
+    def events_move(self, req, cal, eid):
+        dest = req.one("destination")
+        if not dest:
+            raise err_required("Required parameter: destination", location="destination")
+        with self.store.lock:
+            c = self.store.calendar(cal)
+            d = self.store.calendar(dest)
+            ev = self.store.move(c, eid, d)
+            return Response(200, render_full(ev.res, d.time_zone))
 
     def events_watch(self, req, cal):
         body = req.json_body()
@@ -2688,6 +3022,15 @@ class ControlApi:
         r.add("POST", "events/{cal}", self.events_host, None)
         r.add("GET", "events/{cal}/{eid}", self.event_dump, None)
         r.add("POST", "events/{cal}/bulk", self.events_host_bulk, None)
+        r.add("POST", "events/{cal}/inject", self.events_inject, None)
+        r.add("GET", "read_only", self.read_only_list, None)
+        r.add("POST", "read_only", self.read_only_set, None)
+        r.add("DELETE", "read_only", self.read_only_clear, None)
+        r.add("GET", "rate_limit", self.rate_limit_list, None)
+        r.add("POST", "rate_limit", self.rate_limit_set, None)
+        r.add("DELETE", "rate_limit", self.rate_limit_clear, None)
+        r.add("GET", "usage", self.usage_get, None)
+        r.add("DELETE", "usage", self.usage_clear, None)
         r.add("GET", "faults", self.faults_list, None)
         r.add("POST", "faults", self.faults_add, None)
         r.add("DELETE", "faults", self.faults_clear, None)
@@ -2768,6 +3111,7 @@ class ControlApi:
     def reset(self, req):
         body = self._body(req)
         self.app.faults.clear()
+        self.app.quota.clear()
         self.app.notifier.clear_rules()
         self.app.notifier.drain(2.0)
         self.store.reset(keep_config=bool(body.get("keep_config", False)))
@@ -2781,7 +3125,7 @@ class ControlApi:
         "notification_timeout": "num", "sync_token_max_age": "int?",
         "default_time_zone": "zone", "primary_id": "str", "auto_create_calendars": "bool",
         "expand_days": "int", "max_instances": "int", "resend_series_on_change": "bool",
-        "strict_params": "bool", "log_limit": "int",
+        "strict_params": "bool", "log_limit": "int", "conference_status": "confstatus",
     }
 
     def config_get(self, req):
@@ -2801,7 +3145,8 @@ class ControlApi:
                   "num": isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
                   "bool": isinstance(v, bool),
                   "str": isinstance(v, str) and v != "",
-                  "zone": isinstance(v, str)}[base]
+                  "zone": isinstance(v, str),
+                  "confstatus": v in ("success", "pending")}[base]
             if base == "zone" and ok:
                 try:
                     get_zone(v)
@@ -2907,7 +3252,8 @@ class ControlApi:
                 raise ControlError(400, f"bad original_start {orig!r}") from None
         raise ControlError(400, "give id, or series and original_start")
 
-    HOST_OPS = ("create", "patch", "update", "move", "retitle", "delete", "truncate", "split")
+    HOST_OPS = ("create", "patch", "update", "move", "retitle", "delete", "truncate", "split",
+                "move_calendar", "respond")
 
     def events_host(self, req, cal):
         """Edits made "by the host" in the Google UI: same code paths as the
@@ -2916,7 +3262,118 @@ class ControlApi:
         with self.store.lock:
             c = self.store.calendar(cal, create=True)
             ev = self._host_op(c, body)
+            if body.get("op") == "move_calendar":
+                c = self.store.calendar(body["destination"])
             return Response(200, {"event": render_full(ev.res, c.time_zone)})
+
+    INJECT_PRESETS = ("missing_id", "broken_start", "start_not_object")
+
+    def _preset_item(self, preset):
+        """A listing item Google could plausibly send broken: a timed event
+        an hour from now with one thing wrong."""
+        now = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        etag = f'"{int(time.time() * 1000) * 2000}"'
+        item = {"kind": "calendar#event", "etag": etag, "id": "inj" + new_event_id()[:20],
+                "status": "confirmed", "summary": f"injected {preset}",
+                "start": {"dateTime": fmt_utc(now)},
+                "end": {"dateTime": fmt_utc(now + timedelta(hours=1))}}
+        if preset == "missing_id":
+            del item["id"]
+        elif preset == "broken_start":
+            item["start"] = {"dateTime": "not-a-time"}
+        else:
+            item["start"] = fmt_utc(now)
+        return item
+
+    def events_inject(self, req, cal):
+        """{"item": <any JSON object>} or {"preset": "missing_id" |
+        "broken_start" | "start_not_object"}: a malformed item in the
+        calendar's listings (see Store.inject)."""
+        body = self._body(req)
+        item, preset = body.get("item"), body.get("preset")
+        if (item is None) == (preset is None):
+            raise ControlError(400, "give item or preset")
+        if preset is not None:
+            if preset not in self.INJECT_PRESETS:
+                raise ControlError(400, f"preset must be one of {list(self.INJECT_PRESETS)}")
+            item = self._preset_item(preset)
+        elif not isinstance(item, dict):
+            raise ControlError(400, "item must be a JSON object")
+        with self.store.lock:
+            c = self.store.calendar(cal, create=True)
+            self.store.inject(c, item)
+        return Response(200, {"item": item})
+
+    # -- usage limits ------------------------------------------------------------
+
+    def read_only_list(self, req):
+        return Response(200, {"read_only": self.app.quota.list_read_only()})
+
+    def read_only_set(self, req):
+        body = self._body(req)
+        seconds = body.get("seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= 86400:
+            raise ControlError(400, "seconds must be a number in (0, 86400]")
+        reason = body.get("reason", "quotaExceeded")
+        if reason not in USAGE_REASONS:
+            raise ControlError(400, f"reason must be one of {list(USAGE_REASONS)}")
+        cal = body.get("calendar")
+        if cal is not None and not isinstance(cal, str):
+            raise ControlError(400, "calendar must be a string")
+        retry_after = body.get("retry_after", False)
+        if not isinstance(retry_after, bool):
+            raise ControlError(400, "retry_after must be a boolean")
+        cal_id = self.store.canonical_id(cal) if cal else None
+        until = self.app.quota.set_read_only(cal_id, seconds, reason, retry_after)
+        return Response(200, {"calendar": cal_id, "reason": reason,
+                              "until": fmt_millis(datetime.fromtimestamp(until, UTC))})
+
+    def read_only_clear(self, req):
+        with self.app.quota.lock:
+            self.app.quota.read_only.clear()
+        return Response(200, {"ok": True})
+
+    def rate_limit_list(self, req):
+        return Response(200, {"rate_limits": self.app.quota.list_limits()})
+
+    def rate_limit_set(self, req):
+        body = self._body(req)
+        unknown = set(body) - {"per_minute", "refresh_token", "status", "reason", "retry_after"}
+        if unknown:
+            raise ControlError(400, f"unknown keys {sorted(unknown)}")
+        pm = body.get("per_minute")
+        if pm is not None and (not isinstance(pm, int) or isinstance(pm, bool) or pm < 1):
+            raise ControlError(400, "per_minute must be a positive integer, or null to lift the limit")
+        status = body.get("status", 403)
+        if status not in (403, 429):
+            raise ControlError(400, "status must be 403 or 429")
+        reason = body.get("reason", "rateLimitExceeded")
+        if reason not in ("rateLimitExceeded", "userRateLimitExceeded"):
+            raise ControlError(400, "reason must be rateLimitExceeded or userRateLimitExceeded")
+        rt = body.get("refresh_token")
+        if rt is not None and not isinstance(rt, str):
+            raise ControlError(400, "refresh_token must be a string")
+        retry_after = body.get("retry_after", False)
+        if not isinstance(retry_after, bool):
+            raise ControlError(400, "retry_after must be a boolean")
+        spec = None if pm is None else {"per_minute": pm, "status": status, "reason": reason,
+                                        "retry_after": retry_after}
+        self.app.quota.set_limit(rt, spec)
+        return Response(200, {"rate_limits": self.app.quota.list_limits()})
+
+    def rate_limit_clear(self, req):
+        with self.app.quota.lock:
+            self.app.quota.limits.clear()
+            self.app.quota.windows.clear()
+        return Response(200, {"ok": True})
+
+    def usage_get(self, req):
+        return Response(200, {"credentials": self.app.quota.report(self._qstr(req, "credential"))})
+
+    def usage_clear(self, req):
+        with self.app.quota.lock:
+            self.app.quota.usage.clear()
+        return Response(200, {"ok": True})
 
     def events_host_bulk(self, req, cal):
         """Many host edits in one call ({"ops": [op, ...]}, each as for
@@ -2931,13 +3388,23 @@ class ControlApi:
         with self.store.lock:
             c = self.store.calendar(cal, create=True)
             notifier, self.store.notifier = self.store.notifier, None
+            others = {}   # destinations of move_calendar ops: notified too
             try:
                 for op in ops:
-                    out.append(render_full(self._host_op(c, op).res, c.time_zone))
+                    ev = self._host_op(c, op)
+                    if op.get("op") == "move_calendar":
+                        d = self.store.calendar(op["destination"])
+                        others[d.id] = d
+                        out.append(render_full(ev.res, d.time_zone))
+                    else:
+                        out.append(render_full(ev.res, c.time_zone))
             finally:
                 self.store.notifier = notifier
             if out:
                 self.store._committed(c)
+                for d in others.values():
+                    if d is not c:
+                        self.store._committed(d)
         return Response(200, {"events": out})
 
     def _host_op(self, c, body):
@@ -2953,6 +3420,13 @@ class ControlApi:
             if event is None:
                 raise ControlError(400, "create needs event")
             ev = self.store.insert(c, event, host=True)
+        elif op == "move_calendar":
+            dest = body.get("destination")
+            if not isinstance(dest, str) or not dest:
+                raise ControlError(400, "move_calendar needs destination (a calendar id)")
+            if not isinstance(body.get("id"), str):
+                raise ControlError(400, "move_calendar needs id")
+            ev = self.store.move(c, body["id"], self.store.calendar(dest, create=True))
         else:
             eid = self._target_id(c, body)
             if op in ("patch", "update"):
@@ -2983,6 +3457,9 @@ class ControlApi:
                 ev = self.store.modify(c, eid, {"summary": body["summary"]}, if_match=if_match)
             elif op == "delete":
                 ev = self.store.delete(c, eid, if_match=if_match)
+            elif op == "respond":
+                ev = self.store.respond(c, eid, body.get("email"), body.get("response"),
+                                        body.get("comment"))
             elif op == "truncate":
                 ev = self.store.truncate(c, eid)
             else:
@@ -3175,6 +3652,7 @@ class App:
         self.notifier = Notifier(self.store, self.store.config["log_limit"])
         self.store.notifier = self.notifier
         self.faults = FaultInjector()
+        self.quota = Quota()
         self.requests = RequestLog(self.store.config["log_limit"])
         self.base_url = "http://127.0.0.1"
         self.google = GoogleApi(self)

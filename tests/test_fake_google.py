@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e"))
 from fake_google import FakeGoogle  # noqa: E402
-from harness import TODAY, id_time, next_dst_change, rfc3339  # noqa: E402
+from harness import TODAY, future, id_time, local, next_dst_change, rfc3339  # noqa: E402
 
 # The captured Google payloads live outside the repository; where they are
 # available the error bodies are compared with them byte for byte in content.
@@ -619,6 +619,286 @@ class TestFaultsAndAuth(FakeGoogleCase):
             "2026-12-01T09:00:00Z", "2026-12-01T10:00:00Z", "UTC", recurrence=["RRULE:FREQ=HOURLY"])),
             400, "invalid")
         self.assertEqual(self.fg.control("GET", "/health")["ok"], True)
+
+
+# Google's "Handle API errors" guide
+# (https://developers.google.com/workspace/calendar/api/guides/errors):
+# the complete bodies of the usage-limit errors.
+def usage_body(code, reason, message):
+    return {"error": {"errors": [{"domain": "usageLimits", "reason": reason, "message": message}],
+                      "code": code, "message": message}}
+
+
+class TestUsageLimits(FakeGoogleCase):
+    """Issue 19: usage-limit 403s, a calendar gone read-only, per-credential
+    rate limits and the per-credential request counter."""
+
+    def test_one_shot_usage_faults_have_the_guides_bodies(self):
+        for reason, message in (("quotaExceeded", "Calendar usage limits exceeded."),
+                                ("dailyLimitExceeded", "Daily Limit Exceeded"),
+                                ("userRateLimitExceeded", "User Rate Limit Exceeded"),
+                                ("rateLimitExceeded", "Rate Limit Exceeded")):
+            with self.subTest(reason=reason):
+                self.fg.control("POST", "/faults", {"status": 403, "reason": reason})
+                st, body, _ = self.api("GET", EVENTS)
+                self.assertEqual((st, body), (403, usage_body(403, reason, message)))
+        self.fg.control("POST", "/faults", {"status": 429})
+        st, body, _ = self.api("GET", EVENTS)
+        self.assertEqual((st, body), (429, usage_body(429, "rateLimitExceeded", "Rate Limit Exceeded")))
+        self.ok("GET", EVENTS)
+
+    def test_read_only_calendar_refuses_writes_reads_work_until_it_lifts(self):
+        ev = self.insert(timed(future(3, 9), future(3, 10)))
+        other = "/calendars/other%40example.com/events"
+        ro = self.fg.control("POST", "/read_only", {"calendar": "primary", "seconds": 1.5,
+                                                    "retry_after": True})
+        self.assertEqual((ro["calendar"], ro["reason"]), ("user@example.com", "quotaExceeded"))
+        self.assertEqual(len(self.fg.control("GET", "/read_only")["read_only"]), 1)
+        expected = usage_body(403, "quotaExceeded", "Calendar usage limits exceeded.")
+        for method, path, body in (("POST", EVENTS, timed(future(3, 11), future(3, 12))),
+                                   ("PATCH", f"{EVENTS}/{ev['id']}", {"summary": "x"}),
+                                   ("PUT", f"{EVENTS}/{ev['id']}", timed(future(3, 9), future(3, 10))),
+                                   ("DELETE", f"{EVENTS}/{ev['id']}", None)):
+            st, got, headers = self.api(method, path, body)
+            self.assertEqual((st, got), (403, expected), method)
+            self.assertGreaterEqual(int(headers["retry-after"]), 1)
+        # reads work, and so do writes to another calendar
+        self.assertEqual([i["id"] for i in self.ok("GET", EVENTS)["items"]], [ev["id"]])
+        self.ok("GET", f"{EVENTS}/{ev['id']}")
+        self.ok("POST", other, timed(future(3, 9), future(3, 10)))
+        self.assertEqual(self.ok("GET", f"{EVENTS}/{ev['id']}")["etag"], ev["etag"])
+        # it lifts by itself: wait for the positive sign, a write that succeeds
+        deadline = time.monotonic() + 10
+        while True:
+            st, got, _ = self.api("PATCH", f"{EVENTS}/{ev['id']}", {"summary": "after"})
+            if st == 200 or time.monotonic() > deadline:
+                break
+            self.assertEqual(st, 403)
+            time.sleep(0.1)
+        self.assertEqual((st, got["summary"]), (200, "after"))
+        self.assertEqual(self.fg.control("GET", "/read_only")["read_only"], [])
+        use = self.fg.control("GET", "/usage?credential=test-refresh-token")["credentials"][0]
+        self.assertGreaterEqual(use["read_only"], 4)
+
+    def test_read_only_all_calendars_with_daily_limit_reason_and_clear(self):
+        self.fg.control("POST", "/read_only", {"seconds": 600, "reason": "dailyLimitExceeded"})
+        st, got, headers = self.api("POST", "/calendars/any%40example.com/events",
+                                    timed(future(3, 9), future(3, 10)))
+        self.assertEqual((st, got), (403, usage_body(403, "dailyLimitExceeded", "Daily Limit Exceeded")))
+        self.assertNotIn("retry-after", headers)
+        self.fg.control("DELETE", "/read_only")
+        self.ok("POST", EVENTS, timed(future(3, 9), future(3, 10)))
+        for bad in ({"seconds": 0}, {"seconds": 5, "reason": "nope"}, {"seconds": "5"}):
+            st, _, _ = self.fg.request("POST", "/_control/read_only", bad)
+            self.assertEqual(st, 400, bad)
+
+    def test_per_credential_rate_limit_and_counter(self):
+        self.fg.control("POST", "/rate_limit", {"per_minute": 5, "refresh_token": "rt-a"})
+        self.fg.control("POST", "/rate_limit", {"per_minute": 3, "refresh_token": "rt-b",
+                                                "status": 429, "retry_after": True})
+        a1, a2 = self.fg.access_token("rt-a"), self.fg.access_token("rt-a")
+        b = self.fg.access_token("rt-b")
+        # rt-a: five requests a minute, whichever of its access tokens is used
+        for i in range(5):
+            st, _, _ = self.api("GET", EVENTS, token=a1 if i % 2 else a2)
+            self.assertEqual(st, 200, i)
+        st, body, headers = self.api("GET", EVENTS, token=a1)
+        self.assertEqual((st, body), (403, usage_body(403, "rateLimitExceeded", "Rate Limit Exceeded")))
+        self.assertNotIn("retry-after", headers)
+        # rt-b: three, then 429 with Retry-After; the default credential is free
+        for _ in range(3):
+            self.assertEqual(self.api("GET", EVENTS, token=b)[0], 200)
+        st, body, headers = self.api("GET", EVENTS, token=b)
+        self.assertEqual((st, body), (429, usage_body(429, "rateLimitExceeded", "Rate Limit Exceeded")))
+        self.assertTrue(1 <= int(headers["retry-after"]) <= 60)
+        for _ in range(10):
+            self.ok("GET", EVENTS)
+        use = {u["credential"]: u for u in self.fg.control("GET", "/usage")["credentials"]}
+        self.assertEqual((use["rt-a"]["total"], use["rt-a"]["rate_limited"]), (6, 1))
+        self.assertEqual((use["rt-b"]["total"], use["rt-b"]["rate_limited"]), (4, 1))
+        self.assertEqual(use["test-refresh-token"]["total"], 10)
+        for u in use.values():
+            self.assertEqual(sum(u["per_second"].values()), u["total"])
+            self.assertEqual(u["max_per_second"], max(u["per_second"].values()))
+            self.assertGreaterEqual(u["max_per_minute"], u["max_per_second"])
+            self.assertLessEqual(u["max_per_minute"], u["total"])
+        # the log says which requests were limited
+        reqs = self.fg.control("GET", "/requests?status=429")["requests"]
+        self.assertEqual([r.get("limited") for r in reqs], ["rateLimitExceeded"])
+        # a limit for every credential, then lifted
+        self.fg.control("POST", "/rate_limit", {"per_minute": 1, "reason": "userRateLimitExceeded"})
+        self.ok("GET", EVENTS)
+        self.assertGoogleError(self.api("GET", EVENTS), 403, "userRateLimitExceeded")
+        self.fg.control("POST", "/rate_limit", {"per_minute": None})
+        self.ok("GET", EVENTS)
+        self.fg.control("DELETE", "/usage")
+        self.assertEqual(self.fg.control("GET", "/usage")["credentials"], [])
+        st, _, _ = self.fg.request("POST", "/_control/rate_limit", {"per_minute": 0})
+        self.assertEqual(st, 400)
+
+
+class TestMove(FakeGoogleCase):
+    """Issue 19: events.move (discovery: calendar.events.move)."""
+
+    OTHER = "/calendars/other%40example.com/events"
+
+    def test_move_keeps_id_leaves_source_cancelled_and_appears_in_destination(self):
+        ev = self.insert(timed(future(3, 9), future(3, 10), summary="m"))
+        _, src_tok = self.full_sync()
+        dst_tok = self.ok("GET", self.OTHER)["nextSyncToken"]
+        moved = self.ok("POST", f"{EVENTS}/{ev['id']}/move", query={"destination": "other@example.com"})
+        self.assertEqual((moved["id"], moved["summary"]), (ev["id"], "m"))
+        self.assertNotEqual(moved["etag"], ev["etag"])
+        self.assertGreater(moved["updated"], ev["updated"])
+        self.assertEqual(moved["organizer"], {"email": "other@example.com", "self": True})
+        self.assertEqual(moved["iCalUID"], ev["iCalUID"])
+        src_items, _ = self.incremental(src_tok)
+        self.assertEqual(src_items, [{"kind": "calendar#event", "etag": src_items[0]["etag"],
+                                      "id": ev["id"], "status": "cancelled"}])
+        dst_items = self.ok("GET", self.OTHER, query={"syncToken": dst_tok})["items"]
+        self.assertEqual([(i["id"], i["etag"], i["status"]) for i in dst_items],
+                         [(ev["id"], moved["etag"], "confirmed")])
+        self.assertEqual(self.ok("GET", f"{EVENTS}/{ev['id']}")["status"], "cancelled")
+        # moving it again from the source is a 404; moving it back works
+        self.assertGoogleError(self.api("POST", f"{EVENTS}/{ev['id']}/move",
+                                        query={"destination": "other@example.com"}), 404, "notFound")
+        back = self.ok("POST", f"{self.OTHER}/{ev['id']}/move", query={"destination": "primary"})
+        self.assertEqual(back["organizer"]["email"], "user@example.com")
+        self.assertEqual(self.ok("GET", f"{EVENTS}/{ev['id']}")["status"], "confirmed")
+        self.assertEqual(self.ok("GET", f"{self.OTHER}/{ev['id']}")["status"], "cancelled")
+
+    def test_move_errors_and_series_with_exceptions(self):
+        sid = self.insert(timed(local(3, 9), local(3, 10), "America/Chicago",
+                                recurrence=["RRULE:FREQ=DAILY;COUNT=3"]))["id"]
+        inst = self.ok("GET", f"{EVENTS}/{sid}/instances")["items"]
+        self.ok("PATCH", f"{EVENTS}/{inst[1]['id']}", {"summary": "exc"})
+        self.assertGoogleError(self.api("POST", f"{EVENTS}/{inst[0]['id']}/move",
+                                        query={"destination": "other@example.com"}),
+                               400, "cannotChangeOrganizerOfInstance")
+        self.assertGoogleError(self.api("POST", f"{EVENTS}/{sid}/move"), 400, "required")
+        self.assertGoogleError(self.api("POST", f"{EVENTS}/nosuchevent1/move",
+                                        query={"destination": "other@example.com"}), 404, "notFound")
+        self.ok("POST", f"{EVENTS}/{sid}/move", query={"destination": "other@example.com"})
+        got = {i["id"]: i for i in self.ok("GET", self.OTHER, query={"singleEvents": "true"})["items"]}
+        self.assertEqual(len(got), 3)
+        self.assertEqual(got[inst[1]["id"]]["summary"], "exc")
+        # a live event with that id at the destination -> 409 duplicate
+        ev = self.insert(timed(future(3, 9), future(3, 10)))
+        self.ok("POST", self.OTHER, dict(timed(future(3, 9), future(3, 10)), id=ev["id"]))
+        self.assertGoogleError(self.api("POST", f"{EVENTS}/{ev['id']}/move",
+                                        query={"destination": "other@example.com"}), 409, "duplicate")
+
+    def test_host_move_calendar_notifies_and_is_logged_as_host(self):
+        ev = self.fg.host(CAL, op="create", event=timed(future(3, 9), future(3, 10)))
+        rev_before = self.fg.control("GET", "/events/other@example.com")["rev"]
+        moved = self.fg.host(CAL, op="move_calendar", id=ev["id"], destination="other@example.com")
+        self.assertEqual((moved["id"], moved["organizer"]["email"]), (ev["id"], "other@example.com"))
+        dump = self.fg.control("GET", "/events/other@example.com")
+        self.assertGreater(dump["rev"], rev_before)
+        self.assertEqual([e["event"]["id"] for e in dump["events"]], [ev["id"]])
+        self.assertEqual(self.fg.control("GET", "/requests?op=events.move")["requests"], [])
+
+
+class TestAttendeesConferenceAndInjection(FakeGoogleCase):
+    def test_attendee_response_status_set_by_host(self):
+        ev = self.insert(timed(future(3, 9), future(3, 10), attendees=[
+            {"email": "a@example.com"}, {"email": "b@example.com", "responseStatus": "tentative"}]))
+        self.assertEqual([a["responseStatus"] for a in ev["attendees"]], ["needsAction", "tentative"])
+        _, tok = self.full_sync()
+        for response in ("accepted", "declined", "tentative", "needsAction"):
+            with self.subTest(response=response):
+                before = self.ok("GET", f"{EVENTS}/{ev['id']}")
+                got = self.fg.host(CAL, op="respond", id=ev["id"], email="A@example.com",
+                                   response=response)
+                self.assertEqual(got["attendees"][0]["responseStatus"], response)
+                self.assertNotEqual(got["etag"], before["etag"])
+                self.assertGreater(got["updated"], before["updated"])
+                self.assertEqual(got["sequence"], before["sequence"])
+                items, tok = self.incremental(tok)
+                self.assertEqual([(i["id"], i["attendees"][0]["responseStatus"]) for i in items],
+                                 [(ev["id"], response)])
+        self.assertEqual(self.ok("GET", f"{EVENTS}/{ev['id']}")["attendees"][1]["responseStatus"],
+                         "tentative")
+        for bad, status in (({"email": "a@example.com", "response": "maybe"}, 400),
+                            ({"email": "nobody@example.com", "response": "accepted"}, 404)):
+            st, _, _ = self.fg.request("POST", "/_control/events/primary",
+                                       dict(bad, op="respond", id=ev["id"]))
+            self.assertEqual(st, status, bad)
+        self.assertGoogleError(self.api("POST", EVENTS, timed(future(3, 9), future(3, 10), attendees=[
+            {"email": "a@example.com", "responseStatus": "maybe"}])), 400, "invalid")
+
+    def test_conference_data_create_request(self):
+        req = {"createRequest": {"requestId": "req-1",
+                                 "conferenceSolutionKey": {"type": "hangoutsMeet"}}}
+        # without conferenceDataVersion the createRequest is ignored
+        plain = self.insert(timed(future(3, 9), future(3, 10), conferenceData=req))
+        self.assertNotIn("conferenceData", plain)
+        self.assertNotIn("hangoutLink", plain)
+        ev = self.ok("POST", EVENTS, timed(future(3, 9), future(3, 10), conferenceData=req),
+                     query={"conferenceDataVersion": "1"})
+        cd = ev["conferenceData"]
+        code = cd["conferenceId"]
+        self.assertRegex(code, r"^[a-z]{3}-[a-z]{4}-[a-z]{3}$")
+        self.assertEqual(ev["hangoutLink"], f"https://meet.google.com/{code}")
+        self.assertEqual(cd["entryPoints"], [{"entryPointType": "video",
+                                              "uri": f"https://meet.google.com/{code}",
+                                              "label": f"meet.google.com/{code}"}])
+        self.assertEqual(cd["createRequest"]["status"], {"statusCode": "success"})
+        self.assertEqual(cd["conferenceSolution"]["key"], {"type": "hangoutsMeet"})
+        self.assertEqual(self.ok("GET", f"{EVENTS}/{ev['id']}")["conferenceData"], cd)
+        # a patch without the version leaves it alone, even when it sends null
+        got = self.ok("PATCH", f"{EVENTS}/{ev['id']}", {"summary": "s", "conferenceData": None})
+        self.assertEqual((got["conferenceData"], got["hangoutLink"]), (cd, ev["hangoutLink"]))
+        # the same requestId again is ignored; a new one makes a new conference
+        got = self.ok("PATCH", f"{EVENTS}/{ev['id']}", {"conferenceData": req},
+                      query={"conferenceDataVersion": "1"})
+        self.assertEqual(got["conferenceData"]["conferenceId"], code)
+        req2 = {"createRequest": dict(req["createRequest"], requestId="req-2")}
+        got = self.ok("PATCH", f"{EVENTS}/{ev['id']}", {"conferenceData": req2},
+                      query={"conferenceDataVersion": "1"})
+        self.assertNotEqual(got["conferenceData"]["conferenceId"], code)
+        # version 1 and null removes it
+        got = self.ok("PATCH", f"{EVENTS}/{ev['id']}", {"conferenceData": None},
+                      query={"conferenceDataVersion": "1"})
+        self.assertNotIn("conferenceData", got)
+        self.assertNotIn("hangoutLink", got)
+        bad_type = {"createRequest": {"requestId": "r", "conferenceSolutionKey": {"type": "eventHangout"}}}
+        for query, body in (({"conferenceDataVersion": "2"}, req), ({"conferenceDataVersion": "1"}, bad_type),
+                            ({"conferenceDataVersion": "1"}, {"notes": "no solution"})):
+            self.assertEqual(self.api("POST", EVENTS, timed(future(3, 9), future(3, 10), conferenceData=body),
+                                      query=query)[0], 400, (query, body))
+        # conferences Google has not finished creating yet
+        self.fg.control("POST", "/config", {"conference_status": "pending"})
+        ev = self.ok("POST", EVENTS, timed(future(3, 9), future(3, 10), conferenceData=req),
+                     query={"conferenceDataVersion": "1"})
+        self.assertEqual(ev["conferenceData"], {"createRequest": {
+            "requestId": "req-1", "conferenceSolutionKey": {"type": "hangoutsMeet"},
+            "status": {"statusCode": "pending"}}})
+        self.assertNotIn("hangoutLink", ev)
+
+    def test_injected_malformed_items_in_the_change_feed(self):
+        ev = self.insert(timed(future(3, 9), future(3, 10)))
+        _, tok = self.full_sync()
+        no_id = self.fg.control("POST", "/events/primary/inject", {"preset": "missing_id"})["item"]
+        self.assertNotIn("id", no_id)
+        broken = self.fg.control("POST", "/events/primary/inject", {"preset": "broken_start"})["item"]
+        self.assertEqual(broken["start"], {"dateTime": "not-a-time"})
+        raw = self.fg.control("POST", "/events/primary/inject",
+                              {"item": {"kind": "calendar#event", "status": 7}})["item"]
+        items, tok2 = self.incremental(tok)
+        self.assertEqual(items, [no_id, broken, raw])
+        self.assertEqual(self.incremental(tok2)[0], [])        # delivered once per token
+        full, _ = self.full_sync()
+        self.assertEqual(full, [self.ok("GET", f"{EVENTS}/{ev['id']}"), no_id, broken, raw])
+        # pages still work around them
+        items, pages = self.list_all({"maxResults": "1"})
+        self.assertEqual((len(items), len(pages)), (4, 4))
+        for bad in ({}, {"preset": "nope"}, {"item": [1]}, {"item": {}, "preset": "missing_id"}):
+            st, _, _ = self.fg.request("POST", "/_control/events/primary/inject", bad)
+            self.assertEqual(st, 400, bad)
+        self.fg.control("POST", "/reset")
+        self.tok = self.fg.access_token()
+        self.assertEqual(self.ok("GET", EVENTS)["items"], [])
 
 
 class TestConvergence(FakeGoogleCase):
