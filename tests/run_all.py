@@ -74,6 +74,7 @@ def jobs_for(suite):
             out.append(("spec", ["lua5.4", "/usr/bin/busted"], {}, ROOT))
     elif suite == "fake":
         out.append(("fake-google", unittest_cmd("tests/test_fake_google.py"), {}, ROOT))
+        out.append(("fake-graph", unittest_cmd("tests/test_fake_graph.py"), {}, ROOT))
     elif suite == "e2e":
         for m in e2e_modules():
             out.append(("e2e:" + m, unittest_cmd(m), {"CALSYNC_BIN": "build/calsync"}, e2e_dir))
