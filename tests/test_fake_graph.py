@@ -306,6 +306,36 @@ class TestEvents(GraphCase):
         self.ok("DELETE", f"/me/events/{master['id']}")
         self.assertEqual(self.ok("GET", "/me/calendarView", query=window)["value"], [])
 
+    def test_host_operations(self):
+        s = day_at(3, 9)
+        ev = self.fg.host(op="create", event=event(local(s), local(s + timedelta(minutes=45)), attendees=[
+            {"emailAddress": {"address": "guest@example.com"}}]))
+        moved = self.fg.host(op="move", id=ev["id"], start=local(s + timedelta(hours=2)) + "Z")
+        self.assertEqual((moved["start"]["dateTime"], moved["end"]["dateTime"]),
+                         (local(s + timedelta(hours=2)) + ".0000000",
+                          local(s + timedelta(hours=2, minutes=45)) + ".0000000"))
+        self.assertNotEqual(moved["changeKey"], ev["changeKey"])
+        got = self.fg.host(op="respond", id=ev["id"], email="GUEST@example.com", response="declined")
+        self.assertEqual(got["attendees"][0]["status"]["response"], "declined")
+        self.assertEqual(self.ok("GET", f"/me/events/{ev['id']}")["attendees"][0]["status"]["response"],
+                         "declined")
+        st, _, _ = self.fg.request("POST", "/_control/events", {"op": "respond", "id": ev["id"],
+                                                               "email": "nobody@example.com",
+                                                               "response": "accepted"})
+        self.assertEqual(st, 404)
+        series = self.fg.host(op="create", event=event(local(s), local(s + timedelta(minutes=30)), recurrence={
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "endDate", "startDate": ymd(3), "endDate": ymd(5)}}))
+        exc = self.fg.host(op="update", series=series["id"], original_start=local(day_at(4, 9)) + "Z",
+                           event={"subject": "host exception"})
+        self.assertEqual((exc["type"], exc["subject"]), ("exception", "host exception"))
+        self.fg.control("POST", "/events", {"op": "delete", "series": series["id"],
+                                            "original_start": local(day_at(5, 9)) + "Z"})
+        inst = self.ok("GET", f"/me/events/{series['id']}/instances", query={
+            "startDateTime": local(day_at(2)) + "Z", "endDateTime": local(day_at(8)) + "Z"})["value"]
+        self.assertEqual([i["type"] for i in inst], ["occurrence", "exception"])
+        self.assertEqual(len(self.fg.control("GET", "/requests")["requests"]), 2)  # host edits are not API calls
+
     def test_weekly_series_keeps_wall_clock_across_dst(self):
         tz = "Eastern Standard Time"
         s = day_at(3, 10, tz="America/New_York")
