@@ -953,6 +953,7 @@ class Notifier:
         self.rules = []
         self.rule_ids = itertools.count(1)
         self.busy = 0
+        self.epoch = 0                 # bumped by a reset: older records are not retried
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="graph-notifier", daemon=True)
         self.thread.start()
@@ -1020,7 +1021,7 @@ class Notifier:
     def enqueue(self, sub, kind, item, url):
         now = time.time()
         with self.cv:
-            rec = {"seq": next(self.seq), "kind": kind, "subscription_id": sub.id,
+            rec = {"seq": next(self.seq), "epoch": self.epoch, "kind": kind, "subscription_id": sub.id,
                    "url": url, "item": item, "status": "pending", "attempts": 0,
                    "http_status": None, "error": None, "faults": [], "duplicate": False,
                    "enqueued_at": fmt7(datetime.now(UTC)), "sent_at": None,
@@ -1127,7 +1128,9 @@ class Notifier:
                     r["status"] = "delivered"
                     continue
                 delays = self.store.config["retry_delays"]
-                if r["attempts"] <= len(delays):
+                if r["epoch"] != self.epoch:
+                    r["status"] = "dropped"    # sent before a reset: forget it
+                elif r["attempts"] <= len(delays):
                     r["status"] = "retrying"
                     r["due"] = time.time() + delays[r["attempts"] - 1]
                     self.queue.append(r)
@@ -1152,7 +1155,7 @@ class Notifier:
 
     @staticmethod
     def _public(r):
-        return {k: v for k, v in r.items() if k != "due"}
+        return {k: v for k, v in r.items() if k not in ("due", "epoch")}
 
     def settled(self, since, kind, subscription):
         return [r for r in self.log if r["seq"] > since
@@ -1181,6 +1184,7 @@ class Notifier:
 
     def clear(self):
         with self.cv:
+            self.epoch += 1
             self.queue.clear()
             self.log.clear()
             self.rules.clear()
@@ -2020,7 +2024,8 @@ class ControlApi:
 
     def reset(self, req):
         body = self._body(req)
-        self.app.faults.rules.clear()
+        with self.app.faults.lock:
+            self.app.faults.rules.clear()
         self.app.notifier.clear()
         with self.store.lock:
             self.store.reset(self.store.config if body.get("keep_config") else dict(DEFAULT_CONFIG))
