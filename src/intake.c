@@ -25,6 +25,7 @@
 #include "fault.h"
 #include "log.h"
 #include "metrics.h"
+#include "provider/provider.h"
 #include "store.h"
 
 #include <errno.h>
@@ -803,9 +804,19 @@ db_fail:
 
 void intake_handle(struct http_req *req, struct http_resp *resp)
 {
-    intake_notify(http_header(req, "X-Goog-Channel-ID"),
-                  http_header(req, "X-Goog-Channel-Token"),
-                  http_header(req, "X-Goog-Resource-State"),
-                  http_header(req, "X-Goog-Message-Number"),
-                  http_header(req, "X-Goog-Resource-ID"), resp);
+    /* the route names the provider (/webhooks/<name>); it reads its own
+     * request shape, the rest is the same for every provider */
+    const struct provider_ops *p = provider_for_route(req->path);
+    struct provider_push m = {0};
+    struct cs_err err = {{0}};
+    if (!p || !p->push_parse) {
+        http_error(resp, 404, "no such provider");
+        return;
+    }
+    if (p->push_parse(req, &m, &err)) {
+        count("bad_request");
+        http_error(resp, 400, "%s", err.msg);
+        return;
+    }
+    intake_notify(m.subscription, m.token, m.state, m.sequence, m.resource, resp);
 }
