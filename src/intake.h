@@ -85,7 +85,7 @@ void intake_stop(void);
 void intake_channels_changed(void);
 
 /* The route handler: the provider named by the route parses the request
- * (provider_ops.push_parse: Google's X-Goog-* headers) and intake_notify
+ * (provider_ops.push_parse: for Google, its channel headers) and intake_notify
  * runs on what it found; a request the provider refuses is answered 400. */
 void intake_handle(struct http_req *req, struct http_resp *resp);
 

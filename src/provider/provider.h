@@ -156,8 +156,8 @@ struct provider_sub {
     int64_t expiration_ms;  /* when it ends unless renewed */
 };
 
-/* One push request, parsed. Strings point into the request (valid while
- * it is); NULL when absent. */
+/* One message of a push request, parsed. Strings point into the request
+ * (valid while it is); NULL when absent. */
 struct provider_push {
     const char *subscription; /* which subscription it claims to be for */
     const char *token;        /* the secret it carries, checked by intake */
@@ -167,6 +167,18 @@ struct provider_push {
     const char *state;
     const char *sequence;     /* message number, when the provider counts */
     const char *resource;     /* the watched resource's id */
+};
+
+/* A push request: Google sends one message per request, Graph batches
+ * several (for different subscriptions even) and validates a new
+ * subscription's address with a handshake. */
+#define PROVIDER_PUSH_MAX 16
+struct provider_push_batch {
+    struct provider_push msg[PROVIDER_PUSH_MAX];
+    int n;
+    /* set: the request is a handshake, answered 200 text/plain with
+     * exactly this text, and nothing else is done */
+    const char *handshake;
 };
 
 /* Stub or full event for provider_ops.encode. */
@@ -231,10 +243,12 @@ struct provider_ops {
                      struct provider_sub *sub, struct cs_err *err);
     int (*sub_stop)(struct provider_ctx *px, const char *sub_id,
                     const struct provider_sub *sub, struct cs_err *err);
-    /* Reads a push request (headers, body) into out; runs on the HTTP
-     * thread and touches nothing else. 0, or -1 with err set when the
-     * request is not one of the provider's pushes (answered 400). */
-    int (*push_parse)(struct http_req *req, struct provider_push *out,
+    /* Reads a push request (headers, body) into out (zeroed by the
+     * caller); runs on the HTTP thread and touches nothing else. 0, or -1
+     * with err set when the request is not one of the provider's pushes
+     * (answered 400). Each message is checked and journalled on its own
+     * (intake.c); the request is answered 503 when any could not be. */
+    int (*push_parse)(struct http_req *req, struct provider_push_batch *out,
                       struct cs_err *err);
 
     /* The raw event at idx of L in the shared shape (pure). Checks types

@@ -320,7 +320,7 @@ static int mem_sub_stop(struct provider_ctx *px, const char *sub_id,
     return PROVIDER_GONE;
 }
 
-static int mem_push_parse(struct http_req *req, struct provider_push *out,
+static int mem_push_parse(struct http_req *req, struct provider_push_batch *out,
                           struct cs_err *err)
 {
     (void)req, (void)out;

@@ -1,5 +1,5 @@
-/* test_google.c -- the pure logic of the Google client and of sync's event
- * normalisation: error JSON -> (status, reason), what is retried, backoff
+/* test_google.c -- the pure logic of the Google provider (client and
+ * parse.c: the event normalisation): error JSON -> (status, reason), what is retried, backoff
  * bounds, Retry-After, URL escaping, instance ids, and the event reader
  * (shapes as in the captured payloads of ../shared/fixtures/google,
  * written here by hand). */

@@ -181,10 +181,12 @@ static int g_sub_stop(struct provider_ctx *px, const char *sub_id,
 /* Google's push is headers only: X-Goog-Channel-ID/-Token name the
  * channel and carry its token, X-Goog-Resource-State says "sync" (the
  * channel's first message), "exists" or "not_exists". */
-static int g_push_parse(struct http_req *req, struct provider_push *out,
+static int g_push_parse(struct http_req *req, struct provider_push_batch *b,
                         struct cs_err *err)
 {
     (void)err;
+    struct provider_push *out = &b->msg[0];
+    b->n = 1;
     out->subscription = http_header(req, "X-Goog-Channel-ID");
     out->token = http_header(req, "X-Goog-Channel-Token");
     out->state = http_header(req, "X-Goog-Resource-State");
