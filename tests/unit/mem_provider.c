@@ -320,11 +320,35 @@ static int mem_sub_stop(struct provider_ctx *px, const char *sub_id,
     return PROVIDER_GONE;
 }
 
+/* Pushes in headers (routes without a token take no body):
+ *   X-Mem-Handshake: <text>                      a handshake
+ *   X-Mem-Push: <sub>:<token>:<state>[,...]      a batch of messages
+ * The split copy lives in a per-thread buffer until the next call. */
 static int mem_push_parse(struct http_req *req, struct provider_push_batch *out,
                           struct cs_err *err)
 {
-    (void)req, (void)out;
-    return cs_err_set(err, "mem: no push");
+    static _Thread_local char copy[2048];
+    const char *hs = http_header(req, "X-Mem-Handshake");
+    const char *v = http_header(req, "X-Mem-Push");
+    if (hs) {
+        out->handshake = hs;
+        return 0;
+    }
+    if (!v || strlen(v) >= sizeof copy)
+        return cs_err_set(err, "mem: no X-Mem-Push");
+    memcpy(copy, v, strlen(v) + 1);
+    char *save = NULL;
+    for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+        char *t = strchr(m, ':'), *st = t ? strchr(t + 1, ':') : NULL;
+        if (!st || out->n >= PROVIDER_PUSH_MAX)
+            return cs_err_set(err, "mem: bad message");
+        *t = *st = '\0';
+        out->msg[out->n].subscription = m;
+        out->msg[out->n].token = t + 1;
+        out->msg[out->n].state = st + 1;
+        out->n++;
+    }
+    return 0;
 }
 
 /* The shared shape from the raw one. Strings point into the raw table. */
