@@ -5,10 +5,10 @@
  * this file knows no provider.
  *
  * Main objects: struct sync_event (the shared event shape of provider.h,
- * what the mirror keeps), the page loop of sync_calendar(), page_apply(), and the unit
- * runner run_units(): each item of a page, each deletion and each re-link
- * the last page finds is a unit, decided with no transaction open and
- * then applied in short batch transactions that re-check it (DESIGN §2
+ * what the mirror keeps), the page loop of sync_calendar(), page_apply(),
+ * and the unit runner run_units(): each item of a page, each deletion and
+ * each re-link the last page finds is a unit, decided with no transaction
+ * open and then applied in short batch transactions that re-check it (DESIGN §2
  * "Policies off the write path"). Pages are validated completely before
  * anything is decided or written, so a truncated or mistyped response
  * touches nothing. A full listing records every id it saw in the
@@ -1150,8 +1150,8 @@ static int unit_finish(struct run *x, size_t i, void *ud, struct cs_err *err)
     return finish_calendar(x, ud, err);
 }
 
-/* One page (pushed by the provider): check, then its items as units (decided, then applied in
- * short transactions); on the last page the deletions and re-links it
+/* One page (pushed by the provider): check, then its items as units
+ * (decided, then applied in short transactions); on the last page the deletions and re-links it
  * implies, then the token. *done set on the last page. 0, -1 or
  * SYNC_REVOKED. */
 static int page_apply(struct run *x, const struct provider_page *pg,

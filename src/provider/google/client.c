@@ -13,7 +13,6 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
-#include "secret.h"
 
 #include <curl/curl.h>
 #include <lua.h>
