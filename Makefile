@@ -38,6 +38,8 @@ ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+# test-only helpers (the in-memory provider), linked into every unit test
+UNIT_HELP := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 
@@ -99,13 +101,13 @@ build/asan/calsync: $(ASAN_OBJ)
 	$(CC) $(SAN_FLAGS) -o $@ $(ASAN_OBJ) $(LDLIBS_ALL)
 
 # ---- tests -----------------------------------------------------------------
-build/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
+build/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h $(UNIT_HELP) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
+	$(CC) $(ALL_CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(UNIT_HELP) $(LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
 
-build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) tests/unit/unit.h
+build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) tests/unit/unit.h $(UNIT_HELP) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN_FLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< $(UNIT_HELP) $(ASAN_LIB_OBJ) $(LDLIBS_ALL) $(shell $(PKG_CONFIG) --libs cmocka)
 
 # ---- benchmarks --------------------------------------------------------------
 # `make bench`: every benchmark of docs/performance.md in one run (~4 min on

@@ -1,7 +1,7 @@
 /* fuzz_google_event -- decoding and normalising what Google sends.
  *
  * The bytes are decoded with json_decode (the one decoder) and handed to
- * sync_event_parse as one event, and, when they hold an "items" array (an
+ * google_event_parse as one event, and, when they hold an "items" array (an
  * events.list page), item by item as sync.c does. The same bytes then go
  * to google_parse_error and google_parse_retry_after.
  *
@@ -14,7 +14,7 @@
  * [0, GOOGLE_RETRY_AFTER_MAX_MS].
  */
 #include "fuzz.h"
-#include "google.h"
+#include "provider/google/google.h"
 #include "json.h"
 #include "log.h"
 #include "sync.h"
@@ -48,11 +48,11 @@ static void one_event(int idx)
     if (!ev)
         return;
     int top = lua_gettop(L);
-    int rc = sync_event_parse(L, idx, ev, &err);
+    int rc = google_event_parse(L, idx, ev, &err);
     FUZZ_CHECK(lua_gettop(L) == top);
     if (rc != 0) {
-        /* SYNC_EVENT_SKIP: an id Google cannot have issued (issue 21) */
-        FUZZ_CHECK((rc == -1 || rc == SYNC_EVENT_SKIP) && err.msg[0] != '\0');
+        /* PROVIDER_EVENT_SKIP: an id Google cannot have issued (issue 21) */
+        FUZZ_CHECK((rc == -1 || rc == PROVIDER_EVENT_SKIP) && err.msg[0] != '\0');
         free(ev);
         return;
     }
@@ -66,7 +66,7 @@ static void one_event(int idx)
     check_str(ev->booking_tag, SYNC_TAG_MAX);
     check_str(ev->status, 32);
     check_str(ev->updated, 64);
-    check_str(ev->created, SYNC_CREATED_MAX);
+    check_str(ev->created, PROVIDER_CREATED_MAX);
     FUZZ_CHECK(ev->status != NULL);
     if (ev->title) {
         /* cut at a character boundary, never past the cap */

@@ -1,4 +1,4 @@
-/* fuzz_instance_id -- sync_split_instance_id on arbitrary ids.
+/* fuzz_instance_id -- google_split_instance_id on arbitrary ids.
  *
  * Properties of a split: the series is a non-empty strict prefix ending
  * just before the last '_'; the suffix is the 8- or 16-byte form; the
@@ -6,7 +6,7 @@
  * midnight UTC). The id is passed without a NUL terminator.
  */
 #include "fuzz.h"
-#include "sync.h"
+#include "provider/google/google.h"
 #include "util.h"
 
 #include <string.h>
@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t series_len = (size_t)-1;
     int64_t ms = 0;
     int all_day = -1;
-    if (!sync_split_instance_id(id, size, &series_len, &ms, &all_day))
+    if (!google_split_instance_id(id, size, &series_len, &ms, &all_day))
         return 0;
     FUZZ_CHECK(series_len > 0 && series_len < size);
     FUZZ_CHECK(id[series_len] == '_');

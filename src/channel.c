@@ -1,7 +1,9 @@
-/* channel.c -- opening, renewing and stopping Google push channels.
+/* channel.c -- opening, renewing and stopping push channels (the
+ * provider's subscriptions, provider.h sub_open/sub_stop; Google's are
+ * channels, hence the name).
  *
  * Opening: the row is inserted (state `opening`, random id and token)
- * before events.watch is called, so a notification that races the watch
+ * before the subscription is opened, so a notification that races the
  * answer is already recognised by the intake; the answer fills resource id
  * and expiration and makes it `live`. Renewal opens the new channel first
  * and only then stops the old one; notifications from both during the
@@ -13,10 +15,9 @@
 #include "intake.h"
 
 #include "calendar.h"
-#include "google.h"
-#include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "provider/provider.h"
 #include "store.h"
 
 #include <lua.h>
@@ -58,19 +59,22 @@ static int set_state(struct store_conn *c, const char *id, const char *state,
     return rc;
 }
 
-/* Stops one channel with Google and marks it stopped. A channel Google
- * no longer knows (404) counts as stopped. */
+/* Stops one channel with the provider and marks it stopped. A channel the
+ * provider no longer knows (PROVIDER_GONE) counts as stopped. */
 static int stop_channel(struct store_conn *c, int64_t credential_id,
                         const char *id, const char *resource_id,
                         struct cs_err *err)
 {
-    struct google_auth a = {c, credential_id};
-    struct google_resp resp;
-    google_resp_init(&resp);
-    int rc = resource_id ? google_channels_stop(&a, id, resource_id, &resp, err)
-                         : GOOGLE_OK;
-    int ok = rc == GOOGLE_OK || (rc == GOOGLE_EHTTP && resp.status == 404);
-    google_resp_free(&resp);
+    struct provider_ctx px = {.db = c, .credential_id = credential_id};
+    struct provider_sub sub = {.expiration_ms = 0};
+    const struct provider_ops *ops;
+    int rc = PROVIDER_OK;
+    if (resource_id) {
+        snprintf(sub.resource_id, sizeof sub.resource_id, "%s", resource_id);
+        rc = provider_for_credential(c, credential_id, &ops, err) ? PROVIDER_PERMANENT
+             : ops->sub_stop(&px, id, &sub, err);
+    }
+    int ok = rc == PROVIDER_OK || rc == PROVIDER_GONE;
     metrics_inc(ok ? "calsync_channel_stops_total{result=\"ok\"}"
                    : "calsync_channel_stops_total{result=\"error\"}");
     if (!ok)
@@ -96,7 +100,12 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     int64_t created = time_now_ms();
     if (random_hex(id + 8, 16) || random_hex(token, 32))
         return cs_err_set(err, "random source failed");
-    snprintf(address, sizeof address, "%s/webhooks/google", channel_cfg->public_url);
+    const struct provider_ops *ops;
+    int pr = provider_for_credential(c, cal->credential_id, &ops, err);
+    if (pr)
+        return -1; /* an unknown provider: the sync reports it (state error) */
+    snprintf(address, sizeof address, "%s/webhooks/%s", channel_cfg->public_url,
+             ops->name);
     sqlite3_stmt *st = store_stmt(c, ins_sql, err);
     if (!st)
         return -1;
@@ -108,25 +117,21 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
         return -1;
     fault_point("channel_after_opening_row");
 
-    struct google_auth a = {c, cal->credential_id};
-    struct google_resp resp;
-    google_resp_init(&resp);
-    lua_State *L = json_state();
-    int top = L ? lua_gettop(L) : 0;
+    struct provider_ctx px = {.db = c, .credential_id = cal->credential_id};
+    struct provider_sub_req req = {.id = id, .token = token, .address = address,
+                                   .ttl_s = channel_cfg->google.channel_ttl};
+    struct provider_sub sub;
     int rc = -1;
-    int g = google_events_watch(&a, cal->external_id, id, token, address,
-                                channel_cfg->google.channel_ttl, &resp, err);
-    if (g != GOOGLE_OK) {
+    int g = ops->sub_open(&px, cal->external_id, &req, &sub, err);
+    if (g != PROVIDER_OK && g != PROVIDER_MALFORMED) {
         set_state(c, id, "failed", NULL);
         metrics_inc("calsync_channel_opens_total{result=\"error\"}");
         goto done;
     }
     fault_point("channel_after_watch");
-    const char *rid = NULL, *exp = NULL;
-    int64_t expiration = 0;
-    if (json_get_str(L, -1, "resourceId", &rid, NULL, err) != 1 ||
-        json_get_str(L, -1, "expiration", &exp, NULL, err) != 1 ||
-        parse_i64(exp, &expiration) || expiration <= created) {
+    const char *rid = sub.resource_id;
+    int64_t expiration = sub.expiration_ms;
+    if (g == PROVIDER_MALFORMED || expiration <= created) {
         cs_err_set(err, "events.watch: answer lacks resourceId or a valid expiration");
         set_state(c, id, "failed", NULL);
         goto done;
@@ -147,9 +152,6 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
              id, (long long)calendar_id, (long long)((expiration - created) / 1000));
     rc = 0;
 done:
-    if (L)
-        lua_settop(L, top);
-    google_resp_free(&resp);
     return rc;
 }
 

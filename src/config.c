@@ -41,7 +41,7 @@ struct key {
 
 #define F(m) offsetof(struct config, m)
 
-static const struct key google_keys[] = {
+static const struct key gcal_keys[] = {
     {"client_id", K_STR, F(google.client_id), 0, 0, NULL},
     {"client_secret", K_STR, F(google.client_secret), 0, 0, NULL},
     {"api_base", K_STR, F(google.api_base), 0, 0, NULL},
@@ -75,7 +75,7 @@ static const struct key top_keys[] = {
     {"poll_interval", K_INT, F(poll_interval), 1, 30LL * 86400, NULL},
     {"workers", K_INT, 0, 1, 256, NULL}, /* int, stored specially */
     {"log_level", K_LOGLEVEL, 0, 0, 0, NULL},
-    {"google", K_TABLE, 0, 0, 0, google_keys},
+    {"google", K_TABLE, 0, 0, 0, gcal_keys},
     {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
     {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
     {"http", K_TABLE, 0, 0, 0, http_keys},

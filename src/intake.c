@@ -25,6 +25,7 @@
 #include "fault.h"
 #include "log.h"
 #include "metrics.h"
+#include "provider/provider.h"
 #include "store.h"
 
 #include <errno.h>
@@ -803,9 +804,46 @@ db_fail:
 
 void intake_handle(struct http_req *req, struct http_resp *resp)
 {
-    intake_notify(http_header(req, "X-Goog-Channel-ID"),
-                  http_header(req, "X-Goog-Channel-Token"),
-                  http_header(req, "X-Goog-Resource-State"),
-                  http_header(req, "X-Goog-Message-Number"),
-                  http_header(req, "X-Goog-Resource-ID"), resp);
+    /* the route names the provider (/webhooks/<name>); it reads its own
+     * request shape, the rest is the same for every provider */
+    const struct provider_ops *p = provider_for_route(req->path);
+    struct provider_push_batch b;
+    struct cs_err err = {{0}};
+    memset(&b, 0, sizeof b);
+    if (!p || !p->push_parse) {
+        http_error(resp, 404, "no such provider");
+        return;
+    }
+    if (p->push_parse(req, &b, &err) || b.n < 0 || b.n > PROVIDER_PUSH_MAX) {
+        count("bad_request");
+        http_error(resp, 400, "%s", err.msg[0] ? err.msg : "not a push");
+        return;
+    }
+    if (b.handshake) {
+        resp->status = 200;
+        resp->content_type = "text/plain";
+        buf_puts(&resp->body, b.handshake);
+        return;
+    }
+    if (b.n == 1) {
+        intake_notify(b.msg[0].subscription, b.msg[0].token, b.msg[0].state,
+                      b.msg[0].sequence, b.msg[0].resource, resp);
+        return;
+    }
+    /* a batch: each message on its own; a message that could not be
+     * journalled (503) has the whole request retried -- the others are
+     * then journalled twice, which only coalesces into the same sync */
+    int retry = 0;
+    for (int i = 0; i < b.n; i++) {
+        struct http_resp one = {.status = 200};
+        buf_init(&one.body);
+        intake_notify(b.msg[i].subscription, b.msg[i].token, b.msg[i].state,
+                      b.msg[i].sequence, b.msg[i].resource, &one);
+        retry |= one.status == 503;
+        buf_free(&one.body);
+    }
+    if (retry)
+        http_error(resp, 503, "journal unavailable");
+    else
+        resp->status = 202;
 }

@@ -1,4 +1,5 @@
-/* intake.h -- POST /webhooks/google: Google push notifications.
+/* intake.h -- POST /webhooks/<provider>: push notifications (for Google,
+ * the only provider with a route today, /webhooks/google).
  *
  * The answer never waits for Google, nor for SQLite's write lock (which a
  * sync's page transaction may hold for tens of milliseconds). The handler
@@ -16,8 +17,8 @@
  *   unknown or stopped channel             -> 200, nothing scheduled (a
  *                                             stopped one is stopped again;
  *                                             an unknown one too, when its
- *                                             X-Goog-Resource-ID is one
- *                                             calsync watches; both rate-
+ *                                             resource id is one calsync
+ *                                             watches; both rate-
  *                                             limited, see below)
  *   first `sync` message of a channel      -> 200, nothing scheduled
  *   `exists` / `not_exists`                -> 200, calendar sync requested
@@ -83,10 +84,14 @@ void intake_stop(void);
  * per-thread cache of live channels is dropped. Callable from any thread. */
 void intake_channels_changed(void);
 
-/* The route handler: reads the X-Goog-* headers and calls intake_notify. */
+/* The route handler: the provider named by the route parses the request
+ * (provider_ops.push_parse: for Google, its channel headers) and intake_notify
+ * runs on what it found; a request the provider refuses is answered 400. */
 void intake_handle(struct http_req *req, struct http_resp *resp);
 
-/* The intake proper, on header values (NULL when absent). Fills resp. */
+/* The intake proper, on a parsed push (struct provider_push's fields, NULL
+ * when absent; resource_state "sync" is a subscription's first message).
+ * Fills resp. */
 void intake_notify(const char *channel_id, const char *token,
                    const char *resource_state, const char *message_number,
                    const char *resource_id, struct http_resp *resp);

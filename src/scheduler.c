@@ -10,9 +10,9 @@
 #include "scheduler.h"
 
 #include "channel.h"
-#include "google.h"
 #include "log.h"
 #include "metrics.h"
+#include "provider/provider.h"
 #include "store.h"
 #include "sync.h"
 
@@ -572,7 +572,7 @@ static void reset_state(void)
 }
 
 /* Stops and joins every thread started (the scheduler thread only when
- * `with_sched`), cancelling Google waits, and frees the state. Shared by
+ * `with_sched`), cancelling provider waits, and frees the state. Shared by
  * sched_stop() and a failed sched_start(). */
 static void shut_down(int with_sched)
 {
@@ -581,7 +581,7 @@ static void shut_down(int with_sched)
     pthread_cond_broadcast(&sched_wake);
     pthread_cond_broadcast(&work_wake);
     pthread_mutex_unlock(&sched_mu);
-    google_cancel();
+    provider_cancel_all();
     if (with_sched)
         pthread_join(sched_thread, NULL);
     for (int i = 0; i < n_workers; i++)
@@ -597,7 +597,7 @@ int sched_start(const struct config *cfg, struct cs_err *err)
 {
     int n = cfg->workers > 0 ? cfg->workers : 1;
     int rc = -1, sched_up = 0;
-    google_init(cfg);
+    provider_init_all(cfg);
     pthread_mutex_lock(&sched_mu);
     if (s_running) {
         pthread_mutex_unlock(&sched_mu);

@@ -184,7 +184,7 @@ static const char *const migrations[] = {
      *    notice that space (or write access) came back */
     "CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);",
     /* 4: the intake finds a channel it does not know by the resource it
-     *    watches (X-Goog-Resource-ID), to stop it (intake.c) */
+     *    watches (the push's resource id), to stop it (intake.c) */
     "CREATE INDEX channels_resource ON channels(resource_id);",
     /* 5: an event's `created`, which Google copies to the new series of a
      *    "this and following" split: how sync.c finds the successor of a

@@ -1,10 +1,14 @@
-/* sync.c -- one calendar's sync: Google's events.list into the mirror.
+/* sync.c -- one calendar's sync: the provider's changes into the mirror.
  *
- * Main objects: struct sync_event (an event reduced to what the mirror
- * keeps), the page loop of sync_calendar(), page_apply(), and the unit
- * runner run_units(): each item of a page, each deletion and each re-link
- * the last page finds is a unit, decided with no transaction open and
- * then applied in short batch transactions that re-check it (DESIGN §2
+ * The provider (provider.h, picked by the calendar's credential) lists
+ * changes page by page and turns each raw event into the shared shape;
+ * this file knows no provider.
+ *
+ * Main objects: struct sync_event (the shared event shape of provider.h,
+ * what the mirror keeps), the page loop of sync_calendar(), page_apply(),
+ * and the unit runner run_units(): each item of a page, each deletion and
+ * each re-link the last page finds is a unit, decided with no transaction
+ * open and then applied in short batch transactions that re-check it (DESIGN §2
  * "Policies off the write path"). Pages are validated completely before
  * anything is decided or written, so a truncated or mistyped response
  * touches nothing. A full listing records every id it saw in the
@@ -16,11 +20,11 @@
 #include "fault.h"
 
 #include "calendar.h"
-#include "google.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "provider/provider.h"
 
 #include <lauxlib.h>
 #include <stdatomic.h>
@@ -62,225 +66,7 @@ const char *sync_source_name(enum sync_source s)
     }
 }
 
-/* ========================================================= event parsing */
-
-static int all_digits(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
-int sync_split_instance_id(const char *id, size_t n, size_t *series_len,
-                           int64_t *original_start_ms, int *all_day)
-{
-    const char *us = NULL;
-    for (size_t i = n; i > 0; i--) {
-        if (id[i - 1] == '_') {
-            us = id + i - 1;
-            break;
-        }
-    }
-    if (!us || us == id)
-        return 0;
-    const char *s = us + 1;
-    size_t sl = n - (size_t)(s - id);
-    char iso[32];
-    if (sl == 8 && all_digits(s, 8)) {
-        snprintf(iso, sizeof iso, "%.4s-%.2s-%.2s", s, s + 4, s + 6);
-        if (time_parse_date(iso, strlen(iso), original_start_ms))
-            return 0;
-        *all_day = 1;
-    } else if (sl == 16 && all_digits(s, 8) && s[8] == 'T' && all_digits(s + 9, 6) &&
-               s[15] == 'Z') {
-        snprintf(iso, sizeof iso, "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", s, s + 4, s + 6,
-                 s + 9, s + 11, s + 13);
-        if (time_parse_rfc3339(iso, strlen(iso), original_start_ms))
-            return 0;
-        *all_day = 0;
-    } else {
-        return 0;
-    }
-    *series_len = (size_t)(us - id);
-    return 1;
-}
-
-/* json_get_obj that also refuses a non-empty array (cjson decodes both
- * to tables). */
-static int obj_field(lua_State *L, int obj, const char *key, struct cs_err *err)
-{
-    int r = json_get_obj(L, obj, key, err);
-    if (r == 1 && lua_rawlen(L, -1) > 0) {
-        lua_pop(L, 1);
-        return cs_err_set(err, "'%s' must be an object, not an array", key);
-    }
-    return r;
-}
-
-/* Reads {dateTime} or {date} under key: 1 found, 0 absent, -1 error. */
-static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
-                      int *all_day, struct cs_err *err)
-{
-    const char *s;
-    size_t n;
-    int r = obj_field(L, ev, key, err);
-    if (r <= 0)
-        return r;
-    int t = lua_gettop(L), rc = -1;
-    if ((r = json_get_str(L, t, "dateTime", &s, &n, err)) < 0)
-        goto done;
-    if (r == 1) {
-        if (n > 64 || time_parse_rfc3339(s, n, ms)) {
-            cs_err_set(err, "'%s.dateTime' is not an RFC 3339 date-time", key);
-            goto done;
-        }
-        *all_day = 0;
-        rc = 1;
-        goto done;
-    }
-    if ((r = json_get_str(L, t, "date", &s, &n, err)) < 0)
-        goto done;
-    if (r == 0 || n > 16 || time_parse_date(s, n, ms)) {
-        cs_err_set(err, "'%s' needs a 'dateTime' or a 'date'", key);
-        goto done;
-    }
-    *all_day = 1;
-    rc = 1;
-done:
-    lua_settop(L, t - 1);
-    return rc;
-}
-
-/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer than
- * max or holding a NUL. */
-static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
-                       const char **out, struct cs_err *err)
-{
-    size_t n;
-    int r = json_get_str(L, obj, key, out, &n, err);
-    if (r == 1 && (n > max || strlen(*out) != n)) {
-        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
-        return -1;
-    }
-    if (r == 0)
-        *out = NULL;
-    return r;
-}
-
-/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
-static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
-{
-    if (n <= max)
-        return s;
-    size_t k = max;
-    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
-        k--;
-    memcpy(dst, s, k);
-    dst[k] = '\0';
-    return dst;
-}
-
-int sync_event_parse(lua_State *L, int idx, struct sync_event *ev,
-                     struct cs_err *err)
-{
-    const char *s;
-    size_t n;
-    int r, ad_end = 0;
-    int top = lua_gettop(L);
-    idx = lua_absindex(L, idx);
-    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
-    ev->title = ev->booking_tag = ev->created = NULL;
-    ev->start_ms = ev->end_ms = ev->original_start_ms = SYNC_NO_TIME;
-    ev->all_day = 0;
-    if (!lua_istable(L, idx))
-        return cs_err_set(err, "event is not an object");
-    /* ids go back into URLs (events.get/patch/delete/instances): one that
-     * Google cannot have issued ("..", "a/b", control bytes, over-long) is
-     * skipped, never stored -- the rest of the page still syncs */
-    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
-        return -1;
-    if (r == 0)
-        return cs_err_set(err, "event without an 'id'");
-    if (!id_valid_event(s, n)) {
-        cs_err_set(err, "event id of %zu bytes is not one Google can have issued", n);
-        return SYNC_EVENT_SKIP;
-    }
-    ev->id = s;
-    if (str_bounded(L, idx, "etag", SYNC_ETAG_MAX, &ev->etag, err) < 0 ||
-        str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
-        str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
-        str_bounded(L, idx, "created", SYNC_CREATED_MAX, &ev->created, err) < 0 ||
-        (r = json_get_str(L, idx, "recurringEventId", &ev->series_id, &n, err)) < 0)
-        goto bad;
-    if (r == 1 && !id_valid_event(ev->series_id, n)) {
-        cs_err_set(err, "event %.64s: recurringEventId of %zu bytes is not one Google "
-                   "can have issued", ev->id, n);
-        lua_settop(L, top);
-        return SYNC_EVENT_SKIP;
-    }
-    if (r == 0)
-        ev->series_id = NULL;
-    if (!ev->status)
-        ev->status = "confirmed";
-    int cancelled = strcmp(ev->status, "cancelled") == 0;
-    if ((r = json_get_str(L, idx, "summary", &s, &n, err)) < 0)
-        goto bad;
-    if (r == 1)
-        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, SYNC_TITLE_MAX);
-    if ((r = time_field(L, idx, "start", &ev->start_ms, &ev->all_day, err)) < 0 ||
-        time_field(L, idx, "end", &ev->end_ms, &ad_end, err) < 0)
-        goto bad;
-    if (!cancelled && (ev->start_ms == SYNC_NO_TIME || ev->end_ms == SYNC_NO_TIME))
-        return cs_err_set(err, "event %.64s: no 'start' or 'end'", ev->id);
-    int orig_ad = 0;
-    if (time_field(L, idx, "originalStartTime", &ev->original_start_ms, &orig_ad,
-                   err) < 0)
-        goto bad;
-    /* extendedProperties.private.calsync_booking_uid */
-    if ((r = obj_field(L, idx, "extendedProperties", err)) < 0)
-        goto bad;
-    if (r == 1) {
-        if ((r = obj_field(L, -1, "private", err)) < 0)
-            goto bad;
-        if (r == 1) {
-            if ((r = json_get_str(L, -1, "calsync_booking_uid", &s, &n, err)) < 0)
-                goto bad;
-            if (r == 1) {
-                if (n <= SYNC_TAG_MAX && strlen(s) == n)
-                    ev->booking_tag = s;
-                else
-                    log_warn("sync.tag_ignored", "event_id=%s len=%zu", log_q(ev->id), n);
-            }
-        }
-        lua_settop(L, top);
-    }
-    /* a stub carries its series only in its id: "<series>_<suffix>" */
-    if (!ev->series_id || ev->original_start_ms == SYNC_NO_TIME) {
-        size_t sl;
-        int64_t o;
-        int ad;
-        if ((cancelled || ev->series_id) &&
-            sync_split_instance_id(ev->id, strlen(ev->id), &sl, &o, &ad) && sl > 0 &&
-            (!ev->series_id || (strlen(ev->series_id) == sl &&
-                                memcmp(ev->series_id, ev->id, sl) == 0))) {
-            memcpy(ev->series_buf_, ev->id, sl);
-            ev->series_buf_[sl] = '\0';
-            ev->series_id = ev->series_buf_;
-            if (ev->original_start_ms == SYNC_NO_TIME)
-                ev->original_start_ms = o;
-        }
-    }
-    lua_settop(L, top);
-    return 0;
-bad:
-    lua_settop(L, top);
-    {
-        char m[sizeof err->msg];
-        snprintf(m, sizeof m, "%s", err ? err->msg : "");
-        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
-    }
-}
+/* ========================================================= comparing */
 
 static int str_eq(const char *a, const char *b)
 {
@@ -448,8 +234,8 @@ struct run {
     struct mirror_row succ;  /* a split's successor occurrence (relink) */
     struct buf raw;
     int full;
-    struct google_auth *auth;
-    struct google_resp *resp;
+    const struct provider_ops *ops;
+    struct provider_ctx *px;
     struct buf touched;   /* series ids seen by an incremental sync, NUL-separated */
     int n_touched;
     int64_t dirty;        /* calendars.dirty read before the first listing */
@@ -685,16 +471,6 @@ static int run_units(struct run *x, size_t n, unit_fn fn, void *ud, struct cs_er
     return 0;
 }
 
-/* Appends {"dateTime": ...} or {"date": ...} for ms. 0 or -1 (memory). */
-static int put_time(struct buf *b, int64_t ms, int all_day)
-{
-    char t[TIME_RFC3339_MAX];
-    time_format_rfc3339(ms, t);
-    if (all_day)
-        return buf_printf(b, "{\"date\":\"%.10s\"}", t);
-    return buf_printf(b, "{\"dateTime\":\"%s\"}", t);
-}
-
 /* Reports the mirrored event `id` as a deletion stub and (apply pass)
  * marks it cancelled. 0, SYNC_HOOK_STALE or -1. */
 static int report_deleted(struct run *x, const char *id, struct cs_err *err)
@@ -718,14 +494,8 @@ static int report_deleted(struct run *x, const char *id, struct cs_err *err)
         stub->series_id = x->old.ev.series_id;
         stub->original_start_ms = x->old.ev.original_start_ms;
     }
-    buf_reset(&x->raw);
-    if (buf_puts(&x->raw, "{\"id\":") || buf_json_strz(&x->raw, id) ||
-        buf_puts(&x->raw, ",\"status\":\"cancelled\"") ||
-        (occ && (buf_puts(&x->raw, ",\"recurringEventId\":") ||
-                 buf_json_strz(&x->raw, stub->series_id) ||
-                 buf_puts(&x->raw, ",\"originalStartTime\":") ||
-                 put_time(&x->raw, stub->original_start_ms, x->old.ev.all_day))) ||
-        buf_puts(&x->raw, "}")) {
+    stub->all_day = x->old.ev.all_day; /* of the original start */
+    if (x->ops->encode(stub, PROVIDER_ENC_STUB, &x->raw)) {
         cs_err_set(err, "out of memory");
         goto done;
     }
@@ -849,17 +619,8 @@ static int series_touched(const struct run *x, const char *series)
     return 0;
 }
 
-/* 1 when the object at idx has no `key` at all. */
-static int field_absent(lua_State *L, int idx, const char *key)
-{
-    lua_pushstring(L, key);
-    int absent = lua_rawget(L, idx) == LUA_TNIL;
-    lua_pop(L, 1);
-    return absent;
-}
-
-/* An item whose id Google cannot have issued (sync_event_parse gave
- * SYNC_EVENT_SKIP, reason in err): logged and counted, then left out --
+/* An item whose id the provider cannot have issued (normalise gave
+ * PROVIDER_EVENT_SKIP, reason in err): logged and counted, then left out --
  * never mirrored, matched or put into a URL. Always 0. */
 static int skip_item(const struct run *x, struct cs_err *err)
 {
@@ -880,14 +641,12 @@ static int skip_item(const struct run *x, struct cs_err *err)
  * page. A deleted single occurrence comes as a full stub and is decided
  * at once, as before. The mirror row stays untouched until the last page,
  * so a crash before it re-reads the stub and defers it again. */
-static int defer_to_reconcile(const struct run *x, int item, const struct sync_event *old,
+static int defer_to_reconcile(const struct run *x, const struct sync_event *old,
                               const struct sync_event *ev)
 {
     return !x->full && old && relink_fn && ev->series_id &&
            strcmp(ev->status, "cancelled") == 0 && !str_eq(old->status, "cancelled") &&
-           str_eq(old->series_id, ev->series_id) &&
-           field_absent(x->L, item, "recurringEventId") &&
-           field_absent(x->L, item, "originalStartTime") &&
+           str_eq(old->series_id, ev->series_id) && ev->bare &&
            series_touched(x, ev->series_id);
 }
 
@@ -898,8 +657,8 @@ static int defer_to_reconcile(const struct run *x, int item, const struct sync_e
 static int apply_item(struct run *x, int item, struct sync_event *ev,
                       struct cs_err *err)
 {
-    int p = sync_event_parse(x->L, item, ev, err);
-    if (p == SYNC_EVENT_SKIP)
+    int p = x->ops->normalise(x->L, item, ev, err);
+    if (p == PROVIDER_EVENT_SKIP)
         return 0; /* logged and counted by page_check */
     if (p)
         return -1;
@@ -907,7 +666,7 @@ static int apply_item(struct run *x, int item, struct sync_event *ev,
     if (r < 0)
         return -1;
     const struct sync_event *old = r ? &x->old.ev : NULL;
-    if (defer_to_reconcile(x, item, old, ev))
+    if (defer_to_reconcile(x, old, ev))
         return 0;
     if (sync_event_differs(old, ev)) {
         buf_reset(&x->raw);
@@ -1024,8 +783,8 @@ static int live_add(struct run *x, const char *series, const char *id, int live,
 }
 
 /* Fetches the live occurrences of every touched series into
- * temp.sync_live (no transaction open: it calls Google). 0, -1, or
- * SYNC_REVOKED. A series Google calls deleted (410/404) gets no rows, so
+ * temp.sync_live (no transaction open: it calls the provider). 0, -1, or
+ * SYNC_REVOKED. A series the provider calls gone gets no rows, so
  * every mirrored occurrence of it is reported. */
 static int series_fetch(struct run *x, struct sync_event *scratch,
                         struct cs_err *err)
@@ -1046,31 +805,22 @@ static int series_fetch(struct run *x, struct sync_event *scratch,
                            SYNC_MAX_PAGES);
                 goto done;
             }
-            int g = google_events_instances(x->auth, x->info.external_id, series,
-                                            pt.len ? pt.data : NULL, x->resp, err);
-            if (g == GOOGLE_EREVOKED) {
+            struct provider_page pg;
+            int g = x->ops->occurrences(x->px, x->info.external_id, series,
+                                        pt.len ? pt.data : NULL, &pg, err);
+            if (g == PROVIDER_REVOKED) {
                 rc = SYNC_REVOKED;
                 goto done;
             }
-            if (g == GOOGLE_EHTTP && (x->resp->status == 410 || x->resp->status == 404))
+            if (g == PROVIDER_GONE)
                 break;
-            if (g != GOOGLE_OK)
+            if (g != PROVIDER_OK)
                 goto done;
-            const char *next = NULL;
-            int items = 0, r;
-            if (str_bounded(L, -1, "nextPageToken", 4096, &next, err) < 0 ||
-                (r = json_get_obj(L, -1, "items", err)) < 0)
-                goto done;
-            if (r == 1)
-                items = lua_gettop(L);
-            for (int i = 1; items; i++) {
-                lua_rawgeti(L, items, i);
-                if (lua_isnil(L, -1)) {
-                    lua_pop(L, 1);
-                    break;
-                }
-                r = sync_event_parse(L, -1, scratch, err);
-                if (r == SYNC_EVENT_SKIP)
+            const char *next = pg.next_page;
+            for (int i = 1; i <= pg.n; i++) {
+                lua_rawgeti(L, pg.items, i);
+                int r = x->ops->normalise(L, -1, scratch, err);
+                if (r == PROVIDER_EVENT_SKIP)
                     r = skip_item(x, err);
                 else if (r == 0)
                     r = live_add(x, series, scratch->id,
@@ -1178,30 +928,6 @@ static int occ_load(struct run *x, sqlite3_stmt *st, struct occ_list *l,
     return rc;
 }
 
-/* The mirror row `e` as an event resource (what the policy sees as the
- * event of a re-linked occurrence). 0 or -1 (memory). */
-static int row_json(struct buf *b, const struct sync_event *e)
-{
-    buf_reset(b);
-    if (buf_puts(b, "{\"kind\":\"calendar#event\",\"id\":") || buf_json_strz(b, e->id) ||
-        buf_puts(b, ",\"etag\":") || buf_json_strz(b, e->etag) ||
-        buf_puts(b, ",\"status\":") || buf_json_strz(b, e->status) ||
-        buf_puts(b, ",\"summary\":") || buf_json_strz(b, e->title) ||
-        buf_puts(b, ",\"created\":") || buf_json_strz(b, e->created) ||
-        buf_puts(b, ",\"updated\":") || buf_json_strz(b, e->updated) ||
-        buf_puts(b, ",\"recurringEventId\":") || buf_json_strz(b, e->series_id) ||
-        buf_puts(b, ",\"originalStartTime\":") ||
-        put_time(b, e->original_start_ms, e->all_day) ||
-        buf_puts(b, ",\"start\":") || put_time(b, e->start_ms, e->all_day) ||
-        buf_puts(b, ",\"end\":") || put_time(b, e->end_ms, e->all_day))
-        return -1;
-    if (e->booking_tag &&
-        (buf_puts(b, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":") ||
-         buf_json_strz(b, e->booking_tag) || buf_puts(b, "}}")))
-        return -1;
-    return buf_puts(b, "}");
-}
-
 /* Hands one (vanished, successor) pair to the re-link hook, in the
  * current pass. 0, SYNC_HOOK_STALE or -1. */
 static int relink_one(struct run *x, const char *from, const char *to,
@@ -1214,7 +940,7 @@ static int relink_one(struct run *x, const char *from, const char *to,
         return r;
     if (x->succ.ev.start_ms == SYNC_NO_TIME || x->succ.ev.end_ms == SYNC_NO_TIME)
         return 0;
-    if (row_json(&x->raw, &x->succ.ev))
+    if (x->ops->encode(&x->succ.ev, PROVIDER_ENC_EVENT, &x->raw))
         return cs_err_set(err, "out of memory");
     if (x->info.pass == SYNC_PASS_DECIDE)
         return relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev,
@@ -1396,40 +1122,17 @@ static int series_reconcile(struct run *x, struct cs_err *err)
     return 0;
 }
 
-/* Checks the envelope at `page` and every item, touching nothing. On
- * success *items is the absolute index of the items table (or 0 when
- * absent) and exactly one of *next_page / *next_sync is set. */
-static int page_check(struct run *x, int page, int *items, int *n_items,
-                      const char **next_page, const char **next_sync,
+/* Checks every item of the page (the provider checked its envelope),
+ * touching nothing: a page with an item that does not parse is refused
+ * whole. */
+static int page_check(struct run *x, const struct provider_page *pg,
                       struct sync_event *scratch, struct cs_err *err)
 {
     lua_State *L = x->L;
-    *items = *n_items = 0;
-    if (str_bounded(L, page, "nextPageToken", 4096, next_page, err) < 0 ||
-        str_bounded(L, page, "nextSyncToken", 4096, next_sync, err) < 0)
-        return -1;
-    if (!*next_page == !*next_sync)
-        return cs_err_set(err, "page has %s nextPageToken and nextSyncToken",
-                          *next_page ? "both" : "neither");
-    int r = json_get_obj(L, page, "items", err);
-    if (r < 0)
-        return -1;
-    if (r == 0)
-        return 0;
-    *items = lua_gettop(L);
-    lua_Unsigned n = lua_rawlen(L, *items), keys = 0;
-    lua_pushnil(L);
-    while (lua_next(L, *items)) {
-        lua_pop(L, 1);
-        keys++;
-    }
-    if (keys != n || n > 100000)
-        return cs_err_set(err, "'items' is not an array");
-    *n_items = (int)n;
-    for (int i = 1; i <= *n_items; i++) {
-        lua_rawgeti(L, *items, i);
-        int rc = sync_event_parse(L, -1, scratch, err);
-        if (rc == SYNC_EVENT_SKIP)
+    for (int i = 1; i <= pg->n; i++) {
+        lua_rawgeti(L, pg->items, i);
+        int rc = x->ops->normalise(L, -1, scratch, err);
+        if (rc == PROVIDER_EVENT_SKIP)
             rc = skip_item(x, err);
         else if (rc == 0 && !x->full && scratch->series_id)
             touch_series(x, scratch->series_id);
@@ -1447,17 +1150,17 @@ static int unit_finish(struct run *x, size_t i, void *ud, struct cs_err *err)
     return finish_calendar(x, ud, err);
 }
 
-/* One page: check, then its items as units (decided, then applied in
- * short transactions); on the last page the deletions and re-links it
+/* One page (pushed by the provider): check, then its items as units
+ * (decided, then applied in short transactions); on the last page the deletions and re-links it
  * implies, then the token. *done set on the last page. 0, -1 or
  * SYNC_REVOKED. */
-static int page_apply(struct run *x, struct buf *page_token, int *done,
-                      struct sync_event *scratch, struct cs_err *err)
+static int page_apply(struct run *x, const struct provider_page *pg,
+                      struct buf *page_token, int *done, struct sync_event *scratch,
+                      struct cs_err *err)
 {
-    lua_State *L = x->L;
-    int page = lua_gettop(L), items, n;
-    const char *next_page, *next_sync;
-    if (page_check(x, page, &items, &n, &next_page, &next_sync, scratch, err))
+    int items = pg->items, n = pg->n;
+    const char *next_page = pg->next_page, *next_sync = pg->next_cursor;
+    if (page_check(x, pg, scratch, err))
         return -1;
     if (next_sync && !x->full && x->n_touched) {
         int r = series_fetch(x, scratch, err);
@@ -1538,7 +1241,7 @@ static int cal_exec(struct store_conn *c, const char *sql, int64_t id,
     return store_exec(c, st, err);
 }
 
-/* Google refused the calendar itself: state error, hook once. */
+/* The provider refused the calendar itself: state error, hook once. */
 static void cal_set_error(struct store_conn *c, int64_t id, const char *why)
 {
     static const char sql[] =
@@ -1588,7 +1291,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     struct sync_stats local = {0};
     struct cal_row cal = {0};
     struct run x = {0};
-    struct google_resp resp;
+    struct provider_ctx px = {0};
     struct buf page_token;
     struct sync_event *scratch = NULL;
     int rc = SYNC_FAILED, top = -1, restarted = 0;
@@ -1605,7 +1308,6 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     buf_init(&x.raw);
     buf_init(&x.touched);
     buf_init(&page_token);
-    google_resp_init(&resp);
 
     if (!(x.db = store_conn(err)))
         goto done;
@@ -1628,9 +1330,17 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     x.info.credential_id = cal.credential_id;
     x.info.external_id = cal.external_id.data;
     x.full = cal.sync_token.len == 0;
-    struct google_auth auth = {x.db, cal.credential_id};
-    x.auth = &auth;
-    x.resp = &resp;
+    r = provider_for_credential(x.db, cal.credential_id, &x.ops, err);
+    if (r < 0)
+        goto done;
+    if (r > 0) { /* names no provider calsync has: nothing to sync with */
+        cal_set_error(x.db, calendar_id, err->msg);
+        rc = SYNC_ERROR;
+        goto done;
+    }
+    px.db = x.db;
+    px.credential_id = cal.credential_id;
+    x.px = &px;
 
 restart:
     stats->full = x.full;
@@ -1645,25 +1355,21 @@ restart:
             cs_err_set(err, "more than %d pages", SYNC_MAX_PAGES);
             goto done;
         }
-        struct google_list_params p = {
-            .sync_token = x.full ? NULL : cal.sync_token.data,
-            .page_token = page_token.len ? page_token.data : NULL,
-            .show_deleted = 1,
-        };
-        int g = google_events_list(&auth, cal.external_id.data, &p, &resp, err);
+        struct provider_page pg;
+        int g = x.ops->list_changes(&px, cal.external_id.data,
+                                    x.full ? NULL : cal.sync_token.data,
+                                    page_token.len ? page_token.data : NULL, &pg, err);
         log_debug("sync.listed", "calendar=%lld page=%d status=%ld", (long long)calendar_id,
-                  page, resp.status);
-        if (g == GOOGLE_EREVOKED) {
+                  page, px.last.status);
+        if (g == PROVIDER_REVOKED) {
             rc = SYNC_REVOKED;
             goto done;
         }
-        if (g == GOOGLE_EHTTP && !x.full && !restarted &&
-            (resp.status == 410 ||
-             (resp.status == 400 && strcmp(resp.reason, "invalid") == 0))) {
+        if (g == PROVIDER_RESYNC && !x.full && !restarted) {
             /* the token is dead: forget it, so a crash during the full
              * listing still leads to a full listing */
             log_info("sync.full_resync", "calendar=%lld status=%ld reason=%s",
-                     (long long)calendar_id, resp.status, log_q(resp.reason));
+                     (long long)calendar_id, px.last.status, log_q(px.last.reason));
             metrics_inc("calsync_sync_full_resyncs_total");
             if (cal_exec(x.db, drop_token, calendar_id, err))
                 goto done;
@@ -1672,17 +1378,17 @@ restart:
             x.full = 1;
             goto restart;
         }
-        if ((g == GOOGLE_EHTTP && (resp.status == 404 || resp.status == 403 ||
-                                   resp.status == 400)) ||
-            g == GOOGLE_EINVAL) { /* an external_id stored before ids were checked */
+        if (g == PROVIDER_PERMANENT) {
+            /* the provider refused the calendar itself (no access, not
+             * found, an external_id stored before ids were checked) */
             cal_set_error(x.db, calendar_id, err->msg);
             rc = SYNC_ERROR;
             goto done;
         }
-        if (g != GOOGLE_OK)
+        if (g != PROVIDER_OK)
             goto done;
         int last = 0;
-        r = page_apply(&x, &page_token, &last, scratch, err);
+        r = page_apply(&x, &pg, &page_token, &last, scratch, err);
         lua_settop(x.L, top);
         if (r == SYNC_REVOKED) {
             rc = SYNC_REVOKED;
@@ -1713,7 +1419,6 @@ done:
                      (long long)calendar_id, names[rc], log_q(err->msg));
     }
     free(scratch);
-    google_resp_free(&resp);
     buf_free(&page_token);
     buf_free(&x.raw);
     buf_free(&x.touched);

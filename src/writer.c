@@ -5,23 +5,23 @@
  * thread in id order, and a slow calendar delays only its own partition.
  *
  * Crash safety: a job stays `pending` until the transaction that records
- * its result commits. Inserts carry an event id derived from the booking
- * uid (writer_event_id), so a repeated insert -- a retry after a lost
- * answer, or the job run again after a crash between Google's answer and
- * the commit -- gets 409 from Google and adopts the event that exists: a
- * uid never gets two events, and no tag lookup (an extra list call per
- * insert) is needed.
+ * its result commits. Inserts carry a key derived from the booking uid
+ * (writer_event_id) and the provider's insert is idempotent on it
+ * (provider.h), so a repeated insert -- a retry after a lost answer, or
+ * the job run again after a crash between the provider's answer and the
+ * commit -- adopts the event that exists: a uid never gets two events, and
+ * no tag lookup (an extra list call per insert) is needed.
  */
 #include "writer.h"
 #include "fault.h"
 
 #include "booking.h"
 #include "calendar.h"
-#include "google.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "provider/provider.h"
 #include "scheduler.h"
 #include "sync.h"
 
@@ -76,31 +76,6 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
         return -1;
     sqlite3_bind_text(st, 1, booking_uid, -1, SQLITE_STATIC);
     return store_exec(c, st, err);
-}
-
-int writer_event_body(const char *id, const char *uid, const char *title,
-                      int64_t start_ms, int64_t end_ms,
-                      const char *attendees_json, struct buf *out)
-{
-    char s[TIME_RFC3339_MAX], e[TIME_RFC3339_MAX];
-    time_format_rfc3339(start_ms, s);
-    time_format_rfc3339(end_ms, e);
-    int rc = buf_puts(out, "{");
-    if (id)
-        rc |= buf_printf(out, "\"id\":\"%s\",", id);
-    rc |= buf_puts(out, "\"summary\":");
-    rc |= buf_json_strz(out, title);
-    rc |= buf_printf(out, ",\"start\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"},"
-                          "\"end\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", s, e);
-    if (uid) {
-        rc |= buf_puts(out, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":");
-        rc |= buf_json_strz(out, uid);
-        rc |= buf_puts(out, "}}");
-    }
-    if (attendees_json)
-        rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
-    rc |= buf_puts(out, "}");
-    return rc ? -1 : 0;
 }
 
 void writer_event_id(const char *uid, char out[WRITER_EVENT_ID_LEN + 1])
@@ -258,10 +233,11 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
  * last saw of it (the mirror). 1 when the host moved it (or deleted it),
  * 0 when the times are as seen (fresh = the current etag), -1 when the
  * event could not be read. The decoded event is popped. */
-static int host_moved(struct store_conn *c, struct google_auth *a,
+static int host_moved(struct store_conn *c, const struct provider_ops *ops,
+                      struct provider_ctx *px,
                       const struct calendar_ref *cal, int64_t calendar_id,
                       const struct booking *b, char fresh[SYNC_ETAG_MAX + 1],
-                      struct google_resp *resp, struct cs_err *err)
+                      struct cs_err *err)
 {
     const char *event_id = b->event_id;
     static const char sql[] =
@@ -269,10 +245,10 @@ static int host_moved(struct store_conn *c, struct google_auth *a,
     lua_State *L = json_state();
     int top = lua_gettop(L);
     int rc = -1;
-    if (google_events_get(a, cal->external_id, event_id, resp, err) != GOOGLE_OK)
+    if (ops->get(px, cal->external_id, event_id, err) != PROVIDER_OK)
         goto done;
     struct sync_event ev;
-    if (sync_event_parse(L, -1, &ev, err))
+    if (ops->normalise(L, -1, &ev, err))
         goto done;
     snprintf(fresh, SYNC_ETAG_MAX + 1, "%s", ev.etag ? ev.etag : "");
     sqlite3_stmt *st = store_stmt(c, sql, err);
@@ -311,32 +287,16 @@ static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
     return store_exec(c, st, err);
 }
 
-/* Classifies a Google failure: 1 transient (retry), 0 permanent. */
-static int transient(int g, const struct google_resp *r)
+/* The provider step of a job: an enum provider_rc. On success the raw
+ * event (insert/patch) is on the JSON state's top and *have_event is set. */
+static int provider_step(struct store_conn *c, const struct provider_ops *ops,
+                         struct provider_ctx *px, const struct job *j,
+                         const struct booking *b, const struct calendar_ref *cal,
+                         int *have_event, int *conflict, struct cs_err *err)
 {
-    if (g == GOOGLE_ETRANSPORT)
-        return 1;
-    /* 401: the client refreshed the token once within the call; a second
-     * 401 (the new token expired or was revoked meanwhile, after retries
-     * of a 5xx) is not a verdict on the booking. The next attempt starts
-     * with a refresh again; a dead credential shows as invalid_grant. */
-    if (g == GOOGLE_EHTTP)
-        return r->status == 429 || r->status >= 500 || r->status == 401 ||
-               google_retryable(r->status, r->reason);
-    return 0;
-}
-
-/* The Google step of a job. On success the decoded event (insert/patch)
- * is on the JSON state's top and *have_event is set. */
-static int google_step(struct store_conn *c, const struct job *j,
-                       const struct booking *b, const struct calendar_ref *cal,
-                       struct google_resp *resp, int *have_event, int *conflict,
-                       struct cs_err *err)
-{
-    struct google_auth a = {c, cal->credential_id};
-    struct buf body;
-    buf_init(&body);
-    int g = GOOGLE_OK;
+    int g = PROVIDER_OK;
+    struct provider_write w = {.title = b->title, .start_ms = b->start_ms,
+                               .end_ms = b->end_ms};
     *have_event = 0;
     *conflict = 0;
     switch (j->kind) {
@@ -345,33 +305,18 @@ static int google_step(struct store_conn *c, const struct job *j,
             break;
         char id[WRITER_EVENT_ID_LEN + 1];
         writer_event_id(b->uid, id);
-        if (writer_event_body(id, b->uid, b->title, b->start_ms, b->end_ms,
-                              j->payload, &body)) {
-            g = GOOGLE_ETRANSPORT;
-            cs_err_set(err, "out of memory");
-            break;
-        }
-        g = google_events_insert(&a, cal->external_id, body.data, resp, err);
-        fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
-        if (g == GOOGLE_EHTTP && resp->status == 409) {
-            /* the id exists: an earlier attempt (a lost answer, a crash
-             * before the commit) created it -- adopt that event */
-            log_info("writer.adopted", "booking=%s event=%s", log_q(b->uid), id);
-            g = google_events_get(&a, cal->external_id, id, resp, err);
-            fault_point(g == GOOGLE_OK ? "writer_after_adopt" : NULL);
-        }
-        *have_event = g == GOOGLE_OK;
+        w.key = id;
+        w.booking_tag = b->uid;
+        w.attendees_json = j->payload;
+        g = ops->insert(px, cal->external_id, &w, err);
+        *have_event = g == PROVIDER_OK;
         break;
     }
     case WRITER_PATCH:
         if (!b->event_id) {
-            g = GOOGLE_EHTTP;
-            resp->status = 404;
+            g = PROVIDER_GONE;
+            px->last.status = 404;
             cs_err_set(err, "booking has no Google event to patch");
-            break;
-        }
-        if (writer_event_body(NULL, NULL, b->title, b->start_ms, b->end_ms, NULL, &body)) {
-            g = GOOGLE_ETRANSPORT;
             break;
         }
         {
@@ -379,42 +324,39 @@ static int google_step(struct store_conn *c, const struct job *j,
              * (the reverse path may have read a host edit since calsync's
              * own last write), else the etag of that write */
             const char *seen = mirror_etag(c, j->calendar_id, b->event_id);
-            g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
-                                    seen ? seen : b->etag, resp, err);
+            g = ops->patch(px, cal->external_id, b->event_id, &w, seen ? seen : b->etag,
+                           err);
         }
-        fault_point(g == GOOGLE_OK ? "writer_after_patch" : NULL);
-        if (g == GOOGLE_EHTTP && resp->status == 412) {
+        fault_point(g == PROVIDER_OK ? "writer_after_patch" : NULL);
+        if (g == PROVIDER_CONFLICT) {
             /* Someone edited the event since. Re-read it: if the host moved
              * it, the policy decides (no overwrite); if the host changed
              * something else, the app's change still applies on top. */
             char fresh[SYNC_ETAG_MAX + 1];
-            int moved = host_moved(c, &a, cal, j->calendar_id, b, fresh,
-                                   resp, err);
+            int moved = host_moved(c, ops, px, cal, j->calendar_id, b, fresh, err);
             if (moved != 0) {
                 *conflict = moved > 0;
                 if (moved < 0)
-                    g = GOOGLE_ETRANSPORT;
+                    g = PROVIDER_TRANSIENT;
                 break;
             }
-            g = google_events_patch(&a, cal->external_id, b->event_id, body.data,
-                                    fresh, resp, err);
-            if (g == GOOGLE_EHTTP && resp->status == 412) {
+            g = ops->patch(px, cal->external_id, b->event_id, &w, fresh, err);
+            if (g == PROVIDER_CONFLICT) {
                 *conflict = 1;
                 break;
             }
         }
-        *have_event = g == GOOGLE_OK;
+        *have_event = g == PROVIDER_OK;
         break;
     case WRITER_DELETE:
         if (!b->event_id)
             break;
-        g = google_events_delete(&a, cal->external_id, b->event_id, NULL, resp, err);
-        if (g == GOOGLE_EHTTP && (resp->status == 404 || resp->status == 410))
-            g = GOOGLE_OK; /* already gone: the goal is met */
-        fault_point(g == GOOGLE_OK ? "writer_after_delete" : NULL);
+        g = ops->remove(px, cal->external_id, b->event_id, NULL, err);
+        if (g == PROVIDER_GONE)
+            g = PROVIDER_OK; /* already gone: the goal is met */
+        fault_point(g == PROVIDER_OK ? "writer_after_delete" : NULL);
         break;
     }
-    buf_free(&body);
     return g;
 }
 
@@ -423,8 +365,8 @@ static void run_job(struct store_conn *c, const struct job *j)
     struct cs_err err = {{0}};
     struct booking b;
     struct calendar_ref cal;
-    struct google_resp resp;
-    google_resp_init(&resp);
+    struct provider_ctx px = {.db = c};
+    const struct provider_ops *ops = NULL;
     lua_State *L = json_state();
     int top = L ? lua_gettop(L) : 0;
     int have_b = 0;
@@ -444,8 +386,18 @@ static void run_job(struct store_conn *c, const struct job *j)
         fail_job(c, j, "calendar access revoked (invalid_grant)", &err);
         goto done;
     }
+    px.credential_id = cal.credential_id;
+    r = provider_for_credential(c, cal.credential_id, &ops, &err);
+    if (r > 0) {
+        fail_job(c, j, err.msg, &err);
+        goto done;
+    }
+    if (r < 0) {
+        log_error("writer.db_error", "booking=%s err=%s", log_q(b.uid), log_q(err.msg));
+        goto done;
+    }
     int have_event = 0, conflict = 0;
-    int g = google_step(c, j, &b, &cal, &resp, &have_event, &conflict, &err);
+    int g = provider_step(c, ops, &px, j, &b, &cal, &have_event, &conflict, &err);
     if (conflict) {
         /* The host edited the event after calsync's last write. Do not
          * overwrite it: record the conflict, and let the reverse path read
@@ -464,15 +416,15 @@ static void run_job(struct store_conn *c, const struct job *j)
             writer_sync_hook(j->calendar_id);
         goto done;
     }
-    if (g == GOOGLE_EREVOKED) {
+    if (g == PROVIDER_REVOKED) {
         fail_job(c, j, "calendar access revoked (invalid_grant)", &err);
         goto done;
     }
-    if (g != GOOGLE_OK) {
+    if (g != PROVIDER_OK) {
         char why[400];
         snprintf(why, sizeof why, "%s %.64s: HTTP %ld %.200s", kind_names[j->kind], b.uid,
-                 resp.status, resp.reason[0] ? resp.reason : err.msg);
-        if (transient(g, &resp)) {
+                 px.last.status, px.last.reason[0] ? px.last.reason : err.msg);
+        if (g == PROVIDER_TRANSIENT) {
             metrics_inc("calsync_writes_total{result=\"retry\"}");
             log_info("writer.retry", "booking=%s err=%s", log_q(b.uid), log_q(why));
             retry_later(c, j, why, &err);
@@ -482,7 +434,7 @@ static void run_job(struct store_conn *c, const struct job *j)
         goto done;
     }
     struct sync_event ev;
-    if (have_event && sync_event_parse(L, -1, &ev, &err)) {
+    if (have_event && ops->normalise(L, -1, &ev, &err)) {
         fail_job(c, j, err.msg, &err);
         goto done;
     }
@@ -524,7 +476,6 @@ done:
         lua_settop(L, top);
     if (have_b)
         booking_free(&b);
-    google_resp_free(&resp);
 }
 
 static int load_due(struct store_conn *c, int part, struct job *jobs, int *n,
@@ -637,7 +588,7 @@ static void *writer_main(void *arg)
         seen = writer_kicks;
         pthread_mutex_unlock(&writer_mu);
     }
-    google_thread_release();
+    provider_thread_release_all();
     return NULL;
 }
 
@@ -670,7 +621,7 @@ int writer_start(const struct config *cfg, struct cs_err *err)
 
 void writer_stop(void)
 {
-    google_cancel(); /* a writer in a retry wait or transfer returns now */
+    provider_cancel_all(); /* a writer in a retry wait or transfer returns now */
     cv_once();
     pthread_mutex_lock(&writer_mu);
     writer_stopping = 1;

@@ -1,10 +1,12 @@
-/* writer.h -- forward sync: bookings written to Google (DESIGN §2, §4).
+/* writer.h -- forward sync: bookings written to the calendar's provider
+ * (DESIGN §2, §4; provider.h: insert, patch, remove).
  *
  * API calls that change a booking enqueue a job (insert, patch, delete) in
  * the same transaction as the change. Writer threads run the jobs, oldest
  * first and one at a time per booking, so a booking's writes reach Google in
  * order and a cancel after a pending create never leaves an orphan event.
- * Transient failures (429/5xx, network) back off and retry; permanent ones
+ * Transient failures (PROVIDER_TRANSIENT: 429/5xx, network) back off and
+ * retry; permanent ones
  * mark the booking `failed` and send CALENDAR_ERROR.
  *
  * Echo suppression: the result of every write (id, etag, times, title) goes
@@ -31,9 +33,10 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
  * so the calendar is synced and the policy decides the host's change. */
 void writer_set_sync_hook(void (*fn)(int64_t calendar_id));
 
-/* The Google event id calsync gives the event of booking `uid`: "cs" +
- * 40 hex digits of SHA-256(uid) (base32hex-safe, as Google requires).
- * Deterministic, so inserts are idempotent. */
+/* The key calsync gives the event of booking `uid` (provider_write.key;
+ * Google uses it as the event id): "cs" + 40 hex digits of SHA-256(uid)
+ * (base32hex-safe, as Google requires). Deterministic, so inserts are
+ * idempotent. */
 #define WRITER_EVENT_ID_LEN 42
 void writer_event_id(const char *uid, char out[WRITER_EVENT_ID_LEN + 1]);
 
@@ -41,12 +44,5 @@ int writer_start(const struct config *cfg, struct cs_err *err);
 void writer_kick(void);
 void writer_stop(void);
 
-/* Builds the Google event body for a booking into out: "id" when id is
- * not NULL, summary, start, end, the calsync_booking_uid tag when uid is
- * not NULL, attendees (a JSON array text) when not NULL. 0 or -1 (OOM).
- * Pure; for tests. */
-int writer_event_body(const char *id, const char *uid, const char *title,
-                      int64_t start_ms, int64_t end_ms,
-                      const char *attendees_json, struct buf *out);
 
 #endif

@@ -1,5 +1,5 @@
-/* test_google.c -- the pure logic of the Google client and of sync's event
- * normalisation: error JSON -> (status, reason), what is retried, backoff
+/* test_google.c -- the pure logic of the Google provider (client and
+ * parse.c: the event normalisation): error JSON -> (status, reason), what is retried, backoff
  * bounds, Retry-After, URL escaping, instance ids, and the event reader
  * (shapes as in the captured payloads of ../shared/fixtures/google,
  * written here by hand). */
@@ -7,7 +7,7 @@
 
 #include "calendar.h"
 #include "config.h"
-#include "google.h"
+#include "provider/google/google.h"
 #include "json.h"
 #include "store.h"
 #include "sync.h"
@@ -225,7 +225,7 @@ static int parse(const char *json, struct sync_event *ev, struct cs_err *err)
 {
     if (json_decode_object(L, json, strlen(json), err))
         return -2;
-    int rc = sync_event_parse(L, -1, ev, err);
+    int rc = google_event_parse(L, -1, ev, err);
     return rc;
 }
 
@@ -236,13 +236,13 @@ static void test_instance_ids(void **state)
     int64_t o, want;
     int ad;
     const char *a = "72o12msae3t6au1lim41i8tu6j_20250328T150000Z";
-    assert_int_equal(sync_split_instance_id(a, strlen(a), &sl, &o, &ad), 1);
+    assert_int_equal(google_split_instance_id(a, strlen(a), &sl, &o, &ad), 1);
     assert_int_equal(sl, 26);
     assert_int_equal(ad, 0);
     time_parse_rfc3339("2025-03-28T15:00:00Z", 20, &want);
     assert_int_equal(o, want);
     const char *b = "abc_20211117";
-    assert_int_equal(sync_split_instance_id(b, strlen(b), &sl, &o, &ad), 1);
+    assert_int_equal(google_split_instance_id(b, strlen(b), &sl, &o, &ad), 1);
     assert_int_equal(sl, 3);
     assert_int_equal(ad, 1);
     time_parse_date("2021-11-17", 10, &want);
@@ -252,7 +252,7 @@ static void test_instance_ids(void **state)
                         "_20250328T150000Z", "x_2025032", "x_20251328", "x_20250328T250000Z",
                         "x_20250328T150000", "x_2025-03-28"};
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
-        assert_int_equal(sync_split_instance_id(no[i], strlen(no[i]), &sl, &o, &ad), 0);
+        assert_int_equal(google_split_instance_id(no[i], strlen(no[i]), &sl, &o, &ad), 0);
 }
 
 static void test_event_timed_and_tag(void **state)
@@ -380,7 +380,7 @@ static void test_event_rejects_wrong_types(void **state)
         "\"end\":{\"date\":\"2026-01-02\"}}",
         "{\"id\":\"a\",\"created\":17,\"start\":{\"date\":\"2026-01-01\"},"
         "\"end\":{\"date\":\"2026-01-02\"}}",
-        /* created past SYNC_CREATED_MAX (64) bytes */
+        /* created past PROVIDER_CREATED_MAX (64) bytes */
         "{\"id\":\"a\",\"created\":\"2025-03-24T12:58:18.000Z2025-03-24T12:58:18.000Z"
         "2025-03-24T12:58:18.000Z\",\"start\":{\"date\":\"2026-01-01\"},"
         "\"end\":{\"date\":\"2026-01-02\"}}",
@@ -393,11 +393,11 @@ static void test_event_rejects_wrong_types(void **state)
     }
     /* not an object at all */
     lua_pushinteger(L, 3);
-    assert_int_equal(sync_event_parse(L, -1, &ev, &err), -1);
+    assert_int_equal(google_event_parse(L, -1, &ev, &err), -1);
     lua_settop(L, top);
 }
 
-/* Ids Google cannot have issued are skipped (SYNC_EVENT_SKIP), never
+/* Ids Google cannot have issued are skipped (PROVIDER_EVENT_SKIP), never
  * read into the event: they would go back into a URL path. */
 static void test_event_invalid_ids_skipped(void **state)
 {
@@ -410,14 +410,14 @@ static void test_event_invalid_ids_skipped(void **state)
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         char j[256];
         snprintf(j, sizeof j, "{\"id\":\"%s\",\"status\":\"cancelled\"}", ids[i]);
-        if (parse(j, &ev, &err) != SYNC_EVENT_SKIP)
+        if (parse(j, &ev, &err) != PROVIDER_EVENT_SKIP)
             fail_msg("not skipped: %s", j);
         assert_int_equal(lua_gettop(L), top + 1);
         lua_settop(L, top);
         /* the same as a recurringEventId */
         snprintf(j, sizeof j, "{\"id\":\"abc_20250101\",\"recurringEventId\":\"%s\","
                  "\"status\":\"cancelled\"}", ids[i]);
-        if (parse(j, &ev, &err) != SYNC_EVENT_SKIP)
+        if (parse(j, &ev, &err) != PROVIDER_EVENT_SKIP)
             fail_msg("not skipped: %s", j);
         assert_int_equal(lua_gettop(L), top + 1);
         lua_settop(L, top);
@@ -454,7 +454,7 @@ static void test_event_bounds(void **state)
     for (int i = 0; i <= SYNC_ID_MAX; i++)
         buf_puts(&j, "a");
     buf_puts(&j, "\",\"start\":{\"date\":\"2026-01-01\"},\"end\":{\"date\":\"2026-01-02\"}}");
-    assert_int_equal(parse(j.data, &ev, &err), SYNC_EVENT_SKIP);
+    assert_int_equal(parse(j.data, &ev, &err), PROVIDER_EVENT_SKIP);
     lua_settop(L, top);
     /* an oversized booking tag is ignored, the event kept */
     buf_reset(&j);
@@ -670,7 +670,7 @@ static void test_live_event_crud(void **state)
     field("id", id, sizeof id);
     field("etag", etag, sizeof etag);
     struct sync_event ev;
-    assert_int_equal(sync_event_parse(L, -1, &ev, &err), 0);
+    assert_int_equal(google_event_parse(L, -1, &ev, &err), 0);
     assert_string_equal(ev.booking_tag, "bk-1");
     lua_settop(L, top);
 
@@ -706,7 +706,7 @@ static void test_live_event_crud(void **state)
     assert_int_equal(google_events_list(&auth, "primary", &p, &r, &err), GOOGLE_OK);
     assert_int_equal(json_get_obj(L, -1, "items", &err), 1);
     lua_rawgeti(L, -1, 1);
-    assert_int_equal(sync_event_parse(L, -1, &ev, &err), 0);
+    assert_int_equal(google_event_parse(L, -1, &ev, &err), 0);
     assert_string_equal(ev.id, id);
     assert_string_equal(ev.status, "cancelled");
     lua_settop(L, top);

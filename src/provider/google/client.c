@@ -1,17 +1,18 @@
-/* google.c -- the Google Calendar v3 client: HTTP, retries, OAuth, calls.
+/* client.c -- the Google provider's HTTP client: one exchange, retries,
+ * and the authenticated call every Calendar method goes through.
  *
  * Main objects: a per-thread CURL easy handle (connection reuse), struct
- * google_resp (one call's outcome), and the retry loop google_call() that
- * every Calendar method goes through. See google.h for the rules and
- * docs/internals/google.md for why they are what they are.
+ * google_resp (one call's outcome), the retry loop google_exchange_retry()
+ * (also used by oauth.c for the token endpoint) and google_call_url(), which
+ * adds the access token and the one refresh after a 401. See google.h for
+ * the rules and docs/internals/google.md for why they are what they are.
  */
-#include "google.h"
+#include "provider/google/google.h"
 
 #include "calendar.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
-#include "secret.h"
 
 #include <curl/curl.h>
 #include <lua.h>
@@ -23,7 +24,7 @@
 #include <strings.h>
 #include <time.h>
 
-static const struct config *g_cfg;
+static const struct config *g_cfg; /* google_config() */
 static atomic_int g_cancel;
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -69,6 +70,11 @@ void google_init(const struct config *cfg)
     atomic_store(&g_cancel, 0);
 }
 
+const struct config *google_config(void)
+{
+    return g_cfg;
+}
+
 void google_cancel(void)
 {
     atomic_store(&g_cancel, 1);
@@ -91,7 +97,7 @@ void google_resp_free(struct google_resp *r)
     buf_free(&r->body);
 }
 
-static void resp_reset(struct google_resp *r)
+void google_resp_reset(struct google_resp *r)
 {
     r->status = 0;
     r->reason[0] = r->message[0] = '\0';
@@ -314,18 +320,8 @@ static int transport_retryable(CURLcode c)
            c == CURLE_RECV_ERROR || c == CURLE_COULDNT_RESOLVE_HOST;
 }
 
-struct exchange {
-    const char *method;   /* GET POST PATCH DELETE */
-    const char *url;
-    const char *bearer;   /* NULL: no Authorization */
-    const char *ctype;    /* body content type, NULL when no body */
-    const char *body;
-    size_t body_len;
-    const char *if_match;
-};
-
 /* 0 when an HTTP answer came back (any status), else -1 with *cc set. */
-static int exchange(CURL *h, const struct exchange *e, struct google_resp *r,
+static int exchange(CURL *h, const struct google_exchange *e, struct google_resp *r,
                     CURLcode *cc, struct cs_err *err)
 {
     struct curl_slist *hdrs = NULL, *t;
@@ -333,7 +329,7 @@ static int exchange(CURL *h, const struct exchange *e, struct google_resp *r,
     struct buf hb;
     int rc = -1;
     buf_init(&hb);
-    resp_reset(r);
+    google_resp_reset(r);
     *cc = CURLE_OK;
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, e->url);
@@ -456,7 +452,7 @@ static void count_call(const char *method, long status)
  * a final HTTP answer is in r (2xx or a status not retried), -1 with err
  * set when none could be had within the budget. `what` names the method
  * for metrics and logs. */
-static int exchange_retry(const char *what, const struct exchange *e,
+int google_exchange_retry(const char *what, const struct google_exchange *e,
                           struct google_resp *r, int64_t deadline,
                           struct cs_err *err)
 {
@@ -500,213 +496,9 @@ static int exchange_retry(const char *what, const struct exchange *e,
     }
 }
 
-/* ------------------------------------------------------------------ OAuth */
-
-static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
-                      char *access, size_t cap, int64_t *expires_at,
-                      int *revoked, struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT refresh_token, access_token, expires_at, state FROM credentials"
-        " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(db, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, cred);
-    int rc = -1;
-    int s = sqlite3_step(st);
-    if (s == SQLITE_DONE) {
-        cs_err_set(err, "no credential %lld", (long long)cred);
-        goto done;
-    }
-    if (s != SQLITE_ROW) {
-        store_error(db, err);
-        goto done;
-    }
-    const char *rt = store_col_text(st, 0);
-    const char *at = store_col_text(st, 1);
-    const char *state = store_col_text(st, 3);
-    /* stored sealed when a token key is set (secret.h) */
-    if (secret_open("refresh_token", rt ? rt : "", refresh, err))
-        goto done;
-    access[0] = '\0';
-    if (at) {
-        struct buf ab;
-        buf_init(&ab);
-        int bad = secret_open("access_token", at, &ab, err);
-        if (!bad && ab.len < cap)
-            memcpy(access, ab.data, ab.len + 1);
-        buf_free(&ab);
-        if (bad)
-            goto done;
-    }
-    *expires_at = sqlite3_column_type(st, 2) == SQLITE_NULL
-                      ? 0 : sqlite3_column_int64(st, 2);
-    *revoked = state && strcmp(state, "revoked") == 0;
-    rc = 0;
-done:
-    sqlite3_reset(st);
-    return rc;
-}
-
-static int token_store(struct store_conn *db, int64_t cred, const char *access,
-                       int64_t expires_at, struct cs_err *err)
-{
-    static const char sql[] =
-        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
-        " AND state = 'active'";
-    struct buf sealed;
-    buf_init(&sealed);
-    if (secret_seal("access_token", access, &sealed, err))
-        return -1;
-    sqlite3_stmt *st = store_stmt(db, sql, err);
-    int rc = -1;
-    if (st) {
-        sqlite3_bind_int64(st, 1, cred);
-        sqlite3_bind_text(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, expires_at);
-        rc = store_exec(db, st, err);
-    }
-    buf_free(&sealed);
-    return rc;
-}
-
-/* Builds "k=v&k=v" form text. */
-static int form_add(struct buf *b, const char *k, const char *v)
-{
-    if ((b->len && buf_append(b, "&", 1)) || buf_puts(b, k) || buf_append(b, "=", 1))
-        return -1;
-    return google_url_escape(b, v ? v : "");
-}
-
-static int refresh_token(struct google_auth *a, const char *refresh, char *out,
-                         size_t cap, struct google_resp *r, struct cs_err *err)
-{
-    struct buf form;
-    lua_State *L = json_state();
-    int rc = GOOGLE_ETRANSPORT, top = L ? lua_gettop(L) : 0;
-    buf_init(&form);
-    if (!L) {
-        cs_err_set(err, "out of memory");
-        goto done;
-    }
-    if (!g_cfg->google.client_id || !*g_cfg->google.client_id ||
-        !g_cfg->google.client_secret || !*g_cfg->google.client_secret) {
-        /* never send a refresh token with no client: Google would refuse
-         * it, and an unconfigured test instance must not reach Google */
-        cs_err_set(err, "google.client_id and google.client_secret are not configured");
-        goto done;
-    }
-    if (form_add(&form, "grant_type", "refresh_token") ||
-        form_add(&form, "refresh_token", refresh) ||
-        form_add(&form, "client_id", g_cfg->google.client_id) ||
-        form_add(&form, "client_secret", g_cfg->google.client_secret)) {
-        cs_err_set(err, "out of memory");
-        goto done;
-    }
-    struct exchange e = {
-        .method = "POST", .url = g_cfg->google.token_url,
-        .ctype = "application/x-www-form-urlencoded",
-        .body = form.data, .body_len = form.len,
-    };
-    if (exchange_retry("oauth.token", &e, r, time_mono_ms() + GOOGLE_RETRY_BUDGET_MS,
-                       err))
-        goto done;
-    if (r->status == 400 || r->status == 401) {
-        if (strcmp(r->reason, "invalid_grant") == 0) {
-            struct cs_err e2;
-            char why[sizeof r->message + 32];
-            snprintf(why, sizeof why, "invalid_grant%s%s", r->message[0] ? ": " : "",
-                     r->message);
-            if (credential_revoke(a->db, a->credential_id, why, &e2))
-                log_error("google.revoke_failed", "credential=%lld err=%s",
-                          (long long)a->credential_id, log_q(e2.msg));
-            log_warn("google.credential_revoked", "credential=%lld reason=%s",
-                     (long long)a->credential_id, log_q(why));
-            cs_err_set(err, "refresh token refused: %s", why);
-            rc = GOOGLE_EREVOKED;
-            goto done;
-        }
-    }
-    if (r->status < 200 || r->status > 299) {
-        cs_err_set(err, "token endpoint: HTTP %ld %s %s", r->status, r->reason,
-                   r->message);
-        rc = GOOGLE_EHTTP;
-        goto done;
-    }
-    const char *tok;
-    size_t n;
-    int64_t expires_in = 3600;
-    if (json_decode_object(L, r->body.data ? r->body.data : "", r->body.len, err)) {
-        rc = GOOGLE_EBADRESP;
-        goto done;
-    }
-    if (json_get_str(L, -1, "access_token", &tok, &n, err) != 1 || n == 0 ||
-        n >= cap || strlen(tok) != n ||
-        json_get_int(L, -1, "expires_in", &expires_in, err) < 0 ||
-        expires_in <= 0 || expires_in > 86400 * 366) {
-        cs_err_set(err, "token endpoint: malformed answer");
-        rc = GOOGLE_EBADRESP;
-        goto done;
-    }
-    memcpy(out, tok, n + 1);
-    if (token_store(a->db, a->credential_id, out, time_now_ms() + expires_in * 1000,
-                    err)) {
-        rc = GOOGLE_ETRANSPORT;
-        goto done;
-    }
-    metrics_inc("calsync_google_token_refreshes_total");
-    log_info("google.token_refreshed", "credential=%lld expires_in=%lld",
-             (long long)a->credential_id, (long long)expires_in);
-    rc = GOOGLE_OK;
-done:
-    if (L)
-        lua_settop(L, top);
-    buf_free(&form);
-    return rc;
-}
-
-int google_access_token(struct google_auth *a, int force, char *out,
-                        size_t cap, struct google_resp *resp,
-                        struct cs_err *err)
-{
-    struct buf refresh;
-    int64_t exp = 0;
-    int revoked = 0, rc;
-    buf_init(&refresh);
-    resp_reset(resp);
-    if (token_load(a->db, a->credential_id, &refresh, out, cap, &exp, &revoked, err)) {
-        rc = GOOGLE_ETRANSPORT;
-        goto done;
-    }
-    if (revoked) {
-        cs_err_set(err, "credential %lld is revoked", (long long)a->credential_id);
-        rc = GOOGLE_EREVOKED;
-        goto done;
-    }
-    if (!force && out[0] && exp > time_now_ms() + GOOGLE_REFRESH_AHEAD_MS) {
-        rc = GOOGLE_OK;
-        goto done;
-    }
-    rc = refresh_token(a, refresh.data ? refresh.data : "", out, cap, resp, err);
-done:
-    buf_free(&refresh);
-    return rc;
-}
-
 /* ------------------------------------------------------------- the calls */
 
-struct call {
-    const char *what;      /* metrics name: events.list ... */
-    const char *method;
-    const char *invalid;   /* set by the URL builders: which id was refused */
-    struct buf url;
-    const char *body;      /* JSON, or NULL */
-    const char *if_match;
-    int push;              /* decode and push the 2xx body */
-};
-
-static int call_run(struct google_auth *a, struct call *c,
+static int call_run(struct google_auth *a, struct google_call *c,
                     struct google_resp *r, struct cs_err *err)
 {
     char token[CRED_TOKEN_MAX + 1];
@@ -720,13 +512,13 @@ static int call_run(struct google_auth *a, struct call *c,
     }
     rc = google_access_token(a, 0, token, sizeof token, r, err);
     for (int refreshed = 0; rc == GOOGLE_OK;) {
-        struct exchange e = {
+        struct google_exchange e = {
             .method = c->method, .url = c->url.data, .bearer = token,
             .ctype = c->body ? "application/json" : NULL,
             .body = c->body, .body_len = c->body ? strlen(c->body) : 0,
             .if_match = c->if_match,
         };
-        if (exchange_retry(c->what, &e, r, deadline, err)) {
+        if (google_exchange_retry(c->what, &e, r, deadline, err)) {
             rc = GOOGLE_ETRANSPORT;
             break;
         }
@@ -764,7 +556,7 @@ static int call_run(struct google_auth *a, struct call *c,
 /* Starts c->url with the calendar's collection and `tail`. An id Google
  * cannot have issued (id_valid_calendar) builds nothing and marks the call
  * invalid: call_url then refuses it before any request. -1 on OOM. */
-static int url_start(struct call *c, const char *cal, const char *tail)
+int google_url_start(struct google_call *c, const char *cal, const char *tail)
 {
     if (!cal || !id_valid_calendar(cal, strlen(cal))) {
         c->invalid = "calendar id";
@@ -778,7 +570,7 @@ static int url_start(struct call *c, const char *cal, const char *tail)
 /* Runs a call whose URL was built into c->url (`bad`: building it ran out
  * of memory, which call_run reports for an empty URL) and frees the URL.
  * A call whose builder refused an id makes no request: GOOGLE_EINVAL. */
-static int call_url(struct google_auth *a, struct call *c, int bad,
+int google_call_url(struct google_auth *a, struct google_call *c, int bad,
                     struct google_resp *resp, struct cs_err *err)
 {
     if (c->invalid) {
@@ -794,128 +586,5 @@ static int call_url(struct google_auth *a, struct call *c, int bad,
         buf_free(&c->url);
     int rc = call_run(a, c, resp, err);
     buf_free(&c->url);
-    return rc;
-}
-
-int google_events_list(struct google_auth *a, const char *calendar_id,
-                       const struct google_list_params *p,
-                       struct google_resp *resp, struct cs_err *err)
-{
-    struct call c = {.what = "events.list", .method = "GET", .push = 1};
-    buf_init(&c.url);
-    int bad = url_start(&c, calendar_id, "/events?singleEvents=true&maxResults=2500");
-    if (p->sync_token) {
-        bad |= buf_puts(&c.url, "&syncToken=") || google_url_escape(&c.url, p->sync_token);
-    } else {
-        if (p->show_deleted)
-            bad |= buf_puts(&c.url, "&showDeleted=true");
-        if (p->private_prop)
-            bad |= buf_puts(&c.url, "&privateExtendedProperty=") ||
-                   google_url_escape(&c.url, p->private_prop);
-    }
-    if (p->page_token)
-        bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, p->page_token);
-    return call_url(a, &c, bad, resp, err);
-}
-
-static int event_url(struct call *c, const char *cal, const char *ev)
-{
-    if (!ev || !id_valid_event(ev, strlen(ev))) {
-        c->invalid = "event id";
-        return 0;
-    }
-    return url_start(c, cal, "/events/") || (!c->invalid && google_url_escape(&c->url, ev));
-}
-
-int google_events_instances(struct google_auth *a, const char *calendar_id,
-                            const char *series_id, const char *page_token,
-                            struct google_resp *resp, struct cs_err *err)
-{
-    struct call c = {.what = "events.instances", .method = "GET", .push = 1};
-    buf_init(&c.url);
-    int bad = event_url(&c, calendar_id, series_id) ||
-              buf_puts(&c.url, "/instances?showDeleted=true&maxResults=2500");
-    if (page_token)
-        bad |= buf_puts(&c.url, "&pageToken=") || google_url_escape(&c.url, page_token);
-    return call_url(a, &c, bad, resp, err);
-}
-
-int google_events_get(struct google_auth *a, const char *calendar_id,
-                      const char *event_id, struct google_resp *resp,
-                      struct cs_err *err)
-{
-    struct call c = {.what = "events.get", .method = "GET", .push = 1};
-    buf_init(&c.url);
-    return call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
-}
-
-int google_events_insert(struct google_auth *a, const char *calendar_id,
-                         const char *body_json, struct google_resp *resp,
-                         struct cs_err *err)
-{
-    struct call c = {.what = "events.insert", .method = "POST", .push = 1,
-                     .body = body_json};
-    buf_init(&c.url);
-    return call_url(a, &c, url_start(&c, calendar_id, "/events"), resp, err);
-}
-
-int google_events_patch(struct google_auth *a, const char *calendar_id,
-                        const char *event_id, const char *body_json,
-                        const char *if_match, struct google_resp *resp,
-                        struct cs_err *err)
-{
-    struct call c = {.what = "events.patch", .method = "PATCH", .push = 1,
-                     .body = body_json, .if_match = if_match};
-    buf_init(&c.url);
-    return call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
-}
-
-int google_events_delete(struct google_auth *a, const char *calendar_id,
-                         const char *event_id, const char *if_match,
-                         struct google_resp *resp, struct cs_err *err)
-{
-    struct call c = {.what = "events.delete", .method = "DELETE",
-                     .if_match = if_match};
-    buf_init(&c.url);
-    return call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
-}
-
-int google_events_watch(struct google_auth *a, const char *calendar_id,
-                        const char *channel_id, const char *token,
-                        const char *address, int64_t ttl_s,
-                        struct google_resp *resp, struct cs_err *err)
-{
-    struct call c = {.what = "events.watch", .method = "POST", .push = 1};
-    struct buf body;
-    buf_init(&c.url);
-    buf_init(&body);
-    int bad = url_start(&c, calendar_id, "/events/watch");
-    bad |= buf_puts(&body, "{\"id\":") || buf_json_strz(&body, channel_id) ||
-           buf_puts(&body, ",\"type\":\"web_hook\",\"address\":") ||
-           buf_json_strz(&body, address) || buf_puts(&body, ",\"token\":") ||
-           buf_json_strz(&body, token) ||
-           buf_printf(&body, ",\"params\":{\"ttl\":\"%lld\"}}", (long long)ttl_s);
-    c.body = body.data;
-    int rc = call_url(a, &c, bad, resp, err);
-    buf_free(&body);
-    return rc;
-}
-
-int google_channels_stop(struct google_auth *a, const char *channel_id,
-                         const char *resource_id, struct google_resp *resp,
-                         struct cs_err *err)
-{
-    struct call c = {.what = "channels.stop", .method = "POST"};
-    struct buf body;
-    buf_init(&c.url);
-    buf_init(&body);
-    int bad = buf_puts(&c.url, g_cfg->google.api_base) ||
-              buf_puts(&c.url, "/channels/stop");
-    bad |= buf_puts(&body, "{\"id\":") || buf_json_strz(&body, channel_id) ||
-           buf_puts(&body, ",\"resourceId\":") || buf_json_strz(&body, resource_id) ||
-           buf_puts(&body, "}");
-    c.body = body.data;
-    int rc = call_url(a, &c, bad, resp, err);
-    buf_free(&body);
     return rc;
 }

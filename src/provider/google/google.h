@@ -1,4 +1,7 @@
-/* google.h -- Google Calendar v3 and OAuth over libcurl.
+/* google.h -- the Google provider: Google Calendar v3 and OAuth over
+ * libcurl (client.c, oauth.c, events.c, channels.c), Google's JSON in the
+ * shared shapes (parse.c) and the provider_ops table (ops.c). Only
+ * src/provider/ includes this header; the engine sees provider.h.
  *
  * One CURL easy handle per thread (created on first use, released when the
  * thread exits or calls google_thread_release()), so a worker reuses its
@@ -24,12 +27,15 @@
  * Never call these inside a database transaction: they block on the
  * network and may write the credentials row themselves.
  */
-#ifndef CALSYNC_GOOGLE_H
-#define CALSYNC_GOOGLE_H
+#ifndef CALSYNC_PROVIDER_GOOGLE_H
+#define CALSYNC_PROVIDER_GOOGLE_H
 
 #include "config.h"
+#include "provider/provider.h"
 #include "store.h"
 #include "util.h"
+
+#include <lua.h>
 
 #include <stdint.h>
 
@@ -185,5 +191,101 @@ int google_parse_retry_after(const char *v, size_t n, int64_t now_ms,
  * path segment ('/'), be a dot segment ('.' is "%2E"), or start a query
  * or fragment. 0 or -1 on OOM. */
 int google_url_escape(struct buf *b, const char *s);
+
+/* --------------------------------------------- between the provider's files */
+
+/* The config google_init() was given. */
+const struct config *google_config(void);
+
+/* Clears resp for a new call (keeps its body buffer). */
+void google_resp_reset(struct google_resp *r);
+
+/* One HTTP exchange's request. */
+struct google_exchange {
+    const char *method;   /* GET POST PATCH DELETE */
+    const char *url;
+    const char *bearer;   /* NULL: no Authorization */
+    const char *ctype;    /* body content type, NULL when no body */
+    const char *body;
+    size_t body_len;
+    const char *if_match;
+};
+
+/* The exchange plus retries of DESIGN §2 "Google failures". 0 when a final
+ * HTTP answer is in r (2xx or a status not retried), -1 with err set when
+ * none could be had before deadline (monotonic ms). `what` names the
+ * method for metrics and logs. */
+int google_exchange_retry(const char *what, const struct google_exchange *e,
+                          struct google_resp *r, int64_t deadline,
+                          struct cs_err *err);
+
+/* One Calendar call being built (events.c, channels.c). */
+struct google_call {
+    const char *what;      /* metrics name: events.list ... */
+    const char *method;
+    const char *invalid;   /* set by the URL builders: which id was refused */
+    struct buf url;        /* owned; freed by google_call_url */
+    const char *body;      /* JSON, or NULL */
+    const char *if_match;
+    int push;              /* decode and push the 2xx body */
+};
+
+/* Starts c->url with the calendar's collection and `tail`. An id Google
+ * cannot have issued (id_valid_calendar) builds nothing and marks the call
+ * invalid. -1 on OOM. */
+int google_url_start(struct google_call *c, const char *cal, const char *tail);
+
+/* Runs a call whose URL was built into c->url (`bad`: building it ran out
+ * of memory) with the credential's token (refreshed once after a 401) and
+ * frees the URL. A call whose builder refused an id makes no request:
+ * GOOGLE_EINVAL. An enum google_rc. */
+int google_call_url(struct google_auth *a, struct google_call *c, int bad,
+                    struct google_resp *resp, struct cs_err *err);
+
+/* ------------------------------------------------ parse.c: Google's shapes */
+
+#define GOOGLE_PAGE_TOKEN_MAX PROVIDER_CURSOR_MAX
+
+/* Reads the Google event object at idx of L into ev (strings point into
+ * L's values or into ev itself: valid while the object stays on the
+ * stack). Rejects wrong types and out-of-bounds sizes: 0, or -1 with err.
+ * PROVIDER_EVENT_SKIP (err says why) when its id or recurringEventId is a
+ * string Google cannot have issued (util.h id_valid_event): the caller
+ * leaves the item out instead of failing the page. */
+int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
+                       struct cs_err *err);
+
+/* Splits an instance id "<series>_<YYYYMMDD>" or
+ * "<series>_<YYYYMMDD>T<HHMMSS>Z": 1 with *series_len and the original
+ * start (ms, midnight UTC for a date) set; 0 when id has no such suffix. */
+int google_split_instance_id(const char *id, size_t n, size_t *series_len,
+                             int64_t *original_start_ms, int *all_day);
+
+/* Checks a calendar#events page at idx (events.list or events.instances;
+ * `listing`: exactly one of nextPageToken / nextSyncToken must be set) and
+ * fills out (items, n, next_page, next_cursor). Items are not parsed.
+ * 0, or -1 with err. */
+int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
+                     struct cs_err *err);
+
+/* The Calendar event JSON calsync writes: id (insert only, may be NULL),
+ * summary, UTC start/end, the calsync_booking_uid private property (when
+ * uid is set) and attendees (a JSON array, when set). 0 or -1 (memory). */
+int google_event_body(const char *id, const char *uid, const char *title,
+                      int64_t start_ms, int64_t end_ms,
+                      const char *attendees_json, struct buf *out);
+
+/* provider_ops.encode: a stub or a mirror row as a Google event. */
+int google_event_encode(const struct provider_event *ev, enum provider_encode how,
+                        struct buf *out);
+
+/* provider_ops.classify: Google's status and reason for a call of kind op. */
+int google_classify(enum provider_op op, long status, const char *reason);
+
+/* The class of a finished call: g an enum google_rc, resp its answer. */
+int google_rc_class(enum provider_op op, int g, const struct google_resp *resp);
+
+/* The Google provider (ops.c), registered by provider.c. */
+extern const struct provider_ops google_provider;
 
 #endif

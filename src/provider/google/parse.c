@@ -1,0 +1,423 @@
+/* parse.c -- Google's JSON in the shared shapes: an event resource as a
+ * struct provider_event (instance ids "<series>_<UTC>Z" / "_<YYYYMMDD>"
+ * naming an occurrence's series and original start, bare cancelled stubs),
+ * the calendar#events page envelope, the event body calsync writes, the
+ * stub and event JSON handed to policies for engine-made changes, and
+ * Google's status and reason codes as provider error classes. Pure: no
+ * network, no database. See docs/internals/google.md.
+ */
+#include "provider/google/google.h"
+
+#include "json.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ========================================================= event parsing */
+
+/* 1 when the object at idx has no `key` at all. */
+static int field_absent(lua_State *L, int idx, const char *key)
+{
+    lua_pushstring(L, key);
+    int absent = lua_rawget(L, idx) == LUA_TNIL;
+    lua_pop(L, 1);
+    return absent;
+}
+
+
+static int all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+int google_split_instance_id(const char *id, size_t n, size_t *series_len,
+                           int64_t *original_start_ms, int *all_day)
+{
+    const char *us = NULL;
+    for (size_t i = n; i > 0; i--) {
+        if (id[i - 1] == '_') {
+            us = id + i - 1;
+            break;
+        }
+    }
+    if (!us || us == id)
+        return 0;
+    const char *s = us + 1;
+    size_t sl = n - (size_t)(s - id);
+    char iso[32];
+    if (sl == 8 && all_digits(s, 8)) {
+        snprintf(iso, sizeof iso, "%.4s-%.2s-%.2s", s, s + 4, s + 6);
+        if (time_parse_date(iso, strlen(iso), original_start_ms))
+            return 0;
+        *all_day = 1;
+    } else if (sl == 16 && all_digits(s, 8) && s[8] == 'T' && all_digits(s + 9, 6) &&
+               s[15] == 'Z') {
+        snprintf(iso, sizeof iso, "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", s, s + 4, s + 6,
+                 s + 9, s + 11, s + 13);
+        if (time_parse_rfc3339(iso, strlen(iso), original_start_ms))
+            return 0;
+        *all_day = 0;
+    } else {
+        return 0;
+    }
+    *series_len = (size_t)(us - id);
+    return 1;
+}
+
+/* json_get_obj that also refuses a non-empty array (cjson decodes both
+ * to tables). */
+static int obj_field(lua_State *L, int obj, const char *key, struct cs_err *err)
+{
+    int r = json_get_obj(L, obj, key, err);
+    if (r == 1 && lua_rawlen(L, -1) > 0) {
+        lua_pop(L, 1);
+        return cs_err_set(err, "'%s' must be an object, not an array", key);
+    }
+    return r;
+}
+
+/* Reads {dateTime} or {date} under key: 1 found, 0 absent, -1 error. */
+static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
+                      int *all_day, struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r = obj_field(L, ev, key, err);
+    if (r <= 0)
+        return r;
+    int t = lua_gettop(L), rc = -1;
+    if ((r = json_get_str(L, t, "dateTime", &s, &n, err)) < 0)
+        goto done;
+    if (r == 1) {
+        if (n > 64 || time_parse_rfc3339(s, n, ms)) {
+            cs_err_set(err, "'%s.dateTime' is not an RFC 3339 date-time", key);
+            goto done;
+        }
+        *all_day = 0;
+        rc = 1;
+        goto done;
+    }
+    if ((r = json_get_str(L, t, "date", &s, &n, err)) < 0)
+        goto done;
+    if (r == 0 || n > 16 || time_parse_date(s, n, ms)) {
+        cs_err_set(err, "'%s' needs a 'dateTime' or a 'date'", key);
+        goto done;
+    }
+    *all_day = 1;
+    rc = 1;
+done:
+    lua_settop(L, t - 1);
+    return rc;
+}
+
+/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer than
+ * max or holding a NUL. */
+static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
+                       const char **out, struct cs_err *err)
+{
+    size_t n;
+    int r = json_get_str(L, obj, key, out, &n, err);
+    if (r == 1 && (n > max || strlen(*out) != n)) {
+        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
+        return -1;
+    }
+    if (r == 0)
+        *out = NULL;
+    return r;
+}
+
+/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
+static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
+{
+    if (n <= max)
+        return s;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    memcpy(dst, s, k);
+    dst[k] = '\0';
+    return dst;
+}
+
+int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
+                       struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r, ad_end = 0;
+    int top = lua_gettop(L);
+    idx = lua_absindex(L, idx);
+    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
+    ev->title = ev->booking_tag = ev->created = NULL;
+    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
+    ev->all_day = ev->bare = 0;
+    if (!lua_istable(L, idx))
+        return cs_err_set(err, "event is not an object");
+    /* ids go back into URLs (events.get/patch/delete/instances): one that
+     * Google cannot have issued ("..", "a/b", control bytes, over-long) is
+     * skipped, never stored -- the rest of the page still syncs */
+    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
+        return -1;
+    if (r == 0)
+        return cs_err_set(err, "event without an 'id'");
+    if (!id_valid_event(s, n)) {
+        cs_err_set(err, "event id of %zu bytes is not one Google can have issued", n);
+        return PROVIDER_EVENT_SKIP;
+    }
+    ev->id = s;
+    if (str_bounded(L, idx, "etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
+        str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
+        str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
+        str_bounded(L, idx, "created", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
+        (r = json_get_str(L, idx, "recurringEventId", &ev->series_id, &n, err)) < 0)
+        goto bad;
+    if (r == 1 && !id_valid_event(ev->series_id, n)) {
+        cs_err_set(err, "event %.64s: recurringEventId of %zu bytes is not one Google "
+                   "can have issued", ev->id, n);
+        lua_settop(L, top);
+        return PROVIDER_EVENT_SKIP;
+    }
+    if (r == 0)
+        ev->series_id = NULL;
+    if (!ev->status)
+        ev->status = "confirmed";
+    int cancelled = strcmp(ev->status, "cancelled") == 0;
+    /* {kind, etag, id, status} and nothing else: see provider_event.bare */
+    ev->bare = cancelled && field_absent(L, idx, "recurringEventId") &&
+               field_absent(L, idx, "originalStartTime");
+    if ((r = json_get_str(L, idx, "summary", &s, &n, err)) < 0)
+        goto bad;
+    if (r == 1)
+        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
+    if ((r = time_field(L, idx, "start", &ev->start_ms, &ev->all_day, err)) < 0 ||
+        time_field(L, idx, "end", &ev->end_ms, &ad_end, err) < 0)
+        goto bad;
+    if (!cancelled && (ev->start_ms == PROVIDER_NO_TIME || ev->end_ms == PROVIDER_NO_TIME))
+        return cs_err_set(err, "event %.64s: no 'start' or 'end'", ev->id);
+    int orig_ad = 0;
+    if (time_field(L, idx, "originalStartTime", &ev->original_start_ms, &orig_ad,
+                   err) < 0)
+        goto bad;
+    /* extendedProperties.private.calsync_booking_uid */
+    if ((r = obj_field(L, idx, "extendedProperties", err)) < 0)
+        goto bad;
+    if (r == 1) {
+        if ((r = obj_field(L, -1, "private", err)) < 0)
+            goto bad;
+        if (r == 1) {
+            if ((r = json_get_str(L, -1, "calsync_booking_uid", &s, &n, err)) < 0)
+                goto bad;
+            if (r == 1) {
+                if (n <= PROVIDER_TAG_MAX && strlen(s) == n)
+                    ev->booking_tag = s;
+                else
+                    log_warn("sync.tag_ignored", "event_id=%s len=%zu", log_q(ev->id), n);
+            }
+        }
+        lua_settop(L, top);
+    }
+    /* a stub carries its series only in its id: "<series>_<suffix>" */
+    if (!ev->series_id || ev->original_start_ms == PROVIDER_NO_TIME) {
+        size_t sl;
+        int64_t o;
+        int ad;
+        if ((cancelled || ev->series_id) &&
+            google_split_instance_id(ev->id, strlen(ev->id), &sl, &o, &ad) && sl > 0 &&
+            (!ev->series_id || (strlen(ev->series_id) == sl &&
+                                memcmp(ev->series_id, ev->id, sl) == 0))) {
+            memcpy(ev->series_buf_, ev->id, sl);
+            ev->series_buf_[sl] = '\0';
+            ev->series_id = ev->series_buf_;
+            if (ev->original_start_ms == PROVIDER_NO_TIME)
+                ev->original_start_ms = o;
+        }
+    }
+    lua_settop(L, top);
+    return 0;
+bad:
+    lua_settop(L, top);
+    {
+        char m[sizeof err->msg];
+        snprintf(m, sizeof m, "%s", err ? err->msg : "");
+        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
+    }
+}
+
+/* ==================================================== the page envelope */
+
+int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
+                     struct cs_err *err)
+{
+    idx = lua_absindex(L, idx);
+    out->items = out->n = 0;
+    out->next_page = out->next_cursor = NULL;
+    if (str_bounded(L, idx, "nextPageToken", GOOGLE_PAGE_TOKEN_MAX, &out->next_page,
+                    err) < 0)
+        return -1;
+    if (listing) {
+        if (str_bounded(L, idx, "nextSyncToken", GOOGLE_PAGE_TOKEN_MAX,
+                        &out->next_cursor, err) < 0)
+            return -1;
+        if (!out->next_page == !out->next_cursor)
+            return cs_err_set(err, "page has %s nextPageToken and nextSyncToken",
+                              out->next_page ? "both" : "neither");
+    }
+    int r = json_get_obj(L, idx, "items", err);
+    if (r < 0)
+        return -1;
+    if (r == 0)
+        return 0;
+    int items = lua_gettop(L);
+    lua_Unsigned n = lua_rawlen(L, items), keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, items)) {
+        lua_pop(L, 1);
+        keys++;
+    }
+    if (keys != n || n > PROVIDER_PAGE_MAX) {
+        lua_pop(L, 1);
+        return cs_err_set(err, "'items' is not an array");
+    }
+    /* the items table stays on the stack, above the page: the caller's
+     * settop to below the page drops both */
+    out->items = items;
+    out->n = (int)n;
+    return 0;
+}
+
+/* ============================================================ writing */
+
+int google_event_body(const char *id, const char *uid, const char *title,
+                      int64_t start_ms, int64_t end_ms,
+                      const char *attendees_json, struct buf *out)
+{
+    char s[TIME_RFC3339_MAX], e[TIME_RFC3339_MAX];
+    time_format_rfc3339(start_ms, s);
+    time_format_rfc3339(end_ms, e);
+    int rc = buf_puts(out, "{");
+    if (id)
+        rc |= buf_printf(out, "\"id\":\"%s\",", id);
+    rc |= buf_puts(out, "\"summary\":");
+    rc |= buf_json_strz(out, title);
+    rc |= buf_printf(out, ",\"start\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"},"
+                          "\"end\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", s, e);
+    if (uid) {
+        rc |= buf_puts(out, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":");
+        rc |= buf_json_strz(out, uid);
+        rc |= buf_puts(out, "}}");
+    }
+    if (attendees_json)
+        rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
+    rc |= buf_puts(out, "}");
+    return rc ? -1 : 0;
+}
+
+/* Appends {"dateTime": ...} or {"date": ...} for ms. 0 or -1 (memory). */
+static int put_time(struct buf *b, int64_t ms, int all_day)
+{
+    char t[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, t);
+    if (all_day)
+        return buf_printf(b, "{\"date\":\"%.10s\"}", t);
+    return buf_printf(b, "{\"dateTime\":\"%s\"}", t);
+}
+
+/* A deletion as Google's full stub: id, status and, for an occurrence,
+ * recurringEventId and originalStartTime (what its bookings follow). */
+static int encode_stub(const struct provider_event *e, struct buf *b)
+{
+    int occ = e->series_id && e->original_start_ms != PROVIDER_NO_TIME;
+    if (buf_puts(b, "{\"id\":") || buf_json_strz(b, e->id) ||
+        buf_puts(b, ",\"status\":\"cancelled\"") ||
+        (occ && (buf_puts(b, ",\"recurringEventId\":") ||
+                 buf_json_strz(b, e->series_id) ||
+                 buf_puts(b, ",\"originalStartTime\":") ||
+                 put_time(b, e->original_start_ms, e->all_day))))
+        return -1;
+    return buf_puts(b, "}");
+}
+
+/* A mirror row as an event resource (what the policy sees as the event of
+ * a re-linked occurrence). */
+static int encode_event(const struct provider_event *e, struct buf *b)
+{
+    if (buf_puts(b, "{\"kind\":\"calendar#event\",\"id\":") || buf_json_strz(b, e->id) ||
+        buf_puts(b, ",\"etag\":") || buf_json_strz(b, e->etag) ||
+        buf_puts(b, ",\"status\":") || buf_json_strz(b, e->status) ||
+        buf_puts(b, ",\"summary\":") || buf_json_strz(b, e->title) ||
+        buf_puts(b, ",\"created\":") || buf_json_strz(b, e->created) ||
+        buf_puts(b, ",\"updated\":") || buf_json_strz(b, e->updated) ||
+        buf_puts(b, ",\"recurringEventId\":") || buf_json_strz(b, e->series_id) ||
+        buf_puts(b, ",\"originalStartTime\":") ||
+        put_time(b, e->original_start_ms, e->all_day) ||
+        buf_puts(b, ",\"start\":") || put_time(b, e->start_ms, e->all_day) ||
+        buf_puts(b, ",\"end\":") || put_time(b, e->end_ms, e->all_day))
+        return -1;
+    if (e->booking_tag &&
+        (buf_puts(b, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":") ||
+         buf_json_strz(b, e->booking_tag) || buf_puts(b, "}}")))
+        return -1;
+    return buf_puts(b, "}");
+}
+
+int google_event_encode(const struct provider_event *ev, enum provider_encode how,
+                        struct buf *out)
+{
+    buf_reset(out);
+    return how == PROVIDER_ENC_STUB ? encode_stub(ev, out) : encode_event(ev, out);
+}
+
+/* ====================================================== error classes */
+
+int google_classify(enum provider_op op, long status, const char *reason)
+{
+    if (!reason)
+        reason = "";
+    /* retried within the call already (google_retryable) and still
+     * failing, or a 401 after the one refresh (the new token expired or
+     * was revoked meanwhile: a dead credential shows as invalid_grant) */
+    if (google_retryable(status, reason) || status == 401)
+        return PROVIDER_TRANSIENT;
+    switch (op) {
+    case PROVIDER_OP_LIST:
+        /* a dead sync token: 410 fullSyncRequired, or 400 invalid */
+        if (status == 410 || (status == 400 && strcmp(reason, "invalid") == 0))
+            return PROVIDER_RESYNC;
+        /* fall through */
+    case PROVIDER_OP_LIST_FULL:
+        /* Google refused the calendar itself; anything else (a 410
+         * without a token, 409...) is retried by the next sync */
+        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
+                                                               : PROVIDER_TRANSIENT;
+    case PROVIDER_OP_OCCURRENCES:
+        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
+    case PROVIDER_OP_SUBSCRIBE:
+        /* channels.stop: a channel Google no longer knows is stopped */
+        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
+    case PROVIDER_OP_READ:
+    case PROVIDER_OP_WRITE:
+        break;
+    }
+    if (status == 412)
+        return PROVIDER_CONFLICT;
+    if (status == 404 || status == 410)
+        return PROVIDER_GONE;
+    return PROVIDER_PERMANENT;
+}
+
+int google_rc_class(enum provider_op op, int g, const struct google_resp *resp)
+{
+    switch (g) {
+    case GOOGLE_OK: return PROVIDER_OK;
+    case GOOGLE_EREVOKED: return PROVIDER_REVOKED;
+    case GOOGLE_EINVAL: return PROVIDER_PERMANENT;
+    case GOOGLE_EBADRESP: return PROVIDER_MALFORMED;
+    case GOOGLE_EHTTP: return google_classify(op, resp->status, resp->reason);
+    default: return PROVIDER_TRANSIENT;
+    }
+}
