@@ -394,6 +394,7 @@ static int exchange(CURL *h, const struct exchange *e, struct google_resp *r,
     hdrs = t;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     CURLcode c = curl_easy_perform(h);
+    metrics_observe_curl("calsync_google_request_duration_seconds", h);
     if (c != CURLE_OK) {
         *cc = c;
         if (x.too_large)

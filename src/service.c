@@ -13,6 +13,7 @@
 #include "http.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "policy.h"
 #include "scheduler.h"
@@ -70,6 +71,7 @@ int service_run(const struct config *cfg)
         log_error("service.start_failed", "what=store err=%s", log_q(err.msg));
         goto out;
     }
+    metrics_register_collector(metrics_store_collector);
     /* before the scheduler: a replayed journal marks calendars dirty, which
      * the scheduler's first read of the calendars turns into syncs */
     if (intake_start(cfg->database, &err)) {
