@@ -10,6 +10,7 @@
 #include "api.h"
 #include "apply.h"
 #include "channel.h"
+#include "health.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
@@ -72,6 +73,7 @@ int service_run(const struct config *cfg)
         goto out;
     }
     metrics_register_collector(metrics_store_collector);
+    health_init(cfg);
     /* before the scheduler: a replayed journal marks calendars dirty, which
      * the scheduler's first read of the calendars turns into syncs */
     if (intake_start(cfg->database, &err)) {
@@ -126,6 +128,7 @@ int service_run(const struct config *cfg)
                        ? url_redact(cfg->database, db_shown, sizeof db_shown)
                        : cfg->database),
              log_q(cfg->policies));
+    health_log_warnings();
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;
