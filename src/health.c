@@ -23,9 +23,11 @@ void health_init(const struct config *cfg)
     health_cfg = cfg;
 }
 
-/* The configuration warnings, as (event, message) pairs; n of them. */
+/* The configuration warnings: which one (for the log's event name,
+ * a literal at each call so docs/operations.md can list it) and its text. */
+enum warning_kind { WARN_GOOGLE, WARN_PUSH };
 struct warning {
-    const char *event;
+    enum warning_kind kind;
     const char *msg;
 };
 
@@ -38,13 +40,13 @@ static int config_warnings(struct warning *w, int cap)
     if ((!cfg->google.client_id || !*cfg->google.client_id ||
          !cfg->google.client_secret || !*cfg->google.client_secret) && n < cap)
         w[n++] = (struct warning){
-            "service.google_unconfigured",
+            WARN_GOOGLE,
             "google.client_id and google.client_secret are not configured: "
             "credentials and calendars are accepted but no calendar can sync "
             "(docs/google-setup.md)"};
     if (cfg->public_url && strncmp(cfg->public_url, "https://", 8) != 0 && n < cap)
         w[n++] = (struct warning){
-            "service.push_unavailable",
+            WARN_PUSH,
             "public_url is not https://: Google sends push notifications only to "
             "HTTPS, so changes are seen at the next poll (poll_interval) "
             "(docs/google-setup.md)"};
@@ -55,8 +57,12 @@ int health_log_warnings(void)
 {
     struct warning w[4];
     int n = config_warnings(w, 4);
-    for (int i = 0; i < n; i++)
-        log_warn(w[i].event, "msg=%s", log_q(w[i].msg));
+    for (int i = 0; i < n; i++) {
+        if (w[i].kind == WARN_GOOGLE)
+            log_warn("service.google_unconfigured", "msg=%s", log_q(w[i].msg));
+        else
+            log_warn("service.push_unavailable", "msg=%s", log_q(w[i].msg));
+    }
     return n;
 }
 
