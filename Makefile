@@ -154,6 +154,12 @@ run: deps
 	$(MAKE) all
 	./build/calsync serve $(if $(CONFIG),-c $(CONFIG))
 
+# A one-minute tour against the fake Google (tools/demo.py): bookings, host
+# edits in Google, the decisions and the signed webhooks; stops everything.
+demo: deps
+	$(MAKE) all
+	python3 tools/demo.py
+
 # The binary finds the policies in <bin>/../share/calsync/policies and
 # resolves the configuration's relative paths against the file's directory,
 # so an installed calsync runs from any working directory (and from a
