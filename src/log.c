@@ -51,6 +51,8 @@ static void jw_str(struct jw *w, const char *s, size_t n)
             esc[0] = '\\';
             esc[1] = (char)c;
             jw_put(w, esc, 2);
+        } else if (c == '\n') {
+            jw_put(w, "\\n", 2);
         } else if (c < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
             jw_put(w, esc, 6);
