@@ -737,9 +737,12 @@ int config_resolve_paths(struct config *cfg, const char *dir, struct cs_err *err
 int config_load(struct config *cfg, const char *path, struct cs_err *err)
 {
     if (!path) {
+        /* no file: relative to the working directory, made absolute so
+         * that service.started shows where the database really is */
+        char cwd[PATH_MAX];
         if (config_defaults(cfg))
             return cs_err_set(err, "out of memory");
-        if (config_resolve_paths(cfg, NULL, err)) {
+        if (config_resolve_paths(cfg, getcwd(cwd, sizeof cwd) ? cwd : NULL, err)) {
             config_free(cfg);
             return -1;
         }

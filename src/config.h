@@ -66,7 +66,8 @@ int config_load_string(struct config *cfg, const char *name, const char *src,
                        size_t len, struct cs_err *err);
 
 /* Makes `database` and `policies` absolute when they are relative: against
- * `dir` (the configuration file's directory; NULL: the working directory).
+ * `dir` (the configuration file's directory, or the working directory when
+ * there is no file; NULL: left relative).
  * `policies` left at its default that names no directory there becomes
  * the shipped policies of the installation, <bin>/../share/calsync/policies,
  * when that exists. 0, or -1 with err set. */

@@ -130,7 +130,7 @@ class InstallTest(unittest.TestCase):
                      "NoNewPrivileges=yes", "ProtectHome=yes", "PrivateTmp=yes",
                      "ExecReload=/bin/kill -HUP $MAINPID"):
             self.assertIn("\n" + line + "\n", unit)
-        self.assertNotIn("@", re.sub(r"(?m)^#.*$|@system-service|@privileged|@resources", "", unit))
+        self.assertNotIn("@", re.sub(r"(?m)^#.*$|@system-service|@privileged", "", unit))
         # verified with the binary path pointing into the DESTDIR tree
         staged = os.path.join(self.tmp, "calsync.service")
         with open(staged, "w") as f:
