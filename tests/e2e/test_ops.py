@@ -296,6 +296,13 @@ class GoogleSetupDocTest(CalsyncCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         for step in range(1, 6):
             self.assertRegex(p.stdout, r"(?m)^%d ok: " % step)
+        # a busier exposition (Google calls, a sync, a channel) still passes
+        st, body, _ = self.svc.request("GET", "/metrics", raw=True)
+        text = body.decode()
+        self.assertRegex(text, r'(?m)^calsync_google_request_duration_seconds_count [1-9]')
+        self.assertRegex(text, r'(?m)^calsync_calendars\{state="active"\} 1$')
+        rc, out = promtool(text)
+        self.assertEqual(rc, 0, out)
         # a wrong client secret fails at step 1, before anything else
         p = self.run_block(fg, CLIENT_SECRET="wrong")
         self.assertNotEqual(p.returncode, 0)
