@@ -213,6 +213,7 @@ void log_event(enum log_level lv, const char *event, const char *fmt, ...)
                      level_names[lv], event);
     if (n < 0)
         return;
+    size_t head = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
     if (fmt && *fmt && (size_t)n < sizeof line - 2) {
         line[n++] = ' ';
         va_list ap;
@@ -227,6 +228,16 @@ void log_event(enum log_level lv, const char *event, const char *fmt, ...)
     if (atomic_load(&log_json)) {
         char js[4096];
         size_t jn = log_kv_to_json(line, (size_t)n, js, sizeof js - 1);
+        if (jn == 0) {
+            /* a tail that escapes to more than the buffer: still one JSON
+             * object, with ts, level and event, marked as cut */
+            static const char cut[] = ",\"truncated\":true}";
+            jn = log_kv_to_json(line, head, js, sizeof js - sizeof cut - 1);
+            if (jn > 0) {
+                memcpy(js + jn - 1, cut, sizeof cut - 1);
+                jn += sizeof cut - 2;
+            }
+        }
         if (jn > 0) {
             js[jn++] = '\n';
             ssize_t w = write(STDERR_FILENO, js, jn);

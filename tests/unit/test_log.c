@@ -3,7 +3,9 @@
 
 #include "log.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *conv(const char *line)
 {
@@ -43,11 +45,41 @@ static void test_too_small_a_buffer(void **state)
     assert_int_equal(log_kv_to_json("event=abcdefgh", 14, out, sizeof out), 0);
 }
 
+/* log_event in JSON mode, stderr captured: a tail that escapes to more
+ * than the line buffer still gives one JSON object, marked as cut */
+static void test_json_line_never_falls_back_to_text(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/calsync-log-XXXXXX", ctl[1800], got[8192];
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    assert_true(fd >= 0 && saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    memset(ctl, 1, sizeof ctl - 1);
+    ctl[sizeof ctl - 1] = '\0';
+    log_set_json(1);
+    log_event(LOG_ERROR, "test.big", "k=%s", ctl);
+    log_event(LOG_INFO, "test.small", "n=%d", 5);
+    log_set_json(0);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, got, sizeof got - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    got[n] = '\0';
+    const char *nl = strchr(got, '\n');
+    assert_non_null(nl);
+    assert_non_null(strstr(got, "\"level\":\"error\",\"event\":\"test.big\",\"truncated\":true}\n"));
+    assert_int_equal(got[0], '{');
+    assert_non_null(strstr(nl + 1, "\"event\":\"test.small\",\"n\":5}\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_types_and_quoting),
         cmocka_unit_test(test_too_small_a_buffer),
+        cmocka_unit_test(test_json_line_never_falls_back_to_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
