@@ -6,7 +6,8 @@
 #   make deps       install the missing Debian packages (idempotent)
 #   make asan       ASan+UBSan build in build/asan/calsync
 #   make spec       busted specs of the shipped policies
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (binary, policies, man pages, systemd unit, sample config)
+#   make demo       a one-minute tour against the fake Google; leaves nothing running
 #   make clean
 
 PREFIX  ?= /usr/local
@@ -45,7 +46,7 @@ ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
-.PHONY: all run test deps asan spec unit e2e install clean bench soak fuzz check-deps
+.PHONY: all run test deps asan spec unit e2e install clean bench soak fuzz check-deps demo
 
 all: build/calsync
 
@@ -155,10 +156,36 @@ run: deps
 	$(MAKE) all
 	./build/calsync serve $(if $(CONFIG),-c $(CONFIG))
 
+# A one-minute tour against the fake Google (tools/demo.py): bookings, host
+# edits in Google, the decisions and the signed webhooks; stops everything.
+demo: deps
+	$(MAKE) all
+	python3 tools/demo.py
+
+# The binary finds the policies in <bin>/../share/calsync/policies and
+# resolves the configuration's relative paths against the file's directory,
+# so an installed calsync runs from any working directory (and from a
+# DESTDIR staging tree). The sample configuration is installed as
+# calsync.conf.lua only when there is none: an operator's file is never
+# overwritten (the sample is always in share/calsync/ too).
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 install: build/calsync
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/calsync/policies
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/calsync/policies \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/calsync $(DESTDIR)$(PREFIX)/share/doc/calsync
 	install -m 0755 build/calsync $(DESTDIR)$(PREFIX)/bin/calsync
 	install -m 0644 policies/*.lua $(DESTDIR)$(PREFIX)/share/calsync/policies/
+	install -m 0644 packaging/calsync.conf.lua $(DESTDIR)$(PREFIX)/share/calsync/calsync.conf.lua.sample
+	[ -e $(DESTDIR)$(SYSCONFDIR)/calsync/calsync.conf.lua ] || \
+	    install -m 0640 packaging/calsync.conf.lua $(DESTDIR)$(SYSCONFDIR)/calsync/calsync.conf.lua
+	install -m 0644 man/calsync.1 $(DESTDIR)$(MANDIR)/man1/calsync.1
+	install -m 0644 man/calsync.conf.5 $(DESTDIR)$(MANDIR)/man5/calsync.conf.5
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    packaging/calsync.service > $(DESTDIR)$(UNITDIR)/calsync.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/calsync.service
+	install -m 0644 LICENSE CHANGELOG.md README.md $(DESTDIR)$(PREFIX)/share/doc/calsync/
 
 clean:
 	rm -rf build

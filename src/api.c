@@ -12,6 +12,7 @@
 
 #include "booking.h"
 #include "calendar.h"
+#include "health.h"
 #include "intake.h"
 #include "json.h"
 #include "log.h"
@@ -937,12 +938,7 @@ static void h_policies_reload(struct http_req *req, struct http_resp *resp)
 static void h_healthz(struct http_req *req, struct http_resp *resp)
 {
     (void)req;
-    int db = store_healthy();
-    int pol = policy_all_live();
-    resp->status = db && pol ? 200 : 503;
-    buf_printf(&resp->body, "{\"status\":\"%s\",\"database\":%s,\"policies\":%s}",
-               db && pol ? "ok" : "unhealthy", db ? "true" : "false",
-               pol ? "true" : "false");
+    resp->status = health_render(&resp->body);
 }
 
 static void h_metrics(struct http_req *req, struct http_resp *resp)

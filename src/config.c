@@ -8,15 +8,28 @@
  *
  * Validation is data-driven: one table of keys per level (top, google,
  * policy_limits, http), each with its type and bounds.
+ *
+ * Secrets need not sit in the file: two functions are visible to it,
+ * env("NAME" [, default]) and file("path") (a file's content, one trailing
+ * newline dropped), so a file that is checked in or world-readable can
+ * take its secrets from the service's environment or from a secrets mount.
+ * Both fail loudly ("file:line: env: CALSYNC_API_TOKEN is not set"): a
+ * missing secret must stop the start, not turn into no authentication.
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
+#include <libgen.h>
+#include <limits.h>
 #include <lua.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define CONFIG_MAX_BYTES (1 << 20)
 #define CONFIG_MEM_LIMIT (16u << 20)
@@ -28,6 +41,8 @@
 #define CONFIG_HOOK_EVERY 100
 #define CONFIG_STR_MAX 4096
 #define CONFIG_MAX_WEBHOOKS 64
+/* file(): a secret, a token, a key; never more than this */
+#define CONFIG_FILE_MAX (64 * 1024)
 
 enum ktype { K_STR, K_INT, K_TABLE, K_WEBHOOKS, K_LOGLEVEL };
 
@@ -75,6 +90,7 @@ static const struct key top_keys[] = {
     {"poll_interval", K_INT, F(poll_interval), 1, 30LL * 86400, NULL},
     {"workers", K_INT, 0, 1, 256, NULL}, /* int, stored specially */
     {"log_level", K_LOGLEVEL, 0, 0, 0, NULL},
+    {"log_format", K_STR, F(log_format), 0, 0, NULL},
     {"google", K_TABLE, 0, 0, 0, gcal_keys},
     {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
     {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
@@ -113,6 +129,7 @@ int config_defaults(struct config *cfg)
     if (set_str(&cfg->listen, "127.0.0.1:8080") ||
         set_str(&cfg->database, "calsync.db") ||
         set_str(&cfg->policies, "policies") ||
+        set_str(&cfg->log_format, "text") ||
         set_str(&cfg->public_url, "http://127.0.0.1:8080") ||
         set_str(&cfg->google.client_id, "") ||
         set_str(&cfg->google.client_secret, "") ||
@@ -131,6 +148,7 @@ void config_free(struct config *cfg)
     free(cfg->listen);
     free(cfg->database);
     free(cfg->policies);
+    free(cfg->log_format);
     free(cfg->public_url);
     free(cfg->api_token);
     free(cfg->google.client_id);
@@ -208,10 +226,103 @@ static int env_newindex(lua_State *L)
     return 0;
 }
 
+/* _ENV.__index: a value set earlier, else one of the functions below. */
 static int env_index(lua_State *L)
 {
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(2));
+    }
+    return 1;
+}
+
+/* Raises "chunk:line: msg" naming the line of the configuration that
+ * called the function (luaL_error would name the C function: no line). */
+static int fn_error(lua_State *L, const char *fmt, const char *a, const char *b)
+{
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+    else
+        lua_pushliteral(L, "");
+    lua_pushfstring(L, fmt, a, b);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* env("NAME" [, default]): the variable's value; unset (or empty) without
+ * a default is an error, so a secret that did not reach the service stops
+ * the start instead of silently becoming "no token". */
+static int cfg_env(lua_State *L)
+{
+    size_t n;
+    const char *name = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    if (!name || n == 0 || n > 128 || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                   "abcdefghijklmnopqrstuvwxyz"
+                                                   "0123456789_") != n)
+        return fn_error(L, "env: needs a variable name (letters, digits, _)%s%s", "", "");
+    if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TSTRING)
+        return fn_error(L, "env: the default for %s must be a string%s", name, "");
+    const char *v = getenv(name);
+    if (v && *v) {
+        if (strlen(v) > CONFIG_STR_MAX)
+            return fn_error(L, "env: %s is longer than 4096 bytes%s", name, "");
+        lua_pushstring(L, v);
+    } else if (lua_type(L, 2) == LUA_TSTRING) {
+        lua_pushvalue(L, 2);
+    } else {
+        return fn_error(L, "env: %s is not set (and no default given)%s", name, "");
+    }
+    return 1;
+}
+
+/* file("path"): the content of a regular file (relative: to the
+ * configuration file's directory, upvalue 1), at most 64 KiB, no NUL
+ * bytes, one trailing newline (\n or \r\n) dropped. */
+static int cfg_file(lua_State *L)
+{
+    size_t n;
+    const char *arg = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    if (!arg || n == 0 || n >= PATH_MAX / 2 || strlen(arg) != n)
+        return fn_error(L, "file: needs a path%s%s", "", "");
+    const char *dir = lua_tostring(L, lua_upvalueindex(1));
+    char path[PATH_MAX];
+    if (arg[0] == '/' || !dir)
+        snprintf(path, sizeof path, "%s", arg);
+    else if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, arg) >= sizeof path)
+        return fn_error(L, "file: path too long: %s%s", arg, "");
+    /* O_NONBLOCK: a FIFO named like a secret must not hang the start */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return fn_error(L, "file: cannot read %s: %s", path, strerror(errno));
+    struct stat sb;
+    char *data = NULL;
+    ssize_t got = 0;
+    const char *why = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        why = "not a regular file";
+    else if (sb.st_size > CONFIG_FILE_MAX)
+        why = "larger than 64 KiB";
+    else if (!(data = malloc((size_t)sb.st_size + 1)))
+        why = "out of memory";
+    else if ((got = read(fd, data, (size_t)sb.st_size)) < 0)
+        why = strerror(errno);
+    close(fd);
+    if (!why && got > 0 && memchr(data, '\0', (size_t)got))
+        why = "holds NUL bytes";
+    if (why) {
+        free(data);
+        return fn_error(L, "file: cannot read %s: %s", path, why);
+    }
+    if (got > 0 && data[got - 1] == '\n')
+        got--;
+    if (got > 0 && data[got - 1] == '\r')
+        got--;
+    lua_pushlstring(L, data, (size_t)got);
+    free(data);
     return 1;
 }
 
@@ -487,7 +598,21 @@ int config_load_string(struct config *cfg, const char *name, const char *src,
     lua_pushcclosure(L, env_newindex, 2);
     lua_setfield(L, 5, "__newindex");
     lua_pushvalue(L, 2);
-    lua_pushcclosure(L, env_index, 1);
+    lua_newtable(L);                   /* the functions: env, file */
+    lua_pushcfunction(L, cfg_env);
+    lua_setfield(L, -2, "env");
+    {
+        char *copy = strdup(name);
+        if (!copy) {
+            cs_err_set(err, "%s: out of memory", name);
+            goto done;
+        }
+        lua_pushstring(L, dirname(copy));
+        free(copy);
+    }
+    lua_pushcclosure(L, cfg_file, 1);
+    lua_setfield(L, -2, "file");
+    lua_pushcclosure(L, env_index, 2);
     lua_setfield(L, 5, "__index");
     lua_setmetatable(L, 4);
     lua_pushvalue(L, 4);
@@ -540,6 +665,10 @@ int config_load_string(struct config *cfg, const char *name, const char *src,
         cs_err_set(err, "%s: 'google.api_base' and 'google.token_url' must be http(s) URLs", name);
         goto done;
     }
+    if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0) {
+        cs_err_set(err, "%s: 'log_format' must be \"text\" or \"json\"", name);
+        goto done;
+    }
     if (cfg->api_token && !*cfg->api_token) {
         cs_err_set(err, "%s: 'api_token' must not be empty (leave it unset for no auth)", name);
         goto done;
@@ -553,10 +682,72 @@ done:
     return rc;
 }
 
+int config_share_dir(char *out, size_t cap)
+{
+    char exe[PATH_MAX], cand[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    snprintf(cand, sizeof cand, "%s/../share/calsync", dirname(exe));
+    char *real = realpath(cand, NULL);
+    if (!real)
+        return -1;
+    int rc = strlen(real) < cap ? 0 : -1;
+    if (rc == 0)
+        memcpy(out, real, strlen(real) + 1);
+    free(real);
+    return rc;
+}
+
+/* *slot = dir/(*slot) when *slot is relative. 0 or -1 (OOM, too long). */
+static int make_absolute(char **slot, const char *dir)
+{
+    if (!dir || (*slot)[0] == '/' || strstr(*slot, "://"))
+        return 0;
+    char joined[PATH_MAX];
+    if ((size_t)snprintf(joined, sizeof joined, "%s/%s", dir, *slot) >= sizeof joined)
+        return -1;
+    return set_str(slot, joined);
+}
+
+static int is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+int config_resolve_paths(struct config *cfg, const char *dir, struct cs_err *err)
+{
+    int policies_default = strcmp(cfg->policies, "policies") == 0;
+    if (make_absolute(&cfg->database, dir) || make_absolute(&cfg->policies, dir))
+        return cs_err_set(err, "configuration: path too long or out of memory");
+    /* an installed binary started anywhere, with no policies of its own
+     * configured: the policies installed with it */
+    char share[PATH_MAX], pol[PATH_MAX + 16];
+    if (policies_default && !is_dir(cfg->policies) &&
+        config_share_dir(share, sizeof share) == 0) {
+        snprintf(pol, sizeof pol, "%s/policies", share);
+        if (is_dir(pol) && set_str(&cfg->policies, pol))
+            return cs_err_set(err, "configuration: out of memory");
+    }
+    return 0;
+}
+
 int config_load(struct config *cfg, const char *path, struct cs_err *err)
 {
-    if (!path)
-        return config_defaults(cfg) ? cs_err_set(err, "out of memory") : 0;
+    if (!path) {
+        /* no file: relative to the working directory, made absolute so
+         * that service.started shows where the database really is */
+        char cwd[PATH_MAX];
+        if (config_defaults(cfg))
+            return cs_err_set(err, "out of memory");
+        if (config_resolve_paths(cfg, getcwd(cwd, sizeof cwd) ? cwd : NULL, err)) {
+            config_free(cfg);
+            return -1;
+        }
+        return 0;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         memset(cfg, 0, sizeof *cfg);
@@ -581,5 +772,18 @@ int config_load(struct config *cfg, const char *path, struct cs_err *err)
     else
         memset(cfg, 0, sizeof *cfg);
     buf_free(&b);
+    if (rc == 0) {
+        /* relative paths in the file mean "beside the file", wherever the
+         * service was started from */
+        char *copy = strdup(path), *dir = copy ? realpath(dirname(copy), NULL) : NULL;
+        if (!dir)
+            rc = cs_err_set(err, "%s: cannot resolve its directory: %m", path);
+        else
+            rc = config_resolve_paths(cfg, dir, err);
+        free(dir);
+        free(copy);
+        if (rc)
+            config_free(cfg);
+    }
     return rc;
 }

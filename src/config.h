@@ -28,6 +28,7 @@ struct config {
     int64_t poll_interval;
     int workers;
     enum log_level log_level;
+    char *log_format;    /* "text" (key=value) or "json" (JSON lines) */
     struct {
         char *client_id;
         char *client_secret;
@@ -53,7 +54,8 @@ struct config {
  * The config owns every string; release with config_free(). */
 int config_defaults(struct config *cfg);
 
-/* Loads the defaults, then the file at path (NULL: defaults only).
+/* Loads the defaults, then the file at path (NULL: defaults only), then
+ * resolves relative paths (config_resolve_paths).
  * Returns 0, or -1 with err holding "FILE:LINE: message" (or "FILE: ...").
  * On error cfg is left freed-and-empty. */
 int config_load(struct config *cfg, const char *path, struct cs_err *err);
@@ -62,6 +64,18 @@ int config_load(struct config *cfg, const char *path, struct cs_err *err);
  * messages. Exposed for tests and fuzzing. */
 int config_load_string(struct config *cfg, const char *name, const char *src,
                        size_t len, struct cs_err *err);
+
+/* Makes `database` and `policies` absolute when they are relative: against
+ * `dir` (the configuration file's directory, or the working directory when
+ * there is no file; NULL: left relative).
+ * `policies` left at its default that names no directory there becomes
+ * the shipped policies of the installation, <bin>/../share/calsync/policies,
+ * when that exists. 0, or -1 with err set. */
+int config_resolve_paths(struct config *cfg, const char *dir, struct cs_err *err);
+
+/* The installation's share directory, <dir of the binary>/../share/calsync,
+ * into out (canonical); 0, or -1 when it does not exist. */
+int config_share_dir(char *out, size_t cap);
 
 void config_free(struct config *cfg);
 

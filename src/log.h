@@ -1,14 +1,29 @@
-/* log.h -- one line per event on stderr: `ts=... level=... event=... k=v`.
+/* log.h -- one line per event on stderr: `ts=... level=... event=... k=v`,
+ * or with log_format = "json" the same as one JSON object per line:
+ * {"ts":"...","level":"info","event":"sync.done","calendar":3,...}.
  *
  * Values are quoted when they hold spaces, quotes or '=' so every line
- * stays machine-splittable. Thread-safe (one write(2) per line).
+ * stays machine-splittable; the JSON form is made from that text, so both
+ * always carry the same fields. Every event name and its fields are listed
+ * in docs/operations.md ("Log events"; tests/e2e/test_ops.py keeps the list
+ * in step with the source). Thread-safe (one write(2) per line).
  */
 #ifndef CALSYNC_LOG_H
 #define CALSYNC_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level lv);
+/* 0: key=value lines (the default), 1: JSON lines. */
+void log_set_json(int on);
+
+/* Turns a key=value line (without its newline) into one JSON object,
+ * written to out (cap bytes); returns its length, or 0 when it does not
+ * fit. Bare integers and decimals become numbers, "-" null, everything
+ * else a string. Exposed for the unit tests. */
+size_t log_kv_to_json(const char *line, size_t len, char *out, size_t cap);
 /* Returns 0 and sets *out for "debug"/"info"/"warn"/"error", else -1. */
 int log_level_parse(const char *s, enum log_level *out);
 

@@ -134,6 +134,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg.log_level);
+    log_set_json(strcmp(cfg.log_format, "json") == 0);
     int rc;
     if (strcmp(cmd->name, "serve") == 0) {
         rc = service_run(&cfg);

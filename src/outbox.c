@@ -224,6 +224,7 @@ static long post(CURL *h, const struct sender *sd, const struct row *r)
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     CURLcode cc = curl_easy_perform(h);
+    metrics_observe_curl("calsync_webhook_delivery_duration_seconds", h);
     if (cc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     else
@@ -357,8 +358,7 @@ static void *sender_main(void *arg)
     struct row rows[OUTBOX_BATCH];
     unsigned long seen = 0;
     CURL *h = curl_easy_init();
-    char label[400], series[600];
-    metrics_label(s->shown, label, sizeof label);
+    char series[600];
     while (h && !stopping()) {
         struct store_conn *c = store_conn(&err);
         int n = 0;
@@ -383,8 +383,8 @@ static void *sender_main(void *arg)
             if (status >= 0) {
                 int ok = status >= 200 && status < 300;
                 snprintf(series, sizeof series,
-                         "calsync_webhook_deliveries_total{subscriber=\"%d\",endpoint=\"%s\","
-                         "result=\"%s\"}", s->index, label, ok ? "ok" : "error");
+                         "calsync_webhook_deliveries_total{subscriber=\"%d\","
+                         "result=\"%s\"}", s->index, ok ? "ok" : "error");
                 metrics_inc(series);
                 fault_point(ok ? "outbox_after_post_ok" : "outbox_after_post_error");
                 if (record(c, &rows[i], status, &err))

@@ -1522,6 +1522,7 @@ static void decide_with(const struct config *cfg, struct policy_version *v,
                         struct policy_decision *out)
 {
     struct sandbox_msg msg = {{0}, {0}};
+    double t0 = metrics_clock();
     memset(out, 0, sizeof *out);
     copy_str(out->policy, sizeof out->policy, v->name);
     copy_str(out->version, sizeof out->version, v->version);
@@ -1581,6 +1582,7 @@ static void decide_with(const struct config *cfg, struct policy_version *v,
         break;
     }
 done:
+    metrics_observe("calsync_policy_decision_duration_seconds", metrics_clock() - t0);
     count_decision(out);
 }
 

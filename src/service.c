@@ -10,9 +10,11 @@
 #include "api.h"
 #include "apply.h"
 #include "channel.h"
+#include "health.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "policy.h"
 #include "scheduler.h"
@@ -70,6 +72,8 @@ int service_run(const struct config *cfg)
         log_error("service.start_failed", "what=store err=%s", log_q(err.msg));
         goto out;
     }
+    metrics_register_collector(metrics_store_collector);
+    health_init(cfg);
     /* before the scheduler: a replayed journal marks calendars dirty, which
      * the scheduler's first read of the calendars turns into syncs */
     if (intake_start(cfg->database, &err)) {
@@ -124,6 +128,7 @@ int service_run(const struct config *cfg)
                        ? url_redact(cfg->database, db_shown, sizeof db_shown)
                        : cfg->database),
              log_q(cfg->policies));
+    health_log_warnings();
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;

@@ -1406,6 +1406,7 @@ done:
     if (rc != SYNC_SKIPPED) {
         static const char *const names[] = {"ok", "skipped", "failed", "revoked", "error"};
         count_sync(stats->full, names[rc]);
+        metrics_observe_ms(stats->full ? "calsync_sync_duration_seconds{kind=\"full\"}" : "calsync_sync_duration_seconds{kind=\"incremental\"}", time_mono_ms() - t0);
         if (rc == SYNC_OK)
             log_info("sync.done", "calendar=%lld kind=%s source=%s pages=%d events=%d"
                      " changes=%d swept=%d relinked=%d ms=%lld", (long long)calendar_id,

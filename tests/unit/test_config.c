@@ -4,7 +4,10 @@
 
 #include "config.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int load(struct config *cfg, const char *src, struct cs_err *err)
 {
@@ -142,6 +145,71 @@ static void test_memory_bound(void **state)
     expect_error("s = 'x' for i = 1, 40 do s = s .. s end\n", "conf.lua: configuration used more than 16 MiB");
 }
 
+/* env() and file(): values, defaults, and loud failures naming the line */
+static void test_env_and_file(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct cs_err err = {{0}};
+    char dir[] = "/tmp/calsync-unit-XXXXXX", path[64], src[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/secret", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("s3cret\r\n", f);
+    fclose(f);
+    setenv("CALSYNC_UNIT_TOKEN", "from-env", 1);
+    snprintf(src, sizeof src,
+             "api_token = env(\"CALSYNC_UNIT_TOKEN\")\n"
+             "google = { client_secret = file(\"%s\"),"
+             " client_id = env(\"CALSYNC_UNIT_UNSET\", \"dflt\") }\n"
+             "log_format = \"json\"\n", path);
+    assert_int_equal(load(&cfg, src, &err), 0);
+    assert_string_equal(cfg.api_token, "from-env");
+    assert_string_equal(cfg.google.client_secret, "s3cret");
+    assert_string_equal(cfg.google.client_id, "dflt");
+    assert_string_equal(cfg.log_format, "json");
+    config_free(&cfg);
+    /* relative to the configuration's directory */
+    snprintf(path, sizeof path, "%s/conf.lua", dir);
+    assert_int_equal(config_load_string(&cfg, path, "api_token = file('secret')", 26, &err), 0);
+    assert_string_equal(cfg.api_token, "s3cret");
+    config_free(&cfg);
+    expect_error("\napi_token = env('CALSYNC_UNIT_UNSET')\n",
+                 "conf.lua:2: env: CALSYNC_UNIT_UNSET is not set");
+    expect_error("x = env('A B')", "env: needs a variable name");
+    expect_error("x = env(1)", "env: needs a variable name");
+    expect_error("x = env('CALSYNC_UNIT_UNSET', 3)", "must be a string");
+    expect_error("api_token = file('/nonexistent/x')",
+                 "conf.lua:1: file: cannot read /nonexistent/x: No such file");
+    expect_error("api_token = file('/tmp')", "not a regular file");
+    expect_error("log_format = 'xml'", "'log_format' must be \"text\" or \"json\"");
+    /* env and file are functions, not keys: assigning them is an unknown key */
+    expect_error("env = 1", "unknown key 'env'");
+    unlink(path);
+    snprintf(path, sizeof path, "%s/secret", dir);
+    unlink(path);
+    rmdir(dir);
+    unsetenv("CALSYNC_UNIT_TOKEN");
+}
+
+/* relative database and policies land beside the configuration file */
+static void test_resolve_paths(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct cs_err err = {{0}};
+    assert_int_equal(load(&cfg, "database = 'a/b.db'\npolicies = '/abs/pol'", &err), 0);
+    assert_int_equal(config_resolve_paths(&cfg, "/etc/calsync", &err), 0);
+    assert_string_equal(cfg.database, "/etc/calsync/a/b.db");
+    assert_string_equal(cfg.policies, "/abs/pol");
+    config_free(&cfg);
+    assert_int_equal(load(&cfg, "database = '/var/lib/x.db'", &err), 0);
+    assert_int_equal(config_resolve_paths(&cfg, "/etc/calsync", &err), 0);
+    assert_string_equal(cfg.database, "/var/lib/x.db");
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +218,8 @@ int main(void)
         cmocka_unit_test(test_errors_name_key_and_line),
         cmocka_unit_test(test_lua_errors),
         cmocka_unit_test(test_memory_bound),
+        cmocka_unit_test(test_env_and_file),
+        cmocka_unit_test(test_resolve_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -390,6 +390,7 @@ static int exchange(CURL *h, const struct google_exchange *e, struct google_resp
     hdrs = t;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     CURLcode c = curl_easy_perform(h);
+    metrics_observe_curl("calsync_google_request_duration_seconds", h);
     if (c != CURLE_OK) {
         *cc = c;
         if (x.too_large)
