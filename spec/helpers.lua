@@ -7,7 +7,7 @@
 --   local d = H.decide(P, change, booking, ctx) -- dispatch + validation
 --
 -- Policies load through lua/calsync/sandbox.lua, the same environment
--- builder src/sandbox.c runs, with the same allowlist, read-only proxies,
+-- builder src/policy/sandbox.c runs, with the same allowlist, read-only proxies,
 -- locked globals, capped string functions and load check; the instruction
 -- limit is applied with a count hook as in the service. Not reproduced
 -- here: the memory cap (the runtime caps each state at policy_limits.memory).
@@ -26,7 +26,7 @@ local charged = 0 -- bytes of C work charged by the sandbox's wrappers
 local running = false
 local hook
 
--- As src/sandbox.c: a charge that spends the budget makes the very next
+-- As src/policy/sandbox.c: a charge that spends the budget makes the very next
 -- instruction raise, so a wrapper's charge stops the C call it precedes.
 local function charge(n)
   if not running or n <= 0 then return end
@@ -162,7 +162,7 @@ end
 local actions = { cancel = true, reschedule = true, update = true,
   ignore = true, flag = true }
 
---- What the runtime decides (src/policy.c): dispatch, validation, and
+--- What the runtime decides (src/policy/decide.c): dispatch, validation, and
 --- flag with the reason on an error or an invalid decision.
 --- Returns the decision and, when the runtime forced a flag, its kind.
 function H.decide(P, change, booking, ctx)
@@ -196,7 +196,7 @@ function H.decide(P, change, booking, ctx)
 end
 
 -- ----------------------------------------------------------- builders
--- The shapes the runtime builds (src/policy.c push_change/push_booking/
+-- The shapes the runtime builds (src/policy/args.c push_change/push_booking/
 -- push_ctx): times are RFC 3339 UTC strings, ctx.now integer seconds.
 
 local function merge(defaults, over)

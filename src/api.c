@@ -16,7 +16,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "scheduler.h"
 #include "store.h"
 #include "writer.h"

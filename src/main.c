@@ -10,7 +10,7 @@
  */
 #include "config.h"
 #include "log.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "service.h"
 #include "store.h"
 #include "version.h"

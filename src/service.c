@@ -14,7 +14,7 @@
 #include "intake.h"
 #include "log.h"
 #include "outbox.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "scheduler.h"
 #include "store.h"
 #include "sync.h"

@@ -2,7 +2,7 @@
 --
 -- One builder for the service, `calsync policy check|test` and the busted
 -- specs (spec/helpers.lua), so a policy that passes its specs cannot fail
--- live for a sandbox reason. src/sandbox.c runs this file with the state's
+-- live for a sandbox reason. src/policy/sandbox.c runs this file with the state's
 -- full globals; it is bundled but never offered to policies (`require`
 -- only hands out the modules registered below, and this one never is).
 --
@@ -223,7 +223,7 @@ end
 
 -- Errors raised here or by a C function called from here name this file
 -- ("lua/calsync/sandbox.lua:NNN: ..."): the runtime's message handler
--- (src/sandbox.c) puts the policy's line in its place, as if the policy
+-- (src/policy/sandbox.c) puts the policy's line in its place, as if the policy
 -- had called the C function itself.
 
 -- ...................................................... pattern matching

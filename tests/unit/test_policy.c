@@ -5,7 +5,7 @@
 
 #include "config.h"
 #include "metrics.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "util.h"
 
 #include <pthread.h>

@@ -30,7 +30,7 @@
  * Main objects: struct sandbox (one state), registry entries keyed by the
  * addresses of the static chars below.
  */
-#include "sandbox.h"
+#include "policy/sandbox.h"
 
 #include "bundle.h"
 #include "log.h"
@@ -395,7 +395,7 @@ int sandbox_push_hook(lua_State *L, const char *name)
  * function call per read), so nested tables must be proxies already. The
  * target never reaches policy code: not through __index (a table lookup),
  * not through pairs (the iterator's state is the proxy), not through
- * getmetatable (__metatable). policy.c keeps the targets and metatables
+ * getmetatable (__metatable). args.c keeps the targets and metatables
  * of a state and refills them per call; a proxy handed to an earlier call
  * is retired (sandbox_proxy_retire) so it cannot show a later call's data. */
 

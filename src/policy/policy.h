@@ -30,7 +30,7 @@ int policy_engine_start(const struct config *cfg, struct cs_err *err);
 void policy_engine_stop(void);
 
 /* Re-reads the directory now, on the reload worker, and waits for it at
- * most POLICY_RELOAD_WAIT_MS (policy.c). Returns the number of files whose
+ * most POLICY_RELOAD_WAIT_MS (engine.c). Returns the number of files whose
  * last load failed (their previous versions stay live), a file still
  * loading when the wait ended counted among them; when errors is not
  * NULL a JSON array of {"name","error"} is appended to it. -1 on a
@@ -107,7 +107,7 @@ struct policy_decision {
 #define POLICY_REASON_MAX 1000
 
 /* Outcomes of one call, mapped to a decision in one place
- * (policy_fallback in policy.c); `kind` label of
+ * (policy_fallback in decide.c); `kind` label of
  * calsync_policy_errors_total. */
 enum policy_rc {
     POLICY_OK = 0,

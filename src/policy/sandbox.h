@@ -22,7 +22,7 @@
 
 struct sandbox;
 
-/* Outcome of a protected call, mapped to a decision by policy.c. */
+/* Outcome of a protected call, mapped to a decision by decide.c. */
 enum sandbox_rc {
     SANDBOX_OK = 0,
     SANDBOX_ERR_RUNTIME,      /* a Lua error (message in msg) */
