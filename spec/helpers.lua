@@ -39,7 +39,23 @@ local function budget()
   return H.LIMIT
 end
 
+-- As the runtime (DESIGN §5, src/policy/sandbox.c sandbox_begin_decision):
+-- inside a decision os.time() is ctx.now and math.random restarts from
+-- (FNV-1a of the booking's uid, ctx.now).
+local decision_now
+local function seed_of(text)
+  local h = 0xcbf29ce484222325
+  for i = 1, #text do h = (h ~ text:byte(i)) * 0x100000001b3 end
+  return h
+end
+H.seed_of = seed_of
+local function begin_decision(booking, ctx)
+  decision_now = ctx and ctx.now
+  math.randomseed(seed_of(booking and booking.uid or ""), decision_now or 0)
+end
+
 local lib, register, str = S.library(_G, { log = log,
+  now = function() return decision_now end,
   limit_hit = function() return hit end, charge = charge, budget = budget })
 
 -- Bundled modules run in an environment of their own, as in the binary.
@@ -131,6 +147,7 @@ function H.load_source(src, name)
   local env = S.new_env(lib)
   local chunk, err = load(src, "@" .. name, "t", env)
   if not chunk then return nil, err end
+  math.randomseed(0, 0) -- as the runtime's fresh state: what a policy draws at load
   local ok, t = limited(chunk)
   if not ok then return nil, tostring(t) end
   S.lock(env)
@@ -139,8 +156,10 @@ function H.load_source(src, name)
   local P = {}
   for k, f in pairs(hooks) do
     P[k] = function(change, booking, ctx)
+      begin_decision(booking, ctx)
       local ok2, d = limited(f, S.readonly(change), booking and S.readonly(booking),
         S.readonly(ctx))
+      decision_now = nil
       if not ok2 then error(d, 0) end
       return d
     end
@@ -175,8 +194,10 @@ function H.decide(P, change, booking, ctx)
     hook = change.kind and P.raw["on_" .. change.kind]
   end
   if not hook then return { action = "ignore", reason = "no hook" } end
+  begin_decision(booking, ctx)
   local ok, d = limited(hook, S.readonly(change), booking and S.readonly(booking),
     S.readonly(ctx))
+  decision_now = nil
   if not ok then
     local m = tostring(d)
     if m:find("instruction limit", 1, true) then

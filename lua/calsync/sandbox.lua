@@ -860,7 +860,8 @@ local function undefined(_, k, level)
 end
 
 --- The shared part of every policy environment, built from G (the real
---- globals), opts.log (function(msg)), opts.limit_hit (function: true
+--- globals), opts.log (function(msg)), opts.now (function: the running
+--- decision's ctx.now, or nil), opts.limit_hit (function: true
 --- once the running call hit a limit), opts.charge (function(bytes): work
 --- done in C, added to the instruction budget) and opts.budget
 --- (function: the running call's instruction budget). Returns lib (name ->
@@ -881,11 +882,22 @@ function S.library(G, opts)
     local m = {}
     for _, name in pairs(S.allowed.math) do m[name] = G.math[name] end
     lib.math = frozen(m)
-    local os, date = {}, G.os.date
+    local os, date, time = {}, G.os.date, G.os.time
     for _, name in pairs(S.allowed.os) do os[name] = G.os[name] end
+    -- Decisions are deterministic (DESIGN §5): inside one, the current
+    -- time is ctx.now (opts.now answers it; nil outside a decision).
+    local now = opts.now or function() return nil end
+    os.time = function(t)
+        if t == nil then
+            local n = now()
+            if n ~= nil then return n end
+        end
+        return time(t)
+    end
     -- date runs strftime once per conversion of its format
     os.date = function(fmt, t)
         charge(slen(fmt) or 0)
+        if t == nil then t = now() end
         return date(fmt, t)
     end
     lib.os = frozen(os)

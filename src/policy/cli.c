@@ -106,7 +106,7 @@ int policy_cmd_check(const struct config *cfg, const char *target)
 struct dry_run {
     struct policy_input in;
     struct buf event, booking, settings;
-    char *kind, *source, *old_title, *new_title, *series_id;
+    char *kind, *source, *old_title, *new_title, *series_id, *uid;
 };
 
 static void dry_run_free(struct dry_run *d)
@@ -119,6 +119,7 @@ static void dry_run_free(struct dry_run *d)
     free(d->old_title);
     free(d->new_title);
     free(d->series_id);
+    free(d->uid);
 }
 
 /* obj[key] as an optional RFC 3339 time: 1 set, 0 absent, -1 bad. */
@@ -237,8 +238,10 @@ static int parse_change_file(lua_State *L, const char *text, size_t len,
         in->no_old = 0;
         in->old_start_ms = s;
         in->old_end_ms = booking_end;
-        if (get_dup(L, b, "booking", "title", &d->old_title, err))
+        if (get_dup(L, b, "booking", "title", &d->old_title, err) ||
+            get_dup(L, b, "booking", "uid", &d->uid, err))
             goto done;
+        in->booking_uid = d->uid;
         lua_pop(L, 1);
     }
 

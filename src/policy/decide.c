@@ -10,6 +10,7 @@
  */
 #include "policy/internal.h"
 
+#include "booking.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -77,6 +78,12 @@ static int decide_protected(lua_State *L)
         set_decision(c->out, "ignore", "no hook", 7);
         return 0;
     }
+    /* ctx.now as fill_ctx makes it (floor of the ms) */
+    int64_t now_s = c->in->now_ms / 1000;
+    if (c->in->now_ms < 0 && c->in->now_ms % 1000)
+        now_s--;
+    sandbox_begin_decision(L, now_s, c->in->booking ? c->in->booking->uid
+                                                    : c->in->booking_uid);
     pol_args_push(L, c->in);
     lua_call(L, 3, 1);
     int d = lua_gettop(L);

@@ -88,6 +88,8 @@ struct policy_input {
     const char *booking_json;      /* used when booking is NULL (dry runs);
                                     * both NULL: booking is nil */
     size_t booking_len;
+    const char *booking_uid;       /* dry runs: the booking's uid (live:
+                                    * booking->uid); seeds math.random */
     int64_t now_ms;          /* ctx.now = now_ms / 1000 (integer seconds) */
     int64_t calendar_id;     /* ctx.calendar = {id = calendar_id} */
     const char *settings_json; /* the calendar's settings object; NULL: {} */

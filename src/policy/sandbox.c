@@ -83,6 +83,10 @@ struct sandbox {
     int decoding;
     int decode_over;
     int loaded; /* sandbox_load succeeded */
+    /* the running decision's ctx.now (sandbox_begin_decision): os.time()
+     * and os.date() without a time answer it */
+    int64_t now;
+    int has_now;
 };
 
 /* Registry keys: addresses nothing else can collide with. */
@@ -96,6 +100,7 @@ static char sb_key_decode;
 static char sb_key_hooks;
 static char sb_key_index_name;  /* "__index" */
 static char sb_key_stale_mt;  /* the metatable of a retired proxy */
+static char sb_key_randomseed; /* the real math.randomseed */
 
 static struct sandbox *sb_of(lua_State *L)
 {
@@ -291,6 +296,40 @@ static int sb_budget(lua_State *L)
     else
         lua_pushnumber(L, HUGE_VAL);
     return 1;
+}
+
+/* now(): the running decision's ctx.now, or nil outside a decision (a
+ * load, a unit test's bare call): os.time() then reads the clock. */
+static int sb_now(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    if (sb->running && sb->has_now)
+        lua_pushinteger(L, (lua_Integer)sb->now);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+uint64_t sandbox_seed_of(const char *text)
+{
+    /* FNV-1a, 64 bits: spec/helpers.lua computes the same */
+    uint64_t h = 0xcbf29ce484222325u;
+    for (const unsigned char *p = (const unsigned char *)(text ? text : ""); *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3u;
+    }
+    return h;
+}
+
+void sandbox_begin_decision(lua_State *L, int64_t now_s, const char *seed_text)
+{
+    struct sandbox *sb = sb_of(L);
+    sb->now = now_s;
+    sb->has_now = 1;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_randomseed);
+    lua_pushinteger(L, (lua_Integer)sandbox_seed_of(seed_text));
+    lua_pushinteger(L, (lua_Integer)now_s);
+    lua_call(L, 2, 0);
 }
 
 static int sb_limit_hit(lua_State *L)
@@ -551,13 +590,26 @@ static int sb_setup(lua_State *L)
     lua_getglobal(L, "debug");
     get_field_to_registry(L, -1, "getinfo", &sb_key_getinfo);
     lua_pop(L, 1);
+    /* Lua seeds math.random from the clock and an address: a fixed seed
+     * makes what a policy draws while it loads the same on every load;
+     * each decision reseeds (sandbox_begin_decision) */
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_randomseed);
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    lua_call(L, 2, 0);
+    lua_pop(L, 1);
 
     /* lib, register, str = S.library(_G, {log = sb_log, limit_hit = ...}) */
     lua_getfield(L, S, "library");
     lua_pushglobaltable(L);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushcfunction(L, sb_log);
     lua_setfield(L, -2, "log");
+    lua_pushcfunction(L, sb_now);
+    lua_setfield(L, -2, "now");
     lua_pushcfunction(L, sb_limit_hit);
     lua_setfield(L, -2, "limit_hit");
     lua_pushcfunction(L, sb_charge);
@@ -699,6 +751,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     int st = lua_pcall(L, nargs, nres, base);
     lua_sethook(L, NULL, 0, 0);
     sb->running = 0;
+    sb->has_now = 0;
 
     enum sandbox_rc rc = SANDBOX_OK;
     if (st != LUA_OK)

@@ -102,6 +102,14 @@ void sandbox_proxy_retire(lua_State *L, int t, int first, int last);
  * (a function, called with the target and the key, which the policy cannot
  * reach) raw-sets what it makes, so it runs once per field; pairs on the
  * proxy first reads every key of the metatable's __lazykeys array. */
+/* Starts a decision (DESIGN §5, decisions are deterministic): until the
+ * protected call returns, os.time() and os.date() without a time answer
+ * now_s (ctx.now), and math.random restarts from the seed
+ * (sandbox_seed_of(seed_text), now_s) -- seed_text is the booking's uid,
+ * so a replay with the same inputs draws the same numbers. */
+void sandbox_begin_decision(lua_State *L, int64_t now_s, const char *seed_text);
+/* FNV-1a (64 bits) of text (NULL: ""), the first half of the seed. */
+uint64_t sandbox_seed_of(const char *text);
 /* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
 void sandbox_push_json(lua_State *L, const char *text, size_t len);
 /* Pushes the log function (ctx.log, print): one log line per call, at most

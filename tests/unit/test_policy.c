@@ -1,6 +1,6 @@
 /* test_policy.c -- the policy engine: sandbox escapes, limits, decisions,
- * dispatch, versions, hot reload (src/policy.c, src/sandbox.c,
- * src/reload.c). Each test starts its own engine on a fresh directory. */
+ * dispatch, versions, hot reload, determinism (src/policy/). Each test
+ * starts its own engine on a fresh directory. */
 #include "unit.h"
 
 #include "config.h"
@@ -1142,6 +1142,64 @@ static void test_reload_load_timeout(void **state)
 
 /* --------------------------------------------------------------- commands */
 
+/* DESIGN §5: os.time() is ctx.now and math.random is seeded from the
+ * booking's uid and ctx.now, so the same inputs decide the same, in a new
+ * state or in one that decided before; what a policy draws while it loads
+ * is the same on every load. */
+static void test_deterministic(void **state)
+{
+    (void)state;
+    write_policy("r", "local at_load = math.random(1000000000)\n"
+                 "return { on_delete = function(change, booking, ctx)\n"
+                 "  return { action = 'flag', reason = os.time() .. ' ' .. "
+                 "os.date('!%Y-%m-%dT%H:%M:%S') .. ' ' .. math.random(1000000000) .. ' ' .. "
+                 "math.random(1000000000) .. ' ' .. at_load }\n"
+                 "end }\n");
+    start();
+    struct policy_input in = input("delete");
+    struct policy_decision a = decide("r", &in);
+    assert_string_equal(a.action, "flag");
+    assert_int_equal(a.forced, 0);
+    /* ctx.now is 2026-11-24T09:00:00Z */
+    assert_memory_equal(a.reason, "1795510800 2026-11-24T09:00:00 ", 31);
+
+    /* a fresh state: the same numbers, the load's included */
+    struct policy_decision b = decide("r", &in);
+    assert_string_equal(a.reason, b.reason);
+
+    /* one state deciding again (math.random advanced by the first call) */
+    struct policy_runner *r = policy_runner_new(&cfg);
+    assert_non_null(r);
+    struct policy_decision c;
+    assert_int_equal(policy_decide(r, "r", &in, &c), 0);
+    assert_int_equal(policy_decide(r, "r", &in, &c), 0);
+    assert_string_equal(a.reason, c.reason);
+
+    /* another booking or another now: other numbers */
+    struct booking other = test_booking;
+    other.uid = "bk-2";
+    struct policy_input in2 = in;
+    in2.booking = &other;
+    struct policy_decision d;
+    assert_int_equal(policy_decide(r, "r", &in2, &d), 0);
+    assert_string_not_equal(strchr(a.reason + 31, ' '), strchr(d.reason + 31, ' '));
+    in2 = in;
+    in2.now_ms += 1000;
+    assert_int_equal(policy_decide(r, "r", &in2, &d), 0);
+    assert_memory_equal(d.reason, "1795510801 ", 11);
+    assert_string_not_equal(strchr(a.reason + 31, ' '), strchr(d.reason + 31, ' '));
+
+    /* the dry run's path with the booking given as JSON draws the same */
+    in2 = in;
+    in2.booking = NULL;
+    in2.booking_json = "{\"uid\":\"bk-1\"}";
+    in2.booking_len = strlen(in2.booking_json);
+    in2.booking_uid = "bk-1";
+    assert_int_equal(policy_decide(r, "r", &in2, &d), 0);
+    assert_string_equal(a.reason, d.reason);
+    policy_runner_free(r);
+}
+
 static void test_cmd_check(void **state)
 {
     (void)state;
@@ -1192,6 +1250,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_hostile_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_load_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
     };
