@@ -59,11 +59,66 @@ local lib, register, str = S.library(_G, { log = log,
   limit_hit = function() return hit end, charge = charge, budget = budget })
 
 -- Bundled modules run in an environment of their own, as in the binary.
-local function load_module(path, name)
-  local f = assert(loadfile(path, "t", S.new_env(lib)))
-  register(name, f())
+-- calsync.localtime is C in the binary (src/policy/tz.c reads the TZif
+-- files). Under busted it is this stand-in: the same file, the same
+-- answer for the instants the shipped specs use (transitions through
+-- 2037; the binary also applies the file's POSIX footer beyond that, and
+-- tests/unit/test_tz.c checks it against glibc over two centuries).
+local zones = {}
+local function tzif(zone)
+  if zones[zone] then return zones[zone] end
+  if type(zone) ~= "string" or #zone > 64 or zone:find("%.%.") or zone:find("^/")
+      or not zone:find("^[%w_+/-]+$") then
+    error("calsync.localtime: bad time zone name '" .. tostring(zone) .. "'", 3)
+  end
+  local f = io.open("/usr/share/zoneinfo/" .. zone, "rb")
+  local data = f and f:read("a")
+  if f then f:close() end
+  if not data or data:sub(1, 4) ~= "TZif" then
+    error("calsync.localtime: unknown time zone '" .. zone .. "'", 3)
+  end
+  local function header(pos)
+    local isut, isstd, leap, timecnt, typecnt, charcnt = string.unpack(">I4I4I4I4I4I4", data, pos + 20)
+    return pos + 44, isut, isstd, leap, timecnt, typecnt, charcnt
+  end
+  local pos, isut, isstd, leap, timecnt, typecnt, charcnt = header(1)
+  pos = pos + timecnt * 5 + typecnt * 6 + charcnt + leap * 8 + isstd + isut
+  pos, isut, isstd, leap, timecnt, typecnt, charcnt = header(pos)
+  local z = { times = {}, idx = {}, off = {}, dst = {} }
+  for i = 1, timecnt do z.times[i], pos = string.unpack(">i8", data, pos) end
+  for i = 1, timecnt do z.idx[i], pos = string.unpack("B", data, pos) end
+  for i = 0, typecnt - 1 do
+    z.off[i], z.dst[i], pos = string.unpack(">i4B", data, pos)
+    pos = pos + 1
+  end
+  zones[zone] = z
+  return z
 end
-load_module("lua/calsync/init.lua", "calsync")
+
+local function localtime(t, zone)
+  if type(t) ~= "number" then
+    error("calsync.localtime: expected epoch seconds, got " .. type(t), 2)
+  end
+  local z = tzif(zone)
+  t = math.floor(t)
+  local k = 0
+  for i = 1, #z.times do if z.times[i] <= t then k = i else break end end
+  local ty = k == 0 and 0 or z.idx[k]
+  local off = z.off[ty]
+  local c = H.calsync.clock(t, off // 60)
+  c.sec = (t + off) % 60
+  c.wday = c.wday % 7 + 1 -- ISO (Monday 1) to os.date's (Sunday 1)
+  c.utc_offset, c.isdst = off, z.dst[ty] == 1
+  return c
+end
+
+local function load_module(path, name, extra)
+  local f = assert(loadfile(path, "t", S.new_env(lib)))
+  local m = f()
+  for k, v in pairs(extra or {}) do m[k] = v end
+  register(name, m)
+end
+load_module("lua/calsync/init.lua", "calsync", { localtime = localtime })
 -- string methods ("x"):rep(n) get the capped functions, as live (the
 -- metatable itself is not locked here, to leave busted's strings alone)
 S.protect_strings(str, false)

@@ -10,6 +10,7 @@
  *              (pol_decide_with, policy_runner_*, policy_decide)
  *   cli.c      `calsync policy check` and `calsync policy test`
  *   sandbox.c  one capped lua_State (sandbox.h)
+ *   tz.c       IANA zones from TZif files for calsync.localtime (tz.h)
  *   reload.c   the inotify watcher, the reload worker, bounded calls
  *              (reload.h)
  */

@@ -31,6 +31,7 @@
  * addresses of the static chars below.
  */
 #include "policy/sandbox.h"
+#include "policy/tz.h"
 
 #include "bundle.h"
 #include "log.h"
@@ -330,6 +331,78 @@ void sandbox_begin_decision(lua_State *L, int64_t now_s, const char *seed_text)
     lua_pushinteger(L, (lua_Integer)sandbox_seed_of(seed_text));
     lua_pushinteger(L, (lua_Integer)now_s);
     lua_call(L, 2, 0);
+}
+
+/* Charged per calsync.localtime call, whatever the cache holds (charges
+ * are deterministic): a binary search and a table of nine fields. */
+#define SB_LOCALTIME_BYTES 512
+
+/* Raises "calsync.localtime: <msg>" located at the caller (level 1: the
+ * function that called this C function), as the Lua functions of the
+ * calsync module do with error(msg, 2). */
+static int localtime_error(lua_State *L, const char *msg)
+{
+    luaL_where(L, 1);
+    lua_pushfstring(L, "calsync.localtime: %s", msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* calsync.localtime(t, zone): the wall clock of epoch seconds t in the
+ * IANA zone, {year, month, day, hour, min, sec, wday (1 = Sunday), yday,
+ * utc_offset (seconds), isdst}. The zone file is read by tz.c (never
+ * through TZ, which is the whole process's). */
+static int sb_localtime(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    if (lua_type(L, 1) != LUA_TNUMBER)
+        return localtime_error(L, lua_pushfstring(L, "expected epoch seconds, got %s",
+                                                  luaL_typename(L, 1)));
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return localtime_error(L, lua_pushfstring(L, "expected a zone name such as "
+                                                  "\"Europe/Berlin\", got %s",
+                                                  luaL_typename(L, 2)));
+    size_t zl;
+    const char *zone = lua_tolstring(L, 2, &zl);
+    if (sb->running) {
+        sb->bytes += SB_LOCALTIME_BYTES + (int64_t)(zl < TZ_NAME_MAX ? zl : TZ_NAME_MAX);
+        sb_check_bytes(sb);
+    }
+    lua_Integer t;
+    if (!lua_isinteger(L, 1)) {
+        lua_Number f = floor(lua_tonumber(L, 1));
+        if (!(f >= -1e15 && f <= 1e15)) /* NaN and inf too */
+            return localtime_error(L, "time out of range");
+        t = (lua_Integer)f;
+    } else {
+        t = lua_tointeger(L, 1);
+    }
+    struct tz_local lt;
+    char err[200];
+    if (tz_localtime(zone, zl, (int64_t)t, &lt, err, sizeof err))
+        return localtime_error(L, err);
+    lua_createtable(L, 0, 10);
+    lua_pushinteger(L, (lua_Integer)lt.year);
+    lua_setfield(L, -2, "year");
+    lua_pushinteger(L, lt.month);
+    lua_setfield(L, -2, "month");
+    lua_pushinteger(L, lt.day);
+    lua_setfield(L, -2, "day");
+    lua_pushinteger(L, lt.hour);
+    lua_setfield(L, -2, "hour");
+    lua_pushinteger(L, lt.min);
+    lua_setfield(L, -2, "min");
+    lua_pushinteger(L, lt.sec);
+    lua_setfield(L, -2, "sec");
+    lua_pushinteger(L, lt.wday);
+    lua_setfield(L, -2, "wday");
+    lua_pushinteger(L, lt.yday);
+    lua_setfield(L, -2, "yday");
+    lua_pushinteger(L, lt.utc_offset);
+    lua_setfield(L, -2, "utc_offset");
+    lua_pushboolean(L, lt.isdst);
+    lua_setfield(L, -2, "isdst");
+    return 1;
 }
 
 static int sb_limit_hit(lua_State *L)
@@ -633,6 +706,11 @@ static int sb_setup(lua_State *L)
         lua_call(L, 1, 1);
         lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
         lua_call(L, 0, 1);
+        if (strcmp(m->module, "calsync") == 0) {
+            /* the C part of the module (before register freezes it) */
+            lua_pushcfunction(L, sb_localtime);
+            lua_setfield(L, -2, "localtime");
+        }
         lua_call(L, 2, 0);        /* register(name, module) */
     }
 

@@ -1200,6 +1200,35 @@ static void test_deterministic(void **state)
     policy_runner_free(r);
 }
 
+/* calsync.localtime from a policy: the fields, errors located at the
+ * policy's line, and a hostile name refused. */
+static void test_localtime(void **state)
+{
+    (void)state;
+    start();
+    struct policy_decision d = run_body(
+        "local k = calsync.localtime(1774746000, 'Europe/Berlin')\n"
+        "local n = calsync.localtime(1774746000.9, 'Asia/Kathmandu')\n"
+        "return { action = 'ignore', reason = string.format('%d-%02d-%02d %02d:%02d:%02d "
+        "%d %d %d %s %02d:%02d', k.year, k.month, k.day, k.hour, k.min, k.sec, k.wday, "
+        "k.yday, k.utc_offset, tostring(k.isdst), n.hour, n.min) }");
+    assert_string_equal(d.action, "ignore");
+    assert_string_equal(d.reason, "2026-03-29 03:00:00 1 88 7200 true 06:45");
+    d = run_body("return calsync.localtime(0, '../../../etc/passwd')");
+    assert_flag(d, "p.lua:2: calsync.localtime: bad time zone name");
+    d = run_body("return calsync.localtime(0, 'Nowhere/Atlantis')");
+    assert_flag(d, "p.lua:2: calsync.localtime: unknown time zone 'Nowhere/Atlantis'");
+    d = run_body("return calsync.localtime('now', 'UTC')");
+    assert_flag(d, "expected epoch seconds, got string");
+    d = run_body("return calsync.localtime(0, 7)");
+    assert_flag(d, "expected a zone name");
+    d = run_body("return calsync.localtime(0/0, 'UTC')");
+    assert_flag(d, "time out of range");
+    /* charged: a loop of calls ends at the instruction limit, not later */
+    d = run_body("while true do calsync.localtime(0, 'UTC') end");
+    assert_flag(d, "instruction limit");
+}
+
 static void test_cmd_check(void **state)
 {
     (void)state;
@@ -1251,6 +1280,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_hostile_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_load_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_localtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
     };
