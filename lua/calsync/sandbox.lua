@@ -94,6 +94,10 @@ S.denied = {
 S.HOOKS = { on_delete = true, on_time_change = true, on_title_change = true,
     on_instance = true, on_past = true }
 
+-- The actions a decision may name (src/policy/decide.c validates them).
+S.ACTIONS = { cancel = true, reschedule = true, update = true, ignore = true,
+    flag = true }
+
 -- Bounds of the work C functions do for a policy (see "C work" below and
 -- docs/internals/policy.md, "Limits"). The count hook cannot run inside a
 -- C function, so every C function a policy can reach either does O(1)
@@ -1059,6 +1063,140 @@ function S.check(t, name, last_line, getinfo)
     local hooks = {}
     for _, k in pairs(order) do hooks[k] = rawget(t, k) end
     return hooks
+end
+
+-- ------------------------------------------------------------------ lint
+
+-- Lua tokens of src: calls tok(kind, text, line) with kind "name",
+-- "string", "number" or "op" (comments and whitespace skipped). Long
+-- strings and comments of any level are skipped whole. Malformed text is
+-- not this function's concern: the source has compiled already.
+local function tokens(src, tok)
+    local i, n, line = 1, #src, 1
+    local function long_close(at)
+        -- at: the first '[' of "[==[" ; returns the index after "]==]"
+        local _, e, eq = find(src, "^%[(=*)%[", at)
+        if not e then return nil end
+        local _, ce = find(src, "%]" .. eq .. "%]", e + 1)
+        ce = ce or n
+        local _, nl = gsub(sub(src, at, ce), "\n", "")
+        line = line + nl
+        return ce + 1
+    end
+    while i <= n do
+        local c = sub(src, i, i)
+        if c == "\n" then
+            line = line + 1
+            i = i + 1
+        elseif find(c, "^%s") then
+            i = i + 1
+        elseif sub(src, i, i + 1) == "--" then
+            local j = sub(src, i + 2, i + 2) == "[" and long_close(i + 2)
+            if j then
+                i = j
+            else
+                local e = find(src, "\n", i, true)
+                i = e or n + 1
+            end
+        elseif find(c, "^[%a_]") then
+            local _, e = find(src, "^[%w_]*", i + 1)
+            tok("name", sub(src, i, e), line)
+            i = e + 1
+        elseif find(c, "^%d") or (c == "." and find(src, "^%.%d", i)) then
+            local _, e = find(src, "^[%w_%.]*", i)
+            while find(sub(src, e, e), "^[eEpP]") and find(src, "^[+-]", e + 1) do
+                _, e = find(src, "^[%w_%.]*", e + 2)
+            end
+            tok("number", sub(src, i, e), line)
+            i = e + 1
+        elseif c == "\"" or c == "'" then
+            local j, start = i + 1, line
+            while j <= n do
+                local d = sub(src, j, j)
+                if d == "\\" then
+                    if sub(src, j + 1, j + 1) == "\n" then line = line + 1 end
+                    j = j + 2
+                elseif d == c then
+                    break
+                else
+                    if d == "\n" then line = line + 1 end
+                    j = j + 1
+                end
+            end
+            tok("string", sub(src, i + 1, j - 1), start)
+            i = j + 1
+        elseif c == "[" and find(src, "^%[=*%[", i) then
+            local start = line
+            local j = long_close(i)
+            tok("string", "", start)
+            i = j
+        else
+            local three, two = sub(src, i, i + 2), sub(src, i, i + 1)
+            if three == "..." then
+                tok("op", three, line)
+                i = i + 3
+            elseif two == "==" or two == "~=" or two == "<=" or two == ">="
+                or two == "::" or two == "//" or two == ".." or two == "<<"
+                or two == ">>" then
+                tok("op", two, line)
+                i = i + 2
+            else
+                tok("op", c, line)
+                i = i + 1
+            end
+        end
+    end
+end
+
+--- What `calsync policy check` finds in the text of a policy that loads
+--- (docs/policies.md, "policy check"): `calsync.NAME` where NAME is not in
+--- `known` (the module's fields), and a table constructor with a literal
+--- `action = "..."` but no `reason` key. Returns "file:line: message"
+--- strings in source order. Text only: no code of the policy runs here.
+function S.lint(src, name, known)
+    local out = {}
+    local stack = {}  -- open braces: {keys = {}, line, action}
+    local pending_key -- a NAME '=' seen right after '{', ',' or ';'
+    local hist = {}   -- the last three tokens {kind, text}, oldest first
+    local function report(line, msg) out[#out + 1] = name .. ":" .. line .. ": " .. msg end
+    tokens(src, function(kind, text, line)
+        local a, b, c = hist[3], hist[2], hist[1]
+        -- calsync.NAME, calsync not itself a field (x.calsync.y)
+        if kind == "name" and a and a[2] == "." and a[1] == "op" and b
+            and b[1] == "name" and b[2] == "calsync" then
+            if not (c and c[1] == "op" and (c[2] == "." or c[2] == ":"))
+                and not known[text] then
+                report(line, "unknown calsync." .. text .. " (the calsync module has "
+                    .. concat(sorted_keys(known), ", ") .. ")")
+            end
+        end
+        -- table constructors
+        if kind == "op" and text == "{" then
+            stack[#stack + 1] = { keys = {}, line = line }
+        elseif kind == "op" and text == "}" then
+            local f = stack[#stack]
+            stack[#stack] = nil
+            if f and f.action and not f.keys.reason then
+                report(f.action_line, "decision {action = \"" .. f.action
+                    .. "\"} without a reason: the runtime turns it into flag")
+            end
+        elseif kind == "op" and text == "=" and a and a[1] == "name" and b
+            and b[1] == "op" and (b[2] == "{" or b[2] == "," or b[2] == ";") then
+            local f = stack[#stack]
+            if f then
+                f.keys[a[2]] = true
+                pending_key = a[2]
+            end
+        elseif pending_key then
+            local f = stack[#stack]
+            if pending_key == "action" and kind == "string" and f and S.ACTIONS[text] then
+                f.action, f.action_line = text, line
+            end
+            pending_key = nil
+        end
+        hist[1], hist[2], hist[3] = hist[2], hist[3], { kind, text }
+    end)
+    return out
 end
 
 return S

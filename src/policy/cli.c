@@ -33,7 +33,95 @@ static void report_bad_name(const char *file, void *ud)
     b->n++;
 }
 
-/* Checks one file; prints its line. 0 good, 1 bad. */
+static void print_finding(const char *m, void *ud)
+{
+    fprintf(stderr, "%s\n", m);
+    (*(int *)ud)++;
+}
+
+/* The sample changes `policy check` decides (docs/policies.md): every kind,
+ * past or not, an occurrence or not, on a booking a week after a fixed now
+ * (so the output never depends on the date), with the settings of a new
+ * calendar ({}), in the real sandbox and dispatch. */
+#define SAMPLE_NOW_MS INT64_C(1767600000000) /* 2026-01-05T08:00:00Z, a Monday */
+#define SAMPLE_DAY_MS INT64_C(86400000)
+
+/* Decides the samples with the policy src; prints each different forced
+ * flag (an error, a limit hit, an invalid decision) as
+ * "file: on a sample <change>: <reason>". The number printed. */
+static int check_samples(const struct config *cfg, const char *name, const char *path,
+                         char *src, size_t len, const char *hash)
+{
+    static const char *const kinds[] = {"delete", "time_change", "title_change"};
+    static const char booking[] =
+        "{\"uid\":\"sample-1\",\"calendar_id\":1,\"title\":\"Intro call\","
+        "\"start\":\"2026-01-12T10:00:00Z\",\"end\":\"2026-01-12T10:30:00Z\","
+        "\"status\":\"accepted\",\"needs_review\":false,\"event_id\":\"ev-1\","
+        "\"updated_at\":\"2026-01-05T07:00:00Z\"}";
+    static const char event[] = "{\"id\":\"ev-1\",\"status\":\"confirmed\","
+                                "\"summary\":\"Intro call (moved)\"}";
+    struct policy_version v;
+    struct sandbox *sb = NULL;
+    char seen[8][sizeof ((struct policy_decision *)0)->reason];
+    int nseen = 0, printed = 0;
+    memset(&v, 0, sizeof v);
+    snprintf(v.name, sizeof v.name, "%s", name);
+    snprintf(v.version, sizeof v.version, "%s", hash);
+    v.path = (char *)path;
+    v.src = src;
+    v.len = len;
+    pol_decide_quiet(1);
+    for (int k = 0; k < 3; k++)
+        for (int past = 0; past < 2; past++)
+            for (int inst = 0; inst < 2; inst++) {
+                int64_t start = INT64_C(1768212000000); /* the booking's */
+                struct policy_input in;
+                memset(&in, 0, sizeof in);
+                in.kind = kinds[k];
+                in.event_json = event;
+                in.event_len = sizeof event - 1;
+                in.old_start_ms = start;
+                in.old_end_ms = start + 1800000;
+                in.old_title = "Intro call";
+                in.has_new = k != 0;
+                in.new_start_ms = start + (k == 1 ? SAMPLE_DAY_MS : 0);
+                in.new_end_ms = in.new_start_ms + 1800000;
+                in.new_title = k == 2 ? "Intro call (moved)" : "Intro call";
+                in.is_instance = inst;
+                in.series_id = inst ? "series-1" : NULL;
+                in.original_start_ms = start;
+                in.past = past;
+                in.source = "push";
+                in.booking_json = booking;
+                in.booking_len = sizeof booking - 1;
+                in.booking_uid = "sample-1";
+                in.now_ms = past ? start + 7 * SAMPLE_DAY_MS : SAMPLE_NOW_MS;
+                in.calendar_id = 1;
+                in.settings_json = "{}";
+                struct policy_decision d;
+                pol_decide_with(cfg, &v, &sb, &in, &d);
+                if (!d.forced)
+                    continue;
+                int dup = 0;
+                for (int i = 0; i < nseen && !dup; i++)
+                    dup = strcmp(seen[i], d.reason) == 0;
+                if (dup)
+                    continue;
+                if (nseen < 8)
+                    snprintf(seen[nseen++], sizeof seen[0], "%s", d.reason);
+                fprintf(stderr, "%s: on a sample %s change (%s%s): %s\n", path, kinds[k],
+                        past ? "past" : "not past", inst ? ", an occurrence" : "", d.reason);
+                printed++;
+            }
+    pol_decide_quiet(0);
+    sandbox_free(sb);
+    return printed;
+}
+
+/* Checks one file; prints its line. 0 good, 1 bad. Beyond loading it
+ * (the engine's check), its text is linted (sandbox_lint) and every hook
+ * decides sample changes (check_samples): what would surface live as a
+ * flag is reported now. */
 static int check_file(const struct config *cfg, const char *path)
 {
     struct cs_err err = {{0}};
@@ -51,14 +139,30 @@ static int check_file(const struct config *cfg, const char *path)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    int rc = 1;
+    int rc = 1, found = 0;
     if (policy_version_of(src, len, hash)) {
         fprintf(stderr, "%s: cannot hash\n", path);
     } else if (pol_compile_check(cfg, name, path, src, len, &msg)) {
         fprintf(stderr, "%s\n", msg.text);
     } else {
-        printf("%s: ok (version %s)\n", path, hash);
-        rc = 0;
+        struct sandbox_limits lim = pol_limits_of(cfg);
+        struct sandbox *sb = sandbox_new(name, &lim, &err);
+        if (!sb) {
+            fprintf(stderr, "%s:1: %s\n", path, err.msg);
+            found++;
+        } else if (sandbox_lint(sb, path, src, len, print_finding, &found, &msg) !=
+                   SANDBOX_OK) {
+            fprintf(stderr, "%s:1: lint not finished: %s\n", path, msg.text);
+            found++;
+        }
+        sandbox_free(sb);
+        found += check_samples(cfg, name, path, src, len, hash);
+        if (found) {
+            fprintf(stderr, "%s: loads, but %d problem(s) found\n", path, found);
+        } else {
+            printf("%s: ok (version %s)\n", path, hash);
+            rc = 0;
+        }
     }
     free(src);
     return rc;

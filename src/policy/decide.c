@@ -142,6 +142,14 @@ static const char *rc_kind(enum policy_rc rc)
     }
 }
 
+/* `policy check` reports forced flags itself: no log line for them. */
+static _Thread_local int quiet;
+
+void pol_decide_quiet(int on)
+{
+    quiet = on;
+}
+
 /* The one place an error becomes a decision: flag, with the reason,
  * counted per policy and kind. Never a destructive action. */
 static void policy_fallback(struct policy_decision *out, enum policy_rc rc,
@@ -162,6 +170,8 @@ static void policy_fallback(struct policy_decision *out, enum policy_rc rc,
              "calsync_policy_errors_total{policy=\"%s\",kind=\"%s\"}",
              metrics_label(out->policy, lbl, sizeof lbl), rc_kind(rc));
     metrics_inc(series);
+    if (quiet)
+        return;
     log_warn("policy.error", "policy=%s version=%s kind=%s reason=%s", log_q(out->policy),
              out->version, rc_kind(rc), log_q(out->reason));
     if (trace && *trace)

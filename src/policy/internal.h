@@ -118,4 +118,8 @@ void pol_decide_with(const struct config *cfg, struct policy_version *v,
                      struct sandbox **sbp, const struct policy_input *in,
                      struct policy_decision *out);
 
+/* 1: forced flags of this thread are not logged (policy check prints
+ * them); 0 again after. */
+void pol_decide_quiet(int on);
+
 #endif

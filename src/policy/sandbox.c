@@ -102,6 +102,8 @@ static char sb_key_hooks;
 static char sb_key_index_name;  /* "__index" */
 static char sb_key_stale_mt;  /* the metatable of a retired proxy */
 static char sb_key_randomseed; /* the real math.randomseed */
+static char sb_key_lint;       /* S.lint */
+static char sb_key_calsync_keys; /* {name = true} of the calsync module */
 
 static struct sandbox *sb_of(lua_State *L)
 {
@@ -660,6 +662,7 @@ static int sb_setup(lua_State *L)
     get_field_to_registry(L, S, "new_env", &sb_key_new_env);
     get_field_to_registry(L, S, "lock", &sb_key_lock);
     get_field_to_registry(L, S, "check", &sb_key_check);
+    get_field_to_registry(L, S, "lint", &sb_key_lint);
     lua_getglobal(L, "debug");
     get_field_to_registry(L, -1, "getinfo", &sb_key_getinfo);
     lua_pop(L, 1);
@@ -710,6 +713,16 @@ static int sb_setup(lua_State *L)
             /* the C part of the module (before register freezes it) */
             lua_pushcfunction(L, sb_localtime);
             lua_setfield(L, -2, "localtime");
+            /* its field names, for policy check's lint */
+            lua_newtable(L);
+            lua_pushnil(L);
+            while (lua_next(L, -3)) {
+                lua_pop(L, 1);
+                lua_pushvalue(L, -1);
+                lua_pushboolean(L, 1);
+                lua_rawset(L, -4);
+            }
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_calsync_keys);
         }
         lua_call(L, 2, 0);        /* register(name, module) */
     }
@@ -913,6 +926,42 @@ static int sb_load(lua_State *L)
     lua_pop(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
     return 0;
+}
+
+struct sb_lint_args {
+    const char *name, *src;
+    size_t len;
+    void (*found)(const char *msg, void *ud);
+    void *ud;
+};
+
+static int sb_lint(lua_State *L)
+{
+    const struct sb_lint_args *a = lua_touserdata(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_lint);
+    lua_pushlstring(L, a->src, a->len);
+    lua_pushstring(L, a->name);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_calsync_keys);
+    lua_call(L, 3, 1);
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *m = lua_tostring(L, -1);
+        if (m)
+            a->found(m, a->ud);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+enum sandbox_rc sandbox_lint(struct sandbox *sb, const char *name, const char *src,
+                             size_t len, void (*found)(const char *msg, void *ud),
+                             void *ud, struct sandbox_msg *msg)
+{
+    struct sb_lint_args a = {name, src, len, found, ud};
+    lua_pushcfunction(sb->L, sb_lint);
+    lua_pushlightuserdata(sb->L, &a);
+    return sandbox_pcall(sb, 1, 0, msg);
 }
 
 /* 1 when msg starts with "name:" or Lua's shortened "...tail-of-name:". */

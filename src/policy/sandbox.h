@@ -67,6 +67,14 @@ enum sandbox_rc sandbox_load(struct sandbox *sb, const char *name,
                              const char *src, size_t len,
                              struct sandbox_msg *msg);
 
+/* What `policy check` finds in the text of a policy (S.lint in
+ * lua/calsync/sandbox.lua: unknown calsync.NAME, a literal decision
+ * without a reason): found(msg, ud) per finding, "file:line: message", in
+ * source order. Runs under the limits like a call; no policy code runs. */
+enum sandbox_rc sandbox_lint(struct sandbox *sb, const char *name, const char *src,
+                             size_t len, void (*found)(const char *msg, void *ud),
+                             void *ud, struct sandbox_msg *msg);
+
 /* Calls the function under nargs arguments at the top of the stack with
  * the limits armed and the traceback handler. On SANDBOX_OK nres results
  * replace function and arguments; on any error they are popped and msg is

@@ -1240,6 +1240,38 @@ static void test_cmd_check(void **state)
     snprintf(p, sizeof p, "%s/good.lua", dir);
     assert_int_equal(policy_cmd_check(&cfg, p), 0);
     assert_int_equal(policy_cmd_check(&cfg, "/nonexistent/x.lua"), 1);
+
+    /* beyond loading (issue 18 item 7): each of these loads */
+    static const char *const flawed[] = {
+        /* a literal decision without reason */
+        "return { on_delete = function() return { action = 'cancel' } end }\n",
+        /* a mistyped calsync name on a path no sample takes */
+        "return { on_delete = function(c, b, ctx)\n"
+        "  if ctx.now < 0 then return { action = 'flag', reason = calsync.clok(0) } end\n"
+        "  return { action = 'cancel', reason = 'x' } end }\n",
+        /* a global written by a hook */
+        "return { on_time_change = function() n = 1 return { action = 'ignore', "
+        "reason = 'x' } end }\n",
+        /* an error on a sample change */
+        "return { on_past = function(c) return { action = 'ignore', reason = c.new.title } end }\n",
+        NULL,
+    };
+    unlink(p);
+    char bad[512];
+    snprintf(bad, sizeof bad, "%s/bad.lua", dir);
+    unlink(bad);
+    for (int i = 0; flawed[i]; i++) {
+        write_policy("flawed", flawed[i]);
+        snprintf(p, sizeof p, "%s/flawed.lua", dir);
+        if (policy_cmd_check(&cfg, p) != 1)
+            fail_msg("policy check passed flawed policy %d", i);
+    }
+    /* the same names in comments and strings, and a reason given later
+     * in the constructor, are fine */
+    write_policy("flawed", "-- calsync.clok\nlocal s = 'calsync.clok'\n"
+                 "return { on_delete = function() return { action = 'cancel', "
+                 "reason = calsync.format(0) } end }\n");
+    assert_int_equal(policy_cmd_check(&cfg, p), 0);
 }
 
 static void test_cmd_test(void **state)
