@@ -292,6 +292,37 @@ static int normalise_booking(lua_State *L, int b, struct buf *out, int64_t *end_
     return json_encode_value(L, b, out, err);
 }
 
+/* What the runtime can produce, so a dry run never decides a change the
+ * service would never hand to a policy: a known kind, change.new as the
+ * kind has it, a known source. */
+static int check_change_shape(lua_State *L, int c, const struct dry_run *d,
+                              struct cs_err *err)
+{
+    static const char *const sources[] = {"push", "poll", "full_sync", NULL};
+    if (!d->kind || (strcmp(d->kind, "delete") != 0 && strcmp(d->kind, "time_change") != 0 &&
+                     strcmp(d->kind, "title_change") != 0))
+        return cs_err_set(err, "change.kind must be \"delete\", \"time_change\" or "
+                          "\"title_change\", got %s%.32s%s", d->kind ? "\"" : "",
+                          d->kind ? d->kind : "nothing", d->kind ? "\"" : "");
+    int known = !d->source;
+    for (int i = 0; !known && sources[i]; i++)
+        known = strcmp(d->source, sources[i]) == 0;
+    if (!known)
+        return cs_err_set(err, "change.source must be \"push\", \"poll\" or "
+                          "\"full_sync\", got \"%.32s\"", d->source);
+    lua_getfield(L, c, "new");
+    int has_new = lua_type(L, -1) == LUA_TTABLE;
+    int nt = has_new ? (lua_getfield(L, -1, "start"), lua_type(L, -1)) : LUA_TNIL;
+    int ne = has_new ? (lua_getfield(L, -2, "end"), lua_type(L, -1)) : LUA_TNIL;
+    lua_settop(L, c);
+    if (strcmp(d->kind, "delete") == 0 && has_new)
+        return cs_err_set(err, "change.new must be absent on a delete");
+    if (strcmp(d->kind, "delete") != 0 && (nt != LUA_TSTRING || ne != LUA_TSTRING))
+        return cs_err_set(err, "change.new.start and change.new.end are required on a %s",
+                          d->kind);
+    return 0;
+}
+
 static int parse_change_file(lua_State *L, const char *text, size_t len,
                              struct dry_run *d, struct cs_err *err)
 {
@@ -309,10 +340,20 @@ static int parse_change_file(lua_State *L, const char *text, size_t len,
     if (json_only_keys(L, top, top_keys, err))
         goto done;
     in->now_ms = time_now_ms();
-    if ((r = json_get_int(L, top, "now", &now_s, err)) < 0)
-        goto done;
-    if (r == 1)
+    lua_getfield(L, top, "now");
+    int now_type = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (now_type == LUA_TSTRING) {
+        if (get_time(L, top, "top level", "now", &in->now_ms, err) < 0)
+            goto done;
+    } else if (now_type != LUA_TNIL) {
+        if ((r = json_get_int(L, top, "now", &now_s, err)) < 0 ||
+            now_s > INT64_C(253402300799) || now_s < INT64_C(-62135596800)) {
+            cs_err_set(err, "now must be epoch seconds (an integer) or an RFC 3339 time");
+            goto done;
+        }
         in->now_ms = now_s * 1000;
+    }
     if (json_get_int(L, top, "calendar_id", &in->calendar_id, err) < 0)
         goto done;
     if ((r = json_get_obj(L, top, "settings", err)) < 0)
@@ -329,6 +370,16 @@ static int parse_change_file(lua_State *L, const char *text, size_t len,
     in->no_old = 1;
     if (r == 1) {
         int b = lua_gettop(L);
+        static const char *const required[] = {"uid", "start", "end", NULL};
+        for (int i = 0; required[i]; i++) {
+            lua_getfield(L, b, required[i]);
+            int t = lua_type(L, -1);
+            lua_pop(L, 1);
+            if (t != LUA_TSTRING) {
+                cs_err_set(err, "booking.%s is required (a string)", required[i]);
+                goto done;
+            }
+        }
         if (!in->calendar_id && json_get_int(L, b, "calendar_id", &in->calendar_id, err) < 0)
             goto done;
         int64_t s = POLICY_TIME_NONE;
@@ -351,11 +402,18 @@ static int parse_change_file(lua_State *L, const char *text, size_t len,
 
     if ((r = json_get_obj(L, top, "change", err)) < 0)
         goto done;
+    if (r == 0) {
+        cs_err_set(err, "change is required: {\"kind\": \"delete\"|\"time_change\"|"
+                   "\"title_change\", ...}");
+        goto done;
+    }
     if (r == 1) {
         int c = lua_gettop(L);
         if (json_only_keys(L, c, change_keys, err) ||
             get_dup(L, c, "change", "kind", &d->kind, err) ||
             get_dup(L, c, "change", "source", &d->source, err))
+            goto done;
+        if (check_change_shape(L, c, d, err))
             goto done;
         if ((r = json_get_obj(L, c, "event", err)) < 0)
             goto done;
@@ -426,7 +484,7 @@ done:
 }
 
 int policy_cmd_test(const struct config *cfg, const char *policy,
-                    const char *change_file)
+                    const char *change_file, const char *expect)
 {
     struct cs_err err = {{0}};
     struct dry_run d;
@@ -442,6 +500,17 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
     buf_init(&d.booking);
     buf_init(&d.settings);
 
+    static const char *const actions[] = {"cancel", "reschedule", "update", "ignore",
+                                          "flag", NULL};
+    int known = !expect;
+    for (int i = 0; !known && actions[i]; i++)
+        known = strcmp(expect, actions[i]) == 0;
+    if (!known) {
+        fprintf(stderr, "calsync: policy test: --expect takes cancel, reschedule, update, "
+                "ignore or flag, not '%s'\n", expect);
+        rc = 2;
+        goto done;
+    }
     size_t pl = strlen(policy);
     if (strchr(policy, '/') || (pl > 4 && strcmp(policy + pl - 4, ".lua") == 0)) {
         snprintf(path, sizeof path, "%s", policy);
@@ -499,6 +568,15 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
     buf_puts(&o, "}\n");
     rc = fwrite(o.data, 1, o.len, stdout) == o.len && fflush(stdout) == 0 ? 0 : 1;
     buf_free(&o);
+    if (out.forced) {
+        /* live this is a flag for a human; in a test it is a failing policy */
+        fprintf(stderr, "calsync: policy test: the runtime forced the decision: %s\n",
+                out.reason);
+        rc = 1;
+    } else if (expect && strcmp(out.action, expect) != 0) {
+        fprintf(stderr, "calsync: policy test: expected %s, got %s\n", expect, out.action);
+        rc = 1;
+    }
 done:
     sandbox_free(sb);
     pol_version_unref(v);

@@ -148,10 +148,13 @@ int policy_decide(struct policy_runner *r, const char *policy_name,
  * out (at least 13 bytes). 0, or -1 if libcrypto fails. */
 int policy_version_of(const char *src, size_t len, char out[13]);
 
-/* `calsync policy check [DIR|FILE]` and `calsync policy test POLICY
- * CHANGE.json`: return the process exit status (0, 1, or 2 for usage). */
+/* `calsync policy check [DIR|FILE]` and `calsync policy test [--expect
+ * ACTION] POLICY CHANGE.json`: return the process exit status (0, 1, or 2
+ * for usage). policy test exits 1 when the runtime forced the decision (a
+ * policy error, a limit hit, an invalid decision) or, with expect (may be
+ * NULL), when the action is not expect. */
 int policy_cmd_check(const struct config *cfg, const char *target);
 int policy_cmd_test(const struct config *cfg, const char *policy,
-                    const char *change_file);
+                    const char *change_file, const char *expect);
 
 #endif

@@ -275,14 +275,18 @@ class PolicyCommandTests(unittest.TestCase):
         self.assertEqual(json.loads(p.stdout), {"action": "ignore", "reason": "no hook"})
 
     def test_test_turns_errors_into_flag(self):
+        # the flag the service would record is printed; the exit status
+        # says the policy failed (issue 18)
         pol = self.file("bad.lua", "return { on_delete = function(c, b) b.status = 'x' end }\n")
         p = self.run_cmd("policy", "test", pol, self.file("c.json", CHANGE_DELETE))
-        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("the runtime forced the decision", p.stderr)
         d = json.loads(p.stdout)
         self.assertEqual(d["action"], "flag")
         self.assertIn("read-only", d["reason"])
         loop = self.file("loop.lua", "return { on_delete = function() while true do end end }\n")
         p = self.run_cmd("policy", "test", loop, self.file("c.json", CHANGE_DELETE))
+        self.assertEqual(p.returncode, 1)
         self.assertEqual(json.loads(p.stdout)["action"], "flag")
         self.assertIn("instruction limit", json.loads(p.stdout)["reason"])
         p = self.run_cmd("policy", "test", "no_such_policy", self.file("c.json", CHANGE_DELETE))
@@ -296,6 +300,32 @@ class PolicyCommandTests(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         p = self.run_cmd("policy", "test", "default")
         self.assertEqual(p.returncode, 2)
+
+    def test_test_expect_and_change_shape(self):
+        change = self.file("change.json", CHANGE_DELETE)
+        p = self.run_cmd("policy", "test", "--expect", "cancel", "default", change)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.run_cmd("policy", "test", "--expect", "flag", "default", change)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("expected flag, got cancel", p.stderr)
+        self.assertEqual(json.loads(p.stdout)["action"], "cancel")
+        p = self.run_cmd("policy", "test", "--expect", "explode", "default", change)
+        self.assertEqual(p.returncode, 2)
+        # now as RFC 3339, any offset
+        rfc = dict(CHANGE_DELETE, now="2026-11-24T10:00:00+01:00")
+        p = self.run_cmd("policy", "test", "default", self.file("rfc.json", rfc))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # the issue's case: an unknown kind with an empty booking is refused
+        moved = {"change": {"kind": "moved"}, "booking": {}}
+        p = self.run_cmd("policy", "test", "default", self.file("moved.json", moved))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("booking.uid is required", p.stderr)
+        self.assertEqual(p.stdout, "")
+        moved = dict(CHANGE_DELETE, change={"kind": "moved"})
+        p = self.run_cmd("policy", "test", "default", self.file("moved.json", moved))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("change.kind must be", p.stderr)
+        self.assertEqual(p.stdout, "")
 
 
 if __name__ == "__main__":

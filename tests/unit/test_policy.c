@@ -1281,11 +1281,48 @@ static void test_cmd_test(void **state)
     char change[512];
     snprintf(change, sizeof change, "%s/change.json", dir);
     write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":1795510800}");
-    assert_int_equal(policy_cmd_test(&cfg, "good", change), 0);
-    assert_int_equal(policy_cmd_test(&cfg, "missing", change), 1);
-    assert_int_equal(policy_cmd_test(&cfg, "bad name!", change), 2);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, NULL), 0);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "cancel"), 0);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "flag"), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "destroy"), 2);
+    assert_int_equal(policy_cmd_test(&cfg, "missing", change, NULL), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "bad name!", change, NULL), 2);
     write_file(change, "{\"change\":{\"kind\":\"delete\"},\"nonsense\":1}");
-    assert_int_equal(policy_cmd_test(&cfg, "good", change), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, NULL), 1);
+
+    /* now: epoch seconds or RFC 3339, nothing else */
+    write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":\"2026-11-24T10:00:00+01:00\"}");
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "cancel"), 0);
+    static const char *const malformed[] = {
+        "{\"change\":{\"kind\":\"delete\"},\"now\":\"tomorrow\"}",
+        "{\"change\":{\"kind\":\"delete\"},\"now\":1.5}",
+        "{\"change\":{\"kind\":\"delete\"},\"now\":true}",
+        /* the case: an unknown kind and an empty booking */
+        "{\"change\":{\"kind\":\"moved\"},\"booking\":{}}",
+        "{\"change\":{\"kind\":\"delete\"},\"booking\":{}}",
+        "{\"booking\":{\"uid\":\"b\",\"start\":\"2026-11-26T10:00:00Z\","
+        "\"end\":\"2026-11-26T11:00:00Z\"}}",
+        "{\"change\":{}}",
+        "{\"change\":{\"kind\":\"time_change\"}}",
+        "{\"change\":{\"kind\":\"time_change\",\"new\":{\"start\":\"2026-11-26T10:00:00Z\"}}}",
+        "{\"change\":{\"kind\":\"delete\",\"new\":{\"start\":\"2026-11-26T10:00:00Z\","
+        "\"end\":\"2026-11-26T11:00:00Z\"}}}",
+        "{\"change\":{\"kind\":\"delete\",\"source\":\"carrier pigeon\"}}",
+        NULL,
+    };
+    for (int i = 0; malformed[i]; i++) {
+        write_file(change, malformed[i]);
+        if (policy_cmd_test(&cfg, "good", change, NULL) != 1)
+            fail_msg("accepted malformed change file %d: %s", i, malformed[i]);
+    }
+
+    /* a policy that fails exits 1, with the flag printed */
+    write_policy("crash", "return { on_delete = function() error('boom') end }\n");
+    write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":1795510800}");
+    assert_int_equal(policy_cmd_test(&cfg, "crash", change, NULL), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "crash", change, "flag"), 1);
+    write_policy("noreason", "return { on_delete = function() return { action = 'cancel' } end }\n");
+    assert_int_equal(policy_cmd_test(&cfg, "noreason", change, NULL), 1);
 }
 
 int main(void)
