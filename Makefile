@@ -128,7 +128,7 @@ deps:
 
 unit: build/calsync $(UNIT_BIN) $(ASAN_UNIT_BIN)
 
-spec:
+spec: build/calsync
 	@sh tools/deps.sh --quiet
 	lua5.4 /usr/bin/busted
 
@@ -157,6 +157,9 @@ install: build/calsync
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/calsync/policies
 	install -m 0755 build/calsync $(DESTDIR)$(PREFIX)/bin/calsync
 	install -m 0644 policies/*.lua $(DESTDIR)$(PREFIX)/share/calsync/policies/
+	install -d $(DESTDIR)$(PREFIX)/share/calsync/lua/calsync
+	install -m 0644 lua/calsync/*.lua $(DESTDIR)$(PREFIX)/share/calsync/lua/calsync/
+	install -m 0644 spec/helpers.lua $(DESTDIR)$(PREFIX)/share/calsync/lua/
 
 clean:
 	rm -rf build

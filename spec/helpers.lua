@@ -1,5 +1,8 @@
--- spec/helpers.lua -- load policies the way calsync does, and build the
--- arguments the runtime passes, with defaults.
+-- spec/helpers.lua -- load policies the way calsync does, decide through
+-- the calsync binary, and build the arguments the runtime passes, with
+-- defaults. Installed by `make install` (PREFIX/share/calsync/lua), so a
+-- repository holding only policies/ and spec/ runs its specs with busted
+-- (docs/policies.md, "Specs outside calsync's tree").
 --
 --   local H = require "helpers"
 --   local P = H.load("default")               -- policies/default.lua
@@ -118,7 +121,10 @@ local function load_module(path, name, extra)
   for k, v in pairs(extra or {}) do m[k] = v end
   register(name, m)
 end
-load_module("lua/calsync/init.lua", "calsync", { localtime = localtime })
+-- found on package.path: lua/ in the source tree, or where `make install`
+-- puts the library (PREFIX/share/calsync/lua) for a policies repository
+load_module(assert(package.searchpath("calsync", package.path)), "calsync",
+  { localtime = localtime })
 -- string methods ("x"):rep(n) get the capped functions, as live (the
 -- metatable itself is not locked here, to leave busted's strings alone)
 S.protect_strings(str, false)
@@ -208,7 +214,7 @@ function H.load_source(src, name)
   S.lock(env)
   local hooks, cerr = S.check(t, name, last_line(src), debug.getinfo)
   if not hooks then return nil, cerr end
-  local P = {}
+  local P = { source = src, name = name }
   for k, f in pairs(hooks) do
     P[k] = function(change, booking, ctx)
       begin_decision(booking, ctx)
@@ -233,42 +239,88 @@ end
 
 -- ----------------------------------------------------------- dispatch
 
-local actions = { cancel = true, reschedule = true, update = true,
-  ignore = true, flag = true }
+-- H.decide runs the binary's own dispatch, validation and fallback
+-- (`calsync policy test`, src/policy/decide.c): one implementation, so a
+-- spec cannot pass on a Lua copy that drifted from the runtime. The
+-- binary: $CALSYNC_BIN, else build/calsync under the working directory
+-- (the source tree), else `calsync` on PATH (an installed calsync, for a
+-- policies repository of its own).
+local cjson = require "cjson"
 
---- What the runtime decides (src/policy/decide.c): dispatch, validation, and
---- flag with the reason on an error or an invalid decision.
---- Returns the decision and, when the runtime forced a flag, its kind.
+local function binary()
+  local b = os.getenv("CALSYNC_BIN")
+  if b and b ~= "" then return b end
+  local cwd = os.getenv("PWD") or "."
+  local f = io.open(cwd .. "/build/calsync", "rb")
+  if f then
+    f:close()
+    return cwd .. "/build/calsync"
+  end
+  return "calsync"
+end
+
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local scratch -- a private directory: the policy, the change file, a config
+local function scratch_dir()
+  if not scratch then
+    local p = assert(io.popen("mktemp -d /tmp/calsync-spec-XXXXXX"))
+    scratch = p:read("l")
+    p:close()
+    assert(scratch and scratch ~= "", "mktemp -d failed")
+  end
+  return scratch
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- A plain copy of an argument (proxies and functions left out), for JSON.
+local function plain(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do
+    if type(x) ~= "function" then t[k] = plain(x) end
+  end
+  return t
+end
+
+--- What the runtime decides: dispatch, validation, and flag with the
+--- reason on an error, a limit hit or an invalid decision -- decided by
+--- the calsync binary on the policy P was loaded from, with H.LIMIT
+--- instructions per call. Returns the decision and, when the runtime
+--- forced a flag, its kind ("runtime", "instructions", "memory",
+--- "decision").
 function H.decide(P, change, booking, ctx)
-  local hook
-  if change.past then
-    hook = P.raw.on_past
-  elseif change.instance and P.raw.on_instance then
-    hook = P.raw.on_instance
-  else
-    hook = change.kind and P.raw["on_" .. change.kind]
+  local dir = scratch_dir()
+  -- the policy under its own name, so messages read as in the service
+  local name = P.name or "policies/test.lua"
+  os.execute("mkdir -p " .. shq(dir .. "/" .. (name:match("^(.*)/") or ".")))
+  write(dir .. "/" .. name, P.source)
+  local doc = { change = plain(change), now = ctx.now,
+    settings = plain(ctx.settings) or {},
+    calendar_id = ctx.calendar and ctx.calendar.id or nil }
+  if booking then doc.booking = plain(booking) end
+  write(dir .. "/change.json", cjson.encode(doc))
+  local limit = math.max(1000, math.min(H.LIMIT, 1e12))
+  write(dir .. "/calsync.conf", string.format(
+    "policy_limits = { instructions = %d }\n", math.floor(limit)))
+  local cmd = "cd " .. shq(dir) .. " && " .. shq(binary()) .. " policy test -c calsync.conf "
+    .. shq(name) .. " change.json 2>stderr.txt"
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  if out == "" then
+    local f = io.open(dir .. "/stderr.txt", "rb")
+    local err = f and f:read("a") or ""
+    if f then f:close() end
+    error("calsync policy test failed: " .. err, 2)
   end
-  if not hook then return { action = "ignore", reason = "no hook" } end
-  begin_decision(booking, ctx)
-  local ok, d = limited(hook, S.readonly(change), booking and S.readonly(booking),
-    S.readonly(ctx))
-  decision_now = nil
-  if not ok then
-    local m = tostring(d)
-    if m:find("instruction limit", 1, true) then
-      return { action = "flag", reason = "policy stopped: " .. m }, "instructions"
-    end
-    return { action = "flag", reason = "policy error: " .. m }, "runtime"
-  end
-  if type(d) ~= "table" then
-    return { action = "flag", reason = "invalid decision: expected a table "
-      .. "{action=..., reason=...}, got " .. type(d) }, "decision"
-  end
-  local a, r = rawget(d, "action"), rawget(d, "reason")
-  if type(a) ~= "string" or not actions[a] or type(r) ~= "string" or #r > 1000 then
-    return { action = "flag", reason = "invalid decision" }, "decision"
-  end
-  return { action = a, reason = r }
+  local d = cjson.decode(out)
+  return { action = d.action, reason = d.reason }, d.error
 end
 
 -- ----------------------------------------------------------- builders

@@ -565,6 +565,11 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
     buf_json_strz(&o, out.action);
     buf_puts(&o, ",\"reason\":");
     buf_json_strz(&o, out.reason);
+    if (out.forced) {
+        /* which failure (as calsync_policy_errors_total's kind) */
+        buf_puts(&o, ",\"error\":");
+        buf_json_strz(&o, out.error);
+    }
     buf_puts(&o, "}\n");
     rc = fwrite(o.data, 1, o.len, stdout) == o.len && fflush(stdout) == 0 ? 0 : 1;
     buf_free(&o);

@@ -165,6 +165,7 @@ static void policy_fallback(struct policy_decision *out, enum policy_rc rc,
     snprintf(out->action, sizeof out->action, "flag");
     snprintf(out->reason, sizeof out->reason, "%s%s", prefix[rc], detail);
     out->forced = 1;
+    copy_str(out->error, sizeof out->error, rc_kind(rc));
     char lbl[128], series[256];
     snprintf(series, sizeof series,
              "calsync_policy_errors_total{policy=\"%s\",kind=\"%s\"}",
@@ -367,6 +368,7 @@ int policy_decide(struct policy_runner *r, const char *policy_name,
         snprintf(out->reason, sizeof out->reason, "policy unavailable: no live "
                  "version of policy '%.63s'", policy_name);
         out->forced = 1;
+        copy_str(out->error, sizeof out->error, "load");
         return -1;
     }
     pol_decide_with(r->cfg, s->ver, &s->sb, in, out);

@@ -103,6 +103,9 @@ struct policy_decision {
     char version[16];  /* ... and the version that decided (audit) */
     int forced;        /* 1: the runtime turned an error, a limit hit or an
                         * invalid decision into flag */
+    char error[16];    /* when forced: runtime | instructions | memory |
+                        * decision | load (calsync_policy_errors_total's
+                        * kind); "" otherwise */
 };
 
 /* Longest reason a policy may return, in bytes. */

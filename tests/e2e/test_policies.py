@@ -301,6 +301,47 @@ class PolicyCommandTests(unittest.TestCase):
         p = self.run_cmd("policy", "test", "default")
         self.assertEqual(p.returncode, 2)
 
+    def test_specs_outside_the_source_tree(self):
+        # a policies repository: only policies/ and spec/, and a .busted
+        # whose lpath points at the library as `make install` lays it out
+        # (PREFIX/share/calsync/lua: calsync/*.lua and helpers.lua); the
+        # specs decide through the binary (CALSYNC_BIN)
+        lib = os.path.join(self.tmp, "share", "calsync", "lua")
+        os.makedirs(os.path.join(lib, "calsync"))
+        for f in ("init.lua", "sandbox.lua"):
+            shutil.copy(os.path.join(ROOT, "lua", "calsync", f), os.path.join(lib, "calsync"))
+        shutil.copy(os.path.join(ROOT, "spec", "helpers.lua"), lib)
+        repo = os.path.join(self.tmp, "repo")
+        os.makedirs(os.path.join(repo, "policies"))
+        os.makedirs(os.path.join(repo, "spec"))
+        for f in ("default.lua", "working_hours.lua"):
+            shutil.copy(os.path.join(ROOT, "policies", f), os.path.join(repo, "policies"))
+        for f in ("default_spec.lua", "working_hours_spec.lua"):
+            shutil.copy(os.path.join(ROOT, "spec", f), os.path.join(repo, "spec"))
+        with open(os.path.join(repo, ".busted"), "w") as f:
+            f.write('return { default = { ROOT = { "spec" }, pattern = "_spec", '
+                    'lpath = "%s/?.lua;%s/?/init.lua" } }\n' % (lib, lib))
+        env = dict(os.environ, CALSYNC_BIN=os.path.abspath(BIN))
+        env.pop("LUA_PATH", None)
+        p = subprocess.run(["lua5.4", "/usr/bin/busted", "-o", "plainTerminal"], cwd=repo,
+                           env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        m = re.search(r"(\d+) successes / (\d+) failures / (\d+) errors", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertGreaterEqual(int(m.group(1)), 10, p.stdout)
+        # and a spec that expects the wrong action fails there
+        with open(os.path.join(repo, "spec", "wrong_spec.lua"), "w") as f:
+            f.write('local H = require "helpers"\n'
+                    'local P = H.load("default")\n'
+                    'it("cancels on delete (says the wrong spec)", function()\n'
+                    '  local d = H.decide(P, H.change{ kind = "delete" }, H.booking(), H.ctx())\n'
+                    '  assert.equal("flag", d.action)\n'
+                    'end)\n')
+        p = subprocess.run(["lua5.4", "/usr/bin/busted", "-o", "plainTerminal"], cwd=repo,
+                           env=env, capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("1 failure", p.stdout)
+
     def test_test_expect_and_change_shape(self):
         change = self.file("change.json", CHANGE_DELETE)
         p = self.run_cmd("policy", "test", "--expect", "cancel", "default", change)
