@@ -12,8 +12,9 @@
 -- ctx.settings (all optional):
 --   work_start   "HH:MM", default "09:00": start of the working day
 --   work_end     "HH:MM", default "17:00": end of the working day
---   work_days    list of ISO weekdays (1 = Monday .. 7 = Sunday),
---                default {1, 2, 3, 4, 5}
+--   work_days    ISO weekdays (1 = Monday .. 7 = Sunday), "1,2,3,4,5" by
+--                default (a list {1, 2, 3, 4, 5} stored before the schema
+--                is still read)
 --   zone         IANA time zone of the host ("Europe/Berlin"): the hours
 --                are wall-clock hours there, daylight-saving changes
 --                included (calsync.localtime)
@@ -33,7 +34,18 @@ local function hours(settings)
   local from = minutes(settings.work_start or "09:00", "work_start")
   local to = minutes(settings.work_end or "17:00", "work_end")
   local days = {}
-  for _, d in ipairs(settings.work_days or { 1, 2, 3, 4, 5 }) do days[d] = true end
+  local wd = settings.work_days or "1,2,3,4,5"
+  if type(wd) == "string" then
+    for d in string.gmatch(wd, "[^,%s]+") do
+      local n = tonumber(d)
+      if not n or n < 1 or n > 7 or n % 1 ~= 0 then
+        error("settings.work_days must list weekdays 1-7, got " .. wd)
+      end
+      days[n] = true
+    end
+  else
+    for _, d in ipairs(wd) do days[d] = true end
+  end
   return from, to, days
 end
 
@@ -60,6 +72,14 @@ local function inside(span, settings)
 end
 
 return {
+  settings = {
+    work_start = { type = "string", default = "09:00" },
+    work_end = { type = "string", default = "17:00" },
+    work_days = { type = "string", default = "1,2,3,4,5" },
+    zone = { type = "string" },
+    utc_offset = { type = "string" },
+  },
+
   on_delete = function()
     return { action = "cancel", reason = "event deleted in Google Calendar" }
   end,

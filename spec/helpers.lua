@@ -217,6 +217,14 @@ function H.load_source(src, name)
   local P = { source = src, name = name }
   for k, f in pairs(hooks) do
     P[k] = function(change, booking, ctx)
+      if hooks.settings and ctx then
+        -- as the runtime: ctx.settings with the schema's defaults filled in
+        local c, st = {}, {}
+        for key, v in pairs(ctx) do c[key] = v end
+        for key, v in pairs(ctx.settings or {}) do st[key] = v end
+        c.settings = S.fill_defaults(hooks.settings, st)
+        ctx = c
+      end
       begin_decision(booking, ctx)
       local ok2, d = limited(f, S.readonly(change), booking and S.readonly(booking),
         S.readonly(ctx))

@@ -1062,7 +1062,135 @@ function S.check(t, name, last_line, getinfo)
     end
     local hooks = {}
     for _, k in pairs(order) do hooks[k] = rawget(t, k) end
+    local schema = rawget(t, "settings")
+    if schema ~= nil then
+        local plain, err = S.check_schema(schema)
+        if not plain then return nil, at() .. err end
+        hooks.settings = plain
+    end
     return hooks
+end
+
+-- ------------------------------------------------------------ settings
+-- DESIGN §5: `settings = { key = {type = "number"|"string"|"boolean",
+-- default = .., min = .., max = .., one_of = {..}} }`.
+
+local SCHEMA_TYPES = { number = true, string = true, boolean = true }
+local SCHEMA_FIELDS = { type = true, default = true, min = true, max = true,
+    one_of = true }
+S.SETTINGS_MAX_KEYS = 64
+
+-- Checks value v against one key's spec; nil, or what is wrong with it.
+local function check_value(spec, v)
+    if type(v) ~= spec.type then
+        return "must be a " .. spec.type .. ", got " .. type(v)
+    end
+    if spec.type == "number" and v ~= v then return "must be a number, got NaN" end
+    if spec.min ~= nil and v < spec.min then
+        return "must be at least " .. tostring(spec.min) .. ", got " .. tostring(v)
+    end
+    if spec.max ~= nil and v > spec.max then
+        return "must be at most " .. tostring(spec.max) .. ", got " .. tostring(v)
+    end
+    if spec.one_of ~= nil then
+        for i = 1, #spec.one_of do
+            if spec.one_of[i] == v then return nil end
+        end
+        local shown = {}
+        for i = 1, #spec.one_of do shown[i] = sformat("%q", spec.one_of[i]) end
+        return "must be one of " .. concat(shown, ", ") .. ", got " .. sformat("%q", v)
+    end
+    return nil
+end
+
+--- Checks a policy's `settings` schema; returns a plain copy of it
+--- (key -> {type, default, min, max, one_of}) or nil and a message.
+function S.check_schema(schema)
+    if type(schema) ~= "table" then
+        return nil, "settings must be a table (a schema), got " .. type(schema)
+    end
+    local out, n = {}, 0
+    for _, key in pairs(sorted_keys(schema)) do
+        local spec = rawget(schema, key)
+        local where = "settings." .. tostring(key)
+        if type(key) ~= "string" or not find(key, "^[%a_][%w_]*$") or #key > 64 then
+            return nil, "settings: a key must be a name, got " .. tostring(key)
+        end
+        n = n + 1
+        if n > S.SETTINGS_MAX_KEYS then
+            return nil, "settings: more than " .. S.SETTINGS_MAX_KEYS .. " keys"
+        end
+        if type(spec) ~= "table" then
+            return nil, where .. " must be a table {type = ...}, got " .. type(spec)
+        end
+        for _, f in pairs(sorted_keys(spec)) do
+            if not SCHEMA_FIELDS[f] then
+                return nil, where .. ": unknown field '" .. tostring(f)
+                    .. "' (type, default, min, max, one_of)"
+            end
+        end
+        local c = { type = rawget(spec, "type"), default = rawget(spec, "default"),
+            min = rawget(spec, "min"), max = rawget(spec, "max") }
+        if not SCHEMA_TYPES[c.type] then
+            return nil, where .. ".type must be \"number\", \"string\" or \"boolean\", got "
+                .. tostring(c.type)
+        end
+        if (c.min ~= nil or c.max ~= nil) and c.type ~= "number" then
+            return nil, where .. ": min and max are for numbers"
+        end
+        if (c.min ~= nil and type(c.min) ~= "number") or (c.max ~= nil and type(c.max) ~= "number") then
+            return nil, where .. ": min and max must be numbers"
+        end
+        local one_of = rawget(spec, "one_of")
+        if one_of ~= nil then
+            if type(one_of) ~= "table" or #one_of == 0 or #one_of > 64 then
+                return nil, where .. ".one_of must be a list of 1 to 64 values"
+            end
+            c.one_of = {}
+            for i = 1, #one_of do
+                local v = rawget(one_of, i)
+                if type(v) ~= c.type then
+                    return nil, where .. ".one_of: every value must be a " .. c.type
+                end
+                c.one_of[i] = v
+            end
+        end
+        if c.default ~= nil then
+            local err = check_value(c, c.default)
+            if err then return nil, where .. ".default " .. err end
+        end
+        out[key] = c
+    end
+    return out
+end
+
+--- Checks a calendar's settings (a decoded JSON object) against a plain
+--- schema; nil, or "settings.key: message" naming the first bad key.
+function S.validate_settings(schema, settings)
+    if type(settings) ~= "table" then return "settings must be an object" end
+    for _, key in pairs(sorted_keys(settings)) do
+        local spec = type(key) == "string" and schema[key]
+        if not spec then
+            local known = sorted_keys(schema)
+            return "settings." .. tostring(key) .. ": unknown setting"
+                .. (#known > 0 and " (this policy takes " .. concat(known, ", ") .. ")"
+                    or " (this policy takes none)")
+        end
+        local err = check_value(spec, settings[key])
+        if err then return "settings." .. key .. ": " .. err end
+    end
+    return nil
+end
+
+--- Fills the defaults of a plain schema into a decoded settings table
+--- (before it is made read-only): keys absent get their default.
+function S.fill_defaults(schema, settings)
+    for key, spec in pairs(schema) do
+        if spec.default ~= nil and rawget(settings, key) == nil then
+            rawset(settings, key, spec.default)
+        end
+    end
+    return settings
 end
 
 -- ------------------------------------------------------------------ lint

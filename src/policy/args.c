@@ -269,8 +269,9 @@ static void fill_booking_fields(lua_State *L, int sk, int t, const struct bookin
     set_time(L, sk, t, K_UPDATED_AT, b->updated_ms, tm);
 }
 
-/* Pushes the deep read-only decoding of text, or returns 0. */
-static int push_lazy_json(lua_State *L, const char *text, size_t len)
+/* Pushes the deep read-only decoding of text, or returns 0. settings:
+ * the policy's defaults are filled in first (DESIGN §5). */
+static int push_lazy_json(lua_State *L, const char *text, size_t len, int settings)
 {
     if (!text)
         return 0;
@@ -279,8 +280,11 @@ static int push_lazy_json(lua_State *L, const char *text, size_t len)
         lua_pop(L, 1);
         return 0;
     }
-    if (lua_type(L, -1) == LUA_TTABLE)
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        if (settings)
+            sandbox_settings_defaults(L);
         sandbox_readonly(L);
+    }
     return 1;
 }
 
@@ -311,7 +315,7 @@ static int lazy_index(lua_State *L)
     int made = 0;
     if (a == ARG_CHANGE) {
         if (strcmp(k, "event") == 0)
-            made = push_lazy_json(L, in->event_json, in->event_len);
+            made = push_lazy_json(L, in->event_json, in->event_len, 0);
         else if (strcmp(k, "old") == 0)
             made = push_nested(L, sk, ARG_OLD, in, &st->tm);
         else if (strcmp(k, "new") == 0)
@@ -320,7 +324,7 @@ static int lazy_index(lua_State *L)
             made = push_nested(L, sk, ARG_INSTANCE, in, &st->tm);
     } else if (strcmp(k, "settings") == 0) {
         const char *s = in->settings_json ? in->settings_json : "{}";
-        made = push_lazy_json(L, s, strlen(s));
+        made = push_lazy_json(L, s, strlen(s), 1);
     } else if (strcmp(k, "calendar") == 0) {
         made = push_nested(L, sk, ARG_CALENDAR, in, &st->tm);
     }

@@ -921,6 +921,39 @@ int policy_all_live(void)
 
 /* ---------------------------------------------------- engine, for runners */
 
+int policy_settings_validate(const char *name, const char *settings_json, char *why,
+                             size_t whylen)
+{
+    struct cs_err err = {{0}};
+    struct sandbox_msg msg = {{0}, {0}};
+    pthread_mutex_lock(&eng.mu);
+    const struct entry *e = find_entry(name);
+    struct policy_version *v = pol_version_ref(e ? e->live : NULL);
+    struct sandbox_limits lim = {0, 0};
+    if (eng.cfg)
+        lim = pol_limits_of(eng.cfg);
+    pthread_mutex_unlock(&eng.mu);
+    int rc = -1;
+    struct sandbox *sb = NULL;
+    if (!v || !lim.instructions) {
+        snprintf(why, whylen, "no live version of policy '%.63s'", name);
+        goto done;
+    }
+    if (!(sb = sandbox_new(v->name, &lim, &err))) {
+        snprintf(why, whylen, "settings could not be checked: %s", err.msg);
+        goto done;
+    }
+    if (sandbox_load(sb, v->path, v->src, v->len, &msg) != SANDBOX_OK) {
+        snprintf(why, whylen, "settings could not be checked: %s", msg.text);
+        goto done;
+    }
+    rc = sandbox_validate_settings(sb, settings_json, strlen(settings_json), why, whylen);
+done:
+    sandbox_free(sb);
+    pol_version_unref(v);
+    return rc;
+}
+
 unsigned pol_eng_gen(void)
 {
     return atomic_load(&eng.gen);

@@ -44,6 +44,15 @@ void policy_reload_request(void);
 /* Tests: the per-file load timeout (0 or less: the default). */
 void policy_set_load_timeout_ms(int ms);
 
+/* Checks a calendar's settings (JSON object text) against the `settings`
+ * schema of the live version of `name` (DESIGN §5): 0 when they pass or
+ * the policy declares no schema; 1 with why = "settings.key: message"
+ * (the API answers 422); -1 when no live version or no sandbox could be
+ * had (why says so). Builds a sandbox for the check: for the API's
+ * calendar writes, not for every decision. Thread-safe. */
+int policy_settings_validate(const char *name, const char *settings_json, char *why,
+                             size_t whylen);
+
 /* Appends {"policies":[{"name","version","loaded_at","error"?,
  * "removed"?}]} sorted by name; version and loaded_at are null until a
  * version loads. 0, or -1 on OOM (out then holds a partial document). */

@@ -103,6 +103,8 @@ static char sb_key_index_name;  /* "__index" */
 static char sb_key_stale_mt;  /* the metatable of a retired proxy */
 static char sb_key_randomseed; /* the real math.randomseed */
 static char sb_key_lint;       /* S.lint */
+static char sb_key_validate;   /* S.validate_settings */
+static char sb_key_defaults;   /* S.fill_defaults */
 static char sb_key_calsync_keys; /* {name = true} of the calsync module */
 
 static struct sandbox *sb_of(lua_State *L)
@@ -663,6 +665,8 @@ static int sb_setup(lua_State *L)
     get_field_to_registry(L, S, "lock", &sb_key_lock);
     get_field_to_registry(L, S, "check", &sb_key_check);
     get_field_to_registry(L, S, "lint", &sb_key_lint);
+    get_field_to_registry(L, S, "validate_settings", &sb_key_validate);
+    get_field_to_registry(L, S, "fill_defaults", &sb_key_defaults);
     lua_getglobal(L, "debug");
     get_field_to_registry(L, -1, "getinfo", &sb_key_getinfo);
     lua_pop(L, 1);
@@ -926,6 +930,81 @@ static int sb_load(lua_State *L)
     lua_pop(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
     return 0;
+}
+
+/* Pushes the loaded policy's plain settings schema and returns 1, or
+ * pushes nothing and returns 0 when it declares none. */
+static int push_schema(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_getfield(L, -1, "settings") != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
+}
+
+void sandbox_settings_defaults(lua_State *L)
+{
+    int t = lua_gettop(L);
+    if (lua_type(L, t) != LUA_TTABLE || !push_schema(L))
+        return;
+    int schema = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_defaults);
+    lua_pushvalue(L, schema);
+    lua_pushvalue(L, t);
+    lua_call(L, 2, 0);
+    lua_settop(L, t);
+}
+
+struct sb_validate_args {
+    const char *json;
+    size_t len;
+    char *why;
+    size_t whylen;
+    int bad;
+};
+
+static int sb_validate(lua_State *L)
+{
+    struct sb_validate_args *a = lua_touserdata(L, 1);
+    if (!push_schema(L))
+        return 0; /* no schema: any settings object, as given */
+    int schema = lua_gettop(L);
+    sandbox_push_json(L, a->json, a->len);
+    int v = lua_gettop(L);
+    if (lua_isnil(L, v)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_validate);
+    lua_pushvalue(L, schema);
+    lua_pushvalue(L, v);
+    lua_call(L, 2, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        snprintf(a->why, a->whylen, "%s", lua_tostring(L, -1));
+        a->bad = 1;
+    }
+    return 0;
+}
+
+int sandbox_validate_settings(struct sandbox *sb, const char *json, size_t len, char *why,
+                              size_t whylen)
+{
+    struct sb_validate_args a = {json, len, why, whylen, 0};
+    struct sandbox_msg msg;
+    lua_pushcfunction(sb->L, sb_validate);
+    lua_pushlightuserdata(sb->L, &a);
+    if (sandbox_pcall(sb, 1, 0, &msg) != SANDBOX_OK) {
+        snprintf(why, whylen, "settings could not be checked: %s", msg.text);
+        return -1;
+    }
+    return a.bad;
 }
 
 struct sb_lint_args {

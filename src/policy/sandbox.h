@@ -75,6 +75,13 @@ enum sandbox_rc sandbox_lint(struct sandbox *sb, const char *name, const char *s
                              size_t len, void (*found)(const char *msg, void *ud),
                              void *ud, struct sandbox_msg *msg);
 
+/* Checks a calendar's settings (JSON text; an object) against the loaded
+ * policy's `settings` schema (S.validate_settings). 0 when they pass (or
+ * the policy declares no schema), 1 with why = "settings.key: message",
+ * -1 when the check itself failed (why says so). */
+int sandbox_validate_settings(struct sandbox *sb, const char *json, size_t len, char *why,
+                              size_t whylen);
+
 /* Calls the function under nargs arguments at the top of the stack with
  * the limits armed and the traceback handler. On SANDBOX_OK nres results
  * replace function and arguments; on any error they are popped and msg is
@@ -118,6 +125,10 @@ void sandbox_proxy_retire(lua_State *L, int t, int first, int last);
 void sandbox_begin_decision(lua_State *L, int64_t now_s, const char *seed_text);
 /* FNV-1a (64 bits) of text (NULL: ""), the first half of the seed. */
 uint64_t sandbox_seed_of(const char *text);
+/* Inside a call: fills the loaded policy's setting defaults into the
+ * settings table at the top (before it is made read-only). Nothing when
+ * the policy declares no schema. */
+void sandbox_settings_defaults(lua_State *L);
 /* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
 void sandbox_push_json(lua_State *L, const char *text, size_t len);
 /* Pushes the log function (ctx.log, print): one log line per call, at most

@@ -188,6 +188,20 @@ class PolicyServiceTests(CalsyncCase):
             "credential_id": cred, "external_id": "c", "policy": "lead_time",
             "settings": {"lead_time_hours": 48}})
         self.assertIn(st, (200, 201), body)
+        # the policy's settings schema (DESIGN §5): 422 naming the key
+        for settings, why in (({"lead_time_hours": "soon"},
+                               "settings.lead_time_hours: must be a number, got string"),
+                              ({"lead_time_hours": -2},
+                               "settings.lead_time_hours: must be at least 0"),
+                              ({"lead_time": 2}, "settings.lead_time: unknown setting")):
+            st, body, _ = self.svc.request("POST", "/v1/calendars", {
+                "credential_id": cred, "external_id": "d", "policy": "lead_time",
+                "settings": settings})
+            self.assertEqual(st, 422, body)
+            self.assertIn(why, json.dumps(body))
+        st, body, _ = self.svc.request("POST", "/v1/calendars", {
+            "credential_id": cred, "external_id": "d", "settings": {"x": 1}})
+        self.assertEqual(st, 422, body)  # default takes no settings
 
 
 class PolicyCommandTests(unittest.TestCase):

@@ -1229,6 +1229,64 @@ static void test_localtime(void **state)
     assert_flag(d, "instruction limit");
 }
 
+/* DESIGN §5 settings schemas: the check behind the API's 422, the
+ * defaults a hook sees, and a malformed schema refused at load. */
+static void test_settings_schema(void **state)
+{
+    (void)state;
+    write_policy("s", "return { settings = {\n"
+                 "  hours = { type = 'number', default = 24, min = 0, max = 720 },\n"
+                 "  mode = { type = 'string', default = 'soft', one_of = { 'soft', 'hard' } },\n"
+                 "  strict = { type = 'boolean' } },\n"
+                 "  on_delete = function(c, b, ctx) return { action = 'ignore', reason = "
+                 "tostring(ctx.settings.hours) .. ' ' .. ctx.settings.mode .. ' ' .. "
+                 "tostring(ctx.settings.strict) } end }\n");
+    write_policy("free", "return { on_delete = function(c, b, ctx) return { action = 'ignore', "
+                 "reason = tostring(ctx.settings.hours) } end }\n");
+    write_policy("badschema", "return { settings = { n = { type = 'number', default = 'x' } } }\n");
+    start();
+    char why[300];
+    assert_int_equal(policy_settings_validate("s", "{}", why, sizeof why), 0);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":2,\"mode\":\"hard\","
+                                              "\"strict\":true}", why, sizeof why), 0);
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"{\"hours\":\"soon\"}", "settings.hours: must be a number, got string"},
+        {"{\"hours\":-1}", "settings.hours: must be at least 0, got -1"},
+        {"{\"hours\":1000}", "settings.hours: must be at most 720"},
+        {"{\"mode\":\"loud\"}", "settings.mode: must be one of \"soft\", \"hard\""},
+        {"{\"strict\":1}", "settings.strict: must be a boolean, got number"},
+        {"{\"hourz\":1}", "settings.hourz: unknown setting (this policy takes hours, mode, strict)"},
+        {"{\"hours\":null,\"x\":[1]}", "settings.x: unknown setting"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(policy_settings_validate("s", bad[i].json, why, sizeof why), 1);
+        if (!strstr(why, bad[i].why))
+            fail_msg("%s: '%s' lacks '%s'", bad[i].json, why, bad[i].why);
+    }
+    /* no schema: anything goes */
+    assert_int_equal(policy_settings_validate("free", "{\"x\":[1,{\"y\":2}]}", why,
+                                              sizeof why), 0);
+    assert_int_equal(policy_settings_validate("nope", "{}", why, sizeof why), -1);
+    /* the hook sees the defaults; given values win */
+    struct policy_input in = input("delete");
+    in.settings_json = "{}";
+    struct policy_decision d = decide("s", &in);
+    assert_string_equal(d.reason, "24 soft nil");
+    in.settings_json = "{\"hours\":3,\"strict\":false}";
+    d = decide("s", &in);
+    assert_string_equal(d.reason, "3 soft false");
+    /* a bad schema does not load */
+    assert_int_equal(policy_is_live("badschema"), 0);
+    struct buf b;
+    buf_init(&b);
+    list(&b);
+    if (!strstr(b.data, "settings.n.default must be a number"))
+        fail_msg("no schema error in %s", b.data);
+    buf_free(&b);
+}
+
 static void test_cmd_check(void **state)
 {
     (void)state;
@@ -1350,6 +1408,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_load_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_localtime, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
     };
