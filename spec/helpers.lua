@@ -258,13 +258,14 @@ local cjson = require "cjson"
 local function binary()
   local b = os.getenv("CALSYNC_BIN")
   if b and b ~= "" then return b end
-  local cwd = os.getenv("PWD") or "."
-  local f = io.open(cwd .. "/build/calsync", "rb")
-  if f then
-    f:close()
-    return cwd .. "/build/calsync"
-  end
-  return "calsync"
+  local f = io.open("build/calsync", "rb")
+  if not f then return "calsync" end
+  f:close()
+  -- absolute: the binary runs in the scratch directory ($PWD may be stale)
+  local p = assert(io.popen("pwd"))
+  local cwd = p:read("l")
+  p:close()
+  return cwd .. "/build/calsync"
 end
 
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -276,6 +277,10 @@ local function scratch_dir()
     scratch = p:read("l")
     p:close()
     assert(scratch and scratch ~= "", "mktemp -d failed")
+    -- removed when the Lua state closes (busted exits through os.exit(rc, true))
+    H._scratch_gc = setmetatable({}, { __gc = function()
+      os.execute("rm -rf " .. shq(scratch))
+    end })
   end
   return scratch
 end
