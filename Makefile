@@ -131,7 +131,7 @@ deps:
 
 unit: build/calsync $(UNIT_BIN) $(ASAN_UNIT_BIN)
 
-spec:
+spec: build/calsync
 	@sh tools/deps.sh --quiet
 	lua5.4 /usr/bin/busted
 
@@ -186,6 +186,9 @@ install: build/calsync
 	    packaging/calsync.service > $(DESTDIR)$(UNITDIR)/calsync.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/calsync.service
 	install -m 0644 LICENSE CHANGELOG.md README.md $(DESTDIR)$(PREFIX)/share/doc/calsync/
+	install -d $(DESTDIR)$(PREFIX)/share/calsync/lua/calsync
+	install -m 0644 lua/calsync/*.lua $(DESTDIR)$(PREFIX)/share/calsync/lua/calsync/
+	install -m 0644 spec/helpers.lua $(DESTDIR)$(PREFIX)/share/calsync/lua/
 
 clean:
 	rm -rf build

@@ -16,7 +16,7 @@
  */
 #include "config.h"
 #include "log.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 #include <lauxlib.h>
 #include <lua.h>

@@ -7,8 +7,11 @@
 --                    into the past) changes nothing
 --   on_instance      (absent) an occurrence goes to the hook of its kind
 --
--- ctx.settings: none.
+-- ctx.settings: none (the empty schema: a calendar given any setting is
+-- refused with 422, instead of a typo silently doing nothing).
 return {
+  settings = {},
+
   on_delete = function(change)
     if change.source == "full_sync" then
       return { action = "cancel", reason = "event no longer in Google Calendar" }

@@ -19,6 +19,8 @@ local calsync = require "calsync"
 local DEFAULT_HOURS = 24
 
 local function lead_seconds(ctx)
+  -- the schema below fills the default and the API refuses a bad value;
+  -- still checked: settings stored before the schema existed
   local h = ctx.settings.lead_time_hours
   if h == nil then h = DEFAULT_HOURS end
   if type(h) ~= "number" or h < 0 then
@@ -33,6 +35,10 @@ local function until_start(span, ctx)
 end
 
 return {
+  settings = {
+    lead_time_hours = { type = "number", default = DEFAULT_HOURS, min = 0 },
+  },
+
   on_delete = function(change, booking, ctx)
     local lead, hours = lead_seconds(ctx)
     local left = until_start(booking, ctx)

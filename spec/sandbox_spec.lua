@@ -144,3 +144,28 @@ describe("calsync module", function()
     assert.same({ 2026, 11, 24, 10, 0, 2 }, { k.year, k.month, k.day, k.hour, k.min, k.wday })
   end)
 end)
+
+describe("sandbox: deterministic decisions", function()
+  local P = assert(H.load_source([[
+local at_load = math.random(1000000000)
+return { on_delete = function(change, booking, ctx)
+  return { action = "flag", reason = os.time() .. " " .. os.date("!%H:%M") .. " "
+    .. math.random(1000000000) .. " " .. at_load }
+end }]], "policies/r.lua"))
+
+  it("answers os.time() and os.date() with ctx.now", function()
+    local d = H.decide(P, H.change{ kind = "delete" }, H.booking{}, H.ctx{ now = 1795510800 })
+    assert.equal("1795510800 09:00", d.reason:sub(1, 16))
+  end)
+
+  it("draws the same numbers for the same booking and now", function()
+    local a = H.decide(P, H.change{ kind = "delete" }, H.booking{ uid = "bk-1" }, H.ctx{ now = 1795510800 })
+    local b = H.decide(P, H.change{ kind = "delete" }, H.booking{ uid = "bk-1" }, H.ctx{ now = 1795510800 })
+    local c = H.decide(P, H.change{ kind = "delete" }, H.booking{ uid = "bk-2" }, H.ctx{ now = 1795510800 })
+    assert.equal(a.reason, b.reason)
+    assert.are_not.equal(a.reason, c.reason)
+    -- the binary's numbers for these inputs (calsync policy test, the same
+    -- seed: FNV-1a of the uid and ctx.now), so specs and service agree
+    assert.equal("1795510800 09:00 646084175 934556610", a.reason)
+  end)
+end)

@@ -17,7 +17,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "scheduler.h"
 #include "store.h"
 #include "writer.h"
@@ -303,6 +303,11 @@ static void h_calendars_create(struct http_req *req, struct http_resp *resp)
     }
     if (!policy_is_live(policy)) {
         http_error(resp, 422, "unknown policy '%s'", policy);
+        goto done;
+    }
+    char why[300]; /* the policy's settings schema (DESIGN §5) */
+    if ((r = policy_settings_validate(policy, settings.data, why, sizeof why)) != 0) {
+        http_error(resp, r > 0 ? 422 : 503, "%s", why);
         goto done;
     }
     if (store_begin(x.db, &x.err)) {

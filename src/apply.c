@@ -35,7 +35,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 #include <pthread.h>
 #include <stddef.h>

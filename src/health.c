@@ -9,7 +9,7 @@
 
 #include "json.h"
 #include "log.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "store.h"
 
 #include <lua.h>

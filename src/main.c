@@ -10,7 +10,7 @@
  */
 #include "config.h"
 #include "log.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "service.h"
 #include "store.h"
 #include "version.h"
@@ -34,8 +34,9 @@ static const struct cmd cmds[] = {
                      "and validates policies (default: the configured "
                      "directory); exit 1 with file:line: message on error.",
      0, 1},
-    {"policy test", "calsync policy test [-c FILE] POLICY CHANGE.json\n  Prints "
-                    "the decision POLICY makes for the change in CHANGE.json.",
+    {"policy test", "calsync policy test [-c FILE] [--expect ACTION] POLICY CHANGE.json\n"
+                    "  Prints the decision POLICY makes for the change in CHANGE.json;\n"
+                    "  exit 1 when the policy fails or the action is not ACTION.",
      2, 2},
     {"version", "calsync version\n  Prints the version.", 0, 0},
     {"help", "calsync help\n  Prints this help.", 0, 0},
@@ -87,6 +88,7 @@ int main(int argc, char **argv)
     }
 
     const char *config_path = NULL;
+    const char *expect = NULL; /* policy test --expect */
     const char *pos[4];
     int npos = 0;
     for (int i = first; i < argc; i++) {
@@ -101,6 +103,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             config_path = argv[++i];
+            continue;
+        }
+        if (strcmp(a, "--expect") == 0 && strcmp(cmd->name, "policy test") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "calsync: %s needs an ACTION\nusage: %s\n", a, cmd->usage);
+                return 2;
+            }
+            expect = argv[++i];
             continue;
         }
         if (a[0] == '-' && a[1]) {
@@ -152,7 +162,7 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd->name, "policy check") == 0) {
         rc = policy_cmd_check(&cfg, npos ? pos[0] : NULL);
     } else {
-        rc = policy_cmd_test(&cfg, pos[0], pos[1]);
+        rc = policy_cmd_test(&cfg, pos[0], pos[1], expect);
     }
     config_free(&cfg);
     return rc;

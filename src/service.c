@@ -16,7 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "scheduler.h"
 #include "store.h"
 #include "sync.h"

@@ -4,7 +4,8 @@
 -- Bundled into the binary (tools/bundle.c) and run in a restricted
 -- environment built by calsync.sandbox, so it sees the same library as a
 -- policy. Everything here is pure Lua and deterministic, so busted specs and
--- the service compute the same answers.
+-- the service compute the same answers (localtime, the one C function, is
+-- deterministic too: the zone file is its only input).
 --
 --   calsync.time(s)          RFC 3339 text or "YYYY-MM-DD" -> epoch seconds
 --   calsync.format(t)        epoch seconds -> "YYYY-MM-DDTHH:MM:SSZ"
@@ -12,6 +13,11 @@
 --                            {year, month, day, hour, min, sec, wday, yday}
 --                            wday: 1 = Monday .. 7 = Sunday (ISO 8601)
 --   calsync.offset(v)        "+01:00" / "-0530" / "Z" / minutes -> minutes
+--   calsync.localtime(t, zone)  epoch seconds -> wall clock in an IANA zone
+--                            {year, month, day, hour, min, sec, wday, yday,
+--                            utc_offset, isdst}, wday 1 = Sunday (os.date);
+--                            C, added by src/policy/sandbox.c (tz.c reads
+--                            the system's zoneinfo)
 --   calsync.MINUTE, HOUR, DAY
 local M = {}
 

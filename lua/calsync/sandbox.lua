@@ -2,7 +2,7 @@
 --
 -- One builder for the service, `calsync policy check|test` and the busted
 -- specs (spec/helpers.lua), so a policy that passes its specs cannot fail
--- live for a sandbox reason. src/sandbox.c runs this file with the state's
+-- live for a sandbox reason. src/policy/sandbox.c runs this file with the state's
 -- full globals; it is bundled but never offered to policies (`require`
 -- only hands out the modules registered below, and this one never is).
 --
@@ -93,6 +93,10 @@ S.denied = {
 -- The hooks a policy table may hold (S.check).
 S.HOOKS = { on_delete = true, on_time_change = true, on_title_change = true,
     on_instance = true, on_past = true }
+
+-- The actions a decision may name (src/policy/decide.c validates them).
+S.ACTIONS = { cancel = true, reschedule = true, update = true, ignore = true,
+    flag = true }
 
 -- Bounds of the work C functions do for a policy (see "C work" below and
 -- docs/internals/policy.md, "Limits"). The count hook cannot run inside a
@@ -223,7 +227,7 @@ end
 
 -- Errors raised here or by a C function called from here name this file
 -- ("lua/calsync/sandbox.lua:NNN: ..."): the runtime's message handler
--- (src/sandbox.c) puts the policy's line in its place, as if the policy
+-- (src/policy/sandbox.c) puts the policy's line in its place, as if the policy
 -- had called the C function itself.
 
 -- ...................................................... pattern matching
@@ -860,7 +864,8 @@ local function undefined(_, k, level)
 end
 
 --- The shared part of every policy environment, built from G (the real
---- globals), opts.log (function(msg)), opts.limit_hit (function: true
+--- globals), opts.log (function(msg)), opts.now (function: the running
+--- decision's ctx.now, or nil), opts.limit_hit (function: true
 --- once the running call hit a limit), opts.charge (function(bytes): work
 --- done in C, added to the instruction budget) and opts.budget
 --- (function: the running call's instruction budget). Returns lib (name ->
@@ -881,11 +886,22 @@ function S.library(G, opts)
     local m = {}
     for _, name in pairs(S.allowed.math) do m[name] = G.math[name] end
     lib.math = frozen(m)
-    local os, date = {}, G.os.date
+    local os, date, time = {}, G.os.date, G.os.time
     for _, name in pairs(S.allowed.os) do os[name] = G.os[name] end
+    -- Decisions are deterministic (DESIGN §5): inside one, the current
+    -- time is ctx.now (opts.now answers it; nil outside a decision).
+    local now = opts.now or function() return nil end
+    os.time = function(t)
+        if t == nil then
+            local n = now()
+            if n ~= nil then return n end
+        end
+        return time(t)
+    end
     -- date runs strftime once per conversion of its format
     os.date = function(fmt, t)
         charge(slen(fmt) or 0)
+        if t == nil then t = now() end
         return date(fmt, t)
     end
     lib.os = frozen(os)
@@ -1046,7 +1062,269 @@ function S.check(t, name, last_line, getinfo)
     end
     local hooks = {}
     for _, k in pairs(order) do hooks[k] = rawget(t, k) end
+    local schema = rawget(t, "settings")
+    if schema ~= nil then
+        local plain, err = S.check_schema(schema)
+        if not plain then return nil, at() .. err end
+        hooks.settings = plain
+    end
     return hooks
+end
+
+-- ------------------------------------------------------------ settings
+-- DESIGN §5: `settings = { key = {type = "number"|"string"|"boolean",
+-- default = .., min = .., max = .., one_of = {..}} }`.
+
+local SCHEMA_TYPES = { number = true, string = true, boolean = true }
+local SCHEMA_FIELDS = { type = true, default = true, min = true, max = true,
+    one_of = true }
+S.SETTINGS_MAX_KEYS = 64
+
+-- Checks value v against one key's spec; nil, or what is wrong with it.
+local function check_value(spec, v)
+    if type(v) ~= spec.type then
+        return "must be a " .. spec.type .. ", got " .. type(v)
+    end
+    if spec.type == "number" and v ~= v then return "must be a number, got NaN" end
+    if spec.min ~= nil and v < spec.min then
+        return "must be at least " .. tostring(spec.min) .. ", got " .. tostring(v)
+    end
+    if spec.max ~= nil and v > spec.max then
+        return "must be at most " .. tostring(spec.max) .. ", got " .. tostring(v)
+    end
+    if spec.one_of ~= nil then
+        for i = 1, #spec.one_of do
+            if spec.one_of[i] == v then return nil end
+        end
+        local shown = {}
+        for i = 1, #spec.one_of do shown[i] = sformat("%q", spec.one_of[i]) end
+        return "must be one of " .. concat(shown, ", ") .. ", got " .. sformat("%q", v)
+    end
+    return nil
+end
+
+--- Checks a policy's `settings` schema; returns a plain copy of it
+--- (key -> {type, default, min, max, one_of}) or nil and a message.
+function S.check_schema(schema)
+    if type(schema) ~= "table" then
+        return nil, "settings must be a table (a schema), got " .. type(schema)
+    end
+    local out, n = {}, 0
+    for _, key in pairs(sorted_keys(schema)) do
+        local spec = rawget(schema, key)
+        local where = "settings." .. tostring(key)
+        if type(key) ~= "string" or not find(key, "^[%a_][%w_]*$") or #key > 64 then
+            return nil, "settings: a key must be a name, got " .. tostring(key)
+        end
+        n = n + 1
+        if n > S.SETTINGS_MAX_KEYS then
+            return nil, "settings: more than " .. S.SETTINGS_MAX_KEYS .. " keys"
+        end
+        if type(spec) ~= "table" then
+            return nil, where .. " must be a table {type = ...}, got " .. type(spec)
+        end
+        for _, f in pairs(sorted_keys(spec)) do
+            if not SCHEMA_FIELDS[f] then
+                return nil, where .. ": unknown field '" .. tostring(f)
+                    .. "' (type, default, min, max, one_of)"
+            end
+        end
+        local c = { type = rawget(spec, "type"), default = rawget(spec, "default"),
+            min = rawget(spec, "min"), max = rawget(spec, "max") }
+        if not SCHEMA_TYPES[c.type] then
+            return nil, where .. ".type must be \"number\", \"string\" or \"boolean\", got "
+                .. tostring(c.type)
+        end
+        if (c.min ~= nil or c.max ~= nil) and c.type ~= "number" then
+            return nil, where .. ": min and max are for numbers"
+        end
+        if (c.min ~= nil and type(c.min) ~= "number") or (c.max ~= nil and type(c.max) ~= "number") then
+            return nil, where .. ": min and max must be numbers"
+        end
+        local one_of = rawget(spec, "one_of")
+        if one_of ~= nil then
+            if type(one_of) ~= "table" or #one_of == 0 or #one_of > 64 then
+                return nil, where .. ".one_of must be a list of 1 to 64 values"
+            end
+            c.one_of = {}
+            for i = 1, #one_of do
+                local v = rawget(one_of, i)
+                if type(v) ~= c.type then
+                    return nil, where .. ".one_of: every value must be a " .. c.type
+                end
+                c.one_of[i] = v
+            end
+        end
+        if c.default ~= nil then
+            local err = check_value(c, c.default)
+            if err then return nil, where .. ".default " .. err end
+        end
+        out[key] = c
+    end
+    return out
+end
+
+--- Checks a calendar's settings (a decoded JSON object) against a plain
+--- schema; nil, or "settings.key: message" naming the first bad key.
+function S.validate_settings(schema, settings)
+    if type(settings) ~= "table" then return "settings must be an object" end
+    for _, key in pairs(sorted_keys(settings)) do
+        local spec = type(key) == "string" and schema[key]
+        if not spec then
+            local known = sorted_keys(schema)
+            return "settings." .. tostring(key) .. ": unknown setting"
+                .. (#known > 0 and " (this policy takes " .. concat(known, ", ") .. ")"
+                    or " (this policy takes none)")
+        end
+        local err = check_value(spec, settings[key])
+        if err then return "settings." .. key .. ": " .. err end
+    end
+    return nil
+end
+
+--- Fills the defaults of a plain schema into a decoded settings table
+--- (before it is made read-only): keys absent get their default.
+function S.fill_defaults(schema, settings)
+    for key, spec in pairs(schema) do
+        if spec.default ~= nil and rawget(settings, key) == nil then
+            rawset(settings, key, spec.default)
+        end
+    end
+    return settings
+end
+
+-- ------------------------------------------------------------------ lint
+
+-- Lua tokens of src: calls tok(kind, text, line) with kind "name",
+-- "string", "number" or "op" (comments and whitespace skipped). Long
+-- strings and comments of any level are skipped whole. Malformed text is
+-- not this function's concern: the source has compiled already.
+local function tokens(src, tok)
+    local i, n, line = 1, #src, 1
+    local function long_close(at)
+        -- at: the first '[' of "[==[" ; returns the index after "]==]"
+        local _, e, eq = find(src, "^%[(=*)%[", at)
+        if not e then return nil end
+        local _, ce = find(src, "%]" .. eq .. "%]", e + 1)
+        ce = ce or n
+        local _, nl = gsub(sub(src, at, ce), "\n", "")
+        line = line + nl
+        return ce + 1
+    end
+    while i <= n do
+        local c = sub(src, i, i)
+        if c == "\n" then
+            line = line + 1
+            i = i + 1
+        elseif find(c, "^%s") then
+            i = i + 1
+        elseif sub(src, i, i + 1) == "--" then
+            local j = sub(src, i + 2, i + 2) == "[" and long_close(i + 2)
+            if j then
+                i = j
+            else
+                local e = find(src, "\n", i, true)
+                i = e or n + 1
+            end
+        elseif find(c, "^[%a_]") then
+            local _, e = find(src, "^[%w_]*", i + 1)
+            tok("name", sub(src, i, e), line)
+            i = e + 1
+        elseif find(c, "^%d") or (c == "." and find(src, "^%.%d", i)) then
+            local _, e = find(src, "^[%w_%.]*", i)
+            while find(sub(src, e, e), "^[eEpP]") and find(src, "^[+-]", e + 1) do
+                _, e = find(src, "^[%w_%.]*", e + 2)
+            end
+            tok("number", sub(src, i, e), line)
+            i = e + 1
+        elseif c == "\"" or c == "'" then
+            local j, start = i + 1, line
+            while j <= n do
+                local d = sub(src, j, j)
+                if d == "\\" then
+                    if sub(src, j + 1, j + 1) == "\n" then line = line + 1 end
+                    j = j + 2
+                elseif d == c then
+                    break
+                else
+                    if d == "\n" then line = line + 1 end
+                    j = j + 1
+                end
+            end
+            tok("string", sub(src, i + 1, j - 1), start)
+            i = j + 1
+        elseif c == "[" and find(src, "^%[=*%[", i) then
+            local start = line
+            local j = long_close(i)
+            tok("string", "", start)
+            i = j
+        else
+            local three, two = sub(src, i, i + 2), sub(src, i, i + 1)
+            if three == "..." then
+                tok("op", three, line)
+                i = i + 3
+            elseif two == "==" or two == "~=" or two == "<=" or two == ">="
+                or two == "::" or two == "//" or two == ".." or two == "<<"
+                or two == ">>" then
+                tok("op", two, line)
+                i = i + 2
+            else
+                tok("op", c, line)
+                i = i + 1
+            end
+        end
+    end
+end
+
+--- What `calsync policy check` finds in the text of a policy that loads
+--- (docs/policies.md, "policy check"): `calsync.NAME` where NAME is not in
+--- `known` (the module's fields), and a table constructor with a literal
+--- `action = "..."` but no `reason` key. Returns "file:line: message"
+--- strings in source order. Text only: no code of the policy runs here.
+function S.lint(src, name, known)
+    local out = {}
+    local stack = {}  -- open braces: {keys = {}, line, action}
+    local pending_key -- a NAME '=' seen right after '{', ',' or ';'
+    local hist = {}   -- the last three tokens {kind, text}, oldest first
+    local function report(line, msg) out[#out + 1] = name .. ":" .. line .. ": " .. msg end
+    tokens(src, function(kind, text, line)
+        local a, b, c = hist[3], hist[2], hist[1]
+        -- calsync.NAME, calsync not itself a field (x.calsync.y)
+        if kind == "name" and a and a[2] == "." and a[1] == "op" and b
+            and b[1] == "name" and b[2] == "calsync" then
+            if not (c and c[1] == "op" and (c[2] == "." or c[2] == ":"))
+                and not known[text] then
+                report(line, "unknown calsync." .. text .. " (the calsync module has "
+                    .. concat(sorted_keys(known), ", ") .. ")")
+            end
+        end
+        -- table constructors
+        if kind == "op" and text == "{" then
+            stack[#stack + 1] = { keys = {}, line = line }
+        elseif kind == "op" and text == "}" then
+            local f = stack[#stack]
+            stack[#stack] = nil
+            if f and f.action and not f.keys.reason then
+                report(f.action_line, "decision {action = \"" .. f.action
+                    .. "\"} without a reason: the runtime turns it into flag")
+            end
+        elseif kind == "op" and text == "=" and a and a[1] == "name" and b
+            and b[1] == "op" and (b[2] == "{" or b[2] == "," or b[2] == ";") then
+            local f = stack[#stack]
+            if f then
+                f.keys[a[2]] = true
+                pending_key = a[2]
+            end
+        elseif pending_key then
+            local f = stack[#stack]
+            if pending_key == "action" and kind == "string" and f and S.ACTIONS[text] then
+                f.action, f.action_line = text, line
+            end
+            pending_key = nil
+        end
+        hist[1], hist[2], hist[3] = hist[2], hist[3], { kind, text }
+    end)
+    return out
 end
 
 return S

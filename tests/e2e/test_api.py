@@ -78,15 +78,16 @@ class TestCalendars(ApiCase):
         cred = self.credential()
         st, a, _ = self.svc.request("POST", "/v1/calendars",
                                     {"credential_id": cred, "external_id": "primary",
-                                     "settings": {"timezone": "Europe/Berlin", "hours": [9, 17]}})
+                                     "policy": "working_hours",  # its settings schema
+                                     "settings": {"zone": "Europe/Berlin", "work_days": "1,2"}})
         self.assertEqual(st, 201, a)
         for key in ("id", "credential_id", "external_id", "policy", "settings",
                     "state", "last_synced_at", "channel"):
             self.assertIn(key, a)
-        self.assertEqual(a["policy"], "default")
+        self.assertEqual(a["policy"], "working_hours")
         self.assertEqual(a["state"], "syncing")
         self.assertIsNone(a["last_synced_at"])
-        self.assertEqual(a["settings"], {"timezone": "Europe/Berlin", "hours": [9, 17]})
+        self.assertEqual(a["settings"], {"zone": "Europe/Berlin", "work_days": "1,2"})
         st, b, _ = self.svc.request("POST", "/v1/calendars",
                                     {"credential_id": str(cred), "external_id": "primary"})
         self.assertEqual(st, 200)

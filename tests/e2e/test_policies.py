@@ -188,6 +188,20 @@ class PolicyServiceTests(CalsyncCase):
             "credential_id": cred, "external_id": "c", "policy": "lead_time",
             "settings": {"lead_time_hours": 48}})
         self.assertIn(st, (200, 201), body)
+        # the policy's settings schema (DESIGN §5): 422 naming the key
+        for settings, why in (({"lead_time_hours": "soon"},
+                               "settings.lead_time_hours: must be a number, got string"),
+                              ({"lead_time_hours": -2},
+                               "settings.lead_time_hours: must be at least 0"),
+                              ({"lead_time": 2}, "settings.lead_time: unknown setting")):
+            st, body, _ = self.svc.request("POST", "/v1/calendars", {
+                "credential_id": cred, "external_id": "d", "policy": "lead_time",
+                "settings": settings})
+            self.assertEqual(st, 422, body)
+            self.assertIn(why, json.dumps(body))
+        st, body, _ = self.svc.request("POST", "/v1/calendars", {
+            "credential_id": cred, "external_id": "d", "settings": {"x": 1}})
+        self.assertEqual(st, 422, body)  # default takes no settings
 
 
 class PolicyCommandTests(unittest.TestCase):
@@ -275,14 +289,18 @@ class PolicyCommandTests(unittest.TestCase):
         self.assertEqual(json.loads(p.stdout), {"action": "ignore", "reason": "no hook"})
 
     def test_test_turns_errors_into_flag(self):
+        # the flag the service would record is printed; the exit status
+        # says the policy failed (issue 18)
         pol = self.file("bad.lua", "return { on_delete = function(c, b) b.status = 'x' end }\n")
         p = self.run_cmd("policy", "test", pol, self.file("c.json", CHANGE_DELETE))
-        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("the runtime forced the decision", p.stderr)
         d = json.loads(p.stdout)
         self.assertEqual(d["action"], "flag")
         self.assertIn("read-only", d["reason"])
         loop = self.file("loop.lua", "return { on_delete = function() while true do end end }\n")
         p = self.run_cmd("policy", "test", loop, self.file("c.json", CHANGE_DELETE))
+        self.assertEqual(p.returncode, 1)
         self.assertEqual(json.loads(p.stdout)["action"], "flag")
         self.assertIn("instruction limit", json.loads(p.stdout)["reason"])
         p = self.run_cmd("policy", "test", "no_such_policy", self.file("c.json", CHANGE_DELETE))
@@ -296,6 +314,73 @@ class PolicyCommandTests(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         p = self.run_cmd("policy", "test", "default")
         self.assertEqual(p.returncode, 2)
+
+    def test_specs_outside_the_source_tree(self):
+        # a policies repository: only policies/ and spec/, and a .busted
+        # whose lpath points at the library as `make install` lays it out
+        # (PREFIX/share/calsync/lua: calsync/*.lua and helpers.lua); the
+        # specs decide through the binary (CALSYNC_BIN)
+        lib = os.path.join(self.tmp, "share", "calsync", "lua")
+        os.makedirs(os.path.join(lib, "calsync"))
+        for f in ("init.lua", "sandbox.lua"):
+            shutil.copy(os.path.join(ROOT, "lua", "calsync", f), os.path.join(lib, "calsync"))
+        shutil.copy(os.path.join(ROOT, "spec", "helpers.lua"), lib)
+        repo = os.path.join(self.tmp, "repo")
+        os.makedirs(os.path.join(repo, "policies"))
+        os.makedirs(os.path.join(repo, "spec"))
+        for f in ("default.lua", "working_hours.lua"):
+            shutil.copy(os.path.join(ROOT, "policies", f), os.path.join(repo, "policies"))
+        for f in ("default_spec.lua", "working_hours_spec.lua"):
+            shutil.copy(os.path.join(ROOT, "spec", f), os.path.join(repo, "spec"))
+        with open(os.path.join(repo, ".busted"), "w") as f:
+            f.write('return { default = { ROOT = { "spec" }, pattern = "_spec", '
+                    'lpath = "%s/?.lua;%s/?/init.lua" } }\n' % (lib, lib))
+        env = dict(os.environ, CALSYNC_BIN=os.path.abspath(BIN))
+        env.pop("LUA_PATH", None)
+        p = subprocess.run(["lua5.4", "/usr/bin/busted", "-o", "plainTerminal"], cwd=repo,
+                           env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        m = re.search(r"(\d+) successes / (\d+) failures / (\d+) errors", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertGreaterEqual(int(m.group(1)), 10, p.stdout)
+        # and a spec that expects the wrong action fails there
+        with open(os.path.join(repo, "spec", "wrong_spec.lua"), "w") as f:
+            f.write('local H = require "helpers"\n'
+                    'local P = H.load("default")\n'
+                    'it("cancels on delete (says the wrong spec)", function()\n'
+                    '  local d = H.decide(P, H.change{ kind = "delete" }, H.booking(), H.ctx())\n'
+                    '  assert.equal("flag", d.action)\n'
+                    'end)\n')
+        p = subprocess.run(["lua5.4", "/usr/bin/busted", "-o", "plainTerminal"], cwd=repo,
+                           env=env, capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("1 failure", p.stdout)
+
+    def test_test_expect_and_change_shape(self):
+        change = self.file("change.json", CHANGE_DELETE)
+        p = self.run_cmd("policy", "test", "--expect", "cancel", "default", change)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.run_cmd("policy", "test", "--expect", "flag", "default", change)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("expected flag, got cancel", p.stderr)
+        self.assertEqual(json.loads(p.stdout)["action"], "cancel")
+        p = self.run_cmd("policy", "test", "--expect", "explode", "default", change)
+        self.assertEqual(p.returncode, 2)
+        # now as RFC 3339, any offset
+        rfc = dict(CHANGE_DELETE, now="2026-11-24T10:00:00+01:00")
+        p = self.run_cmd("policy", "test", "default", self.file("rfc.json", rfc))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # the issue's case: an unknown kind with an empty booking is refused
+        moved = {"change": {"kind": "moved"}, "booking": {}}
+        p = self.run_cmd("policy", "test", "default", self.file("moved.json", moved))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("booking.uid is required", p.stderr)
+        self.assertEqual(p.stdout, "")
+        moved = dict(CHANGE_DELETE, change={"kind": "moved"})
+        p = self.run_cmd("policy", "test", "default", self.file("moved.json", moved))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("change.kind must be", p.stderr)
+        self.assertEqual(p.stdout, "")
 
 
 if __name__ == "__main__":

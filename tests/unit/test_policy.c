@@ -1,11 +1,11 @@
 /* test_policy.c -- the policy engine: sandbox escapes, limits, decisions,
- * dispatch, versions, hot reload (src/policy.c, src/sandbox.c,
- * src/reload.c). Each test starts its own engine on a fresh directory. */
+ * dispatch, versions, hot reload, determinism (src/policy/). Each test
+ * starts its own engine on a fresh directory. */
 #include "unit.h"
 
 #include "config.h"
 #include "metrics.h"
-#include "policy.h"
+#include "policy/policy.h"
 #include "util.h"
 
 #include <pthread.h>
@@ -1142,6 +1142,151 @@ static void test_reload_load_timeout(void **state)
 
 /* --------------------------------------------------------------- commands */
 
+/* DESIGN §5: os.time() is ctx.now and math.random is seeded from the
+ * booking's uid and ctx.now, so the same inputs decide the same, in a new
+ * state or in one that decided before; what a policy draws while it loads
+ * is the same on every load. */
+static void test_deterministic(void **state)
+{
+    (void)state;
+    write_policy("r", "local at_load = math.random(1000000000)\n"
+                 "return { on_delete = function(change, booking, ctx)\n"
+                 "  return { action = 'flag', reason = os.time() .. ' ' .. "
+                 "os.date('!%Y-%m-%dT%H:%M:%S') .. ' ' .. math.random(1000000000) .. ' ' .. "
+                 "math.random(1000000000) .. ' ' .. at_load }\n"
+                 "end }\n");
+    start();
+    struct policy_input in = input("delete");
+    struct policy_decision a = decide("r", &in);
+    assert_string_equal(a.action, "flag");
+    assert_int_equal(a.forced, 0);
+    /* ctx.now is 2026-11-24T09:00:00Z */
+    assert_memory_equal(a.reason, "1795510800 2026-11-24T09:00:00 ", 31);
+
+    /* a fresh state: the same numbers, the load's included */
+    struct policy_decision b = decide("r", &in);
+    assert_string_equal(a.reason, b.reason);
+
+    /* one state deciding again (math.random advanced by the first call) */
+    struct policy_runner *r = policy_runner_new(&cfg);
+    assert_non_null(r);
+    struct policy_decision c;
+    assert_int_equal(policy_decide(r, "r", &in, &c), 0);
+    assert_int_equal(policy_decide(r, "r", &in, &c), 0);
+    assert_string_equal(a.reason, c.reason);
+
+    /* another booking or another now: other numbers */
+    struct booking other = test_booking;
+    other.uid = "bk-2";
+    struct policy_input in2 = in;
+    in2.booking = &other;
+    struct policy_decision d;
+    assert_int_equal(policy_decide(r, "r", &in2, &d), 0);
+    assert_string_not_equal(strchr(a.reason + 31, ' '), strchr(d.reason + 31, ' '));
+    in2 = in;
+    in2.now_ms += 1000;
+    assert_int_equal(policy_decide(r, "r", &in2, &d), 0);
+    assert_memory_equal(d.reason, "1795510801 ", 11);
+    assert_string_not_equal(strchr(a.reason + 31, ' '), strchr(d.reason + 31, ' '));
+
+    /* the dry run's path with the booking given as JSON draws the same */
+    in2 = in;
+    in2.booking = NULL;
+    in2.booking_json = "{\"uid\":\"bk-1\"}";
+    in2.booking_len = strlen(in2.booking_json);
+    in2.booking_uid = "bk-1";
+    assert_int_equal(policy_decide(r, "r", &in2, &d), 0);
+    assert_string_equal(a.reason, d.reason);
+    policy_runner_free(r);
+}
+
+/* calsync.localtime from a policy: the fields, errors located at the
+ * policy's line, and a hostile name refused. */
+static void test_localtime(void **state)
+{
+    (void)state;
+    start();
+    struct policy_decision d = run_body(
+        "local k = calsync.localtime(1774746000, 'Europe/Berlin')\n"
+        "local n = calsync.localtime(1774746000.9, 'Asia/Kathmandu')\n"
+        "return { action = 'ignore', reason = string.format('%d-%02d-%02d %02d:%02d:%02d "
+        "%d %d %d %s %02d:%02d', k.year, k.month, k.day, k.hour, k.min, k.sec, k.wday, "
+        "k.yday, k.utc_offset, tostring(k.isdst), n.hour, n.min) }");
+    assert_string_equal(d.action, "ignore");
+    assert_string_equal(d.reason, "2026-03-29 03:00:00 1 88 7200 true 06:45");
+    d = run_body("return calsync.localtime(0, '../../../etc/passwd')");
+    assert_flag(d, "p.lua:2: calsync.localtime: bad time zone name");
+    d = run_body("return calsync.localtime(0, 'Nowhere/Atlantis')");
+    assert_flag(d, "p.lua:2: calsync.localtime: unknown time zone 'Nowhere/Atlantis'");
+    d = run_body("return calsync.localtime('now', 'UTC')");
+    assert_flag(d, "expected epoch seconds, got string");
+    d = run_body("return calsync.localtime(0, 7)");
+    assert_flag(d, "expected a zone name");
+    d = run_body("return calsync.localtime(0/0, 'UTC')");
+    assert_flag(d, "time out of range");
+    /* charged: a loop of calls ends at the instruction limit, not later */
+    d = run_body("while true do calsync.localtime(0, 'UTC') end");
+    assert_flag(d, "instruction limit");
+}
+
+/* DESIGN §5 settings schemas: the check behind the API's 422, the
+ * defaults a hook sees, and a malformed schema refused at load. */
+static void test_settings_schema(void **state)
+{
+    (void)state;
+    write_policy("s", "return { settings = {\n"
+                 "  hours = { type = 'number', default = 24, min = 0, max = 720 },\n"
+                 "  mode = { type = 'string', default = 'soft', one_of = { 'soft', 'hard' } },\n"
+                 "  strict = { type = 'boolean' } },\n"
+                 "  on_delete = function(c, b, ctx) return { action = 'ignore', reason = "
+                 "tostring(ctx.settings.hours) .. ' ' .. ctx.settings.mode .. ' ' .. "
+                 "tostring(ctx.settings.strict) } end }\n");
+    write_policy("free", "return { on_delete = function(c, b, ctx) return { action = 'ignore', "
+                 "reason = tostring(ctx.settings.hours) } end }\n");
+    write_policy("badschema", "return { settings = { n = { type = 'number', default = 'x' } } }\n");
+    start();
+    char why[300];
+    assert_int_equal(policy_settings_validate("s", "{}", why, sizeof why), 0);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":2,\"mode\":\"hard\","
+                                              "\"strict\":true}", why, sizeof why), 0);
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"{\"hours\":\"soon\"}", "settings.hours: must be a number, got string"},
+        {"{\"hours\":-1}", "settings.hours: must be at least 0, got -1"},
+        {"{\"hours\":1000}", "settings.hours: must be at most 720"},
+        {"{\"mode\":\"loud\"}", "settings.mode: must be one of \"soft\", \"hard\""},
+        {"{\"strict\":1}", "settings.strict: must be a boolean, got number"},
+        {"{\"hourz\":1}", "settings.hourz: unknown setting (this policy takes hours, mode, strict)"},
+        {"{\"hours\":null,\"x\":[1]}", "settings.x: unknown setting"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(policy_settings_validate("s", bad[i].json, why, sizeof why), 1);
+        if (!strstr(why, bad[i].why))
+            fail_msg("%s: '%s' lacks '%s'", bad[i].json, why, bad[i].why);
+    }
+    /* no schema: anything goes */
+    assert_int_equal(policy_settings_validate("free", "{\"x\":[1,{\"y\":2}]}", why,
+                                              sizeof why), 0);
+    assert_int_equal(policy_settings_validate("nope", "{}", why, sizeof why), -1);
+    /* the hook sees the defaults; given values win */
+    struct policy_input in = input("delete");
+    in.settings_json = "{}";
+    struct policy_decision d = decide("s", &in);
+    assert_string_equal(d.reason, "24 soft nil");
+    in.settings_json = "{\"hours\":3,\"strict\":false}";
+    d = decide("s", &in);
+    assert_string_equal(d.reason, "3 soft false");
+    /* a bad schema does not load */
+    assert_int_equal(policy_is_live("badschema"), 0);
+    struct buf b;
+    buf_init(&b);
+    list(&b);
+    if (!strstr(b.data, "settings.n.default must be a number"))
+        fail_msg("no schema error in %s", b.data);
+    buf_free(&b);
+}
+
 static void test_cmd_check(void **state)
 {
     (void)state;
@@ -1153,6 +1298,52 @@ static void test_cmd_check(void **state)
     snprintf(p, sizeof p, "%s/good.lua", dir);
     assert_int_equal(policy_cmd_check(&cfg, p), 0);
     assert_int_equal(policy_cmd_check(&cfg, "/nonexistent/x.lua"), 1);
+
+    /* beyond loading (issue 18 item 7): each of these loads */
+    static const char *const flawed[] = {
+        /* a literal decision without reason */
+        "return { on_delete = function() return { action = 'cancel' } end }\n",
+        /* a mistyped calsync name on a path no sample takes */
+        "return { on_delete = function(c, b, ctx)\n"
+        "  if ctx.now < 0 then return { action = 'flag', reason = calsync.clok(0) } end\n"
+        "  return { action = 'cancel', reason = 'x' } end }\n",
+        /* a global written by a hook */
+        "return { on_time_change = function() n = 1 return { action = 'ignore', "
+        "reason = 'x' } end }\n",
+        /* an error on a sample change */
+        "return { on_past = function(c) return { action = 'ignore', reason = c.new.title } end }\n",
+        NULL,
+    };
+    unlink(p);
+    char bad[512];
+    snprintf(bad, sizeof bad, "%s/bad.lua", dir);
+    unlink(bad);
+    for (int i = 0; flawed[i]; i++) {
+        write_policy("flawed", flawed[i]);
+        snprintf(p, sizeof p, "%s/flawed.lua", dir);
+        if (policy_cmd_check(&cfg, p) != 1)
+            fail_msg("policy check passed flawed policy %d", i);
+    }
+    /* the same names in comments and strings, and a reason given later
+     * in the constructor, are fine */
+    write_policy("flawed", "-- calsync.clok\nlocal s = 'calsync.clok'\n"
+                 "return { on_delete = function() return { action = 'cancel', "
+                 "reason = calsync.format(0) } end }\n");
+    assert_int_equal(policy_cmd_check(&cfg, p), 0);
+
+    /* a file too long to lint within one call's limits still passes (a
+     * note), as long as it loads and decides */
+    size_t cap = 800 * 1024, n = 0;
+    char *big = malloc(cap);
+    assert_non_null(big);
+    n += (size_t)snprintf(big + n, cap - n, "local t = {\n");
+    for (int i = 0; n + 64 < cap - 200; i++)
+        n += (size_t)snprintf(big + n, cap - n, "  a%d = %d,\n", i, i);
+    snprintf(big + n, cap - n, "}\nreturn { on_delete = function() return { action = "
+             "'ignore', reason = 'x' } end }\n");
+    write_policy("flawed", big);
+    free(big);
+    assert_int_equal(policy_cmd_check(&cfg, p), 0);
 }
 
 static void test_cmd_test(void **state)
@@ -1162,11 +1353,48 @@ static void test_cmd_test(void **state)
     char change[512];
     snprintf(change, sizeof change, "%s/change.json", dir);
     write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":1795510800}");
-    assert_int_equal(policy_cmd_test(&cfg, "good", change), 0);
-    assert_int_equal(policy_cmd_test(&cfg, "missing", change), 1);
-    assert_int_equal(policy_cmd_test(&cfg, "bad name!", change), 2);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, NULL), 0);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "cancel"), 0);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "flag"), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "destroy"), 2);
+    assert_int_equal(policy_cmd_test(&cfg, "missing", change, NULL), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "bad name!", change, NULL), 2);
     write_file(change, "{\"change\":{\"kind\":\"delete\"},\"nonsense\":1}");
-    assert_int_equal(policy_cmd_test(&cfg, "good", change), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, NULL), 1);
+
+    /* now: epoch seconds or RFC 3339, nothing else */
+    write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":\"2026-11-24T10:00:00+01:00\"}");
+    assert_int_equal(policy_cmd_test(&cfg, "good", change, "cancel"), 0);
+    static const char *const malformed[] = {
+        "{\"change\":{\"kind\":\"delete\"},\"now\":\"tomorrow\"}",
+        "{\"change\":{\"kind\":\"delete\"},\"now\":1.5}",
+        "{\"change\":{\"kind\":\"delete\"},\"now\":true}",
+        /* the issue's case: an unknown kind and an empty booking */
+        "{\"change\":{\"kind\":\"moved\"},\"booking\":{}}",
+        "{\"change\":{\"kind\":\"delete\"},\"booking\":{}}",
+        "{\"booking\":{\"uid\":\"b\",\"start\":\"2026-11-26T10:00:00Z\","
+        "\"end\":\"2026-11-26T11:00:00Z\"}}",
+        "{\"change\":{}}",
+        "{\"change\":{\"kind\":\"time_change\"}}",
+        "{\"change\":{\"kind\":\"time_change\",\"new\":{\"start\":\"2026-11-26T10:00:00Z\"}}}",
+        "{\"change\":{\"kind\":\"delete\",\"new\":{\"start\":\"2026-11-26T10:00:00Z\","
+        "\"end\":\"2026-11-26T11:00:00Z\"}}}",
+        "{\"change\":{\"kind\":\"delete\",\"source\":\"carrier pigeon\"}}",
+        NULL,
+    };
+    for (int i = 0; malformed[i]; i++) {
+        write_file(change, malformed[i]);
+        if (policy_cmd_test(&cfg, "good", change, NULL) != 1)
+            fail_msg("accepted malformed change file %d: %s", i, malformed[i]);
+    }
+
+    /* a policy that fails exits 1, with the flag printed */
+    write_policy("crash", "return { on_delete = function() error('boom') end }\n");
+    write_file(change, "{\"change\":{\"kind\":\"delete\"},\"now\":1795510800}");
+    assert_int_equal(policy_cmd_test(&cfg, "crash", change, NULL), 1);
+    assert_int_equal(policy_cmd_test(&cfg, "crash", change, "flag"), 1);
+    write_policy("noreason", "return { on_delete = function() return { action = 'cancel' } end }\n");
+    assert_int_equal(policy_cmd_test(&cfg, "noreason", change, NULL), 1);
 }
 
 int main(void)
@@ -1192,6 +1420,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_hostile_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_load_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_localtime, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
     };

@@ -15,7 +15,7 @@
  * thread, abandoned when it does not return in time), so that no policy
  * file can wedge a thread that anything else waits for.
  */
-#include "reload.h"
+#include "policy/reload.h"
 
 #include "log.h"
 

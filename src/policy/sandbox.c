@@ -30,7 +30,8 @@
  * Main objects: struct sandbox (one state), registry entries keyed by the
  * addresses of the static chars below.
  */
-#include "sandbox.h"
+#include "policy/sandbox.h"
+#include "policy/tz.h"
 
 #include "bundle.h"
 #include "log.h"
@@ -83,6 +84,10 @@ struct sandbox {
     int decoding;
     int decode_over;
     int loaded; /* sandbox_load succeeded */
+    /* the running decision's ctx.now (sandbox_begin_decision): os.time()
+     * and os.date() without a time answer it */
+    int64_t now;
+    int has_now;
 };
 
 /* Registry keys: addresses nothing else can collide with. */
@@ -96,6 +101,11 @@ static char sb_key_decode;
 static char sb_key_hooks;
 static char sb_key_index_name;  /* "__index" */
 static char sb_key_stale_mt;  /* the metatable of a retired proxy */
+static char sb_key_randomseed; /* the real math.randomseed */
+static char sb_key_lint;       /* S.lint */
+static char sb_key_validate;   /* S.validate_settings */
+static char sb_key_defaults;   /* S.fill_defaults */
+static char sb_key_calsync_keys; /* {name = true} of the calsync module */
 
 static struct sandbox *sb_of(lua_State *L)
 {
@@ -293,6 +303,112 @@ static int sb_budget(lua_State *L)
     return 1;
 }
 
+/* now(): the running decision's ctx.now, or nil outside a decision (a
+ * load, a unit test's bare call): os.time() then reads the clock. */
+static int sb_now(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    if (sb->running && sb->has_now)
+        lua_pushinteger(L, (lua_Integer)sb->now);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+uint64_t sandbox_seed_of(const char *text)
+{
+    /* FNV-1a, 64 bits: spec/helpers.lua computes the same */
+    uint64_t h = 0xcbf29ce484222325u;
+    for (const unsigned char *p = (const unsigned char *)(text ? text : ""); *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3u;
+    }
+    return h;
+}
+
+void sandbox_begin_decision(lua_State *L, int64_t now_s, const char *seed_text)
+{
+    struct sandbox *sb = sb_of(L);
+    sb->now = now_s;
+    sb->has_now = 1;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_randomseed);
+    lua_pushinteger(L, (lua_Integer)sandbox_seed_of(seed_text));
+    lua_pushinteger(L, (lua_Integer)now_s);
+    lua_call(L, 2, 0);
+}
+
+/* Charged per calsync.localtime call, whatever the cache holds (charges
+ * are deterministic): a binary search and a table of nine fields. */
+#define SB_LOCALTIME_BYTES 512
+
+/* Raises "calsync.localtime: <msg>" located at the caller (level 1: the
+ * function that called this C function), as the Lua functions of the
+ * calsync module do with error(msg, 2). */
+static int localtime_error(lua_State *L, const char *msg)
+{
+    luaL_where(L, 1);
+    lua_pushfstring(L, "calsync.localtime: %s", msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* calsync.localtime(t, zone): the wall clock of epoch seconds t in the
+ * IANA zone, {year, month, day, hour, min, sec, wday (1 = Sunday), yday,
+ * utc_offset (seconds), isdst}. The zone file is read by tz.c (never
+ * through TZ, which is the whole process's). */
+static int sb_localtime(lua_State *L)
+{
+    struct sandbox *sb = sb_of(L);
+    if (lua_type(L, 1) != LUA_TNUMBER)
+        return localtime_error(L, lua_pushfstring(L, "expected epoch seconds, got %s",
+                                                  luaL_typename(L, 1)));
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return localtime_error(L, lua_pushfstring(L, "expected a zone name such as "
+                                                  "\"Europe/Berlin\", got %s",
+                                                  luaL_typename(L, 2)));
+    size_t zl;
+    const char *zone = lua_tolstring(L, 2, &zl);
+    if (sb->running) {
+        sb->bytes += SB_LOCALTIME_BYTES + (int64_t)(zl < TZ_NAME_MAX ? zl : TZ_NAME_MAX);
+        sb_check_bytes(sb);
+    }
+    lua_Integer t;
+    if (!lua_isinteger(L, 1)) {
+        lua_Number f = floor(lua_tonumber(L, 1));
+        if (!(f >= -1e15 && f <= 1e15)) /* NaN and inf too */
+            return localtime_error(L, "time out of range");
+        t = (lua_Integer)f;
+    } else {
+        t = lua_tointeger(L, 1);
+    }
+    struct tz_local lt;
+    char err[200];
+    if (tz_localtime(zone, zl, (int64_t)t, &lt, err, sizeof err))
+        return localtime_error(L, err);
+    lua_createtable(L, 0, 10);
+    lua_pushinteger(L, (lua_Integer)lt.year);
+    lua_setfield(L, -2, "year");
+    lua_pushinteger(L, lt.month);
+    lua_setfield(L, -2, "month");
+    lua_pushinteger(L, lt.day);
+    lua_setfield(L, -2, "day");
+    lua_pushinteger(L, lt.hour);
+    lua_setfield(L, -2, "hour");
+    lua_pushinteger(L, lt.min);
+    lua_setfield(L, -2, "min");
+    lua_pushinteger(L, lt.sec);
+    lua_setfield(L, -2, "sec");
+    lua_pushinteger(L, lt.wday);
+    lua_setfield(L, -2, "wday");
+    lua_pushinteger(L, lt.yday);
+    lua_setfield(L, -2, "yday");
+    lua_pushinteger(L, lt.utc_offset);
+    lua_setfield(L, -2, "utc_offset");
+    lua_pushboolean(L, lt.isdst);
+    lua_setfield(L, -2, "isdst");
+    return 1;
+}
+
 static int sb_limit_hit(lua_State *L)
 {
     struct sandbox *sb = sb_of(L);
@@ -395,7 +511,7 @@ int sandbox_push_hook(lua_State *L, const char *name)
  * function call per read), so nested tables must be proxies already. The
  * target never reaches policy code: not through __index (a table lookup),
  * not through pairs (the iterator's state is the proxy), not through
- * getmetatable (__metatable). policy.c keeps the targets and metatables
+ * getmetatable (__metatable). args.c keeps the targets and metatables
  * of a state and refills them per call; a proxy handed to an earlier call
  * is retired (sandbox_proxy_retire) so it cannot show a later call's data. */
 
@@ -548,16 +664,32 @@ static int sb_setup(lua_State *L)
     get_field_to_registry(L, S, "new_env", &sb_key_new_env);
     get_field_to_registry(L, S, "lock", &sb_key_lock);
     get_field_to_registry(L, S, "check", &sb_key_check);
+    get_field_to_registry(L, S, "lint", &sb_key_lint);
+    get_field_to_registry(L, S, "validate_settings", &sb_key_validate);
+    get_field_to_registry(L, S, "fill_defaults", &sb_key_defaults);
     lua_getglobal(L, "debug");
     get_field_to_registry(L, -1, "getinfo", &sb_key_getinfo);
+    lua_pop(L, 1);
+    /* Lua seeds math.random from the clock and an address: a fixed seed
+     * makes what a policy draws while it loads the same on every load;
+     * each decision reseeds (sandbox_begin_decision) */
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_randomseed);
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    lua_call(L, 2, 0);
     lua_pop(L, 1);
 
     /* lib, register, str = S.library(_G, {log = sb_log, limit_hit = ...}) */
     lua_getfield(L, S, "library");
     lua_pushglobaltable(L);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushcfunction(L, sb_log);
     lua_setfield(L, -2, "log");
+    lua_pushcfunction(L, sb_now);
+    lua_setfield(L, -2, "now");
     lua_pushcfunction(L, sb_limit_hit);
     lua_setfield(L, -2, "limit_hit");
     lua_pushcfunction(L, sb_charge);
@@ -581,6 +713,21 @@ static int sb_setup(lua_State *L)
         lua_call(L, 1, 1);
         lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
         lua_call(L, 0, 1);
+        if (strcmp(m->module, "calsync") == 0) {
+            /* the C part of the module (before register freezes it) */
+            lua_pushcfunction(L, sb_localtime);
+            lua_setfield(L, -2, "localtime");
+            /* its field names, for policy check's lint */
+            lua_newtable(L);
+            lua_pushnil(L);
+            while (lua_next(L, -3)) {
+                lua_pop(L, 1);
+                lua_pushvalue(L, -1);
+                lua_pushboolean(L, 1);
+                lua_rawset(L, -4);
+            }
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_calsync_keys);
+        }
         lua_call(L, 2, 0);        /* register(name, module) */
     }
 
@@ -699,6 +846,7 @@ enum sandbox_rc sandbox_pcall(struct sandbox *sb, int nargs, int nres,
     int st = lua_pcall(L, nargs, nres, base);
     lua_sethook(L, NULL, 0, 0);
     sb->running = 0;
+    sb->has_now = 0;
 
     enum sandbox_rc rc = SANDBOX_OK;
     if (st != LUA_OK)
@@ -782,6 +930,117 @@ static int sb_load(lua_State *L)
     lua_pop(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
     return 0;
+}
+
+/* Pushes the loaded policy's plain settings schema and returns 1, or
+ * pushes nothing and returns 0 when it declares none. */
+static int push_schema(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_hooks);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_getfield(L, -1, "settings") != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
+}
+
+void sandbox_settings_defaults(lua_State *L)
+{
+    int t = lua_gettop(L);
+    if (lua_type(L, t) != LUA_TTABLE || !push_schema(L))
+        return;
+    int schema = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_defaults);
+    lua_pushvalue(L, schema);
+    lua_pushvalue(L, t);
+    lua_call(L, 2, 0);
+    lua_settop(L, t);
+}
+
+struct sb_validate_args {
+    const char *json;
+    size_t len;
+    char *why;
+    size_t whylen;
+    int bad;
+};
+
+static int sb_validate(lua_State *L)
+{
+    struct sb_validate_args *a = lua_touserdata(L, 1);
+    if (!push_schema(L))
+        return 0; /* no schema: any settings object, as given */
+    int schema = lua_gettop(L);
+    sandbox_push_json(L, a->json, a->len);
+    int v = lua_gettop(L);
+    if (lua_isnil(L, v)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_validate);
+    lua_pushvalue(L, schema);
+    lua_pushvalue(L, v);
+    lua_call(L, 2, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        snprintf(a->why, a->whylen, "%s", lua_tostring(L, -1));
+        a->bad = 1;
+    }
+    return 0;
+}
+
+int sandbox_validate_settings(struct sandbox *sb, const char *json, size_t len, char *why,
+                              size_t whylen)
+{
+    struct sb_validate_args a = {json, len, why, whylen, 0};
+    struct sandbox_msg msg;
+    lua_pushcfunction(sb->L, sb_validate);
+    lua_pushlightuserdata(sb->L, &a);
+    if (sandbox_pcall(sb, 1, 0, &msg) != SANDBOX_OK) {
+        snprintf(why, whylen, "settings could not be checked: %s", msg.text);
+        return -1;
+    }
+    return a.bad;
+}
+
+struct sb_lint_args {
+    const char *name, *src;
+    size_t len;
+    void (*found)(const char *msg, void *ud);
+    void *ud;
+};
+
+static int sb_lint(lua_State *L)
+{
+    const struct sb_lint_args *a = lua_touserdata(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_lint);
+    lua_pushlstring(L, a->src, a->len);
+    lua_pushstring(L, a->name);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_key_calsync_keys);
+    lua_call(L, 3, 1);
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *m = lua_tostring(L, -1);
+        if (m)
+            a->found(m, a->ud);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+enum sandbox_rc sandbox_lint(struct sandbox *sb, const char *name, const char *src,
+                             size_t len, void (*found)(const char *msg, void *ud),
+                             void *ud, struct sandbox_msg *msg)
+{
+    struct sb_lint_args a = {name, src, len, found, ud};
+    lua_pushcfunction(sb->L, sb_lint);
+    lua_pushlightuserdata(sb->L, &a);
+    return sandbox_pcall(sb, 1, 0, msg);
 }
 
 /* 1 when msg starts with "name:" or Lua's shortened "...tail-of-name:". */

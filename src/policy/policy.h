@@ -30,7 +30,7 @@ int policy_engine_start(const struct config *cfg, struct cs_err *err);
 void policy_engine_stop(void);
 
 /* Re-reads the directory now, on the reload worker, and waits for it at
- * most POLICY_RELOAD_WAIT_MS (policy.c). Returns the number of files whose
+ * most POLICY_RELOAD_WAIT_MS (engine.c). Returns the number of files whose
  * last load failed (their previous versions stay live), a file still
  * loading when the wait ended counted among them; when errors is not
  * NULL a JSON array of {"name","error"} is appended to it. -1 on a
@@ -43,6 +43,15 @@ void policy_reload_request(void);
 
 /* Tests: the per-file load timeout (0 or less: the default). */
 void policy_set_load_timeout_ms(int ms);
+
+/* Checks a calendar's settings (JSON object text) against the `settings`
+ * schema of the live version of `name` (DESIGN §5): 0 when they pass or
+ * the policy declares no schema; 1 with why = "settings.key: message"
+ * (the API answers 422); -1 when no live version or no sandbox could be
+ * had (why says so). Builds a sandbox for the check: for the API's
+ * calendar writes, not for every decision. Thread-safe. */
+int policy_settings_validate(const char *name, const char *settings_json, char *why,
+                             size_t whylen);
 
 /* Appends {"policies":[{"name","version","loaded_at","error"?,
  * "removed"?}]} sorted by name; version and loaded_at are null until a
@@ -88,6 +97,8 @@ struct policy_input {
     const char *booking_json;      /* used when booking is NULL (dry runs);
                                     * both NULL: booking is nil */
     size_t booking_len;
+    const char *booking_uid;       /* dry runs: the booking's uid (live:
+                                    * booking->uid); seeds math.random */
     int64_t now_ms;          /* ctx.now = now_ms / 1000 (integer seconds) */
     int64_t calendar_id;     /* ctx.calendar = {id = calendar_id} */
     const char *settings_json; /* the calendar's settings object; NULL: {} */
@@ -101,13 +112,16 @@ struct policy_decision {
     char version[16];  /* ... and the version that decided (audit) */
     int forced;        /* 1: the runtime turned an error, a limit hit or an
                         * invalid decision into flag */
+    char error[16];    /* when forced: runtime | instructions | memory |
+                        * decision | load (calsync_policy_errors_total's
+                        * kind); "" otherwise */
 };
 
 /* Longest reason a policy may return, in bytes. */
 #define POLICY_REASON_MAX 1000
 
 /* Outcomes of one call, mapped to a decision in one place
- * (policy_fallback in policy.c); `kind` label of
+ * (policy_fallback in decide.c); `kind` label of
  * calsync_policy_errors_total. */
 enum policy_rc {
     POLICY_OK = 0,
@@ -146,10 +160,13 @@ int policy_decide(struct policy_runner *r, const char *policy_name,
  * out (at least 13 bytes). 0, or -1 if libcrypto fails. */
 int policy_version_of(const char *src, size_t len, char out[13]);
 
-/* `calsync policy check [DIR|FILE]` and `calsync policy test POLICY
- * CHANGE.json`: return the process exit status (0, 1, or 2 for usage). */
+/* `calsync policy check [DIR|FILE]` and `calsync policy test [--expect
+ * ACTION] POLICY CHANGE.json`: return the process exit status (0, 1, or 2
+ * for usage). policy test exits 1 when the runtime forced the decision (a
+ * policy error, a limit hit, an invalid decision) or, with expect (may be
+ * NULL), when the action is not expect. */
 int policy_cmd_check(const struct config *cfg, const char *target);
 int policy_cmd_test(const struct config *cfg, const char *policy,
-                    const char *change_file);
+                    const char *change_file, const char *expect);
 
 #endif

@@ -22,7 +22,7 @@
 
 struct sandbox;
 
-/* Outcome of a protected call, mapped to a decision by policy.c. */
+/* Outcome of a protected call, mapped to a decision by decide.c. */
 enum sandbox_rc {
     SANDBOX_OK = 0,
     SANDBOX_ERR_RUNTIME,      /* a Lua error (message in msg) */
@@ -67,6 +67,21 @@ enum sandbox_rc sandbox_load(struct sandbox *sb, const char *name,
                              const char *src, size_t len,
                              struct sandbox_msg *msg);
 
+/* What `policy check` finds in the text of a policy (S.lint in
+ * lua/calsync/sandbox.lua: unknown calsync.NAME, a literal decision
+ * without a reason): found(msg, ud) per finding, "file:line: message", in
+ * source order. Runs under the limits like a call; no policy code runs. */
+enum sandbox_rc sandbox_lint(struct sandbox *sb, const char *name, const char *src,
+                             size_t len, void (*found)(const char *msg, void *ud),
+                             void *ud, struct sandbox_msg *msg);
+
+/* Checks a calendar's settings (JSON text; an object) against the loaded
+ * policy's `settings` schema (S.validate_settings). 0 when they pass (or
+ * the policy declares no schema), 1 with why = "settings.key: message",
+ * -1 when the check itself failed (why says so). */
+int sandbox_validate_settings(struct sandbox *sb, const char *json, size_t len, char *why,
+                              size_t whylen);
+
 /* Calls the function under nargs arguments at the top of the stack with
  * the limits armed and the traceback handler. On SANDBOX_OK nres results
  * replace function and arguments; on any error they are popped and msg is
@@ -102,6 +117,18 @@ void sandbox_proxy_retire(lua_State *L, int t, int first, int last);
  * (a function, called with the target and the key, which the policy cannot
  * reach) raw-sets what it makes, so it runs once per field; pairs on the
  * proxy first reads every key of the metatable's __lazykeys array. */
+/* Starts a decision (DESIGN §5, decisions are deterministic): until the
+ * protected call returns, os.time() and os.date() without a time answer
+ * now_s (ctx.now), and math.random restarts from the seed
+ * (sandbox_seed_of(seed_text), now_s) -- seed_text is the booking's uid,
+ * so a replay with the same inputs draws the same numbers. */
+void sandbox_begin_decision(lua_State *L, int64_t now_s, const char *seed_text);
+/* FNV-1a (64 bits) of text (NULL: ""), the first half of the seed. */
+uint64_t sandbox_seed_of(const char *text);
+/* Inside a call: fills the loaded policy's setting defaults into the
+ * settings table at the top (before it is made read-only). Nothing when
+ * the policy declares no schema. */
+void sandbox_settings_defaults(lua_State *L);
 /* Decodes JSON text with cjson (JSON null becomes nil) and pushes it. */
 void sandbox_push_json(lua_State *L, const char *text, size_t len);
 /* Pushes the log function (ctx.log, print): one log line per call, at most
