@@ -21,11 +21,11 @@
 #include "http.h"
 #include "intake.h"
 #include "log.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -97,14 +97,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     struct store_conn *c = store_conn(&err);
-    sqlite3 *db = c ? store_db(c) : NULL;
     char sql[512];
-    if (!db || sqlite3_exec(db,
+    if (!c || db_script(c,
                             "INSERT INTO credentials (id, provider, refresh_token, created_at)"
                             " VALUES (1, 'google', 'r', 0);"
                             "INSERT INTO calendars (id, credential_id, external_id, state,"
                             " created_at, updated_at) VALUES (1, 1, 'primary', 'active', 0, 0);",
-                            NULL, NULL, NULL) != SQLITE_OK)
+                            &err) != 0)
         abort();
     for (size_t i = 0; i < N_CHANNELS; i++) {
         snprintf(sql, sizeof sql,
@@ -112,7 +111,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                  " state, created_at) VALUES ('%s', %lld, 'res', '%s', 9999999999999, '%s', 0)",
                  channels[i].id, (long long)channels[i].cal, channels[i].token,
                  channels[i].state);
-        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        if (db_script(c, sql, &err) != 0)
             abort();
     }
     struct intake_hooks hooks = {.sync = on_sync, .stop_channel = on_stop};

@@ -9,6 +9,7 @@
  * not usable.
  */
 #include "api.h"
+#include "store/db.h"
 
 #include "booking.h"
 #include "calendar.h"
@@ -18,7 +19,7 @@
 #include "metrics.h"
 #include "policy.h"
 #include "scheduler.h"
-#include "store.h"
+#include "store/store.h"
 #include "writer.h"
 
 #include <lua.h>
@@ -402,13 +403,13 @@ static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
         http_error(resp, 409, "calendar %lld is %s", (long long)id, state);
         goto done;
     }
-    sqlite3_stmt *st = r > 0 ? store_stmt(x.db, sql, &x.err) : NULL;
+    struct db_stmt *st = r > 0 ? db_stmt(x.db, sql, &x.err) : NULL;
     if (!st) {
         db_fail(resp, &x);
         goto done;
     }
-    sqlite3_bind_int64(st, 1, id);
-    if (store_exec(x.db, st, &x.err)) {
+    db_bind_i64(st, 1, id);
+    if (db_exec(x.db, st, &x.err)) {
         db_fail(resp, &x);
         goto done;
     }
@@ -872,34 +873,34 @@ static void h_channels_list(struct http_req *req, struct http_resp *resp)
     struct ctx x = {0};
     if (ctx_open(&x, resp))
         goto done;
-    sqlite3_stmt *st = store_stmt(x.db, sql, &x.err);
+    struct db_stmt *st = db_stmt(x.db, sql, &x.err);
     if (!st) {
         db_fail(resp, &x);
         goto done;
     }
     buf_puts(&resp->body, "{\"channels\":[");
     int rc, n = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = db_step(st)) == DB_ROW) {
         buf_puts(&resp->body, n++ ? ",{\"id\":" : "{\"id\":");
-        buf_json_strz(&resp->body, store_col_text(st, 0));
+        buf_json_strz(&resp->body, db_col_text(st, 0));
         buf_printf(&resp->body, ",\"calendar_id\":%lld,\"resource_id\":",
-                   (long long)sqlite3_column_int64(st, 1));
-        buf_json_strz(&resp->body, store_col_text(st, 2));
+                   (long long)db_col_i64(st, 1));
+        buf_json_strz(&resp->body, db_col_text(st, 2));
         buf_puts(&resp->body, ",\"expiration\":");
-        if (sqlite3_column_type(st, 3) == SQLITE_NULL) {
+        if (db_col_null(st, 3)) {
             buf_puts(&resp->body, "null");
         } else {
             char ts[TIME_RFC3339_MAX];
-            time_format_rfc3339(sqlite3_column_int64(st, 3), ts);
+            time_format_rfc3339(db_col_i64(st, 3), ts);
             buf_json_strz(&resp->body, ts);
         }
         buf_puts(&resp->body, ",\"state\":");
-        buf_json_strz(&resp->body, store_col_text(st, 4));
+        buf_json_strz(&resp->body, db_col_text(st, 4));
         buf_puts(&resp->body, "}");
     }
-    sqlite3_reset(st);
+    db_reset(st);
     buf_puts(&resp->body, "]}");
-    if (rc != SQLITE_DONE)
+    if (rc != DB_DONE)
         db_fail(resp, &x);
 done:
     ctx_close(&x);

@@ -28,6 +28,7 @@
  * writing or running anything more.
  */
 #include "apply.h"
+#include "store/db.h"
 #include "fault.h"
 
 #include "calendar.h"
@@ -463,15 +464,15 @@ static void matches_free(struct matches *m)
     m->n = 0;
 }
 
-static int collect(struct store_conn *c, sqlite3_stmt *st, struct matches *m,
+static int collect(struct store_conn *c, struct db_stmt *st, struct matches *m,
                    struct cs_err *err)
 {
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        add_match(m, store_col_text(st, 0));
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    while ((rc = db_step(st)) == DB_ROW)
+        add_match(m, db_col_text(st, 0));
+    db_reset(st);
+    if (rc != DB_DONE)
+        return db_error(c, err);
     return 0;
 }
 
@@ -487,37 +488,37 @@ static int find_bookings(struct store_conn *c, int64_t cal,
         " AND event_id = ?2 AND original_start_ms >= 0";
     static const char by_tag[] =
         "SELECT uid FROM bookings WHERE uid = ?1 AND calendar_id = ?2";
-    sqlite3_stmt *st = store_stmt(c, by_event, err);
+    struct db_stmt *st = db_stmt(c, by_event, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, now->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, -1);
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, now->id);
+    db_bind_i64(st, 3, -1);
     if (collect(c, st, m, err))
         return -1;
     if (now->series_id && now->original_start_ms != SYNC_NO_TIME) {
-        if (!(st = store_stmt(c, by_event, err)))
+        if (!(st = db_stmt(c, by_event, err)))
             return -1;
-        sqlite3_bind_int64(st, 1, cal);
-        sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, now->original_start_ms);
+        db_bind_i64(st, 1, cal);
+        db_bind_text(st, 2, now->series_id);
+        db_bind_i64(st, 3, now->original_start_ms);
         if (collect(c, st, m, err))
             return -1;
     }
     if (is_cancelled(now) && !now->series_id) {
         /* a cancelled master: every occurrence booking of the series */
-        if (!(st = store_stmt(c, by_series, err)))
+        if (!(st = db_stmt(c, by_series, err)))
             return -1;
-        sqlite3_bind_int64(st, 1, cal);
-        sqlite3_bind_text(st, 2, now->id, -1, SQLITE_STATIC);
+        db_bind_i64(st, 1, cal);
+        db_bind_text(st, 2, now->id);
         if (collect(c, st, m, err))
             return -1;
     }
     if (now->booking_tag) {
-        if (!(st = store_stmt(c, by_tag, err)))
+        if (!(st = db_stmt(c, by_tag, err)))
             return -1;
-        sqlite3_bind_text(st, 1, now->booking_tag, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, cal);
+        db_bind_text(st, 1, now->booking_tag);
+        db_bind_i64(st, 2, cal);
         if (collect(c, st, m, err))
             return -1;
     }
@@ -535,17 +536,17 @@ static int load_calendar(struct store_conn *c, int64_t id, struct cal_row *r,
                          struct cs_err *err)
 {
     static const char sql[] = "SELECT policy, settings FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        snprintf(r->policy, sizeof r->policy, "%s", store_col_text(st, 0));
-        r->settings = strdup(store_col_text(st, 1));
+    db_bind_i64(st, 1, id);
+    int rc = db_step(st);
+    if (rc == DB_ROW) {
+        snprintf(r->policy, sizeof r->policy, "%s", db_col_text(st, 0));
+        r->settings = strdup(db_col_text(st, 1));
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW || !r->settings)
+    db_reset(st);
+    if (rc != DB_ROW || !r->settings)
         return cs_err_set(err, "calendar %lld: cannot load", (long long)id);
     return 0;
 }
@@ -823,28 +824,28 @@ static int move_ref(struct store_conn *c, int64_t cal, const struct sync_event *
         "UPDATE bookings SET event_id = ?2, original_start_ms = ?3"
         " WHERE uid = ?1 AND calendar_id = ?4 AND event_id = ?5"
         " AND original_start_ms = ?6";
-    sqlite3_stmt *st = store_stmt(c, add_sql, err);
+    struct db_stmt *st = db_stmt(c, add_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now->original_start_ms);
-    sqlite3_bind_text(st, 4, uid, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, del_sql, err)))
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, now->series_id);
+    db_bind_i64(st, 3, now->original_start_ms);
+    db_bind_text(st, 4, uid);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, del_sql, err)))
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, old->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, old->original_start_ms);
-    sqlite3_bind_text(st, 4, uid, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, own_sql, err)))
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, old->series_id);
+    db_bind_i64(st, 3, old->original_start_ms);
+    db_bind_text(st, 4, uid);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, own_sql, err)))
         return -1;
-    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now->original_start_ms);
-    sqlite3_bind_int64(st, 4, cal);
-    sqlite3_bind_text(st, 5, old->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, old->original_start_ms);
-    return store_exec(c, st, err);
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, now->series_id);
+    db_bind_i64(st, 3, now->original_start_ms);
+    db_bind_i64(st, 4, cal);
+    db_bind_text(st, 5, old->series_id);
+    db_bind_i64(st, 6, old->original_start_ms);
+    return db_exec(c, st, err);
 }
 
 int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
@@ -860,12 +861,12 @@ int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
     if (!old->series_id || old->original_start_ms == SYNC_NO_TIME ||
         !now->series_id || now->original_start_ms == SYNC_NO_TIME)
         return 0;
-    sqlite3_stmt *st = store_stmt(c, by_occ, err);
+    struct db_stmt *st = db_stmt(c, by_occ, err);
     if (!st)
         goto done;
-    sqlite3_bind_int64(st, 1, info->calendar_id);
-    sqlite3_bind_text(st, 2, old->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, old->original_start_ms);
+    db_bind_i64(st, 1, info->calendar_id);
+    db_bind_text(st, 2, old->series_id);
+    db_bind_i64(st, 3, old->original_start_ms);
     if (collect(c, st, &m, err))
         goto done;
     if (m.n == 0) {

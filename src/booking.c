@@ -1,5 +1,6 @@
 /* booking.c -- booking rows, event references and the audit trail. */
 #include "booking.h"
+#include "store/db.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -10,32 +11,32 @@
     " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
     " write_state, write_error, updated_at"
 
-static char *dup_col(sqlite3_stmt *st, int col)
+static char *dup_col(struct db_stmt *st, int col)
 {
-    const char *s = store_col_text(st, col);
+    const char *s = db_col_text(st, col);
     return s ? strdup(s) : NULL;
 }
 
-static void from_row(sqlite3_stmt *st, struct booking *b)
+static void from_row(struct db_stmt *st, struct booking *b)
 {
     memset(b, 0, sizeof *b);
-    b->seq = sqlite3_column_int64(st, 0);
+    b->seq = db_col_i64(st, 0);
     b->uid = dup_col(st, 1);
-    b->calendar_id = sqlite3_column_int64(st, 2);
+    b->calendar_id = db_col_i64(st, 2);
     b->title = dup_col(st, 3);
-    b->start_ms = sqlite3_column_int64(st, 4);
-    b->end_ms = sqlite3_column_int64(st, 5);
-    snprintf(b->status, sizeof b->status, "%s", store_col_text(st, 6));
-    b->needs_review = sqlite3_column_int(st, 7);
+    b->start_ms = db_col_i64(st, 4);
+    b->end_ms = db_col_i64(st, 5);
+    snprintf(b->status, sizeof b->status, "%s", db_col_text(st, 6));
+    b->needs_review = db_col_int(st, 7);
     b->event_id = dup_col(st, 8);
-    b->has_original = sqlite3_column_type(st, 9) != SQLITE_NULL;
-    b->original_start_ms = sqlite3_column_int64(st, 9);
+    b->has_original = !db_col_null(st, 9);
+    b->original_start_ms = db_col_i64(st, 9);
     b->cancelled_by = dup_col(st, 10);
     b->cancel_reason = dup_col(st, 11);
     b->etag = dup_col(st, 12);
-    snprintf(b->write_state, sizeof b->write_state, "%s", store_col_text(st, 13));
+    snprintf(b->write_state, sizeof b->write_state, "%s", db_col_text(st, 13));
     b->write_error = dup_col(st, 14);
-    b->updated_ms = sqlite3_column_int64(st, 15);
+    b->updated_ms = db_col_i64(st, 15);
 }
 
 void booking_free(struct booking *b)
@@ -54,24 +55,24 @@ int booking_get(struct store_conn *c, const char *uid, struct booking *b,
                 struct cs_err *err)
 {
     static const char sql[] = "SELECT " BOOKING_COLS " FROM bookings WHERE uid = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    db_bind_text(st, 1, uid);
+    int rc = db_step(st);
+    if (rc == DB_ROW) {
         from_row(st, b);
-        sqlite3_reset(st);
+        db_reset(st);
         if (!b->uid || !b->title) {
             booking_free(b);
             return cs_err_set(err, "out of memory");
         }
         return 1;
     }
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE)
+    db_reset(st);
+    if (rc == DB_DONE)
         return 0;
-    return store_error(c, err);
+    return db_error(c, err);
 }
 
 int booking_insert(struct store_conn *c, const struct booking *b,
@@ -85,35 +86,34 @@ int booking_insert(struct store_conn *c, const struct booking *b,
     static const char ref_sql[] =
         "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
         " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4)";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, b->uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, b->calendar_id);
-    sqlite3_bind_text(st, 3, b->title, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, b->start_ms);
-    sqlite3_bind_int64(st, 5, b->end_ms);
+    db_bind_text(st, 1, b->uid);
+    db_bind_i64(st, 2, b->calendar_id);
+    db_bind_text(st, 3, b->title);
+    db_bind_i64(st, 4, b->start_ms);
+    db_bind_i64(st, 5, b->end_ms);
     if (b->event_id)
-        sqlite3_bind_text(st, 6, b->event_id, -1, SQLITE_STATIC);
+        db_bind_text(st, 6, b->event_id);
     if (b->has_original)
-        sqlite3_bind_int64(st, 7, b->original_start_ms);
-    sqlite3_bind_text(st, 8, b->write_state[0] ? b->write_state : "none", -1,
-                      SQLITE_STATIC);
-    sqlite3_bind_int64(st, 9, b->updated_ms ? b->updated_ms : time_now_ms());
-    if (store_exec(c, st, err))
+        db_bind_i64(st, 7, b->original_start_ms);
+    db_bind_text(st, 8, b->write_state[0] ? b->write_state : "none");
+    db_bind_i64(st, 9, b->updated_ms ? b->updated_ms : time_now_ms());
+    if (db_exec(c, st, err))
         return -1;
-    if (sqlite3_changes(store_db(c)) == 0)
+    if (db_changes(c) == 0)
         return 1;
     if (!b->event_id)
         return 0;
-    st = store_stmt(c, ref_sql, err);
+    st = db_stmt(c, ref_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, b->calendar_id);
-    sqlite3_bind_text(st, 2, b->event_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, b->has_original ? b->original_start_ms : -1);
-    sqlite3_bind_text(st, 4, b->uid, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+    db_bind_i64(st, 1, b->calendar_id);
+    db_bind_text(st, 2, b->event_id);
+    db_bind_i64(st, 3, b->has_original ? b->original_start_ms : -1);
+    db_bind_text(st, 4, b->uid);
+    return db_exec(c, st, err);
 }
 
 int booking_save(struct store_conn *c, const struct booking *b,
@@ -123,21 +123,21 @@ int booking_save(struct store_conn *c, const struct booking *b,
         "UPDATE bookings SET title = ?2, start_ms = ?3, end_ms = ?4,"
         " status = ?5, needs_review = ?6, cancelled_by = ?7,"
         " cancel_reason = ?8, updated_at = ?9 WHERE uid = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, b->uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, b->title, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, b->start_ms);
-    sqlite3_bind_int64(st, 4, b->end_ms);
-    sqlite3_bind_text(st, 5, b->status, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 6, b->needs_review);
+    db_bind_text(st, 1, b->uid);
+    db_bind_text(st, 2, b->title);
+    db_bind_i64(st, 3, b->start_ms);
+    db_bind_i64(st, 4, b->end_ms);
+    db_bind_text(st, 5, b->status);
+    db_bind_i64(st, 6, b->needs_review);
     if (b->cancelled_by)
-        sqlite3_bind_text(st, 7, b->cancelled_by, -1, SQLITE_STATIC);
+        db_bind_text(st, 7, b->cancelled_by);
     if (b->cancel_reason)
-        sqlite3_bind_text(st, 8, b->cancel_reason, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 9, b->updated_ms);
-    return store_exec(c, st, err);
+        db_bind_text(st, 8, b->cancel_reason);
+    db_bind_i64(st, 9, b->updated_ms);
+    return db_exec(c, st, err);
 }
 
 static void put_time(struct buf *out, const char *key, int64_t ms)
@@ -202,18 +202,18 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
         "SELECT " BOOKING_COLS " FROM bookings WHERE seq > ?1"
         " AND (?2 = 0 OR calendar_id = ?2) AND (?3 IS NULL OR status = ?3)"
         " ORDER BY seq LIMIT ?4";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, calendar_id);
+    db_bind_i64(st, 1, after);
+    db_bind_i64(st, 2, calendar_id);
     if (status)
-        sqlite3_bind_text(st, 3, status, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, limit + 1);
+        db_bind_text(st, 3, status);
+    db_bind_i64(st, 4, limit + 1);
     buf_puts(out, "{\"bookings\":[");
     int n = 0, rc;
     int64_t last = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = db_step(st)) == DB_ROW) {
         if (n == limit)
             break;
         struct booking b;
@@ -224,7 +224,7 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
         last = b.seq;
         booking_free(&b);
     }
-    return store_page_end(c, st, rc, last, out, err);
+    return db_page_end(c, st, rc, last, out, err);
 }
 
 int audit_append(struct store_conn *c, const struct audit_entry *e,
@@ -235,22 +235,22 @@ int audit_append(struct store_conn *c, const struct audit_entry *e,
         " policy, policy_version, before, after, dedupe_key)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         " ON CONFLICT (dedupe_key) DO NOTHING";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, e->booking_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, time_now_ms());
-    sqlite3_bind_text(st, 3, e->source, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, e->change, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, e->action, -1, SQLITE_STATIC);
+    db_bind_text(st, 1, e->booking_uid);
+    db_bind_i64(st, 2, time_now_ms());
+    db_bind_text(st, 3, e->source);
+    db_bind_text(st, 4, e->change);
+    db_bind_text(st, 5, e->action);
     const char *opt[] = {e->reason, e->policy, e->policy_version, e->before,
                          e->after, e->dedupe_key};
     for (int i = 0; i < 6; i++)
         if (opt[i])
-            sqlite3_bind_text(st, 6 + i, opt[i], -1, SQLITE_STATIC);
-    if (store_exec(c, st, err))
+            db_bind_text(st, 6 + i, opt[i]);
+    if (db_exec(c, st, err))
         return -1;
-    return sqlite3_changes(store_db(c)) == 0 ? 1 : 0;
+    return db_changes(c) == 0 ? 1 : 0;
 }
 
 int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
@@ -259,29 +259,29 @@ int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
     static const char sql[] =
         "SELECT at, source, change, action, reason, policy, policy_version,"
         " before, after FROM audit WHERE booking_uid = ?1 ORDER BY id";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+    db_bind_text(st, 1, uid);
     buf_puts(out, "{\"entries\":[");
     int rc, n = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = db_step(st)) == DB_ROW) {
         char ts[TIME_RFC3339_MAX];
-        time_format_rfc3339(sqlite3_column_int64(st, 0), ts);
+        time_format_rfc3339(db_col_i64(st, 0), ts);
         buf_printf(out, "%s{\"at\":\"%s\"", n++ ? "," : "", ts);
         static const char *const keys[] = {"source", "change", "action",
                                            "reason", "policy", "policy_version"};
         for (int i = 0; i < 6; i++) {
             buf_printf(out, ",\"%s\":", keys[i]);
-            buf_json_strz(out, store_col_text(st, 1 + i));
+            buf_json_strz(out, db_col_text(st, 1 + i));
         }
-        const char *before = store_col_text(st, 7), *after = store_col_text(st, 8);
+        const char *before = db_col_text(st, 7), *after = db_col_text(st, 8);
         buf_printf(out, ",\"before\":%s,\"after\":%s}", before ? before : "null",
                    after ? after : "null");
     }
-    sqlite3_reset(st);
+    db_reset(st);
     buf_puts(out, "]}");
-    if (rc != SQLITE_DONE)
-        return store_error(c, err);
+    if (rc != DB_DONE)
+        return db_error(c, err);
     return 0;
 }

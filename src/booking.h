@@ -8,7 +8,7 @@
 #ifndef CALSYNC_BOOKING_H
 #define CALSYNC_BOOKING_H
 
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <stdint.h>

@@ -1,5 +1,6 @@
 /* calendar.c -- credential and calendar rows and their JSON views. */
 #include "calendar.h"
+#include "store/db.h"
 
 #include "log.h"
 #include "metrics.h"
@@ -24,19 +25,19 @@ int credential_insert(struct store_conn *c, const char *provider,
     if (secret_seal("refresh_token", refresh_token, &rt, err) ||
         (access_token && secret_seal("access_token", access_token, &at, err)))
         goto done;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         goto done;
-    sqlite3_bind_text(st, 1, provider, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, rt.data, (int)rt.len, SQLITE_STATIC);
+    db_bind_text(st, 1, provider);
+    db_bind_textn(st, 2, rt.data, rt.len);
     if (access_token)
-        sqlite3_bind_text(st, 3, at.data, (int)at.len, SQLITE_STATIC);
+        db_bind_textn(st, 3, at.data, at.len);
     if (expires_at_ms > 0)
-        sqlite3_bind_int64(st, 4, expires_at_ms);
-    sqlite3_bind_int64(st, 5, time_now_ms());
-    if (store_exec(c, st, err))
+        db_bind_i64(st, 4, expires_at_ms);
+    db_bind_i64(st, 5, time_now_ms());
+    if (db_exec(c, st, err))
         goto done;
-    *id_out = sqlite3_last_insert_rowid(store_db(c));
+    *id_out = db_last_id(c);
     rc = 0;
 done:
     buf_free(&rt);
@@ -47,17 +48,17 @@ done:
 int credential_exists(struct store_conn *c, int64_t id, struct cs_err *err)
 {
     static const char sql[] = "SELECT 1 FROM credentials WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
+    db_bind_i64(st, 1, id);
+    int rc = db_step(st);
+    db_reset(st);
+    if (rc == DB_ROW)
         return 1;
-    if (rc == SQLITE_DONE)
+    if (rc == DB_DONE)
         return 0;
-    return store_error(c, err);
+    return db_error(c, err);
 }
 
 int calendar_upsert(struct store_conn *c, int64_t credential_id,
@@ -74,41 +75,41 @@ int calendar_upsert(struct store_conn *c, int64_t credential_id,
         "UPDATE calendars SET state = 'syncing', state_reason = NULL,"
         " updated_at = ?2 WHERE id = ?1";
     int64_t now = time_now_ms();
-    sqlite3_stmt *st = store_stmt(c, find_sql, err);
+    struct db_stmt *st = db_stmt(c, find_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, credential_id);
-    sqlite3_bind_text(st, 2, external_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *id_out = sqlite3_column_int64(st, 0);
-        int stopped = strcmp(store_col_text(st, 1), "stopped") == 0;
-        sqlite3_reset(st);
+    db_bind_i64(st, 1, credential_id);
+    db_bind_text(st, 2, external_id);
+    int rc = db_step(st);
+    if (rc == DB_ROW) {
+        *id_out = db_col_i64(st, 0);
+        int stopped = strcmp(db_col_text(st, 1), "stopped") == 0;
+        db_reset(st);
         *created = 0;
         if (stopped) {
-            sqlite3_stmt *u = store_stmt(c, revive_sql, err);
+            struct db_stmt *u = db_stmt(c, revive_sql, err);
             if (!u)
                 return -1;
-            sqlite3_bind_int64(u, 1, *id_out);
-            sqlite3_bind_int64(u, 2, now);
-            return store_exec(c, u, err);
+            db_bind_i64(u, 1, *id_out);
+            db_bind_i64(u, 2, now);
+            return db_exec(c, u, err);
         }
         return 0;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return store_error(c, err);
-    st = store_stmt(c, ins_sql, err);
+    db_reset(st);
+    if (rc != DB_DONE)
+        return db_error(c, err);
+    st = db_stmt(c, ins_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, credential_id);
-    sqlite3_bind_text(st, 2, external_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, policy, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, settings_json, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, now);
-    if (store_exec(c, st, err))
+    db_bind_i64(st, 1, credential_id);
+    db_bind_text(st, 2, external_id);
+    db_bind_text(st, 3, policy);
+    db_bind_text(st, 4, settings_json);
+    db_bind_i64(st, 5, now);
+    if (db_exec(c, st, err))
         return -1;
-    *id_out = sqlite3_last_insert_rowid(store_db(c));
+    *id_out = db_last_id(c);
     *created = 1;
     return 0;
 }
@@ -121,43 +122,43 @@ int calendar_upsert(struct store_conn *c, int64_t credential_id,
     "   SELECT id FROM channels WHERE calendar_id = c.id AND state = 'live'"  \
     "   ORDER BY expiration DESC LIMIT 1)"
 
-static void row_json(sqlite3_stmt *st, struct buf *out)
+static void row_json(struct db_stmt *st, struct buf *out)
 {
     char ts[TIME_RFC3339_MAX];
     buf_printf(out, "{\"id\":%lld,\"credential_id\":%lld,\"external_id\":",
-               (long long)sqlite3_column_int64(st, 0),
-               (long long)sqlite3_column_int64(st, 1));
-    buf_json_strz(out, store_col_text(st, 2));
+               (long long)db_col_i64(st, 0),
+               (long long)db_col_i64(st, 1));
+    buf_json_strz(out, db_col_text(st, 2));
     buf_puts(out, ",\"policy\":");
-    buf_json_strz(out, store_col_text(st, 3));
+    buf_json_strz(out, db_col_text(st, 3));
     buf_puts(out, ",\"settings\":");
-    buf_puts(out, store_col_text(st, 4)); /* stored as encoded JSON */
+    buf_puts(out, db_col_text(st, 4)); /* stored as encoded JSON */
     buf_puts(out, ",\"state\":");
-    buf_json_strz(out, store_col_text(st, 5));
+    buf_json_strz(out, db_col_text(st, 5));
     buf_puts(out, ",\"last_synced_at\":");
-    if (sqlite3_column_type(st, 6) == SQLITE_NULL) {
+    if (db_col_null(st, 6)) {
         buf_puts(out, "null");
     } else {
-        time_format_rfc3339(sqlite3_column_int64(st, 6), ts);
+        time_format_rfc3339(db_col_i64(st, 6), ts);
         buf_json_strz(out, ts);
     }
     buf_puts(out, ",\"channel\":");
-    if (sqlite3_column_type(st, 7) == SQLITE_NULL) {
+    if (db_col_null(st, 7)) {
         buf_puts(out, "null");
     } else {
         buf_puts(out, "{\"id\":");
-        buf_json_strz(out, store_col_text(st, 7));
+        buf_json_strz(out, db_col_text(st, 7));
         buf_puts(out, ",\"resource_id\":");
-        buf_json_strz(out, store_col_text(st, 8));
+        buf_json_strz(out, db_col_text(st, 8));
         buf_puts(out, ",\"expiration\":");
-        if (sqlite3_column_type(st, 9) == SQLITE_NULL) {
+        if (db_col_null(st, 9)) {
             buf_puts(out, "null");
         } else {
-            time_format_rfc3339(sqlite3_column_int64(st, 9), ts);
+            time_format_rfc3339(db_col_i64(st, 9), ts);
             buf_json_strz(out, ts);
         }
         buf_puts(out, ",\"state\":");
-        buf_json_strz(out, store_col_text(st, 10));
+        buf_json_strz(out, db_col_text(st, 10));
         buf_puts(out, "}");
     }
     buf_puts(out, "}");
@@ -167,19 +168,19 @@ int calendar_json(struct store_conn *c, int64_t id, struct buf *out,
                   struct cs_err *err)
 {
     static const char sql[] = "SELECT " CAL_COLS CAL_FROM " WHERE c.id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    db_bind_i64(st, 1, id);
+    int rc = db_step(st);
+    if (rc == DB_ROW)
         row_json(st, out);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
+    db_reset(st);
+    if (rc == DB_ROW)
         return 1;
-    if (rc == SQLITE_DONE)
+    if (rc == DB_DONE)
         return 0;
-    return store_error(c, err);
+    return db_error(c, err);
 }
 
 int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
@@ -187,23 +188,23 @@ int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
 {
     static const char sql[] =
         "SELECT " CAL_COLS CAL_FROM " WHERE c.id > ?1 ORDER BY c.id LIMIT ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, after_id);
-    sqlite3_bind_int(st, 2, limit + 1);
+    db_bind_i64(st, 1, after_id);
+    db_bind_i64(st, 2, limit + 1);
     buf_puts(out, "{\"calendars\":[");
     int n = 0, rc;
     int64_t last = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = db_step(st)) == DB_ROW) {
         if (n == limit)
             break;
         if (n++)
             buf_puts(out, ",");
-        last = sqlite3_column_int64(st, 0);
+        last = db_col_i64(st, 0);
         row_json(st, out);
     }
-    return store_page_end(c, st, rc, last, out, err);
+    return db_page_end(c, st, rc, last, out, err);
 }
 
 int calendar_ref_load(struct store_conn *c, int64_t id, struct calendar_ref *out,
@@ -211,39 +212,39 @@ int calendar_ref_load(struct store_conn *c, int64_t id, struct calendar_ref *out
 {
     static const char sql[] =
         "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        out->credential_id = sqlite3_column_int64(st, 0);
-        snprintf(out->external_id, sizeof out->external_id, "%s", store_col_text(st, 1));
-        snprintf(out->state, sizeof out->state, "%s", store_col_text(st, 2));
+    db_bind_i64(st, 1, id);
+    int rc = db_step(st);
+    if (rc == DB_ROW) {
+        out->credential_id = db_col_i64(st, 0);
+        snprintf(out->external_id, sizeof out->external_id, "%s", db_col_text(st, 1));
+        snprintf(out->state, sizeof out->state, "%s", db_col_text(st, 2));
     }
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
+    db_reset(st);
+    if (rc == DB_ROW)
         return 1;
-    return rc == SQLITE_DONE ? 0 : store_error(c, err);
+    return rc == DB_DONE ? 0 : db_error(c, err);
 }
 
 int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
                    struct cs_err *err)
 {
     static const char sql[] = "SELECT state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        snprintf(state, cap, "%s", store_col_text(st, 0));
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
+    db_bind_i64(st, 1, id);
+    int rc = db_step(st);
+    if (rc == DB_ROW)
+        snprintf(state, cap, "%s", db_col_text(st, 0));
+    db_reset(st);
+    if (rc == DB_ROW)
         return 1;
-    if (rc == SQLITE_DONE)
+    if (rc == DB_DONE)
         return 0;
-    return store_error(c, err);
+    return db_error(c, err);
 }
 
 int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
@@ -252,15 +253,15 @@ int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
     static const char sql[] =
         "UPDATE calendars SET state = ?2, state_reason = ?3, updated_at = ?4"
         " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    db_bind_i64(st, 1, id);
+    db_bind_text(st, 2, state);
     if (reason)
-        sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, time_now_ms());
-    return store_exec(c, st, err);
+        db_bind_text(st, 3, reason);
+    db_bind_i64(st, 4, time_now_ms());
+    return db_exec(c, st, err);
 }
 
 /* ------------------------------------------------ added for Google I/O */
@@ -295,37 +296,37 @@ int credential_revoke(struct store_conn *c, int64_t credential_id,
         "UPDATE calendars SET state = 'revoked', state_reason = ?2, updated_at = ?3"
         " WHERE id = ?1";
     int rc = -1;
-    sqlite3_stmt *st;
+    struct db_stmt *st;
     if (store_begin(c, err))
         return -1;
-    if (!(st = store_stmt(c, cred_sql, err)))
+    if (!(st = db_stmt(c, cred_sql, err)))
         goto done;
-    sqlite3_bind_int64(st, 1, credential_id);
-    if (store_exec(c, st, err))
+    db_bind_i64(st, 1, credential_id);
+    if (db_exec(c, st, err))
         goto done;
     for (;;) {
         /* one calendar at a time: the hook may run statements of its own */
-        if (!(st = store_stmt(c, list_sql, err)))
+        if (!(st = db_stmt(c, list_sql, err)))
             goto done;
-        sqlite3_bind_int64(st, 1, credential_id);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_DONE) {
-            sqlite3_reset(st);
+        db_bind_i64(st, 1, credential_id);
+        int s = db_step(st);
+        if (s == DB_DONE) {
+            db_reset(st);
             break;
         }
-        if (s != SQLITE_ROW) {
-            store_error(c, err);
-            sqlite3_reset(st);
+        if (s != DB_ROW) {
+            db_error(c, err);
+            db_reset(st);
             goto done;
         }
-        int64_t id = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
-        if (!(st = store_stmt(c, cal_sql, err)))
+        int64_t id = db_col_i64(st, 0);
+        db_reset(st);
+        if (!(st = db_stmt(c, cal_sql, err)))
             goto done;
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, time_now_ms());
-        if (store_exec(c, st, err) ||
+        db_bind_i64(st, 1, id);
+        db_bind_text(st, 2, reason);
+        db_bind_i64(st, 3, time_now_ms());
+        if (db_exec(c, st, err) ||
             calendar_error_notify(c, id, "revoked", reason, err))
             goto done;
     }

@@ -7,7 +7,7 @@
 #ifndef CALSYNC_CALENDAR_H
 #define CALSYNC_CALENDAR_H
 
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <stdint.h>

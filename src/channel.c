@@ -9,6 +9,7 @@
  * `failed` (kept, like every channel row).
  */
 #include "channel.h"
+#include "store/db.h"
 #include "fault.h"
 #include "intake.h"
 
@@ -17,7 +18,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
-#include "store.h"
+#include "store/store.h"
 
 #include <lua.h>
 #include <stdio.h>
@@ -47,13 +48,13 @@ static int set_state(struct store_conn *c, const char *id, const char *state,
     static const char sql[] =
         "UPDATE channels SET state = ?2, stopped_at = CASE WHEN ?2 IN ('stopped','failed')"
         " THEN ?3 ELSE stopped_at END WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms());
-    int rc = store_exec(c, st, err);
+    db_bind_text(st, 1, id);
+    db_bind_text(st, 2, state);
+    db_bind_i64(st, 3, time_now_ms());
+    int rc = db_exec(c, st, err);
     intake_channels_changed(); /* a stopped channel must not stay "live" there */
     return rc;
 }
@@ -97,14 +98,14 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     if (random_hex(id + 8, 16) || random_hex(token, 32))
         return cs_err_set(err, "random source failed");
     snprintf(address, sizeof address, "%s/webhooks/google", channel_cfg->public_url);
-    sqlite3_stmt *st = store_stmt(c, ins_sql, err);
+    struct db_stmt *st = db_stmt(c, ins_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, calendar_id);
-    sqlite3_bind_text(st, 3, token, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, created);
-    if (store_exec(c, st, err))
+    db_bind_text(st, 1, id);
+    db_bind_i64(st, 2, calendar_id);
+    db_bind_text(st, 3, token);
+    db_bind_i64(st, 4, created);
+    if (db_exec(c, st, err))
         return -1;
     fault_point("channel_after_opening_row");
 
@@ -131,12 +132,12 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
         set_state(c, id, "failed", NULL);
         goto done;
     }
-    if (!(st = store_stmt(c, live_sql, err)))
+    if (!(st = db_stmt(c, live_sql, err)))
         goto done;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, rid, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, expiration);
-    if (store_exec(c, st, err))
+    db_bind_text(st, 1, id);
+    db_bind_text_copy(st, 2, rid);
+    db_bind_i64(st, 3, expiration);
+    if (db_exec(c, st, err))
         goto done;
     fault_point("channel_after_live");
     metrics_inc("calsync_channel_opens_total{result=\"ok\"}");
@@ -168,24 +169,24 @@ static int load_live(struct store_conn *c, int64_t calendar_id, struct live *out
         "SELECT id, resource_id, created_at, coalesce(expiration, 0) FROM channels"
         " WHERE calendar_id = ?1 AND state IN ('live', 'opening')"
         " ORDER BY created_at DESC";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, calendar_id);
+    db_bind_i64(st, 1, calendar_id);
     *n = 0;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
+    while ((rc = db_step(st)) == DB_ROW && *n < cap) {
         struct live *l = &out[(*n)++];
-        snprintf(l->id, sizeof l->id, "%s", store_col_text(st, 0));
-        l->has_resource = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        snprintf(l->id, sizeof l->id, "%s", db_col_text(st, 0));
+        l->has_resource = !db_col_null(st, 1);
         snprintf(l->resource_id, sizeof l->resource_id, "%s",
-                 l->has_resource ? store_col_text(st, 1) : "");
-        l->created = sqlite3_column_int64(st, 2);
-        l->expiration = sqlite3_column_int64(st, 3);
+                 l->has_resource ? db_col_text(st, 1) : "");
+        l->created = db_col_i64(st, 2);
+        l->expiration = db_col_i64(st, 3);
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
+    db_reset(st);
+    if (rc != DB_DONE && rc != DB_ROW)
+        return db_error(c, err);
     return 0;
 }
 
@@ -269,19 +270,19 @@ int channel_stop_one(const char *channel_id, struct cs_err *err)
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, channel_id, -1, SQLITE_STATIC);
+    db_bind_text(st, 1, channel_id);
     char rid[256];
     int64_t cred = 0;
     int have = 0;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-        snprintf(rid, sizeof rid, "%s", store_col_text(st, 0));
-        cred = sqlite3_column_int64(st, 1);
+    if (db_step(st) == DB_ROW && !db_col_null(st, 0)) {
+        snprintf(rid, sizeof rid, "%s", db_col_text(st, 0));
+        cred = db_col_i64(st, 1);
         have = 1;
     }
-    sqlite3_reset(st);
+    db_reset(st);
     if (!have)
         return 0;
     return stop_channel(c, cred, channel_id, rid, err);

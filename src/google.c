@@ -6,6 +6,7 @@
  * docs/internals/google.md for why they are what they are.
  */
 #include "google.h"
+#include "store/db.h"
 
 #include "calendar.h"
 #include "json.h"
@@ -509,23 +510,23 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
     static const char sql[] =
         "SELECT refresh_token, access_token, expires_at, state FROM credentials"
         " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(db, sql, err);
+    struct db_stmt *st = db_stmt(db, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, cred);
+    db_bind_i64(st, 1, cred);
     int rc = -1;
-    int s = sqlite3_step(st);
-    if (s == SQLITE_DONE) {
+    int s = db_step(st);
+    if (s == DB_DONE) {
         cs_err_set(err, "no credential %lld", (long long)cred);
         goto done;
     }
-    if (s != SQLITE_ROW) {
-        store_error(db, err);
+    if (s != DB_ROW) {
+        db_error(db, err);
         goto done;
     }
-    const char *rt = store_col_text(st, 0);
-    const char *at = store_col_text(st, 1);
-    const char *state = store_col_text(st, 3);
+    const char *rt = db_col_text(st, 0);
+    const char *at = db_col_text(st, 1);
+    const char *state = db_col_text(st, 3);
     /* stored sealed when a token key is set (secret.h) */
     if (secret_open("refresh_token", rt ? rt : "", refresh, err))
         goto done;
@@ -540,12 +541,12 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
         if (bad)
             goto done;
     }
-    *expires_at = sqlite3_column_type(st, 2) == SQLITE_NULL
-                      ? 0 : sqlite3_column_int64(st, 2);
+    *expires_at = db_col_null(st, 2)
+                      ? 0 : db_col_i64(st, 2);
     *revoked = state && strcmp(state, "revoked") == 0;
     rc = 0;
 done:
-    sqlite3_reset(st);
+    db_reset(st);
     return rc;
 }
 
@@ -559,13 +560,13 @@ static int token_store(struct store_conn *db, int64_t cred, const char *access,
     buf_init(&sealed);
     if (secret_seal("access_token", access, &sealed, err))
         return -1;
-    sqlite3_stmt *st = store_stmt(db, sql, err);
+    struct db_stmt *st = db_stmt(db, sql, err);
     int rc = -1;
     if (st) {
-        sqlite3_bind_int64(st, 1, cred);
-        sqlite3_bind_text(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, expires_at);
-        rc = store_exec(db, st, err);
+        db_bind_i64(st, 1, cred);
+        db_bind_textn(st, 2, sealed.data, sealed.len);
+        db_bind_i64(st, 3, expires_at);
+        rc = db_exec(db, st, err);
     }
     buf_free(&sealed);
     return rc;

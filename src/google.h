@@ -28,7 +28,7 @@
 #define CALSYNC_GOOGLE_H
 
 #include "config.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <stdint.h>

@@ -21,11 +21,12 @@
  * which holds no newline); the resource state is reduced to [A-Za-z0-9_].
  */
 #include "intake.h"
+#include "store/db.h"
 
 #include "fault.h"
 #include "log.h"
 #include "metrics.h"
-#include "store.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -286,25 +287,25 @@ static int commit_batch(const struct note *v, size_t n, const int64_t *cals,
     if (!c || store_begin(c, err))
         return -1;
     for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *st = store_stmt(c, note_sql, err);
+        struct db_stmt *st = db_stmt(c, note_sql, err);
         if (!st)
             goto fail;
-        sqlite3_bind_int64(st, 1, v[i].id);
-        sqlite3_bind_text(st, 2, v[i].channel, -1, SQLITE_STATIC);
+        db_bind_i64(st, 1, v[i].id);
+        db_bind_text(st, 2, v[i].channel);
         if (v[i].number >= 0)
-            sqlite3_bind_int64(st, 3, v[i].number);
+            db_bind_i64(st, 3, v[i].number);
         if (v[i].rstate[0])
-            sqlite3_bind_text(st, 4, v[i].rstate, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, v[i].at);
-        if (store_exec(c, st, err))
+            db_bind_text(st, 4, v[i].rstate);
+        db_bind_i64(st, 5, v[i].at);
+        if (db_exec(c, st, err))
             goto fail;
     }
     for (size_t i = 0; i < ncal; i++) {
-        sqlite3_stmt *st = store_stmt(c, dirty_sql, err);
+        struct db_stmt *st = db_stmt(c, dirty_sql, err);
         if (!st)
             goto fail;
-        sqlite3_bind_int64(st, 1, cals[i]);
-        if (store_exec(c, st, err))
+        db_bind_i64(st, 1, cals[i]);
+        if (db_exec(c, st, err))
             goto fail;
     }
     fault_point("intake_flush_before_commit");
@@ -459,14 +460,14 @@ static int next_row_id(int64_t *out, struct cs_err *err)
 {
     static const char sql[] = "SELECT coalesce(max(id), 0) + 1 FROM notifications";
     struct store_conn *c = store_conn(err);
-    sqlite3_stmt *st = c ? store_stmt(c, sql, err) : NULL;
+    struct db_stmt *st = c ? db_stmt(c, sql, err) : NULL;
     if (!st)
         return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 0 : store_error(c, err);
+    int rc = db_step(st);
+    if (rc == DB_ROW)
+        *out = db_col_i64(st, 0);
+    db_reset(st);
+    return rc == DB_ROW ? 0 : db_error(c, err);
 }
 
 int intake_start(const char *db_path, struct cs_err *err)
@@ -671,20 +672,20 @@ static void unknown_channel(struct store_conn *c, const char *id, const char *ri
         "SELECT calendar_id FROM channels WHERE resource_id = ?1"
         " ORDER BY created_at DESC LIMIT 1";
     struct cs_err err = {{0}};
-    sqlite3_stmt *st;
+    struct db_stmt *st;
     if (!intake_hooks.stop_foreign || !rid || !*rid || strlen(rid) > INTAKE_ID_MAX)
         return;
     pthread_mutex_lock(&stop_mu);
     int recent = recent_hit(recent_res, rid, time_mono_ms());
     pthread_mutex_unlock(&stop_mu);
     if (recent || !rate_limit_take(&lookup_budget, time_mono_ms(), NULL) ||
-        !(st = store_stmt(c, sql, &err)))
+        !(st = db_stmt(c, sql, &err)))
         return;
-    sqlite3_bind_text(st, 1, rid, -1, SQLITE_STATIC);
+    db_bind_text(st, 1, rid);
     int64_t cal = 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        cal = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (db_step(st) == DB_ROW)
+        cal = db_col_i64(st, 0);
+    db_reset(st);
     if (cal > 0 && may_stop(recent_res, &recent_res_next, rid)) {
         log_info("intake.foreign_channel", "channel=%s resource=%s calendar=%lld",
                  log_q(id), log_q(rid), (long long)cal);
@@ -720,25 +721,25 @@ void intake_notify(const char *id, const char *token, const char *rstate,
          * leaves an entry that is already invalid */
         uint64_t gen = atomic_load(&cache_gen);
         struct store_conn *c = store_conn(&err);
-        sqlite3_stmt *st = c ? store_stmt(c, find_sql, &err) : NULL;
+        struct db_stmt *st = c ? db_stmt(c, find_sql, &err) : NULL;
         if (!st)
             goto db_fail;
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
+        db_bind_text(st, 1, id);
+        int rc = db_step(st);
         const char *want = NULL;
-        if (rc == SQLITE_ROW) {
-            n.calendar_id = sqlite3_column_int64(st, 0);
-            want = store_col_text(st, 1);
-            snprintf(state, sizeof state, "%s", store_col_text(st, 2));
+        if (rc == DB_ROW) {
+            n.calendar_id = db_col_i64(st, 0);
+            want = db_col_text(st, 1);
+            snprintf(state, sizeof state, "%s", db_col_text(st, 2));
             match = token && want && secure_equal(token, strlen(token), want, strlen(want));
         }
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-            store_error(c, &err);
-            sqlite3_reset(st);
+        if (rc != DB_ROW && rc != DB_DONE) {
+            db_error(c, &err);
+            db_reset(st);
             goto db_fail;
         }
-        if (rc == SQLITE_DONE) {
-            sqlite3_reset(st);
+        if (rc == DB_DONE) {
+            db_reset(st);
             count("unknown");
             long sup;
             if (rate_limit_take(&log_unknown, time_mono_ms(), &sup))
@@ -750,7 +751,7 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         int usable = strcmp(state, "live") == 0 || strcmp(state, "opening") == 0;
         if (usable && want)
             cache_put(id, want, n.calendar_id, gen);
-        sqlite3_reset(st);
+        db_reset(st);
         if (!usable) {
             count("stopped");
             long sup;

@@ -11,6 +11,7 @@
  * visible, never sent with a secret that no longer exists).
  */
 #include "outbox.h"
+#include "store/db.h"
 #include "fault.h"
 
 #include "log.h"
@@ -77,17 +78,17 @@ static int insert_rows(struct store_conn *c, const char *uid,
         char id[40] = "dlv_";
         if (random_hex(id + 4, 16))
             return cs_err_set(err, "random source failed");
-        sqlite3_stmt *st = store_stmt(c, sql, err);
+        struct db_stmt *st = db_stmt(c, sql, err);
         if (!st)
             return -1;
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, outbox_cfg->webhooks[i].url, -1, SQLITE_STATIC);
+        db_bind_text_copy(st, 1, id);
+        db_bind_text(st, 2, outbox_cfg->webhooks[i].url);
         if (uid)
-            sqlite3_bind_text(st, 3, uid, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, trigger, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, now);
-        if (store_exec(c, st, err))
+            db_bind_text(st, 3, uid);
+        db_bind_text(st, 4, trigger);
+        db_bind_text(st, 5, body);
+        db_bind_i64(st, 6, now);
+        if (db_exec(c, st, err))
             return -1;
         outbox_enqueued = 1;
     }
@@ -258,38 +259,38 @@ static int load_due(struct store_conn *c, const char *url, struct row *rows,
         "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
         "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
         "     AND p.id < o.id)";
-    sqlite3_stmt *st = store_stmt(c, due_sql, err);
+    struct db_stmt *st = db_stmt(c, due_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, time_now_ms());
-    sqlite3_bind_int(st, 3, OUTBOX_BATCH);
+    db_bind_text(st, 1, url);
+    db_bind_i64(st, 2, time_now_ms());
+    db_bind_i64(st, 3, OUTBOX_BATCH);
     *n = 0;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = db_step(st)) == DB_ROW) {
         struct row *r = &rows[(*n)++];
-        r->id = sqlite3_column_int64(st, 0);
-        snprintf(r->delivery_id, sizeof r->delivery_id, "%s", store_col_text(st, 1));
-        r->body = strdup(store_col_text(st, 2));
-        r->attempts = sqlite3_column_int(st, 3);
+        r->id = db_col_i64(st, 0);
+        snprintf(r->delivery_id, sizeof r->delivery_id, "%s", db_col_text(st, 1));
+        r->body = strdup(db_col_text(st, 2));
+        r->attempts = db_col_int(st, 3);
         if (!r->body) {
             (*n)--;
             break;
         }
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return store_error(c, err);
+    db_reset(st);
+    if (rc != DB_DONE && rc != DB_ROW)
+        return db_error(c, err);
     *next_due = 0;
     if (*n > 0)
         return 0;
-    st = store_stmt(c, next_sql, err);
+    st = db_stmt(c, next_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        *next_due = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    db_bind_text(st, 1, url);
+    if (db_step(st) == DB_ROW && !db_col_null(st, 0))
+        *next_due = db_col_i64(st, 0);
+    db_reset(st);
     return 0;
 }
 
@@ -303,15 +304,15 @@ static int record(struct store_conn *c, const struct row *r, long status,
         "UPDATE outbox SET attempts = attempts + 1, last_status = ?2,"
         " next_at = ?3 WHERE id = ?1";
     int ok = status >= 200 && status < 300;
-    sqlite3_stmt *st = store_stmt(c, ok ? ok_sql : retry_sql, err);
+    struct db_stmt *st = db_stmt(c, ok ? ok_sql : retry_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, r->id);
-    sqlite3_bind_int64(st, 2, status);
+    db_bind_i64(st, 1, r->id);
+    db_bind_i64(st, 2, status);
     int64_t now = time_now_ms();
     int64_t next = ok ? now : now + backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
-    sqlite3_bind_int64(st, 3, next);
-    return store_exec(c, st, err);
+    db_bind_i64(st, 3, next);
+    return db_exec(c, st, err);
 }
 
 /* outbox_cv is made on first use by whichever of outbox_start(),
@@ -437,16 +438,16 @@ static void pending_collector(struct buf *out)
         "SELECT state, count(*) FROM outbox WHERE state != 'delivered' GROUP BY state";
     struct store_conn *c = store_conn(NULL);
     int64_t pending = 0, orphaned = 0;
-    sqlite3_stmt *st = c ? store_stmt(c, sql, NULL) : NULL;
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        const char *s = store_col_text(st, 0);
+    struct db_stmt *st = c ? db_stmt(c, sql, NULL) : NULL;
+    while (st && db_step(st) == DB_ROW) {
+        const char *s = db_col_text(st, 0);
         if (strcmp(s, "pending") == 0)
-            pending = sqlite3_column_int64(st, 1);
+            pending = db_col_i64(st, 1);
         else
-            orphaned += sqlite3_column_int64(st, 1);
+            orphaned += db_col_i64(st, 1);
     }
     if (st)
-        sqlite3_reset(st);
+        db_reset(st);
     buf_printf(out, "# TYPE calsync_outbox_pending gauge\ncalsync_outbox_pending %lld\n"
                     "# TYPE calsync_outbox_orphaned gauge\ncalsync_outbox_orphaned %lld\n",
                (long long)pending, (long long)orphaned);
@@ -461,34 +462,34 @@ static int orphan_unknown(const struct config *cfg, struct cs_err *err)
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    sqlite3_stmt *st = store_stmt(c, sel_sql, err);
+    struct db_stmt *st = db_stmt(c, sel_sql, err);
     if (!st)
         return -1;
     char *gone[64];
     int ngone = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && ngone < 64) {
-        const char *url = store_col_text(st, 0);
+    while (db_step(st) == DB_ROW && ngone < 64) {
+        const char *url = db_col_text(st, 0);
         int known = 0;
         for (int i = 0; i < cfg->n_webhooks; i++)
             known |= strcmp(cfg->webhooks[i].url, url) == 0;
         if (!known && (gone[ngone] = strdup(url)))
             ngone++;
     }
-    sqlite3_reset(st);
+    db_reset(st);
     int rc = 0;
     for (int i = 0; i < ngone; i++) {
-        st = store_stmt(c, upd_sql, err);
+        st = db_stmt(c, upd_sql, err);
         if (!st) {
             rc = -1;
         } else {
-            sqlite3_bind_text(st, 1, gone[i], -1, SQLITE_STATIC);
-            if (store_exec(c, st, err))
+            db_bind_text(st, 1, gone[i]);
+            if (db_exec(c, st, err))
                 rc = -1;
             else {
                 char shown[160];
                 log_warn("outbox.orphaned", "endpoint=%s rows=%d",
                          log_q(url_redact(gone[i], shown, sizeof shown)),
-                         sqlite3_changes(store_db(c)));
+                         (int)db_changes(c));
             }
         }
         free(gone[i]);

@@ -8,12 +8,13 @@
  * blocking work (Google, SQLite) happens with the mutex released.
  */
 #include "scheduler.h"
+#include "store/db.h"
 
 #include "channel.h"
 #include "google.h"
 #include "log.h"
 #include "metrics.h"
-#include "store.h"
+#include "store/store.h"
 #include "sync.h"
 
 #include <errno.h>
@@ -305,11 +306,11 @@ static int load_rows(struct row **out, size_t *n, struct cs_err *err)
     int rc = -1;
     if (!c)
         return -1;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
     int s;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((s = db_step(st)) == DB_ROW) {
         if (len == cap) {
             size_t nc = cap ? cap * 2 : 64;
             struct row *p = realloc(rows, nc * sizeof *p);
@@ -320,13 +321,13 @@ static int load_rows(struct row **out, size_t *n, struct cs_err *err)
             rows = p;
             cap = nc;
         }
-        rows[len++] = (struct row){sqlite3_column_int64(st, 0),
-                                   sqlite3_column_int(st, 1),
-                                   sqlite3_column_int(st, 2),
-                                   sqlite3_column_int64(st, 3)};
+        rows[len++] = (struct row){db_col_i64(st, 0),
+                                   db_col_int(st, 1),
+                                   db_col_int(st, 2),
+                                   db_col_i64(st, 3)};
     }
-    if (s != SQLITE_DONE) {
-        store_error(c, err);
+    if (s != DB_DONE) {
+        db_error(c, err);
         goto done;
     }
     *out = rows;
@@ -334,7 +335,7 @@ static int load_rows(struct row **out, size_t *n, struct cs_err *err)
     rows = NULL;
     rc = 0;
 done:
-    sqlite3_reset(st);
+    db_reset(st);
     free(rows);
     return rc;
 }

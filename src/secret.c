@@ -6,6 +6,7 @@
  * in one EVP call each way, into a buffer the caller owns.
  */
 #include "secret.h"
+#include "store/db.h"
 
 #include "log.h"
 
@@ -237,13 +238,13 @@ static int seal_one(struct store_conn *c, const char *column, int64_t id,
     int rc = -1;
     if (secret_seal(column, plain, &b, err))
         goto done;
-    sqlite3_stmt *st = store_stmt(c, strcmp(column, "refresh_token") == 0 ? upd_refresh
+    struct db_stmt *st = db_stmt(c, strcmp(column, "refresh_token") == 0 ? upd_refresh
                                                                            : upd_access, err);
     if (!st)
         goto done;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, b.data, (int)b.len, SQLITE_STATIC);
-    rc = store_exec(c, st, err);
+    db_bind_i64(st, 1, id);
+    db_bind_textn(st, 2, b.data, b.len);
+    rc = db_exec(c, st, err);
 done:
     if (b.data)
         OPENSSL_cleanse(b.data, b.len);
@@ -261,15 +262,15 @@ int secret_start(struct store_conn *c, struct cs_err *err)
     int rc = -1, sealed = 0, checked = 0;
     int64_t nplain = 0;
     int began = 0;
-    sqlite3_stmt *st = store_stmt(c, sel, err);
+    struct db_stmt *st = db_stmt(c, sel, err);
     if (!st)
         goto fail;
     /* first pass: check what is sealed, remember what is not */
     int s;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(st, 0);
+    while ((s = db_step(st)) == DB_ROW) {
+        int64_t id = db_col_i64(st, 0);
         for (int k = 1; k <= 2; k++) {
-            const char *v = store_col_text(st, k);
+            const char *v = db_col_text(st, k);
             if (!v)
                 continue;
             const char *col = k == 1 ? "refresh_token" : "access_token";
@@ -278,14 +279,14 @@ int secret_start(struct store_conn *c, struct cs_err *err)
                 if (!checked) { /* one proves the key; all would cost a start */
                     buf_reset(&probe);
                     if (secret_open(col, v, &probe, err)) {
-                        sqlite3_reset(st);
+                        db_reset(st);
                         goto fail;
                     }
                     checked = 1;
                 }
             } else if (secret_have_key) {
                 if (buf_printf(&plain_ids, "%lld %d\n", (long long)id, k)) {
-                    sqlite3_reset(st);
+                    db_reset(st);
                     cs_err_set(err, "out of memory");
                     goto fail;
                 }
@@ -293,9 +294,9 @@ int secret_start(struct store_conn *c, struct cs_err *err)
             }
         }
     }
-    sqlite3_reset(st);
-    if (s != SQLITE_DONE) {
-        store_error(c, err);
+    db_reset(st);
+    if (s != DB_DONE) {
+        db_error(c, err);
         goto fail;
     }
     /* second pass, only when there is something to seal (a start takes no
@@ -313,16 +314,16 @@ int secret_start(struct store_conn *c, struct cs_err *err)
         if (sscanf(p, "%lld %d\n%n", &id, &k, &used) != 2)
             break;
         p += used;
-        if (!(st = store_stmt(c, get, err)))
+        if (!(st = db_stmt(c, get, err)))
             goto fail;
-        sqlite3_bind_int64(st, 1, id);
-        if (sqlite3_step(st) != SQLITE_ROW) {
-            sqlite3_reset(st);
+        db_bind_i64(st, 1, id);
+        if (db_step(st) != DB_ROW) {
+            db_reset(st);
             continue;
         }
-        const char *v = store_col_text(st, k - 1);
+        const char *v = db_col_text(st, k - 1);
         char *copy = v ? strdup(v) : NULL;
-        sqlite3_reset(st);
+        db_reset(st);
         if (v && !copy) {
             cs_err_set(err, "out of memory");
             goto fail;

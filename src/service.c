@@ -16,7 +16,7 @@
 #include "outbox.h"
 #include "policy.h"
 #include "scheduler.h"
-#include "store.h"
+#include "store/store.h"
 #include "sync.h"
 #include "version.h"
 #include "writer.h"

@@ -13,6 +13,7 @@
  * docs/internals/sync.md.
  */
 #include "sync.h"
+#include "store/db.h"
 #include "fault.h"
 
 #include "calendar.h"
@@ -321,10 +322,10 @@ struct mirror_row {
     struct buf arena;
 };
 
-static int64_t col_time(sqlite3_stmt *st, int col)
+static int64_t col_time(struct db_stmt *st, int col)
 {
-    return sqlite3_column_type(st, col) == SQLITE_NULL ? SYNC_NO_TIME
-                                                       : sqlite3_column_int64(st, col);
+    return db_col_null(st, col) ? SYNC_NO_TIME
+                                                       : db_col_i64(st, col);
 }
 
 /* 1 found (row filled), 0 not, -1 error. */
@@ -335,24 +336,24 @@ static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
         "SELECT id, etag, status, series_id, updated, title, booking_tag, created,"
         " start_ms, end_ms, all_day, original_start_ms"
         " FROM events WHERE calendar_id = ?1 AND id = ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    int s = sqlite3_step(st), rc = -1;
-    if (s == SQLITE_DONE) {
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, id);
+    int s = db_step(st), rc = -1;
+    if (s == DB_DONE) {
         rc = 0;
         goto done;
     }
-    if (s != SQLITE_ROW) {
-        store_error(c, err);
+    if (s != DB_ROW) {
+        db_error(c, err);
         goto done;
     }
     long off[8];
     buf_reset(&row->arena);
     for (int i = 0; i < 8; i++) {
-        const char *t = store_col_text(st, i);
+        const char *t = db_col_text(st, i);
         off[i] = -1;
         if (t) {
             off[i] = (long)row->arena.len;
@@ -369,28 +370,28 @@ static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
         *f[i] = off[i] < 0 ? NULL : row->arena.data + off[i];
     row->ev.start_ms = col_time(st, 8);
     row->ev.end_ms = col_time(st, 9);
-    row->ev.all_day = sqlite3_column_int(st, 10);
+    row->ev.all_day = db_col_int(st, 10);
     row->ev.original_start_ms = col_time(st, 11);
     rc = 1;
 done:
-    sqlite3_reset(st);
+    db_reset(st);
     return rc;
 }
 
-static void bind_time(sqlite3_stmt *st, int i, int64_t v)
+static void bind_time(struct db_stmt *st, int i, int64_t v)
 {
     if (v == SYNC_NO_TIME)
-        sqlite3_bind_null(st, i);
+        db_bind_null(st, i);
     else
-        sqlite3_bind_int64(st, i, v);
+        db_bind_i64(st, i, v);
 }
 
-static void bind_str(sqlite3_stmt *st, int i, const char *s)
+static void bind_str(struct db_stmt *st, int i, const char *s)
 {
     if (s)
-        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+        db_bind_text(st, i, s);
     else
-        sqlite3_bind_null(st, i);
+        db_bind_null(st, i);
 }
 
 /* Full-state upsert; a cancelled stub keeps what the row knew (times,
@@ -418,23 +419,23 @@ int sync_mirror_put(struct store_conn *c, int64_t cal,
         "         THEN coalesce(excluded.booking_tag, booking_tag)"
         "         ELSE excluded.booking_tag END,"
         " created = coalesce(excluded.created, created)";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
+    db_bind_i64(st, 1, cal);
     bind_str(st, 2, ev->id);
     bind_str(st, 3, ev->etag);
     bind_str(st, 4, ev->status);
     bind_time(st, 5, ev->start_ms);
     bind_time(st, 6, ev->end_ms);
-    sqlite3_bind_int(st, 7, ev->all_day);
+    db_bind_i64(st, 7, ev->all_day);
     bind_str(st, 8, ev->series_id);
     bind_time(st, 9, ev->original_start_ms);
     bind_str(st, 10, ev->updated);
     bind_str(st, 11, ev->title);
     bind_str(st, 12, ev->booking_tag);
     bind_str(st, 13, ev->created);
-    return store_exec(c, st, err);
+    return db_exec(c, st, err);
 }
 
 /* ======================================================== the page loop */
@@ -549,8 +550,8 @@ typedef int (*unit_fn)(struct run *x, size_t i, void *ud, struct cs_err *err);
 /* Runs a statement without parameters (a string literal: cached). */
 static int exec_static(struct run *x, const char *sql, struct cs_err *err)
 {
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    return st ? store_exec(x->db, st, err) : -1;
+    struct db_stmt *st = db_stmt(x->db, sql, err);
+    return st ? db_exec(x->db, st, err) : -1;
 }
 
 /* Applies units [i, limit) in one transaction, until SYNC_APPLY_BATCH
@@ -619,7 +620,7 @@ static int decide_units(struct run *x, size_t i, size_t end, unit_fn fn, void *u
         rc = fn(x, i, ud, err) < 0 ? -1 : 0;
     x->info.pass = SYNC_PASS_APPLY;
     /* a read transaction: nothing to keep, nothing to lose */
-    if (!sqlite3_get_autocommit(store_db(x->db)))
+    if (!!db_in_tx(x->db))
         store_rollback(x->db);
     if (rc == 0 && decide_fn)
         rc = decide_fn(decide_ud, &x->info, err);
@@ -734,12 +735,12 @@ static int report_deleted(struct run *x, const char *id, struct cs_err *err)
         goto done;
     rc = -1;
     x->stats->swept++;
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    struct db_stmt *st = db_stmt(x->db, sql, err);
     if (!st)
         goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    rc = store_exec(x->db, st, err);
+    db_bind_i64(st, 1, x->info.calendar_id);
+    db_bind_text(st, 2, id);
+    rc = db_exec(x->db, st, err);
     fault_point("sync_after_deleted_reported");
 done:
     free(stub);
@@ -750,23 +751,23 @@ done:
 static int collect_ids(struct run *x, const char *sql, const char *arg,
                        struct id_list *out, struct cs_err *err)
 {
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    struct db_stmt *st = db_stmt(x->db, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
+    db_bind_i64(st, 1, x->info.calendar_id);
     if (arg)
-        sqlite3_bind_text(st, 2, arg, -1, SQLITE_STATIC);
+        db_bind_text(st, 2, arg);
     int s, rc = 0;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *id = store_col_text(st, 0);
+    while ((s = db_step(st)) == DB_ROW) {
+        const char *id = db_col_text(st, 0);
         if (id && ids_push(out, id)) {
             rc = cs_err_set(err, "out of memory");
             break;
         }
     }
-    if (rc == 0 && s != SQLITE_DONE)
-        rc = store_error(x->db, err);
-    sqlite3_reset(st);
+    if (rc == 0 && s != DB_DONE)
+        rc = db_error(x->db, err);
+    db_reset(st);
     return rc;
 }
 
@@ -817,25 +818,19 @@ static int sweep_unseen(struct run *x, struct cs_err *err)
 static int seen_add(struct run *x, const char *id, struct cs_err *err)
 {
     static const char sql[] = "INSERT OR IGNORE INTO temp.sync_seen (id) VALUES (?1)";
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    struct db_stmt *st = db_stmt(x->db, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    return store_exec(x->db, st, err);
+    db_bind_text(st, 1, id);
+    return db_exec(x->db, st, err);
 }
 
 static int seen_reset(struct run *x, struct cs_err *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(store_db(x->db),
+    return db_script(x->db,
                      "CREATE TEMP TABLE IF NOT EXISTS sync_seen (id TEXT PRIMARY KEY)"
                      " WITHOUT ROWID; DELETE FROM temp.sync_seen;",
-                     NULL, NULL, &msg) != SQLITE_OK) {
-        cs_err_set(err, "database: %s", msg ? msg : "temp table");
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
+                     err);
 }
 
 static int series_touched(const struct run *x, const char *series)
@@ -954,14 +949,14 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
         " state = CASE WHEN state IN ('syncing', 'error') THEN 'active'"
         "         ELSE state END"
         " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    struct db_stmt *st = db_stmt(x->db, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, sync_token, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms());
-    sqlite3_bind_int64(st, 4, x->dirty);
-    return store_exec(x->db, st, err);
+    db_bind_i64(st, 1, x->info.calendar_id);
+    db_bind_text(st, 2, sync_token);
+    db_bind_i64(st, 3, time_now_ms());
+    db_bind_i64(st, 4, x->dirty);
+    return db_exec(x->db, st, err);
 }
 
 /* ------------------------------------------------ series reconciliation
@@ -992,19 +987,13 @@ static void touch_series(struct run *x, const char *series)
 
 static int live_reset(struct run *x, struct cs_err *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(store_db(x->db),
+    return db_script(x->db,
                      "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
                      " live INTEGER NOT NULL, PRIMARY KEY (series, id)) WITHOUT ROWID;"
                      " DELETE FROM temp.sync_live;"
                      "CREATE TEMP TABLE IF NOT EXISTS sync_relinked (id TEXT PRIMARY KEY)"
                      " WITHOUT ROWID; DELETE FROM temp.sync_relinked;",
-                     NULL, NULL, &msg) != SQLITE_OK) {
-        cs_err_set(err, "database: %s", msg ? msg : "temp table");
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
+                     err);
 }
 
 /* Records an occurrence Google lists for the series: live, or cancelled
@@ -1014,13 +1003,13 @@ static int live_add(struct run *x, const char *series, const char *id, int live,
 {
     static const char sql[] =
         "INSERT OR IGNORE INTO temp.sync_live (series, id, live) VALUES (?1, ?2, ?3)";
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
+    struct db_stmt *st = db_stmt(x->db, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, live);
-    return store_exec(x->db, st, err);
+    db_bind_text(st, 1, series);
+    db_bind_text(st, 2, id);
+    db_bind_i64(st, 3, live);
+    return db_exec(x->db, st, err);
 }
 
 /* Fetches the live occurrences of every touched series into
@@ -1158,23 +1147,23 @@ static int occ_push(struct occ_list *l, const char *id, const char *series,
 
 /* Runs st (bound by the caller) and appends (id, series, original start)
  * rows. 0 or -1. Resets st. */
-static int occ_load(struct run *x, sqlite3_stmt *st, struct occ_list *l,
+static int occ_load(struct run *x, struct db_stmt *st, struct occ_list *l,
                     struct cs_err *err)
 {
     int s, rc = 0;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *id = store_col_text(st, 0), *series = store_col_text(st, 1);
-        if (id && series && occ_push(l, id, series, sqlite3_column_int64(st, 2))) {
+    while ((s = db_step(st)) == DB_ROW) {
+        const char *id = db_col_text(st, 0), *series = db_col_text(st, 1);
+        if (id && series && occ_push(l, id, series, db_col_i64(st, 2))) {
             rc = cs_err_set(err, "out of memory");
             break;
         }
         /* an optional 4th column: the row is taken already */
-        if (id && series && sqlite3_column_count(st) > 3)
-            l->v[l->n - 1].used = sqlite3_column_int(st, 3) != 0;
+        if (id && series && db_col_count(st) > 3)
+            l->v[l->n - 1].used = db_col_int(st, 3) != 0;
     }
-    if (rc == 0 && s != SQLITE_DONE)
-        rc = store_error(x->db, err);
-    sqlite3_reset(st);
+    if (rc == 0 && s != DB_DONE)
+        rc = db_error(x->db, err);
+    db_reset(st);
     return rc;
 }
 
@@ -1220,12 +1209,12 @@ static int relink_one(struct run *x, const char *from, const char *to,
         return relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev,
                          x->raw.data, x->raw.len, err) < 0 ? -1 : 0;
     /* each successor occurrence is taken once per sync, whatever series */
-    sqlite3_stmt *st = store_stmt(x->db,
+    struct db_stmt *st = db_stmt(x->db,
         "INSERT OR IGNORE INTO temp.sync_relinked (id) VALUES (?1)", err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, to, -1, SQLITE_STATIC);
-    if (store_exec(x->db, st, err))
+    db_bind_text(st, 1, to);
+    if (db_exec(x->db, st, err))
         return -1;
     x->stats->relinked++;
     x->stats->changes++;
@@ -1284,42 +1273,42 @@ static int relink_split(struct run *x, const char *series, struct cs_err *err)
     buf_init(&succ.arena);
     buf_init(&seen.arena);
     buf_init(&created);
-    sqlite3_stmt *st = store_stmt(x->db, vanished_sql, err);
+    struct db_stmt *st = db_stmt(x->db, vanished_sql, err);
     if (!st)
         goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, SYNC_MAX_RELINK);
+    db_bind_i64(st, 1, x->info.calendar_id);
+    db_bind_text(st, 2, series);
+    db_bind_i64(st, 3, SYNC_MAX_RELINK);
     if (occ_load(x, st, &gone, err))
         goto done;
     if (gone.n == 0) {
         rc = 0;
         goto done;
     }
-    if (!(st = store_stmt(x->db, created_sql, err)))
+    if (!(st = db_stmt(x->db, created_sql, err)))
         goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW && buf_puts(&created, store_col_text(st, 0))) {
-        sqlite3_reset(st);
+    db_bind_i64(st, 1, x->info.calendar_id);
+    db_bind_text(st, 2, series);
+    int s = db_step(st);
+    if (s == DB_ROW && buf_puts(&created, db_col_text(st, 0))) {
+        db_reset(st);
         cs_err_set(err, "out of memory");
         goto done;
     }
-    sqlite3_reset(st);
-    if (s != SQLITE_ROW && s != SQLITE_DONE) {
-        store_error(x->db, err);
+    db_reset(st);
+    if (s != DB_ROW && s != DB_DONE) {
+        db_error(x->db, err);
         goto done;
     }
-    if (!(st = store_stmt(x->db, succ_sql, err)))
+    if (!(st = db_stmt(x->db, succ_sql, err)))
         goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
+    db_bind_i64(st, 1, x->info.calendar_id);
+    db_bind_text(st, 2, series);
     if (created.len)
-        sqlite3_bind_text(st, 3, created.data, -1, SQLITE_STATIC);
+        db_bind_text(st, 3, created.data);
     else
-        sqlite3_bind_null(st, 3);
-    sqlite3_bind_int(st, 4, SYNC_MAX_RELINK);
+        db_bind_null(st, 3);
+    db_bind_i64(st, 4, SYNC_MAX_RELINK);
     if (occ_load(x, st, &succ, err))
         goto done;
     /* a successor starts at the split: one with an earlier occurrence is
@@ -1502,21 +1491,21 @@ static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
     static const char sql[] =
         "SELECT credential_id, state, external_id, sync_token, dirty FROM calendars"
         " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int s = sqlite3_step(st), rc = -1;
-    if (s == SQLITE_DONE) {
+    db_bind_i64(st, 1, id);
+    int s = db_step(st), rc = -1;
+    if (s == DB_DONE) {
         rc = 0;
-    } else if (s != SQLITE_ROW) {
-        store_error(c, err);
+    } else if (s != DB_ROW) {
+        db_error(c, err);
     } else {
-        const char *state = store_col_text(st, 1);
-        const char *ext = store_col_text(st, 2);
-        const char *tok = store_col_text(st, 3);
-        row->credential_id = sqlite3_column_int64(st, 0);
-        row->dirty = sqlite3_column_int64(st, 4);
+        const char *state = db_col_text(st, 1);
+        const char *ext = db_col_text(st, 2);
+        const char *tok = db_col_text(st, 3);
+        row->credential_id = db_col_i64(st, 0);
+        row->dirty = db_col_i64(st, 4);
         snprintf(row->state, sizeof row->state, "%s", state ? state : "");
         if (buf_puts(&row->external_id, ext ? ext : "") ||
             (tok && buf_puts(&row->sync_token, tok)))
@@ -1524,18 +1513,18 @@ static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
         else
             rc = 1;
     }
-    sqlite3_reset(st);
+    db_reset(st);
     return rc;
 }
 
 static int cal_exec(struct store_conn *c, const char *sql, int64_t id,
                     struct cs_err *err)
 {
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    return store_exec(c, st, err);
+    db_bind_i64(st, 1, id);
+    return db_exec(c, st, err);
 }
 
 /* Google refused the calendar itself: state error, hook once. */
@@ -1545,17 +1534,17 @@ static void cal_set_error(struct store_conn *c, int64_t id, const char *why)
         "UPDATE calendars SET state = 'error', state_reason = ?2, updated_at = ?3"
         " WHERE id = ?1 AND state IN ('syncing', 'active')";
     struct cs_err err;
-    sqlite3_stmt *st;
+    struct db_stmt *st;
     if (store_begin(c, &err))
         goto fail;
-    if (!(st = store_stmt(c, sql, &err)))
+    if (!(st = db_stmt(c, sql, &err)))
         goto fail;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, why, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms());
-    if (store_exec(c, st, &err))
+    db_bind_i64(st, 1, id);
+    db_bind_text(st, 2, why);
+    db_bind_i64(st, 3, time_now_ms());
+    if (db_exec(c, st, &err))
         goto fail;
-    if (sqlite3_changes(store_db(c)) > 0 &&
+    if (db_changes(c) > 0 &&
         calendar_error_notify(c, id, "error", why, &err))
         goto fail;
     if (store_commit(c, &err) == 0) {

@@ -21,7 +21,7 @@
 #ifndef CALSYNC_SYNC_H
 #define CALSYNC_SYNC_H
 
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <lua.h>

@@ -13,6 +13,7 @@
  * insert) is needed.
  */
 #include "writer.h"
+#include "store/db.h"
 #include "fault.h"
 
 #include "booking.h"
@@ -63,19 +64,19 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
         " VALUES (?1, ?2, ?3, ?4, ?4, ?5)";
     static const char mark_sql[] =
         "UPDATE bookings SET write_state = 'pending', write_error = NULL WHERE uid = ?1";
-    sqlite3_stmt *st = store_stmt(c, job_sql, err);
+    struct db_stmt *st = db_stmt(c, job_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, kind_names[kind], -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, booking_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, calendar_id);
-    sqlite3_bind_int64(st, 4, time_now_ms());
+    db_bind_text(st, 1, kind_names[kind]);
+    db_bind_text(st, 2, booking_uid);
+    db_bind_i64(st, 3, calendar_id);
+    db_bind_i64(st, 4, time_now_ms());
     if (attendees_json)
-        sqlite3_bind_text(st, 5, attendees_json, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, mark_sql, err)))
+        db_bind_text(st, 5, attendees_json);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, mark_sql, err)))
         return -1;
-    sqlite3_bind_text(st, 1, booking_uid, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+    db_bind_text(st, 1, booking_uid);
+    return db_exec(c, st, err);
 }
 
 int writer_event_body(const char *id, const char *uid, const char *title,
@@ -143,20 +144,20 @@ static int finish_job(struct store_conn *c, const struct job *j, const char *sta
         "  ELSE 'none' END,"
         " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
         " WHERE uid = ?1";
-    sqlite3_stmt *st = store_stmt(c, job_sql, err);
+    struct db_stmt *st = db_stmt(c, job_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    db_bind_i64(st, 1, j->id);
+    db_bind_text(st, 2, state);
     if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, book_sql, err)))
+        db_bind_text(st, 3, error);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, book_sql, err)))
         return -1;
-    sqlite3_bind_text(st, 1, j->uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    db_bind_text(st, 1, j->uid);
+    db_bind_text(st, 2, state);
     if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+        db_bind_text(st, 3, error);
+    return db_exec(c, st, err);
 }
 
 static int retry_later(struct store_conn *c, const struct job *j,
@@ -164,14 +165,14 @@ static int retry_later(struct store_conn *c, const struct job *j,
 {
     static const char sql[] =
         "UPDATE jobs SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
+    db_bind_i64(st, 1, j->id);
+    db_bind_text(st, 2, error);
+    db_bind_i64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
                                                          BACKOFF_MAX_MS));
-    return store_exec(c, st, err);
+    return db_exec(c, st, err);
 }
 
 /* A permanent failure: job and booking failed, CALENDAR_ERROR sent. */
@@ -203,19 +204,19 @@ static int record_event(struct store_conn *c, const struct job *j,
     static const char ref_sql[] =
         "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
         " original_start_ms, booking_uid) VALUES (?1, ?2, -1, ?3)";
-    sqlite3_stmt *st = store_stmt(c, book_sql, err);
+    struct db_stmt *st = db_stmt(c, book_sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_text(st, 1, j->uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, ev->id, -1, SQLITE_STATIC);
+    db_bind_text(st, 1, j->uid);
+    db_bind_text(st, 2, ev->id);
     if (ev->etag)
-        sqlite3_bind_text(st, 3, ev->etag, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, ref_sql, err)))
+        db_bind_text(st, 3, ev->etag);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, ref_sql, err)))
         return -1;
-    sqlite3_bind_int64(st, 1, j->calendar_id);
-    sqlite3_bind_text(st, 2, ev->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, j->uid, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err))
+    db_bind_i64(st, 1, j->calendar_id);
+    db_bind_text(st, 2, ev->id);
+    db_bind_text(st, 3, j->uid);
+    if (db_exec(c, st, err))
         return -1;
     return sync_mirror_put(c, j->calendar_id, ev, err);
 }
@@ -240,17 +241,17 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
 {
     static const char sql[] = "SELECT etag FROM events WHERE calendar_id = ?1 AND id = ?2";
     static _Thread_local char etag[SYNC_ETAG_MAX + 1];
-    sqlite3_stmt *st = store_stmt(c, sql, NULL);
+    struct db_stmt *st = db_stmt(c, sql, NULL);
     if (!st)
         return NULL;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, id);
     const char *out = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW && store_col_text(st, 0)) {
-        snprintf(etag, sizeof etag, "%s", store_col_text(st, 0));
+    if (db_step(st) == DB_ROW && db_col_text(st, 0)) {
+        snprintf(etag, sizeof etag, "%s", db_col_text(st, 0));
         out = etag;
     }
-    sqlite3_reset(st);
+    db_reset(st);
     return out;
 }
 
@@ -275,16 +276,16 @@ static int host_moved(struct store_conn *c, struct google_auth *a,
     if (sync_event_parse(L, -1, &ev, err))
         goto done;
     snprintf(fresh, SYNC_ETAG_MAX + 1, "%s", ev.etag ? ev.etag : "");
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         goto done;
-    sqlite3_bind_int64(st, 1, calendar_id);
-    sqlite3_bind_text(st, 2, event_id, -1, SQLITE_STATIC);
+    db_bind_i64(st, 1, calendar_id);
+    db_bind_text(st, 2, event_id);
     int same = 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        same = sqlite3_column_int64(st, 0) == ev.start_ms &&
-               sqlite3_column_int64(st, 1) == ev.end_ms;
-    sqlite3_reset(st);
+    if (db_step(st) == DB_ROW)
+        same = db_col_i64(st, 0) == ev.start_ms &&
+               db_col_i64(st, 1) == ev.end_ms;
+    db_reset(st);
     /* A kill after Google applied this very patch but before its etag was
      * committed: the event already holds the booking's times, the mirror
      * the old ones. That is calsync's own write, not a host move. */
@@ -303,12 +304,12 @@ static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
 {
     static const char sql[] =
         "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, id);
+    return db_exec(c, st, err);
 }
 
 /* Classifies a Google failure: 1 transient (retry), 0 permanent. */
@@ -538,35 +539,35 @@ static int load_due(struct store_conn *c, int part, struct job *jobs, int *n,
         " ORDER BY j.id LIMIT ?4";
     static const char next_sql[] =
         "SELECT min(next_at) FROM jobs WHERE state = 'pending' AND calendar_id % ?1 = ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
+    struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, time_now_ms());
-    sqlite3_bind_int(st, 2, writer_nthreads);
-    sqlite3_bind_int(st, 3, part);
-    sqlite3_bind_int(st, 4, WRITER_BATCH);
+    db_bind_i64(st, 1, time_now_ms());
+    db_bind_i64(st, 2, writer_nthreads);
+    db_bind_i64(st, 3, part);
+    db_bind_i64(st, 4, WRITER_BATCH);
     *n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (db_step(st) == DB_ROW) {
         struct job *j = &jobs[(*n)++];
-        j->id = sqlite3_column_int64(st, 0);
-        const char *k = store_col_text(st, 1);
+        j->id = db_col_i64(st, 0);
+        const char *k = db_col_text(st, 1);
         j->kind = strcmp(k, "insert") == 0 ? WRITER_INSERT
                   : strcmp(k, "patch") == 0 ? WRITER_PATCH : WRITER_DELETE;
-        snprintf(j->uid, sizeof j->uid, "%s", store_col_text(st, 2));
-        j->calendar_id = sqlite3_column_int64(st, 3);
-        j->attempts = sqlite3_column_int(st, 4);
-        const char *pl = store_col_text(st, 5);
+        snprintf(j->uid, sizeof j->uid, "%s", db_col_text(st, 2));
+        j->calendar_id = db_col_i64(st, 3);
+        j->attempts = db_col_int(st, 4);
+        const char *pl = db_col_text(st, 5);
         j->payload = pl ? strdup(pl) : NULL;
     }
-    sqlite3_reset(st);
-    if (!(st = store_stmt(c, next_sql, err)))
+    db_reset(st);
+    if (!(st = db_stmt(c, next_sql, err)))
         return -1;
-    sqlite3_bind_int(st, 1, writer_nthreads);
-    sqlite3_bind_int(st, 2, part);
+    db_bind_i64(st, 1, writer_nthreads);
+    db_bind_i64(st, 2, part);
     *next_due = 0;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        *next_due = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (db_step(st) == DB_ROW && !db_col_null(st, 0))
+        *next_due = db_col_i64(st, 0);
+    db_reset(st);
     return 0;
 }
 

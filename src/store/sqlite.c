@@ -1,4 +1,6 @@
-/* store.c -- SQLite connections, statement cache and schema migrations.
+/* sqlite.c -- the SQLite driver: connections, statement cache, the driver
+ * seam of store/db.h, transactions, health and schema migrations. The only
+ * file that includes sqlite3.h.
  *
  * Durability: WAL with synchronous=NORMAL. A committed transaction survives
  * a process crash (kill -9), which is what the exactly-once guarantee is
@@ -6,7 +8,8 @@
  * Google's sync token (stored in the same transaction) rolls back with
  * them, so the changes are read again rather than lost.
  */
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 
 #include "log.h"
 #include "secret.h"
@@ -14,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,13 +286,12 @@ struct store_conn *store_conn(struct cs_err *err)
     return c;
 }
 
-sqlite3 *store_db(struct store_conn *c)
-{
-    return c->db;
-}
+/* The driver's statement is SQLite's: struct db_stmt is never defined,
+ * only converted, so the seam costs no allocation or indirection. */
+#define ST(s) ((sqlite3_stmt *)(s))
 
-sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
-                         struct cs_err *err)
+static sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
+                                struct cs_err *err)
 {
     size_t h = ((uintptr_t)sql >> 3) % STMT_CACHE;
     for (size_t i = 0; i < STMT_CACHE; i++) {
@@ -411,7 +414,7 @@ void store_rollback(struct store_conn *c)
     write_done(c);
 }
 
-int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
+static int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
 {
     int write = !sqlite3_stmt_readonly(st);
     if (!write || c->writing)
@@ -598,25 +601,115 @@ int store_writes_failing(void)
     return atomic_load(&store_write_failing);
 }
 
-int store_error(struct store_conn *c, struct cs_err *err)
+/* ------------------------------------------------------ the driver seam */
+
+struct db_stmt *db_stmt(struct store_conn *c, const char *sql, struct cs_err *err)
+{
+    return (struct db_stmt *)store_stmt(c, sql, err);
+}
+
+void db_bind_i64(struct db_stmt *st, int i, int64_t v)
+{
+    sqlite3_bind_int64(ST(st), i, v);
+}
+
+void db_bind_null(struct db_stmt *st, int i)
+{
+    sqlite3_bind_null(ST(st), i);
+}
+
+void db_bind_text(struct db_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(ST(st), i, s, -1, SQLITE_STATIC);
+}
+
+void db_bind_textn(struct db_stmt *st, int i, const char *s, size_t n)
+{
+    if (n > INT32_MAX) /* SQLite's limit is far below; it then fails the step */
+        n = INT32_MAX;
+    sqlite3_bind_text(ST(st), i, s, (int)n, SQLITE_STATIC);
+}
+
+void db_bind_text_copy(struct db_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(ST(st), i, s, -1, SQLITE_TRANSIENT);
+}
+
+int db_step(struct db_stmt *st)
+{
+    int rc = sqlite3_step(ST(st));
+    return rc == SQLITE_ROW ? DB_ROW : rc == SQLITE_DONE ? DB_DONE : DB_ERROR;
+}
+
+int64_t db_col_i64(struct db_stmt *st, int col)
+{
+    return sqlite3_column_int64(ST(st), col);
+}
+
+int db_col_int(struct db_stmt *st, int col)
+{
+    return sqlite3_column_int(ST(st), col);
+}
+
+const char *db_col_text(struct db_stmt *st, int col)
+{
+    return (const char *)sqlite3_column_text(ST(st), col);
+}
+
+int db_col_null(struct db_stmt *st, int col)
+{
+    return sqlite3_column_type(ST(st), col) == SQLITE_NULL;
+}
+
+int db_col_count(struct db_stmt *st)
+{
+    return sqlite3_column_count(ST(st));
+}
+
+void db_reset(struct db_stmt *st)
+{
+    sqlite3_reset(ST(st));
+}
+
+int db_exec(struct store_conn *c, struct db_stmt *st, struct cs_err *err)
+{
+    return store_exec(c, ST(st), err);
+}
+
+int db_script(struct store_conn *c, const char *sql, struct cs_err *err)
+{
+    return exec_sql(c->db, sql, err);
+}
+
+int64_t db_changes(struct store_conn *c)
+{
+    return sqlite3_changes(c->db);
+}
+
+int64_t db_last_id(struct store_conn *c)
+{
+    return sqlite3_last_insert_rowid(c->db);
+}
+
+int db_in_tx(struct store_conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
+}
+
+int db_error(struct store_conn *c, struct cs_err *err)
 {
     return cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
 }
 
-int store_page_end(struct store_conn *c, sqlite3_stmt *st, int rc,
-                   int64_t last, struct buf *out, struct cs_err *err)
+int db_page_end(struct store_conn *c, struct db_stmt *st, int rc, int64_t last,
+                struct buf *out, struct cs_err *err)
 {
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_error(c, err);
-    if (rc == SQLITE_ROW)
+    sqlite3_reset(ST(st));
+    if (rc != DB_ROW && rc != DB_DONE)
+        return db_error(c, err);
+    if (rc == DB_ROW)
         buf_printf(out, "],\"next_cursor\":\"%lld\"}", (long long)last);
     else
         buf_puts(out, "],\"next_cursor\":null}");
     return 0;
-}
-
-const char *store_col_text(sqlite3_stmt *st, int col)
-{
-    return (const char *)sqlite3_column_text(st, col);
 }
