@@ -12,6 +12,7 @@
  */
 #include "outbox.h"
 #include "store/db.h"
+#include "store/queue.h"
 #include "fault.h"
 
 #include "log.h"
@@ -70,25 +71,12 @@ static int insert_rows(struct store_conn *c, const char *uid,
                        const char *trigger, const char *body,
                        struct cs_err *err)
 {
-    static const char sql[] =
-        "INSERT INTO outbox (delivery_id, subscriber, booking_uid, trigger,"
-        " body, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
-    int64_t now = time_now_ms();
     for (int i = 0; outbox_cfg && i < outbox_cfg->n_webhooks; i++) {
         char id[40] = "dlv_";
         if (random_hex(id + 4, 16))
             return cs_err_set(err, "random source failed");
-        struct db_stmt *st = db_stmt(c, sql, err);
-        if (!st)
-            return -1;
-        db_bind_text_copy(st, 1, id);
-        db_bind_text(st, 2, outbox_cfg->webhooks[i].url);
-        if (uid)
-            db_bind_text(st, 3, uid);
-        db_bind_text(st, 4, trigger);
-        db_bind_text(st, 5, body);
-        db_bind_i64(st, 6, now);
-        if (db_exec(c, st, err))
+        if (queue_enqueue_delivery(c, id, outbox_cfg->webhooks[i].url, uid, trigger, body,
+                                   err))
             return -1;
         outbox_enqueued = 1;
     }
@@ -235,84 +223,45 @@ done:
     return status;
 }
 
-/* Loads up to OUTBOX_BATCH due rows for the subscriber. When none is due,
- * sets *next_due to the earliest next_at of a row that can be sent then
- * (the oldest pending row of its booking), or 0 when none is pending. */
+/* Claims up to OUTBOX_BATCH due rows for the subscriber on the durable
+ * queue (store/queue.h), in id order, none behind an older pending row of
+ * its booking. When none is due, sets *next_due to the earliest time one
+ * can be sent (0: none pending). */
 static int load_due(struct store_conn *c, const char *url, struct row *rows,
                     int *n, int64_t *next_due, struct cs_err *err)
 {
-    /* `+o.next_at`: walk the pending rows in id order (index
-     * outbox_pending_id) and stop at the batch, rather than read every
-     * pending row through (state, next_at) and sort them: O(batch) instead
-     * of O(pending) per call (store.c migration 6) */
-    static const char due_sql[] =
-        "SELECT o.id, o.delivery_id, o.body, o.attempts FROM outbox o"
-        " WHERE o.subscriber = ?1 AND o.state = 'pending' AND +o.next_at <= ?2"
-        "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
-        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
-        "     AND p.id < o.id)"
-        " ORDER BY o.id LIMIT ?3";
-    /* a due row behind an older pending one of its booking waits for that
-     * one's retry: counting it would make the sender spin until then */
-    static const char next_sql[] =
-        "SELECT min(o.next_at) FROM outbox o WHERE o.subscriber = ?1 AND o.state = 'pending'"
-        "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
-        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
-        "     AND p.id < o.id)";
-    struct db_stmt *st = db_stmt(c, due_sql, err);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, url);
-    db_bind_i64(st, 2, time_now_ms());
-    db_bind_i64(st, 3, OUTBOX_BATCH);
+    struct queue_delivery d[OUTBOX_BATCH];
+    char claimer[QUEUE_CLAIMER_MAX + 1];
     *n = 0;
-    int rc;
-    while ((rc = db_step(st)) == DB_ROW) {
-        struct row *r = &rows[(*n)++];
-        r->id = db_col_i64(st, 0);
-        snprintf(r->delivery_id, sizeof r->delivery_id, "%s", db_col_text(st, 1));
-        r->body = strdup(db_col_text(st, 2));
-        r->attempts = db_col_int(st, 3);
-        if (!r->body) {
-            (*n)--;
-            break;
-        }
-    }
-    db_reset(st);
-    if (rc != DB_DONE && rc != DB_ROW)
-        return db_error(c, err);
-    *next_due = 0;
-    if (*n > 0)
+    if (store_writes_failing() && !store_healthy()) {
+        /* While writes fail (a full disk), a delivery's answer cannot be
+         * recorded: the row would be posted again and again, a flood of
+         * duplicates. Claim nothing (a claim is a write too) and look
+         * again in a second, probing meanwhile. */
+        *next_due = time_now_ms() + 1000;
         return 0;
-    st = db_stmt(c, next_sql, err);
-    if (!st)
+    }
+    queue_claimer("outbox", claimer);
+    if (queue_claim_deliveries(c, claimer, url, OUTBOX_BATCH, d, n, next_due, err))
         return -1;
-    db_bind_text(st, 1, url);
-    if (db_step(st) == DB_ROW && !db_col_null(st, 0))
-        *next_due = db_col_i64(st, 0);
-    db_reset(st);
+    for (int i = 0; i < *n; i++) {
+        rows[i].id = d[i].id;
+        snprintf(rows[i].delivery_id, sizeof rows[i].delivery_id, "%s", d[i].delivery_id);
+        rows[i].body = d[i].body;
+        rows[i].attempts = d[i].attempts;
+    }
     return 0;
 }
 
 static int record(struct store_conn *c, const struct row *r, long status,
                   struct cs_err *err)
 {
-    static const char ok_sql[] =
-        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
-        " last_status = ?2, delivered_at = ?3 WHERE id = ?1";
-    static const char retry_sql[] =
-        "UPDATE outbox SET attempts = attempts + 1, last_status = ?2,"
-        " next_at = ?3 WHERE id = ?1";
-    int ok = status >= 200 && status < 300;
-    struct db_stmt *st = db_stmt(c, ok ? ok_sql : retry_sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, r->id);
-    db_bind_i64(st, 2, status);
-    int64_t now = time_now_ms();
-    int64_t next = ok ? now : now + backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
-    db_bind_i64(st, 3, next);
-    return db_exec(c, st, err);
+    if (status >= 200 && status < 300)
+        return queue_done(c, QUEUE_OUTBOX, r->id, status, NULL, err);
+    return queue_retry(c, QUEUE_OUTBOX, r->id,
+                       time_now_ms() +
+                           backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS),
+                       status, NULL, err);
 }
 
 /* outbox_cv is made on first use by whichever of outbox_start(),

@@ -14,6 +14,7 @@
  */
 #include "writer.h"
 #include "store/db.h"
+#include "store/queue.h"
 #include "fault.h"
 
 #include "booking.h"
@@ -59,21 +60,12 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
                    const char *booking_uid, int64_t calendar_id,
                    const char *attendees_json, struct cs_err *err)
 {
-    static const char job_sql[] =
-        "INSERT INTO jobs (kind, booking_uid, calendar_id, next_at, created_at, payload)"
-        " VALUES (?1, ?2, ?3, ?4, ?4, ?5)";
     static const char mark_sql[] =
         "UPDATE bookings SET write_state = 'pending', write_error = NULL WHERE uid = ?1";
-    struct db_stmt *st = db_stmt(c, job_sql, err);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, kind_names[kind]);
-    db_bind_text(st, 2, booking_uid);
-    db_bind_i64(st, 3, calendar_id);
-    db_bind_i64(st, 4, time_now_ms());
-    if (attendees_json)
-        db_bind_text(st, 5, attendees_json);
-    if (db_exec(c, st, err) || !(st = db_stmt(c, mark_sql, err)))
+    struct db_stmt *st;
+    if (queue_enqueue_job(c, kind_names[kind], booking_uid, calendar_id, attendees_json,
+                          err) ||
+        !(st = db_stmt(c, mark_sql, err)))
         return -1;
     db_bind_text(st, 1, booking_uid);
     return db_exec(c, st, err);
@@ -134,8 +126,6 @@ struct job {
 static int finish_job(struct store_conn *c, const struct job *j, const char *state,
                       const char *error, struct cs_err *err)
 {
-    static const char job_sql[] =
-        "UPDATE jobs SET state = ?2, last_error = ?3, attempts = attempts + 1 WHERE id = ?1";
     static const char book_sql[] =
         "UPDATE bookings SET write_state = CASE"
         "  WHEN ?2 = 'failed' THEN 'failed'"
@@ -144,14 +134,10 @@ static int finish_job(struct store_conn *c, const struct job *j, const char *sta
         "  ELSE 'none' END,"
         " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
         " WHERE uid = ?1";
-    struct db_stmt *st = db_stmt(c, job_sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, j->id);
-    db_bind_text(st, 2, state);
-    if (error)
-        db_bind_text(st, 3, error);
-    if (db_exec(c, st, err) || !(st = db_stmt(c, book_sql, err)))
+    struct db_stmt *st;
+    if ((strcmp(state, "failed") == 0 ? queue_fail(c, j->id, error, err)
+                                      : queue_done(c, QUEUE_JOBS, j->id, 0, error, err)) ||
+        !(st = db_stmt(c, book_sql, err)))
         return -1;
     db_bind_text(st, 1, j->uid);
     db_bind_text(st, 2, state);
@@ -163,16 +149,10 @@ static int finish_job(struct store_conn *c, const struct job *j, const char *sta
 static int retry_later(struct store_conn *c, const struct job *j,
                        const char *error, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE jobs SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, j->id);
-    db_bind_text(st, 2, error);
-    db_bind_i64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
-                                                         BACKOFF_MAX_MS));
-    return db_exec(c, st, err);
+    return queue_retry(c, QUEUE_JOBS, j->id,
+                       time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
+                                                  BACKOFF_MAX_MS),
+                       0, error, err);
 }
 
 /* A permanent failure: job and booking failed, CALENDAR_ERROR sent. */
@@ -528,46 +508,36 @@ done:
     google_resp_free(&resp);
 }
 
+/* Claims up to WRITER_BATCH due jobs of this thread's lane (calendar_id
+ * % writer_nthreads = part) on the durable queue (store/queue.h). */
 static int load_due(struct store_conn *c, int part, struct job *jobs, int *n,
                     int64_t *next_due, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT j.id, j.kind, j.booking_uid, j.calendar_id, j.attempts, j.payload FROM jobs j"
-        " WHERE j.state = 'pending' AND j.next_at <= ?1 AND j.calendar_id % ?2 = ?3"
-        "   AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.booking_uid = j.booking_uid"
-        "     AND p.state = 'pending' AND p.id < j.id)"
-        " ORDER BY j.id LIMIT ?4";
-    static const char next_sql[] =
-        "SELECT min(next_at) FROM jobs WHERE state = 'pending' AND calendar_id % ?1 = ?2";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, time_now_ms());
-    db_bind_i64(st, 2, writer_nthreads);
-    db_bind_i64(st, 3, part);
-    db_bind_i64(st, 4, WRITER_BATCH);
+    struct queue_job q[WRITER_BATCH];
+    char claimer[QUEUE_CLAIMER_MAX + 1], role[32];
     *n = 0;
-    while (db_step(st) == DB_ROW) {
-        struct job *j = &jobs[(*n)++];
-        j->id = db_col_i64(st, 0);
-        const char *k = db_col_text(st, 1);
-        j->kind = strcmp(k, "insert") == 0 ? WRITER_INSERT
-                  : strcmp(k, "patch") == 0 ? WRITER_PATCH : WRITER_DELETE;
-        snprintf(j->uid, sizeof j->uid, "%s", db_col_text(st, 2));
-        j->calendar_id = db_col_i64(st, 3);
-        j->attempts = db_col_int(st, 4);
-        const char *pl = db_col_text(st, 5);
-        j->payload = pl ? strdup(pl) : NULL;
-    }
-    db_reset(st);
-    if (!(st = db_stmt(c, next_sql, err)))
-        return -1;
-    db_bind_i64(st, 1, writer_nthreads);
-    db_bind_i64(st, 2, part);
     *next_due = 0;
-    if (db_step(st) == DB_ROW && !db_col_null(st, 0))
-        *next_due = db_col_i64(st, 0);
-    db_reset(st);
+    /* while writes fail (a full disk) nothing is claimed: a claim is a
+     * write, and jobs claimed but not run would sit out their lease once
+     * the disk is back (writer_main waits and probes meanwhile) */
+    if (store_writes_failing() && !store_healthy())
+        return 0;
+    snprintf(role, sizeof role, "writer-%d", part);
+    queue_claimer(role, claimer);
+    if (queue_claim_jobs(c, claimer, writer_nthreads, part, WRITER_BATCH, q, n, next_due,
+                         err))
+        return -1;
+    for (int i = 0; i < *n; i++) {
+        struct job *j = &jobs[i];
+        j->id = q[i].id;
+        j->kind = strcmp(q[i].kind, "insert") == 0  ? WRITER_INSERT
+                  : strcmp(q[i].kind, "patch") == 0 ? WRITER_PATCH
+                                                    : WRITER_DELETE;
+        snprintf(j->uid, sizeof j->uid, "%s", q[i].uid);
+        j->calendar_id = q[i].calendar_id;
+        j->attempts = q[i].attempts;
+        j->payload = q[i].payload;
+    }
     return 0;
 }
 

@@ -9,6 +9,7 @@
  * them, so the changes are read again rather than lost.
  */
 #include "store/db.h"
+#include "store/queue.h"
 #include "store/store.h"
 
 #include "log.h"
@@ -201,6 +202,13 @@ static const char *const migrations[] = {
      *    commit in short batches (docs/internals/sync.md "Decide, then
      *    apply") that drain runs while the sync does, on the same cores. */
     "CREATE INDEX outbox_pending_id ON outbox(state, id);",
+    /* 7: claims on the durable queue (store/queue.c): who holds an item
+     *    and until when; a lease that expires frees it for another
+     *    claimer (a second instance, the next issue) */
+    "ALTER TABLE jobs ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE jobs ADD COLUMN claimed_until INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -528,7 +536,21 @@ int store_init(const char *path, struct cs_err *err)
         return -1;
     /* tokens sealed with a key we do not have must stop the start here,
      * not fail every Google call later */
-    return migrate(c, err) || secret_start(c, err) ? -1 : 0;
+    if (migrate(c, err) || secret_start(c, err))
+        return -1;
+    /* A process that owns the database (store_claim: serve, migrate) is
+     * its only user, so every claim on the queues is a dead process's:
+     * released now rather than after its lease, so a restart carries on
+     * at once. Without the claim (tests, tools reading beside a running
+     * service) the claims may be live and are left alone. */
+    if (store_claim_fd >= 0) {
+        int n = queue_release_all(c, err);
+        if (n < 0)
+            return -1;
+        if (n > 0)
+            log_info("store.claims_released", "items=%d", n);
+    }
+    return 0;
 }
 
 int store_claim(const char *path, struct cs_err *err)
