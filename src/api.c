@@ -374,7 +374,7 @@ static void h_calendars_delete(struct http_req *req, struct http_resp *resp)
         http_error(resp, 404, "no calendar %lld", (long long)id);
         goto done;
     }
-    if (r < 0 || calendar_set_state(x.db, id, "stopped", "deleted", &x.err) ||
+    if (r < 0 || calendar_set_state(x.db, id, "stopped", "deleted", 0, NULL, &x.err) ||
         calendar_json(x.db, id, &resp->body, &x.err) != 1) {
         db_fail(resp, &x);
         goto done;
@@ -388,7 +388,6 @@ done:
 
 static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
 {
-    static const char sql[] = "UPDATE calendars SET dirty = dirty + 1 WHERE id = ?1";
     struct ctx x = {0};
     int64_t id;
     char state[32];
@@ -403,13 +402,7 @@ static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
         http_error(resp, 409, "calendar %lld is %s", (long long)id, state);
         goto done;
     }
-    struct db_stmt *st = r > 0 ? db_stmt(x.db, sql, &x.err) : NULL;
-    if (!st) {
-        db_fail(resp, &x);
-        goto done;
-    }
-    db_bind_i64(st, 1, id);
-    if (db_exec(x.db, st, &x.err)) {
+    if (r < 0 || calendar_mark_dirty(x.db, id, 0, &x.err)) {
         db_fail(resp, &x);
         goto done;
     }

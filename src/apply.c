@@ -527,30 +527,6 @@ static int find_bookings(struct store_conn *c, int64_t cal,
 
 /* ---------------------------------------------------------------- apply */
 
-struct cal_row {
-    char policy[CAL_POLICY_NAME_MAX + 1];
-    char *settings;
-};
-
-static int load_calendar(struct store_conn *c, int64_t id, struct cal_row *r,
-                         struct cs_err *err)
-{
-    static const char sql[] = "SELECT policy, settings FROM calendars WHERE id = ?1";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, id);
-    int rc = db_step(st);
-    if (rc == DB_ROW) {
-        snprintf(r->policy, sizeof r->policy, "%s", db_col_text(st, 0));
-        r->settings = strdup(db_col_text(st, 1));
-    }
-    db_reset(st);
-    if (rc != DB_ROW || !r->settings)
-        return cs_err_set(err, "calendar %lld: cannot load", (long long)id);
-    return 0;
-}
-
 static const char *trigger_for(const char *action)
 {
     if (strcmp(action, "cancel") == 0) return "BOOKING_CANCELLED";
@@ -608,7 +584,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
                      const struct sync_info *info,
                      const struct sync_event *old, const struct sync_event *now,
                      const char *raw, size_t raw_len, const char *uid,
-                     const struct cal_row *cal, int relinked, struct cs_err *err)
+                     const struct calendar_row *cal, int relinked, struct cs_err *err)
 {
     struct booking b, before;
     int rc = booking_get(c, uid, &b, err);
@@ -785,15 +761,19 @@ static int decide_all(struct store_conn *c, const struct sync_info *info,
                       const char *raw_json, size_t raw_len, const struct matches *m,
                       int relinked, struct cs_err *err)
 {
-    struct cal_row cal = {{0}, NULL};
+    struct calendar_row cal = {0};
     int rc = -1;
     if (m->n == 0)
         return 0;
     struct apply_thread *t = thread_state(info->window);
     if (!t)
         return cs_err_set(err, "out of memory");
-    if (load_calendar(c, info->calendar_id, &cal, err))
+    int found = calendar_load(c, info->calendar_id, &cal, err);
+    if (found <= 0) {
+        if (found == 0)
+            cs_err_set(err, "calendar %lld: cannot load", (long long)info->calendar_id);
         goto done;
+    }
     for (int i = 0; i < m->n; i++) {
         int r = apply_one(c, t, info, old, now, raw_json, raw_len, m->uid[i], &cal,
                           relinked, err);
@@ -804,7 +784,7 @@ static int decide_all(struct store_conn *c, const struct sync_info *info,
     }
     rc = 0;
 done:
-    free(cal.settings);
+    calendar_row_free(&cal);
     return rc;
 }
 

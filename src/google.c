@@ -6,7 +6,6 @@
  * docs/internals/google.md for why they are what they are.
  */
 #include "google.h"
-#include "store/db.h"
 
 #include "calendar.h"
 #include "json.h"
@@ -507,69 +506,13 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
                       char *access, size_t cap, int64_t *expires_at,
                       int *revoked, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT refresh_token, access_token, expires_at, state FROM credentials"
-        " WHERE id = ?1";
-    struct db_stmt *st = db_stmt(db, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, cred);
-    int rc = -1;
-    int s = db_step(st);
-    if (s == DB_DONE) {
-        cs_err_set(err, "no credential %lld", (long long)cred);
-        goto done;
-    }
-    if (s != DB_ROW) {
-        db_error(db, err);
-        goto done;
-    }
-    const char *rt = db_col_text(st, 0);
-    const char *at = db_col_text(st, 1);
-    const char *state = db_col_text(st, 3);
-    /* stored sealed when a token key is set (secret.h) */
-    if (secret_open("refresh_token", rt ? rt : "", refresh, err))
-        goto done;
-    access[0] = '\0';
-    if (at) {
-        struct buf ab;
-        buf_init(&ab);
-        int bad = secret_open("access_token", at, &ab, err);
-        if (!bad && ab.len < cap)
-            memcpy(access, ab.data, ab.len + 1);
-        buf_free(&ab);
-        if (bad)
-            goto done;
-    }
-    *expires_at = db_col_null(st, 2)
-                      ? 0 : db_col_i64(st, 2);
-    *revoked = state && strcmp(state, "revoked") == 0;
-    rc = 0;
-done:
-    db_reset(st);
-    return rc;
+    return credential_tokens_load(db, cred, refresh, access, cap, expires_at, revoked, err);
 }
 
 static int token_store(struct store_conn *db, int64_t cred, const char *access,
                        int64_t expires_at, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
-        " AND state = 'active'";
-    struct buf sealed;
-    buf_init(&sealed);
-    if (secret_seal("access_token", access, &sealed, err))
-        return -1;
-    struct db_stmt *st = db_stmt(db, sql, err);
-    int rc = -1;
-    if (st) {
-        db_bind_i64(st, 1, cred);
-        db_bind_textn(st, 2, sealed.data, sealed.len);
-        db_bind_i64(st, 3, expires_at);
-        rc = db_exec(db, st, err);
-    }
-    buf_free(&sealed);
-    return rc;
+    return credential_access_store(db, cred, access, expires_at, err);
 }
 
 /* Builds "k=v&k=v" form text. */

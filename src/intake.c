@@ -26,6 +26,8 @@
 #include "fault.h"
 #include "log.h"
 #include "metrics.h"
+#include "store/calendars.h"
+#include "store/notifications.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -277,37 +279,16 @@ static long batch_calendars(const struct note *v, size_t n, int64_t **cals)
 static int commit_batch(const struct note *v, size_t n, const int64_t *cals,
                         size_t ncal, struct cs_err *err)
 {
-    static const char note_sql[] =
-        "INSERT OR IGNORE INTO notifications (id, channel_id, message_number,"
-        " resource_state, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-    static const char dirty_sql[] =
-        "UPDATE calendars SET dirty = dirty + 1"
-        " WHERE id = ?1 AND state NOT IN ('stopped', 'revoked')";
     struct store_conn *c = store_conn(err);
     if (!c || store_begin(c, err))
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        struct db_stmt *st = db_stmt(c, note_sql, err);
-        if (!st)
+    for (size_t i = 0; i < n; i++)
+        if (notification_insert(c, v[i].id, v[i].channel, v[i].number, v[i].rstate,
+                                v[i].at, err))
             goto fail;
-        db_bind_i64(st, 1, v[i].id);
-        db_bind_text(st, 2, v[i].channel);
-        if (v[i].number >= 0)
-            db_bind_i64(st, 3, v[i].number);
-        if (v[i].rstate[0])
-            db_bind_text(st, 4, v[i].rstate);
-        db_bind_i64(st, 5, v[i].at);
-        if (db_exec(c, st, err))
+    for (size_t i = 0; i < ncal; i++)
+        if (calendar_mark_dirty(c, cals[i], 1, err))
             goto fail;
-    }
-    for (size_t i = 0; i < ncal; i++) {
-        struct db_stmt *st = db_stmt(c, dirty_sql, err);
-        if (!st)
-            goto fail;
-        db_bind_i64(st, 1, cals[i]);
-        if (db_exec(c, st, err))
-            goto fail;
-    }
     fault_point("intake_flush_before_commit");
     if (store_commit(c, err))
         return -1;
@@ -458,16 +439,8 @@ done:
 
 static int next_row_id(int64_t *out, struct cs_err *err)
 {
-    static const char sql[] = "SELECT coalesce(max(id), 0) + 1 FROM notifications";
     struct store_conn *c = store_conn(err);
-    struct db_stmt *st = c ? db_stmt(c, sql, err) : NULL;
-    if (!st)
-        return -1;
-    int rc = db_step(st);
-    if (rc == DB_ROW)
-        *out = db_col_i64(st, 0);
-    db_reset(st);
-    return rc == DB_ROW ? 0 : db_error(c, err);
+    return c ? notification_next_id(c, out, err) : -1;
 }
 
 int intake_start(const char *db_path, struct cs_err *err)

@@ -11,7 +11,6 @@
  * visible, never sent with a secret that no longer exists).
  */
 #include "outbox.h"
-#include "store/db.h"
 #include "store/queue.h"
 #include "fault.h"
 
@@ -383,20 +382,10 @@ void outbox_kick_enqueued(void)
 
 static void pending_collector(struct buf *out)
 {
-    static const char sql[] =
-        "SELECT state, count(*) FROM outbox WHERE state != 'delivered' GROUP BY state";
     struct store_conn *c = store_conn(NULL);
     int64_t pending = 0, orphaned = 0;
-    struct db_stmt *st = c ? db_stmt(c, sql, NULL) : NULL;
-    while (st && db_step(st) == DB_ROW) {
-        const char *s = db_col_text(st, 0);
-        if (strcmp(s, "pending") == 0)
-            pending = db_col_i64(st, 1);
-        else
-            orphaned += db_col_i64(st, 1);
-    }
-    if (st)
-        db_reset(st);
+    if (c)
+        queue_outbox_counts(c, &pending, &orphaned, NULL);
     buf_printf(out, "# TYPE calsync_outbox_pending gauge\ncalsync_outbox_pending %lld\n"
                     "# TYPE calsync_outbox_orphaned gauge\ncalsync_outbox_orphaned %lld\n",
                (long long)pending, (long long)orphaned);
@@ -404,44 +393,29 @@ static void pending_collector(struct buf *out)
 
 static int orphan_unknown(const struct config *cfg, struct cs_err *err)
 {
-    static const char sel_sql[] =
-        "SELECT DISTINCT subscriber FROM outbox WHERE state = 'pending'";
-    static const char upd_sql[] =
-        "UPDATE outbox SET state = 'orphaned' WHERE subscriber = ?1 AND state = 'pending'";
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    struct db_stmt *st = db_stmt(c, sel_sql, err);
-    if (!st)
+    char *subs[64];
+    int nsubs = 0;
+    if (queue_outbox_subscribers(c, subs, 64, &nsubs, err))
         return -1;
-    char *gone[64];
-    int ngone = 0;
-    while (db_step(st) == DB_ROW && ngone < 64) {
-        const char *url = db_col_text(st, 0);
-        int known = 0;
-        for (int i = 0; i < cfg->n_webhooks; i++)
-            known |= strcmp(cfg->webhooks[i].url, url) == 0;
-        if (!known && (gone[ngone] = strdup(url)))
-            ngone++;
-    }
-    db_reset(st);
     int rc = 0;
-    for (int i = 0; i < ngone; i++) {
-        st = db_stmt(c, upd_sql, err);
-        if (!st) {
-            rc = -1;
-        } else {
-            db_bind_text(st, 1, gone[i]);
-            if (db_exec(c, st, err))
+    for (int i = 0; i < nsubs; i++) {
+        int known = 0;
+        for (int k = 0; k < cfg->n_webhooks; k++)
+            known |= strcmp(cfg->webhooks[k].url, subs[i]) == 0;
+        int64_t n = 0;
+        if (!known) {
+            if (queue_outbox_orphan(c, subs[i], &n, err)) {
                 rc = -1;
-            else {
+            } else {
                 char shown[160];
                 log_warn("outbox.orphaned", "endpoint=%s rows=%d",
-                         log_q(url_redact(gone[i], shown, sizeof shown)),
-                         (int)db_changes(c));
+                         log_q(url_redact(subs[i], shown, sizeof shown)), (int)n);
             }
         }
-        free(gone[i]);
+        free(subs[i]);
     }
     return rc;
 }

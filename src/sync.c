@@ -939,24 +939,7 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
 {
     if (x->info.pass == SYNC_PASS_DECIDE)
         return 0;
-    static const char sql[] =
-        "UPDATE calendars SET sync_token = ?2, last_synced_at = ?3, updated_at = ?3,"
-        /* only the marks this sync covers: one set after it began (a
-         * notification meanwhile) keeps the calendar dirty, crash or not */
-        " dirty = CASE WHEN dirty = ?4 THEN 0 ELSE dirty END,"
-        " state_reason = CASE WHEN state IN ('syncing', 'error') THEN NULL"
-        "                ELSE state_reason END,"
-        " state = CASE WHEN state IN ('syncing', 'error') THEN 'active'"
-        "         ELSE state END"
-        " WHERE id = ?1";
-    struct db_stmt *st = db_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, x->info.calendar_id);
-    db_bind_text(st, 2, sync_token);
-    db_bind_i64(st, 3, time_now_ms());
-    db_bind_i64(st, 4, x->dirty);
-    return db_exec(x->db, st, err);
+    return calendar_sync_done(x->db, x->info.calendar_id, sync_token, x->dirty, err);
 }
 
 /* ------------------------------------------------ series reconciliation
@@ -1476,85 +1459,21 @@ static int page_apply(struct run *x, struct buf *page_token, int *done,
 
 /* ===================================================== calendar row I/O */
 
-struct cal_row {
-    int64_t credential_id;
-    int64_t dirty;         /* the dirty generation when the sync started */
-    char state[16];
-    struct buf external_id;
-    struct buf sync_token; /* empty: none */
-};
-
-/* 1 found, 0 not, -1 error. */
-static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
-                    struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT credential_id, state, external_id, sync_token, dirty FROM calendars"
-        " WHERE id = ?1";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, id);
-    int s = db_step(st), rc = -1;
-    if (s == DB_DONE) {
-        rc = 0;
-    } else if (s != DB_ROW) {
-        db_error(c, err);
-    } else {
-        const char *state = db_col_text(st, 1);
-        const char *ext = db_col_text(st, 2);
-        const char *tok = db_col_text(st, 3);
-        row->credential_id = db_col_i64(st, 0);
-        row->dirty = db_col_i64(st, 4);
-        snprintf(row->state, sizeof row->state, "%s", state ? state : "");
-        if (buf_puts(&row->external_id, ext ? ext : "") ||
-            (tok && buf_puts(&row->sync_token, tok)))
-            cs_err_set(err, "out of memory");
-        else
-            rc = 1;
-    }
-    db_reset(st);
-    return rc;
-}
-
-static int cal_exec(struct store_conn *c, const char *sql, int64_t id,
-                    struct cs_err *err)
-{
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, id);
-    return db_exec(c, st, err);
-}
-
 /* Google refused the calendar itself: state error, hook once. */
 static void cal_set_error(struct store_conn *c, int64_t id, const char *why)
 {
-    static const char sql[] =
-        "UPDATE calendars SET state = 'error', state_reason = ?2, updated_at = ?3"
-        " WHERE id = ?1 AND state IN ('syncing', 'active')";
     struct cs_err err;
-    struct db_stmt *st;
-    if (store_begin(c, &err))
-        goto fail;
-    if (!(st = db_stmt(c, sql, &err)))
-        goto fail;
-    db_bind_i64(st, 1, id);
-    db_bind_text(st, 2, why);
-    db_bind_i64(st, 3, time_now_ms());
-    if (db_exec(c, st, &err))
-        goto fail;
-    if (db_changes(c) > 0 &&
-        calendar_error_notify(c, id, "error", why, &err))
-        goto fail;
-    if (store_commit(c, &err) == 0) {
-        outbox_kick();
+    int changed = 0;
+    if (store_begin(c, &err) ||
+        calendar_set_state(c, id, "error", why, 1, &changed, &err) ||
+        (changed && calendar_error_notify(c, id, "error", why, &err)) ||
+        store_commit(c, &err)) {
+        store_rollback(c);
+        log_error("sync.set_error_failed", "calendar=%lld err=%s", (long long)id,
+                  log_q(err.msg));
         return;
     }
-fail:
-    store_rollback(c);
-    log_error("sync.set_error_failed", "calendar=%lld err=%s", (long long)id,
-              log_q(err.msg));
+    outbox_kick();
 }
 
 static void count_sync(int full, const char *result)
@@ -1571,11 +1490,9 @@ static void count_sync(int full, const char *result)
 int sync_calendar(int64_t calendar_id, enum sync_source src,
                   struct sync_stats *stats, struct cs_err *err)
 {
-    static const char drop_token[] =
-        "UPDATE calendars SET sync_token = NULL WHERE id = ?1";
     struct cs_err local_err;
     struct sync_stats local = {0};
-    struct cal_row cal = {0};
+    struct calendar_row cal = {0};
     struct run x = {0};
     struct google_resp resp;
     struct buf page_token;
@@ -1587,8 +1504,6 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     if (!err)
         err = &local_err;
     memset(stats, 0, sizeof *stats);
-    buf_init(&cal.external_id);
-    buf_init(&cal.sync_token);
     buf_init(&x.old.arena);
     buf_init(&x.succ.arena);
     buf_init(&x.raw);
@@ -1603,7 +1518,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
         goto done;
     }
     top = lua_gettop(x.L);
-    int r = cal_load(x.db, calendar_id, &cal, err);
+    int r = calendar_load(x.db, calendar_id, &cal, err);
     if (r < 0)
         goto done;
     if (r == 0 || strcmp(cal.state, "stopped") == 0 ||
@@ -1615,8 +1530,8 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     x.info.calendar_id = calendar_id;
     x.dirty = cal.dirty;
     x.info.credential_id = cal.credential_id;
-    x.info.external_id = cal.external_id.data;
-    x.full = cal.sync_token.len == 0;
+    x.info.external_id = cal.external_id;
+    x.full = !cal.sync_token || !*cal.sync_token;
     struct google_auth auth = {x.db, cal.credential_id};
     x.auth = &auth;
     x.resp = &resp;
@@ -1635,11 +1550,11 @@ restart:
             goto done;
         }
         struct google_list_params p = {
-            .sync_token = x.full ? NULL : cal.sync_token.data,
+            .sync_token = x.full ? NULL : cal.sync_token,
             .page_token = page_token.len ? page_token.data : NULL,
             .show_deleted = 1,
         };
-        int g = google_events_list(&auth, cal.external_id.data, &p, &resp, err);
+        int g = google_events_list(&auth, cal.external_id, &p, &resp, err);
         log_debug("sync.listed", "calendar=%lld page=%d status=%ld", (long long)calendar_id,
                   page, resp.status);
         if (g == GOOGLE_EREVOKED) {
@@ -1654,7 +1569,7 @@ restart:
             log_info("sync.full_resync", "calendar=%lld status=%ld reason=%s",
                      (long long)calendar_id, resp.status, log_q(resp.reason));
             metrics_inc("calsync_sync_full_resyncs_total");
-            if (cal_exec(x.db, drop_token, calendar_id, err))
+            if (calendar_drop_sync_token(x.db, calendar_id, err))
                 goto done;
             fault_point("sync_after_token_drop");
             restarted = 1;
@@ -1708,7 +1623,6 @@ done:
     buf_free(&x.touched);
     buf_free(&x.old.arena);
     buf_free(&x.succ.arena);
-    buf_free(&cal.external_id);
-    buf_free(&cal.sync_token);
+    calendar_row_free(&cal);
     return rc;
 }

@@ -420,3 +420,59 @@ fail:
     store_rollback(c);
     return -1;
 }
+
+/* --------------------------------------------------- outbox bookkeeping */
+
+int queue_outbox_counts(struct store_conn *c, int64_t *pending, int64_t *orphaned,
+                        struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT state, count(*) FROM outbox WHERE state != 'delivered' GROUP BY state";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    *pending = *orphaned = 0;
+    if (!st)
+        return -1;
+    int s;
+    while ((s = db_step(st)) == DB_ROW) {
+        const char *state = db_col_text(st, 0);
+        if (state && strcmp(state, "pending") == 0)
+            *pending = db_col_i64(st, 1);
+        else
+            *orphaned += db_col_i64(st, 1);
+    }
+    db_reset(st);
+    return s == DB_DONE ? 0 : db_error(c, err);
+}
+
+int queue_outbox_subscribers(struct store_conn *c, char **subs, int max, int *n,
+                             struct cs_err *err)
+{
+    static const char sql[] = "SELECT DISTINCT subscriber FROM outbox WHERE state = 'pending'";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    *n = 0;
+    if (!st)
+        return -1;
+    while (*n < max && db_step(st) == DB_ROW) {
+        const char *url = db_col_text(st, 0);
+        if (url && (subs[*n] = strdup(url)))
+            (*n)++;
+    }
+    db_reset(st);
+    return 0;
+}
+
+int queue_outbox_orphan(struct store_conn *c, const char *subscriber, int64_t *n,
+                        struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE outbox SET state = 'orphaned', claimed_by = NULL, claimed_until = NULL"
+        " WHERE subscriber = ?1 AND state = 'pending'";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, subscriber);
+    if (db_exec(c, st, err))
+        return -1;
+    *n = db_changes(c);
+    return 0;
+}

@@ -103,6 +103,21 @@ int queue_retry(struct store_conn *c, enum queue_name q, int64_t id, int64_t at,
  * never gives up on a delivery.) */
 int queue_fail(struct store_conn *c, int64_t job_id, const char *why, struct cs_err *err);
 
+/* The outbox rows not delivered: pending, and orphaned (their subscriber
+ * left the configuration). 0 or -1. */
+int queue_outbox_counts(struct store_conn *c, int64_t *pending, int64_t *orphaned,
+                        struct cs_err *err);
+
+/* The distinct subscribers (urls) with pending rows, at most max, into
+ * subs (each owned by the caller: free them). 0 or -1. */
+int queue_outbox_subscribers(struct store_conn *c, char **subs, int max, int *n,
+                             struct cs_err *err);
+
+/* Marks the pending rows of `subscriber` orphaned: kept, visible, never
+ * sent (its secret is gone). *n gets how many. 0 or -1. */
+int queue_outbox_orphan(struct store_conn *c, const char *subscriber, int64_t *n,
+                        struct cs_err *err);
+
 /* Releases every claim of both queues; only for a process that owns the
  * database (see above). Returns the number released, -1 on error. */
 int queue_release_all(struct store_conn *c, struct cs_err *err);
