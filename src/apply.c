@@ -28,7 +28,6 @@
  * writing or running anything more.
  */
 #include "apply.h"
-#include "store/db.h"
 #include "fault.h"
 
 #include "calendar.h"
@@ -464,64 +463,26 @@ static void matches_free(struct matches *m)
     m->n = 0;
 }
 
-static int collect(struct store_conn *c, struct db_stmt *st, struct matches *m,
-                   struct cs_err *err)
+static void collect(void *ud, const char *uid)
 {
-    int rc;
-    while ((rc = db_step(st)) == DB_ROW)
-        add_match(m, db_col_text(st, 0));
-    db_reset(st);
-    if (rc != DB_DONE)
-        return db_error(c, err);
-    return 0;
+    add_match(ud, uid);
 }
 
 static int find_bookings(struct store_conn *c, int64_t cal,
                          const struct sync_event *now, struct matches *m,
                          struct cs_err *err)
 {
-    static const char by_event[] =
-        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
-        " AND event_id = ?2 AND original_start_ms = ?3";
-    static const char by_series[] =
-        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
-        " AND event_id = ?2 AND original_start_ms >= 0";
-    static const char by_tag[] =
-        "SELECT uid FROM bookings WHERE uid = ?1 AND calendar_id = ?2";
-    struct db_stmt *st = db_stmt(c, by_event, err);
-    if (!st)
+    if (booking_refs_at(c, cal, now->id, -1, collect, m, err))
         return -1;
-    db_bind_i64(st, 1, cal);
-    db_bind_text(st, 2, now->id);
-    db_bind_i64(st, 3, -1);
-    if (collect(c, st, m, err))
+    if (now->series_id && now->original_start_ms != SYNC_NO_TIME &&
+        booking_refs_at(c, cal, now->series_id, now->original_start_ms, collect, m, err))
         return -1;
-    if (now->series_id && now->original_start_ms != SYNC_NO_TIME) {
-        if (!(st = db_stmt(c, by_event, err)))
-            return -1;
-        db_bind_i64(st, 1, cal);
-        db_bind_text(st, 2, now->series_id);
-        db_bind_i64(st, 3, now->original_start_ms);
-        if (collect(c, st, m, err))
-            return -1;
-    }
-    if (is_cancelled(now) && !now->series_id) {
-        /* a cancelled master: every occurrence booking of the series */
-        if (!(st = db_stmt(c, by_series, err)))
-            return -1;
-        db_bind_i64(st, 1, cal);
-        db_bind_text(st, 2, now->id);
-        if (collect(c, st, m, err))
-            return -1;
-    }
-    if (now->booking_tag) {
-        if (!(st = db_stmt(c, by_tag, err)))
-            return -1;
-        db_bind_text(st, 1, now->booking_tag);
-        db_bind_i64(st, 2, cal);
-        if (collect(c, st, m, err))
-            return -1;
-    }
+    /* a cancelled master: every occurrence booking of the series */
+    if (is_cancelled(now) && !now->series_id &&
+        booking_refs_of_series(c, cal, now->id, collect, m, err))
+        return -1;
+    if (now->booking_tag && booking_on_calendar(c, now->booking_tag, cal, collect, m, err))
+        return -1;
     return 0;
 }
 
@@ -794,60 +755,22 @@ done:
 static int move_ref(struct store_conn *c, int64_t cal, const struct sync_event *old,
                     const struct sync_event *now, const char *uid, struct cs_err *err)
 {
-    static const char add_sql[] =
-        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
-        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4)";
-    static const char del_sql[] =
-        "DELETE FROM booking_refs WHERE calendar_id = ?1 AND event_id = ?2"
-        " AND original_start_ms = ?3 AND booking_uid = ?4";
-    static const char own_sql[] =
-        "UPDATE bookings SET event_id = ?2, original_start_ms = ?3"
-        " WHERE uid = ?1 AND calendar_id = ?4 AND event_id = ?5"
-        " AND original_start_ms = ?6";
-    struct db_stmt *st = db_stmt(c, add_sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, cal);
-    db_bind_text(st, 2, now->series_id);
-    db_bind_i64(st, 3, now->original_start_ms);
-    db_bind_text(st, 4, uid);
-    if (db_exec(c, st, err) || !(st = db_stmt(c, del_sql, err)))
-        return -1;
-    db_bind_i64(st, 1, cal);
-    db_bind_text(st, 2, old->series_id);
-    db_bind_i64(st, 3, old->original_start_ms);
-    db_bind_text(st, 4, uid);
-    if (db_exec(c, st, err) || !(st = db_stmt(c, own_sql, err)))
-        return -1;
-    db_bind_text(st, 1, uid);
-    db_bind_text(st, 2, now->series_id);
-    db_bind_i64(st, 3, now->original_start_ms);
-    db_bind_i64(st, 4, cal);
-    db_bind_text(st, 5, old->series_id);
-    db_bind_i64(st, 6, old->original_start_ms);
-    return db_exec(c, st, err);
+    return booking_ref_move(c, cal, uid, old->series_id, old->original_start_ms,
+                            now->series_id, now->original_start_ms, err);
 }
 
 int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
                  const struct sync_event *old, const struct sync_event *now,
                  const char *raw_json, size_t raw_len, struct cs_err *err)
 {
-    static const char by_occ[] =
-        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
-        " AND event_id = ?2 AND original_start_ms = ?3";
     (void)ud;
     struct matches m = {{0}, 0};
     int rc = -1;
     if (!old->series_id || old->original_start_ms == SYNC_NO_TIME ||
         !now->series_id || now->original_start_ms == SYNC_NO_TIME)
         return 0;
-    struct db_stmt *st = db_stmt(c, by_occ, err);
-    if (!st)
-        goto done;
-    db_bind_i64(st, 1, info->calendar_id);
-    db_bind_text(st, 2, old->series_id);
-    db_bind_i64(st, 3, old->original_start_ms);
-    if (collect(c, st, &m, err))
+    if (booking_refs_at(c, info->calendar_id, old->series_id, old->original_start_ms,
+                        collect, &m, err))
         goto done;
     if (m.n == 0) {
         rc = 0;

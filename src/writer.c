@@ -60,15 +60,10 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
                    const char *booking_uid, int64_t calendar_id,
                    const char *attendees_json, struct cs_err *err)
 {
-    static const char mark_sql[] =
-        "UPDATE bookings SET write_state = 'pending', write_error = NULL WHERE uid = ?1";
-    struct db_stmt *st;
     if (queue_enqueue_job(c, kind_names[kind], booking_uid, calendar_id, attendees_json,
-                          err) ||
-        !(st = db_stmt(c, mark_sql, err)))
+                          err))
         return -1;
-    db_bind_text(st, 1, booking_uid);
-    return db_exec(c, st, err);
+    return booking_write_pending(c, booking_uid, err);
 }
 
 int writer_event_body(const char *id, const char *uid, const char *title,
@@ -126,24 +121,11 @@ struct job {
 static int finish_job(struct store_conn *c, const struct job *j, const char *state,
                       const char *error, struct cs_err *err)
 {
-    static const char book_sql[] =
-        "UPDATE bookings SET write_state = CASE"
-        "  WHEN ?2 = 'failed' THEN 'failed'"
-        "  WHEN EXISTS (SELECT 1 FROM jobs WHERE booking_uid = ?1 AND state = 'pending') THEN 'pending'"
-        "  WHEN write_state = 'failed' THEN 'failed'"
-        "  ELSE 'none' END,"
-        " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
-        " WHERE uid = ?1";
-    struct db_stmt *st;
-    if ((strcmp(state, "failed") == 0 ? queue_fail(c, j->id, error, err)
-                                      : queue_done(c, QUEUE_JOBS, j->id, 0, error, err)) ||
-        !(st = db_stmt(c, book_sql, err)))
+    int failed = strcmp(state, "failed") == 0;
+    if (failed ? queue_fail(c, j->id, error, err)
+               : queue_done(c, QUEUE_JOBS, j->id, 0, error, err))
         return -1;
-    db_bind_text(st, 1, j->uid);
-    db_bind_text(st, 2, state);
-    if (error)
-        db_bind_text(st, 3, error);
-    return db_exec(c, st, err);
+    return booking_write_ended(c, j->uid, failed, error, err);
 }
 
 static int retry_later(struct store_conn *c, const struct job *j,
@@ -179,24 +161,7 @@ static int fail_job(struct store_conn *c, const struct job *j, const char *why,
 static int record_event(struct store_conn *c, const struct job *j,
                         const struct sync_event *ev, struct cs_err *err)
 {
-    static const char book_sql[] =
-        "UPDATE bookings SET event_id = ?2, etag = ?3 WHERE uid = ?1";
-    static const char ref_sql[] =
-        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
-        " original_start_ms, booking_uid) VALUES (?1, ?2, -1, ?3)";
-    struct db_stmt *st = db_stmt(c, book_sql, err);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, j->uid);
-    db_bind_text(st, 2, ev->id);
-    if (ev->etag)
-        db_bind_text(st, 3, ev->etag);
-    if (db_exec(c, st, err) || !(st = db_stmt(c, ref_sql, err)))
-        return -1;
-    db_bind_i64(st, 1, j->calendar_id);
-    db_bind_text(st, 2, ev->id);
-    db_bind_text(st, 3, j->uid);
-    if (db_exec(c, st, err))
+    if (booking_event_written(c, j->uid, j->calendar_id, ev->id, ev->etag, err))
         return -1;
     return sync_mirror_put(c, j->calendar_id, ev, err);
 }
