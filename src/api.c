@@ -9,7 +9,7 @@
  * not usable.
  */
 #include "api.h"
-#include "store/db.h"
+#include "store/channels.h"
 
 #include "booking.h"
 #include "calendar.h"
@@ -859,41 +859,11 @@ done:
 
 static void h_channels_list(struct http_req *req, struct http_resp *resp)
 {
-    static const char sql[] =
-        "SELECT id, calendar_id, resource_id, expiration, state FROM channels"
-        " ORDER BY created_at, id";
     (void)req;
     struct ctx x = {0};
     if (ctx_open(&x, resp))
         goto done;
-    struct db_stmt *st = db_stmt(x.db, sql, &x.err);
-    if (!st) {
-        db_fail(resp, &x);
-        goto done;
-    }
-    buf_puts(&resp->body, "{\"channels\":[");
-    int rc, n = 0;
-    while ((rc = db_step(st)) == DB_ROW) {
-        buf_puts(&resp->body, n++ ? ",{\"id\":" : "{\"id\":");
-        buf_json_strz(&resp->body, db_col_text(st, 0));
-        buf_printf(&resp->body, ",\"calendar_id\":%lld,\"resource_id\":",
-                   (long long)db_col_i64(st, 1));
-        buf_json_strz(&resp->body, db_col_text(st, 2));
-        buf_puts(&resp->body, ",\"expiration\":");
-        if (db_col_null(st, 3)) {
-            buf_puts(&resp->body, "null");
-        } else {
-            char ts[TIME_RFC3339_MAX];
-            time_format_rfc3339(db_col_i64(st, 3), ts);
-            buf_json_strz(&resp->body, ts);
-        }
-        buf_puts(&resp->body, ",\"state\":");
-        buf_json_strz(&resp->body, db_col_text(st, 4));
-        buf_puts(&resp->body, "}");
-    }
-    db_reset(st);
-    buf_puts(&resp->body, "]}");
-    if (rc != DB_DONE)
+    if (channels_list_json(x.db, &resp->body, &x.err))
         db_fail(resp, &x);
 done:
     ctx_close(&x);

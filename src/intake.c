@@ -21,12 +21,12 @@
  * which holds no newline); the resource state is reduced to [A-Za-z0-9_].
  */
 #include "intake.h"
-#include "store/db.h"
 
 #include "fault.h"
 #include "log.h"
 #include "metrics.h"
 #include "store/calendars.h"
+#include "store/channels.h"
 #include "store/notifications.h"
 #include "store/store.h"
 
@@ -641,24 +641,17 @@ static int may_stop(struct recent *t, unsigned *next, const char *key)
  * the channels table, which has no index on resource_id). */
 static void unknown_channel(struct store_conn *c, const char *id, const char *rid)
 {
-    static const char sql[] =
-        "SELECT calendar_id FROM channels WHERE resource_id = ?1"
-        " ORDER BY created_at DESC LIMIT 1";
     struct cs_err err = {{0}};
-    struct db_stmt *st;
     if (!intake_hooks.stop_foreign || !rid || !*rid || strlen(rid) > INTAKE_ID_MAX)
         return;
     pthread_mutex_lock(&stop_mu);
     int recent = recent_hit(recent_res, rid, time_mono_ms());
     pthread_mutex_unlock(&stop_mu);
-    if (recent || !rate_limit_take(&lookup_budget, time_mono_ms(), NULL) ||
-        !(st = db_stmt(c, sql, &err)))
+    if (recent || !rate_limit_take(&lookup_budget, time_mono_ms(), NULL))
         return;
-    db_bind_text(st, 1, rid);
     int64_t cal = 0;
-    if (db_step(st) == DB_ROW)
-        cal = db_col_i64(st, 0);
-    db_reset(st);
+    if (channels_calendar_by_resource(c, rid, &cal, &err) != 1)
+        cal = 0;
     if (cal > 0 && may_stop(recent_res, &recent_res_next, rid)) {
         log_info("intake.foreign_channel", "channel=%s resource=%s calendar=%lld",
                  log_q(id), log_q(rid), (long long)cal);
@@ -669,8 +662,6 @@ static void unknown_channel(struct store_conn *c, const char *id, const char *ri
 void intake_notify(const char *id, const char *token, const char *rstate,
                    const char *msgno, const char *rid, struct http_resp *resp)
 {
-    static const char find_sql[] =
-        "SELECT calendar_id, token, state FROM channels WHERE id = ?1";
     struct cs_err err = {{0}};
     struct note n = {.number = -1};
     char state[16] = "";
@@ -694,25 +685,18 @@ void intake_notify(const char *id, const char *token, const char *rstate,
          * leaves an entry that is already invalid */
         uint64_t gen = atomic_load(&cache_gen);
         struct store_conn *c = store_conn(&err);
-        struct db_stmt *st = c ? db_stmt(c, find_sql, &err) : NULL;
-        if (!st)
-            goto db_fail;
-        db_bind_text(st, 1, id);
-        int rc = db_step(st);
-        const char *want = NULL;
-        if (rc == DB_ROW) {
-            n.calendar_id = db_col_i64(st, 0);
-            want = db_col_text(st, 1);
-            snprintf(state, sizeof state, "%s", db_col_text(st, 2));
-            match = token && want && secure_equal(token, strlen(token), want, strlen(want));
-        }
-        if (rc != DB_ROW && rc != DB_DONE) {
-            db_error(c, &err);
-            db_reset(st);
+        struct buf tok;
+        buf_init(&tok);
+        int rc = c ? channels_lookup(c, id, &n.calendar_id, &tok, state, &err) : -1;
+        const char *want = rc == 1 ? (tok.data ? tok.data : "") : NULL;
+        if (want)
+            match = token && secure_equal(token, strlen(token), want, strlen(want));
+        if (rc < 0) {
+            buf_free(&tok);
             goto db_fail;
         }
-        if (rc == DB_DONE) {
-            db_reset(st);
+        if (rc == 0) {
+            buf_free(&tok);
             count("unknown");
             long sup;
             if (rate_limit_take(&log_unknown, time_mono_ms(), &sup))
@@ -724,7 +708,7 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         int usable = strcmp(state, "live") == 0 || strcmp(state, "opening") == 0;
         if (usable && want)
             cache_put(id, want, n.calendar_id, gen);
-        db_reset(st);
+        buf_free(&tok);
         if (!usable) {
             count("stopped");
             long sup;
