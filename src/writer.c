@@ -13,7 +13,7 @@
  * insert) is needed.
  */
 #include "writer.h"
-#include "store/db.h"
+#include "store/events.h"
 #include "store/queue.h"
 #include "fault.h"
 
@@ -184,20 +184,8 @@ static int audit_conflict(struct store_conn *c, const struct booking *b,
  * links an event calsync did not write). Valid until the next call. */
 static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id)
 {
-    static const char sql[] = "SELECT etag FROM events WHERE calendar_id = ?1 AND id = ?2";
     static _Thread_local char etag[SYNC_ETAG_MAX + 1];
-    struct db_stmt *st = db_stmt(c, sql, NULL);
-    if (!st)
-        return NULL;
-    db_bind_i64(st, 1, cal);
-    db_bind_text(st, 2, id);
-    const char *out = NULL;
-    if (db_step(st) == DB_ROW && db_col_text(st, 0)) {
-        snprintf(etag, sizeof etag, "%s", db_col_text(st, 0));
-        out = etag;
-    }
-    db_reset(st);
-    return out;
+    return events_etag(c, cal, id, etag, sizeof etag, NULL) == 1 ? etag : NULL;
 }
 
 /* After a 412: reads the event and compares its times with what calsync
@@ -210,8 +198,6 @@ static int host_moved(struct store_conn *c, struct google_auth *a,
                       struct google_resp *resp, struct cs_err *err)
 {
     const char *event_id = b->event_id;
-    static const char sql[] =
-        "SELECT start_ms, end_ms FROM events WHERE calendar_id = ?1 AND id = ?2";
     lua_State *L = json_state();
     int top = lua_gettop(L);
     int rc = -1;
@@ -221,16 +207,11 @@ static int host_moved(struct store_conn *c, struct google_auth *a,
     if (sync_event_parse(L, -1, &ev, err))
         goto done;
     snprintf(fresh, SYNC_ETAG_MAX + 1, "%s", ev.etag ? ev.etag : "");
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
+    int64_t seen_start, seen_end;
+    int r = events_times(c, calendar_id, event_id, &seen_start, &seen_end, err);
+    if (r < 0)
         goto done;
-    db_bind_i64(st, 1, calendar_id);
-    db_bind_text(st, 2, event_id);
-    int same = 0;
-    if (db_step(st) == DB_ROW)
-        same = db_col_i64(st, 0) == ev.start_ms &&
-               db_col_i64(st, 1) == ev.end_ms;
-    db_reset(st);
+    int same = r == 1 && seen_start == ev.start_ms && seen_end == ev.end_ms;
     /* A kill after Google applied this very patch but before its etag was
      * committed: the event already holds the booking's times, the mirror
      * the old ones. That is calsync's own write, not a host move. */
@@ -247,14 +228,7 @@ done:
 static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
                          struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, cal);
-    db_bind_text(st, 2, id);
-    return db_exec(c, st, err);
+    return events_set_cancelled(c, cal, id, err);
 }
 
 /* Classifies a Google failure: 1 transient (retry), 0 permanent. */
