@@ -5,6 +5,7 @@
 
 #include "secret.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int credential_insert(struct store_conn *c, const char *provider,
@@ -135,5 +136,62 @@ int credential_mark_revoked(struct store_conn *c, int64_t id, struct cs_err *err
     if (!st)
         return -1;
     db_bind_i64(st, 1, id);
+    return db_exec(c, st, err);
+}
+
+/* --------------------------------------------------------------- as stored */
+
+int credential_raw_each(struct store_conn *c,
+                        int (*fn)(void *ud, int64_t id, const char *refresh,
+                                  const char *access),
+                        void *ud, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id, refresh_token, access_token FROM credentials ORDER BY id";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    int s, rc = 0;
+    while ((s = db_step(st)) == DB_ROW)
+        if ((rc = fn(ud, db_col_i64(st, 0), db_col_text(st, 1), db_col_text(st, 2))) != 0)
+            break;
+    if (rc == 0 && s != DB_DONE)
+        rc = db_error(c, err);
+    db_reset(st);
+    return rc;
+}
+
+int credential_raw_get(struct store_conn *c, int64_t id, int col, char **out,
+                       struct cs_err *err)
+{
+    static const char sql[] = "SELECT refresh_token, access_token FROM credentials WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    *out = NULL;
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    int s = db_step(st), rc = 0;
+    if (s == DB_ROW) {
+        const char *v = db_col_text(st, col == 1 ? 0 : 1);
+        rc = 1;
+        if (v && !(*out = strdup(v)))
+            rc = cs_err_set(err, "out of memory");
+    } else if (s != DB_DONE) {
+        rc = db_error(c, err);
+    }
+    db_reset(st);
+    return rc;
+}
+
+int credential_raw_set(struct store_conn *c, int64_t id, int col, const char *v, size_t n,
+                       struct cs_err *err)
+{
+    static const char upd_refresh[] = "UPDATE credentials SET refresh_token = ?2 WHERE id = ?1";
+    static const char upd_access[] = "UPDATE credentials SET access_token = ?2 WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, col == 1 ? upd_refresh : upd_access, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    db_bind_textn(st, 2, v, n);
     return db_exec(c, st, err);
 }

@@ -40,4 +40,27 @@ int credential_access_store(struct store_conn *c, int64_t id, const char *access
 /* Marks the credential revoked and forgets its access token. 0 or -1. */
 int credential_mark_revoked(struct store_conn *c, int64_t id, struct cs_err *err);
 
+/* ------------------------------------------------- as stored (secret.c)
+ * The token columns as they are on disk, sealed or not: only for
+ * secret_start, which checks the key against them and seals plaintext
+ * left from before a key was set. Column 1 is refresh_token, 2
+ * access_token. */
+
+/* Calls fn(ud, id, refresh, access) for every credential in id order (the
+ * texts valid during the call; access may be NULL). A non-zero return of
+ * fn stops the walk and is returned; -1 on a database error. */
+int credential_raw_each(struct store_conn *c,
+                        int (*fn)(void *ud, int64_t id, const char *refresh,
+                                  const char *access),
+                        void *ud, struct cs_err *err);
+
+/* A copy of column `col` of credential id into *out (free it; NULL when
+ * the value is NULL). 1 found, 0 not, -1 error. */
+int credential_raw_get(struct store_conn *c, int64_t id, int col, char **out,
+                       struct cs_err *err);
+
+/* Overwrites column `col` of credential id with n bytes of v. 0 or -1. */
+int credential_raw_set(struct store_conn *c, int64_t id, int col, const char *v, size_t n,
+                       struct cs_err *err);
+
 #endif
