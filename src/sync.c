@@ -13,7 +13,6 @@
  * docs/internals/sync.md.
  */
 #include "sync.h"
-#include "store/db.h"
 #include "store/events.h"
 #include "fault.h"
 
@@ -446,13 +445,6 @@ static const char *ids_at(const struct id_list *l, size_t i)
 /* 0, SYNC_HOOK_STALE (apply pass) or -1. */
 typedef int (*unit_fn)(struct run *x, size_t i, void *ud, struct cs_err *err);
 
-/* Runs a statement without parameters (a string literal: cached). */
-static int exec_static(struct run *x, const char *sql, struct cs_err *err)
-{
-    struct db_stmt *st = db_stmt(x->db, sql, err);
-    return st ? db_exec(x->db, st, err) : -1;
-}
-
 /* Applies units [i, limit) in one transaction, until SYNC_APPLY_BATCH
  * units or SYNC_APPLY_BATCH_MS have gone by or a unit is stale, and
  * commits those applied. *end is the first unit not applied. 0, or
@@ -513,13 +505,13 @@ static int apply_batch(struct run *x, size_t i, size_t limit, size_t n, unit_fn 
 static int decide_units(struct run *x, size_t i, size_t end, unit_fn fn, void *ud,
                         struct cs_err *err)
 {
-    int rc = exec_static(x, "BEGIN DEFERRED", err);
+    int rc = store_begin_read(x->db, err);
     x->info.pass = SYNC_PASS_DECIDE;
     for (; i < end && rc == 0; i++)
         rc = fn(x, i, ud, err) < 0 ? -1 : 0;
     x->info.pass = SYNC_PASS_APPLY;
     /* a read transaction: nothing to keep, nothing to lose */
-    if (!!db_in_tx(x->db))
+    if (store_in_tx(x->db))
         store_rollback(x->db);
     if (rc == 0 && decide_fn)
         rc = decide_fn(decide_ud, &x->info, err);
@@ -599,8 +591,6 @@ static int put_time(struct buf *b, int64_t ms, int all_day)
  * marks it cancelled. 0, SYNC_HOOK_STALE or -1. */
 static int report_deleted(struct run *x, const char *id, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
     int rc = mirror_load(x->db, x->info.calendar_id, id, &x->old, err);
     if (rc <= 0)
         return rc;
@@ -634,39 +624,25 @@ static int report_deleted(struct run *x, const char *id, struct cs_err *err)
         goto done;
     rc = -1;
     x->stats->swept++;
-    struct db_stmt *st = db_stmt(x->db, sql, err);
-    if (!st)
-        goto done;
-    db_bind_i64(st, 1, x->info.calendar_id);
-    db_bind_text(st, 2, id);
-    rc = db_exec(x->db, st, err);
+    rc = events_set_cancelled(x->db, x->info.calendar_id, id, err);
     fault_point("sync_after_deleted_reported");
 done:
     free(stub);
     return rc;
 }
 
-/* Appends the ids a query (bound on calendar_id ?1 and text ?2) returns. */
-static int collect_ids(struct run *x, const char *sql, const char *arg,
+static int id_add(void *ud, const char *id)
+{
+    return ids_push(ud, id) ? 1 : 0;
+}
+
+/* Appends the ids of a mirror list (store/events.h) with argument arg. */
+static int collect_ids(struct run *x, enum events_list which, const char *arg,
                        struct id_list *out, struct cs_err *err)
 {
-    struct db_stmt *st = db_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, x->info.calendar_id);
-    if (arg)
-        db_bind_text(st, 2, arg);
-    int s, rc = 0;
-    while ((s = db_step(st)) == DB_ROW) {
-        const char *id = db_col_text(st, 0);
-        if (id && ids_push(out, id)) {
-            rc = cs_err_set(err, "out of memory");
-            break;
-        }
-    }
-    if (rc == 0 && s != DB_DONE)
-        rc = db_error(x->db, err);
-    db_reset(st);
+    int rc = events_ids(x->db, x->info.calendar_id, which, arg, id_add, out, err);
+    if (rc > 0)
+        return cs_err_set(err, "out of memory");
     return rc;
 }
 
@@ -674,12 +650,9 @@ static int collect_ids(struct run *x, const char *sql, const char *arg,
  * Google may send one bare stub for a deleted series (DESIGN §8). */
 static int cascade_series(struct run *x, const char *series, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
-        " AND status != 'cancelled'";
     struct id_list ids;
     ids_init(&ids);
-    int rc = collect_ids(x, sql, series, &ids, err);
+    int rc = collect_ids(x, EVENTS_SERIES_LIVE, series, &ids, err);
     /* part of the master's unit: all of the series or none of it */
     for (size_t i = 0; rc == 0 && i < ids.n; i++)
         rc = report_deleted(x, ids_at(&ids, i), err);
@@ -693,13 +666,14 @@ static int unit_deleted(struct run *x, size_t i, void *ud, struct cs_err *err)
     return report_deleted(x, ids_at(ud, i), err);
 }
 
-/* Reports the mirrored ids that `sql` lists as deletions, one unit each. */
-static int report_listed(struct run *x, const char *sql, const char *arg,
+/* Reports the mirrored ids that list `which` has as deletions, one unit
+ * each. */
+static int report_listed(struct run *x, enum events_list which, const char *arg,
                          struct cs_err *err)
 {
     struct id_list ids;
     ids_init(&ids);
-    int rc = collect_ids(x, sql, arg, &ids, err);
+    int rc = collect_ids(x, which, arg, &ids, err);
     if (rc == 0)
         rc = run_units(x, ids.n, unit_deleted, &ids, err);
     ids_free(&ids);
@@ -708,28 +682,17 @@ static int report_listed(struct run *x, const char *sql, const char *arg,
 
 static int sweep_unseen(struct run *x, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id FROM events WHERE calendar_id = ?1 AND status != 'cancelled'"
-        " AND id NOT IN (SELECT id FROM temp.sync_seen)";
-    return report_listed(x, sql, NULL, err);
+    return report_listed(x, EVENTS_UNSEEN, NULL, err);
 }
 
 static int seen_add(struct run *x, const char *id, struct cs_err *err)
 {
-    static const char sql[] = "INSERT OR IGNORE INTO temp.sync_seen (id) VALUES (?1)";
-    struct db_stmt *st = db_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, id);
-    return db_exec(x->db, st, err);
+    return events_seen_add(x->db, id, err);
 }
 
 static int seen_reset(struct run *x, struct cs_err *err)
 {
-    return db_script(x->db,
-                     "CREATE TEMP TABLE IF NOT EXISTS sync_seen (id TEXT PRIMARY KEY)"
-                     " WITHOUT ROWID; DELETE FROM temp.sync_seen;",
-                     err);
+    return events_seen_reset(x->db, err);
 }
 
 static int series_touched(const struct run *x, const char *series)
@@ -869,13 +832,7 @@ static void touch_series(struct run *x, const char *series)
 
 static int live_reset(struct run *x, struct cs_err *err)
 {
-    return db_script(x->db,
-                     "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
-                     " live INTEGER NOT NULL, PRIMARY KEY (series, id)) WITHOUT ROWID;"
-                     " DELETE FROM temp.sync_live;"
-                     "CREATE TEMP TABLE IF NOT EXISTS sync_relinked (id TEXT PRIMARY KEY)"
-                     " WITHOUT ROWID; DELETE FROM temp.sync_relinked;",
-                     err);
+    return events_live_reset(x->db, err);
 }
 
 /* Records an occurrence Google lists for the series: live, or cancelled
@@ -883,15 +840,7 @@ static int live_reset(struct run *x, struct cs_err *err)
 static int live_add(struct run *x, const char *series, const char *id, int live,
                     struct cs_err *err)
 {
-    static const char sql[] =
-        "INSERT OR IGNORE INTO temp.sync_live (series, id, live) VALUES (?1, ?2, ?3)";
-    struct db_stmt *st = db_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, series);
-    db_bind_text(st, 2, id);
-    db_bind_i64(st, 3, live);
-    return db_exec(x->db, st, err);
+    return events_live_add(x->db, series, id, live, err);
 }
 
 /* Fetches the live occurrences of every touched series into
@@ -1027,26 +976,15 @@ static int occ_push(struct occ_list *l, const char *id, const char *series,
     return 0;
 }
 
-/* Runs st (bound by the caller) and appends (id, series, original start)
- * rows. 0 or -1. Resets st. */
-static int occ_load(struct run *x, struct db_stmt *st, struct occ_list *l,
-                    struct cs_err *err)
+/* Appends an occurrence a relink scan found (store/events.h); `taken`:
+ * a booking follows it already. */
+static int occ_add(void *ud, const char *id, const char *series, int64_t orig, int taken)
 {
-    int s, rc = 0;
-    while ((s = db_step(st)) == DB_ROW) {
-        const char *id = db_col_text(st, 0), *series = db_col_text(st, 1);
-        if (id && series && occ_push(l, id, series, db_col_i64(st, 2))) {
-            rc = cs_err_set(err, "out of memory");
-            break;
-        }
-        /* an optional 4th column: the row is taken already */
-        if (id && series && db_col_count(st) > 3)
-            l->v[l->n - 1].used = db_col_int(st, 3) != 0;
-    }
-    if (rc == 0 && s != DB_DONE)
-        rc = db_error(x->db, err);
-    db_reset(st);
-    return rc;
+    struct occ_list *l = ud;
+    if (occ_push(l, id, series, orig))
+        return 1;
+    l->v[l->n - 1].used = taken;
+    return 0;
 }
 
 /* The mirror row `e` as an event resource (what the policy sees as the
@@ -1091,12 +1029,7 @@ static int relink_one(struct run *x, const char *from, const char *to,
         return relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev,
                          x->raw.data, x->raw.len, err) < 0 ? -1 : 0;
     /* each successor occurrence is taken once per sync, whatever series */
-    struct db_stmt *st = db_stmt(x->db,
-        "INSERT OR IGNORE INTO temp.sync_relinked (id) VALUES (?1)", err);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, to);
-    if (db_exec(x->db, st, err))
+    if (events_relinked_add(x->db, to, err))
         return -1;
     x->stats->relinked++;
     x->stats->changes++;
@@ -1120,32 +1053,6 @@ static int unit_relink(struct run *x, size_t i, void *ud, struct cs_err *err)
  * found first (reading only), then each is a unit. */
 static int relink_split(struct run *x, const char *series, struct cs_err *err)
 {
-    static const char vanished_sql[] =
-        "SELECT id, series_id, original_start_ms FROM events"
-        " WHERE calendar_id = ?1 AND series_id = ?2 AND status != 'cancelled'"
-        " AND original_start_ms IS NOT NULL"
-        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)"
-        " ORDER BY original_start_ms, id LIMIT ?3";
-    static const char created_sql[] =
-        "SELECT created FROM events WHERE calendar_id = ?1 AND series_id = ?2"
-        " AND created IS NOT NULL LIMIT 1";
-    /* successors: a split's new series, or the series itself after an
-     * "all events" change of its times (every occurrence gets a new
-     * original start, so the old instance ids vanish). An occurrence of
-     * the series itself that a booking already follows is not free (4th
-     * column), but still counts for the series' first occurrence. */
-    static const char succ_sql[] =
-        "SELECT e.id, l.series, e.original_start_ms,"
-        " l.series = ?2 AND EXISTS (SELECT 1 FROM booking_refs r WHERE r.calendar_id = ?1"
-        "   AND r.event_id = ?2 AND r.original_start_ms = e.original_start_ms)"
-        " FROM temp.sync_live l"
-        " JOIN events e ON e.calendar_id = ?1 AND e.id = l.id AND e.series_id = l.series"
-        " WHERE l.live = 1 AND e.status != 'cancelled'"
-        " AND e.original_start_ms IS NOT NULL"
-        " AND (l.series = ?2 OR substr(l.series, 1, length(?2) + 2) = ?2 || '_R'"
-        "      OR (?3 IS NOT NULL AND e.created = ?3))"
-        " AND e.id NOT IN (SELECT id FROM temp.sync_relinked)"
-        " ORDER BY e.original_start_ms, e.id LIMIT ?4";
     struct occ_list gone = {0}, succ = {0}, seen = {0};
     struct buf created;
     struct id_list pairs;
@@ -1155,44 +1062,27 @@ static int relink_split(struct run *x, const char *series, struct cs_err *err)
     buf_init(&succ.arena);
     buf_init(&seen.arena);
     buf_init(&created);
-    struct db_stmt *st = db_stmt(x->db, vanished_sql, err);
-    if (!st)
+    int r = events_vanished(x->db, x->info.calendar_id, series, SYNC_MAX_RELINK, occ_add,
+                            &gone, err);
+    if (r) {
+        if (r > 0)
+            cs_err_set(err, "out of memory");
         goto done;
-    db_bind_i64(st, 1, x->info.calendar_id);
-    db_bind_text(st, 2, series);
-    db_bind_i64(st, 3, SYNC_MAX_RELINK);
-    if (occ_load(x, st, &gone, err))
-        goto done;
+    }
     if (gone.n == 0) {
         rc = 0;
         goto done;
     }
-    if (!(st = db_stmt(x->db, created_sql, err)))
+    if (events_series_created(x->db, x->info.calendar_id, series, &created, err) < 0)
         goto done;
-    db_bind_i64(st, 1, x->info.calendar_id);
-    db_bind_text(st, 2, series);
-    int s = db_step(st);
-    if (s == DB_ROW && buf_puts(&created, db_col_text(st, 0))) {
-        db_reset(st);
-        cs_err_set(err, "out of memory");
-        goto done;
-    }
-    db_reset(st);
-    if (s != DB_ROW && s != DB_DONE) {
-        db_error(x->db, err);
+    r = events_successors(x->db, x->info.calendar_id, series,
+                          created.len ? created.data : NULL, SYNC_MAX_RELINK, occ_add, &succ,
+                          err);
+    if (r) {
+        if (r > 0)
+            cs_err_set(err, "out of memory");
         goto done;
     }
-    if (!(st = db_stmt(x->db, succ_sql, err)))
-        goto done;
-    db_bind_i64(st, 1, x->info.calendar_id);
-    db_bind_text(st, 2, series);
-    if (created.len)
-        db_bind_text(st, 3, created.data);
-    else
-        db_bind_null(st, 3);
-    db_bind_i64(st, 4, SYNC_MAX_RELINK);
-    if (occ_load(x, st, &succ, err))
-        goto done;
     /* a successor starts at the split: one with an earlier occurrence is
      * some other series (rows come in original-start order, so the first
      * row of a series is its earliest) */
@@ -1249,10 +1139,6 @@ done:
 
 static int series_reconcile(struct run *x, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
-        " AND status != 'cancelled'"
-        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2 AND live = 1)";
     for (size_t o = 0; o < x->touched.len;) {
         const char *series = x->touched.data + o;
         o += strlen(series) + 1;
@@ -1261,7 +1147,7 @@ static int series_reconcile(struct run *x, struct cs_err *err)
          * reaches only what follows it by id */
         if (relink_fn && relink_split(x, series, err))
             return -1;
-        if (report_listed(x, sql, series, err))
+        if (report_listed(x, EVENTS_SERIES_GONE, series, err))
             return -1;
     }
     return 0;

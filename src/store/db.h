@@ -49,7 +49,6 @@ int64_t db_col_i64(struct db_stmt *st, int col);
 int db_col_int(struct db_stmt *st, int col);
 const char *db_col_text(struct db_stmt *st, int col);
 int db_col_null(struct db_stmt *st, int col);
-int db_col_count(struct db_stmt *st);
 
 /* Ends a read early (or after DB_DONE): releases the statement's read
  * snapshot. */

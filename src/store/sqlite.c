@@ -393,6 +393,11 @@ int store_begin(struct store_conn *c, struct cs_err *err)
     return 0;
 }
 
+int store_in_tx(struct store_conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
+}
+
 static void write_done(struct store_conn *c)
 {
     if (c->writing && sqlite3_get_autocommit(c->db)) {
@@ -438,6 +443,13 @@ static int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err
     int rc = step(c, st, 1, err);
     pthread_mutex_unlock(&store_write_mu);
     return rc;
+}
+
+int store_begin_read(struct store_conn *c, struct cs_err *err)
+{
+    static const char sql[] = "BEGIN DEFERRED";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    return st ? store_exec(c, st, err) : -1;
 }
 
 int store_disk_version(struct store_conn *c)
@@ -681,11 +693,6 @@ const char *db_col_text(struct db_stmt *st, int col)
 int db_col_null(struct db_stmt *st, int col)
 {
     return sqlite3_column_type(ST(st), col) == SQLITE_NULL;
-}
-
-int db_col_count(struct db_stmt *st)
-{
-    return sqlite3_column_count(ST(st));
 }
 
 void db_reset(struct db_stmt *st)

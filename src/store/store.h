@@ -45,6 +45,14 @@ int store_begin(struct store_conn *c, struct cs_err *err);
 int store_commit(struct store_conn *c, struct cs_err *err);
 void store_rollback(struct store_conn *c);
 
+/* A read transaction: one consistent snapshot for several reads (in WAL
+ * mode it blocks no writer and takes no write lock). End it with
+ * store_rollback (nothing to keep) or store_commit. 0 or -1. */
+int store_begin_read(struct store_conn *c, struct cs_err *err);
+
+/* 1 inside a transaction (read or write). */
+int store_in_tx(struct store_conn *c);
+
 /* The schema version the binary knows, and the one on disk. */
 int store_schema_version(void);
 int store_disk_version(struct store_conn *c);
