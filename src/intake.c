@@ -49,7 +49,7 @@
 #define INTAKE_CACHE_SLOTS 64      /* per HTTP thread, direct-mapped */
 #define INTAKE_CACHE_TOKEN_MAX 128 /* longer stored tokens are not cached */
 #define INTAKE_CACHE_TTL_MS 1000   /* bounds staleness after edits made
-                                      outside calsync (sqlite3 shell) */
+                                      outside calsync (a database shell) */
 
 struct note {
     int64_t id, calendar_id, at, number; /* number -1: none */
