@@ -89,11 +89,13 @@ int channels_stop_target(struct store_conn *c, const char *id, char *rid, size_t
     if (!st)
         return -1;
     db_bind_text(st, 1, id);
-    int have = 0;
-    if (db_step(st) == DB_ROW && !db_col_null(st, 0)) {
+    int s = db_step(st), have = 0;
+    if (s == DB_ROW && !db_col_null(st, 0)) {
         snprintf(rid, cap, "%s", db_col_text(st, 0));
         *credential_id = db_col_i64(st, 1);
         have = 1;
+    } else if (s != DB_ROW && s != DB_DONE) {
+        have = db_error(c, err);
     }
     db_reset(st);
     return have;
