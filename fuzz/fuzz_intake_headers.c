@@ -21,11 +21,12 @@
 #include "http.h"
 #include "intake.h"
 #include "log.h"
-#include "store.h"
+#include "calendar.h"
+#include "store/channels.h"
+#include "store/store.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -96,25 +97,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "setup: %s\n", err.msg);
         abort();
     }
+    /* the fixture through the store's own functions: one credential, its
+     * calendar (id 1, active) and the channels above */
     struct store_conn *c = store_conn(&err);
-    sqlite3 *db = c ? store_db(c) : NULL;
-    char sql[512];
-    if (!db || sqlite3_exec(db,
-                            "INSERT INTO credentials (id, provider, refresh_token, created_at)"
-                            " VALUES (1, 'google', 'r', 0);"
-                            "INSERT INTO calendars (id, credential_id, external_id, state,"
-                            " created_at, updated_at) VALUES (1, 1, 'primary', 'active', 0, 0);",
-                            NULL, NULL, NULL) != SQLITE_OK)
+    int64_t cred = 0, cal = 0;
+    int created = 0;
+    if (!c || credential_insert(c, "google", "r", NULL, 0, &cred, &err) ||
+        calendar_upsert(c, cred, "primary", "default", "{}", &cal, &created, &err) ||
+        cal != 1 || calendar_set_state(c, cal, "active", NULL, 0, NULL, &err))
         abort();
-    for (size_t i = 0; i < N_CHANNELS; i++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO channels (id, calendar_id, resource_id, token, expiration,"
-                 " state, created_at) VALUES ('%s', %lld, 'res', '%s', 9999999999999, '%s', 0)",
-                 channels[i].id, (long long)channels[i].cal, channels[i].token,
-                 channels[i].state);
-        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    for (size_t i = 0; i < N_CHANNELS; i++)
+        if (channels_insert_opening(c, channels[i].id, channels[i].cal, channels[i].token, 0,
+                                    &err) ||
+            channels_set_live(c, channels[i].id, "res", 9999999999999, &err) ||
+            channels_set_state(c, channels[i].id, channels[i].state, &err))
             abort();
-    }
     struct intake_hooks hooks = {.sync = on_sync, .stop_channel = on_stop};
     intake_set_hooks(&hooks);
     if (intake_start(dbpath, &err)) {

@@ -9,6 +9,7 @@
  * not usable.
  */
 #include "api.h"
+#include "store/channels.h"
 
 #include "booking.h"
 #include "calendar.h"
@@ -19,7 +20,7 @@
 #include "metrics.h"
 #include "policy/policy.h"
 #include "scheduler.h"
-#include "store.h"
+#include "store/store.h"
 #include "writer.h"
 
 #include <lua.h>
@@ -379,7 +380,7 @@ static void h_calendars_delete(struct http_req *req, struct http_resp *resp)
         http_error(resp, 404, "no calendar %lld", (long long)id);
         goto done;
     }
-    if (r < 0 || calendar_set_state(x.db, id, "stopped", "deleted", &x.err) ||
+    if (r < 0 || calendar_set_state(x.db, id, "stopped", "deleted", 0, NULL, &x.err) ||
         calendar_json(x.db, id, &resp->body, &x.err) != 1) {
         db_fail(resp, &x);
         goto done;
@@ -393,7 +394,6 @@ done:
 
 static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
 {
-    static const char sql[] = "UPDATE calendars SET dirty = dirty + 1 WHERE id = ?1";
     struct ctx x = {0};
     int64_t id;
     char state[32];
@@ -408,13 +408,7 @@ static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
         http_error(resp, 409, "calendar %lld is %s", (long long)id, state);
         goto done;
     }
-    sqlite3_stmt *st = r > 0 ? store_stmt(x.db, sql, &x.err) : NULL;
-    if (!st) {
-        db_fail(resp, &x);
-        goto done;
-    }
-    sqlite3_bind_int64(st, 1, id);
-    if (store_exec(x.db, st, &x.err)) {
+    if (r < 0 || calendar_mark_dirty(x.db, id, 0, &x.err)) {
         db_fail(resp, &x);
         goto done;
     }
@@ -871,41 +865,11 @@ done:
 
 static void h_channels_list(struct http_req *req, struct http_resp *resp)
 {
-    static const char sql[] =
-        "SELECT id, calendar_id, resource_id, expiration, state FROM channels"
-        " ORDER BY created_at, id";
     (void)req;
     struct ctx x = {0};
     if (ctx_open(&x, resp))
         goto done;
-    sqlite3_stmt *st = store_stmt(x.db, sql, &x.err);
-    if (!st) {
-        db_fail(resp, &x);
-        goto done;
-    }
-    buf_puts(&resp->body, "{\"channels\":[");
-    int rc, n = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        buf_puts(&resp->body, n++ ? ",{\"id\":" : "{\"id\":");
-        buf_json_strz(&resp->body, store_col_text(st, 0));
-        buf_printf(&resp->body, ",\"calendar_id\":%lld,\"resource_id\":",
-                   (long long)sqlite3_column_int64(st, 1));
-        buf_json_strz(&resp->body, store_col_text(st, 2));
-        buf_puts(&resp->body, ",\"expiration\":");
-        if (sqlite3_column_type(st, 3) == SQLITE_NULL) {
-            buf_puts(&resp->body, "null");
-        } else {
-            char ts[TIME_RFC3339_MAX];
-            time_format_rfc3339(sqlite3_column_int64(st, 3), ts);
-            buf_json_strz(&resp->body, ts);
-        }
-        buf_puts(&resp->body, ",\"state\":");
-        buf_json_strz(&resp->body, store_col_text(st, 4));
-        buf_puts(&resp->body, "}");
-    }
-    sqlite3_reset(st);
-    buf_puts(&resp->body, "]}");
-    if (rc != SQLITE_DONE)
+    if (channels_list_json(x.db, &resp->body, &x.err))
         db_fail(resp, &x);
 done:
     ctx_close(&x);

@@ -463,92 +463,30 @@ static void matches_free(struct matches *m)
     m->n = 0;
 }
 
-static int collect(struct store_conn *c, sqlite3_stmt *st, struct matches *m,
-                   struct cs_err *err)
+static void collect(void *ud, const char *uid)
 {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        add_match(m, store_col_text(st, 0));
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
-    return 0;
+    add_match(ud, uid);
 }
 
 static int find_bookings(struct store_conn *c, int64_t cal,
                          const struct sync_event *now, struct matches *m,
                          struct cs_err *err)
 {
-    static const char by_event[] =
-        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
-        " AND event_id = ?2 AND original_start_ms = ?3";
-    static const char by_series[] =
-        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
-        " AND event_id = ?2 AND original_start_ms >= 0";
-    static const char by_tag[] =
-        "SELECT uid FROM bookings WHERE uid = ?1 AND calendar_id = ?2";
-    sqlite3_stmt *st = store_stmt(c, by_event, err);
-    if (!st)
+    if (booking_refs_at(c, cal, now->id, -1, collect, m, err))
         return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, now->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, -1);
-    if (collect(c, st, m, err))
+    if (now->series_id && now->original_start_ms != SYNC_NO_TIME &&
+        booking_refs_at(c, cal, now->series_id, now->original_start_ms, collect, m, err))
         return -1;
-    if (now->series_id && now->original_start_ms != SYNC_NO_TIME) {
-        if (!(st = store_stmt(c, by_event, err)))
-            return -1;
-        sqlite3_bind_int64(st, 1, cal);
-        sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, now->original_start_ms);
-        if (collect(c, st, m, err))
-            return -1;
-    }
-    if (is_cancelled(now) && !now->series_id) {
-        /* a cancelled master: every occurrence booking of the series */
-        if (!(st = store_stmt(c, by_series, err)))
-            return -1;
-        sqlite3_bind_int64(st, 1, cal);
-        sqlite3_bind_text(st, 2, now->id, -1, SQLITE_STATIC);
-        if (collect(c, st, m, err))
-            return -1;
-    }
-    if (now->booking_tag) {
-        if (!(st = store_stmt(c, by_tag, err)))
-            return -1;
-        sqlite3_bind_text(st, 1, now->booking_tag, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, cal);
-        if (collect(c, st, m, err))
-            return -1;
-    }
+    /* a cancelled master: every occurrence booking of the series */
+    if (is_cancelled(now) && !now->series_id &&
+        booking_refs_of_series(c, cal, now->id, collect, m, err))
+        return -1;
+    if (now->booking_tag && booking_on_calendar(c, now->booking_tag, cal, collect, m, err))
+        return -1;
     return 0;
 }
 
 /* ---------------------------------------------------------------- apply */
-
-struct cal_row {
-    char policy[CAL_POLICY_NAME_MAX + 1];
-    char *settings;
-};
-
-static int load_calendar(struct store_conn *c, int64_t id, struct cal_row *r,
-                         struct cs_err *err)
-{
-    static const char sql[] = "SELECT policy, settings FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        snprintf(r->policy, sizeof r->policy, "%s", store_col_text(st, 0));
-        r->settings = strdup(store_col_text(st, 1));
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW || !r->settings)
-        return cs_err_set(err, "calendar %lld: cannot load", (long long)id);
-    return 0;
-}
 
 static const char *trigger_for(const char *action)
 {
@@ -607,7 +545,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
                      const struct sync_info *info,
                      const struct sync_event *old, const struct sync_event *now,
                      const char *raw, size_t raw_len, const char *uid,
-                     const struct cal_row *cal, int relinked, struct cs_err *err)
+                     const struct calendar_row *cal, int relinked, struct cs_err *err)
 {
     struct booking b, before;
     int rc = booking_get(c, uid, &b, err);
@@ -784,15 +722,19 @@ static int decide_all(struct store_conn *c, const struct sync_info *info,
                       const char *raw_json, size_t raw_len, const struct matches *m,
                       int relinked, struct cs_err *err)
 {
-    struct cal_row cal = {{0}, NULL};
+    struct calendar_row cal = {0};
     int rc = -1;
     if (m->n == 0)
         return 0;
     struct apply_thread *t = thread_state(info->window);
     if (!t)
         return cs_err_set(err, "out of memory");
-    if (load_calendar(c, info->calendar_id, &cal, err))
+    int found = calendar_load(c, info->calendar_id, &cal, err);
+    if (found <= 0) {
+        if (found == 0)
+            cs_err_set(err, "calendar %lld: cannot load", (long long)info->calendar_id);
         goto done;
+    }
     for (int i = 0; i < m->n; i++) {
         int r = apply_one(c, t, info, old, now, raw_json, raw_len, m->uid[i], &cal,
                           relinked, err);
@@ -803,7 +745,7 @@ static int decide_all(struct store_conn *c, const struct sync_info *info,
     }
     rc = 0;
 done:
-    free(cal.settings);
+    calendar_row_free(&cal);
     return rc;
 }
 
@@ -813,60 +755,22 @@ done:
 static int move_ref(struct store_conn *c, int64_t cal, const struct sync_event *old,
                     const struct sync_event *now, const char *uid, struct cs_err *err)
 {
-    static const char add_sql[] =
-        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
-        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4)";
-    static const char del_sql[] =
-        "DELETE FROM booking_refs WHERE calendar_id = ?1 AND event_id = ?2"
-        " AND original_start_ms = ?3 AND booking_uid = ?4";
-    static const char own_sql[] =
-        "UPDATE bookings SET event_id = ?2, original_start_ms = ?3"
-        " WHERE uid = ?1 AND calendar_id = ?4 AND event_id = ?5"
-        " AND original_start_ms = ?6";
-    sqlite3_stmt *st = store_stmt(c, add_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now->original_start_ms);
-    sqlite3_bind_text(st, 4, uid, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, del_sql, err)))
-        return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, old->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, old->original_start_ms);
-    sqlite3_bind_text(st, 4, uid, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, own_sql, err)))
-        return -1;
-    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, now->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now->original_start_ms);
-    sqlite3_bind_int64(st, 4, cal);
-    sqlite3_bind_text(st, 5, old->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, old->original_start_ms);
-    return store_exec(c, st, err);
+    return booking_ref_move(c, cal, uid, old->series_id, old->original_start_ms,
+                            now->series_id, now->original_start_ms, err);
 }
 
 int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
                  const struct sync_event *old, const struct sync_event *now,
                  const char *raw_json, size_t raw_len, struct cs_err *err)
 {
-    static const char by_occ[] =
-        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
-        " AND event_id = ?2 AND original_start_ms = ?3";
     (void)ud;
     struct matches m = {{0}, 0};
     int rc = -1;
     if (!old->series_id || old->original_start_ms == SYNC_NO_TIME ||
         !now->series_id || now->original_start_ms == SYNC_NO_TIME)
         return 0;
-    sqlite3_stmt *st = store_stmt(c, by_occ, err);
-    if (!st)
-        goto done;
-    sqlite3_bind_int64(st, 1, info->calendar_id);
-    sqlite3_bind_text(st, 2, old->series_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, old->original_start_ms);
-    if (collect(c, st, &m, err))
+    if (booking_refs_at(c, info->calendar_id, old->series_id, old->original_start_ms,
+                        collect, &m, err))
         goto done;
     if (m.n == 0) {
         rc = 0;

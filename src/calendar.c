@@ -1,4 +1,6 @@
-/* calendar.c -- credential and calendar rows and their JSON views. */
+/* calendar.c -- what happens when a calendar fails: the CALENDAR_ERROR
+ * hook, and revoking a credential with its calendars. The rows are the
+ * store's (store/calendars.c, store/credentials.c). */
 #include "calendar.h"
 
 #include "log.h"
@@ -8,260 +10,6 @@
 
 #include <stdio.h>
 #include <string.h>
-
-int credential_insert(struct store_conn *c, const char *provider,
-                      const char *refresh_token, const char *access_token,
-                      int64_t expires_at_ms, int64_t *id_out,
-                      struct cs_err *err)
-{
-    static const char sql[] =
-        "INSERT INTO credentials (provider, refresh_token, access_token,"
-        " expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-    struct buf rt, at; /* as stored: sealed when a key is set (secret.h) */
-    buf_init(&rt);
-    buf_init(&at);
-    int rc = -1;
-    if (secret_seal("refresh_token", refresh_token, &rt, err) ||
-        (access_token && secret_seal("access_token", access_token, &at, err)))
-        goto done;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        goto done;
-    sqlite3_bind_text(st, 1, provider, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, rt.data, (int)rt.len, SQLITE_STATIC);
-    if (access_token)
-        sqlite3_bind_text(st, 3, at.data, (int)at.len, SQLITE_STATIC);
-    if (expires_at_ms > 0)
-        sqlite3_bind_int64(st, 4, expires_at_ms);
-    sqlite3_bind_int64(st, 5, time_now_ms());
-    if (store_exec(c, st, err))
-        goto done;
-    *id_out = sqlite3_last_insert_rowid(store_db(c));
-    rc = 0;
-done:
-    buf_free(&rt);
-    buf_free(&at);
-    return rc;
-}
-
-int credential_exists(struct store_conn *c, int64_t id, struct cs_err *err)
-{
-    static const char sql[] = "SELECT 1 FROM credentials WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 1;
-    if (rc == SQLITE_DONE)
-        return 0;
-    return store_error(c, err);
-}
-
-int calendar_upsert(struct store_conn *c, int64_t credential_id,
-                    const char *external_id, const char *policy,
-                    const char *settings_json, int64_t *id_out, int *created,
-                    struct cs_err *err)
-{
-    static const char find_sql[] =
-        "SELECT id, state FROM calendars WHERE credential_id = ?1 AND external_id = ?2";
-    static const char ins_sql[] =
-        "INSERT INTO calendars (credential_id, external_id, policy, settings,"
-        " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)";
-    static const char revive_sql[] =
-        "UPDATE calendars SET state = 'syncing', state_reason = NULL,"
-        " updated_at = ?2 WHERE id = ?1";
-    int64_t now = time_now_ms();
-    sqlite3_stmt *st = store_stmt(c, find_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, credential_id);
-    sqlite3_bind_text(st, 2, external_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *id_out = sqlite3_column_int64(st, 0);
-        int stopped = strcmp(store_col_text(st, 1), "stopped") == 0;
-        sqlite3_reset(st);
-        *created = 0;
-        if (stopped) {
-            sqlite3_stmt *u = store_stmt(c, revive_sql, err);
-            if (!u)
-                return -1;
-            sqlite3_bind_int64(u, 1, *id_out);
-            sqlite3_bind_int64(u, 2, now);
-            return store_exec(c, u, err);
-        }
-        return 0;
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return store_error(c, err);
-    st = store_stmt(c, ins_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, credential_id);
-    sqlite3_bind_text(st, 2, external_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, policy, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, settings_json, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, now);
-    if (store_exec(c, st, err))
-        return -1;
-    *id_out = sqlite3_last_insert_rowid(store_db(c));
-    *created = 1;
-    return 0;
-}
-
-#define CAL_COLS                                                              \
-    "c.id, c.credential_id, c.external_id, c.policy, c.settings, c.state,"    \
-    " c.last_synced_at, ch.id, ch.resource_id, ch.expiration, ch.state"
-#define CAL_FROM                                                              \
-    " FROM calendars c LEFT JOIN channels ch ON ch.id = ("                    \
-    "   SELECT id FROM channels WHERE calendar_id = c.id AND state = 'live'"  \
-    "   ORDER BY expiration DESC LIMIT 1)"
-
-static void row_json(sqlite3_stmt *st, struct buf *out)
-{
-    char ts[TIME_RFC3339_MAX];
-    buf_printf(out, "{\"id\":%lld,\"credential_id\":%lld,\"external_id\":",
-               (long long)sqlite3_column_int64(st, 0),
-               (long long)sqlite3_column_int64(st, 1));
-    buf_json_strz(out, store_col_text(st, 2));
-    buf_puts(out, ",\"policy\":");
-    buf_json_strz(out, store_col_text(st, 3));
-    buf_puts(out, ",\"settings\":");
-    buf_puts(out, store_col_text(st, 4)); /* stored as encoded JSON */
-    buf_puts(out, ",\"state\":");
-    buf_json_strz(out, store_col_text(st, 5));
-    buf_puts(out, ",\"last_synced_at\":");
-    if (sqlite3_column_type(st, 6) == SQLITE_NULL) {
-        buf_puts(out, "null");
-    } else {
-        time_format_rfc3339(sqlite3_column_int64(st, 6), ts);
-        buf_json_strz(out, ts);
-    }
-    buf_puts(out, ",\"channel\":");
-    if (sqlite3_column_type(st, 7) == SQLITE_NULL) {
-        buf_puts(out, "null");
-    } else {
-        buf_puts(out, "{\"id\":");
-        buf_json_strz(out, store_col_text(st, 7));
-        buf_puts(out, ",\"resource_id\":");
-        buf_json_strz(out, store_col_text(st, 8));
-        buf_puts(out, ",\"expiration\":");
-        if (sqlite3_column_type(st, 9) == SQLITE_NULL) {
-            buf_puts(out, "null");
-        } else {
-            time_format_rfc3339(sqlite3_column_int64(st, 9), ts);
-            buf_json_strz(out, ts);
-        }
-        buf_puts(out, ",\"state\":");
-        buf_json_strz(out, store_col_text(st, 10));
-        buf_puts(out, "}");
-    }
-    buf_puts(out, "}");
-}
-
-int calendar_json(struct store_conn *c, int64_t id, struct buf *out,
-                  struct cs_err *err)
-{
-    static const char sql[] = "SELECT " CAL_COLS CAL_FROM " WHERE c.id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        row_json(st, out);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 1;
-    if (rc == SQLITE_DONE)
-        return 0;
-    return store_error(c, err);
-}
-
-int calendar_list_json(struct store_conn *c, int64_t after_id, int limit,
-                       struct buf *out, struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT " CAL_COLS CAL_FROM " WHERE c.id > ?1 ORDER BY c.id LIMIT ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, after_id);
-    sqlite3_bind_int(st, 2, limit + 1);
-    buf_puts(out, "{\"calendars\":[");
-    int n = 0, rc;
-    int64_t last = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == limit)
-            break;
-        if (n++)
-            buf_puts(out, ",");
-        last = sqlite3_column_int64(st, 0);
-        row_json(st, out);
-    }
-    return store_page_end(c, st, rc, last, out, err);
-}
-
-int calendar_ref_load(struct store_conn *c, int64_t id, struct calendar_ref *out,
-                      struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT credential_id, external_id, state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        out->credential_id = sqlite3_column_int64(st, 0);
-        snprintf(out->external_id, sizeof out->external_id, "%s", store_col_text(st, 1));
-        snprintf(out->state, sizeof out->state, "%s", store_col_text(st, 2));
-    }
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 1;
-    return rc == SQLITE_DONE ? 0 : store_error(c, err);
-}
-
-int calendar_state(struct store_conn *c, int64_t id, char *state, size_t cap,
-                   struct cs_err *err)
-{
-    static const char sql[] = "SELECT state FROM calendars WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        snprintf(state, cap, "%s", store_col_text(st, 0));
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 1;
-    if (rc == SQLITE_DONE)
-        return 0;
-    return store_error(c, err);
-}
-
-int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
-                       const char *reason, struct cs_err *err)
-{
-    static const char sql[] =
-        "UPDATE calendars SET state = ?2, state_reason = ?3, updated_at = ?4"
-        " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-    if (reason)
-        sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, time_now_ms());
-    return store_exec(c, st, err);
-}
 
 /* ------------------------------------------------ added for Google I/O */
 
@@ -285,47 +33,20 @@ int calendar_error_notify(struct store_conn *c, int64_t calendar_id,
 int credential_revoke(struct store_conn *c, int64_t credential_id,
                       const char *reason, struct cs_err *err)
 {
-    static const char cred_sql[] =
-        "UPDATE credentials SET state = 'revoked', access_token = NULL,"
-        " expires_at = NULL WHERE id = ?1";
-    static const char list_sql[] =
-        "SELECT id FROM calendars WHERE credential_id = ?1"
-        " AND state NOT IN ('stopped', 'revoked')";
-    static const char cal_sql[] =
-        "UPDATE calendars SET state = 'revoked', state_reason = ?2, updated_at = ?3"
-        " WHERE id = ?1";
     int rc = -1;
-    sqlite3_stmt *st;
     if (store_begin(c, err))
         return -1;
-    if (!(st = store_stmt(c, cred_sql, err)))
-        goto done;
-    sqlite3_bind_int64(st, 1, credential_id);
-    if (store_exec(c, st, err))
+    if (credential_mark_revoked(c, credential_id, err))
         goto done;
     for (;;) {
         /* one calendar at a time: the hook may run statements of its own */
-        if (!(st = store_stmt(c, list_sql, err)))
+        int64_t id;
+        int r = calendar_next_live_of_credential(c, credential_id, &id, err);
+        if (r < 0)
             goto done;
-        sqlite3_bind_int64(st, 1, credential_id);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_DONE) {
-            sqlite3_reset(st);
+        if (r == 0)
             break;
-        }
-        if (s != SQLITE_ROW) {
-            store_error(c, err);
-            sqlite3_reset(st);
-            goto done;
-        }
-        int64_t id = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
-        if (!(st = store_stmt(c, cal_sql, err)))
-            goto done;
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, time_now_ms());
-        if (store_exec(c, st, err) ||
+        if (calendar_set_state(c, id, "revoked", reason, 0, NULL, err) ||
             calendar_error_notify(c, id, "revoked", reason, err))
             goto done;
     }

@@ -11,6 +11,7 @@
  * `failed` (kept, like every channel row).
  */
 #include "channel.h"
+#include "store/channels.h"
 #include "fault.h"
 #include "intake.h"
 
@@ -18,7 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "provider/provider.h"
-#include "store.h"
+#include "store/store.h"
 
 #include <lua.h>
 #include <stdio.h>
@@ -45,16 +46,7 @@ int64_t channel_renew_at(int64_t created_ms, int64_t expiration_ms,
 static int set_state(struct store_conn *c, const char *id, const char *state,
                      struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE channels SET state = ?2, stopped_at = CASE WHEN ?2 IN ('stopped','failed')"
-        " THEN ?3 ELSE stopped_at END WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms());
-    int rc = store_exec(c, st, err);
+    int rc = channels_set_state(c, id, state, err);
     intake_channels_changed(); /* a stopped channel must not stay "live" there */
     return rc;
 }
@@ -90,12 +82,6 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
                         const struct calendar_ref *cal, int64_t *renew_at,
                         char *new_rid, size_t rid_size, struct cs_err *err)
 {
-    static const char ins_sql[] =
-        "INSERT INTO channels (id, calendar_id, token, state, created_at)"
-        " VALUES (?1, ?2, ?3, 'opening', ?4)";
-    static const char live_sql[] =
-        "UPDATE channels SET resource_id = ?2, expiration = ?3, state = 'live'"
-        " WHERE id = ?1";
     char id[48] = "calsync-", token[65], address[2048];
     int64_t created = time_now_ms();
     if (random_hex(id + 8, 16) || random_hex(token, 32))
@@ -106,14 +92,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
         return -1; /* an unknown provider: the sync reports it (state error) */
     snprintf(address, sizeof address, "%s/webhooks/%s", channel_cfg->public_url,
              ops->name);
-    sqlite3_stmt *st = store_stmt(c, ins_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, calendar_id);
-    sqlite3_bind_text(st, 3, token, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, created);
-    if (store_exec(c, st, err))
+    if (channels_insert_opening(c, id, calendar_id, token, created, err))
         return -1;
     fault_point("channel_after_opening_row");
 
@@ -136,12 +115,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
         set_state(c, id, "failed", NULL);
         goto done;
     }
-    if (!(st = store_stmt(c, live_sql, err)))
-        goto done;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, rid, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, expiration);
-    if (store_exec(c, st, err))
+    if (channels_set_live(c, id, rid, expiration, err))
         goto done;
     fault_point("channel_after_live");
     metrics_inc("calsync_channel_opens_total{result=\"ok\"}");
@@ -166,28 +140,19 @@ struct live {
 static int load_live(struct store_conn *c, int64_t calendar_id, struct live *out,
                      int cap, int *n, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id, resource_id, created_at, coalesce(expiration, 0) FROM channels"
-        " WHERE calendar_id = ?1 AND state IN ('live', 'opening')"
-        " ORDER BY created_at DESC";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
+    struct channels_live rows[8];
+    if (cap > 8)
+        cap = 8;
+    if (channels_live(c, calendar_id, rows, cap, n, err))
         return -1;
-    sqlite3_bind_int64(st, 1, calendar_id);
-    *n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
-        struct live *l = &out[(*n)++];
-        snprintf(l->id, sizeof l->id, "%s", store_col_text(st, 0));
-        l->has_resource = sqlite3_column_type(st, 1) != SQLITE_NULL;
-        snprintf(l->resource_id, sizeof l->resource_id, "%s",
-                 l->has_resource ? store_col_text(st, 1) : "");
-        l->created = sqlite3_column_int64(st, 2);
-        l->expiration = sqlite3_column_int64(st, 3);
+    for (int i = 0; i < *n; i++) {
+        struct live *l = &out[i];
+        memcpy(l->id, rows[i].id, sizeof l->id);
+        memcpy(l->resource_id, rows[i].resource_id, sizeof l->resource_id);
+        l->has_resource = rows[i].has_resource;
+        l->created = rows[i].created;
+        l->expiration = rows[i].expiration;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return cs_err_set(err, "database: %s", sqlite3_errmsg(store_db(c)));
     return 0;
 }
 
@@ -265,26 +230,12 @@ int channel_stop_calendar(int64_t calendar_id, struct cs_err *err)
 
 int channel_stop_one(const char *channel_id, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT ch.resource_id, c.credential_id FROM channels ch"
-        " JOIN calendars c ON c.id = ch.calendar_id WHERE ch.id = ?1";
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, channel_id, -1, SQLITE_STATIC);
     char rid[256];
     int64_t cred = 0;
-    int have = 0;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-        snprintf(rid, sizeof rid, "%s", store_col_text(st, 0));
-        cred = sqlite3_column_int64(st, 1);
-        have = 1;
-    }
-    sqlite3_reset(st);
-    if (!have)
+    if (channels_stop_target(c, channel_id, rid, sizeof rid, &cred, err) != 1)
         return 0;
     return stop_channel(c, cred, channel_id, rid, err);
 }

@@ -1,5 +1,5 @@
 /* fault.h -- named crash points for crash-consistency tests, after SQLite's
- * sqlite3FaultSim. See docs/internals/fault.md.
+ * fault-simulation hook (FaultSim). See docs/internals/fault.md.
  *
  * Every build carries the points, the release build included (so the crash
  * tests kill the binary that ships; docs/internals/fault.md gives the

@@ -10,7 +10,7 @@
 #include "json.h"
 #include "log.h"
 #include "policy/policy.h"
-#include "store.h"
+#include "store/store.h"
 
 #include <lua.h>
 #include <stdio.h>

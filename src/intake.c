@@ -26,7 +26,10 @@
 #include "log.h"
 #include "metrics.h"
 #include "provider/provider.h"
-#include "store.h"
+#include "store/calendars.h"
+#include "store/channels.h"
+#include "store/notifications.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -47,7 +50,7 @@
 #define INTAKE_CACHE_SLOTS 64      /* per HTTP thread, direct-mapped */
 #define INTAKE_CACHE_TOKEN_MAX 128 /* longer stored tokens are not cached */
 #define INTAKE_CACHE_TTL_MS 1000   /* bounds staleness after edits made
-                                      outside calsync (sqlite3 shell) */
+                                      outside calsync (a database shell) */
 
 struct note {
     int64_t id, calendar_id, at, number; /* number -1: none */
@@ -277,37 +280,16 @@ static long batch_calendars(const struct note *v, size_t n, int64_t **cals)
 static int commit_batch(const struct note *v, size_t n, const int64_t *cals,
                         size_t ncal, struct cs_err *err)
 {
-    static const char note_sql[] =
-        "INSERT OR IGNORE INTO notifications (id, channel_id, message_number,"
-        " resource_state, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-    static const char dirty_sql[] =
-        "UPDATE calendars SET dirty = dirty + 1"
-        " WHERE id = ?1 AND state NOT IN ('stopped', 'revoked')";
     struct store_conn *c = store_conn(err);
     if (!c || store_begin(c, err))
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *st = store_stmt(c, note_sql, err);
-        if (!st)
+    for (size_t i = 0; i < n; i++)
+        if (notification_insert(c, v[i].id, v[i].channel, v[i].number, v[i].rstate,
+                                v[i].at, err))
             goto fail;
-        sqlite3_bind_int64(st, 1, v[i].id);
-        sqlite3_bind_text(st, 2, v[i].channel, -1, SQLITE_STATIC);
-        if (v[i].number >= 0)
-            sqlite3_bind_int64(st, 3, v[i].number);
-        if (v[i].rstate[0])
-            sqlite3_bind_text(st, 4, v[i].rstate, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, v[i].at);
-        if (store_exec(c, st, err))
+    for (size_t i = 0; i < ncal; i++)
+        if (calendar_mark_dirty(c, cals[i], 1, err))
             goto fail;
-    }
-    for (size_t i = 0; i < ncal; i++) {
-        sqlite3_stmt *st = store_stmt(c, dirty_sql, err);
-        if (!st)
-            goto fail;
-        sqlite3_bind_int64(st, 1, cals[i]);
-        if (store_exec(c, st, err))
-            goto fail;
-    }
     fault_point("intake_flush_before_commit");
     if (store_commit(c, err))
         return -1;
@@ -458,16 +440,8 @@ done:
 
 static int next_row_id(int64_t *out, struct cs_err *err)
 {
-    static const char sql[] = "SELECT coalesce(max(id), 0) + 1 FROM notifications";
     struct store_conn *c = store_conn(err);
-    sqlite3_stmt *st = c ? store_stmt(c, sql, err) : NULL;
-    if (!st)
-        return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 0 : store_error(c, err);
+    return c ? notification_next_id(c, out, err) : -1;
 }
 
 int intake_start(const char *db_path, struct cs_err *err)
@@ -668,24 +642,17 @@ static int may_stop(struct recent *t, unsigned *next, const char *key)
  * the channels table, which has no index on resource_id). */
 static void unknown_channel(struct store_conn *c, const char *id, const char *rid)
 {
-    static const char sql[] =
-        "SELECT calendar_id FROM channels WHERE resource_id = ?1"
-        " ORDER BY created_at DESC LIMIT 1";
     struct cs_err err = {{0}};
-    sqlite3_stmt *st;
     if (!intake_hooks.stop_foreign || !rid || !*rid || strlen(rid) > INTAKE_ID_MAX)
         return;
     pthread_mutex_lock(&stop_mu);
     int recent = recent_hit(recent_res, rid, time_mono_ms());
     pthread_mutex_unlock(&stop_mu);
-    if (recent || !rate_limit_take(&lookup_budget, time_mono_ms(), NULL) ||
-        !(st = store_stmt(c, sql, &err)))
+    if (recent || !rate_limit_take(&lookup_budget, time_mono_ms(), NULL))
         return;
-    sqlite3_bind_text(st, 1, rid, -1, SQLITE_STATIC);
     int64_t cal = 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        cal = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (channels_calendar_by_resource(c, rid, &cal, &err) != 1)
+        cal = 0;
     if (cal > 0 && may_stop(recent_res, &recent_res_next, rid)) {
         log_info("intake.foreign_channel", "channel=%s resource=%s calendar=%lld",
                  log_q(id), log_q(rid), (long long)cal);
@@ -696,8 +663,6 @@ static void unknown_channel(struct store_conn *c, const char *id, const char *ri
 void intake_notify(const char *id, const char *token, const char *rstate,
                    const char *msgno, const char *rid, struct http_resp *resp)
 {
-    static const char find_sql[] =
-        "SELECT calendar_id, token, state FROM channels WHERE id = ?1";
     struct cs_err err = {{0}};
     struct note n = {.number = -1};
     char state[16] = "";
@@ -721,25 +686,18 @@ void intake_notify(const char *id, const char *token, const char *rstate,
          * leaves an entry that is already invalid */
         uint64_t gen = atomic_load(&cache_gen);
         struct store_conn *c = store_conn(&err);
-        sqlite3_stmt *st = c ? store_stmt(c, find_sql, &err) : NULL;
-        if (!st)
-            goto db_fail;
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        const char *want = NULL;
-        if (rc == SQLITE_ROW) {
-            n.calendar_id = sqlite3_column_int64(st, 0);
-            want = store_col_text(st, 1);
-            snprintf(state, sizeof state, "%s", store_col_text(st, 2));
-            match = token && want && secure_equal(token, strlen(token), want, strlen(want));
-        }
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-            store_error(c, &err);
-            sqlite3_reset(st);
+        struct buf tok;
+        buf_init(&tok);
+        int rc = c ? channels_lookup(c, id, &n.calendar_id, &tok, state, &err) : -1;
+        const char *want = rc == 1 ? (tok.data ? tok.data : "") : NULL;
+        if (want)
+            match = token && secure_equal(token, strlen(token), want, strlen(want));
+        if (rc < 0) {
+            buf_free(&tok);
             goto db_fail;
         }
-        if (rc == SQLITE_DONE) {
-            sqlite3_reset(st);
+        if (rc == 0) {
+            buf_free(&tok);
             count("unknown");
             long sup;
             if (rate_limit_take(&log_unknown, time_mono_ms(), &sup))
@@ -751,7 +709,7 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         int usable = strcmp(state, "live") == 0 || strcmp(state, "opening") == 0;
         if (usable && want)
             cache_put(id, want, n.calendar_id, gen);
-        sqlite3_reset(st);
+        buf_free(&tok);
         if (!usable) {
             count("stopped");
             long sup;

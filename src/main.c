@@ -12,7 +12,7 @@
 #include "log.h"
 #include "policy/policy.h"
 #include "service.h"
-#include "store.h"
+#include "store/store.h"
 #include "version.h"
 
 #include <stdio.h>

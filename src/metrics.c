@@ -10,7 +10,9 @@
  */
 #include "metrics.h"
 
-#include "store.h"
+#include "store/calendars.h"
+#include "store/queue.h"
+#include "store/store.h"
 #include "version.h"
 
 #include <curl/curl.h>
@@ -463,47 +465,21 @@ int metrics_render(struct buf *out)
     return rc ? -1 : 0;
 }
 
-/* ------------------------------------------------------------------------
- * THE ONE PLACE metrics.c READS THE DATABASE (to move into the store layer
- * with the other queries). Three aggregate reads at scrape time:
+/* Three aggregate reads at scrape time (store/calendars.c, store/queue.c):
  * calendars by state, the stalest successful sync, the oldest pending
  * webhook. Counting in memory instead would need a hook at every state
  * change in sync.c, calendar.c and api.c and would be wrong after a
  * restart until every calendar had changed once. */
 void metrics_store_collector(struct buf *out)
 {
-    static const char states_sql[] =
-        "SELECT state, count(*) FROM calendars GROUP BY state";
-    static const char stalest_sql[] =
-        "SELECT min(coalesce(last_synced_at, created_at)) FROM calendars"
-        " WHERE state IN ('syncing', 'active', 'error')";
-    static const char oldest_sql[] =
-        "SELECT min(created_at) FROM outbox WHERE state = 'pending'";
     static const char *const states[] = {"active", "error", "revoked", "stopped",
                                          "syncing"};
-    int64_t counts[5] = {0}, now = time_now_ms(), stalest = 0, oldest = 0;
+    int64_t counts[5] = {0}, now = time_now_ms(), stalest = 0, oldest = 0, at;
     struct store_conn *c = store_conn(NULL);
-    sqlite3_stmt *st = c ? store_stmt(c, states_sql, NULL) : NULL;
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        const char *s = store_col_text(st, 0);
-        for (int i = 0; s && i < 5; i++)
-            if (strcmp(s, states[i]) == 0)
-                counts[i] = sqlite3_column_int64(st, 1);
-    }
-    if (st)
-        sqlite3_reset(st);
-    st = c ? store_stmt(c, stalest_sql, NULL) : NULL;
-    if (st && sqlite3_step(st) == SQLITE_ROW &&
-        sqlite3_column_type(st, 0) != SQLITE_NULL)
-        stalest = now - sqlite3_column_int64(st, 0);
-    if (st)
-        sqlite3_reset(st);
-    st = c ? store_stmt(c, oldest_sql, NULL) : NULL;
-    if (st && sqlite3_step(st) == SQLITE_ROW &&
-        sqlite3_column_type(st, 0) != SQLITE_NULL)
-        oldest = now - sqlite3_column_int64(st, 0);
-    if (st)
-        sqlite3_reset(st);
+    if (c && calendar_stats(c, states, 5, counts, &at, NULL) == 0 && at > 0)
+        stalest = now - at;
+    if (c && queue_outbox_oldest(c, &at, NULL) == 0 && at > 0)
+        oldest = now - at;
     buf_printf(out, "# TYPE calsync_calendars gauge\n");
     for (int i = 0; i < 5; i++)
         buf_printf(out, "calsync_calendars{state=\"%s\"} %lld\n", states[i],

@@ -11,6 +11,7 @@
  * visible, never sent with a secret that no longer exists).
  */
 #include "outbox.h"
+#include "store/queue.h"
 #include "fault.h"
 
 #include "log.h"
@@ -69,25 +70,12 @@ static int insert_rows(struct store_conn *c, const char *uid,
                        const char *trigger, const char *body,
                        struct cs_err *err)
 {
-    static const char sql[] =
-        "INSERT INTO outbox (delivery_id, subscriber, booking_uid, trigger,"
-        " body, next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
-    int64_t now = time_now_ms();
     for (int i = 0; outbox_cfg && i < outbox_cfg->n_webhooks; i++) {
         char id[40] = "dlv_";
         if (random_hex(id + 4, 16))
             return cs_err_set(err, "random source failed");
-        sqlite3_stmt *st = store_stmt(c, sql, err);
-        if (!st)
-            return -1;
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, outbox_cfg->webhooks[i].url, -1, SQLITE_STATIC);
-        if (uid)
-            sqlite3_bind_text(st, 3, uid, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, trigger, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, now);
-        if (store_exec(c, st, err))
+        if (queue_enqueue_delivery(c, id, outbox_cfg->webhooks[i].url, uid, trigger, body,
+                                   err))
             return -1;
         outbox_enqueued = 1;
     }
@@ -235,84 +223,45 @@ done:
     return status;
 }
 
-/* Loads up to OUTBOX_BATCH due rows for the subscriber. When none is due,
- * sets *next_due to the earliest next_at of a row that can be sent then
- * (the oldest pending row of its booking), or 0 when none is pending. */
+/* Claims up to OUTBOX_BATCH due rows for the subscriber on the durable
+ * queue (store/queue.h), in id order, none behind an older pending row of
+ * its booking. When none is due, sets *next_due to the earliest time one
+ * can be sent (0: none pending). */
 static int load_due(struct store_conn *c, const char *url, struct row *rows,
                     int *n, int64_t *next_due, struct cs_err *err)
 {
-    /* `+o.next_at`: walk the pending rows in id order (index
-     * outbox_pending_id) and stop at the batch, rather than read every
-     * pending row through (state, next_at) and sort them: O(batch) instead
-     * of O(pending) per call (store.c migration 6) */
-    static const char due_sql[] =
-        "SELECT o.id, o.delivery_id, o.body, o.attempts FROM outbox o"
-        " WHERE o.subscriber = ?1 AND o.state = 'pending' AND +o.next_at <= ?2"
-        "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
-        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
-        "     AND p.id < o.id)"
-        " ORDER BY o.id LIMIT ?3";
-    /* a due row behind an older pending one of its booking waits for that
-     * one's retry: counting it would make the sender spin until then */
-    static const char next_sql[] =
-        "SELECT min(o.next_at) FROM outbox o WHERE o.subscriber = ?1 AND o.state = 'pending'"
-        "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
-        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
-        "     AND p.id < o.id)";
-    sqlite3_stmt *st = store_stmt(c, due_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, time_now_ms());
-    sqlite3_bind_int(st, 3, OUTBOX_BATCH);
+    struct queue_delivery d[OUTBOX_BATCH];
+    char claimer[QUEUE_CLAIMER_MAX + 1];
     *n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct row *r = &rows[(*n)++];
-        r->id = sqlite3_column_int64(st, 0);
-        snprintf(r->delivery_id, sizeof r->delivery_id, "%s", store_col_text(st, 1));
-        r->body = strdup(store_col_text(st, 2));
-        r->attempts = sqlite3_column_int(st, 3);
-        if (!r->body) {
-            (*n)--;
-            break;
-        }
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return store_error(c, err);
-    *next_due = 0;
-    if (*n > 0)
+    if (store_writes_failing() && !store_healthy()) {
+        /* While writes fail (a full disk), a delivery's answer cannot be
+         * recorded: the row would be posted again and again, a flood of
+         * duplicates. Claim nothing (a claim is a write too) and look
+         * again in a second, probing meanwhile. */
+        *next_due = time_now_ms() + 1000;
         return 0;
-    st = store_stmt(c, next_sql, err);
-    if (!st)
+    }
+    queue_claimer("outbox", claimer);
+    if (queue_claim_deliveries(c, claimer, url, OUTBOX_BATCH, d, n, next_due, err))
         return -1;
-    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        *next_due = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    for (int i = 0; i < *n; i++) {
+        rows[i].id = d[i].id;
+        snprintf(rows[i].delivery_id, sizeof rows[i].delivery_id, "%s", d[i].delivery_id);
+        rows[i].body = d[i].body;
+        rows[i].attempts = d[i].attempts;
+    }
     return 0;
 }
 
 static int record(struct store_conn *c, const struct row *r, long status,
                   struct cs_err *err)
 {
-    static const char ok_sql[] =
-        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
-        " last_status = ?2, delivered_at = ?3 WHERE id = ?1";
-    static const char retry_sql[] =
-        "UPDATE outbox SET attempts = attempts + 1, last_status = ?2,"
-        " next_at = ?3 WHERE id = ?1";
-    int ok = status >= 200 && status < 300;
-    sqlite3_stmt *st = store_stmt(c, ok ? ok_sql : retry_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, r->id);
-    sqlite3_bind_int64(st, 2, status);
-    int64_t now = time_now_ms();
-    int64_t next = ok ? now : now + backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
-    sqlite3_bind_int64(st, 3, next);
-    return store_exec(c, st, err);
+    if (status >= 200 && status < 300)
+        return queue_done(c, QUEUE_OUTBOX, r->id, status, NULL, err);
+    return queue_retry(c, QUEUE_OUTBOX, r->id,
+                       time_now_ms() +
+                           backoff_ms(r->attempts + 1, BACKOFF_BASE_MS, BACKOFF_MAX_MS),
+                       status, NULL, err);
 }
 
 /* outbox_cv is made on first use by whichever of outbox_start(),
@@ -433,20 +382,10 @@ void outbox_kick_enqueued(void)
 
 static void pending_collector(struct buf *out)
 {
-    static const char sql[] =
-        "SELECT state, count(*) FROM outbox WHERE state != 'delivered' GROUP BY state";
     struct store_conn *c = store_conn(NULL);
     int64_t pending = 0, orphaned = 0;
-    sqlite3_stmt *st = c ? store_stmt(c, sql, NULL) : NULL;
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        const char *s = store_col_text(st, 0);
-        if (strcmp(s, "pending") == 0)
-            pending = sqlite3_column_int64(st, 1);
-        else
-            orphaned += sqlite3_column_int64(st, 1);
-    }
-    if (st)
-        sqlite3_reset(st);
+    if (c)
+        queue_outbox_counts(c, &pending, &orphaned, NULL);
     buf_printf(out, "# TYPE calsync_outbox_pending gauge\ncalsync_outbox_pending %lld\n"
                     "# TYPE calsync_outbox_orphaned gauge\ncalsync_outbox_orphaned %lld\n",
                (long long)pending, (long long)orphaned);
@@ -454,44 +393,29 @@ static void pending_collector(struct buf *out)
 
 static int orphan_unknown(const struct config *cfg, struct cs_err *err)
 {
-    static const char sel_sql[] =
-        "SELECT DISTINCT subscriber FROM outbox WHERE state = 'pending'";
-    static const char upd_sql[] =
-        "UPDATE outbox SET state = 'orphaned' WHERE subscriber = ?1 AND state = 'pending'";
     struct store_conn *c = store_conn(err);
     if (!c)
         return -1;
-    sqlite3_stmt *st = store_stmt(c, sel_sql, err);
-    if (!st)
+    char *subs[64];
+    int nsubs = 0;
+    if (queue_outbox_subscribers(c, subs, 64, &nsubs, err))
         return -1;
-    char *gone[64];
-    int ngone = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && ngone < 64) {
-        const char *url = store_col_text(st, 0);
-        int known = 0;
-        for (int i = 0; i < cfg->n_webhooks; i++)
-            known |= strcmp(cfg->webhooks[i].url, url) == 0;
-        if (!known && (gone[ngone] = strdup(url)))
-            ngone++;
-    }
-    sqlite3_reset(st);
     int rc = 0;
-    for (int i = 0; i < ngone; i++) {
-        st = store_stmt(c, upd_sql, err);
-        if (!st) {
-            rc = -1;
-        } else {
-            sqlite3_bind_text(st, 1, gone[i], -1, SQLITE_STATIC);
-            if (store_exec(c, st, err))
+    for (int i = 0; i < nsubs; i++) {
+        int known = 0;
+        for (int k = 0; k < cfg->n_webhooks; k++)
+            known |= strcmp(cfg->webhooks[k].url, subs[i]) == 0;
+        int64_t n = 0;
+        if (!known) {
+            if (queue_outbox_orphan(c, subs[i], &n, err)) {
                 rc = -1;
-            else {
+            } else {
                 char shown[160];
                 log_warn("outbox.orphaned", "endpoint=%s rows=%d",
-                         log_q(url_redact(gone[i], shown, sizeof shown)),
-                         sqlite3_changes(store_db(c)));
+                         log_q(url_redact(subs[i], shown, sizeof shown)), (int)n);
             }
         }
-        free(gone[i]);
+        free(subs[i]);
     }
     return rc;
 }

@@ -12,7 +12,7 @@
 
 #include "booking.h"
 #include "config.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 /* Enqueues a booking webhook. `trigger` is BOOKING_CANCELLED,

@@ -13,7 +13,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "provider/provider.h"
-#include "store.h"
+#include "store/calendars.h"
+#include "store/store.h"
 #include "sync.h"
 
 #include <errno.h>
@@ -293,50 +294,43 @@ struct row {
     int64_t last_synced_at; /* wall ms, -1 when never */
 };
 
+struct row_list {
+    struct row *v;
+    size_t len, cap;
+};
+
+static int row_add(void *ud, const struct calendar_sched *r)
+{
+    struct row_list *l = ud;
+    if (l->len == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        struct row *p = realloc(l->v, nc * sizeof *p);
+        if (!p)
+            return 1;
+        l->v = p;
+        l->cap = nc;
+    }
+    l->v[l->len++] = (struct row){r->id, r->runnable, r->dirty, r->last_synced};
+    return 0;
+}
+
 /* Reads every calendar (ordered by id) without the mutex held. */
 static int load_rows(struct row **out, size_t *n, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id, state NOT IN ('stopped', 'revoked'), dirty,"
-        " coalesce(last_synced_at, -1) FROM calendars ORDER BY id";
     struct store_conn *c = store_conn(err);
-    struct row *rows = NULL;
-    size_t len = 0, cap = 0;
-    int rc = -1;
+    struct row_list l = {0};
     if (!c)
         return -1;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
+    int rc = calendar_each_sched(c, row_add, &l, err);
+    if (rc) {
+        if (rc > 0)
+            cs_err_set(err, "out of memory");
+        free(l.v);
         return -1;
-    int s;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            struct row *p = realloc(rows, nc * sizeof *p);
-            if (!p) {
-                cs_err_set(err, "out of memory");
-                goto done;
-            }
-            rows = p;
-            cap = nc;
-        }
-        rows[len++] = (struct row){sqlite3_column_int64(st, 0),
-                                   sqlite3_column_int(st, 1),
-                                   sqlite3_column_int(st, 2),
-                                   sqlite3_column_int64(st, 3)};
     }
-    if (s != SQLITE_DONE) {
-        store_error(c, err);
-        goto done;
-    }
-    *out = rows;
-    *n = len;
-    rows = NULL;
-    rc = 0;
-done:
-    sqlite3_reset(st);
-    free(rows);
-    return rc;
+    *out = l.v;
+    *n = l.len;
+    return 0;
 }
 
 /* Merges rows into the slot table. Caller holds sched_mu. */

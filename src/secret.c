@@ -6,6 +6,7 @@
  * in one EVP call each way, into a buffer the caller owns.
  */
 #include "secret.h"
+#include "store/credentials.h"
 
 #include "log.h"
 
@@ -230,20 +231,13 @@ done:
 static int seal_one(struct store_conn *c, const char *column, int64_t id,
                     const char *plain, struct cs_err *err)
 {
-    static const char upd_refresh[] = "UPDATE credentials SET refresh_token = ?2 WHERE id = ?1";
-    static const char upd_access[] = "UPDATE credentials SET access_token = ?2 WHERE id = ?1";
     struct buf b;
     buf_init(&b);
     int rc = -1;
     if (secret_seal(column, plain, &b, err))
         goto done;
-    sqlite3_stmt *st = store_stmt(c, strcmp(column, "refresh_token") == 0 ? upd_refresh
-                                                                           : upd_access, err);
-    if (!st)
-        goto done;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, b.data, (int)b.len, SQLITE_STATIC);
-    rc = store_exec(c, st, err);
+    rc = credential_raw_set(c, id, strcmp(column, "refresh_token") == 0 ? 1 : 2, b.data,
+                            b.len, err);
 done:
     if (b.data)
         OPENSSL_cleanse(b.data, b.len);
@@ -251,84 +245,73 @@ done:
     return rc;
 }
 
-int secret_start(struct store_conn *c, struct cs_err *err)
-{
-    static const char sel[] =
-        "SELECT id, refresh_token, access_token FROM credentials ORDER BY id";
+/* The first pass of secret_start over the stored tokens. */
+struct scan {
     struct buf plain_ids, probe;
-    buf_init(&plain_ids);
-    buf_init(&probe);
-    int rc = -1, sealed = 0, checked = 0;
-    int64_t nplain = 0;
-    int began = 0;
-    sqlite3_stmt *st = store_stmt(c, sel, err);
-    if (!st)
-        goto fail;
-    /* first pass: check what is sealed, remember what is not */
-    int s;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(st, 0);
-        for (int k = 1; k <= 2; k++) {
-            const char *v = store_col_text(st, k);
-            if (!v)
-                continue;
-            const char *col = k == 1 ? "refresh_token" : "access_token";
-            if (strncmp(v, SECRET_PREFIX, sizeof SECRET_PREFIX - 1) == 0) {
-                sealed++;
-                if (!checked) { /* one proves the key; all would cost a start */
-                    buf_reset(&probe);
-                    if (secret_open(col, v, &probe, err)) {
-                        sqlite3_reset(st);
-                        goto fail;
-                    }
-                    checked = 1;
-                }
-            } else if (secret_have_key) {
-                if (buf_printf(&plain_ids, "%lld %d\n", (long long)id, k)) {
-                    sqlite3_reset(st);
-                    cs_err_set(err, "out of memory");
-                    goto fail;
-                }
-                nplain++;
+    int sealed, checked;
+    int64_t nplain;
+    struct cs_err *err;
+};
+
+static int scan_row(void *ud, int64_t id, const char *refresh, const char *access)
+{
+    struct scan *sc = ud;
+    const char *vals[2] = {refresh, access};
+    for (int k = 1; k <= 2; k++) {
+        const char *v = vals[k - 1];
+        if (!v)
+            continue;
+        const char *col = k == 1 ? "refresh_token" : "access_token";
+        if (strncmp(v, SECRET_PREFIX, sizeof SECRET_PREFIX - 1) == 0) {
+            sc->sealed++;
+            if (!sc->checked) { /* one proves the key; all would cost a start */
+                buf_reset(&sc->probe);
+                if (secret_open(col, v, &sc->probe, sc->err))
+                    return 1;
+                sc->checked = 1;
             }
+        } else if (secret_have_key) {
+            if (buf_printf(&sc->plain_ids, "%lld %d\n", (long long)id, k)) {
+                cs_err_set(sc->err, "out of memory");
+                return 1;
+            }
+            sc->nplain++;
         }
     }
-    sqlite3_reset(st);
-    if (s != SQLITE_DONE) {
-        store_error(c, err);
+    return 0;
+}
+
+int secret_start(struct store_conn *c, struct cs_err *err)
+{
+    struct scan sc = {.err = err};
+    buf_init(&sc.plain_ids);
+    buf_init(&sc.probe);
+    int rc = -1, began = 0;
+    /* first pass: check what is sealed, remember what is not */
+    if (credential_raw_each(c, scan_row, &sc, err))
         goto fail;
-    }
+    int sealed = sc.sealed;
+    int64_t nplain = sc.nplain;
     /* second pass, only when there is something to seal (a start takes no
      * write lock otherwise): seal the plaintext ones, re-read by id since
      * the first statement's texts are gone */
-    static const char get[] = "SELECT refresh_token, access_token FROM credentials WHERE id = ?1";
     if (nplain) {
         if (store_begin(c, err))
             goto fail;
         began = 1;
     }
-    for (char *p = plain_ids.data; p && *p;) {
+    for (char *p = sc.plain_ids.data; p && *p;) {
         long long id;
         int k, used;
         if (sscanf(p, "%lld %d\n%n", &id, &k, &used) != 2)
             break;
         p += used;
-        if (!(st = store_stmt(c, get, err)))
+        char *copy;
+        int r = credential_raw_get(c, id, k, &copy, err);
+        if (r < 0)
             goto fail;
-        sqlite3_bind_int64(st, 1, id);
-        if (sqlite3_step(st) != SQLITE_ROW) {
-            sqlite3_reset(st);
-            continue;
-        }
-        const char *v = store_col_text(st, k - 1);
-        char *copy = v ? strdup(v) : NULL;
-        sqlite3_reset(st);
-        if (v && !copy) {
-            cs_err_set(err, "out of memory");
-            goto fail;
-        }
-        int r = copy ? seal_one(c, k == 1 ? "refresh_token" : "access_token", id, copy, err)
-                     : 0;
+        r = copy ? seal_one(c, k == 1 ? "refresh_token" : "access_token", id, copy, err)
+                 : 0;
         if (copy) {
             OPENSSL_cleanse(copy, strlen(copy));
             free(copy);
@@ -348,9 +331,9 @@ int secret_start(struct store_conn *c, struct cs_err *err)
 fail:
     if (began)
         store_rollback(c);
-    buf_free(&plain_ids);
-    if (probe.data)
-        OPENSSL_cleanse(probe.data, probe.len);
-    buf_free(&probe);
+    buf_free(&sc.plain_ids);
+    if (sc.probe.data)
+        OPENSSL_cleanse(sc.probe.data, sc.probe.len);
+    buf_free(&sc.probe);
     return rc;
 }

@@ -20,7 +20,7 @@
 #ifndef CALSYNC_SECRET_H
 #define CALSYNC_SECRET_H
 
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #define SECRET_PREFIX "enc1:"

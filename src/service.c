@@ -18,7 +18,7 @@
 #include "outbox.h"
 #include "policy/policy.h"
 #include "scheduler.h"
-#include "store.h"
+#include "store/store.h"
 #include "sync.h"
 #include "version.h"
 #include "writer.h"

@@ -17,6 +17,7 @@
  * docs/internals/sync.md.
  */
 #include "sync.h"
+#include "store/events.h"
 #include "fault.h"
 
 #include "calendar.h"
@@ -107,120 +108,18 @@ struct mirror_row {
     struct buf arena;
 };
 
-static int64_t col_time(sqlite3_stmt *st, int col)
-{
-    return sqlite3_column_type(st, col) == SQLITE_NULL ? SYNC_NO_TIME
-                                                       : sqlite3_column_int64(st, col);
-}
-
 /* 1 found (row filled), 0 not, -1 error. */
 static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
                        struct mirror_row *row, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id, etag, status, series_id, updated, title, booking_tag, created,"
-        " start_ms, end_ms, all_day, original_start_ms"
-        " FROM events WHERE calendar_id = ?1 AND id = ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    int s = sqlite3_step(st), rc = -1;
-    if (s == SQLITE_DONE) {
-        rc = 0;
-        goto done;
-    }
-    if (s != SQLITE_ROW) {
-        store_error(c, err);
-        goto done;
-    }
-    long off[8];
-    buf_reset(&row->arena);
-    for (int i = 0; i < 8; i++) {
-        const char *t = store_col_text(st, i);
-        off[i] = -1;
-        if (t) {
-            off[i] = (long)row->arena.len;
-            if (buf_append(&row->arena, t, strlen(t) + 1)) {
-                cs_err_set(err, "out of memory");
-                goto done;
-            }
-        }
-    }
-    const char **f[8] = {&row->ev.id, &row->ev.etag, &row->ev.status,
-                         &row->ev.series_id, &row->ev.updated, &row->ev.title,
-                         &row->ev.booking_tag, &row->ev.created};
-    for (int i = 0; i < 8; i++)
-        *f[i] = off[i] < 0 ? NULL : row->arena.data + off[i];
-    row->ev.start_ms = col_time(st, 8);
-    row->ev.end_ms = col_time(st, 9);
-    row->ev.all_day = sqlite3_column_int(st, 10);
-    row->ev.original_start_ms = col_time(st, 11);
-    rc = 1;
-done:
-    sqlite3_reset(st);
-    return rc;
+    return events_load(c, cal, id, &row->ev, &row->arena, err);
 }
 
-static void bind_time(sqlite3_stmt *st, int i, int64_t v)
-{
-    if (v == SYNC_NO_TIME)
-        sqlite3_bind_null(st, i);
-    else
-        sqlite3_bind_int64(st, i, v);
-}
-
-static void bind_str(sqlite3_stmt *st, int i, const char *s)
-{
-    if (s)
-        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
-
-/* Full-state upsert; a cancelled stub keeps what the row knew (times,
- * title, tag) so bookings can still be matched to it. */
+/* Full-state upsert (store/events.c). */
 int sync_mirror_put(struct store_conn *c, int64_t cal,
                     const struct sync_event *ev, struct cs_err *err)
 {
-    static const char sql[] =
-        "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms,"
-        " all_day, series_id, original_start_ms, updated, title, booking_tag,"
-        " created)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-        " ON CONFLICT (calendar_id, id) DO UPDATE SET"
-        " etag = excluded.etag, status = excluded.status,"
-        " start_ms = coalesce(excluded.start_ms, start_ms),"
-        " end_ms = coalesce(excluded.end_ms, end_ms),"
-        " all_day = CASE WHEN excluded.start_ms IS NULL THEN all_day"
-        "           ELSE excluded.all_day END,"
-        " series_id = coalesce(excluded.series_id, series_id),"
-        " original_start_ms = coalesce(excluded.original_start_ms, original_start_ms),"
-        " updated = coalesce(excluded.updated, updated),"
-        " title = CASE WHEN excluded.status = 'cancelled'"
-        "         THEN coalesce(excluded.title, title) ELSE excluded.title END,"
-        " booking_tag = CASE WHEN excluded.status = 'cancelled'"
-        "         THEN coalesce(excluded.booking_tag, booking_tag)"
-        "         ELSE excluded.booking_tag END,"
-        " created = coalesce(excluded.created, created)";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    bind_str(st, 2, ev->id);
-    bind_str(st, 3, ev->etag);
-    bind_str(st, 4, ev->status);
-    bind_time(st, 5, ev->start_ms);
-    bind_time(st, 6, ev->end_ms);
-    sqlite3_bind_int(st, 7, ev->all_day);
-    bind_str(st, 8, ev->series_id);
-    bind_time(st, 9, ev->original_start_ms);
-    bind_str(st, 10, ev->updated);
-    bind_str(st, 11, ev->title);
-    bind_str(st, 12, ev->booking_tag);
-    bind_str(st, 13, ev->created);
-    return store_exec(c, st, err);
+    return events_put(c, cal, ev, err);
 }
 
 /* ======================================================== the page loop */
@@ -332,13 +231,6 @@ static const char *ids_at(const struct id_list *l, size_t i)
 /* 0, SYNC_HOOK_STALE (apply pass) or -1. */
 typedef int (*unit_fn)(struct run *x, size_t i, void *ud, struct cs_err *err);
 
-/* Runs a statement without parameters (a string literal: cached). */
-static int exec_static(struct run *x, const char *sql, struct cs_err *err)
-{
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    return st ? store_exec(x->db, st, err) : -1;
-}
-
 /* Applies units [i, limit) in one transaction, until SYNC_APPLY_BATCH
  * units or SYNC_APPLY_BATCH_MS have gone by or a unit is stale, and
  * commits those applied. *end is the first unit not applied. 0, or
@@ -399,13 +291,13 @@ static int apply_batch(struct run *x, size_t i, size_t limit, size_t n, unit_fn 
 static int decide_units(struct run *x, size_t i, size_t end, unit_fn fn, void *ud,
                         struct cs_err *err)
 {
-    int rc = exec_static(x, "BEGIN DEFERRED", err);
+    int rc = store_begin_read(x->db, err);
     x->info.pass = SYNC_PASS_DECIDE;
     for (; i < end && rc == 0; i++)
         rc = fn(x, i, ud, err) < 0 ? -1 : 0;
     x->info.pass = SYNC_PASS_APPLY;
     /* a read transaction: nothing to keep, nothing to lose */
-    if (!sqlite3_get_autocommit(store_db(x->db)))
+    if (store_in_tx(x->db))
         store_rollback(x->db);
     if (rc == 0 && decide_fn)
         rc = decide_fn(decide_ud, &x->info, err);
@@ -475,8 +367,6 @@ static int run_units(struct run *x, size_t n, unit_fn fn, void *ud, struct cs_er
  * marks it cancelled. 0, SYNC_HOOK_STALE or -1. */
 static int report_deleted(struct run *x, const char *id, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
     int rc = mirror_load(x->db, x->info.calendar_id, id, &x->old, err);
     if (rc <= 0)
         return rc;
@@ -504,39 +394,25 @@ static int report_deleted(struct run *x, const char *id, struct cs_err *err)
         goto done;
     rc = -1;
     x->stats->swept++;
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    if (!st)
-        goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    rc = store_exec(x->db, st, err);
+    rc = events_set_cancelled(x->db, x->info.calendar_id, id, err);
     fault_point("sync_after_deleted_reported");
 done:
     free(stub);
     return rc;
 }
 
-/* Appends the ids a query (bound on calendar_id ?1 and text ?2) returns. */
-static int collect_ids(struct run *x, const char *sql, const char *arg,
+static int id_add(void *ud, const char *id)
+{
+    return ids_push(ud, id) ? 1 : 0;
+}
+
+/* Appends the ids of a mirror list (store/events.h) with argument arg. */
+static int collect_ids(struct run *x, enum events_list which, const char *arg,
                        struct id_list *out, struct cs_err *err)
 {
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    if (arg)
-        sqlite3_bind_text(st, 2, arg, -1, SQLITE_STATIC);
-    int s, rc = 0;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *id = store_col_text(st, 0);
-        if (id && ids_push(out, id)) {
-            rc = cs_err_set(err, "out of memory");
-            break;
-        }
-    }
-    if (rc == 0 && s != SQLITE_DONE)
-        rc = store_error(x->db, err);
-    sqlite3_reset(st);
+    int rc = events_ids(x->db, x->info.calendar_id, which, arg, id_add, out, err);
+    if (rc > 0)
+        return cs_err_set(err, "out of memory");
     return rc;
 }
 
@@ -544,12 +420,9 @@ static int collect_ids(struct run *x, const char *sql, const char *arg,
  * Google may send one bare stub for a deleted series (DESIGN §8). */
 static int cascade_series(struct run *x, const char *series, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
-        " AND status != 'cancelled'";
     struct id_list ids;
     ids_init(&ids);
-    int rc = collect_ids(x, sql, series, &ids, err);
+    int rc = collect_ids(x, EVENTS_SERIES_LIVE, series, &ids, err);
     /* part of the master's unit: all of the series or none of it */
     for (size_t i = 0; rc == 0 && i < ids.n; i++)
         rc = report_deleted(x, ids_at(&ids, i), err);
@@ -563,13 +436,14 @@ static int unit_deleted(struct run *x, size_t i, void *ud, struct cs_err *err)
     return report_deleted(x, ids_at(ud, i), err);
 }
 
-/* Reports the mirrored ids that `sql` lists as deletions, one unit each. */
-static int report_listed(struct run *x, const char *sql, const char *arg,
+/* Reports the mirrored ids that list `which` has as deletions, one unit
+ * each. */
+static int report_listed(struct run *x, enum events_list which, const char *arg,
                          struct cs_err *err)
 {
     struct id_list ids;
     ids_init(&ids);
-    int rc = collect_ids(x, sql, arg, &ids, err);
+    int rc = collect_ids(x, which, arg, &ids, err);
     if (rc == 0)
         rc = run_units(x, ids.n, unit_deleted, &ids, err);
     ids_free(&ids);
@@ -578,34 +452,17 @@ static int report_listed(struct run *x, const char *sql, const char *arg,
 
 static int sweep_unseen(struct run *x, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id FROM events WHERE calendar_id = ?1 AND status != 'cancelled'"
-        " AND id NOT IN (SELECT id FROM temp.sync_seen)";
-    return report_listed(x, sql, NULL, err);
+    return report_listed(x, EVENTS_UNSEEN, NULL, err);
 }
 
 static int seen_add(struct run *x, const char *id, struct cs_err *err)
 {
-    static const char sql[] = "INSERT OR IGNORE INTO temp.sync_seen (id) VALUES (?1)";
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    return store_exec(x->db, st, err);
+    return events_seen_add(x->db, id, err);
 }
 
 static int seen_reset(struct run *x, struct cs_err *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(store_db(x->db),
-                     "CREATE TEMP TABLE IF NOT EXISTS sync_seen (id TEXT PRIMARY KEY)"
-                     " WITHOUT ROWID; DELETE FROM temp.sync_seen;",
-                     NULL, NULL, &msg) != SQLITE_OK) {
-        cs_err_set(err, "database: %s", msg ? msg : "temp table");
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
+    return events_seen_reset(x->db, err);
 }
 
 static int series_touched(const struct run *x, const char *series)
@@ -703,24 +560,7 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
 {
     if (x->info.pass == SYNC_PASS_DECIDE)
         return 0;
-    static const char sql[] =
-        "UPDATE calendars SET sync_token = ?2, last_synced_at = ?3, updated_at = ?3,"
-        /* only the marks this sync covers: one set after it began (a
-         * notification meanwhile) keeps the calendar dirty, crash or not */
-        " dirty = CASE WHEN dirty = ?4 THEN 0 ELSE dirty END,"
-        " state_reason = CASE WHEN state IN ('syncing', 'error') THEN NULL"
-        "                ELSE state_reason END,"
-        " state = CASE WHEN state IN ('syncing', 'error') THEN 'active'"
-        "         ELSE state END"
-        " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, sync_token, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms());
-    sqlite3_bind_int64(st, 4, x->dirty);
-    return store_exec(x->db, st, err);
+    return calendar_sync_done(x->db, x->info.calendar_id, sync_token, x->dirty, err);
 }
 
 /* ------------------------------------------------ series reconciliation
@@ -751,19 +591,7 @@ static void touch_series(struct run *x, const char *series)
 
 static int live_reset(struct run *x, struct cs_err *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(store_db(x->db),
-                     "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
-                     " live INTEGER NOT NULL, PRIMARY KEY (series, id)) WITHOUT ROWID;"
-                     " DELETE FROM temp.sync_live;"
-                     "CREATE TEMP TABLE IF NOT EXISTS sync_relinked (id TEXT PRIMARY KEY)"
-                     " WITHOUT ROWID; DELETE FROM temp.sync_relinked;",
-                     NULL, NULL, &msg) != SQLITE_OK) {
-        cs_err_set(err, "database: %s", msg ? msg : "temp table");
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
+    return events_live_reset(x->db, err);
 }
 
 /* Records an occurrence Google lists for the series: live, or cancelled
@@ -771,15 +599,7 @@ static int live_reset(struct run *x, struct cs_err *err)
 static int live_add(struct run *x, const char *series, const char *id, int live,
                     struct cs_err *err)
 {
-    static const char sql[] =
-        "INSERT OR IGNORE INTO temp.sync_live (series, id, live) VALUES (?1, ?2, ?3)";
-    sqlite3_stmt *st = store_stmt(x->db, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, live);
-    return store_exec(x->db, st, err);
+    return events_live_add(x->db, series, id, live, err);
 }
 
 /* Fetches the live occurrences of every touched series into
@@ -906,26 +726,15 @@ static int occ_push(struct occ_list *l, const char *id, const char *series,
     return 0;
 }
 
-/* Runs st (bound by the caller) and appends (id, series, original start)
- * rows. 0 or -1. Resets st. */
-static int occ_load(struct run *x, sqlite3_stmt *st, struct occ_list *l,
-                    struct cs_err *err)
+/* Appends an occurrence a relink scan found (store/events.h); `taken`:
+ * a booking follows it already. */
+static int occ_add(void *ud, const char *id, const char *series, int64_t orig, int taken)
 {
-    int s, rc = 0;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *id = store_col_text(st, 0), *series = store_col_text(st, 1);
-        if (id && series && occ_push(l, id, series, sqlite3_column_int64(st, 2))) {
-            rc = cs_err_set(err, "out of memory");
-            break;
-        }
-        /* an optional 4th column: the row is taken already */
-        if (id && series && sqlite3_column_count(st) > 3)
-            l->v[l->n - 1].used = sqlite3_column_int(st, 3) != 0;
-    }
-    if (rc == 0 && s != SQLITE_DONE)
-        rc = store_error(x->db, err);
-    sqlite3_reset(st);
-    return rc;
+    struct occ_list *l = ud;
+    if (occ_push(l, id, series, orig))
+        return 1;
+    l->v[l->n - 1].used = taken;
+    return 0;
 }
 
 /* Hands one (vanished, successor) pair to the re-link hook, in the
@@ -946,12 +755,7 @@ static int relink_one(struct run *x, const char *from, const char *to,
         return relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev,
                          x->raw.data, x->raw.len, err) < 0 ? -1 : 0;
     /* each successor occurrence is taken once per sync, whatever series */
-    sqlite3_stmt *st = store_stmt(x->db,
-        "INSERT OR IGNORE INTO temp.sync_relinked (id) VALUES (?1)", err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, to, -1, SQLITE_STATIC);
-    if (store_exec(x->db, st, err))
+    if (events_relinked_add(x->db, to, err))
         return -1;
     x->stats->relinked++;
     x->stats->changes++;
@@ -975,32 +779,6 @@ static int unit_relink(struct run *x, size_t i, void *ud, struct cs_err *err)
  * found first (reading only), then each is a unit. */
 static int relink_split(struct run *x, const char *series, struct cs_err *err)
 {
-    static const char vanished_sql[] =
-        "SELECT id, series_id, original_start_ms FROM events"
-        " WHERE calendar_id = ?1 AND series_id = ?2 AND status != 'cancelled'"
-        " AND original_start_ms IS NOT NULL"
-        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)"
-        " ORDER BY original_start_ms, id LIMIT ?3";
-    static const char created_sql[] =
-        "SELECT created FROM events WHERE calendar_id = ?1 AND series_id = ?2"
-        " AND created IS NOT NULL LIMIT 1";
-    /* successors: a split's new series, or the series itself after an
-     * "all events" change of its times (every occurrence gets a new
-     * original start, so the old instance ids vanish). An occurrence of
-     * the series itself that a booking already follows is not free (4th
-     * column), but still counts for the series' first occurrence. */
-    static const char succ_sql[] =
-        "SELECT e.id, l.series, e.original_start_ms,"
-        " l.series = ?2 AND EXISTS (SELECT 1 FROM booking_refs r WHERE r.calendar_id = ?1"
-        "   AND r.event_id = ?2 AND r.original_start_ms = e.original_start_ms)"
-        " FROM temp.sync_live l"
-        " JOIN events e ON e.calendar_id = ?1 AND e.id = l.id AND e.series_id = l.series"
-        " WHERE l.live = 1 AND e.status != 'cancelled'"
-        " AND e.original_start_ms IS NOT NULL"
-        " AND (l.series = ?2 OR substr(l.series, 1, length(?2) + 2) = ?2 || '_R'"
-        "      OR (?3 IS NOT NULL AND e.created = ?3))"
-        " AND e.id NOT IN (SELECT id FROM temp.sync_relinked)"
-        " ORDER BY e.original_start_ms, e.id LIMIT ?4";
     struct occ_list gone = {0}, succ = {0}, seen = {0};
     struct buf created;
     struct id_list pairs;
@@ -1010,44 +788,27 @@ static int relink_split(struct run *x, const char *series, struct cs_err *err)
     buf_init(&succ.arena);
     buf_init(&seen.arena);
     buf_init(&created);
-    sqlite3_stmt *st = store_stmt(x->db, vanished_sql, err);
-    if (!st)
+    int r = events_vanished(x->db, x->info.calendar_id, series, SYNC_MAX_RELINK, occ_add,
+                            &gone, err);
+    if (r) {
+        if (r > 0)
+            cs_err_set(err, "out of memory");
         goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, SYNC_MAX_RELINK);
-    if (occ_load(x, st, &gone, err))
-        goto done;
+    }
     if (gone.n == 0) {
         rc = 0;
         goto done;
     }
-    if (!(st = store_stmt(x->db, created_sql, err)))
+    if (events_series_created(x->db, x->info.calendar_id, series, &created, err) < 0)
         goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW && buf_puts(&created, store_col_text(st, 0))) {
-        sqlite3_reset(st);
-        cs_err_set(err, "out of memory");
-        goto done;
-    }
-    sqlite3_reset(st);
-    if (s != SQLITE_ROW && s != SQLITE_DONE) {
-        store_error(x->db, err);
+    r = events_successors(x->db, x->info.calendar_id, series,
+                          created.len ? created.data : NULL, SYNC_MAX_RELINK, occ_add, &succ,
+                          err);
+    if (r) {
+        if (r > 0)
+            cs_err_set(err, "out of memory");
         goto done;
     }
-    if (!(st = store_stmt(x->db, succ_sql, err)))
-        goto done;
-    sqlite3_bind_int64(st, 1, x->info.calendar_id);
-    sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
-    if (created.len)
-        sqlite3_bind_text(st, 3, created.data, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 3);
-    sqlite3_bind_int(st, 4, SYNC_MAX_RELINK);
-    if (occ_load(x, st, &succ, err))
-        goto done;
     /* a successor starts at the split: one with an earlier occurrence is
      * some other series (rows come in original-start order, so the first
      * row of a series is its earliest) */
@@ -1104,10 +865,6 @@ done:
 
 static int series_reconcile(struct run *x, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
-        " AND status != 'cancelled'"
-        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2 AND live = 1)";
     for (size_t o = 0; o < x->touched.len;) {
         const char *series = x->touched.data + o;
         o += strlen(series) + 1;
@@ -1116,7 +873,7 @@ static int series_reconcile(struct run *x, struct cs_err *err)
          * reaches only what follows it by id */
         if (relink_fn && relink_split(x, series, err))
             return -1;
-        if (report_listed(x, sql, series, err))
+        if (report_listed(x, EVENTS_SERIES_GONE, series, err))
             return -1;
     }
     return 0;
@@ -1190,85 +947,21 @@ static int page_apply(struct run *x, const struct provider_page *pg,
 
 /* ===================================================== calendar row I/O */
 
-struct cal_row {
-    int64_t credential_id;
-    int64_t dirty;         /* the dirty generation when the sync started */
-    char state[16];
-    struct buf external_id;
-    struct buf sync_token; /* empty: none */
-};
-
-/* 1 found, 0 not, -1 error. */
-static int cal_load(struct store_conn *c, int64_t id, struct cal_row *row,
-                    struct cs_err *err)
-{
-    static const char sql[] =
-        "SELECT credential_id, state, external_id, sync_token, dirty FROM calendars"
-        " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int s = sqlite3_step(st), rc = -1;
-    if (s == SQLITE_DONE) {
-        rc = 0;
-    } else if (s != SQLITE_ROW) {
-        store_error(c, err);
-    } else {
-        const char *state = store_col_text(st, 1);
-        const char *ext = store_col_text(st, 2);
-        const char *tok = store_col_text(st, 3);
-        row->credential_id = sqlite3_column_int64(st, 0);
-        row->dirty = sqlite3_column_int64(st, 4);
-        snprintf(row->state, sizeof row->state, "%s", state ? state : "");
-        if (buf_puts(&row->external_id, ext ? ext : "") ||
-            (tok && buf_puts(&row->sync_token, tok)))
-            cs_err_set(err, "out of memory");
-        else
-            rc = 1;
-    }
-    sqlite3_reset(st);
-    return rc;
-}
-
-static int cal_exec(struct store_conn *c, const char *sql, int64_t id,
-                    struct cs_err *err)
-{
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    return store_exec(c, st, err);
-}
-
 /* The provider refused the calendar itself: state error, hook once. */
 static void cal_set_error(struct store_conn *c, int64_t id, const char *why)
 {
-    static const char sql[] =
-        "UPDATE calendars SET state = 'error', state_reason = ?2, updated_at = ?3"
-        " WHERE id = ?1 AND state IN ('syncing', 'active')";
     struct cs_err err;
-    sqlite3_stmt *st;
-    if (store_begin(c, &err))
-        goto fail;
-    if (!(st = store_stmt(c, sql, &err)))
-        goto fail;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, why, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms());
-    if (store_exec(c, st, &err))
-        goto fail;
-    if (sqlite3_changes(store_db(c)) > 0 &&
-        calendar_error_notify(c, id, "error", why, &err))
-        goto fail;
-    if (store_commit(c, &err) == 0) {
-        outbox_kick();
+    int changed = 0;
+    if (store_begin(c, &err) ||
+        calendar_set_state(c, id, "error", why, 1, &changed, &err) ||
+        (changed && calendar_error_notify(c, id, "error", why, &err)) ||
+        store_commit(c, &err)) {
+        store_rollback(c);
+        log_error("sync.set_error_failed", "calendar=%lld err=%s", (long long)id,
+                  log_q(err.msg));
         return;
     }
-fail:
-    store_rollback(c);
-    log_error("sync.set_error_failed", "calendar=%lld err=%s", (long long)id,
-              log_q(err.msg));
+    outbox_kick();
 }
 
 static void count_sync(int full, const char *result)
@@ -1285,11 +978,9 @@ static void count_sync(int full, const char *result)
 int sync_calendar(int64_t calendar_id, enum sync_source src,
                   struct sync_stats *stats, struct cs_err *err)
 {
-    static const char drop_token[] =
-        "UPDATE calendars SET sync_token = NULL WHERE id = ?1";
     struct cs_err local_err;
     struct sync_stats local = {0};
-    struct cal_row cal = {0};
+    struct calendar_row cal = {0};
     struct run x = {0};
     struct provider_ctx px = {0};
     struct buf page_token;
@@ -1301,8 +992,6 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     if (!err)
         err = &local_err;
     memset(stats, 0, sizeof *stats);
-    buf_init(&cal.external_id);
-    buf_init(&cal.sync_token);
     buf_init(&x.old.arena);
     buf_init(&x.succ.arena);
     buf_init(&x.raw);
@@ -1316,7 +1005,7 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
         goto done;
     }
     top = lua_gettop(x.L);
-    int r = cal_load(x.db, calendar_id, &cal, err);
+    int r = calendar_load(x.db, calendar_id, &cal, err);
     if (r < 0)
         goto done;
     if (r == 0 || strcmp(cal.state, "stopped") == 0 ||
@@ -1328,8 +1017,8 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     x.info.calendar_id = calendar_id;
     x.dirty = cal.dirty;
     x.info.credential_id = cal.credential_id;
-    x.info.external_id = cal.external_id.data;
-    x.full = cal.sync_token.len == 0;
+    x.info.external_id = cal.external_id;
+    x.full = !cal.sync_token || !*cal.sync_token;
     r = provider_for_credential(x.db, cal.credential_id, &x.ops, err);
     if (r < 0)
         goto done;
@@ -1356,8 +1045,8 @@ restart:
             goto done;
         }
         struct provider_page pg;
-        int g = x.ops->list_changes(&px, cal.external_id.data,
-                                    x.full ? NULL : cal.sync_token.data,
+        int g = x.ops->list_changes(&px, cal.external_id,
+                                    x.full ? NULL : cal.sync_token,
                                     page_token.len ? page_token.data : NULL, &pg, err);
         log_debug("sync.listed", "calendar=%lld page=%d status=%ld", (long long)calendar_id,
                   page, px.last.status);
@@ -1371,7 +1060,7 @@ restart:
             log_info("sync.full_resync", "calendar=%lld status=%ld reason=%s",
                      (long long)calendar_id, px.last.status, log_q(px.last.reason));
             metrics_inc("calsync_sync_full_resyncs_total");
-            if (cal_exec(x.db, drop_token, calendar_id, err))
+            if (calendar_drop_sync_token(x.db, calendar_id, err))
                 goto done;
             fault_point("sync_after_token_drop");
             restarted = 1;
@@ -1425,7 +1114,6 @@ done:
     buf_free(&x.touched);
     buf_free(&x.old.arena);
     buf_free(&x.succ.arena);
-    buf_free(&cal.external_id);
-    buf_free(&cal.sync_token);
+    calendar_row_free(&cal);
     return rc;
 }

@@ -24,7 +24,7 @@
 #define CALSYNC_SYNC_H
 
 #include "provider/provider.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <lua.h>

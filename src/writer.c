@@ -13,6 +13,8 @@
  * no tag lookup (an extra list call per insert) is needed.
  */
 #include "writer.h"
+#include "store/events.h"
+#include "store/queue.h"
 #include "fault.h"
 
 #include "booking.h"
@@ -58,24 +60,10 @@ int writer_enqueue(struct store_conn *c, enum writer_kind kind,
                    const char *booking_uid, int64_t calendar_id,
                    const char *attendees_json, struct cs_err *err)
 {
-    static const char job_sql[] =
-        "INSERT INTO jobs (kind, booking_uid, calendar_id, next_at, created_at, payload)"
-        " VALUES (?1, ?2, ?3, ?4, ?4, ?5)";
-    static const char mark_sql[] =
-        "UPDATE bookings SET write_state = 'pending', write_error = NULL WHERE uid = ?1";
-    sqlite3_stmt *st = store_stmt(c, job_sql, err);
-    if (!st)
+    if (queue_enqueue_job(c, kind_names[kind], booking_uid, calendar_id, attendees_json,
+                          err))
         return -1;
-    sqlite3_bind_text(st, 1, kind_names[kind], -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, booking_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, calendar_id);
-    sqlite3_bind_int64(st, 4, time_now_ms());
-    if (attendees_json)
-        sqlite3_bind_text(st, 5, attendees_json, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, mark_sql, err)))
-        return -1;
-    sqlite3_bind_text(st, 1, booking_uid, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+    return booking_write_pending(c, booking_uid, err);
 }
 
 void writer_event_id(const char *uid, char out[WRITER_EVENT_ID_LEN + 1])
@@ -108,45 +96,20 @@ struct job {
 static int finish_job(struct store_conn *c, const struct job *j, const char *state,
                       const char *error, struct cs_err *err)
 {
-    static const char job_sql[] =
-        "UPDATE jobs SET state = ?2, last_error = ?3, attempts = attempts + 1 WHERE id = ?1";
-    static const char book_sql[] =
-        "UPDATE bookings SET write_state = CASE"
-        "  WHEN ?2 = 'failed' THEN 'failed'"
-        "  WHEN EXISTS (SELECT 1 FROM jobs WHERE booking_uid = ?1 AND state = 'pending') THEN 'pending'"
-        "  WHEN write_state = 'failed' THEN 'failed'"
-        "  ELSE 'none' END,"
-        " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
-        " WHERE uid = ?1";
-    sqlite3_stmt *st = store_stmt(c, job_sql, err);
-    if (!st)
+    int failed = strcmp(state, "failed") == 0;
+    if (failed ? queue_fail(c, j->id, error, err)
+               : queue_done(c, QUEUE_JOBS, j->id, 0, error, err))
         return -1;
-    sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-    if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, book_sql, err)))
-        return -1;
-    sqlite3_bind_text(st, 1, j->uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-    if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+    return booking_write_ended(c, j->uid, failed, error, err);
 }
 
 static int retry_later(struct store_conn *c, const struct job *j,
                        const char *error, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE jobs SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
-                                                         BACKOFF_MAX_MS));
-    return store_exec(c, st, err);
+    return queue_retry(c, QUEUE_JOBS, j->id,
+                       time_now_ms() + backoff_ms(j->attempts + 1, BACKOFF_BASE_MS,
+                                                  BACKOFF_MAX_MS),
+                       0, error, err);
 }
 
 /* A permanent failure: job and booking failed, CALENDAR_ERROR sent. */
@@ -173,24 +136,7 @@ static int fail_job(struct store_conn *c, const struct job *j, const char *why,
 static int record_event(struct store_conn *c, const struct job *j,
                         const struct sync_event *ev, struct cs_err *err)
 {
-    static const char book_sql[] =
-        "UPDATE bookings SET event_id = ?2, etag = ?3 WHERE uid = ?1";
-    static const char ref_sql[] =
-        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
-        " original_start_ms, booking_uid) VALUES (?1, ?2, -1, ?3)";
-    sqlite3_stmt *st = store_stmt(c, book_sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, j->uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, ev->id, -1, SQLITE_STATIC);
-    if (ev->etag)
-        sqlite3_bind_text(st, 3, ev->etag, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err) || !(st = store_stmt(c, ref_sql, err)))
-        return -1;
-    sqlite3_bind_int64(st, 1, j->calendar_id);
-    sqlite3_bind_text(st, 2, ev->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, j->uid, -1, SQLITE_STATIC);
-    if (store_exec(c, st, err))
+    if (booking_event_written(c, j->uid, j->calendar_id, ev->id, ev->etag, err))
         return -1;
     return sync_mirror_put(c, j->calendar_id, ev, err);
 }
@@ -213,20 +159,8 @@ static int audit_conflict(struct store_conn *c, const struct booking *b,
  * links an event calsync did not write). Valid until the next call. */
 static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id)
 {
-    static const char sql[] = "SELECT etag FROM events WHERE calendar_id = ?1 AND id = ?2";
     static _Thread_local char etag[SYNC_ETAG_MAX + 1];
-    sqlite3_stmt *st = store_stmt(c, sql, NULL);
-    if (!st)
-        return NULL;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    const char *out = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW && store_col_text(st, 0)) {
-        snprintf(etag, sizeof etag, "%s", store_col_text(st, 0));
-        out = etag;
-    }
-    sqlite3_reset(st);
-    return out;
+    return events_etag(c, cal, id, etag, sizeof etag, NULL) == 1 ? etag : NULL;
 }
 
 /* After a 412: reads the event and compares its times with what calsync
@@ -240,8 +174,6 @@ static int host_moved(struct store_conn *c, const struct provider_ops *ops,
                       struct cs_err *err)
 {
     const char *event_id = b->event_id;
-    static const char sql[] =
-        "SELECT start_ms, end_ms FROM events WHERE calendar_id = ?1 AND id = ?2";
     lua_State *L = json_state();
     int top = lua_gettop(L);
     int rc = -1;
@@ -251,16 +183,11 @@ static int host_moved(struct store_conn *c, const struct provider_ops *ops,
     if (ops->normalise(L, -1, &ev, err))
         goto done;
     snprintf(fresh, SYNC_ETAG_MAX + 1, "%s", ev.etag ? ev.etag : "");
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
+    int64_t seen_start, seen_end;
+    int r = events_times(c, calendar_id, event_id, &seen_start, &seen_end, err);
+    if (r < 0)
         goto done;
-    sqlite3_bind_int64(st, 1, calendar_id);
-    sqlite3_bind_text(st, 2, event_id, -1, SQLITE_STATIC);
-    int same = 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        same = sqlite3_column_int64(st, 0) == ev.start_ms &&
-               sqlite3_column_int64(st, 1) == ev.end_ms;
-    sqlite3_reset(st);
+    int same = r == 1 && seen_start == ev.start_ms && seen_end == ev.end_ms;
     /* A kill after Google applied this very patch but before its etag was
      * committed: the event already holds the booking's times, the mirror
      * the old ones. That is calsync's own write, not a host move. */
@@ -277,14 +204,7 @@ done:
 static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
                          struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE events SET status = 'cancelled' WHERE calendar_id = ?1 AND id = ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    return store_exec(c, st, err);
+    return events_set_cancelled(c, cal, id, err);
 }
 
 /* The provider step of a job: an enum provider_rc. On success the raw
@@ -478,46 +398,36 @@ done:
         booking_free(&b);
 }
 
+/* Claims up to WRITER_BATCH due jobs of this thread's lane (calendar_id
+ * % writer_nthreads = part) on the durable queue (store/queue.h). */
 static int load_due(struct store_conn *c, int part, struct job *jobs, int *n,
                     int64_t *next_due, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT j.id, j.kind, j.booking_uid, j.calendar_id, j.attempts, j.payload FROM jobs j"
-        " WHERE j.state = 'pending' AND j.next_at <= ?1 AND j.calendar_id % ?2 = ?3"
-        "   AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.booking_uid = j.booking_uid"
-        "     AND p.state = 'pending' AND p.id < j.id)"
-        " ORDER BY j.id LIMIT ?4";
-    static const char next_sql[] =
-        "SELECT min(next_at) FROM jobs WHERE state = 'pending' AND calendar_id % ?1 = ?2";
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, time_now_ms());
-    sqlite3_bind_int(st, 2, writer_nthreads);
-    sqlite3_bind_int(st, 3, part);
-    sqlite3_bind_int(st, 4, WRITER_BATCH);
+    struct queue_job q[WRITER_BATCH];
+    char claimer[QUEUE_CLAIMER_MAX + 1], role[32];
     *n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        struct job *j = &jobs[(*n)++];
-        j->id = sqlite3_column_int64(st, 0);
-        const char *k = store_col_text(st, 1);
-        j->kind = strcmp(k, "insert") == 0 ? WRITER_INSERT
-                  : strcmp(k, "patch") == 0 ? WRITER_PATCH : WRITER_DELETE;
-        snprintf(j->uid, sizeof j->uid, "%s", store_col_text(st, 2));
-        j->calendar_id = sqlite3_column_int64(st, 3);
-        j->attempts = sqlite3_column_int(st, 4);
-        const char *pl = store_col_text(st, 5);
-        j->payload = pl ? strdup(pl) : NULL;
-    }
-    sqlite3_reset(st);
-    if (!(st = store_stmt(c, next_sql, err)))
-        return -1;
-    sqlite3_bind_int(st, 1, writer_nthreads);
-    sqlite3_bind_int(st, 2, part);
     *next_due = 0;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        *next_due = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    /* while writes fail (a full disk) nothing is claimed: a claim is a
+     * write, and jobs claimed but not run would sit out their lease once
+     * the disk is back (writer_main waits and probes meanwhile) */
+    if (store_writes_failing() && !store_healthy())
+        return 0;
+    snprintf(role, sizeof role, "writer-%d", part);
+    queue_claimer(role, claimer);
+    if (queue_claim_jobs(c, claimer, writer_nthreads, part, WRITER_BATCH, q, n, next_due,
+                         err))
+        return -1;
+    for (int i = 0; i < *n; i++) {
+        struct job *j = &jobs[i];
+        j->id = q[i].id;
+        j->kind = strcmp(q[i].kind, "insert") == 0  ? WRITER_INSERT
+                  : strcmp(q[i].kind, "patch") == 0 ? WRITER_PATCH
+                                                    : WRITER_DELETE;
+        snprintf(j->uid, sizeof j->uid, "%s", q[i].uid);
+        j->calendar_id = q[i].calendar_id;
+        j->attempts = q[i].attempts;
+        j->payload = q[i].payload;
+    }
     return 0;
 }
 

@@ -17,7 +17,7 @@
 #define CALSYNC_WRITER_H
 
 #include "config.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 enum writer_kind { WRITER_INSERT, WRITER_PATCH, WRITER_DELETE };

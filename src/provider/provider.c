@@ -8,6 +8,7 @@
 #include "provider/provider.h"
 
 #include "provider/google/google.h"
+#include "store/credentials.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -64,37 +65,19 @@ void provider_thread_release_all(void)
 int provider_for_credential(struct store_conn *c, int64_t credential_id,
                             const struct provider_ops **out, struct cs_err *err)
 {
-    static const char sql[] = "SELECT provider FROM credentials WHERE id = ?1";
     char name[PROVIDER_NAME_MAX + 1] = "";
-    int rc = 1, found = 0;
     *out = NULL;
-    sqlite3_stmt *st = store_stmt(c, sql, err);
-    if (!st)
+    int r = credential_provider(c, credential_id, name, sizeof name, err);
+    if (r < 0)
         return -1;
-    sqlite3_bind_int64(st, 1, credential_id);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-        const char *p = store_col_text(st, 0);
-        found = 1;
-        snprintf(name, sizeof name, "%s", p ? p : "");
-    } else if (s != SQLITE_DONE) {
-        store_error(c, err);
-        rc = -1;
-        goto done;
-    }
-    if (!found) {
-        cs_err_set(err, "no credential %lld", (long long)credential_id);
-        goto done;
-    }
+    if (r == 0)
+        return cs_err_set(err, "no credential %lld", (long long)credential_id), 1;
     if (!(*out = provider_find(name))) {
         cs_err_set(err, "credential %lld: unknown provider \"%.32s\"",
                    (long long)credential_id, name);
-        goto done;
+        return 1;
     }
-    rc = 0;
-done:
-    sqlite3_reset(st);
-    return rc;
+    return 0;
 }
 
 const struct provider_ops *provider_for_route(const char *path)

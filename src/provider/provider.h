@@ -25,7 +25,7 @@
 
 #include "config.h"
 #include "http.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <lua.h>

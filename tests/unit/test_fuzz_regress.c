@@ -7,7 +7,7 @@
 #include "api.h"
 #include "config.h"
 #include "http.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <stdio.h>

@@ -9,7 +9,8 @@
 #include "config.h"
 #include "provider/google/google.h"
 #include "json.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 #include "sync.h"
 
 #include <curl/curl.h>
@@ -802,15 +803,14 @@ static void test_live_oauth(void **state)
     assert_int_equal(google_events_get(&auth, "primary", "x", &r, &err), GOOGLE_EREVOKED);
     assert_non_null(strstr(err.msg, "invalid_grant"));
     assert_int_equal(lua_gettop(L), top);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(auth.db), "SELECT state, access_token"
-                                        " FROM credentials WHERE id = ?1", -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_int64(st, 1, auth.credential_id);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "revoked");
-    assert_int_equal(sqlite3_column_type(st, 1), SQLITE_NULL);
-    sqlite3_finalize(st);
+    struct db_stmt *st = db_stmt(auth.db, "SELECT state, access_token"
+                                 " FROM credentials WHERE id = ?1", &err);
+    assert_non_null(st);
+    db_bind_i64(st, 1, auth.credential_id);
+    assert_int_equal(db_step(st), DB_ROW);
+    assert_string_equal(db_col_text(st, 0), "revoked");
+    assert_true(db_col_null(st, 1));
+    db_reset(st);
     /* and is not sent to the token endpoint again */
     assert_int_equal(google_access_token(&auth, 1, tok, sizeof tok, &r, &err), GOOGLE_EREVOKED);
     assert_int_equal(r.status, 0);

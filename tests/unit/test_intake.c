@@ -12,7 +12,8 @@
 #include "config.h"
 #include "http.h"
 #include "intake.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 
 #include <curl/curl.h>
 #include <stdatomic.h>
@@ -47,8 +48,7 @@ static int setup(void **state)
     unlink(dbpath);
     if (config_defaults(&cfg) || store_init(dbpath, &err))
         return -1;
-    sqlite3 *db = store_db(store_conn(&err));
-    if (sqlite3_exec(db,
+    if (db_script(store_conn(&err),
                      "INSERT INTO credentials (id, provider, refresh_token, created_at)"
                      " VALUES (1, 'mem', 'r', 0);"
                      "INSERT INTO calendars (id, credential_id, external_id, state,"
@@ -58,7 +58,7 @@ static int setup(void **state)
                      " state, created_at) VALUES"
                      " ('sub-a', 1, 'ra', 'tok-a', 9999999999999, 'live', 0),"
                      " ('sub-b', 2, 'rb', 'tok-b', 9999999999999, 'live', 0);",
-                     NULL, NULL, NULL) != SQLITE_OK)
+                  &err))
         return -1;
     struct intake_hooks hooks = {.sync = on_sync};
     intake_set_hooks(&hooks);

@@ -6,7 +6,8 @@
 #include "booking.h"
 #include "json.h"
 #include "outbox.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -243,22 +244,22 @@ static void test_retry_keeps_delivery_id_and_order(void **state)
         "SELECT attempts, state FROM outbox WHERE booking_uid = 'bk-2' ORDER BY id";
     static const char done_sql[] =
         "SELECT count(*) FROM outbox WHERE booking_uid = 'bk-2' AND state = 'delivered'";
-    sqlite3_stmt *st;
+    struct db_stmt *st;
     for (int64_t end = time_mono_ms() + 5000; time_mono_ms() < end; usleep(10000)) {
-        st = store_stmt(c, done_sql, &err);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int n = sqlite3_column_int(st, 0);
-        sqlite3_reset(st);
+        st = db_stmt(c, done_sql, &err);
+        assert_int_equal(db_step(st), DB_ROW);
+        int n = db_col_int(st, 0);
+        db_reset(st);
         if (n == 2)
             break;
     }
-    st = store_stmt(c, sql, &err);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 3);
-    assert_string_equal(store_col_text(st, 1), "delivered");
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 1);
-    sqlite3_reset(st);
+    st = db_stmt(c, sql, &err);
+    assert_int_equal(db_step(st), DB_ROW);
+    assert_int_equal(db_col_int(st, 0), 3);
+    assert_string_equal(db_col_text(st, 1), "delivered");
+    assert_int_equal(db_step(st), DB_ROW);
+    assert_int_equal(db_col_int(st, 0), 1);
+    db_reset(st);
 }
 
 static void test_calendar_error(void **state)

@@ -5,7 +5,8 @@
 
 #include "calendar.h"
 #include "secret.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,15 +140,15 @@ static void test_key_sources(void **state)
 static const char *stored(struct store_conn *c, int64_t id, int col)
 {
     static char out[2][1024];
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(c), "SELECT refresh_token, access_token"
-                                        " FROM credentials WHERE id = ?1", -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_int64(st, 1, id);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    const char *v = (const char *)sqlite3_column_text(st, col);
+    struct cs_err err;
+    struct db_stmt *st = db_stmt(c, "SELECT refresh_token, access_token"
+                                 " FROM credentials WHERE id = ?1", &err);
+    assert_non_null(st);
+    db_bind_i64(st, 1, id);
+    assert_int_equal(db_step(st), DB_ROW);
+    const char *v = db_col_text(st, col);
     snprintf(out[col], sizeof out[col], "%s", v ? v : "");
-    sqlite3_finalize(st);
+    db_reset(st);
     return out[col];
 }
 

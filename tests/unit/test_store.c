@@ -6,7 +6,8 @@
 #include "unit.h"
 
 #include "calendar.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -41,8 +42,7 @@ static int teardown(void **state)
 static void pragma(const char *sql)
 {
     struct cs_err err;
-    sqlite3 *db = store_db(store_conn(&err));
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(db_script(store_conn(&err), sql, &err), 0);
 }
 
 static void test_schema_current(void **state)
@@ -54,7 +54,7 @@ static void test_schema_current(void **state)
     assert_int_equal(store_disk_version(c), store_schema_version());
     /* the same SQL text gives the same cached statement */
     static const char sql[] = "SELECT 1";
-    assert_ptr_equal(store_stmt(c, sql, &err), store_stmt(c, sql, &err));
+    assert_ptr_equal(db_stmt(c, sql, &err), db_stmt(c, sql, &err));
 }
 
 static void test_full_disk_write_fails_cleanly(void **state)

@@ -14,7 +14,8 @@
 #include "apply.h"
 #include "calendar.h"
 #include "json.h"
-#include "store.h"
+#include "store/db.h"
+#include "store/store.h"
 #include "sync.h"
 
 #include <stdio.h>
@@ -153,52 +154,54 @@ static int sync_now(struct sync_stats *st)
     return rc;
 }
 
-/* One text column of the calendar row (NULL: SQL NULL) into out. */
+/* One text column of the calendar row (NULL: SQL NULL) into out. The
+ * statements go through the store's driver seam (store/db.h), as the
+ * store's own tests do. */
 static const char *cal_col(const char *col, char *out, size_t cap)
 {
-    char sql[128];
+    static const char q_state[] = "SELECT state FROM calendars WHERE id = ?1";
+    static const char q_reason[] = "SELECT state_reason FROM calendars WHERE id = ?1";
+    static const char q_token[] = "SELECT sync_token FROM calendars WHERE id = ?1";
     struct cs_err err;
-    snprintf(sql, sizeof sql, "SELECT %s FROM calendars WHERE id = ?1", col);
-    sqlite3 *db = store_db(store_conn(&err));
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_int64(st, 1, cal);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    const char *t = (const char *)sqlite3_column_text(st, 0);
+    const char *sql = strcmp(col, "state") == 0 ? q_state
+                      : strcmp(col, "state_reason") == 0 ? q_reason : q_token;
+    struct db_stmt *st = db_stmt(store_conn(&err), sql, &err);
+    assert_non_null(st);
+    db_bind_i64(st, 1, cal);
+    assert_int_equal(db_step(st), DB_ROW);
+    const char *t = db_col_text(st, 0);
     snprintf(out, cap, "%s", t ? t : "");
-    sqlite3_finalize(st);
+    db_reset(st);
     return t ? out : NULL;
 }
 
 /* The mirror's status of an event ("" when it has no row). */
 static const char *mirror_status(const char *id, char *out, size_t cap)
 {
+    static const char sql[] =
+        "SELECT status FROM events WHERE calendar_id = ?1 AND id = ?2";
     struct cs_err err;
-    sqlite3 *db = store_db(store_conn(&err));
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT status FROM events WHERE"
-                                        " calendar_id = ?1 AND id = ?2", -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_int64(st, 1, cal);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    struct db_stmt *st = db_stmt(store_conn(&err), sql, &err);
+    assert_non_null(st);
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, id);
     out[0] = '\0';
-    if (sqlite3_step(st) == SQLITE_ROW)
-        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    if (db_step(st) == DB_ROW)
+        snprintf(out, cap, "%s", db_col_text(st, 0));
+    db_reset(st);
     return out;
 }
 
 static int mirror_count(void)
 {
+    static const char sql[] = "SELECT count(*) FROM events WHERE calendar_id = ?1";
     struct cs_err err;
-    sqlite3 *db = store_db(store_conn(&err));
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM events WHERE"
-                                        " calendar_id = ?1", -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_int64(st, 1, cal);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    struct db_stmt *st = db_stmt(store_conn(&err), sql, &err);
+    assert_non_null(st);
+    db_bind_i64(st, 1, cal);
+    assert_int_equal(db_step(st), DB_ROW);
+    int n = db_col_int(st, 0);
+    db_reset(st);
     return n;
 }
 
@@ -491,9 +494,8 @@ static void test_permanent_error_and_unknown_provider(void **state)
     assert_int_equal(sync_now(&st), SYNC_OK);
     assert_string_equal(cal_col("state", s, sizeof s), "active");
     /* a credential naming no provider calsync has: a clear error, no call */
-    sqlite3 *db = store_db(store_conn(&err));
-    assert_int_equal(sqlite3_exec(db, "UPDATE credentials SET provider = 'outlook'",
-                                  NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(db_script(store_conn(&err),
+                               "UPDATE credentials SET provider = 'outlook'", &err), 0);
     int calls = mem_list_calls();
     assert_int_equal(sync_calendar(cal, SYNC_SRC_POLL, &st, &err), SYNC_ERROR);
     assert_non_null(strstr(err.msg, "unknown provider \"outlook\""));

@@ -32,7 +32,7 @@
 
 #include "config.h"
 #include "provider/provider.h"
-#include "store.h"
+#include "store/store.h"
 #include "util.h"
 
 #include <lua.h>

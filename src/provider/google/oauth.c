@@ -10,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "secret.h"
+#include "store/credentials.h"
 
 #include <lua.h>
 #include <stdio.h>
@@ -19,69 +20,13 @@ static int token_load(struct store_conn *db, int64_t cred, struct buf *refresh,
                       char *access, size_t cap, int64_t *expires_at,
                       int *revoked, struct cs_err *err)
 {
-    static const char sql[] =
-        "SELECT refresh_token, access_token, expires_at, state FROM credentials"
-        " WHERE id = ?1";
-    sqlite3_stmt *st = store_stmt(db, sql, err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, cred);
-    int rc = -1;
-    int s = sqlite3_step(st);
-    if (s == SQLITE_DONE) {
-        cs_err_set(err, "no credential %lld", (long long)cred);
-        goto done;
-    }
-    if (s != SQLITE_ROW) {
-        store_error(db, err);
-        goto done;
-    }
-    const char *rt = store_col_text(st, 0);
-    const char *at = store_col_text(st, 1);
-    const char *state = store_col_text(st, 3);
-    /* stored sealed when a token key is set (secret.h) */
-    if (secret_open("refresh_token", rt ? rt : "", refresh, err))
-        goto done;
-    access[0] = '\0';
-    if (at) {
-        struct buf ab;
-        buf_init(&ab);
-        int bad = secret_open("access_token", at, &ab, err);
-        if (!bad && ab.len < cap)
-            memcpy(access, ab.data, ab.len + 1);
-        buf_free(&ab);
-        if (bad)
-            goto done;
-    }
-    *expires_at = sqlite3_column_type(st, 2) == SQLITE_NULL
-                      ? 0 : sqlite3_column_int64(st, 2);
-    *revoked = state && strcmp(state, "revoked") == 0;
-    rc = 0;
-done:
-    sqlite3_reset(st);
-    return rc;
+    return credential_tokens_load(db, cred, refresh, access, cap, expires_at, revoked, err);
 }
 
 static int token_store(struct store_conn *db, int64_t cred, const char *access,
                        int64_t expires_at, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
-        " AND state = 'active'";
-    struct buf sealed;
-    buf_init(&sealed);
-    if (secret_seal("access_token", access, &sealed, err))
-        return -1;
-    sqlite3_stmt *st = store_stmt(db, sql, err);
-    int rc = -1;
-    if (st) {
-        sqlite3_bind_int64(st, 1, cred);
-        sqlite3_bind_text(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, expires_at);
-        rc = store_exec(db, st, err);
-    }
-    buf_free(&sealed);
-    return rc;
+    return credential_access_store(db, cred, access, expires_at, err);
 }
 
 /* Builds "k=v&k=v" form text. */

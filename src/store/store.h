@@ -1,9 +1,10 @@
-/* store.h -- SQLite persistence: connections, migrations, statements.
+/* store.h -- persistence: connections, transactions, health, migrations.
  *
- * One connection per thread (created on first use, closed when the thread
- * exits), WAL mode, a busy timeout, and a per-connection cache of prepared
- * statements keyed by the address of their static SQL text. Every query in
- * calsync goes through store_stmt(): there is no string-built SQL.
+ * The interface the rest of calsync sees; no database-library type appears
+ * here. One connection per thread (created on first use, closed when the
+ * thread exits). Queries are the business of the store layer (src/store/):
+ * the driver seam (store/db.h) is what a backend implements, the table
+ * modules beside it own the SQL (docs/internals/store.md).
  *
  * The schema is a list of numbered migrations applied in order, tracked by
  * PRAGMA user_version; `calsync migrate` and `serve` apply them.
@@ -13,7 +14,6 @@
 
 #include "util.h"
 
-#include <sqlite3.h>
 #include <stdint.h>
 
 struct store_conn;
@@ -38,14 +38,6 @@ void store_shutdown(void);
  * when the database cannot be opened. Owned by the thread. */
 struct store_conn *store_conn(struct cs_err *err);
 
-sqlite3 *store_db(struct store_conn *c);
-
-/* A reset, unbound prepared statement for `sql`, which must be a string
- * literal (its address is the cache key). NULL with err set on error.
- * The statement belongs to the connection: do not finalize it. */
-sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
-                         struct cs_err *err);
-
 /* Transactions. begin is BEGIN IMMEDIATE (writers queue on the busy
  * timeout instead of failing mid-way). 0 or -1 with err set; rollback
  * never fails from the caller's point of view. */
@@ -53,8 +45,13 @@ int store_begin(struct store_conn *c, struct cs_err *err);
 int store_commit(struct store_conn *c, struct cs_err *err);
 void store_rollback(struct store_conn *c);
 
-/* Runs a statement that returns no rows (after binding). 0 or -1. */
-int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err);
+/* A read transaction: one consistent snapshot for several reads (in WAL
+ * mode it blocks no writer and takes no write lock). End it with
+ * store_rollback (nothing to keep) or store_commit. 0 or -1. */
+int store_begin_read(struct store_conn *c, struct cs_err *err);
+
+/* 1 inside a transaction (read or write). */
+int store_in_tx(struct store_conn *c);
 
 /* The schema version the binary knows, and the one on disk. */
 int store_schema_version(void);
@@ -69,18 +66,5 @@ int store_healthy(void);
  * READONLY, IOERR or CANTOPEN and none has reached the disk since); no I/O.
  * store_healthy() is what notices that they work again. */
 int store_writes_failing(void);
-
-/* Sets err to "database: <sqlite message>" for c; returns -1. */
-int store_error(struct store_conn *c, struct cs_err *err);
-
-/* Ends a cursor page: `rc` is the last sqlite3_step() result (SQLITE_ROW
- * means a further row exists), `last` the cursor of the last row written.
- * Resets st and appends `],"next_cursor":"<last>"}` or `...:null}` to out.
- * 0, or -1 (err set) when rc is an error. */
-int store_page_end(struct store_conn *c, sqlite3_stmt *st, int rc,
-                   int64_t last, struct buf *out, struct cs_err *err);
-
-/* sqlite3_column_text as const char* (NULL for SQL NULL). */
-const char *store_col_text(sqlite3_stmt *st, int col);
 
 #endif

@@ -1,4 +1,6 @@
-/* store.c -- SQLite connections, statement cache and schema migrations.
+/* sqlite.c -- the SQLite driver: connections, statement cache, the driver
+ * seam of store/db.h, transactions, health and schema migrations. The only
+ * file that includes sqlite3.h.
  *
  * Durability: WAL with synchronous=NORMAL. A committed transaction survives
  * a process crash (kill -9), which is what the exactly-once guarantee is
@@ -6,7 +8,9 @@
  * Google's sync token (stored in the same transaction) rolls back with
  * them, so the changes are read again rather than lost.
  */
-#include "store.h"
+#include "store/db.h"
+#include "store/queue.h"
+#include "store/store.h"
 
 #include "log.h"
 #include "secret.h"
@@ -14,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +202,13 @@ static const char *const migrations[] = {
      *    commit in short batches (docs/internals/sync.md "Decide, then
      *    apply") that drain runs while the sync does, on the same cores. */
     "CREATE INDEX outbox_pending_id ON outbox(state, id);",
+    /* 7: claims on the durable queue (store/queue.c): who holds an item
+     *    and until when; a lease that expires frees it for another
+     *    claimer (a second instance, the next issue) */
+    "ALTER TABLE jobs ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE jobs ADD COLUMN claimed_until INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -282,13 +294,12 @@ struct store_conn *store_conn(struct cs_err *err)
     return c;
 }
 
-sqlite3 *store_db(struct store_conn *c)
-{
-    return c->db;
-}
+/* The driver's statement is SQLite's: struct db_stmt is never defined,
+ * only converted, so the seam costs no allocation or indirection. */
+#define ST(s) ((sqlite3_stmt *)(s))
 
-sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
-                         struct cs_err *err)
+static sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql,
+                                struct cs_err *err)
 {
     size_t h = ((uintptr_t)sql >> 3) % STMT_CACHE;
     for (size_t i = 0; i < STMT_CACHE; i++) {
@@ -382,6 +393,11 @@ int store_begin(struct store_conn *c, struct cs_err *err)
     return 0;
 }
 
+int store_in_tx(struct store_conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
+}
+
 static void write_done(struct store_conn *c)
 {
     if (c->writing && sqlite3_get_autocommit(c->db)) {
@@ -411,7 +427,7 @@ void store_rollback(struct store_conn *c)
     write_done(c);
 }
 
-int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
+static int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
 {
     int write = !sqlite3_stmt_readonly(st);
     if (!write || c->writing)
@@ -427,6 +443,13 @@ int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err)
     int rc = step(c, st, 1, err);
     pthread_mutex_unlock(&store_write_mu);
     return rc;
+}
+
+int store_begin_read(struct store_conn *c, struct cs_err *err)
+{
+    static const char sql[] = "BEGIN DEFERRED";
+    sqlite3_stmt *st = store_stmt(c, sql, err);
+    return st ? store_exec(c, st, err) : -1;
 }
 
 int store_disk_version(struct store_conn *c)
@@ -525,7 +548,21 @@ int store_init(const char *path, struct cs_err *err)
         return -1;
     /* tokens sealed with a key we do not have must stop the start here,
      * not fail every Google call later */
-    return migrate(c, err) || secret_start(c, err) ? -1 : 0;
+    if (migrate(c, err) || secret_start(c, err))
+        return -1;
+    /* A process that owns the database (store_claim: serve, migrate) is
+     * its only user, so every claim on the queues is a dead process's:
+     * released now rather than after its lease, so a restart carries on
+     * at once. Without the claim (tests, tools reading beside a running
+     * service) the claims may be live and are left alone. */
+    if (store_claim_fd >= 0) {
+        int n = queue_release_all(c, err);
+        if (n < 0)
+            return -1;
+        if (n > 0)
+            log_info("store.claims_released", "items=%d", n);
+    }
+    return 0;
 }
 
 int store_claim(const char *path, struct cs_err *err)
@@ -598,25 +635,110 @@ int store_writes_failing(void)
     return atomic_load(&store_write_failing);
 }
 
-int store_error(struct store_conn *c, struct cs_err *err)
+/* ------------------------------------------------------ the driver seam */
+
+struct db_stmt *db_stmt(struct store_conn *c, const char *sql, struct cs_err *err)
+{
+    return (struct db_stmt *)store_stmt(c, sql, err);
+}
+
+void db_bind_i64(struct db_stmt *st, int i, int64_t v)
+{
+    sqlite3_bind_int64(ST(st), i, v);
+}
+
+void db_bind_null(struct db_stmt *st, int i)
+{
+    sqlite3_bind_null(ST(st), i);
+}
+
+void db_bind_text(struct db_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(ST(st), i, s, -1, SQLITE_STATIC);
+}
+
+void db_bind_textn(struct db_stmt *st, int i, const char *s, size_t n)
+{
+    if (n > INT32_MAX) /* SQLite's limit is far below; it then fails the step */
+        n = INT32_MAX;
+    sqlite3_bind_text(ST(st), i, s, (int)n, SQLITE_STATIC);
+}
+
+void db_bind_text_copy(struct db_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(ST(st), i, s, -1, SQLITE_TRANSIENT);
+}
+
+int db_step(struct db_stmt *st)
+{
+    int rc = sqlite3_step(ST(st));
+    return rc == SQLITE_ROW ? DB_ROW : rc == SQLITE_DONE ? DB_DONE : DB_ERROR;
+}
+
+int64_t db_col_i64(struct db_stmt *st, int col)
+{
+    return sqlite3_column_int64(ST(st), col);
+}
+
+int db_col_int(struct db_stmt *st, int col)
+{
+    return sqlite3_column_int(ST(st), col);
+}
+
+const char *db_col_text(struct db_stmt *st, int col)
+{
+    return (const char *)sqlite3_column_text(ST(st), col);
+}
+
+int db_col_null(struct db_stmt *st, int col)
+{
+    return sqlite3_column_type(ST(st), col) == SQLITE_NULL;
+}
+
+void db_reset(struct db_stmt *st)
+{
+    sqlite3_reset(ST(st));
+}
+
+int db_exec(struct store_conn *c, struct db_stmt *st, struct cs_err *err)
+{
+    return store_exec(c, ST(st), err);
+}
+
+int db_script(struct store_conn *c, const char *sql, struct cs_err *err)
+{
+    return exec_sql(c->db, sql, err);
+}
+
+int64_t db_changes(struct store_conn *c)
+{
+    return sqlite3_changes(c->db);
+}
+
+int64_t db_last_id(struct store_conn *c)
+{
+    return sqlite3_last_insert_rowid(c->db);
+}
+
+int db_in_tx(struct store_conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
+}
+
+int db_error(struct store_conn *c, struct cs_err *err)
 {
     return cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
 }
 
-int store_page_end(struct store_conn *c, sqlite3_stmt *st, int rc,
-                   int64_t last, struct buf *out, struct cs_err *err)
+int db_page_end(struct store_conn *c, struct db_stmt *st, int rc, int64_t last,
+                struct buf *out, struct cs_err *err)
 {
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_error(c, err);
-    if (rc == SQLITE_ROW)
+    sqlite3_reset(ST(st));
+    if (rc != DB_ROW && rc != DB_DONE)
+        return db_error(c, err);
+    if (rc == DB_ROW)
         buf_printf(out, "],\"next_cursor\":\"%lld\"}", (long long)last);
     else
         buf_puts(out, "],\"next_cursor\":null}");
     return 0;
-}
-
-const char *store_col_text(sqlite3_stmt *st, int col)
-{
-    return (const char *)sqlite3_column_text(st, col);
 }

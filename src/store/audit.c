@@ -1,0 +1,62 @@
+/* audit.c -- the audit table. */
+#include "store/audit.h"
+#include "store/db.h"
+
+int audit_append(struct store_conn *c, const struct audit_entry *e,
+                 struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT INTO audit (booking_uid, at, source, change, action, reason,"
+        " policy, policy_version, before, after, dedupe_key)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        " ON CONFLICT (dedupe_key) DO NOTHING";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, e->booking_uid);
+    db_bind_i64(st, 2, time_now_ms());
+    db_bind_text(st, 3, e->source);
+    db_bind_text(st, 4, e->change);
+    db_bind_text(st, 5, e->action);
+    const char *opt[] = {e->reason, e->policy, e->policy_version, e->before,
+                         e->after, e->dedupe_key};
+    for (int i = 0; i < 6; i++)
+        if (opt[i])
+            db_bind_text(st, 6 + i, opt[i]);
+    if (db_exec(c, st, err))
+        return -1;
+    return db_changes(c) == 0 ? 1 : 0;
+}
+
+int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
+                    struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT at, source, change, action, reason, policy, policy_version,"
+        " before, after FROM audit WHERE booking_uid = ?1 ORDER BY id";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    buf_puts(out, "{\"entries\":[");
+    int rc, n = 0;
+    while ((rc = db_step(st)) == DB_ROW) {
+        char ts[TIME_RFC3339_MAX];
+        time_format_rfc3339(db_col_i64(st, 0), ts);
+        buf_printf(out, "%s{\"at\":\"%s\"", n++ ? "," : "", ts);
+        static const char *const keys[] = {"source", "change", "action",
+                                           "reason", "policy", "policy_version"};
+        for (int i = 0; i < 6; i++) {
+            buf_printf(out, ",\"%s\":", keys[i]);
+            buf_json_strz(out, db_col_text(st, 1 + i));
+        }
+        const char *before = db_col_text(st, 7), *after = db_col_text(st, 8);
+        buf_printf(out, ",\"before\":%s,\"after\":%s}", before ? before : "null",
+                   after ? after : "null");
+    }
+    db_reset(st);
+    buf_puts(out, "]}");
+    if (rc != DB_DONE)
+        return db_error(c, err);
+    return 0;
+}

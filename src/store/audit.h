@@ -1,0 +1,31 @@
+/* audit.h -- the audit table (owner of its SQL): every decision about a
+ * booking, appended in the transaction that applies it. */
+#ifndef CALSYNC_STORE_AUDIT_H
+#define CALSYNC_STORE_AUDIT_H
+
+#include "store/store.h"
+#include "util.h"
+
+struct audit_entry {
+    const char *booking_uid;
+    const char *source;   /* push | poll | full_sync | api */
+    const char *change;   /* delete | time_change | title_change | create | cancel */
+    const char *action;   /* cancel | reschedule | update | ignore | flag | create */
+    const char *reason;   /* may be NULL */
+    const char *policy;   /* may be NULL (api) */
+    const char *policy_version;
+    const char *before;   /* JSON text or NULL */
+    const char *after;    /* JSON text or NULL */
+    const char *dedupe_key; /* NULL, or a key that makes the append once-only */
+};
+
+/* Appends an entry. Returns 0, 1 when dedupe_key was already used (nothing
+ * written), or -1. */
+int audit_append(struct store_conn *c, const struct audit_entry *e,
+                 struct cs_err *err);
+
+/* {"entries":[..]} oldest first, appended to out. 0 or -1. */
+int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
+                    struct cs_err *err);
+
+#endif

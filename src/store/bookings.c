@@ -1,0 +1,328 @@
+/* bookings.c -- the bookings and booking_refs tables. */
+#include "store/bookings.h"
+#include "store/db.h"
+
+#include "booking.h" /* booking_json: the list's items */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BOOKING_COLS                                                          \
+    "seq, uid, calendar_id, title, start_ms, end_ms, status, needs_review,"   \
+    " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
+    " write_state, write_error, updated_at"
+
+static char *dup_col(struct db_stmt *st, int col)
+{
+    const char *s = db_col_text(st, col);
+    return s ? strdup(s) : NULL;
+}
+
+static void from_row(struct db_stmt *st, struct booking *b)
+{
+    memset(b, 0, sizeof *b);
+    b->seq = db_col_i64(st, 0);
+    b->uid = dup_col(st, 1);
+    b->calendar_id = db_col_i64(st, 2);
+    b->title = dup_col(st, 3);
+    b->start_ms = db_col_i64(st, 4);
+    b->end_ms = db_col_i64(st, 5);
+    snprintf(b->status, sizeof b->status, "%s", db_col_text(st, 6));
+    b->needs_review = db_col_int(st, 7);
+    b->event_id = dup_col(st, 8);
+    b->has_original = !db_col_null(st, 9);
+    b->original_start_ms = db_col_i64(st, 9);
+    b->cancelled_by = dup_col(st, 10);
+    b->cancel_reason = dup_col(st, 11);
+    b->etag = dup_col(st, 12);
+    snprintf(b->write_state, sizeof b->write_state, "%s", db_col_text(st, 13));
+    b->write_error = dup_col(st, 14);
+    b->updated_ms = db_col_i64(st, 15);
+}
+
+void booking_free(struct booking *b)
+{
+    free(b->uid);
+    free(b->title);
+    free(b->event_id);
+    free(b->cancelled_by);
+    free(b->cancel_reason);
+    free(b->etag);
+    free(b->write_error);
+    memset(b, 0, sizeof *b);
+}
+
+int booking_get(struct store_conn *c, const char *uid, struct booking *b,
+                struct cs_err *err)
+{
+    static const char sql[] = "SELECT " BOOKING_COLS " FROM bookings WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    int rc = db_step(st);
+    if (rc == DB_ROW) {
+        from_row(st, b);
+        db_reset(st);
+        if (!b->uid || !b->title) {
+            booking_free(b);
+            return cs_err_set(err, "out of memory");
+        }
+        return 1;
+    }
+    db_reset(st);
+    if (rc == DB_DONE)
+        return 0;
+    return db_error(c, err);
+}
+
+int booking_insert(struct store_conn *c, const struct booking *b,
+                   struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms,"
+        " event_id, original_start_ms, write_state, created_at, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+        " ON CONFLICT (uid) DO NOTHING";
+    static const char ref_sql[] =
+        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
+        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4)";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, b->uid);
+    db_bind_i64(st, 2, b->calendar_id);
+    db_bind_text(st, 3, b->title);
+    db_bind_i64(st, 4, b->start_ms);
+    db_bind_i64(st, 5, b->end_ms);
+    if (b->event_id)
+        db_bind_text(st, 6, b->event_id);
+    if (b->has_original)
+        db_bind_i64(st, 7, b->original_start_ms);
+    db_bind_text(st, 8, b->write_state[0] ? b->write_state : "none");
+    db_bind_i64(st, 9, b->updated_ms ? b->updated_ms : time_now_ms());
+    if (db_exec(c, st, err))
+        return -1;
+    if (db_changes(c) == 0)
+        return 1;
+    if (!b->event_id)
+        return 0;
+    st = db_stmt(c, ref_sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, b->calendar_id);
+    db_bind_text(st, 2, b->event_id);
+    db_bind_i64(st, 3, b->has_original ? b->original_start_ms : -1);
+    db_bind_text(st, 4, b->uid);
+    return db_exec(c, st, err);
+}
+
+int booking_save(struct store_conn *c, const struct booking *b,
+                 struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE bookings SET title = ?2, start_ms = ?3, end_ms = ?4,"
+        " status = ?5, needs_review = ?6, cancelled_by = ?7,"
+        " cancel_reason = ?8, updated_at = ?9 WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, b->uid);
+    db_bind_text(st, 2, b->title);
+    db_bind_i64(st, 3, b->start_ms);
+    db_bind_i64(st, 4, b->end_ms);
+    db_bind_text(st, 5, b->status);
+    db_bind_i64(st, 6, b->needs_review);
+    if (b->cancelled_by)
+        db_bind_text(st, 7, b->cancelled_by);
+    if (b->cancel_reason)
+        db_bind_text(st, 8, b->cancel_reason);
+    db_bind_i64(st, 9, b->updated_ms);
+    return db_exec(c, st, err);
+}
+
+int booking_list_json(struct store_conn *c, int64_t calendar_id,
+                      const char *status, int64_t after, int limit,
+                      struct buf *out, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT " BOOKING_COLS " FROM bookings WHERE seq > ?1"
+        " AND (?2 = 0 OR calendar_id = ?2) AND (?3 IS NULL OR status = ?3)"
+        " ORDER BY seq LIMIT ?4";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, after);
+    db_bind_i64(st, 2, calendar_id);
+    if (status)
+        db_bind_text(st, 3, status);
+    db_bind_i64(st, 4, limit + 1);
+    buf_puts(out, "{\"bookings\":[");
+    int n = 0, rc;
+    int64_t last = 0;
+    while ((rc = db_step(st)) == DB_ROW) {
+        if (n == limit)
+            break;
+        struct booking b;
+        from_row(st, &b);
+        if (n++)
+            buf_puts(out, ",");
+        booking_json(&b, out);
+        last = b.seq;
+        booking_free(&b);
+    }
+    return db_page_end(c, st, rc, last, out, err);
+}
+
+
+/* ----------------------------------------------------------- booking_refs */
+
+static int each_uid(struct store_conn *c, struct db_stmt *st,
+                    void (*fn)(void *ud, const char *uid), void *ud, struct cs_err *err)
+{
+    int rc;
+    while ((rc = db_step(st)) == DB_ROW)
+        fn(ud, db_col_text(st, 0));
+    db_reset(st);
+    return rc == DB_DONE ? 0 : db_error(c, err);
+}
+
+int booking_refs_at(struct store_conn *c, int64_t cal, const char *event_id,
+                    int64_t original_start, void (*fn)(void *ud, const char *uid),
+                    void *ud, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
+        " AND event_id = ?2 AND original_start_ms = ?3";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, event_id);
+    db_bind_i64(st, 3, original_start);
+    return each_uid(c, st, fn, ud, err);
+}
+
+int booking_refs_of_series(struct store_conn *c, int64_t cal, const char *series_id,
+                           void (*fn)(void *ud, const char *uid), void *ud,
+                           struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT booking_uid FROM booking_refs WHERE calendar_id = ?1"
+        " AND event_id = ?2 AND original_start_ms >= 0";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, series_id);
+    return each_uid(c, st, fn, ud, err);
+}
+
+int booking_on_calendar(struct store_conn *c, const char *uid, int64_t cal,
+                        void (*fn)(void *ud, const char *uid), void *ud,
+                        struct cs_err *err)
+{
+    static const char sql[] = "SELECT uid FROM bookings WHERE uid = ?1 AND calendar_id = ?2";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_i64(st, 2, cal);
+    return each_uid(c, st, fn, ud, err);
+}
+
+int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
+                     const char *old_series, int64_t old_start, const char *new_series,
+                     int64_t new_start, struct cs_err *err)
+{
+    static const char add_sql[] =
+        "INSERT INTO booking_refs (calendar_id, event_id,"
+        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+    static const char del_sql[] =
+        "DELETE FROM booking_refs WHERE calendar_id = ?1 AND event_id = ?2"
+        " AND original_start_ms = ?3 AND booking_uid = ?4";
+    static const char own_sql[] =
+        "UPDATE bookings SET event_id = ?2, original_start_ms = ?3"
+        " WHERE uid = ?1 AND calendar_id = ?4 AND event_id = ?5"
+        " AND original_start_ms = ?6";
+    struct db_stmt *st = db_stmt(c, add_sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, new_series);
+    db_bind_i64(st, 3, new_start);
+    db_bind_text(st, 4, uid);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, del_sql, err)))
+        return -1;
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, old_series);
+    db_bind_i64(st, 3, old_start);
+    db_bind_text(st, 4, uid);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, own_sql, err)))
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, new_series);
+    db_bind_i64(st, 3, new_start);
+    db_bind_i64(st, 4, cal);
+    db_bind_text(st, 5, old_series);
+    db_bind_i64(st, 6, old_start);
+    return db_exec(c, st, err);
+}
+
+int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
+                          const char *event_id, const char *etag, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET event_id = ?2, etag = ?3 WHERE uid = ?1";
+    static const char ref_sql[] =
+        "INSERT INTO booking_refs (calendar_id, event_id,"
+        " original_start_ms, booking_uid) VALUES (?1, ?2, -1, ?3) ON CONFLICT DO NOTHING";
+    struct db_stmt *st = db_stmt(c, book_sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, event_id);
+    db_bind_text(st, 3, etag);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, ref_sql, err)))
+        return -1;
+    db_bind_i64(st, 1, cal);
+    db_bind_text(st, 2, event_id);
+    db_bind_text(st, 3, uid);
+    return db_exec(c, st, err);
+}
+
+/* ------------------------------------------------------------ write state */
+
+int booking_write_pending(struct store_conn *c, const char *uid, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE bookings SET write_state = 'pending', write_error = NULL WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    return db_exec(c, st, err);
+}
+
+int booking_write_ended(struct store_conn *c, const char *uid, int failed,
+                        const char *error, struct cs_err *err)
+{
+    /* reads the jobs table (store/queue.c's): whether another write of the
+     * booking is still queued */
+    static const char sql[] =
+        "UPDATE bookings SET write_state = CASE"
+        "  WHEN ?2 = 'failed' THEN 'failed'"
+        "  WHEN EXISTS (SELECT 1 FROM jobs WHERE booking_uid = ?1 AND state = 'pending') THEN 'pending'"
+        "  WHEN write_state = 'failed' THEN 'failed'"
+        "  ELSE 'none' END,"
+        " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
+        " WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, failed ? "failed" : "done");
+    db_bind_text(st, 3, error);
+    return db_exec(c, st, err);
+}

@@ -1,0 +1,110 @@
+/* bookings.h -- the bookings and booking_refs tables (owner of their
+ * SQL): a booking's row and the event references that match Google events
+ * to bookings.
+ *
+ * A booking follows one Google event (event_id), or one occurrence of a
+ * recurring series (event_id = series id, original_start set). Times are
+ * int64 milliseconds UTC.
+ */
+#ifndef CALSYNC_STORE_BOOKINGS_H
+#define CALSYNC_STORE_BOOKINGS_H
+
+#include "store/store.h"
+#include "util.h"
+
+#include <stdint.h>
+
+#define BOOKING_UID_MAX 255
+#define BOOKING_TITLE_MAX 1024
+#define BOOKING_EVENT_ID_MAX 1024
+#define BOOKING_REASON_MAX 1024
+
+struct booking {
+    int64_t seq;
+    char *uid;
+    int64_t calendar_id;
+    char *title;
+    int64_t start_ms, end_ms;
+    char status[16];          /* accepted | cancelled */
+    int needs_review;
+    char *event_id;           /* may be NULL */
+    int has_original;
+    int64_t original_start_ms;
+    char *cancelled_by;       /* may be NULL */
+    char *cancel_reason;      /* may be NULL */
+    char *etag;               /* etag of calsync's last write, may be NULL */
+    char write_state[16];     /* none | pending | failed */
+    char *write_error;
+    int64_t updated_ms;
+};
+
+/* Releases the strings of b (not b itself). */
+void booking_free(struct booking *b);
+
+/* Loads a booking: 1 found (b filled, free with booking_free), 0 not found,
+ * -1 error. */
+int booking_get(struct store_conn *c, const char *uid, struct booking *b,
+                struct cs_err *err);
+
+/* Inserts b (uid, calendar, title, times, event refs) and its event
+ * reference. Returns 0, 1 when the uid exists already, or -1. Run inside a
+ * transaction. */
+int booking_insert(struct store_conn *c, const struct booking *b,
+                   struct cs_err *err);
+
+/* Writes title, times, status, needs_review, cancelled_by, cancel_reason
+ * and updated_at of b back. 0 or -1. */
+int booking_save(struct store_conn *c, const struct booking *b,
+                 struct cs_err *err);
+
+/* A page of bookings (filters may be 0/NULL) after seq `after`:
+ * appends {"bookings":[..],"next_cursor":..}. 0 or -1. */
+int booking_list_json(struct store_conn *c, int64_t calendar_id,
+                      const char *status, int64_t after, int limit,
+                      struct buf *out, struct cs_err *err);
+
+/* --------------------------------------------------------- booking_refs
+ * An event reference: (calendar, event id, original start or -1 for the
+ * whole event) -> booking uid. */
+
+/* Calls fn(ud, uid) for each booking referencing the occurrence
+ * (cal, event_id, original_start) (-1: the whole event). 0 or -1. */
+int booking_refs_at(struct store_conn *c, int64_t cal, const char *event_id,
+                    int64_t original_start, void (*fn)(void *ud, const char *uid),
+                    void *ud, struct cs_err *err);
+
+/* The same for every occurrence booking of series `series_id`. */
+int booking_refs_of_series(struct store_conn *c, int64_t cal, const char *series_id,
+                           void (*fn)(void *ud, const char *uid), void *ud,
+                           struct cs_err *err);
+
+/* fn(ud, uid) when booking `uid` exists on calendar cal (an event tagged
+ * with it). 0 or -1. */
+int booking_on_calendar(struct store_conn *c, const char *uid, int64_t cal,
+                        void (*fn)(void *ud, const char *uid), void *ud,
+                        struct cs_err *err);
+
+/* Moves booking `uid` from occurrence (old_series, old_start) of cal to
+ * (new_series, new_start): its reference and, when the booking's own
+ * event is that occurrence, bookings.event_id/original_start_ms. 0 or -1. */
+int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
+                     const char *old_series, int64_t old_start, const char *new_series,
+                     int64_t new_start, struct cs_err *err);
+
+/* calsync wrote the booking's event: its id and etag on the booking, and
+ * the whole-event reference. 0 or -1. */
+int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
+                          const char *event_id, const char *etag, struct cs_err *err);
+
+/* ----------------------------------------------------------- write state */
+
+/* A write job was queued for the booking: write_state 'pending'. 0 or -1. */
+int booking_write_pending(struct store_conn *c, const char *uid, struct cs_err *err);
+
+/* A write job of the booking ended (`failed`, with error, or done): its
+ * write_state becomes failed, else pending while another job of it is
+ * pending (the jobs table), else stays failed or turns none. 0 or -1. */
+int booking_write_ended(struct store_conn *c, const char *uid, int failed,
+                        const char *error, struct cs_err *err);
+
+#endif

@@ -1,0 +1,37 @@
+/* notifications.c -- the notifications table. */
+#include "store/notifications.h"
+#include "store/db.h"
+
+int notification_insert(struct store_conn *c, int64_t id, const char *channel_id,
+                        int64_t number, const char *resource_state, int64_t received_at,
+                        struct cs_err *err)
+{
+    static const char sql[] =
+        "INSERT INTO notifications (id, channel_id, message_number,"
+        " resource_state, received_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+        " ON CONFLICT DO NOTHING";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    db_bind_text(st, 2, channel_id);
+    if (number >= 0)
+        db_bind_i64(st, 3, number);
+    if (resource_state && resource_state[0])
+        db_bind_text(st, 4, resource_state);
+    db_bind_i64(st, 5, received_at);
+    return db_exec(c, st, err);
+}
+
+int notification_next_id(struct store_conn *c, int64_t *out, struct cs_err *err)
+{
+    static const char sql[] = "SELECT coalesce(max(id), 0) + 1 FROM notifications";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    int rc = db_step(st);
+    if (rc == DB_ROW)
+        *out = db_col_i64(st, 0);
+    db_reset(st);
+    return rc == DB_ROW ? 0 : db_error(c, err);
+}
