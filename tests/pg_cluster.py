@@ -7,6 +7,8 @@ tools/deps.sh).
     with PgCluster() as pg:              # initdb + postgres, ready to use
         url = pg.create_database()       # postgresql://calsync:...@127.0.0.1:N/t_1_...
         pg.psql(url, "SELECT 1")         # runs psql, returns its stdout
+        pg.query(url, "SELECT id FROM t WHERE x = ?", (5,))   # [(1,), ...] like sqlite3
+        con = pg.connect(url)            # sqlite3.Connection's shape (execute/fetchall)
     # here the server and all its processes are gone, and so is its directory
 
     python3 tests/pg_cluster.py          # start one, print its URL, serve until
@@ -58,6 +60,7 @@ CALSYNC_PG_BINDIR. psql and pg_isready are taken from there too, not
 """
 import atexit
 import glob
+import json
 import os
 import re
 import secrets
@@ -400,6 +403,40 @@ class PgCluster:
             raise PgError("psql failed (exit %d): %s" % (r.returncode, err.strip()))
         return out
 
+    def query(self, url, sql, params=()):
+        """Runs one statement with sqlite3's qmark parameters (`?`, in
+        order) and returns its rows as a list of tuples, as
+        sqlite3's fetchall() would: ints, strings, None (JSON types,
+        booleans as True/False). A statement that returns no rows (DML
+        without RETURNING, DDL) returns []. Values never become SQL text:
+        strings go through psql variables (:'p1', quoted by libpq's
+        PQescapeLiteral; each travels as one argv entry, so at most 128 KiB),
+        numbers are formatted by Python, None is NULL."""
+        if isinstance(params, (str, bytes)) or not isinstance(params, (tuple, list)):
+            raise TypeError("params: a tuple or list, got %r" % type(params).__name__)
+        text, argv_vars = _bind_qmarks(sql, params)
+        text = text.strip().rstrip(";")
+        returns_rows = re.match(r"(?is)\s*(select|with|values|table)\b", text) or \
+            re.search(r"(?i)\breturning\b", text)
+        if returns_rows:
+            text = ("WITH calsync_q AS (%s) SELECT coalesce(json_agg(row_to_json(calsync_q)),"
+                    " '[]') FROM calsync_q" % text)
+        argv = [os.path.join(self.bindir, "psql"), "-X", "-q", "-A", "-t",
+                "-v", "ON_ERROR_STOP=1", "-d", url] + argv_vars
+        r = subprocess.run(argv, input=(text + ";\n").encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=_clean_env(self.dir or "/"))
+        if r.returncode != 0:
+            raise PgError("query failed (exit %d): %s" % (
+                r.returncode, r.stderr.decode("utf-8", "replace").strip()))
+        if not returns_rows:
+            return []
+        # object_pairs_hook keeps every column, in order, even two of one name
+        return json.loads(r.stdout.decode(), object_pairs_hook=lambda kv: tuple(v for _, v in kv))
+
+    def connect(self, url):
+        """A PgConnection on `url`: sqlite3.Connection's shape for tests."""
+        return PgConnection(self, url)
+
     def create_database(self, name=None):
         """Creates an empty database (a fresh unique name if None) and
         returns its postgresql:// URL (TCP)."""
@@ -474,6 +511,98 @@ class PgCluster:
 
     def __exit__(self, *exc):
         self.stop()
+        return False
+
+
+def _bind_qmarks(sql, params):
+    """(sql with each `?` outside quotes replaced, extra psql argv). A `?`
+    inside '...' or "..." or a -- comment is left alone."""
+    out, argv, n, i = [], [], 0, 0
+    while i < len(sql):
+        c = sql[i]
+        if c in "'\"":
+            j = i + 1
+            while j < len(sql) and not (sql[j] == c and sql[j + 1:j + 2] != c):
+                j += 2 if sql[j] == c else 1
+            out.append(sql[i:j + 1])
+            i = j + 1
+            continue
+        if sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = len(sql) if j < 0 else j
+            out.append(sql[i:j])
+            i = j
+            continue
+        if c == "?":
+            if n >= len(params):
+                raise ValueError("more ? than the %d parameters given" % len(params))
+            v = params[n]
+            n += 1
+            if v is None:
+                out.append("NULL")
+            elif isinstance(v, bool):
+                out.append("TRUE" if v else "FALSE")
+            elif isinstance(v, int):
+                out.append("(%d)" % v)
+            elif isinstance(v, float):
+                out.append("(%r)" % v)
+            elif isinstance(v, str):
+                if "\0" in v:
+                    raise ValueError("parameter %d: NUL in a string" % n)
+                argv += ["-v", "p%d=%s" % (n, v)]
+                out.append(":'p%d'" % n)
+            elif isinstance(v, (bytes, bytearray)):
+                argv += ["-v", "p%d=\\x%s" % (n, bytes(v).hex())]
+                out.append(":'p%d'::bytea" % n)
+            else:
+                raise TypeError("parameter %d: unsupported type %s" % (n, type(v).__name__))
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    if n != len(params):
+        raise ValueError("%d parameters given, %d ? in the statement" % (len(params), n))
+    return "".join(out), argv
+
+
+class _Cursor:
+    def __init__(self, rows):
+        self._rows = rows
+
+    def fetchall(self):
+        rows, self._rows = self._rows, []
+        return rows
+
+    def fetchone(self):
+        return self._rows.pop(0) if self._rows else None
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class PgConnection:
+    """What the e2e tests use of sqlite3.Connection -- execute(sql,
+    params).fetchall()/fetchone(), iteration, `with`, close() -- on a
+    PostgreSQL database. One difference: each execute() is its own psql run
+    and its own transaction (autocommit), so several statements in one
+    `with` block are not applied atomically together."""
+
+    def __init__(self, cluster, url):
+        self.cluster, self.url = cluster, url
+
+    def execute(self, sql, params=()):
+        return _Cursor(self.cluster.query(self.url, sql, params))
+
+    def commit(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         return False
 
 

@@ -159,6 +159,71 @@ class TestCluster(Base):
                                                "WHERE datname = 'postgres'").strip(), "1")
 
 
+class TestQuery(unittest.TestCase):
+    """PgCluster.query / PgConnection: sqlite3's shape over psql, for the
+    e2e tests that read tables when the database is PostgreSQL."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PgCluster().start()
+        cls.url = cls.pg.create_database()
+        cls.pg.query(cls.url, "CREATE TABLE t (id bigint PRIMARY KEY, s text, b bytea, "
+                              "at bigint)")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.stop()
+
+    def test_values_round_trip(self):
+        nasty = ["'); DROP TABLE t; --", "back\\slash \\x00 :'p1' ?", "line\nbreak\ttab",
+                 "unicode \u00e9\u2603\U0001f600", "", "x" * 5000]
+        con = self.pg.connect(self.url)
+        with con:
+            for i, v in enumerate(nasty):
+                con.execute("INSERT INTO t (id, s, at) VALUES (?, ?, ?)",
+                            (i, v, -2 ** 62 + i))
+        rows = con.execute("SELECT id, s, at FROM t WHERE id < ? ORDER BY id",
+                           (len(nasty),)).fetchall()
+        self.assertEqual(rows, [(i, v, -2 ** 62 + i) for i, v in enumerate(nasty)])
+        # NULL both ways, bytes, a ? inside a literal left alone
+        con.execute("INSERT INTO t (id, s, b) VALUES (?, ?, ?)", (100, None, b"\x00\xffab"))
+        self.assertEqual(con.execute("SELECT s, b = ?, '?' FROM t WHERE id = ?",
+                                     (b"\x00\xffab", 100)).fetchone(), (None, True, "?"))
+        self.assertEqual(self.pg.query(self.url, "SELECT count(*) FROM t WHERE id <= 100"),
+                         [(len(nasty) + 1,)])
+
+    def test_shapes(self):
+        q = self.pg.query
+        # two columns of one name both come back, in order
+        self.assertEqual(q(self.url, "SELECT 1 AS a, 'two' AS a"), [(1, "two")])
+        self.assertEqual(q(self.url, "SELECT 1 WHERE false"), [])
+        q(self.url, "INSERT INTO t (id, s) VALUES (?, ?)", (200, "old"))
+        # DML without RETURNING: no rows; with RETURNING: its rows
+        self.assertEqual(q(self.url, "UPDATE t SET s = ? WHERE id = ?", ("mid", 200)), [])
+        self.assertEqual(q(self.url, "UPDATE t SET s = ? WHERE id = ? RETURNING id, s;",
+                           ("new", 200)), [(200, "new")])
+        self.assertEqual(q(self.url, "WITH x AS (SELECT ? AS v) SELECT v FROM x", ("w",)),
+                         [("w",)])
+        cur = self.pg.connect(self.url).execute("SELECT id FROM t WHERE id >= ? ORDER BY id",
+                                                (200,))
+        self.assertEqual(list(cur), [(200,)])
+
+    def test_errors(self):
+        with self.assertRaises(ValueError):
+            self.pg.query(self.url, "SELECT ?, ?", (1,))
+        with self.assertRaises(ValueError):
+            self.pg.query(self.url, "SELECT 1", (1,))
+        with self.assertRaises(TypeError):
+            self.pg.query(self.url, "SELECT ?", "1")
+        with self.assertRaises(TypeError):
+            self.pg.query(self.url, "SELECT ?", (object(),))
+        with self.assertRaises(ValueError):
+            self.pg.query(self.url, "SELECT ?", ("a\0b",))
+        with self.assertRaises(PgError) as cm:
+            self.pg.query(self.url, "SELECT nope FROM t")
+        self.assertIn('column "nope" does not exist', str(cm.exception))
+
+
 class TestPorts(Base):
     def setUp(self):
         # a port that is taken: bound and listening on 127.0.0.1
