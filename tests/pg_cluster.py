@@ -366,6 +366,12 @@ class PgCluster:
     # ------------------------------------------------------------ use
 
     @property
+    def running(self):
+        """True from a successful start() until stop() (or the server's
+        own exit)."""
+        return self.proc is not None and self.dir is not None and self.proc.poll() is None
+
+    @property
     def pid(self):
         return self.proc.pid if self.proc else None
 
@@ -618,6 +624,7 @@ def _stop_all():
 
 
 _shared = [None]
+_shared_lock = threading.Lock()     # held across the start: one cluster, not two
 
 
 def shared_cluster():
@@ -625,13 +632,10 @@ def shared_cluster():
     exit: an e2e module asks it for a fresh database per test
     (`shared_cluster().create_database()`), which is much cheaper than an
     initdb per test."""
-    with _live_lock:
-        c = _shared[0]
-    if c is None or c.proc is None:
-        c = PgCluster().start()
-        with _live_lock:
-            _shared[0] = c
-    return c
+    with _shared_lock:
+        if _shared[0] is None or not _shared[0].running:
+            _shared[0] = PgCluster().start()
+        return _shared[0]
 
 
 def main():

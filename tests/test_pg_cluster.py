@@ -66,6 +66,7 @@ class TestCluster(Base):
             procs = pg.processes()
             self.assertIn(pid, procs)
             self.assertGreater(len(procs), 1)
+            self.assertTrue(pg.running)
             if os.geteuid() == 0:
                 # PostgreSQL refuses root: the servers run unprivileged,
                 # in a directory that user owns
@@ -98,6 +99,7 @@ class TestCluster(Base):
         finally:
             pg.stop()
         self.assertGone(pg, port, tmpdir)
+        self.assertFalse(pg.running)
         pg.stop()   # idempotent
 
     def test_stop_ends_open_sessions(self):
@@ -222,6 +224,25 @@ class TestQuery(unittest.TestCase):
         with self.assertRaises(PgError) as cm:
             self.pg.query(self.url, "SELECT nope FROM t")
         self.assertIn('column "nope" does not exist', str(cm.exception))
+
+
+class TestShared(Base):
+    def test_one_cluster_per_process(self):
+        a = pg_cluster.shared_cluster()
+        try:
+            self.assertIs(pg_cluster.shared_cluster(), a)
+            u1, u2 = a.create_database(), a.create_database()
+            self.assertNotEqual(u1, u2)
+            self.assertEqual(a.query(u1, "SELECT current_database()"),
+                             [(u1.rsplit("/", 1)[1],)])
+        finally:
+            port, tmpdir = a.port, a.dir
+            a.stop()
+        self.assertGone(a, port, tmpdir)
+        # stopped (here by hand; normally at exit): the next use starts another
+        b = pg_cluster.shared_cluster()
+        self.assertIsNot(b, a)
+        b.stop()
 
 
 class TestPorts(Base):
