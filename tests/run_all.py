@@ -8,7 +8,8 @@ one closing line "N passed, N failed" (jobs). Python 3 standard library.
 
 A job is one program: a unit test binary, the busted specs, the fake
 Google's self-test, the throwaway PostgreSQL cluster's self-test
-(tests/pg_cluster.py, for the PostgreSQL store), or one end-to-end test module against one build (plain,
+(tests/pg_cluster.py) and the check of the PostgreSQL store's planned SQL
+(tests/test_pg_plan.py), or one end-to-end test module against one build (plain,
 ASan, valgrind). Most of an end-to-end module's time is spent waiting on
 real sockets and real processes, so on a 2-core machine several run well
 side by side; CALSYNC_TEST_JOBS sets how many (default 2 x cores). The
@@ -77,6 +78,7 @@ def jobs_for(suite):
         out.append(("fake-google", unittest_cmd("tests/test_fake_google.py"), {}, ROOT))
     elif suite == "pg":
         out.append(("pg-cluster", unittest_cmd("tests/test_pg_cluster.py"), {}, ROOT))
+        out.append(("pg-plan", unittest_cmd("tests/test_pg_plan.py"), {}, ROOT))
     elif suite == "e2e":
         for m in e2e_modules():
             out.append(("e2e:" + m, unittest_cmd(m), {"CALSYNC_BIN": "build/calsync"}, e2e_dir))
