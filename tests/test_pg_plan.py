@@ -87,7 +87,7 @@ UPDATE jobs j SET claimed_by = $1, claim_expires = calsync_now_ms() + $2,
     ORDER BY p.next_at, p.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
-RETURNING j.id, j.kind, j.booking_uid, j.attempts;
+RETURNING j.id, j.kind, j.booking_uid, j.calendar_id, j.attempts;
 PREPARE job_done(bigint, text) AS
 UPDATE jobs SET state = 'done', claimed_by = NULL
  WHERE id = $1 AND claimed_by = $2 RETURNING id;
@@ -105,10 +105,10 @@ UPDATE outbox o SET claimed_by = $1, claim_expires = calsync_now_ms() + $3
     ORDER BY p.id
     LIMIT $4
     FOR UPDATE SKIP LOCKED)
-RETURNING o.id, o.delivery_id;
+RETURNING o.id, o.delivery_id, o.booking_uid, o.trigger;
 PREPARE outbox_delivered(bigint, text) AS
 UPDATE outbox SET state = 'delivered', claimed_by = NULL
- WHERE id = $1 AND claimed_by = $2 AND state = 'pending' RETURNING id;
+ WHERE id = $1 AND claimed_by = $2 AND state = 'pending' RETURNING id, delivery_id;
 """
 
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(27973141116055139);"
@@ -282,34 +282,34 @@ class TestClaims(PlanCase):
     def test_job_claims_skip_locked_keep_booking_order(self):
         w1, w2 = self.session("inst_a"), self.session("inst_b")
         self.assertEqual(w1.run("BEGIN; EXECUTE job_claim('A', 20000);"),
-                         ["1|insert|bk1|1"])
+                         ["1|insert|bk1|1|1"])
         # W1 has not committed: job 1 is skipped (no wait: run() returns),
         # job 2 is behind job 1 for bk1, so W2 gets job 3, then nothing
-        self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), ["3|insert|bk2|1"])
+        self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), ["3|insert|bk2|2|1"])
         self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), [])
         w1.run("COMMIT;")
         self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), [])      # A's claim lives
         self.advance(20000)                                                # A was killed
-        self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), ["1|insert|bk1|2"])
+        self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), ["1|insert|bk1|1|2"])
         self.assertEqual(w1.run("EXECUTE job_done(1, 'A')"), [])            # A's late result
         self.assertEqual(w2.run("EXECUTE job_done(1, 'B')"), ["1"])
-        self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), ["2|patch|bk1|1"])
+        self.assertEqual(w2.run("EXECUTE job_claim('B', 20000)"), ["2|patch|bk1|1|1"])
 
     def test_outbox_claims_skip_locked_keep_booking_order(self):
         a, b = self.session("inst_a"), self.session("inst_b")
         self.assertEqual(a.run("BEGIN; EXECUTE outbox_claim('A', 'hook', 20000, 10);"),
-                         ["1|d1", "3|d3"])                 # never d2 behind d1
+                         ["1|d1|bk1|BOOKING_CREATED", "3|d3|bk2|BOOKING_CREATED"])                 # never d2 behind d1
         self.assertEqual(b.run("EXECUTE outbox_claim('B', 'hook', 20000, 10)"), [])
         a.run("COMMIT;")
         self.assertEqual(b.run("EXECUTE outbox_claim('B', 'hook', 20000, 10)"), [])
-        self.assertEqual(a.run("EXECUTE outbox_delivered(1, 'A')"), ["1"])
-        self.assertEqual(b.run("EXECUTE outbox_claim('B', 'hook', 20000, 10)"), ["2|d2"])
-        self.assertEqual(b.run("EXECUTE outbox_delivered(2, 'B')"), ["2"])
+        self.assertEqual(a.run("EXECUTE outbox_delivered(1, 'A')"), ["1|d1"])
+        self.assertEqual(b.run("EXECUTE outbox_claim('B', 'hook', 20000, 10)"), ["2|d2|bk1|BOOKING_RESCHEDULED"])
+        self.assertEqual(b.run("EXECUTE outbox_delivered(2, 'B')"), ["2|d2"])
         # A dies holding d3: its claim runs out and B posts it, under d3 still
         self.advance(20000)
-        self.assertEqual(b.run("EXECUTE outbox_claim('B', 'hook', 20000, 10)"), ["3|d3"])
+        self.assertEqual(b.run("EXECUTE outbox_claim('B', 'hook', 20000, 10)"), ["3|d3|bk2|BOOKING_CREATED"])
         self.assertEqual(a.run("EXECUTE outbox_delivered(3, 'A')"), [])
-        self.assertEqual(b.run("EXECUTE outbox_delivered(3, 'B')"), ["3"])
+        self.assertEqual(b.run("EXECUTE outbox_delivered(3, 'B')"), ["3|d3"])
 
 
 class TestMigrations(PlanCase):
