@@ -2,12 +2,14 @@
 """Runs the test suites as independent jobs, several at a time, and prints
 one closing line "N passed, N failed" (jobs). Python 3 standard library.
 
-    tests/run_all.py [SUITE...]    SUITE: unit asan-unit spec fake e2e
+    tests/run_all.py [SUITE...]    SUITE: unit asan-unit spec fake pg e2e
                                    e2e-asan memcheck e2e-faketime
                                    (default: all but e2e-faketime)
 
 A job is one program: a unit test binary, the busted specs, the fake
-Google's self-test, or one end-to-end test module against one build (plain,
+Google's self-test, the throwaway PostgreSQL cluster's self-test
+(tests/pg_cluster.py) and the check of the PostgreSQL store's planned SQL
+(tests/test_pg_plan.py), or one end-to-end test module against one build (plain,
 ASan, valgrind). Most of an end-to-end module's time is spent waiting on
 real sockets and real processes, so on a 2-core machine several run well
 side by side; CALSYNC_TEST_JOBS sets how many (default 2 x cores). The
@@ -32,7 +34,7 @@ LOGS = os.path.join(ROOT, "build", "test-logs")
 TIMES = os.path.join(ROOT, "build", "test-times.json")
 # e2e-faketime is left out: two more minutes of jobs (docs/reliability.md,
 # "The clock moved"); run it with `sh tests/run_all.sh e2e-faketime`.
-DEFAULT = ["unit", "asan-unit", "spec", "fake", "e2e", "e2e-asan", "memcheck"]
+DEFAULT = ["unit", "asan-unit", "spec", "fake", "pg", "e2e", "e2e-asan", "memcheck"]
 ASAN_ENV = {"CALSYNC_BIN": "build/asan/calsync", "CALSYNC_SANITIZED": "1",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
 # The scenarios memcheck runs under valgrind (slow: a few, chosen for the
@@ -75,6 +77,9 @@ def jobs_for(suite):
     elif suite == "fake":
         out.append(("fake-google", unittest_cmd("tests/test_fake_google.py"), {}, ROOT))
         out.append(("fake-graph", unittest_cmd("tests/test_fake_graph.py"), {}, ROOT))
+    elif suite == "pg":
+        out.append(("pg-cluster", unittest_cmd("tests/test_pg_cluster.py"), {}, ROOT))
+        out.append(("pg-plan", unittest_cmd("tests/test_pg_plan.py"), {}, ROOT))
     elif suite == "e2e":
         for m in e2e_modules():
             out.append(("e2e:" + m, unittest_cmd(m), {"CALSYNC_BIN": "build/calsync"}, e2e_dir))
@@ -99,7 +104,7 @@ def jobs_for(suite):
                         + unittest_cmd(m),
                         {"CALSYNC_BIN": "build/calsync"}, e2e_dir))
     else:
-        raise SystemExit("unknown suite %s (unit asan-unit spec fake e2e e2e-asan "
+        raise SystemExit("unknown suite %s (unit asan-unit spec fake pg e2e e2e-asan "
                          "memcheck e2e-faketime)" % suite)
     return out
 

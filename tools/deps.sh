@@ -8,7 +8,8 @@ PKGS="build-essential pkg-config git
 liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
 libcmocka-dev lua-busted python3 valgrind wrk faketime
-prometheus groff-base systemd tzdata"
+prometheus groff-base systemd tzdata
+libpq-dev postgresql postgresql-client"
 # --bench adds what only `make bench` needs (never `make test`):
 # gnuplot-nox (docs/performance-scaling.png); wrk (HTTP load) and valgrind
 # (callgrind instruction counts) are in the base list already.
