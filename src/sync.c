@@ -6,7 +6,7 @@
  *
  * Main objects: struct sync_event (the shared event shape of provider.h,
  * what the mirror keeps), the page loop of sync_calendar(), page_apply(),
- * and the unit runner run_units(): each item of a page, each deletion and
+ * and the unit runner sync_run_units(): each item of a page, each deletion and
  * each re-link the last page finds is a unit, decided with no transaction
  * open and then applied in short batch transactions that re-check it (DESIGN §2
  * "Policies off the write path"). Pages are validated completely before
@@ -17,6 +17,7 @@
  * docs/internals/sync.md.
  */
 #include "sync.h"
+#include "sync_int.h"
 #include "store/events.h"
 #include "fault.h"
 
@@ -35,8 +36,6 @@
 
 static sync_change_fn hook_fn;
 static void *hook_ud;
-static sync_change_fn relink_fn;
-static void *relink_ud;
 static sync_decide_fn decide_fn;
 static void *decide_ud;
 
@@ -44,12 +43,6 @@ void sync_set_change_hook(sync_change_fn fn, void *ud)
 {
     hook_fn = fn;
     hook_ud = ud;
-}
-
-void sync_set_relink_hook(sync_change_fn fn, void *ud)
-{
-    relink_fn = fn;
-    relink_ud = ud;
 }
 
 void sync_set_decide_hook(sync_decide_fn fn, void *ud)
@@ -102,14 +95,9 @@ int sync_event_differs(const struct sync_event *old, const struct sync_event *no
 
 /* ============================================================ the mirror */
 
-/* A mirror row read back: the event plus the arena its strings live in. */
-struct mirror_row {
-    struct sync_event ev;
-    struct buf arena;
-};
 
 /* 1 found (row filled), 0 not, -1 error. */
-static int mirror_load(struct store_conn *c, int64_t cal, const char *id,
+int sync_mirror_load(struct store_conn *c, int64_t cal, const char *id,
                        struct mirror_row *row, struct cs_err *err)
 {
     return events_load(c, cal, id, &row->ev, &row->arena, err);
@@ -124,21 +112,6 @@ int sync_mirror_put(struct store_conn *c, int64_t cal,
 
 /* ======================================================== the page loop */
 
-struct run {
-    struct store_conn *db;
-    lua_State *L;
-    struct sync_info info;
-    struct sync_stats *stats;
-    struct mirror_row old;
-    struct mirror_row succ;  /* a split's successor occurrence (relink) */
-    struct buf raw;
-    int full;
-    const struct provider_ops *ops;
-    struct provider_ctx *px;
-    struct buf touched;   /* series ids seen by an incremental sync, NUL-separated */
-    int n_touched;
-    int64_t dirty;        /* calendars.dirty read before the first listing */
-};
 
 /* Hands one change to the hook in the current pass: 0, SYNC_HOOK_STALE
  * (apply pass) or -1. */
@@ -158,19 +131,14 @@ static int report(struct run *x, const struct sync_event *old,
  * re-link pairs), listed before they are decided: a unit may be applied
  * twice (a stale one is rolled back and retried), so each is addressed by
  * its index. */
-struct id_list {
-    struct buf arena;  /* NUL-terminated ids */
-    size_t *off;       /* owned: offset of the i-th id in arena */
-    size_t n, cap;
-};
 
-static void ids_init(struct id_list *l)
+void sync_ids_init(struct id_list *l)
 {
     memset(l, 0, sizeof *l);
     buf_init(&l->arena);
 }
 
-static void ids_free(struct id_list *l)
+void sync_ids_free(struct id_list *l)
 {
     buf_free(&l->arena);
     free(l->off);
@@ -178,7 +146,7 @@ static void ids_free(struct id_list *l)
     l->n = l->cap = 0;
 }
 
-static int ids_push(struct id_list *l, const char *id)
+int sync_ids_push(struct id_list *l, const char *id)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
@@ -195,7 +163,7 @@ static int ids_push(struct id_list *l, const char *id)
     return 0;
 }
 
-static const char *ids_at(const struct id_list *l, size_t i)
+const char *sync_ids_at(const struct id_list *l, size_t i)
 {
     return l->arena.data + l->off[i];
 }
@@ -218,7 +186,7 @@ static const char *ids_at(const struct id_list *l, size_t i)
  *           again, and the stale one decided again outside the
  *           transaction and retried).
  *
- * run_units() applies optimistically: a unit that needs no decision (most
+ * sync_run_units() applies optimistically: a unit that needs no decision (most
  * items of a full listing: no booking follows them) is applied without a
  * decide pass. The first unit that needs one opens a decide window: it
  * and up to SYNC_DECIDE_WINDOW - 1 units after it are decided in one go,
@@ -228,8 +196,6 @@ static const char *ids_at(const struct id_list *l, size_t i)
  * as deciding inside the transaction; a changed input is never applied
  * with an old decision. */
 
-/* 0, SYNC_HOOK_STALE (apply pass) or -1. */
-typedef int (*unit_fn)(struct run *x, size_t i, void *ud, struct cs_err *err);
 
 /* Applies units [i, limit) in one transaction, until SYNC_APPLY_BATCH
  * units or SYNC_APPLY_BATCH_MS have gone by or a unit is stale, and
@@ -316,7 +282,7 @@ static unsigned next_window(void)
 /* Decides and applies units [0, n) (see above). 0 or -1: units applied
  * before a failure stay committed (each is whole), the rest are read
  * again by the next sync. */
-static int run_units(struct run *x, size_t n, unit_fn fn, void *ud, struct cs_err *err)
+int sync_run_units(struct run *x, size_t n, unit_fn fn, void *ud, struct cs_err *err)
 {
     size_t i = 0, decided = 0, last_stale = (size_t)-1;
     int tries = 0;
@@ -367,7 +333,7 @@ static int run_units(struct run *x, size_t n, unit_fn fn, void *ud, struct cs_er
  * marks it cancelled. 0, SYNC_HOOK_STALE or -1. */
 static int report_deleted(struct run *x, const char *id, struct cs_err *err)
 {
-    int rc = mirror_load(x->db, x->info.calendar_id, id, &x->old, err);
+    int rc = sync_mirror_load(x->db, x->info.calendar_id, id, &x->old, err);
     if (rc <= 0)
         return rc;
     rc = -1;
@@ -403,7 +369,7 @@ done:
 
 static int id_add(void *ud, const char *id)
 {
-    return ids_push(ud, id) ? 1 : 0;
+    return sync_ids_push(ud, id) ? 1 : 0;
 }
 
 /* Appends the ids of a mirror list (store/events.h) with argument arg. */
@@ -421,38 +387,38 @@ static int collect_ids(struct run *x, enum events_list which, const char *arg,
 static int cascade_series(struct run *x, const char *series, struct cs_err *err)
 {
     struct id_list ids;
-    ids_init(&ids);
+    sync_ids_init(&ids);
     int rc = collect_ids(x, EVENTS_SERIES_LIVE, series, &ids, err);
     /* part of the master's unit: all of the series or none of it */
     for (size_t i = 0; rc == 0 && i < ids.n; i++)
-        rc = report_deleted(x, ids_at(&ids, i), err);
-    ids_free(&ids);
+        rc = report_deleted(x, sync_ids_at(&ids, i), err);
+    sync_ids_free(&ids);
     return rc;
 }
 
 /* A unit per listed id: reported as deleted. */
 static int unit_deleted(struct run *x, size_t i, void *ud, struct cs_err *err)
 {
-    return report_deleted(x, ids_at(ud, i), err);
+    return report_deleted(x, sync_ids_at(ud, i), err);
 }
 
 /* Reports the mirrored ids that list `which` has as deletions, one unit
  * each. */
-static int report_listed(struct run *x, enum events_list which, const char *arg,
+int sync_report_listed(struct run *x, enum events_list which, const char *arg,
                          struct cs_err *err)
 {
     struct id_list ids;
-    ids_init(&ids);
+    sync_ids_init(&ids);
     int rc = collect_ids(x, which, arg, &ids, err);
     if (rc == 0)
-        rc = run_units(x, ids.n, unit_deleted, &ids, err);
-    ids_free(&ids);
+        rc = sync_run_units(x, ids.n, unit_deleted, &ids, err);
+    sync_ids_free(&ids);
     return rc;
 }
 
 static int sweep_unseen(struct run *x, struct cs_err *err)
 {
-    return report_listed(x, EVENTS_UNSEEN, NULL, err);
+    return sync_report_listed(x, EVENTS_UNSEEN, NULL, err);
 }
 
 static int seen_add(struct run *x, const char *id, struct cs_err *err)
@@ -479,7 +445,7 @@ static int series_touched(const struct run *x, const char *series)
 /* An item whose id the provider cannot have issued (normalise gave
  * PROVIDER_EVENT_SKIP, reason in err): logged and counted, then left out --
  * never mirrored, matched or put into a URL. Always 0. */
-static int skip_item(const struct run *x, struct cs_err *err)
+int sync_skip_item(const struct run *x, struct cs_err *err)
 {
     metrics_inc("calsync_sync_items_skipped_total{reason=\"invalid_id\"}");
     log_warn("sync.item_skipped", "calendar=%lld reason=%s", (long long)x->info.calendar_id,
@@ -501,7 +467,7 @@ static int skip_item(const struct run *x, struct cs_err *err)
 static int defer_to_reconcile(const struct run *x, const struct sync_event *old,
                               const struct sync_event *ev)
 {
-    return !x->full && old && relink_fn && ev->series_id &&
+    return !x->full && old && sync_relinks() && ev->series_id &&
            strcmp(ev->status, "cancelled") == 0 && !str_eq(old->status, "cancelled") &&
            str_eq(old->series_id, ev->series_id) && ev->bare &&
            series_touched(x, ev->series_id);
@@ -519,7 +485,7 @@ static int apply_item(struct run *x, int item, struct sync_event *ev,
         return 0; /* logged and counted by page_check */
     if (p)
         return -1;
-    int r = mirror_load(x->db, x->info.calendar_id, ev->id, &x->old, err);
+    int r = sync_mirror_load(x->db, x->info.calendar_id, ev->id, &x->old, err);
     if (r < 0)
         return -1;
     const struct sync_event *old = r ? &x->old.ev : NULL;
@@ -563,322 +529,6 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
     return calendar_sync_done(x->db, x->info.calendar_id, sync_token, x->dirty, err);
 }
 
-/* ------------------------------------------------ series reconciliation
- * With singleEvents=true, "delete this and following" and "edit this and
- * following" move the old series' UNTIL and Google sends no stub for the
- * occurrences that disappear (fixture recurring-delete-this-and-
- * following.json; the fake models it). So when an incremental sync sees
- * any occurrence of a series, it asks events.instances for the series'
- * current occurrences and, in the last page's transaction, reports the
- * mirrored live occurrences missing from it as deletions. */
-
-static void touch_series(struct run *x, const char *series)
-{
-    for (size_t o = 0; o < x->touched.len;) {
-        const char *s = x->touched.data + o;
-        if (strcmp(s, series) == 0)
-            return;
-        o += strlen(s) + 1;
-    }
-    if (x->n_touched >= SYNC_MAX_SERIES_CHECK) {
-        log_warn("sync.series_unchecked", "calendar=%lld series=%s",
-                 (long long)x->info.calendar_id, log_q(series));
-        return;
-    }
-    if (buf_append(&x->touched, series, strlen(series) + 1) == 0)
-        x->n_touched++;
-}
-
-static int live_reset(struct run *x, struct cs_err *err)
-{
-    return events_live_reset(x->db, err);
-}
-
-/* Records an occurrence Google lists for the series: live, or cancelled
- * (a deleted single occurrence is listed; one a split removed is not). */
-static int live_add(struct run *x, const char *series, const char *id, int live,
-                    struct cs_err *err)
-{
-    return events_live_add(x->db, series, id, live, err);
-}
-
-/* Fetches the live occurrences of every touched series into
- * temp.sync_live (no transaction open: it calls the provider). 0, -1, or
- * SYNC_REVOKED. A series the provider calls gone gets no rows, so
- * every mirrored occurrence of it is reported. */
-static int series_fetch(struct run *x, struct sync_event *scratch,
-                        struct cs_err *err)
-{
-    lua_State *L = x->L;
-    struct buf pt;
-    int rc = -1, top = lua_gettop(L);
-    buf_init(&pt);
-    if (live_reset(x, err))
-        goto done;
-    for (size_t o = 0; o < x->touched.len;) {
-        const char *series = x->touched.data + o;
-        o += strlen(series) + 1;
-        buf_reset(&pt);
-        for (int page = 0;; page++) {
-            if (page >= SYNC_MAX_PAGES) {
-                cs_err_set(err, "instances of %.64s: more than %d pages", series,
-                           SYNC_MAX_PAGES);
-                goto done;
-            }
-            struct provider_page pg;
-            int g = x->ops->occurrences(x->px, x->info.external_id, series,
-                                        pt.len ? pt.data : NULL, &pg, err);
-            if (g == PROVIDER_REVOKED) {
-                rc = SYNC_REVOKED;
-                goto done;
-            }
-            if (g == PROVIDER_GONE)
-                break;
-            if (g != PROVIDER_OK)
-                goto done;
-            const char *next = pg.next_page;
-            for (int i = 1; i <= pg.n; i++) {
-                lua_rawgeti(L, pg.items, i);
-                int r = x->ops->normalise(L, -1, scratch, err);
-                if (r == PROVIDER_EVENT_SKIP)
-                    r = skip_item(x, err);
-                else if (r == 0)
-                    r = live_add(x, series, scratch->id,
-                                 strcmp(scratch->status, "cancelled") != 0, err);
-                lua_pop(L, 1);
-                if (r)
-                    goto done;
-            }
-            buf_reset(&pt);
-            if (next && buf_puts(&pt, next)) {
-                cs_err_set(err, "out of memory");
-                goto done;
-            }
-            lua_settop(L, top);
-            if (!next)
-                break;
-        }
-    }
-    rc = 0;
-done:
-    lua_settop(L, top);
-    buf_free(&pt);
-    return rc;
-}
-
-/* ----------------------------------- splits: occurrences found again by time
- * "Edit this and following" ends series S with UNTIL and starts a series
- * S' under a new id: `<S>_R<start>`, or an unrelated id whose events carry
- * S's `created` (fixture recurring-edit-this-and-following-change-time).
- * "All events" with new times keeps S but moves every original start: S
- * itself is then the successor of its vanished occurrences.
- * The occurrences that vanished from S are paired with occurrences of S'
- * by original start (docs/internals/apply.md "Splits"): in order of their
- * original start, each takes the closest unused occurrence of a successor
- * less than SYNC_SPLIT_WINDOW_MS away (a tie goes to the earlier one,
- * then to the smaller id). A successor must be listed live by this sync's
- * events.instances (so it changed in the same listing) and must not start
- * before the first vanished occurrence minus the window (a series created
- * in the same second long before is no successor). */
-
-struct occ {
-    size_t id;      /* offset of the id in the list's arena */
-    size_t series;  /* offset of the series id */
-    int64_t orig;   /* original start, ms */
-    int used;
-};
-
-struct occ_list {
-    struct occ *v;  /* owned */
-    size_t n, cap;
-    struct buf arena;
-};
-
-static void occ_free(struct occ_list *l)
-{
-    free(l->v);
-    buf_free(&l->arena);
-    l->v = NULL;
-    l->n = l->cap = 0;
-}
-
-static int occ_push(struct occ_list *l, const char *id, const char *series,
-                    int64_t orig)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        struct occ *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        l->v = v;
-        l->cap = cap;
-    }
-    struct occ *o = &l->v[l->n];
-    o->id = l->arena.len;
-    if (buf_append(&l->arena, id, strlen(id) + 1))
-        return -1;
-    o->series = l->arena.len;
-    if (buf_append(&l->arena, series, strlen(series) + 1))
-        return -1;
-    o->orig = orig;
-    o->used = 0;
-    l->n++;
-    return 0;
-}
-
-/* Appends an occurrence a relink scan found (store/events.h); `taken`:
- * a booking follows it already. */
-static int occ_add(void *ud, const char *id, const char *series, int64_t orig, int taken)
-{
-    struct occ_list *l = ud;
-    if (occ_push(l, id, series, orig))
-        return 1;
-    l->v[l->n - 1].used = taken;
-    return 0;
-}
-
-/* Hands one (vanished, successor) pair to the re-link hook, in the
- * current pass. 0, SYNC_HOOK_STALE or -1. */
-static int relink_one(struct run *x, const char *from, const char *to,
-                      struct cs_err *err)
-{
-    int r = mirror_load(x->db, x->info.calendar_id, from, &x->old, err);
-    if (r <= 0)
-        return r;
-    if ((r = mirror_load(x->db, x->info.calendar_id, to, &x->succ, err)) <= 0)
-        return r;
-    if (x->succ.ev.start_ms == SYNC_NO_TIME || x->succ.ev.end_ms == SYNC_NO_TIME)
-        return 0;
-    if (x->ops->encode(&x->succ.ev, PROVIDER_ENC_EVENT, &x->raw))
-        return cs_err_set(err, "out of memory");
-    if (x->info.pass == SYNC_PASS_DECIDE)
-        return relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev,
-                         x->raw.data, x->raw.len, err) < 0 ? -1 : 0;
-    /* each successor occurrence is taken once per sync, whatever series */
-    if (events_relinked_add(x->db, to, err))
-        return -1;
-    x->stats->relinked++;
-    x->stats->changes++;
-    if ((r = relink_fn(relink_ud, x->db, &x->info, &x->old.ev, &x->succ.ev, x->raw.data,
-                       x->raw.len, err)))
-        return r;
-    log_info("sync.relinked", "calendar=%lld from=%s to=%s", (long long)x->info.calendar_id,
-             log_q(from), log_q(to));
-    fault_point("sync_after_relink");
-    return 0;
-}
-
-/* A unit per (vanished, successor) pair, listed as ids 2i and 2i + 1. */
-static int unit_relink(struct run *x, size_t i, void *ud, struct cs_err *err)
-{
-    return relink_one(x, ids_at(ud, 2 * i), ids_at(ud, 2 * i + 1), err);
-}
-
-/* The occurrences of `series` that Google's instances no longer list at
- * all, paired with the occurrences of its split successors: every pair is
- * found first (reading only), then each is a unit. */
-static int relink_split(struct run *x, const char *series, struct cs_err *err)
-{
-    struct occ_list gone = {0}, succ = {0}, seen = {0};
-    struct buf created;
-    struct id_list pairs;
-    int rc = -1;
-    ids_init(&pairs);
-    buf_init(&gone.arena);
-    buf_init(&succ.arena);
-    buf_init(&seen.arena);
-    buf_init(&created);
-    int r = events_vanished(x->db, x->info.calendar_id, series, SYNC_MAX_RELINK, occ_add,
-                            &gone, err);
-    if (r) {
-        if (r > 0)
-            cs_err_set(err, "out of memory");
-        goto done;
-    }
-    if (gone.n == 0) {
-        rc = 0;
-        goto done;
-    }
-    if (events_series_created(x->db, x->info.calendar_id, series, &created, err) < 0)
-        goto done;
-    r = events_successors(x->db, x->info.calendar_id, series,
-                          created.len ? created.data : NULL, SYNC_MAX_RELINK, occ_add, &succ,
-                          err);
-    if (r) {
-        if (r > 0)
-            cs_err_set(err, "out of memory");
-        goto done;
-    }
-    /* a successor starts at the split: one with an earlier occurrence is
-     * some other series (rows come in original-start order, so the first
-     * row of a series is its earliest) */
-    int64_t bound = gone.v[0].orig - SYNC_SPLIT_WINDOW_MS;
-    for (size_t i = 0; i < succ.n; i++) {
-        const char *sid = succ.arena.data + succ.v[i].series;
-        size_t k;
-        for (k = 0; k < seen.n; k++)
-            if (strcmp(seen.arena.data + seen.v[k].series, sid) == 0)
-                break;
-        if (k == seen.n) {
-            if (occ_push(&seen, "", sid, succ.v[i].orig)) {
-                cs_err_set(err, "out of memory");
-                goto done;
-            }
-            seen.v[k].used = succ.v[i].orig < bound; /* used = rejected */
-        }
-        succ.v[i].used = succ.v[i].used || seen.v[k].used;
-    }
-    size_t lo = 0;
-    for (size_t i = 0; i < gone.n; i++) {
-        int64_t t = gone.v[i].orig;
-        while (lo < succ.n && succ.v[lo].orig <= t - SYNC_SPLIT_WINDOW_MS)
-            lo++;
-        size_t best = succ.n;
-        int64_t best_d = 0;
-        for (size_t j = lo; j < succ.n && succ.v[j].orig < t + SYNC_SPLIT_WINDOW_MS; j++) {
-            if (succ.v[j].used)
-                continue;
-            int64_t d = succ.v[j].orig > t ? succ.v[j].orig - t : t - succ.v[j].orig;
-            if (best == succ.n || d < best_d) {
-                best = j;
-                best_d = d;
-            }
-        }
-        if (best == succ.n)
-            continue;
-        succ.v[best].used = 1;
-        if (ids_push(&pairs, gone.arena.data + gone.v[i].id) ||
-            ids_push(&pairs, succ.arena.data + succ.v[best].id)) {
-            cs_err_set(err, "out of memory");
-            goto done;
-        }
-    }
-    rc = run_units(x, pairs.n / 2, unit_relink, &pairs, err);
-done:
-    ids_free(&pairs);
-    occ_free(&gone);
-    occ_free(&succ);
-    occ_free(&seen);
-    buf_free(&created);
-    return rc;
-}
-
-static int series_reconcile(struct run *x, struct cs_err *err)
-{
-    for (size_t o = 0; o < x->touched.len;) {
-        const char *series = x->touched.data + o;
-        o += strlen(series) + 1;
-        /* found again first: what follows a re-linked occurrence has moved
-         * (committed), so its deletion below, listed and decided after,
-         * reaches only what follows it by id */
-        if (relink_fn && relink_split(x, series, err))
-            return -1;
-        if (report_listed(x, EVENTS_SERIES_GONE, series, err))
-            return -1;
-    }
-    return 0;
-}
-
 /* Checks every item of the page (the provider checked its envelope),
  * touching nothing: a page with an item that does not parse is refused
  * whole. */
@@ -890,9 +540,9 @@ static int page_check(struct run *x, const struct provider_page *pg,
         lua_rawgeti(L, pg->items, i);
         int rc = x->ops->normalise(L, -1, scratch, err);
         if (rc == PROVIDER_EVENT_SKIP)
-            rc = skip_item(x, err);
+            rc = sync_skip_item(x, err);
         else if (rc == 0 && !x->full && scratch->series_id)
-            touch_series(x, scratch->series_id);
+            sync_touch_series(x, scratch->series_id);
         lua_pop(L, 1);
         if (rc)
             return -1;
@@ -920,21 +570,21 @@ static int page_apply(struct run *x, const struct provider_page *pg,
     if (page_check(x, pg, scratch, err))
         return -1;
     if (next_sync && !x->full && x->n_touched) {
-        int r = series_fetch(x, scratch, err);
+        int r = sync_series_fetch(x, scratch, err);
         if (r)
             return r;
     }
     x->stats->pages++;
     x->stats->events += n;
     struct page_units u = {items, scratch};
-    if (run_units(x, (size_t)n, unit_item, &u, err))
+    if (sync_run_units(x, (size_t)n, unit_item, &u, err))
         return -1;
     if (next_sync) {
         /* listed after every item is applied: the sweep and the series
          * reconciliation see the page's own changes in the mirror */
         if ((x->full && sweep_unseen(x, err)) ||
-            (!x->full && x->n_touched && series_reconcile(x, err)) ||
-            run_units(x, 1, unit_finish, (void *)next_sync, err))
+            (!x->full && x->n_touched && sync_series_reconcile(x, err)) ||
+            sync_run_units(x, 1, unit_finish, (void *)next_sync, err))
             return -1;
     }
     fault_point(next_sync ? "sync_last_page_after_commit" : "sync_page_after_commit");
