@@ -15,7 +15,7 @@ DESTDIR ?=
 CC      ?= cc
 PKG_CONFIG ?= pkg-config
 
-PKGS    := lua5.4 lua5.4-cjson libcurl libmicrohttpd sqlite3 libcrypto
+PKGS    := lua5.4 lua5.4-cjson libcurl libmicrohttpd sqlite3 libcrypto libpq
 # pkg-config is only asked when a target needs it, so `make deps` runs on a
 # machine that has none of the libraries yet.
 PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))

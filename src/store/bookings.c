@@ -86,8 +86,8 @@ int booking_insert(struct store_conn *c, const struct booking *b,
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
         " ON CONFLICT (uid) DO NOTHING";
     static const char ref_sql[] =
-        "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
-        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4)";
+        "INSERT INTO booking_refs (calendar_id, event_id,"
+        " original_start_ms, booking_uid) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -148,7 +148,7 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
 {
     static const char sql[] =
         "SELECT " BOOKING_COLS " FROM bookings WHERE seq > ?1"
-        " AND (?2 = 0 OR calendar_id = ?2) AND (?3 IS NULL OR status = ?3)"
+        " AND (?2 = 0 OR calendar_id = ?2) AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)"
         " ORDER BY seq LIMIT ?4";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)

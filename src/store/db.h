@@ -80,4 +80,9 @@ int db_error(struct store_conn *c, struct cs_err *err);
 int db_page_end(struct store_conn *c, struct db_stmt *st, int rc, int64_t last,
                 struct buf *out, struct cs_err *err);
 
+/* 1 when the database is PostgreSQL (store/postgres/pg.h): for the few
+ * statements whose SQL must differ, kept side by side in their owner
+ * module. Everything else is written once, in SQL both accept. */
+int db_postgres(void);
+
 #endif

@@ -86,19 +86,19 @@ int events_put(struct store_conn *c, int64_t cal, const struct sync_event *ev,
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         " ON CONFLICT (calendar_id, id) DO UPDATE SET"
         " etag = excluded.etag, status = excluded.status,"
-        " start_ms = coalesce(excluded.start_ms, start_ms),"
-        " end_ms = coalesce(excluded.end_ms, end_ms),"
-        " all_day = CASE WHEN excluded.start_ms IS NULL THEN all_day"
+        " start_ms = coalesce(excluded.start_ms, events.start_ms),"
+        " end_ms = coalesce(excluded.end_ms, events.end_ms),"
+        " all_day = CASE WHEN excluded.start_ms IS NULL THEN events.all_day"
         "           ELSE excluded.all_day END,"
-        " series_id = coalesce(excluded.series_id, series_id),"
-        " original_start_ms = coalesce(excluded.original_start_ms, original_start_ms),"
-        " updated = coalesce(excluded.updated, updated),"
+        " series_id = coalesce(excluded.series_id, events.series_id),"
+        " original_start_ms = coalesce(excluded.original_start_ms, events.original_start_ms),"
+        " updated = coalesce(excluded.updated, events.updated),"
         " title = CASE WHEN excluded.status = 'cancelled'"
-        "         THEN coalesce(excluded.title, title) ELSE excluded.title END,"
+        "         THEN coalesce(excluded.title, events.title) ELSE excluded.title END,"
         " booking_tag = CASE WHEN excluded.status = 'cancelled'"
-        "         THEN coalesce(excluded.booking_tag, booking_tag)"
+        "         THEN coalesce(excluded.booking_tag, events.booking_tag)"
         "         ELSE excluded.booking_tag END,"
-        " created = coalesce(excluded.created, created)";
+        " created = coalesce(excluded.created, events.created)";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -185,11 +185,11 @@ int events_ids(struct store_conn *c, int64_t cal, enum events_list which, const 
             " AND status != 'cancelled'",
         [EVENTS_UNSEEN] =
             "SELECT id FROM events WHERE calendar_id = ?1 AND status != 'cancelled'"
-            " AND id NOT IN (SELECT id FROM temp.sync_seen)",
+            " AND id NOT IN (SELECT id FROM sync_seen)",
         [EVENTS_SERIES_GONE] =
             "SELECT id FROM events WHERE calendar_id = ?1 AND series_id = ?2"
             " AND status != 'cancelled'"
-            " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2 AND live = 1)",
+            " AND id NOT IN (SELECT id FROM sync_live WHERE series = ?2 AND live = 1)",
     };
     struct db_stmt *st = db_stmt(c, sql[which], err);
     if (!st)
@@ -222,27 +222,42 @@ static int exec_text(struct store_conn *c, const char *sql, const char *v,
 
 int events_seen_reset(struct store_conn *c, struct cs_err *err)
 {
+    /* WITHOUT ROWID is SQLite's (a smaller table); PostgreSQL has no such
+     * clause. The bare names reach the TEMP tables on both. */
+    if (db_postgres())
+        return db_script(c,
+                         "CREATE TEMP TABLE IF NOT EXISTS sync_seen (id TEXT PRIMARY KEY);"
+                         " DELETE FROM sync_seen;",
+                         err);
     return db_script(c,
                      "CREATE TEMP TABLE IF NOT EXISTS sync_seen (id TEXT PRIMARY KEY)"
-                     " WITHOUT ROWID; DELETE FROM temp.sync_seen;",
+                     " WITHOUT ROWID; DELETE FROM sync_seen;",
                      err);
 }
 
 int events_seen_add(struct store_conn *c, const char *id, struct cs_err *err)
 {
     static const char sql[] =
-        "INSERT INTO temp.sync_seen (id) VALUES (?1) ON CONFLICT DO NOTHING";
+        "INSERT INTO sync_seen (id) VALUES (?1) ON CONFLICT DO NOTHING";
     return exec_text(c, sql, id, err);
 }
 
 int events_live_reset(struct store_conn *c, struct cs_err *err)
 {
+    if (db_postgres())
+        return db_script(c,
+                         "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
+                         " live INTEGER NOT NULL, PRIMARY KEY (series, id));"
+                         " DELETE FROM sync_live;"
+                         "CREATE TEMP TABLE IF NOT EXISTS sync_relinked (id TEXT PRIMARY KEY);"
+                         " DELETE FROM sync_relinked;",
+                         err);
     return db_script(c,
                      "CREATE TEMP TABLE IF NOT EXISTS sync_live (series TEXT, id TEXT,"
                      " live INTEGER NOT NULL, PRIMARY KEY (series, id)) WITHOUT ROWID;"
-                     " DELETE FROM temp.sync_live;"
+                     " DELETE FROM sync_live;"
                      "CREATE TEMP TABLE IF NOT EXISTS sync_relinked (id TEXT PRIMARY KEY)"
-                     " WITHOUT ROWID; DELETE FROM temp.sync_relinked;",
+                     " WITHOUT ROWID; DELETE FROM sync_relinked;",
                      err);
 }
 
@@ -250,7 +265,7 @@ int events_live_add(struct store_conn *c, const char *series, const char *id, in
                     struct cs_err *err)
 {
     static const char sql[] =
-        "INSERT INTO temp.sync_live (series, id, live) VALUES (?1, ?2, ?3)"
+        "INSERT INTO sync_live (series, id, live) VALUES (?1, ?2, ?3)"
         " ON CONFLICT DO NOTHING";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
@@ -264,7 +279,7 @@ int events_live_add(struct store_conn *c, const char *series, const char *id, in
 int events_relinked_add(struct store_conn *c, const char *id, struct cs_err *err)
 {
     static const char sql[] =
-        "INSERT INTO temp.sync_relinked (id) VALUES (?1) ON CONFLICT DO NOTHING";
+        "INSERT INTO sync_relinked (id) VALUES (?1) ON CONFLICT DO NOTHING";
     return exec_text(c, sql, id, err);
 }
 
@@ -293,7 +308,7 @@ int events_vanished(struct store_conn *c, int64_t cal, const char *series, int m
         "SELECT id, series_id, original_start_ms FROM events"
         " WHERE calendar_id = ?1 AND series_id = ?2 AND status != 'cancelled'"
         " AND original_start_ms IS NOT NULL"
-        " AND id NOT IN (SELECT id FROM temp.sync_live WHERE series = ?2)"
+        " AND id NOT IN (SELECT id FROM sync_live WHERE series = ?2)"
         " ORDER BY original_start_ms, id LIMIT ?3";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
@@ -341,13 +356,13 @@ int events_successors(struct store_conn *c, int64_t cal, const char *series,
         "SELECT e.id, l.series, e.original_start_ms,"
         " l.series = ?2 AND EXISTS (SELECT 1 FROM booking_refs r WHERE r.calendar_id = ?1"
         "   AND r.event_id = ?2 AND r.original_start_ms = e.original_start_ms)"
-        " FROM temp.sync_live l"
+        " FROM sync_live l"
         " JOIN events e ON e.calendar_id = ?1 AND e.id = l.id AND e.series_id = l.series"
         " WHERE l.live = 1 AND e.status != 'cancelled'"
         " AND e.original_start_ms IS NOT NULL"
         " AND (l.series = ?2 OR substr(l.series, 1, length(?2) + 2) = ?2 || '_R'"
-        "      OR (?3 IS NOT NULL AND e.created = ?3))"
-        " AND e.id NOT IN (SELECT id FROM temp.sync_relinked)"
+        "      OR (CAST(?3 AS TEXT) IS NOT NULL AND e.created = ?3))"
+        " AND e.id NOT IN (SELECT id FROM sync_relinked)"
         " ORDER BY e.original_start_ms, e.id LIMIT ?4";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)

@@ -10,16 +10,23 @@ int notification_insert(struct store_conn *c, int64_t id, const char *channel_id
         "INSERT INTO notifications (id, channel_id, message_number,"
         " resource_state, received_at) VALUES (?1, ?2, ?3, ?4, ?5)"
         " ON CONFLICT DO NOTHING";
-    struct db_stmt *st = db_stmt(c, sql, err);
+    /* id <= 0: the database numbers the row (shared database: an id
+     * counted in one instance's memory would clash with another's) */
+    static const char sql_auto[] =
+        "INSERT INTO notifications (channel_id, message_number,"
+        " resource_state, received_at) VALUES (?1, ?2, ?3, ?4)";
+    struct db_stmt *st = db_stmt(c, id > 0 ? sql : sql_auto, err);
     if (!st)
         return -1;
-    db_bind_i64(st, 1, id);
-    db_bind_text(st, 2, channel_id);
+    int k = id > 0; /* parameters shift by one when the id is bound */
+    if (id > 0)
+        db_bind_i64(st, 1, id);
+    db_bind_text(st, k + 1, channel_id);
     if (number >= 0)
-        db_bind_i64(st, 3, number);
+        db_bind_i64(st, k + 2, number);
     if (resource_state && resource_state[0])
-        db_bind_text(st, 4, resource_state);
-    db_bind_i64(st, 5, received_at);
+        db_bind_text(st, k + 3, resource_state);
+    db_bind_i64(st, k + 4, received_at);
     return db_exec(c, st, err);
 }
 

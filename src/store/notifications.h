@@ -10,7 +10,7 @@
 
 /* Records a notification under the id the intake's journal gave it; an
  * id recorded already (a journal replayed after a crash) is left as it
- * is. number < 0 and an empty or NULL resource state store NULL. 0 or -1. */
+ * is; id <= 0 lets the database number the row. number < 0 and an empty or NULL resource state store NULL. 0 or -1. */
 int notification_insert(struct store_conn *c, int64_t id, const char *channel_id,
                         int64_t number, const char *resource_state, int64_t received_at,
                         struct cs_err *err);

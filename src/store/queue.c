@@ -267,7 +267,7 @@ int queue_claim_deliveries(struct store_conn *c, const char *claimer,
         "   WHERE o.subscriber = ?1 AND o.state = 'pending' AND +o.next_at <= ?2"
         "     AND (o.claimed_until IS NULL OR o.claimed_until <= ?2 OR o.claimed_by = ?4)"
         "     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
-        "       AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
+        "       AND p.state = 'pending' AND p.booking_uid IS NOT DISTINCT FROM o.booking_uid"
         "       AND p.id < o.id)"
         "   ORDER BY o.id LIMIT ?3)"
         " RETURNING id, delivery_id, body, attempts";
@@ -279,7 +279,7 @@ int queue_claim_deliveries(struct store_conn *c, const char *claimer,
         "   ELSE o.next_at END) FROM outbox o"
         " WHERE o.subscriber = ?1 AND o.state = 'pending'"
         "   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscriber = ?1"
-        "     AND p.state = 'pending' AND p.booking_uid IS o.booking_uid"
+        "     AND p.state = 'pending' AND p.booking_uid IS NOT DISTINCT FROM o.booking_uid"
         "     AND p.id < o.id)";
     struct delivery_claim dc = {out, subscriber, claimer};
     struct claim_ops ops = {delivery_row, delivery_next, &dc};

@@ -9,6 +9,7 @@
  * them, so the changes are read again rather than lost.
  */
 #include "store/db.h"
+#include "store/postgres/pg.h"
 #include "store/queue.h"
 #include "store/store.h"
 
@@ -215,6 +216,8 @@ static const char *const migrations[] = {
 
 int store_schema_version(void)
 {
+    if (store_pg)
+        return pg_schema_version();
     return N_MIGRATIONS;
 }
 
@@ -280,6 +283,8 @@ fail:
 
 struct store_conn *store_conn(struct cs_err *err)
 {
+    if (store_pg)
+        return pg_store_conn(err);
     pthread_once(&store_once, key_init);
     struct store_conn *c = pthread_getspecific(store_key);
     if (c)
@@ -377,6 +382,8 @@ static int step(struct store_conn *c, sqlite3_stmt *st, int write,
 
 int store_begin(struct store_conn *c, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_store_begin(c, err);
     static const char sql[] = "BEGIN IMMEDIATE";
     sqlite3_stmt *st = store_stmt(c, sql, err);
     if (!st)
@@ -395,6 +402,8 @@ int store_begin(struct store_conn *c, struct cs_err *err)
 
 int store_in_tx(struct store_conn *c)
 {
+    if (store_pg)
+        return pg_store_in_tx(c);
     return !sqlite3_get_autocommit(c->db);
 }
 
@@ -408,6 +417,8 @@ static void write_done(struct store_conn *c)
 
 int store_commit(struct store_conn *c, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_store_commit(c, err);
     static const char sql[] = "COMMIT";
     sqlite3_stmt *st = store_stmt(c, sql, err);
     if (!st || step(c, st, 1, err)) {
@@ -420,6 +431,10 @@ int store_commit(struct store_conn *c, struct cs_err *err)
 
 void store_rollback(struct store_conn *c)
 {
+    if (store_pg) {
+        pg_store_rollback(c);
+        return;
+    }
     if (!sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     /* the rolled-back changes never reached the disk */
@@ -447,6 +462,8 @@ static int store_exec(struct store_conn *c, sqlite3_stmt *st, struct cs_err *err
 
 int store_begin_read(struct store_conn *c, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_store_begin_read(c, err);
     static const char sql[] = "BEGIN DEFERRED";
     sqlite3_stmt *st = store_stmt(c, sql, err);
     return st ? store_exec(c, st, err) : -1;
@@ -454,6 +471,8 @@ int store_begin_read(struct store_conn *c, struct cs_err *err)
 
 int store_disk_version(struct store_conn *c)
 {
+    if (store_pg)
+        return pg_store_disk_version(c);
     static const char sql[] = "PRAGMA user_version";
     sqlite3_stmt *st = store_stmt(c, sql, NULL);
     int v = -1;
@@ -536,6 +555,9 @@ static void secure_files(const char *path)
 
 int store_init(const char *path, struct cs_err *err)
 {
+    store_pg = pg_is_url(path);
+    if (store_pg)
+        return pg_store_init(path, err);
     free(store_path);
     store_path = strdup(path);
     if (!store_path)
@@ -567,6 +589,10 @@ int store_init(const char *path, struct cs_err *err)
 
 int store_claim(const char *path, struct cs_err *err)
 {
+    /* PostgreSQL: any number of instances share the database (pg.h) */
+    store_pg = pg_is_url(path);
+    if (store_pg)
+        return 0;
     if (store_claim_fd >= 0)
         return 0;
     /* O_CREAT: a first start creates the (empty) database file, which
@@ -589,6 +615,10 @@ int store_claim(const char *path, struct cs_err *err)
 
 void store_shutdown(void)
 {
+    if (store_pg) {
+        pg_store_shutdown();
+        return;
+    }
     pthread_once(&store_once, key_init);
     struct store_conn *c = pthread_getspecific(store_key);
     if (c) {
@@ -607,6 +637,8 @@ void store_shutdown(void)
 
 int store_healthy(void)
 {
+    if (store_pg)
+        return pg_store_healthy();
     static const char sql[] = "SELECT count(*) FROM sqlite_master";
     static const char probe_sql[] =
         "INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?1)";
@@ -639,26 +671,44 @@ int store_writes_failing(void)
 
 struct db_stmt *db_stmt(struct store_conn *c, const char *sql, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_db_stmt(c, sql, err);
     return (struct db_stmt *)store_stmt(c, sql, err);
 }
 
 void db_bind_i64(struct db_stmt *st, int i, int64_t v)
 {
+    if (store_pg) {
+        pg_db_bind_i64(st, i, v);
+        return;
+    }
     sqlite3_bind_int64(ST(st), i, v);
 }
 
 void db_bind_null(struct db_stmt *st, int i)
 {
+    if (store_pg) {
+        pg_db_bind_null(st, i);
+        return;
+    }
     sqlite3_bind_null(ST(st), i);
 }
 
 void db_bind_text(struct db_stmt *st, int i, const char *s)
 {
+    if (store_pg) {
+        pg_db_bind_textn(st, i, s, s ? strlen(s) : 0);
+        return;
+    }
     sqlite3_bind_text(ST(st), i, s, -1, SQLITE_STATIC);
 }
 
 void db_bind_textn(struct db_stmt *st, int i, const char *s, size_t n)
 {
+    if (store_pg) {
+        pg_db_bind_textn(st, i, s, n);
+        return;
+    }
     if (n > INT32_MAX) /* SQLite's limit is far below; it then fails the step */
         n = INT32_MAX;
     sqlite3_bind_text(ST(st), i, s, (int)n, SQLITE_STATIC);
@@ -666,74 +716,104 @@ void db_bind_textn(struct db_stmt *st, int i, const char *s, size_t n)
 
 void db_bind_text_copy(struct db_stmt *st, int i, const char *s)
 {
+    if (store_pg) {
+        pg_db_bind_textn(st, i, s, s ? strlen(s) : 0);
+        return;
+    }
     sqlite3_bind_text(ST(st), i, s, -1, SQLITE_TRANSIENT);
 }
 
 int db_step(struct db_stmt *st)
 {
+    if (store_pg)
+        return pg_db_step(st);
     int rc = sqlite3_step(ST(st));
     return rc == SQLITE_ROW ? DB_ROW : rc == SQLITE_DONE ? DB_DONE : DB_ERROR;
 }
 
 int64_t db_col_i64(struct db_stmt *st, int col)
 {
+    if (store_pg)
+        return pg_db_col_i64(st, col);
     return sqlite3_column_int64(ST(st), col);
 }
 
 int db_col_int(struct db_stmt *st, int col)
 {
+    if (store_pg)
+        return (int)pg_db_col_i64(st, col);
     return sqlite3_column_int(ST(st), col);
 }
 
 const char *db_col_text(struct db_stmt *st, int col)
 {
+    if (store_pg)
+        return pg_db_col_text(st, col);
     return (const char *)sqlite3_column_text(ST(st), col);
 }
 
 int db_col_null(struct db_stmt *st, int col)
 {
+    if (store_pg)
+        return pg_db_col_null(st, col);
     return sqlite3_column_type(ST(st), col) == SQLITE_NULL;
 }
 
 void db_reset(struct db_stmt *st)
 {
+    if (store_pg) {
+        pg_db_reset(st);
+        return;
+    }
     sqlite3_reset(ST(st));
 }
 
 int db_exec(struct store_conn *c, struct db_stmt *st, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_db_exec(c, st, err);
     return store_exec(c, ST(st), err);
 }
 
 int db_script(struct store_conn *c, const char *sql, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_db_script(c, sql, err);
     return exec_sql(c->db, sql, err);
 }
 
 int64_t db_changes(struct store_conn *c)
 {
+    if (store_pg)
+        return pg_db_changes(c);
     return sqlite3_changes(c->db);
 }
 
 int64_t db_last_id(struct store_conn *c)
 {
+    if (store_pg)
+        return pg_db_last_id(c);
     return sqlite3_last_insert_rowid(c->db);
 }
 
 int db_in_tx(struct store_conn *c)
 {
+    if (store_pg)
+        return pg_store_in_tx(c);
     return !sqlite3_get_autocommit(c->db);
 }
 
 int db_error(struct store_conn *c, struct cs_err *err)
 {
+    if (store_pg)
+        return pg_db_error(c, err);
     return cs_err_set(err, "database: %s", sqlite3_errmsg(c->db));
 }
 
 int db_page_end(struct store_conn *c, struct db_stmt *st, int rc, int64_t last,
                 struct buf *out, struct cs_err *err)
 {
-    sqlite3_reset(ST(st));
+    db_reset(st);
     if (rc != DB_ROW && rc != DB_DONE)
         return db_error(c, err);
     if (rc == DB_ROW)
@@ -741,4 +821,14 @@ int db_page_end(struct store_conn *c, struct db_stmt *st, int rc, int64_t last,
     else
         buf_puts(out, "],\"next_cursor\":null}");
     return 0;
+}
+
+int db_postgres(void)
+{
+    return store_pg;
+}
+
+int store_shared(void)
+{
+    return store_pg;
 }

@@ -30,6 +30,11 @@ int store_init(const char *path, struct cs_err *err);
  * Creates the file (0600) if missing. 0, or -1 with err set. */
 int store_claim(const char *path, struct cs_err *err);
 
+/* 1 when the database may be shared by several instances (PostgreSQL,
+ * after store_claim or store_init): no process-local state may then stand
+ * in for a database record. */
+int store_shared(void);
+
 /* Closes the calling thread's connection; other threads close theirs at
  * exit. Call last, after every thread that used the store has stopped. */
 void store_shutdown(void);

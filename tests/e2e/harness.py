@@ -31,6 +31,10 @@ BIN = os.path.join(ROOT, os.environ.get("CALSYNC_BIN", "build/calsync"))
 SANITIZED = os.environ.get("CALSYNC_SANITIZED") == "1"
 # e.g. "valgrind --leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite"
 WRAPPER = os.environ.get("CALSYNC_WRAPPER", "").split()
+# CALSYNC_DATABASE=postgres: every Calsync gets a fresh database on one
+# throwaway PostgreSQL cluster per test process (tests/pg_cluster.py)
+# instead of a SQLite file; svc.db() then speaks to it in sqlite3's shape.
+PG = os.environ.get("CALSYNC_DATABASE") == "postgres"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
@@ -159,6 +163,12 @@ class Calsync:
         self.port = None
         self.log_path = os.path.join(workdir, "calsync.log")
         self.db_path = os.path.join(workdir, "calsync.db")
+        # a URL to share (several instances on one database), or None
+        self.db_url = None
+        if PG:
+            sys.path.insert(0, os.path.join(ROOT, "tests"))
+            import pg_cluster
+            self.db_url = pg_cluster.shared_cluster().create_database()
         self.policies_dir = os.path.join(workdir, "policies")
         os.makedirs(self.policies_dir, exist_ok=True)
         shipped = os.path.join(ROOT, "policies")
@@ -185,7 +195,7 @@ class Calsync:
         lines = [
             'listen = "127.0.0.1:%d"' % self.fixed_port,
             'public_url = "http://127.0.0.1:%d"' % self.fixed_port,
-            "database = " + lua_str(self.db_path),
+            "database = " + lua_str(self.db_url or self.db_path),
             "policies = " + lua_str(self.policies_dir),
             'log_level = "debug"',
         ]
@@ -304,6 +314,9 @@ class Calsync:
                 raise AssertionError("sanitizer report in calsync log:\n" + text[-6000:])
 
     def db(self):
+        if self.db_url:
+            import pg_cluster
+            return pg_cluster.shared_cluster().connect(self.db_url)
         return sqlite3.connect(self.db_path, timeout=10)
 
     # What an API request may change. Channels, notifications, the mirror and
