@@ -559,13 +559,15 @@ void intake_stop(void)
 static int record_direct(struct note *n, const char **why)
 {
     struct cs_err err = {{0}};
+    /* a `sync` handshake is recorded but asks for no sync (batch_calendars) */
+    size_t ncal = strcmp(n->rstate, "sync") != 0;
     n->id = 0;
-    if (commit_batch(n, 1, &n->calendar_id, 1, &err)) {
+    if (commit_batch(n, 1, &n->calendar_id, ncal, &err)) {
         log_error("intake.record_failed", "err=%s", log_q(err.msg));
         *why = "cannot record the notification";
         return -1;
     }
-    if (intake_hooks.sync)
+    if (ncal && intake_hooks.sync)
         intake_hooks.sync(n->calendar_id);
     return 0;
 }

@@ -225,10 +225,37 @@ void sched_calendar_lock(int64_t calendar_id)
         pthread_cond_wait(&lock_cv, &lock_mu);
     locked[n_locked++] = calendar_id;
     pthread_mutex_unlock(&lock_mu);
+    /* several instances on one database: the calendar's lease too, waited
+     * for while another instance syncs or writes it (that sync then counts
+     * as this one's "one more"). A database error goes on without it: its
+     * writes fail the same way (store/calendars.h). */
+    if (!store_shared())
+        return;
+    for (int waits = 0;; waits++) {
+        struct cs_err err = {{0}};
+        struct store_conn *c = store_conn(&err);
+        int got = c ? calendar_lease_try(c, calendar_id, &err) : -1;
+        if (got == 1)
+            return;
+        if (got < 0) {
+            log_warn("sched.lease_failed", "calendar=%lld err=%s",
+                     (long long)calendar_id, log_q(err.msg));
+            return;
+        }
+        if (waits == 0)
+            log_debug("sched.lease_wait", "calendar=%lld", (long long)calendar_id);
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 void sched_calendar_unlock(int64_t calendar_id)
 {
+    if (store_shared()) {
+        struct store_conn *c = store_conn(NULL);
+        if (c)
+            calendar_lease_release(c, calendar_id);
+    }
     pthread_mutex_lock(&lock_mu);
     for (size_t i = 0; i < n_locked; i++) {
         if (locked[i] == calendar_id) {
@@ -485,6 +512,7 @@ static void *worker_main(void *arg)
         }
         enum sync_source src = s->pending ? s->pending_src : SYNC_SRC_POLL;
         int64_t slot_channel_due = s->channel_due;
+        int urgent = s->urgent;
         if (src == SYNC_SRC_PUSH)
             s->push_after = time_mono_ms() + SCHED_PUSH_SPACING_MS;
         s->queued = 0;
@@ -508,9 +536,20 @@ static void *worker_main(void *arg)
                          (long long)id, log_q(err.msg));
             err.msg[0] = '\0';
         }
-        log_debug("sched.sync_start", "calendar=%lld source=%s", (long long)id,
-                  sync_source_name(src));
-        int rc = sync_calendar(id, src, NULL, &err);
+        int rc;
+        struct store_conn *sc = store_shared() && src == SYNC_SRC_POLL && !urgent
+                                    ? store_conn(NULL) : NULL;
+        if (sc && calendar_fresh(sc, id, time_now_ms() - poll_ms() / 2, NULL) == 1) {
+            /* several instances: each schedules every calendar's poll; the
+             * one that finds it just done by another skips it, so Google
+             * sees one instance's polls whatever the number of instances */
+            log_debug("sched.poll_shared", "calendar=%lld", (long long)id);
+            rc = SYNC_OK;
+        } else {
+            log_debug("sched.sync_start", "calendar=%lld source=%s", (long long)id,
+                      sync_source_name(src));
+            rc = sync_calendar(id, src, NULL, &err);
+        }
         sched_calendar_unlock(id);
 
         pthread_mutex_lock(&sched_mu);

@@ -3,7 +3,7 @@
 one closing line "N passed, N failed" (jobs). Python 3 standard library.
 
     tests/run_all.py [SUITE...]    SUITE: unit asan-unit spec fake pg e2e
-                                   e2e-asan memcheck e2e-faketime
+                                   e2e-pg e2e-asan memcheck e2e-faketime
                                    (default: all but e2e-faketime)
 
 A job is one program: a unit test binary, the busted specs, the fake
@@ -34,7 +34,22 @@ LOGS = os.path.join(ROOT, "build", "test-logs")
 TIMES = os.path.join(ROOT, "build", "test-times.json")
 # e2e-faketime is left out: two more minutes of jobs (docs/reliability.md,
 # "The clock moved"); run it with `sh tests/run_all.sh e2e-faketime`.
-DEFAULT = ["unit", "asan-unit", "spec", "fake", "pg", "e2e", "e2e-asan", "memcheck"]
+DEFAULT = ["unit", "asan-unit", "spec", "fake", "pg", "e2e", "e2e-pg", "e2e-asan",
+           "memcheck"]
+# e2e-pg: the e2e modules against PostgreSQL (CALSYNC_DATABASE=postgres, one
+# instance; docs/internals/postgres.md). Left out, with the reason: they are
+# about SQLite itself, or too long to run twice.
+E2E_PG_SKIP = {
+    "test_disk": "a full disk under the SQLite file and its journal",
+    "test_instances": "one service per SQLite file (flock); several instances "
+                      "on PostgreSQL are test_pg_instances",
+    "test_security_secrets": "file modes of the .db, -wal, -shm",
+    "test_intake": "the local intake journal, which a shared database does not use",
+    "test_install": "make install, database independent",
+    "test_soak": "long; database independent in what it checks",
+    "test_load": "long; the PostgreSQL figures are bench items",
+    "test_hardening_http": "opens the SQLite file directly",
+}
 ASAN_ENV = {"CALSYNC_BIN": "build/asan/calsync", "CALSYNC_SANITIZED": "1",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
 # The scenarios memcheck runs under valgrind (slow: a few, chosen for the
@@ -83,6 +98,12 @@ def jobs_for(suite):
     elif suite == "e2e":
         for m in e2e_modules():
             out.append(("e2e:" + m, unittest_cmd(m), {"CALSYNC_BIN": "build/calsync"}, e2e_dir))
+    elif suite == "e2e-pg":
+        for m in e2e_modules():
+            if m not in E2E_PG_SKIP:
+                out.append(("e2e-pg:" + m, unittest_cmd(m),
+                            {"CALSYNC_BIN": "build/calsync", "CALSYNC_DATABASE": "postgres"},
+                            e2e_dir))
     elif suite == "e2e-asan":
         for m in e2e_modules():
             out.append(("e2e-asan:" + m, unittest_cmd(m), dict(ASAN_ENV), e2e_dir))
@@ -104,7 +125,7 @@ def jobs_for(suite):
                         + unittest_cmd(m),
                         {"CALSYNC_BIN": "build/calsync"}, e2e_dir))
     else:
-        raise SystemExit("unknown suite %s (unit asan-unit spec fake pg e2e e2e-asan "
+        raise SystemExit("unknown suite %s (unit asan-unit spec fake pg e2e e2e-pg e2e-asan "
                          "memcheck e2e-faketime)" % suite)
     return out
 

@@ -381,3 +381,48 @@ int calendar_stats(struct store_conn *c, const char *const *states, int n,
     db_reset(st);
     return s == DB_ROW || s == DB_DONE ? 0 : db_error(c, err);
 }
+
+/* Negative keys: the driver's own advisory locks use two positive ones. */
+int calendar_lease_try(struct store_conn *c, int64_t id, struct cs_err *err)
+{
+    static const char sql[] = "SELECT pg_try_advisory_lock(?1)";
+    if (!db_postgres())
+        return 1;
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, -1 - id);
+    int rc = db_step(st);
+    int got = rc == DB_ROW && db_col_int(st, 0);
+    db_reset(st);
+    return rc == DB_ROW ? got : db_error(c, err);
+}
+
+void calendar_lease_release(struct store_conn *c, int64_t id)
+{
+    static const char sql[] = "SELECT pg_advisory_unlock(?1)";
+    if (!db_postgres())
+        return;
+    struct db_stmt *st = db_stmt(c, sql, NULL);
+    if (!st)
+        return;
+    db_bind_i64(st, 1, -1 - id);
+    db_step(st);
+    db_reset(st);
+}
+
+int calendar_fresh(struct store_conn *c, int64_t id, int64_t since_ms, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT count(*) FROM calendars WHERE id = ?1 AND dirty = 0"
+        " AND last_synced_at >= ?2";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    db_bind_i64(st, 2, since_ms);
+    int rc = db_step(st);
+    int fresh = rc == DB_ROW && db_col_i64(st, 0) > 0;
+    db_reset(st);
+    return rc == DB_ROW ? fresh : db_error(c, err);
+}

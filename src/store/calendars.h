@@ -118,4 +118,22 @@ int calendar_each_sched(struct store_conn *c,
                         int (*fn)(void *ud, const struct calendar_sched *row), void *ud,
                         struct cs_err *err);
 
+/* The calendar's lease across instances (a shared database): one sync or
+ * forward write per calendar at a time, whatever instance runs it. On
+ * PostgreSQL a session advisory lock of the calling thread's connection:
+ * the server releases it when the session ends, so an instance killed with
+ * kill -9 (its kernel closes the socket) frees its calendars at once, and
+ * one whose host vanished within the TCP keepalive time the driver sets
+ * (about 25 s). The lock also fences: the thread's writes go through the
+ * same session, so once the lock is lost with the session they fail too.
+ * try: 1 acquired, 0 held by another session, -1 with err set. A database
+ * that is not shared (SQLite: one instance) has nothing to lease: 1. */
+int calendar_lease_try(struct store_conn *c, int64_t id, struct cs_err *err);
+void calendar_lease_release(struct store_conn *c, int64_t id);
+
+/* 1 when calendar id was synced at or after since_ms (wall clock) and no
+ * notification is waiting for it (dirty 0): another instance just did
+ * this instance's scheduled poll. 0 otherwise, -1 with err set. */
+int calendar_fresh(struct store_conn *c, int64_t id, int64_t since_ms, struct cs_err *err);
+
 #endif

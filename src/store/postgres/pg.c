@@ -272,8 +272,11 @@ static struct store_conn *conn_open(struct cs_err *err)
     PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
     /* A transaction never waits unboundedly behind another instance's, and
      * a wedged instance cannot hold locks forever. */
+    /* tcp_keepalives_*: the server notices a vanished host in about 25 s
+     * and ends its sessions, which releases its calendars' leases. */
     if (run(c, "SET lock_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s';"
-               "SET client_min_messages = warning",
+               "SET client_min_messages = warning; SET tcp_keepalives_idle = 10;"
+               "SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
             err))
         goto fail;
     return c;
