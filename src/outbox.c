@@ -355,6 +355,10 @@ static void *sender_main(void *arg)
             if (wait < 1)
                 wait = 1;
         }
+        /* several instances: rows another instance enqueued (or one it
+         * held when it died) kick nobody here; look once a second */
+        if (store_shared() && (wait < 0 || wait > 1000))
+            wait = 1000;
         wait_for_work(&seen, wait);
     }
     if (h)

@@ -49,6 +49,7 @@ E2E_PG_SKIP = {
     "test_soak": "long; database independent in what it checks",
     "test_load": "long; the PostgreSQL figures are bench items",
     "test_hardening_http": "opens the SQLite file directly",
+    "test_pg_instances": "on PostgreSQL in every suite already",
 }
 ASAN_ENV = {"CALSYNC_BIN": "build/asan/calsync", "CALSYNC_SANITIZED": "1",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}

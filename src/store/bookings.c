@@ -312,11 +312,11 @@ int booking_write_ended(struct store_conn *c, const char *uid, int failed,
      * booking is still queued */
     static const char sql[] =
         "UPDATE bookings SET write_state = CASE"
-        "  WHEN ?2 = 'failed' THEN 'failed'"
+        "  WHEN CAST(?2 AS TEXT) = 'failed' THEN 'failed'"
         "  WHEN EXISTS (SELECT 1 FROM jobs WHERE booking_uid = ?1 AND state = 'pending') THEN 'pending'"
         "  WHEN write_state = 'failed' THEN 'failed'"
         "  ELSE 'none' END,"
-        " write_error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE write_error END"
+        " write_error = CASE WHEN CAST(?2 AS TEXT) = 'failed' THEN ?3 ELSE write_error END"
         " WHERE uid = ?1";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)

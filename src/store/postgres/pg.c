@@ -40,6 +40,7 @@
 #define PG_WRITE_LOCK "27973141116055140"
 #define PG_INT8OID 20
 #define PG_BOOLOID 16
+#define PG_TEXTOID 25
 
 int store_pg;
 
@@ -49,6 +50,10 @@ struct db_stmt {
     char *text;      /* $N form */
     int nparams;
     int write;       /* not a SELECT: needs the write lock outside a tx */
+    /* $N the text never mentions (a statement of a family that shares its
+     * numbering, queue.c's): sent as a typed NULL, since PostgreSQL cannot
+     * infer a type for a parameter nothing uses and refuses the statement */
+    unsigned char unused[PG_MAX_PARAMS];
     char *val[PG_MAX_PARAMS];
     unsigned int type[PG_MAX_PARAMS];
     PGresult *res;
@@ -488,6 +493,13 @@ struct db_stmt *pg_db_stmt(struct store_conn *c, const char *sql, struct cs_err 
                 cs_err_set(err, "database: statement has too many parameters");
                 return NULL;
             }
+            for (int p = 0; p < st->nparams; p++)
+                st->unused[p] = 1;
+            for (const char *q = strchr(st->text, '$'); q; q = strchr(q + 1, '$')) {
+                int n = atoi(q + 1); /* the rewrite put every $ there: $N */
+                if (n >= 1 && n <= st->nparams)
+                    st->unused[n - 1] = 0;
+            }
             st->conn = c;
             st->sql = sql;
             st->write = !first_word_is(sql, "SELECT") && !first_word_is(sql, "WITH");
@@ -545,6 +557,9 @@ static int execute(struct db_stmt *st)
     int own_tx = st->write && !pg_store_in_tx(c);
     if (own_tx && pg_store_begin(c, NULL))
         return -1;
+    for (int p = 0; p < st->nparams; p++)
+        if (st->unused[p])
+            st->type[p] = PG_TEXTOID;
     st->res = PQexecParams(c->pg, st->text, st->nparams, st->type,
                            (const char *const *)st->val, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(st->res);
