@@ -4,13 +4,13 @@
  *
  * Statements: the table modules' SQL (?N placeholders, written to run on
  * both databases) is rewritten to $N once per connection and statement
- * (pg_sql_rewrite) and run with PQexecParams. Parameter types: integers go
- * as int8, text and NULL as "unknown", which PostgreSQL resolves from the
- * context like an untyped literal (a text bound against an integer column
- * still works, as it does on SQLite). Statements are not server-prepared:
- * a named prepare fixes the parameter types of its first execution, and a
- * NULL bound first would fix "unknown" where a later call binds a number.
- * Values travel as text; results are read as text and converted.
+ * (pg_sql_rewrite), prepared by name on its first execution in a session
+ * and run with PQexecPrepared. Parameter types at the prepare: integers as
+ * int8, text and NULL as "unknown", which PostgreSQL resolves from the
+ * context like an untyped literal; a parameter the text never mentions as
+ * text. So the SQL must give every parameter a context (a `?3 IS NULL`
+ * alone has none: written CAST(?3 AS TEXT) IS NULL, which SQLite takes
+ * too). Values travel as text; results are read as text and converted.
  *
  * Writers: see pg.h. Every write runs inside BEGIN ... COMMIT holding the
  * advisory lock PG_WRITE_LOCK (transaction-scoped: COMMIT, ROLLBACK or the
@@ -54,6 +54,8 @@ struct db_stmt {
      * numbering, queue.c's): sent as a typed NULL, since PostgreSQL cannot
      * infer a type for a parameter nothing uses and refuses the statement */
     unsigned char unused[PG_MAX_PARAMS];
+    unsigned prepared_gen; /* == conn->gen: prepared on this session */
+    char name[24];
     char *val[PG_MAX_PARAMS];
     unsigned int type[PG_MAX_PARAMS];
     PGresult *res;
@@ -64,6 +66,8 @@ struct store_conn {
     PGconn *pg;
     int writing;  /* holds pg_write_mu */
     int64_t changes;
+    unsigned gen;     /* +1 per session (PQreset drops prepared statements) */
+    unsigned n_stmts; /* names the next prepared statement */
     char errmsg[400];
     struct db_stmt *cache[PG_STMT_CACHE];
 };
@@ -252,8 +256,10 @@ static int run(struct store_conn *c, const char *sql, struct cs_err *err)
         cs_err_set(err, "database: %s", c->errmsg);
     }
     PQclear(r);
-    if (!ok && PQstatus(c->pg) == CONNECTION_BAD)
+    if (!ok && PQstatus(c->pg) == CONNECTION_BAD) {
         PQreset(c->pg); /* the next statement runs on a new session */
+        c->gen++;
+    }
     return ok ? 0 : -1;
 }
 
@@ -264,6 +270,7 @@ static struct store_conn *conn_open(struct cs_err *err)
         cs_err_set(err, "out of memory");
         return NULL;
     }
+    c->gen = 1;
     c->pg = PQconnectdb(pg_url);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
         /* never the URI: it may hold a password */
@@ -502,7 +509,12 @@ struct db_stmt *pg_db_stmt(struct store_conn *c, const char *sql, struct cs_err 
             }
             st->conn = c;
             st->sql = sql;
-            st->write = !first_word_is(sql, "SELECT") && !first_word_is(sql, "WITH");
+            snprintf(st->name, sizeof st->name, "cs%u", c->n_stmts++);
+            /* the sync's scratch tables are TEMP, private to the session:
+             * writing them needs no lock against other instances (and a
+             * transaction per row of a 5,000-event listing costs seconds) */
+            st->write = !first_word_is(sql, "SELECT") && !first_word_is(sql, "WITH") &&
+                        !strstr(sql, "INTO sync_");
             c->cache[k] = st;
             return st;
         }
@@ -560,10 +572,24 @@ static int execute(struct db_stmt *st)
     for (int p = 0; p < st->nparams; p++)
         if (st->unused[p])
             st->type[p] = PG_TEXTOID;
-    st->res = PQexecParams(c->pg, st->text, st->nparams, st->type,
-                           (const char *const *)st->val, NULL, NULL, 0);
+    int ok = 1;
+    if (st->prepared_gen != c->gen) {
+        /* prepared once per session with the types bound now: int8 for an
+         * integer, "unknown" (inferred from the context) for text and NULL,
+         * so a later call that binds NULL where this one bound a number,
+         * or the reverse, still fits. Planning each time instead cost
+         * about as much as the rest of a 5,000-event sync. */
+        PGresult *r = PQprepare(c->pg, st->name, st->text, st->nparams, st->type);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (ok)
+            st->prepared_gen = c->gen;
+    }
+    st->res = ok ? PQexecPrepared(c->pg, st->name, st->nparams,
+                                  (const char *const *)st->val, NULL, NULL, 0)
+                 : NULL;
     ExecStatusType s = PQresultStatus(st->res);
-    int ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+    ok = ok && (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK);
     if (ok) {
         const char *n = PQcmdTuples(st->res);
         c->changes = *n ? strtoll(n, NULL, 10) : 0;
@@ -577,8 +603,10 @@ static int execute(struct db_stmt *st)
         else
             pg_store_rollback(c);
     }
-    if (!ok && PQstatus(c->pg) == CONNECTION_BAD)
+    if (!ok && PQstatus(c->pg) == CONNECTION_BAD) {
         PQreset(c->pg);
+        c->gen++;
+    }
     return ok ? 0 : -1;
 }
 
