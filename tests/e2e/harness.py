@@ -168,7 +168,17 @@ class Calsync:
         if PG:
             sys.path.insert(0, os.path.join(ROOT, "tests"))
             import pg_cluster
-            self.db_url = pg_cluster.shared_cluster().create_database()
+            # one database per service directory, as one SQLite file is:
+            # a second Calsync on the same directory (a restart, a probe)
+            # finds the first one's
+            mark = os.path.join(workdir, "pg-database-url")
+            if os.path.exists(mark):
+                with open(mark) as f:
+                    self.db_url = f.read().strip()
+            else:
+                self.db_url = pg_cluster.shared_cluster().create_database()
+                with open(mark, "w") as f:
+                    f.write(self.db_url)
         self.policies_dir = os.path.join(workdir, "policies")
         os.makedirs(self.policies_dir, exist_ok=True)
         shipped = os.path.join(ROOT, "policies")
