@@ -132,9 +132,8 @@ class TestThreeInstances(InstancesCase):
         st, _, _ = survivors[0].request("POST", "/v1/calendars/%d/sync" % cal)
         self.assertEqual(st, 202)
         self.wait_for(lambda: self.rx.arrived > arrived, 30, "a delivery in flight")
-        sender = self.claiming_instance()
-        if sender is not None:
-            sender.kill9()
+        sender = self.wait_for(self.claiming_instance, 10, "the instance posting it")
+        sender.kill9()
         self.rx.delay = 0.0
         # the others deliver it once its claim expires (30 s lease)
         self.outbox_drained(timeout=60)
