@@ -15,6 +15,7 @@
 #include "intake.h"
 #include "log.h"
 #include "metrics.h"
+#include "provider/provider.h"
 #include "outbox.h"
 #include "policy/policy.h"
 #include "scheduler.h"
@@ -73,6 +74,9 @@ int service_run(const struct config *cfg)
         goto out;
     }
     metrics_register_collector(metrics_store_collector);
+    if (provider_metrics_declare())
+        log_warn("service.metrics_full", "msg=%s",
+                 log_q("too many provider metric families: some have no HELP"));
     health_init(cfg);
     /* before the scheduler: a replayed journal marks calendars dirty, which
      * the scheduler's first read of the calendars turns into syncs */

@@ -41,6 +41,21 @@ int provider_register(const struct provider_ops *ops)
     return 0;
 }
 
+const struct provider_ops *provider_at(int i)
+{
+    return i >= 0 && i < n_providers ? providers[i] : NULL;
+}
+
+int provider_metrics_declare(void)
+{
+    int rc = 0;
+    for (int i = 0; i < n_providers; i++)
+        if (providers[i]->metrics && metrics_declare(providers[i]->metrics,
+                                                     providers[i]->n_metrics))
+            rc = -1;
+    return rc;
+}
+
 void provider_init_all(const struct config *cfg)
 {
     for (int i = 0; i < n_providers; i++)

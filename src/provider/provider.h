@@ -24,6 +24,7 @@
 #define CALSYNC_PROVIDER_H
 
 #include "config.h"
+#include "metrics.h"
 #include "http.h"
 #include "store/store.h"
 #include "util.h"
@@ -192,6 +193,18 @@ struct provider_ops {
     const char *name;  /* credentials.provider; also the push route
                           /webhooks/<name> */
 
+    /* The provider's own /metrics families (its calls, retries, token
+     * refreshes), declared at start like metrics.c's so every scrape
+     * shows them with HELP and TYPE; NULL/0 for none. */
+    const struct metrics_family *metrics;
+    int n_metrics;
+
+    /* A sentence saying why no calendar of this provider can sync with
+     * the configuration cfg (its client is not configured), or NULL when
+     * it can. Logged at start and listed in /healthz "warnings". May be
+     * NULL. */
+    const char *(*unconfigured)(const struct config *cfg);
+
     /* Process: init once before any call (cfg outlives every call);
      * cancel aborts waits and transfers in progress or to come
      * (shutdown), init re-arms; thread_release frees the calling thread's
@@ -270,6 +283,14 @@ struct provider_ops {
 
 /* The provider called name, or NULL. */
 const struct provider_ops *provider_find(const char *name);
+
+/* The i-th registered provider (0-based), NULL past the last. */
+const struct provider_ops *provider_at(int i);
+
+/* Declares every registered provider's metric families (metrics_declare).
+ * Call once at start, before the HTTP server. 0, or -1 when the metrics
+ * table of declared families is full. */
+int provider_metrics_declare(void);
 
 /* Adds a provider (tests, future providers). Call before any thread
  * starts; not thread-safe. 0, or -1 when the table is full or the name

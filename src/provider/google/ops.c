@@ -195,8 +195,37 @@ static int g_push_parse(struct http_req *req, struct provider_push_batch *b,
     return 0;
 }
 
+/* Google's own /metrics families (docs/operations.md lists them). */
+static const struct metrics_family google_metrics[] = {
+    {"calsync_google_requests_total", METRICS_COUNTER,
+     "Google API calls by method and HTTP status (0: no answer).", NULL},
+    {"calsync_google_request_duration_seconds", METRICS_HISTOGRAM,
+     "Time of one Google HTTP exchange (each attempt, OAuth included).",
+     METRICS_INIT("calsync_google_request_duration_seconds")},
+    {"calsync_google_retries_total", METRICS_COUNTER, "Google calls retried, by method.", NULL},
+    {"calsync_google_token_refreshes_total", METRICS_COUNTER, "OAuth access token refreshes.",
+     METRICS_INIT("calsync_google_token_refreshes_total")},
+    {"calsync_google_invalid_ids_total", METRICS_COUNTER,
+     "Google calls refused before any request for an id Google cannot have issued.",
+     METRICS_INIT("calsync_google_invalid_ids_total")},
+};
+
+/* The client is configured in calsync.conf's google table. */
+static const char *google_unconfigured(const struct config *cfg)
+{
+    if (cfg->google.client_id && *cfg->google.client_id && cfg->google.client_secret &&
+        *cfg->google.client_secret)
+        return NULL;
+    return "google.client_id and google.client_secret are not configured: Google "
+           "credentials and calendars are accepted but none can sync "
+           "(docs/google-setup.md)";
+}
+
 const struct provider_ops google_provider = {
     .name = "google",
+    .metrics = google_metrics,
+    .n_metrics = (int)(sizeof google_metrics / sizeof google_metrics[0]),
+    .unconfigured = google_unconfigured,
     .init = google_init,
     .cancel = google_cancel,
     .thread_release = google_thread_release,
