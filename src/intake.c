@@ -783,7 +783,7 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
         buf_puts(&resp->body, b.handshake);
         return;
     }
-    if (b.n == 1) {
+    if (b.n == 1 && !b.batch) {
         intake_notify(b.msg[0].subscription, b.msg[0].token, b.msg[0].state,
                       b.msg[0].sequence, b.msg[0].resource, resp);
         return;

@@ -179,6 +179,10 @@ struct provider_push_batch {
     /* set: the request is a handshake, answered 200 text/plain with
      * exactly this text, and nothing else is done */
     const char *handshake;
+    /* set: the request was a batch (Graph): answered 202 whatever each
+     * message's outcome (a bad token is counted, not refused) unless one
+     * could not be journalled (503) */
+    int batch;
 };
 
 /* Stub or full event for provider_ops.encode. */
