@@ -201,6 +201,8 @@ static int renew_in_place(struct store_conn *c, int64_t credential_id,
         metrics_inc("calsync_channel_renewals_total{result=\"gone\"}");
         log_info("channel.renew_gone", "channel=%s", log_q(l->id));
         set_state(c, l->id, "stopped", NULL);
+        if (err)
+            err->msg[0] = '\0'; /* not a failure: a new one is opened */
         return 1;
     }
     if (g != PROVIDER_OK || sub.expiration_ms <= time_now_ms()) {
@@ -220,8 +222,21 @@ static int renew_in_place(struct store_conn *c, int64_t credential_id,
     return 0;
 }
 
-int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
-                     struct cs_err *err)
+static int maintain(int64_t calendar_id, int force, int64_t *next_check_ms,
+                    struct cs_err *err);
+
+int channel_maintain(int64_t calendar_id, int64_t *next_check_ms, struct cs_err *err)
+{
+    return maintain(calendar_id, 0, next_check_ms, err);
+}
+
+int channel_renew_now(int64_t calendar_id, int64_t *next_check_ms, struct cs_err *err)
+{
+    return maintain(calendar_id, 1, next_check_ms, err);
+}
+
+static int maintain(int64_t calendar_id, int force, int64_t *next_check_ms,
+                    struct cs_err *err)
 {
     struct store_conn *c = store_conn(err);
     struct calendar_ref cal;
@@ -244,7 +259,7 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
     /* the newest channel that is live and not yet due keeps serving */
     if (n > 0 && lv[0].has_resource && lv[0].expiration > now) {
         int64_t due = renew_due(ops, lv[0].created, lv[0].expiration);
-        if (due > now) {
+        if (due > now && !force) {
             *next_check_ms = due;
             /* older channels left over (a crash during a renewal); one
              * whose watch answer was lost to a crash has no resource id

@@ -167,6 +167,10 @@ struct provider_push {
     const char *state;
     const char *sequence;     /* message number, when the provider counts */
     const char *resource;     /* the watched resource's id */
+    /* 1: the provider asks for the subscription to be renewed now (Graph's
+     * reauthorizationRequired, subscriptionRemoved): once the token
+     * checks, the calendar's channel is renewed (or reopened) at once */
+    int renew;
 };
 
 /* A push request: Google sends one message per request, Graph batches

@@ -178,6 +178,247 @@ class TestOutlookReverse(OutlookCase):
         deltas = self.graph_requests(op="calendarView.delta")
         self.assertTrue(any("$deltatoken" in (r.get("query") or {}) for r in deltas), deltas[-1:])
 
+    def test_occurrence_move_and_delete(self):
+        cal = self.boot()
+        first = future(20, 9)
+        master = self.fg.host(op="create", event=gevent(first, future(20, 9, 30), "Weekly", recurrence={
+            "pattern": {"type": "weekly", "interval": 1,
+                        "daysOfWeek": [self.weekday(first)]},
+            "range": {"type": "numbered", "startDate": first[:10], "numberOfOccurrences": 4}}))
+        occ2, occ3 = future(27, 9), future(34, 9)
+        self.wait_for(lambda: len([r for r in self.mirror(cal).values()
+                                   if r[4] == master["id"]]) == 4,
+                      what="4 occurrences mirrored")
+        # booked by series and original start, as for Google
+        self.book(cal, "o2", start=occ2, end=future(27, 9, 30), event_id=master["id"],
+                  original_start=occ2)
+        self.book(cal, "o3", start=occ3, end=future(34, 9, 30), event_id=master["id"],
+                  original_start=occ3)
+        # one occurrence moved in Outlook: an exception -> rescheduled
+        self.fg.host(op="move", series=master["id"], original_start=occ2,
+                     start=future(27, 14), end=future(27, 14, 30))
+        self.wait_audit("o2", 2)
+        b = self.booking("o2")
+        self.assertEqual((b["start"], b["status"]), (future(27, 14), "accepted"))
+        # another occurrence deleted: it vanishes (@removed) -> cancelled
+        self.fg.host(op="delete", series=master["id"], original_start=occ3)
+        entries = self.wait_audit("o3", 2)
+        self.assertEqual((entries[1]["change"], entries[1]["action"]), ("delete", "cancel"))
+        self.assertEqual(self.booking("o3")["status"], "cancelled")
+        self.assertEqual(self.booking("o2")["status"], "accepted")
+
+    @staticmethod
+    def weekday(t):
+        from datetime import datetime
+        return datetime.strptime(t[:10], "%Y-%m-%d").strftime("%A").lower()
+
+    def test_forged_client_state_ignored_and_counted(self):
+        cal = self.boot()
+        e = self.fg.host(op="create", event=gevent(future(5, 10), future(5, 11), "Call"))
+        self.book(cal, "f", e)
+        sub = self.live_subscriptions()[0]
+        self.fg.control("POST", "/notifications/drain", {})
+        before = self.metric('calsync_notifications_total{outcome="bad_token"}')
+        with self.svc.db() as con:
+            n0 = con.execute("SELECT count(*) FROM notifications").fetchone()[0]
+        # the right channel id, a wrong secret: ignored and counted, 202
+        channel = self.channels()[0]["id"]
+        self.fg.control("POST", "/notify", {"subscription": sub["id"], "id": e["id"],
+                                            "client_state": channel + ".forged"})
+        self.wait_for(lambda: self.metric(
+            'calsync_notifications_total{outcome="bad_token"}') > before,
+            what="the forged notification counted")
+        recs = self.fg.control("GET", "/notifications?kind=change&wait_count=1&timeout_ms=5000"
+                               )["notifications"]
+        self.assertEqual(recs[-1]["http_status"], 202, recs[-1])
+        with self.svc.db() as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM notifications").fetchone()[0], n0)
+        # the handshake: the decoded token, as text/plain
+        st, body, h = self.svc.request("POST", "/webhooks/microsoft?validationToken="
+                                       "Validation%3A%20Testing%20client%20application",
+                                       token=False, raw=True)
+        self.assertEqual((st, body), (200, b"Validation: Testing client application"))
+        self.assertTrue(h["content-type"].startswith("text/plain"), h)
+        # a body over the bound is refused unread; a non-batch is a 400
+        st, _, _ = self.svc.request("POST", "/webhooks/microsoft", "x" * 70000, token=False)
+        self.assertEqual(st, 413)
+        st, _, _ = self.svc.request("POST", "/webhooks/microsoft", {"value": "nope"}, token=False)
+        self.assertEqual(st, 400)
+
+    def metric(self, series):
+        st, text, _ = self.svc.request("GET", "/metrics", raw=True)
+        for line in text.decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def test_delta_state_gone_means_full_resync(self):
+        cal = self.boot()
+        e = self.fg.host(op="create", event=gevent(future(6, 10), future(6, 11), "Call"))
+        self.book(cal, "r", e)
+        self.wait_for(lambda: e["id"] in self.mirror(cal), what="mirrored")
+        for mode in ("syncStateNotFound", "resyncRequired"):
+            self.fg.control("POST", "/expire_delta_tokens", {"mode": mode})
+            self.fg.control("DELETE", "/requests")
+            synced = self.cal_row(cal)[2]
+            self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
+            self.wait_synced(cal, after=synced)
+            reqs = self.graph_requests(op="calendarView.delta")
+            self.assertIn(410, [r["status"] for r in reqs], reqs)
+            # the new round starts with the window, not with a token
+            self.assertTrue(any("startDateTime" in r["query"] for r in reqs), reqs)
+            self.assertIn("sync.full_resync", self.svc.log_text())
+        # the booking is untouched by the resyncs
+        self.assertEqual(len(self.audit("r")), 1)
+        self.assertEqual(self.booking("r")["status"], "accepted")
+
+
+class TestOutlookForward(OutlookCase):
+    def test_create_patch_cancel_with_transaction_id_if_match_and_no_echo(self):
+        cal = self.boot()
+        b = self.book(cal, "w1", start=future(8, 10), end=future(8, 11), title="Intro")
+        booking = self.wait_for(lambda: self.booking("w1").get("event_id") and self.booking("w1"),
+                                what="the event created")
+        ev_id = booking["event_id"]
+        creates = self.graph_requests(op="events.create")
+        self.assertEqual(len(creates), 1, creates)
+        body = creates[0]["body"]
+        self.assertTrue(body["transactionId"], body)
+        self.assertEqual(body["singleValueExtendedProperties"][0]["value"], "w1")
+        stored = [x for x in self.fg.control("GET", "/events")["events"] if x["id"] == ev_id]
+        self.assertEqual(len(stored), 1)
+        self.assertEqual(stored[0]["event"]["transactionId"], body["transactionId"])
+        self.assertEqual(stored[0]["event"]["subject"], "Intro")
+        # the app moves it: PATCH with If-Match on the etag calsync saw
+        st, _, _ = self.svc.request("PATCH", "/v1/bookings/w1",
+                                    {"start": future(8, 12), "end": future(8, 13)})
+        self.assertEqual(st, 200)
+        patches = self.wait_for(lambda: self.graph_requests(op="events.update"),
+                                what="the PATCH")
+        self.assertTrue(patches[0]["headers"].get("if-match", "").startswith('W/"'), patches[0])
+        ev = self.wait_for(lambda: [x for x in self.fg.control("GET", "/events")["events"]
+                                    if x["id"] == ev_id and x["event"]["start"][
+                                        "dateTime"].startswith(future(8, 12)[:16])],
+                           what="the event moved in Graph")
+        self.assertTrue(ev)
+        # Graph notifies calsync of its own writes: echoes, never decided
+        self.fg.control("POST", "/notifications/drain", {})
+        synced = self.cal_row(cal)[2]
+        self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
+        self.wait_synced(cal, after=synced)
+        self.assertEqual([e["source"] for e in self.audit("w1")], ["api", "api"])
+        self.assertEqual(self.booking("w1")["start"], future(8, 12))
+        # cancelled by the app: DELETE
+        st, _, _ = self.svc.request("POST", "/v1/bookings/w1/cancel", {})
+        self.assertEqual(st, 200)
+        self.wait_for(lambda: self.graph_requests(op="events.delete"), what="the DELETE")
+        self.wait_for(lambda: not [x for x in self.fg.control("GET", "/events")["events"]
+                                   if x["id"] == ev_id and not x.get("deleted")],
+                      what="the event deleted in Graph")
+
+    def test_duplicate_transaction_id_adopts_the_first_event(self):
+        self.start()
+        cred = self.credential()
+        cal = self.add_calendar(cred)
+        self.fg.control("POST", "/config", {"transaction_id_mode": "conflict"})
+        # the first create happens, its answer is lost (a 503 after applying)
+        self.fg.control("POST", "/faults", {"status": 503, "ops": "events.create",
+                                            "apply": True, "count": 1, "retry_after": "0.05"})
+        self.book(cal, "dup", start=future(9, 10), end=future(9, 11), title="Once")
+        b = self.wait_for(lambda: self.booking("dup").get("event_id") and self.booking("dup"),
+                          what="the event adopted")
+        live = [x for x in self.fg.control("GET", "/events")["events"] if not x.get("deleted")]
+        self.assertEqual(len(live), 1, live)
+        self.assertEqual(live[0]["id"], b["event_id"])
+
+
+class TestOutlookFailures(OutlookCase):
+    def test_revoked_credential(self):
+        cal = self.boot()
+        self.fg.control("POST", "/revoke", {"refresh_token": self.refresh_token})
+        self.fg.control("POST", "/expire_access_tokens", {})
+        self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
+        self.wait_for(lambda: self.cal_row(cal)[1] == "revoked", what="calendar revoked")
+        self.assertIn("microsoft.credential_revoked", self.svc.log_text())
+        self.wait_for(lambda: [d for d in self.rx.accepted()
+                               if d.json["triggerEvent"] == "CALENDAR_ERROR"],
+                      what="CALENDAR_ERROR webhook")
+
+    def test_throttled_then_synced(self):
+        self.start()
+        cred = self.credential()
+        self.fg.control("POST", "/faults", {"status": 429, "retry_after": "0.2", "count": 2,
+                                            "ops": "calendarView.delta"})
+        cal = self.add_calendar(cred)
+        statuses = [r["status"] for r in self.graph_requests(op="calendarView.delta")]
+        self.assertEqual(statuses[:3], [429, 429, 200], statuses)
+        self.assertIn("microsoft.retry", self.svc.log_text())
+
+    def test_missed_notifications_caught_by_polling(self):
+        self.config_extra += "\npoll_interval = 2"
+        cal = self.boot()
+        e = self.fg.host(op="create", event=gevent(future(7, 10), future(7, 11), "Call"))
+        self.book(cal, "m", e)
+        self.wait_for(lambda: e["id"] in self.mirror(cal), what="mirrored")
+        self.fg.control("POST", "/notification_faults", {"action": "drop", "count": -1})
+        self.fg.host(op="delete", id=e["id"])
+        entries = self.wait_audit("m", 2)
+        self.assertEqual((entries[1]["source"], entries[1]["action"]), ("poll", "cancel"))
+
+
+class TestOutlookSubscriptions(OutlookCase):
+    subscription_ttl = 120
+    renew_before = 116
+
+    def test_renewed_in_place_one_subscription(self):
+        cal = self.boot()
+        sub = self.live_subscriptions()[0]
+        ch = self.channels()[0]
+        self.wait_for(lambda: self.graph_requests(op="subscriptions.update"),
+                      timeout=30, what="a renewal PATCH")
+        self.wait_for(lambda: self.channels()[0]["expiration"] != ch["expiration"],
+                      what="the new expiration stored")
+        subs = self.live_subscriptions()
+        self.assertEqual([s["id"] for s in subs], [sub["id"]])
+        self.assertEqual([c["state"] for c in self.channels()], ["live"])
+        self.assertEqual(self.graph_requests(op="subscriptions.create")[1:], [])
+        # the validation handshake was answered (Graph created it at all)
+        vals = self.fg.control("GET", "/notifications?kind=validation")["notifications"]
+        self.assertTrue(vals and all(v["status"] == "delivered" for v in vals), vals)
+
+
+class TestOutlookLifecycle(OutlookCase):
+    def test_reauthorization_and_removal(self):
+        cal = self.boot()
+        e = self.fg.host(op="create", event=gevent(future(5, 10), future(5, 11), "Call"))
+        self.book(cal, "l", e)
+        sub = self.live_subscriptions()[0]
+        # reauthorizationRequired -> renewed now (PATCH), notifications flow again
+        self.fg.control("POST", "/lifecycle", {"subscription": sub["id"],
+                                               "event": "reauthorizationRequired"})
+        self.wait_for(lambda: self.graph_requests(op="subscriptions.update"),
+                      what="a renewal after reauthorizationRequired")
+        self.wait_for(lambda: [s for s in self.live_subscriptions() if s["state"] == "live"],
+                      what="the subscription live again")
+        # subscriptionRemoved -> a new subscription, and a sync
+        self.fg.control("POST", "/lifecycle", {"subscription": sub["id"],
+                                               "event": "subscriptionRemoved"})
+        new = self.wait_for(lambda: [s for s in self.live_subscriptions() if s["id"] != sub["id"]],
+                            what="a new subscription")
+        self.assertEqual(len(self.live_subscriptions()), 1)
+        self.wait_for(lambda: [c for c in self.channels() if c["state"] == "live"
+                               and c["resource_id"] == new[0]["id"]], what="its channel live")
+        # missed -> a sync; a change made meanwhile arrives
+        self.fg.control("POST", "/notification_faults", {"action": "drop", "count": 1,
+                                                         "kind": "change"})
+        self.fg.host(op="delete", id=e["id"])
+        self.fg.control("POST", "/notifications/drain", {})
+        self.assertEqual(len(self.audit("l")), 1)      # nothing arrived
+        self.fg.control("POST", "/lifecycle", {"subscription": new[0]["id"], "event": "missed"})
+        entries = self.wait_audit("l", 2)
+        self.assertEqual((entries[1]["source"], entries[1]["action"]), ("push", "cancel"))
+        self.assertEqual(self.booking("l")["status"], "cancelled")
+
 
 if __name__ == "__main__":
     import unittest

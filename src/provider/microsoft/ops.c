@@ -467,7 +467,13 @@ static int m_push_parse(struct http_req *req, struct provider_push_batch *b,
             const char *cs = take(L, it, "clientState", 128, &ap);
             m->resource = take(L, it, "subscriptionId", 256, &ap);
             m->state = take(L, it, "lifecycleEvent", 64, &ap);
-            if (!m->state)
+            if (m->state)
+                /* reauthorizationRequired: renew; subscriptionRemoved:
+                 * renewing finds it gone and opens a new one; both, and
+                 * missed, also sync (whatever was sent meanwhile) */
+                m->renew = strcmp(m->state, "reauthorizationRequired") == 0 ||
+                           strcmp(m->state, "subscriptionRemoved") == 0;
+            else
                 m->state = take(L, it, "changeType", 64, &ap);
             /* "<channel id>.<token>": split in the arena copy */
             char *dot = cs ? strchr(cs, '.') : NULL;
