@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import CalsyncCase, future, lua_str  # noqa: E402
 from fake_graph import FakeGraph  # noqa: E402
 from receiver import Receiver  # noqa: E402
+from fake_google import FakeGoogle  # noqa: E402
 
 
 def dt(t):
@@ -418,6 +419,57 @@ class TestOutlookLifecycle(OutlookCase):
         entries = self.wait_audit("l", 2)
         self.assertEqual((entries[1]["source"], entries[1]["action"]), ("push", "cancel"))
         self.assertEqual(self.booking("l")["status"], "cancelled")
+
+
+class TestOnePolicyBothProviders(OutlookCase):
+    """The same shipped policy, unchanged, decides the same for a change on
+    a Google calendar and on an Outlook calendar."""
+
+    def setUp(self):
+        super().setUp()
+        self.gg = FakeGoogle().start()
+        self.addCleanup(self.gg.stop)
+        self.gg.control("POST", "/config", {"client_id": "x", "client_secret": "y"})
+        self.config_extra += "\ngoogle = { api_base = %s, token_url = %s, client_id = \"x\"," \
+            " client_secret = \"y\" }" % (lua_str(self.gg.api_base), lua_str(self.gg.token_url))
+
+    def test_same_decisions(self):
+        self.start()
+        ms_cal = self.add_calendar(self.credential("microsoft"), policy="working_hours")
+        g_cal = self.add_calendar(self.credential("google", "rt-google"), policy="working_hours")
+        self.wait_for(lambda: len([c for c in self.channels() if c["state"] == "live"]) == 2,
+                      what="both calendars watched")
+        slots = {"del": (future(15, 10), future(15, 11)), "mv": (future(16, 10), future(16, 11)),
+                 "ren": (future(17, 10), future(17, 11)), "late": (future(18, 10), future(18, 11))}
+        ms_ev, g_ev = {}, {}
+        for k, (a, b) in slots.items():
+            ms_ev[k] = self.fg.host(op="create", event=gevent(a, b, "Call " + k))
+            g_ev[k] = self.gg.host("primary", op="create", event={
+                "summary": "Call " + k, "start": {"dateTime": a}, "end": {"dateTime": b}})
+            self.book(ms_cal, "ms-" + k, ms_ev[k])
+            self.book(g_cal, "g-" + k, start=a, end=b, title="Call " + k, event_id=g_ev[k]["id"])
+        # the same host edits on both sides
+        self.fg.host(op="delete", id=ms_ev["del"]["id"])
+        self.gg.host("primary", op="delete", id=g_ev["del"]["id"])
+        self.fg.host(op="move", id=ms_ev["mv"]["id"], start=future(16, 14), end=future(16, 15))
+        self.gg.host("primary", op="move", id=g_ev["mv"]["id"], start=future(16, 14),
+                     end=future(16, 15))
+        self.fg.host(op="update", id=ms_ev["ren"]["id"], event={"subject": "Renamed"})
+        self.gg.host("primary", op="retitle", id=g_ev["ren"]["id"], summary="Renamed")
+        # outside working hours (the policy's default 09-17): flagged
+        self.fg.host(op="move", id=ms_ev["late"]["id"], start=future(18, 21), end=future(18, 22))
+        self.gg.host("primary", op="move", id=g_ev["late"]["id"], start=future(18, 21),
+                     end=future(18, 22))
+        for k in slots:
+            ms_a = self.wait_audit("ms-" + k, 2)[1]
+            g_a = self.wait_audit("g-" + k, 2)[1]
+            keys = ("source", "change", "action", "reason", "policy", "policy_version")
+            self.assertEqual({x: ms_a[x] for x in keys}, {x: g_a[x] for x in keys}, k)
+            ms_b, g_b = self.booking("ms-" + k), self.booking("g-" + k)
+            for x in ("status", "start", "end", "title", "needs_review"):
+                self.assertEqual(ms_b[x], g_b[x], (k, x))
+        self.assertEqual(self.booking("ms-del")["cancelled_by"], "microsoft")
+        self.assertEqual(self.booking("g-del")["cancelled_by"], "google")
 
 
 if __name__ == "__main__":
