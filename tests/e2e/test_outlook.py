@@ -472,6 +472,63 @@ class TestOnePolicyBothProviders(OutlookCase):
         self.assertEqual(self.booking("g-del")["cancelled_by"], "google")
 
 
+class TestOutlookCrash(OutlookCase):
+    """Killed (SIGKILL) at a named point (src/fault.c), restarted without
+    the fault: the state converges, nothing is done twice."""
+
+    def run_killed(self, point, action):
+        os.environ["CALSYNC_FAULT"] = point + ":1"
+        try:
+            self.svc.stop()
+            self.svc.start()
+        finally:
+            os.environ.pop("CALSYNC_FAULT", None)
+        action()
+        try:
+            rc = self.svc.proc.wait(20)
+        except Exception:
+            self.fail("not killed at %s\n%s" % (point, self.svc.log_text()[-3000:]))
+        self.assertEqual(rc, -9)
+        self.assertIn("event=fault.kill point=" + point, self.svc.log_text())
+        self.svc.log.close()
+        self.svc.proc = None
+        self.svc.start()
+
+    def test_crash_points(self):
+        cal = self.boot()
+        # a create that reached Graph, its commit lost: the retry's
+        # transactionId answers the same event -- one event, linked
+        self.run_killed("writer_after_insert", lambda: self.book(
+            cal, "c1", start=future(9, 10), end=future(9, 11), title="Once"))
+        b = self.wait_for(lambda: self.booking("c1").get("event_id") and self.booking("c1"),
+                          what="the event linked after the restart")
+        live = [x for x in self.fg.control("GET", "/events")["events"]
+                if not x["deleted"] and x["event"]["subject"] == "Once"]
+        self.assertEqual([x["id"] for x in live], [b["event_id"]])
+        # a host deletion decided and audited, the transaction killed: decided
+        # once after the restart
+        e = self.fg.host(op="create", event=gevent(future(10, 10), future(10, 11), "Call"))
+        self.book(cal, "c2", e)
+        self.wait_for(lambda: e["id"] in self.mirror(cal), what="mirrored")
+        self.run_killed("apply_after_audit", lambda: self.fg.host(op="delete", id=e["id"]))
+        self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
+        self.wait_audit("c2", 2)
+        synced = self.cal_row(cal)[2]
+        self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
+        self.wait_synced(cal, after=synced)
+        self.assertEqual([x["action"] for x in self.audit("c2")].count("cancel"), 1)
+        self.assertEqual(self.booking("c2")["status"], "cancelled")
+        # a renewal that Graph granted, killed before it was stored: renewed
+        # again after the restart, still one subscription
+        self.run_killed("channel_after_renew", lambda: self.fg.control(
+            "POST", "/lifecycle", {"subscription": self.live_subscriptions()[0]["id"],
+                                   "event": "reauthorizationRequired"}))
+        self.wait_for(lambda: len(self.graph_requests(op="subscriptions.update")) >= 1,
+                      what="renewed")
+        self.assertEqual(len(self.live_subscriptions()), 1)
+        self.assertEqual(len([c for c in self.channels() if c["state"] == "live"]), 1)
+
+
 if __name__ == "__main__":
     import unittest
     unittest.main()
