@@ -340,7 +340,8 @@ class TestOutlookFailures(OutlookCase):
         self.fg.control("POST", "/expire_access_tokens", {})
         self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
         self.wait_for(lambda: self.cal_row(cal)[1] == "revoked", what="calendar revoked")
-        self.assertIn("microsoft.credential_revoked", self.svc.log_text())
+        self.wait_for(lambda: "microsoft.credential_revoked" in self.svc.log_text(),
+                      what="the revocation logged")
         self.wait_for(lambda: [d for d in self.rx.accepted()
                                if d.json["triggerEvent"] == "CALENDAR_ERROR"],
                       what="CALENDAR_ERROR webhook")
