@@ -234,6 +234,16 @@ class TestOutlookReverse(OutlookCase):
         self.assertEqual(recs[-1]["http_status"], 202, recs[-1])
         with self.svc.db() as con:
             self.assertEqual(con.execute("SELECT count(*) FROM notifications").fetchone()[0], n0)
+        # no clientState at all, naming calsync's live subscription: counted
+        # unknown, and the subscription is NOT deleted on its word
+        unknown = self.metric('calsync_notifications_total{outcome="unknown"}')
+        self.fg.control("POST", "/notify", {"subscription": sub["id"], "id": e["id"],
+                                            "client_state": None})
+        self.wait_for(lambda: self.metric('calsync_notifications_total{outcome="unknown"}')
+                      > unknown, what="the anonymous notification counted")
+        self.fg.control("POST", "/notifications/drain", {})
+        self.assertEqual(self.graph_requests(op="subscriptions.delete"), [])
+        self.assertEqual([x["id"] for x in self.live_subscriptions()], [sub["id"]])
         # the handshake: the decoded token, as text/plain
         st, body, h = self.svc.request("POST", "/webhooks/microsoft?validationToken="
                                        "Validation%3A%20Testing%20client%20application",

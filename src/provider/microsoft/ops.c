@@ -465,7 +465,14 @@ static int m_push_parse(struct http_req *req, struct provider_push_batch *b,
         memset(m, 0, sizeof *m);
         if (lua_istable(L, it)) {
             const char *cs = take(L, it, "clientState", 128, &ap);
-            m->resource = take(L, it, "subscriptionId", 256, &ap);
+            /* Graph's subscription id is not handed on as the resource:
+             * it is the subscription itself, not a watched resource other
+             * subscriptions share, so the intake's "stop the foreign
+             * channel on that resource" would delete calsync's own live
+             * subscription on an unauthenticated request. An unknown
+             * subscription expires by itself within days. */
+            const char *gsub = take(L, it, "subscriptionId", 256, &ap);
+            m->resource = NULL;
             m->state = take(L, it, "lifecycleEvent", 64, &ap);
             if (m->state)
                 /* reauthorizationRequired: renew; subscriptionRemoved:
@@ -482,9 +489,7 @@ static int m_push_parse(struct http_req *req, struct provider_push_batch *b,
                 m->subscription = cs;
                 m->token = dot + 1;
             } else {
-                /* no channel named: counted as unknown, its subscription
-                 * stopped if calsync knows it (intake) */
-                m->subscription = m->resource;
+                m->subscription = gsub; /* no channel named: unknown */
                 m->token = NULL;
             }
         }
