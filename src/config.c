@@ -66,7 +66,7 @@ static const struct key gcal_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 
-static const struct key msgraph_keys[] = {
+static const struct key microsoft_keys[] = {
     {"client_id", K_STR, F(microsoft.client_id), 0, 0, NULL},
     {"client_secret", K_STR, F(microsoft.client_secret), 0, 0, NULL},
     {"tenant", K_STR, F(microsoft.tenant), 0, 0, NULL},
@@ -103,7 +103,7 @@ static const struct key top_keys[] = {
     {"log_level", K_LOGLEVEL, 0, 0, 0, NULL},
     {"log_format", K_STR, F(log_format), 0, 0, NULL},
     {"google", K_TABLE, 0, 0, 0, gcal_keys},
-    {"microsoft", K_TABLE, 0, 0, 0, msgraph_keys},
+    {"microsoft", K_TABLE, 0, 0, 0, microsoft_keys},
     {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
     {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
     {"http", K_TABLE, 0, 0, 0, http_keys},
