@@ -207,6 +207,16 @@ class TestOutlookReverse(OutlookCase):
         self.assertEqual((entries[1]["change"], entries[1]["action"]), ("delete", "cancel"))
         self.assertEqual(self.booking("o3")["status"], "cancelled")
         self.assertEqual(self.booking("o2")["status"], "accepted")
+        # the whole series deleted: every occurrence and the exception go
+        # (@removed each) -> the remaining bookings of the series cancelled
+        occ4 = future(41, 9)
+        self.book(cal, "o4", start=occ4, end=future(41, 9, 30), event_id=master["id"],
+                  original_start=occ4)
+        self.fg.host(op="delete", id=master["id"])
+        for uid in ("o2", "o4"):
+            self.wait_for(lambda: self.booking(uid)["status"] == "cancelled",
+                          what="%s cancelled with its series" % uid)
+        self.assertEqual([e["action"] for e in self.audit("o4")][-1], "cancel")
 
     @staticmethod
     def weekday(t):
