@@ -11,7 +11,9 @@ docs/performance-scaling.png.
 
 Items: intake fullsync apply policy google memory scaling, and load
 (tests/e2e/test_load.py's scenario: intake latency while syncs hold the
-write lock) and reload (a policy saved by rename until it is live). The
+write lock), reload (a policy saved by rename until it is live) and graph
+(bench/graph.py: Outlook full sync through calendarView/delta and the
+/webhooks/microsoft intake, against tests/fake_graph.py). The
 functional tests assert outcomes only; the latencies are judged here.
 
 Every process it starts is stopped by its pid at the end. No traffic leaves
@@ -942,6 +944,11 @@ def main():
             rows += guarded("google burst", lambda: item_burst(fx, R)) or []
             rows += guarded("google idle", lambda: item_idle(fx, R, poll=5 if a.quick else 10,
                                                              window=10 if a.quick else 30)) or []
+        if want("graph"):
+            import graph
+            rows += guarded("graph", lambda: graph.item_graph(
+                lambda **kw: Service(fx, **kw).start(), R,
+                n_events=500 if a.quick else 2000, seconds=a.seconds)) or []
         if want("memory") or want("scaling"):
             idle = item_idle_rss(fx)
             sizes = (100, 1000, 2000) if a.quick else (100, 1000, 10000)

@@ -202,6 +202,26 @@ static int cursor_param(struct http_req *req, struct http_resp *resp,
     return 0;
 }
 
+/* An event id of either provider's shape: Google's (util.h
+ * id_valid_event) or Graph's base64 (also '=' and '+'). Never a '/', '.',
+ * '%' or anything else that could change a path; each provider checks the
+ * id against its own shape again before it goes into a URL. */
+static int event_id_shape_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (id_valid_event(s, n))
+        return 1;
+    if (n == 0 || n > 512)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '=' || c == '+'))
+            return 0;
+    }
+    return 1;
+}
+
 /* ----------------------------------------------------------- credentials */
 
 static void h_credentials_create(struct http_req *req, struct http_resp *resp)
@@ -218,8 +238,8 @@ static void h_credentials_create(struct http_req *req, struct http_resp *resp)
         str_field(&x, resp, "access_token", CRED_TOKEN_MAX, 0, &access) < 0 ||
         time_field(&x, resp, "expires_at", 0, &expires) < 0)
         goto done;
-    if (strcmp(provider, "google") != 0) {
-        http_error(resp, 400, "provider must be \"google\"");
+    if (strcmp(provider, "google") != 0 && strcmp(provider, "microsoft") != 0) {
+        http_error(resp, 400, "provider must be \"google\" or \"microsoft\"");
         goto done;
     }
     if (!*refresh) {
@@ -232,7 +252,7 @@ static void h_credentials_create(struct http_req *req, struct http_resp *resp)
     }
     log_info("api.credential_created", "id=%lld", (long long)id);
     resp->status = 201;
-    buf_printf(&resp->body, "{\"id\":%lld,\"provider\":\"google\"}", (long long)id);
+    buf_printf(&resp->body, "{\"id\":%lld,\"provider\":\"%s\"}", (long long)id, provider);
 done:
     ctx_close(&x);
 }
@@ -560,10 +580,11 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     }
     /* it goes into the URL of every later patch and delete: ".." made a
      * cancel DELETE the calendar itself (issue 21) */
-    if (event_id && !id_valid_event(event_id, strlen(event_id))) {
+    if (event_id && !event_id_shape_ok(event_id)) {
         http_error(resp, 400, "'event_id' must be a Google event id: letters, digits, "
                    "'_' and '-' (such as \"68k0p6ackplecqs9fuvbs1fju0\" or "
-                   "\"68k0p6ackplecqs9fuvbs1fju0_20250324T123000Z\")");
+                   "\"68k0p6ackplecqs9fuvbs1fju0_20250324T123000Z\"), or an Outlook "
+                   "(Microsoft Graph) id, which may also hold '=' and '+'");
         goto done;
     }
     if (attendees_field(&x, resp, &attendees))
@@ -935,6 +956,8 @@ static const struct http_route routes[] = {
     {"GET", "/v1/policies", h_policies_list, 1},
     {"POST", "/v1/policies/reload", h_policies_reload, 1},
     {"POST", "/webhooks/google", intake_handle, HTTP_INLINE},
+    /* Graph posts JSON batches: a small, bounded body without a token */
+    {"POST", "/webhooks/microsoft", intake_handle, HTTP_INLINE | HTTP_PUSH_BODY},
     {"GET", "/healthz", h_healthz, 0},
     {"GET", "/metrics", h_metrics, 0},
     {NULL, NULL, NULL, 0},

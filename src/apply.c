@@ -36,6 +36,7 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "policy/policy.h"
+#include "provider/provider.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -655,7 +656,13 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
         snprintf(b.status, sizeof b.status, "cancelled");
         free(b.cancelled_by);
         free(b.cancel_reason);
-        b.cancelled_by = strdup("google");
+        /* where the change came from: the calendar's provider */
+        {
+            const struct provider_ops *pv = NULL;
+            struct cs_err e2;
+            b.cancelled_by = strdup(provider_for_credential(c, info->credential_id, &pv, &e2) == 0
+                                        ? pv->name : "google");
+        }
         b.cancel_reason = strdup(d.reason);
     } else if (strcmp(d.action, "reschedule") == 0) {
         b.start_ms = now->start_ms;

@@ -37,6 +37,15 @@ struct config {
         int64_t channel_ttl;
         int64_t renew_before;
     } google;
+    struct {             /* Outlook through Microsoft Graph (DESIGN §3) */
+        char *client_id;
+        char *client_secret;
+        char *tenant;    /* "common" */
+        char *api_base;
+        char *token_url; /* "": built from tenant */
+        int64_t subscription_ttl; /* seconds asked for; Graph caps it */
+        int64_t renew_before;
+    } microsoft;
     struct config_webhook *webhooks;
     int n_webhooks;
     struct {

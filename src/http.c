@@ -593,8 +593,10 @@ static enum MHD_Result admit(struct MHD_Connection *conn, struct req_state *cs)
     else if (!hit)
         refuse(cs, 404, NULL, "no %s on %s",
                known_method(cs->method) ? cs->method : "such method", cs->url);
-    else if (has_body && !(hit->flags & HTTP_AUTH))
+    else if (has_body && !(hit->flags & (HTTP_AUTH | HTTP_PUSH_BODY)))
         refuse(cs, 413, NULL, "%s takes no request body", hit->pattern);
+    else if (!(hit->flags & HTTP_AUTH) && declared > (int64_t)HTTP_PUSH_BODY_MAX)
+        refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_PUSH_BODY_MAX);
     else if (declared > (int64_t)HTTP_BODY_MAX)
         refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_BODY_MAX);
     else if (has_body && !http_is_json(ct) && declared > 0)
@@ -636,6 +638,8 @@ static enum MHD_Result take_body(struct req_state *cs, const char *data, size_t 
     }
     if (cs->want_json)
         refuse(cs, 415, NULL, "a request body must be Content-Type: application/json");
+    else if (cs->route && !(cs->route->flags & HTTP_AUTH) && cs->seen > HTTP_PUSH_BODY_MAX)
+        refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_PUSH_BODY_MAX);
     else if (cs->seen > HTTP_BODY_MAX)
         refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_BODY_MAX);
     else if (body_append(cs, data, n))

@@ -61,7 +61,12 @@ enum {
      * writer holds): it runs on the event thread that read the request,
      * without a hand-off. Only Google's push intake is inline. */
     HTTP_INLINE = 2,
+    /* An unauthenticated route that takes a body of at most
+     * HTTP_PUSH_BODY_MAX bytes (a provider's push batch: Graph's
+     * notifications are JSON); larger ones are refused 413 unread. */
+    HTTP_PUSH_BODY = 4,
 };
+#define HTTP_PUSH_BODY_MAX (64u * 1024)
 
 struct http_route {
     const char *method;

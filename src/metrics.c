@@ -71,6 +71,8 @@ static const struct metrics_family metrics_fams[] = {
     {"calsync_sync_items_skipped_total", METRICS_COUNTER,
      "Items of a Google listing left out, by reason (should stay 0).",
      METRICS_INIT("calsync_sync_items_skipped_total{reason=\"invalid_id\"}")},
+    {"calsync_channel_renewals_total", METRICS_COUNTER,
+     "Subscriptions renewed in place (Graph), by result (ok, gone, error).", NULL},
     {"calsync_calendar_errors_total", METRICS_COUNTER,
      "Calendars entering the revoked or error state.",
      METRICS_INIT("calsync_calendar_errors_total{state=\"error\"}",

@@ -117,7 +117,8 @@ int service_run(const struct config *cfg)
         static const struct intake_hooks hooks = {
             .sync = sched_request_push,
             .stop_channel = sched_stop_channel,
-            .stop_foreign = sched_stop_foreign};
+            .stop_foreign = sched_stop_foreign,
+            .renew_channel = sched_request_channel};
         intake_set_hooks(&hooks);
     }
     if (http_start(cfg, api_routes(cfg), &err)) {

@@ -489,6 +489,16 @@ static int apply_item(struct run *x, int item, struct sync_event *ev,
     if (r < 0)
         return -1;
     const struct sync_event *old = r ? &x->old.ev : NULL;
+    /* a bare deletion that names no series (Graph's @removed item: only
+     * an id) of a mirrored occurrence is that occurrence's deletion: its
+     * series and slot come from the mirror, so its bookings are found by
+     * them (and it is not taken for a series master to cascade) */
+    if (old && ev->bare && !ev->series_id && old->series_id &&
+        strlen(old->series_id) < sizeof ev->series_buf_) {
+        memcpy(ev->series_buf_, old->series_id, strlen(old->series_id) + 1);
+        ev->series_id = ev->series_buf_;
+        ev->original_start_ms = old->original_start_ms;
+    }
     if (defer_to_reconcile(x, old, ev))
         return 0;
     if (sync_event_differs(old, ev)) {

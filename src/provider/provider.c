@@ -1,5 +1,5 @@
 /* provider.c -- the provider registry and the wiring that registers the
- * built-in providers (Google). See provider.h.
+ * built-in providers (Google, Microsoft Graph). See provider.h.
  *
  * The table is filled before any thread starts (the built-ins statically,
  * tests and future providers through provider_register) and only read
@@ -8,6 +8,7 @@
 #include "provider/provider.h"
 
 #include "provider/google/google.h"
+#include "provider/microsoft/msgraph.h"
 #include "store/credentials.h"
 
 #include <stdio.h>
@@ -15,8 +16,9 @@
 
 #define PROVIDER_MAX 8
 
-static const struct provider_ops *providers[PROVIDER_MAX] = {&google_provider};
-static int n_providers = 1;
+static const struct provider_ops *providers[PROVIDER_MAX] = {&google_provider,
+                                                              &microsoft_provider};
+static int n_providers = 2;
 
 const char *provider_rc_name(int rc)
 {

@@ -168,6 +168,10 @@ struct provider_push {
     const char *state;
     const char *sequence;     /* message number, when the provider counts */
     const char *resource;     /* the watched resource's id */
+    /* 1: the provider asks for the subscription to be renewed now (Graph's
+     * reauthorizationRequired, subscriptionRemoved): once the token
+     * checks, the calendar's channel is renewed (or reopened) at once */
+    int renew;
 };
 
 /* A push request: Google sends one message per request, Graph batches
@@ -180,6 +184,10 @@ struct provider_push_batch {
     /* set: the request is a handshake, answered 200 text/plain with
      * exactly this text, and nothing else is done */
     const char *handshake;
+    /* set: the request was a batch (Graph): answered 202 whatever each
+     * message's outcome (a bad token is counted, not refused) unless one
+     * could not be journalled (503) */
+    int batch;
 };
 
 /* Stub or full event for provider_ops.encode. */

@@ -195,6 +195,10 @@ class Calsync:
             # never the real Google from a test: a closed loopback port
             lines.append('google = { api_base = "http://127.0.0.1:9/calendar/v3",'
                          ' token_url = "http://127.0.0.1:9/token" }')
+        if "microsoft" not in self.config_extra:
+            # nor the real Microsoft Graph
+            lines.append('microsoft = { api_base = "http://127.0.0.1:9/v1.0",'
+                         ' token_url = "http://127.0.0.1:9/token" }')
         lines.append(self.config_extra)
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
