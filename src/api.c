@@ -237,6 +237,81 @@ done:
     ctx_close(&x);
 }
 
+static void h_credentials_get(struct http_req *req, struct http_resp *resp)
+{
+    struct ctx x = {0};
+    int64_t id;
+    if (ctx_open(&x, resp) || path_id(req, resp, &id))
+        goto done;
+    int r = credential_json(x.db, id, &resp->body, &x.err);
+    if (r < 0)
+        db_fail(resp, &x);
+    else if (r == 0)
+        http_error(resp, 404, "no credential %lld", (long long)id);
+done:
+    ctx_close(&x);
+}
+
+#define RESUME_MAX 1024
+
+/* Re-authorisation: new tokens for a credential (DESIGN §4). Its revoked
+ * calendars go back to syncing with their sync tokens dropped, so the
+ * scheduler watches them again and the next sync of each is full: what
+ * changed in Google while the credential was dead reaches the policies.
+ * Bookings stay where they are. */
+static void h_credentials_put(struct http_req *req, struct http_resp *resp)
+{
+    static const char *const allowed[] = {"refresh_token", "access_token", "expires_at",
+                                          NULL};
+    struct ctx x = {0};
+    const char *refresh, *access;
+    int64_t expires = 0, id;
+    int64_t *ids = NULL;
+    int n = 0;
+    if (ctx_open(&x, resp) || path_id(req, resp, &id) ||
+        body_object(&x, req, resp, allowed))
+        goto done;
+    if (str_field(&x, resp, "refresh_token", CRED_TOKEN_MAX, 1, &refresh) < 0 ||
+        str_field(&x, resp, "access_token", CRED_TOKEN_MAX, 0, &access) < 0 ||
+        time_field(&x, resp, "expires_at", 0, &expires) < 0)
+        goto done;
+    if (!*refresh) {
+        http_error(resp, 400, "'refresh_token' must not be empty");
+        goto done;
+    }
+    if (!(ids = calloc(RESUME_MAX, sizeof *ids))) {
+        http_error(resp, 503, "out of memory");
+        goto done;
+    }
+    if (store_begin(x.db, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    int r = credential_exists(x.db, id, &x.err);
+    if (r == 0) {
+        store_rollback(x.db);
+        http_error(resp, 404, "no credential %lld", (long long)id);
+        goto done;
+    }
+    if (r < 0 || credential_replace_tokens(x.db, id, refresh, access, expires, &x.err) ||
+        calendar_resume_revoked(x.db, id, ids, RESUME_MAX, &n, &x.err) ||
+        store_commit(x.db, &x.err)) {
+        store_rollback(x.db);
+        db_fail(resp, &x);
+        goto done;
+    }
+    for (int i = 0; i < n; i++)
+        sched_request_sync(ids[i]); /* watched again, then the full sync */
+    if (credential_json(x.db, id, &resp->body, &x.err) != 1) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    log_info("api.credential_reauthorised", "id=%lld resumed=%d", (long long)id, n);
+done:
+    free(ids);
+    ctx_close(&x);
+}
+
 /* -------------------------------------------------------------- calendars */
 
 static int valid_policy_name(const char *s)
@@ -416,6 +491,132 @@ static void h_calendars_sync(struct http_req *req, struct http_resp *resp)
     resp->status = 202;
     buf_printf(&resp->body, "{\"calendar_id\":%lld,\"sync\":\"scheduled\"}", (long long)id);
 done:
+    ctx_close(&x);
+}
+
+/* Whether the object at the top has `key`: 0 absent, 1 JSON null, 2 a
+ * value. */
+static int field_presence(struct ctx *x, const char *key)
+{
+    lua_getfield(x->L, -1, key);
+    int r = lua_isnil(x->L, -1) ? 0 : lua_islightuserdata(x->L, -1) ? 1 : 2;
+    lua_pop(x->L, 1);
+    return r;
+}
+
+/* A policy name field: NULL when absent or null, else checked for shape
+ * and liveness (400 / 422). 0, or -1 after answering. */
+static int policy_field(struct ctx *x, struct http_resp *resp, const char *key,
+                        const char **out)
+{
+    if (str_field(x, resp, key, CAL_POLICY_NAME_MAX, 0, out) < 0)
+        return -1;
+    if (!*out)
+        return 0;
+    if (!valid_policy_name(*out)) {
+        http_error(resp, 400, "'%s' must be a name of letters, digits, '_' or '-'", key);
+        return -1;
+    }
+    if (!policy_is_live(*out)) {
+        http_error(resp, 422, "unknown policy '%s'", *out);
+        return -1;
+    }
+    return 0;
+}
+
+/* PATCH /v1/calendars/{id}: policy, shadow policy and settings, validated
+ * together against the policy the calendar will have, and written in one
+ * statement. Decisions already gathered by a running sync were made under
+ * the old policy: their inputs no longer match (apply.c's request key
+ * holds policy and settings), so they are not applied and the change is
+ * decided again under the new one. */
+static void h_calendars_patch(struct http_req *req, struct http_resp *resp)
+{
+    static const char *const allowed[] = {"policy", "shadow_policy", "settings", NULL};
+    struct ctx x = {0};
+    int64_t id;
+    const char *policy, *shadow;
+    char cur_policy[CAL_POLICY_NAME_MAX + 1], cur_shadow[CAL_POLICY_NAME_MAX + 1];
+    struct buf settings, cur_settings;
+    buf_init(&settings);
+    buf_init(&cur_settings);
+    if (ctx_open(&x, resp) || path_id(req, resp, &id) ||
+        body_object(&x, req, resp, allowed))
+        goto done;
+    int has_policy = field_presence(&x, "policy");
+    int has_shadow = field_presence(&x, "shadow_policy");
+    int has_settings = field_presence(&x, "settings");
+    if (has_policy == 1 || has_settings == 1) {
+        http_error(resp, 400, "'%s' must not be null", has_policy == 1 ? "policy" : "settings");
+        goto done;
+    }
+    if (!has_policy && !has_shadow && !has_settings) {
+        http_error(resp, 400, "nothing to change: give policy, shadow_policy or settings");
+        goto done;
+    }
+    if (policy_field(&x, resp, "policy", &policy) ||
+        policy_field(&x, resp, "shadow_policy", &shadow))
+        goto done;
+    if (has_settings) {
+        int r = json_get_obj(x.L, -1, "settings", &x.err);
+        if (r < 0) {
+            http_error(resp, 400, "%s", x.err.msg);
+            goto done;
+        }
+        if (json_encode_value(x.L, -1, &settings, &x.err)) {
+            lua_pop(x.L, 1);
+            http_error(resp, 400, "'settings': %s", x.err.msg);
+            goto done;
+        }
+        lua_pop(x.L, 1);
+        if (settings.len > CAL_SETTINGS_MAX) {
+            http_error(resp, 400, "'settings' larger than %d bytes", CAL_SETTINGS_MAX);
+            goto done;
+        }
+    }
+    if (store_begin(x.db, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    int r = calendar_policy_get(x.db, id, cur_policy, sizeof cur_policy, cur_shadow,
+                                sizeof cur_shadow, &cur_settings, &x.err);
+    if (r <= 0) {
+        store_rollback(x.db);
+        if (r == 0)
+            http_error(resp, 404, "no calendar %lld", (long long)id);
+        else
+            db_fail(resp, &x);
+        goto done;
+    }
+    const char *new_policy = policy ? policy : cur_policy;
+    const char *new_settings = has_settings ? settings.data : cur_settings.data;
+    const char *new_shadow = has_shadow ? shadow : cur_shadow;
+    /* the settings the calendar will have, under the policy it will have
+     * (a policy change alone re-validates the existing settings); a shadow
+     * policy decides with the same settings, so they must suit it too */
+    char why[300];
+    if ((r = policy_settings_validate(new_policy, new_settings, why, sizeof why)) != 0 ||
+        (new_shadow && *new_shadow && (has_shadow == 2 || has_settings) &&
+         (r = policy_settings_validate(new_shadow, new_settings, why, sizeof why)) != 0)) {
+        store_rollback(x.db);
+        http_error(resp, r > 0 ? 422 : 503, "%s", why);
+        goto done;
+    }
+    if (calendar_policy_set(x.db, id, new_policy, new_shadow, new_settings, &x.err) ||
+        store_commit(x.db, &x.err)) {
+        store_rollback(x.db);
+        db_fail(resp, &x);
+        goto done;
+    }
+    if (calendar_json(x.db, id, &resp->body, &x.err) != 1) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    log_info("api.calendar_patched", "id=%lld policy=%s shadow=%s", (long long)id,
+             log_q(new_policy), log_q(new_shadow && *new_shadow ? new_shadow : "-"));
+done:
+    buf_free(&settings);
+    buf_free(&cur_settings);
     ctx_close(&x);
 }
 
@@ -842,6 +1043,170 @@ done:
     ctx_close(&x);
 }
 
+/* POST /v1/bookings/{uid}/resolve (DESIGN §4): the app's answer to a
+ * flag. `apply` does what the held-back change asked (Google has it
+ * already: nothing is written there); `revert` writes the booking back to
+ * Google (a patch, which restores a deleted event under its own id, see
+ * writer.c); `dismiss` only clears the flag. Audited with source api, no
+ * webhook. */
+static void h_bookings_resolve(struct http_req *req, struct http_resp *resp)
+{
+    static const char *const allowed[] = {"action", NULL};
+    struct ctx x = {0};
+    struct booking b;
+    int have = 0, in_tx = 0, failed = 0, write = 0;
+    const char *action;
+    char *before_title = NULL;
+    if (ctx_open(&x, resp) || body_object(&x, req, resp, allowed) ||
+        str_field(&x, resp, "action", 16, 1, &action) < 0)
+        goto done;
+    int apply = strcmp(action, "apply") == 0, revert = strcmp(action, "revert") == 0;
+    if (!apply && !revert && strcmp(action, "dismiss") != 0) {
+        http_error(resp, 400, "'action' must be \"apply\", \"revert\" or \"dismiss\"");
+        goto done;
+    }
+    if (store_begin(x.db, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    in_tx = 1;
+    if (load_for_change(&x, req, resp, &b))
+        goto done;
+    have = 1;
+    if (!b.needs_review) {
+        http_error(resp, 409, "booking '%s' does not need review", b.uid);
+        goto done;
+    }
+    const char *kind = b.proposed_kind[0] ? b.proposed_kind : NULL;
+    if ((apply || revert) && !kind) {
+        http_error(resp, 409, "booking '%s' holds no change to %s (flagged before "
+                   "calsync kept one): dismiss it", b.uid, action);
+        goto done;
+    }
+    if (revert && (!strcmp(kind, "response") || !writes_to_google(&b))) {
+        http_error(resp, 409, "%s", !strcmp(kind, "response")
+                   ? "an attendee's response cannot be reverted: apply or dismiss it"
+                   : "the booking follows one occurrence of a series, which calsync "
+                     "does not write: dismiss it");
+        goto done;
+    }
+    struct booking before = b;
+    if (!(before_title = strdup(b.title))) {
+        http_error(resp, 503, "out of memory");
+        goto done;
+    }
+    before.title = before_title;
+    const char *done_action = revert ? "revert" : apply ? "apply" : "dismiss";
+    if (apply && !strcmp(kind, "delete")) {
+        char *by = strdup("google"), *why = strdup("a flagged deletion, applied by the app");
+        if (!by || !why) {
+            free(by);
+            free(why);
+            http_error(resp, 503, "out of memory");
+            goto done;
+        }
+        snprintf(b.status, sizeof b.status, "cancelled");
+        free(b.cancelled_by);
+        free(b.cancel_reason);
+        b.cancelled_by = by;
+        b.cancel_reason = why;
+        done_action = "cancel";
+    } else if (apply && !strcmp(kind, "time_change") && b.proposed_start_ms >= 0 &&
+               b.proposed_end_ms > b.proposed_start_ms) {
+        b.start_ms = b.proposed_start_ms;
+        b.end_ms = b.proposed_end_ms;
+        done_action = "reschedule";
+    } else if (apply && !strcmp(kind, "title_change") && b.proposed_title) {
+        char *t = strdup(b.proposed_title);
+        if (!t) {
+            http_error(resp, 503, "out of memory");
+            goto done;
+        }
+        free(b.title);
+        b.title = t;
+        done_action = "update";
+    }
+    /* apply of a response (or of a change without its new values) only
+     * clears the flag, as dismiss does; its audit action stays "apply" */
+    b.needs_review = 0;
+    b.updated_ms = time_now_ms();
+    write = revert;
+    if (booking_save(x.db, &b, &x.err))
+        failed = 1;
+    else
+        audit_api(&x, &before, &b, kind ? kind : "flag", done_action, NULL, &failed);
+    if (!failed && write &&
+        writer_enqueue(x.db, WRITER_PATCH, b.uid, b.calendar_id, NULL, &x.err))
+        failed = 1;
+    if (failed || store_commit(x.db, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    in_tx = 0;
+    if (write)
+        writer_kick();
+    if (booking_get(x.db, b.uid, &before, &x.err) == 1) { /* write_state as saved */
+        booking_json(&before, &resp->body);
+        booking_free(&before);
+    } else {
+        booking_json(&b, &resp->body);
+    }
+    log_info("api.booking_resolved", "uid=%s action=%s", log_q(b.uid), done_action);
+done:
+    if (in_tx)
+        store_rollback(x.db);
+    free(before_title);
+    if (have)
+        booking_free(&b);
+    ctx_close(&x);
+}
+
+/* GET /v1/decisions: the policy decisions, newest first. */
+static void h_decisions_list(struct http_req *req, struct http_resp *resp)
+{
+    struct ctx x = {0};
+    int64_t before_id, cal = 0, since = 0;
+    int limit;
+    if (ctx_open(&x, resp) || cursor_param(req, resp, &before_id, &limit))
+        goto done;
+    const char *c = http_query(req, "calendar_id");
+    const char *uid = http_query(req, "booking");
+    const char *action = http_query(req, "action");
+    const char *s = http_query(req, "since");
+    if (c && *c && (parse_i64(c, &cal) || cal <= 0)) {
+        http_error(resp, 400, "calendar_id must be a positive integer");
+        goto done;
+    }
+    if (uid && !*uid)
+        uid = NULL;
+    if (uid && strlen(uid) > BOOKING_UID_MAX) {
+        http_error(resp, 400, "booking must be at most %d bytes", BOOKING_UID_MAX);
+        goto done;
+    }
+    if (action && !*action)
+        action = NULL;
+    static const char *const actions[] = {"cancel", "reschedule", "update", "ignore",
+                                          "flag", NULL};
+    int ok = !action;
+    for (int i = 0; action && actions[i]; i++)
+        ok |= strcmp(action, actions[i]) == 0;
+    if (!ok) {
+        http_error(resp, 400, "action must be one of cancel, reschedule, update, "
+                   "ignore, flag");
+        goto done;
+    }
+    if (s && *s && time_parse_rfc3339(s, strlen(s), &since)) {
+        http_error(resp, 400, "since must be an RFC 3339 date-time such as "
+                   "2026-11-24T09:00:00Z");
+        goto done;
+    }
+    if (audit_decisions_json(x.db, cal, uid, action, since, before_id, limit,
+                             &resp->body, &x.err))
+        db_fail(resp, &x);
+done:
+    ctx_close(&x);
+}
+
 static void h_bookings_audit(struct http_req *req, struct http_resp *resp)
 {
     struct ctx x = {0};
@@ -920,9 +1285,12 @@ static void h_metrics(struct http_req *req, struct http_resp *resp)
 
 static const struct http_route routes[] = {
     {"POST", "/v1/credentials", h_credentials_create, 1},
+    {"GET", "/v1/credentials/{id}", h_credentials_get, 1},
+    {"PUT", "/v1/credentials/{id}", h_credentials_put, 1},
     {"POST", "/v1/calendars", h_calendars_create, 1},
     {"GET", "/v1/calendars", h_calendars_list, 1},
     {"GET", "/v1/calendars/{id}", h_calendars_get, 1},
+    {"PATCH", "/v1/calendars/{id}", h_calendars_patch, 1},
     {"DELETE", "/v1/calendars/{id}", h_calendars_delete, 1},
     {"POST", "/v1/calendars/{id}/sync", h_calendars_sync, 1},
     {"POST", "/v1/bookings", h_bookings_create, 1},
@@ -930,7 +1298,9 @@ static const struct http_route routes[] = {
     {"GET", "/v1/bookings/{uid}", h_bookings_get, 1},
     {"PATCH", "/v1/bookings/{uid}", h_bookings_patch, 1},
     {"POST", "/v1/bookings/{uid}/cancel", h_bookings_cancel, 1},
+    {"POST", "/v1/bookings/{uid}/resolve", h_bookings_resolve, 1},
     {"GET", "/v1/bookings/{uid}/audit", h_bookings_audit, 1},
+    {"GET", "/v1/decisions", h_decisions_list, 1},
     {"GET", "/v1/channels", h_channels_list, 1},
     {"GET", "/v1/policies", h_policies_list, 1},
     {"POST", "/v1/policies/reload", h_policies_reload, 1},

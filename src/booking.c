@@ -41,6 +41,19 @@ void booking_json(const struct booking *b, struct buf *out)
         buf_json_strz(out, b->write_error);
     }
     put_time(out, "updated_at", b->updated_ms);
+    if (b->needs_review && b->proposed_kind[0]) {
+        buf_puts(out, ",\"proposed\":{\"kind\":");
+        buf_json_strz(out, b->proposed_kind);
+        if (b->proposed_start_ms >= 0)
+            put_time(out, "start", b->proposed_start_ms);
+        if (b->proposed_end_ms >= 0)
+            put_time(out, "end", b->proposed_end_ms);
+        if (b->proposed_title) {
+            buf_puts(out, ",\"title\":");
+            buf_json_strz(out, b->proposed_title);
+        }
+        buf_puts(out, "}");
+    }
     buf_puts(out, "}");
 }
 

@@ -163,6 +163,20 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
     return events_etag(c, cal, id, etag, sizeof etag, NULL) == 1 ? etag : NULL;
 }
 
+/* 1 when the mirror shows the event cancelled (deleted in Google and
+ * seen by a sync), else 0 (also when unknown or on error). */
+static int mirror_cancelled(struct store_conn *c, int64_t cal, const char *id)
+{
+    struct buf arena;
+    struct sync_event ev;
+    buf_init(&arena);
+    struct cs_err err = {{0}};
+    int r = events_load(c, cal, id, &ev, &arena, &err) == 1 && ev.status &&
+            strcmp(ev.status, "cancelled") == 0;
+    buf_free(&arena);
+    return r;
+}
+
 /* After a 412: reads the event and compares its times with what calsync
  * last saw of it (the mirror). 1 when the host moved it (or deleted it),
  * 0 when the times are as seen (fresh = the current etag), -1 when the
@@ -244,6 +258,13 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
              * (the reverse path may have read a host edit since calsync's
              * own last write), else the etag of that write */
             const char *seen = mirror_etag(c, j->calendar_id, b->event_id);
+            /* The mirror shows the event deleted: calsync has seen the
+             * deletion and the policy has decided on it (flagged or
+             * ignored), yet the booking stands, so the app wants its event
+             * back (POST .../resolve revert, or a PATCH after that): the
+             * patch restores it. A deletion calsync has not seen yet is
+             * left alone (see the cancelled check in run_job). */
+            w.restore = mirror_cancelled(c, j->calendar_id, b->event_id);
             g = ops->patch(px, cal->external_id, b->event_id, &w, seen ? seen : b->etag,
                            err);
         }

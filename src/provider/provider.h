@@ -142,6 +142,8 @@ struct provider_write {
     const char *title;
     int64_t start_ms, end_ms;
     const char *attendees_json; /* insert: a JSON array, or NULL */
+    int restore;                /* patch: un-delete the event (it was deleted
+                                 * in the provider; POST .../resolve revert) */
 };
 
 /* A push subscription (Google: a channel). */

@@ -11,7 +11,8 @@
 #define BOOKING_COLS                                                          \
     "seq, uid, calendar_id, title, start_ms, end_ms, status, needs_review,"   \
     " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
-    " write_state, write_error, updated_at"
+    " write_state, write_error, updated_at, proposed_kind, proposed_start_ms," \
+    " proposed_end_ms, proposed_title"
 
 static char *dup_col(struct db_stmt *st, int col)
 {
@@ -39,6 +40,11 @@ static void from_row(struct db_stmt *st, struct booking *b)
     snprintf(b->write_state, sizeof b->write_state, "%s", db_col_text(st, 13));
     b->write_error = dup_col(st, 14);
     b->updated_ms = db_col_i64(st, 15);
+    const char *pk = db_col_text(st, 16);
+    snprintf(b->proposed_kind, sizeof b->proposed_kind, "%s", pk ? pk : "");
+    b->proposed_start_ms = db_col_null(st, 17) ? -1 : db_col_i64(st, 17);
+    b->proposed_end_ms = db_col_null(st, 18) ? -1 : db_col_i64(st, 18);
+    b->proposed_title = dup_col(st, 19);
 }
 
 void booking_free(struct booking *b)
@@ -50,6 +56,7 @@ void booking_free(struct booking *b)
     free(b->cancel_reason);
     free(b->etag);
     free(b->write_error);
+    free(b->proposed_title);
     memset(b, 0, sizeof *b);
 }
 
@@ -124,7 +131,9 @@ int booking_save(struct store_conn *c, const struct booking *b,
     static const char sql[] =
         "UPDATE bookings SET title = ?2, start_ms = ?3, end_ms = ?4,"
         " status = ?5, needs_review = ?6, cancelled_by = ?7,"
-        " cancel_reason = ?8, updated_at = ?9 WHERE uid = ?1";
+        " cancel_reason = ?8, updated_at = ?9, proposed_kind = ?10,"
+        " proposed_start_ms = ?11, proposed_end_ms = ?12, proposed_title = ?13"
+        " WHERE uid = ?1";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -139,6 +148,15 @@ int booking_save(struct store_conn *c, const struct booking *b,
     if (b->cancel_reason)
         db_bind_text(st, 8, b->cancel_reason);
     db_bind_i64(st, 9, b->updated_ms);
+    if (b->needs_review && b->proposed_kind[0]) {
+        db_bind_text(st, 10, b->proposed_kind);
+        if (b->proposed_start_ms >= 0)
+            db_bind_i64(st, 11, b->proposed_start_ms);
+        if (b->proposed_end_ms >= 0)
+            db_bind_i64(st, 12, b->proposed_end_ms);
+        if (b->proposed_title)
+            db_bind_text(st, 13, b->proposed_title);
+    }
     return db_exec(c, st, err);
 }
 

@@ -36,6 +36,12 @@ struct booking {
     char write_state[16];     /* none | pending | failed */
     char *write_error;
     int64_t updated_ms;
+    /* the change a flag held back (DESIGN §4 `proposed`), kept while
+     * needs_review: kind "" when none; start/end -1 and title NULL when
+     * the change has none (a delete) */
+    char proposed_kind[16];
+    int64_t proposed_start_ms, proposed_end_ms;
+    char *proposed_title;
 };
 
 /* Releases the strings of b (not b itself). */
@@ -52,8 +58,9 @@ int booking_get(struct store_conn *c, const char *uid, struct booking *b,
 int booking_insert(struct store_conn *c, const struct booking *b,
                    struct cs_err *err);
 
-/* Writes title, times, status, needs_review, cancelled_by, cancel_reason
- * and updated_at of b back. 0 or -1. */
+/* Writes title, times, status, needs_review, cancelled_by, cancel_reason,
+ * the proposed change (cleared when needs_review is 0) and updated_at of b
+ * back. 0 or -1. */
 int booking_save(struct store_conn *c, const struct booking *b,
                  struct cs_err *err);
 
