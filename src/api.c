@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "policy/policy.h"
+#include "policy/tz.h"
 #include "scheduler.h"
 #include "store/store.h"
 #include "writer.h"
@@ -654,9 +655,10 @@ static void audit_api(struct ctx *x, const struct booking *before,
     buf_free(&a);
 }
 
-/* Optional "attendees": a list (at most 100) of {"email", "displayName"?,
- * "optional"?}. Rendered into out as the JSON array Google takes; out stays
- * empty when absent. 0, or -1 after answering 400. */
+/* Optional "attendees": a list (at most 100) of {"email", "name"?,
+ * "optional"?} ("displayName" is taken for "name", as before). Rendered
+ * into out as the booking keeps it, [{"email","name"?,"optional"?}]; out
+ * stays empty when absent. 0, or -1 after answering 400. */
 static int attendees_field(struct ctx *x, struct http_resp *resp, struct buf *out)
 {
     lua_State *L = x->L;
@@ -680,7 +682,8 @@ static int attendees_field(struct ctx *x, struct http_resp *resp, struct buf *ou
                    "{\"email\": ...} objects");
         goto done;
     }
-    static const char *const allowed[] = {"email", "displayName", "optional", NULL};
+    static const char *const allowed[] = {"email", "name", "displayName", "optional",
+                                          NULL};
     buf_puts(out, "[");
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i);
@@ -691,17 +694,18 @@ static int attendees_field(struct ctx *x, struct http_resp *resp, struct buf *ou
             json_get_str(L, -1, "email", &email, &el, &x->err) != 1 ||
             el == 0 || el > 320 || !strchr(email, '@') || strlen(email) != el ||
             json_get_str(L, -1, "displayName", &name, &nl, &x->err) < 0 || nl > 256 ||
+            (!name && json_get_str(L, -1, "name", &name, &nl, &x->err) < 0) || nl > 256 ||
             (ro = json_get_bool(L, -1, "optional", &opt, &x->err)) < 0) {
             lua_pop(L, 1);
             buf_reset(out);
             http_error(resp, 400, "'attendees[%zu]' must be {\"email\": \"a@b\", "
-                       "\"displayName\"?: string, \"optional\"?: boolean}", i);
+                       "\"name\"?: string, \"optional\"?: boolean}", i);
             goto done;
         }
         buf_puts(out, i > 1 ? ",{\"email\":" : "{\"email\":");
         buf_json_str(out, email, el);
         if (name) {
-            buf_puts(out, ",\"displayName\":");
+            buf_puts(out, ",\"name\":");
             buf_json_str(out, name, nl);
         }
         if (ro == 1)
@@ -716,19 +720,69 @@ done:
     return rc;
 }
 
+/* The event fields a booking may carry besides its times and title
+ * (DESIGN §4), read from the body at the top into *f: 0, or -1 after
+ * answering 400. Absent fields stay NULL (have_* 0); `null` clears
+ * (have_* 1, value NULL). Strings point into the Lua state. */
+struct event_fields {
+    int have_description, have_location, have_time_zone, have_attendees;
+    const char *description, *location, *time_zone;
+    struct buf attendees; /* API form; empty when absent or null */
+};
+
+static int event_fields(struct ctx *x, struct http_resp *resp, struct event_fields *f)
+{
+    f->have_description = field_presence(x, "description") != 0;
+    f->have_location = field_presence(x, "location") != 0;
+    f->have_time_zone = field_presence(x, "time_zone") != 0;
+    f->have_attendees = field_presence(x, "attendees") != 0;
+    if (str_field(x, resp, "description", BOOKING_DESCRIPTION_MAX, 0, &f->description) < 0 ||
+        str_field(x, resp, "location", BOOKING_LOCATION_MAX, 0, &f->location) < 0 ||
+        str_field(x, resp, "time_zone", TZ_NAME_MAX, 0, &f->time_zone) < 0 ||
+        attendees_field(x, resp, &f->attendees))
+        return -1;
+    if (f->time_zone) {
+        struct tz_local lt;
+        char why[200];
+        if (tz_localtime(f->time_zone, strlen(f->time_zone), 0, &lt, why, sizeof why)) {
+            http_error(resp, 400, "'time_zone' must be an IANA time zone such as "
+                       "\"Europe/Berlin\": %s", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Sets *dst to a copy of src (NULL clears). 0, or -1 (memory). */
+static int replace_str(char **dst, const char *src)
+{
+    char *v = src ? strdup(src) : NULL;
+    if (src && !v)
+        return -1;
+    free(*dst);
+    *dst = v;
+    return 0;
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
 static void h_bookings_create(struct http_req *req, struct http_resp *resp)
 {
     static const char *const allowed[] = {"uid", "calendar_id", "title", "start",
                                           "end", "event_id", "original_start",
-                                          "attendees", NULL};
+                                          "attendees", "description", "location",
+                                          "time_zone", NULL};
     struct ctx x = {0};
     struct booking b;
     memset(&b, 0, sizeof b);
     const char *uid, *title, *event_id;
     char state[32];
     int failed = 0;
-    struct buf attendees;
-    buf_init(&attendees);
+    struct event_fields f = {0};
+    buf_init(&f.attendees);
     if (ctx_open(&x, resp) || body_object(&x, req, resp, allowed))
         goto done;
     if (str_field(&x, resp, "uid", BOOKING_UID_MAX, 1, &uid) < 0 ||
@@ -767,9 +821,9 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
                    "\"68k0p6ackplecqs9fuvbs1fju0_20250324T123000Z\")");
         goto done;
     }
-    if (attendees_field(&x, resp, &attendees))
+    if (event_fields(&x, resp, &f))
         goto done;
-    if (attendees.len && event_id) {
+    if (f.attendees.len && event_id) {
         http_error(resp, 400, "'attendees' only applies when calsync creates the event");
         goto done;
     }
@@ -778,6 +832,10 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     b.uid = (char *)uid;
     b.title = (char *)title;
     b.event_id = (char *)event_id;
+    b.description = (char *)f.description;
+    b.location = (char *)f.location;
+    b.time_zone = (char *)f.time_zone;
+    b.attendees = f.attendees.len ? f.attendees.data : NULL;
     snprintf(b.status, sizeof b.status, "accepted");
     b.updated_ms = time_now_ms();
     if (store_begin(x.db, &x.err)) {
@@ -801,8 +859,7 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     if (r == 0)
         audit_api(&x, NULL, &b, "create", "create", NULL, &failed);
     if (r == 0 && !failed && !event_id &&
-        writer_enqueue(x.db, WRITER_INSERT, uid, b.calendar_id,
-                       attendees.len ? attendees.data : NULL, &x.err))
+        writer_enqueue(x.db, WRITER_INSERT, uid, b.calendar_id, NULL, &x.err))
         failed = 1;
     if (r < 0 || failed || store_commit(x.db, &x.err)) {
         store_rollback(x.db);
@@ -822,7 +879,7 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     log_info("api.booking_created", "uid=%s calendar=%lld", log_q(uid),
              (long long)b.calendar_id);
 done:
-    buf_free(&attendees);
+    buf_free(&f.attendees);
     ctx_close(&x);
 }
 
@@ -902,22 +959,29 @@ static int load_for_change(struct ctx *x, struct http_req *req,
 
 static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
 {
-    static const char *const allowed[] = {"start", "end", "title", NULL};
+    static const char *const allowed[] = {"start", "end", "title", "description",
+                                          "location", "time_zone", "attendees", NULL};
     struct ctx x = {0};
     struct booking b, before;
     int have = 0, in_tx = 0, failed = 0;
     int64_t start = 0, end = 0;
     const char *title;
     char *new_title = NULL;
+    struct event_fields f = {0};
+    buf_init(&f.attendees);
+    memset(&before, 0, sizeof before);
     if (ctx_open(&x, resp) || body_object(&x, req, resp, allowed))
         goto done;
     int rs = time_field(&x, resp, "start", 0, &start);
     int re = rs < 0 ? -1 : time_field(&x, resp, "end", 0, &end);
     int rt = re < 0 ? -1 : str_field(&x, resp, "title", BOOKING_TITLE_MAX, 0, &title);
-    if (rs < 0 || re < 0 || rt < 0)
+    if (rs < 0 || re < 0 || rt < 0 || event_fields(&x, resp, &f))
         goto done;
-    if (!rs && !re && !rt) {
-        http_error(resp, 400, "nothing to change: give start, end or title");
+    int fields = f.have_description || f.have_location || f.have_time_zone ||
+                 f.have_attendees;
+    if (!rs && !re && !rt && !fields) {
+        http_error(resp, 400, "nothing to change: give start, end, title, description, "
+                   "location, time_zone or attendees");
         goto done;
     }
     if (store_begin(x.db, &x.err)) {
@@ -932,9 +996,12 @@ static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
     before.title = strdup(b.title);
     if (!before.title) {
         http_error(resp, 503, "out of memory");
-        before.uid = NULL;
+        memset(&before, 0, sizeof before);
         goto done;
     }
+    /* before shares b's other strings; they are replaced in b below, so
+     * before keeps only what its snapshot reads (times, title, status) */
+    before.description = before.location = before.time_zone = before.attendees = NULL;
     if (rs)
         b.start_ms = start;
     if (re)
@@ -954,15 +1021,32 @@ static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
     }
     int moved = b.start_ms != before.start_ms || b.end_ms != before.end_ms;
     int retitled = strcmp(b.title, before.title) != 0;
-    if (moved || retitled) {
+    const char *att = f.attendees.len ? f.attendees.data : NULL;
+    int attendees_changed = f.have_attendees && !str_eq(att, b.attendees);
+    int details = (f.have_description && !str_eq(f.description, b.description)) ||
+                  (f.have_location && !str_eq(f.location, b.location)) ||
+                  (f.have_time_zone && !str_eq(f.time_zone, b.time_zone)) ||
+                  attendees_changed;
+    if ((f.have_description && replace_str(&b.description, f.description)) ||
+        (f.have_location && replace_str(&b.location, f.location)) ||
+        (f.have_time_zone && replace_str(&b.time_zone, f.time_zone)) ||
+        (f.have_attendees && replace_str(&b.attendees, att))) {
+        http_error(resp, 503, "out of memory");
+        goto done;
+    }
+    if (moved || retitled || details) {
         b.updated_ms = time_now_ms();
         if (booking_save(x.db, &b, &x.err))
             failed = 1;
         else
-            audit_api(&x, &before, &b, moved ? "time_change" : "title_change",
+            audit_api(&x, &before, &b,
+                      moved ? "time_change" : retitled ? "title_change" : "details",
                       moved ? "reschedule" : "update", NULL, &failed);
+        /* the job carries the attendees only when they changed (cleared:
+         * an empty list), so an unrelated patch leaves Google's guests */
         if (!failed && writes_to_google(&b) &&
-            writer_enqueue(x.db, WRITER_PATCH, b.uid, b.calendar_id, NULL, &x.err))
+            writer_enqueue(x.db, WRITER_PATCH, b.uid, b.calendar_id,
+                           attendees_changed ? (att ? att : "[]") : NULL, &x.err))
             failed = 1;
         if (failed || store_commit(x.db, &x.err)) {
             db_fail(resp, &x);
@@ -975,8 +1059,8 @@ static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
     }
     in_tx = 0;
     booking_json(&b, &resp->body);
-    log_info("api.booking_patched", "uid=%s moved=%d retitled=%d",
-             log_q(b.uid), moved, retitled);
+    log_info("api.booking_patched", "uid=%s moved=%d retitled=%d details=%d",
+             log_q(b.uid), moved, retitled, details);
 done:
     if (in_tx)
         store_rollback(x.db);
@@ -984,6 +1068,7 @@ done:
         free(before.title);
         booking_free(&b);
     }
+    buf_free(&f.attendees);
     ctx_close(&x);
 }
 

@@ -229,8 +229,13 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
                          int *have_event, int *conflict, struct cs_err *err)
 {
     int g = PROVIDER_OK;
+    /* attendees go with an insert, and with a patch only when the app
+     * changed them (the job's payload): a host's added guest is not
+     * overwritten by an unrelated change */
     struct provider_write w = {.title = b->title, .start_ms = b->start_ms,
-                               .end_ms = b->end_ms};
+                               .end_ms = b->end_ms, .description = b->description,
+                               .location = b->location, .time_zone = b->time_zone,
+                               .attendees_json = j->payload};
     *have_event = 0;
     *conflict = 0;
     switch (j->kind) {
@@ -241,7 +246,8 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
         writer_event_id(b->uid, id);
         w.key = id;
         w.booking_tag = b->uid;
-        w.attendees_json = j->payload;
+        if (!w.attendees_json)
+            w.attendees_json = b->attendees;
         g = ops->insert(px, cal->external_id, &w, err);
         *have_event = g == PROVIDER_OK;
         break;

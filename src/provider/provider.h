@@ -141,9 +141,14 @@ struct provider_write {
     const char *booking_tag;    /* insert: the booking uid it carries */
     const char *title;
     int64_t start_ms, end_ms;
-    const char *attendees_json; /* insert: a JSON array, or NULL */
+    const char *attendees_json; /* a JSON array [{"email","name"?,"optional"?}],
+                                 * or NULL: leave the event's attendees alone */
     int restore;                /* patch: un-delete the event (it was deleted
                                  * in the provider; POST .../resolve revert) */
+    const char *description;    /* NULL: not sent */
+    const char *location;       /* NULL: not sent */
+    const char *time_zone;      /* IANA zone of start/end; NULL: the
+                                 * calendar's own */
 };
 
 /* A push subscription (Google: a channel). */

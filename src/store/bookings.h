@@ -18,6 +18,8 @@
 #define BOOKING_TITLE_MAX 1024
 #define BOOKING_EVENT_ID_MAX 1024
 #define BOOKING_REASON_MAX 1024
+#define BOOKING_DESCRIPTION_MAX 8192
+#define BOOKING_LOCATION_MAX 1024
 
 struct booking {
     int64_t seq;
@@ -42,6 +44,9 @@ struct booking {
     char proposed_kind[16];
     int64_t proposed_start_ms, proposed_end_ms;
     char *proposed_title;
+    /* the event's other fields the app sets (DESIGN §4); NULL when not
+     * given. attendees: JSON [{"email","name"?,"optional"?}] */
+    char *description, *location, *time_zone, *attendees;
 };
 
 /* Releases the strings of b (not b itself). */
@@ -59,8 +64,8 @@ int booking_insert(struct store_conn *c, const struct booking *b,
                    struct cs_err *err);
 
 /* Writes title, times, status, needs_review, cancelled_by, cancel_reason,
- * the proposed change (cleared when needs_review is 0) and updated_at of b
- * back. 0 or -1. */
+ * the proposed change (cleared when needs_review is 0), description,
+ * location, time_zone, attendees and updated_at of b back. 0 or -1. */
 int booking_save(struct store_conn *c, const struct booking *b,
                  struct cs_err *err);
 

@@ -219,7 +219,13 @@ static const char *const migrations[] = {
     "ALTER TABLE bookings ADD COLUMN proposed_end_ms INTEGER;"
     "ALTER TABLE bookings ADD COLUMN proposed_title TEXT;"
     "ALTER TABLE calendars ADD COLUMN shadow_policy TEXT;"
-    "ALTER TABLE audit ADD COLUMN calendar_id INTEGER;",
+    "ALTER TABLE audit ADD COLUMN calendar_id INTEGER;"
+    /*    and the booking's own event fields: description, location, the
+     *    IANA zone its event is written in, attendees (API form JSON) */
+    "ALTER TABLE bookings ADD COLUMN description TEXT;"
+    "ALTER TABLE bookings ADD COLUMN location TEXT;"
+    "ALTER TABLE bookings ADD COLUMN time_zone TEXT;"
+    "ALTER TABLE bookings ADD COLUMN attendees TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

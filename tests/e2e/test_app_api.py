@@ -277,6 +277,67 @@ class TestCalendarsAndCredentials(AppCase):
             self.assertEqual(con.execute("SELECT count(*) FROM credentials").fetchone()[0], 1)
 
 
+class TestEventFields(AppCase):
+    def test_description_location_zone_attendees_written_and_patchable(self):
+        cal = self.boot()
+        st, b, _ = self.svc.request("POST", "/v1/bookings", {
+            "uid": "f1", "calendar_id": cal, "title": "Intro", "start": future(10, 9),
+            "end": future(10, 10), "description": "Agenda: intro", "location": "Room 4",
+            "time_zone": "Europe/Berlin",
+            "attendees": [{"email": "ann@example.com", "name": "Ann"},
+                          {"email": "bob@example.com"}]})
+        self.assertEqual(st, 201, b)
+        self.assertEqual((b["description"], b["location"], b["time_zone"]),
+                         ("Agenda: intro", "Room 4", "Europe/Berlin"))
+        self.assertEqual(b["attendees"], [{"email": "ann@example.com", "name": "Ann"},
+                                          {"email": "bob@example.com"}])
+        b = self.written("f1")
+        g = self.google_event(b["event_id"])
+        self.assertEqual((g["description"], g["location"]), ("Agenda: intro", "Room 4"))
+        self.assertEqual((g["start"]["timeZone"], g["end"]["timeZone"]),
+                         ("Europe/Berlin", "Europe/Berlin"))
+        self.assertEqual(ms(g["start"]["dateTime"]), ms(future(10, 9)))
+        self.assertEqual([(a["email"], a.get("displayName")) for a in g["attendees"]],
+                         [("ann@example.com", "Ann"), ("bob@example.com", None)])
+        # without a zone, no timeZone is sent: Google shows the calendar's own
+        st, b2, _ = self.svc.request("POST", "/v1/bookings", {
+            "uid": "f2", "calendar_id": cal, "title": "Plain", "start": future(11, 9),
+            "end": future(11, 10)})
+        self.assertEqual(st, 201, b2)
+        b2 = self.written("f2")
+        self.assertNotIn("time_zone", b2)
+        g2 = self.google_event(b2["event_id"])
+        self.assertNotIn("timeZone", g2["start"])
+        inserts = [r for r in self.requests() if r["op"] == "events.insert"]
+        self.assertTrue(inserts)
+        self.assertNotIn('"UTC"', repr([r.get("body") for r in inserts]))
+        # patchable: each field, null clears, attendees replace
+        st, b, _ = self.svc.request("PATCH", "/v1/bookings/f1", {
+            "description": None, "location": "Room 5", "time_zone": "America/New_York",
+            "attendees": [{"email": "cy@example.com", "optional": True}]})
+        self.assertEqual(st, 200, b)
+        self.assertNotIn("description", b)
+        self.assertEqual((b["location"], b["time_zone"]), ("Room 5", "America/New_York"))
+        self.assertEqual(b["attendees"], [{"email": "cy@example.com", "optional": True}])
+        self.assertEqual(self.audit("f1")[-1]["change"], "details")
+        self.written("f1")
+        g = self.google_event(b["event_id"])
+        self.assertEqual((g["location"], g["start"]["timeZone"]), ("Room 5", "America/New_York"))
+        self.assertEqual([a["email"] for a in g["attendees"]], ["cy@example.com"])
+        # the next sync sees calsync's own write: nothing decided
+        self.sync_and_wait(cal)
+        self.assertEqual([e["source"] for e in self.audit("f1")], ["api", "api"])
+        # invalid fields: 400, nothing changed
+        snap = self.svc.snapshot()
+        for body in ({"time_zone": "Mars/Olympus"}, {"time_zone": "../etc/passwd"},
+                     {"time_zone": 5}, {"location": ["x"]},
+                     {"attendees": [{"email": "nobody"}]},
+                     {"attendees": {"email": "a@b.c"}},
+                     {"description": "x" * 9000}):
+            self.assertError(self.svc.request("PATCH", "/v1/bookings/f1", body), 400)
+        self.assertEqual(self.svc.snapshot(), snap)
+
+
 class TestDecisions(AppCase):
     def test_decisions_newest_first_filters_cursor(self):
         cal = self.boot()

@@ -89,8 +89,7 @@ static int g_insert(struct provider_ctx *px, const char *calendar,
     google_resp_init(&resp);
     buf_init(&body);
     int g;
-    if (google_event_body(w->key, w->booking_tag, w->title, w->start_ms, w->end_ms,
-                          w->attendees_json, &body)) {
+    if (google_event_write(w, &body)) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
@@ -108,16 +107,6 @@ static int g_insert(struct provider_ctx *px, const char *calendar,
     return done_call(px, PROVIDER_OP_WRITE, g, &resp);
 }
 
-/* Turns the event body {...} in b into {...,"status":"confirmed"}. 0 or
- * -1 (memory). */
-static int restore_status(struct buf *b)
-{
-    if (b->len < 2 || b->data[b->len - 1] != '}')
-        return -1;
-    b->len--;
-    return buf_puts(b, ",\"status\":\"confirmed\"}");
-}
-
 static int g_patch(struct provider_ctx *px, const char *calendar, const char *id,
                    const struct provider_write *w, const char *if_match,
                    struct cs_err *err)
@@ -127,10 +116,9 @@ static int g_patch(struct provider_ctx *px, const char *calendar, const char *id
     struct buf body;
     google_resp_init(&resp);
     buf_init(&body);
-    if (google_event_body(NULL, NULL, w->title, w->start_ms, w->end_ms, NULL, &body) ||
-        /* Google keeps a deleted event (status "cancelled") under its id:
-         * a patch back to "confirmed" restores it, id and tag kept */
-        (w->restore && restore_status(&body))) {
+    struct provider_write pw = *w; /* a patch sends no id and no tag */
+    pw.key = pw.booking_tag = NULL;
+    if (google_event_write(&pw, &body)) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
