@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "policy/policy.h"
 #include "policy/tz.h"
+#include "provider/provider.h"
 #include "scheduler.h"
 #include "store/store.h"
 #include "writer.h"
@@ -769,6 +770,54 @@ static int str_eq(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+/* How long a link check may wait for Google: one attempt and a short
+ * retry, not the writers' two minutes (the app is waiting). */
+#define LINK_CHECK_BUDGET_MS 3000
+
+/* Checks with the calendar's provider that the event a booking links
+ * exists (DESIGN §4, issue 16): 1 it does, 0 the provider says it does
+ * not or it is deleted (the caller answers 422, why says so), 2 the
+ * provider could not tell (unreachable, revoked, rate limited: the link
+ * is accepted and the sync judges the event). Runs outside any
+ * transaction. Leaves the JSON stack as it found it. */
+static int link_check(struct ctx *x, int64_t calendar_id, const char *event_id,
+                      char *why, size_t cap)
+{
+    struct calendar_ref cal;
+    const struct provider_ops *ops = NULL;
+    struct cs_err err = {{0}};
+    int top = lua_gettop(x->L), rc = 2;
+    if (calendar_ref_load(x->db, calendar_id, &cal, &err) != 1 ||
+        strcmp(cal.state, "revoked") == 0 ||
+        provider_for_credential(x->db, cal.credential_id, &ops, &err) != 0)
+        goto done;
+    struct provider_ctx px = {.db = x->db, .credential_id = cal.credential_id,
+                              .budget_ms = LINK_CHECK_BUDGET_MS};
+    int g = ops->get(&px, cal.external_id, event_id, &err);
+    if (g == PROVIDER_GONE || (g != PROVIDER_OK && (px.last.status == 404 ||
+                                                    px.last.status == 410))) {
+        snprintf(why, cap, "no event '%.200s' in calendar %lld (%.200s)", event_id,
+                 (long long)calendar_id, cal.external_id);
+        rc = 0;
+    } else if (g == PROVIDER_OK) {
+        const char *status = NULL;
+        rc = 1;
+        if (lua_istable(x->L, -1) &&
+            json_get_str(x->L, -1, "status", &status, NULL, NULL) == 1 &&
+            strcmp(status, "cancelled") == 0) {
+            snprintf(why, cap, "event '%.200s' is deleted in calendar %lld", event_id,
+                     (long long)calendar_id);
+            rc = 0;
+        }
+    } else {
+        log_info("api.link_unchecked", "calendar=%lld event=%s err=%s",
+                 (long long)calendar_id, log_q(event_id), log_q(err.msg));
+    }
+done:
+    lua_settop(x->L, top);
+    return rc;
+}
+
 static void h_bookings_create(struct http_req *req, struct http_resp *resp)
 {
     static const char *const allowed[] = {"uid", "calendar_id", "title", "start",
@@ -826,6 +875,17 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     if (f.attendees.len && event_id) {
         http_error(resp, 400, "'attendees' only applies when calsync creates the event");
         goto done;
+    }
+    if (event_id) {
+        /* the calendar must exist for the check; the transaction below
+         * answers for an unknown or stopped one */
+        char why[600];
+        r = calendar_state(x.db, b.calendar_id, state, sizeof state, &x.err);
+        if (r > 0 && strcmp(state, "stopped") != 0 &&
+            link_check(&x, b.calendar_id, event_id, why, sizeof why) == 0) {
+            http_error(resp, 422, "%s", why);
+            goto done;
+        }
     }
     if (!event_id)
         snprintf(b.write_state, sizeof b.write_state, "pending");
@@ -1246,6 +1306,70 @@ done:
     ctx_close(&x);
 }
 
+/* POST /v1/bookings/{uid}/retry: a booking whose write failed for good
+ * (write_state "failed") is written again, as it stands now: created when
+ * it has no event yet, deleted when it is cancelled, else patched with all
+ * its fields (attendees included). The write error is cleared; the answer
+ * is the booking with write_state "pending". 409 when no write failed. */
+static void h_bookings_retry(struct http_req *req, struct http_resp *resp)
+{
+    struct ctx x = {0};
+    struct booking b;
+    int have = 0, in_tx = 0;
+    if (ctx_open(&x, resp) || optional_body(&x, req, resp, (const char *const[]){NULL}))
+        goto done;
+    if (store_begin(x.db, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    in_tx = 1;
+    int r = booking_get(x.db, req->params[0], &b, &x.err);
+    if (r <= 0) {
+        if (r == 0)
+            http_error(resp, 404, "no booking '%s'", req->params[0]);
+        else
+            db_fail(resp, &x);
+        goto done;
+    }
+    have = 1;
+    if (strcmp(b.write_state, "failed") != 0) {
+        http_error(resp, 409, "booking '%s' has no failed write (write_state %s)", b.uid,
+                   b.write_state);
+        goto done;
+    }
+    int cancelled = strcmp(b.status, "cancelled") == 0;
+    enum writer_kind kind = cancelled ? WRITER_DELETE
+                            : b.event_id ? WRITER_PATCH : WRITER_INSERT;
+    /* a delete with no event (the insert never succeeded) completes at
+     * once in the writer: the failure is cleared, nothing is written */
+    if (writer_enqueue(x.db, kind, b.uid, b.calendar_id,
+                       kind == WRITER_PATCH && b.attendees ? b.attendees : NULL, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    if (store_commit(x.db, &x.err)) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    in_tx = 0;
+    writer_kick();
+    booking_free(&b);
+    have = 0;
+    if (booking_get(x.db, req->params[0], &b, &x.err) != 1) {
+        db_fail(resp, &x);
+        goto done;
+    }
+    have = 1;
+    booking_json(&b, &resp->body);
+    log_info("api.booking_write_retried", "uid=%s", log_q(b.uid));
+done:
+    if (in_tx)
+        store_rollback(x.db);
+    if (have)
+        booking_free(&b);
+    ctx_close(&x);
+}
+
 /* GET /v1/decisions: the policy decisions, newest first. */
 static void h_decisions_list(struct http_req *req, struct http_resp *resp)
 {
@@ -1384,6 +1508,7 @@ static const struct http_route routes[] = {
     {"PATCH", "/v1/bookings/{uid}", h_bookings_patch, 1},
     {"POST", "/v1/bookings/{uid}/cancel", h_bookings_cancel, 1},
     {"POST", "/v1/bookings/{uid}/resolve", h_bookings_resolve, 1},
+    {"POST", "/v1/bookings/{uid}/retry", h_bookings_retry, 1},
     {"GET", "/v1/bookings/{uid}/audit", h_bookings_audit, 1},
     {"GET", "/v1/decisions", h_decisions_list, 1},
     {"GET", "/v1/channels", h_channels_list, 1},

@@ -368,9 +368,12 @@ static void run_job(struct store_conn *c, const struct job *j)
         goto done;
     }
     if (g != PROVIDER_OK) {
-        char why[400];
-        snprintf(why, sizeof why, "%s %.64s: HTTP %ld %.200s", kind_names[j->kind], b.uid,
-                 px.last.status, px.last.reason[0] ? px.last.reason : err.msg);
+        /* the provider's reason and its own message ("Invalid attendee
+         * email"), which is what the app can act on */
+        char why[600];
+        snprintf(why, sizeof why, "%s %.64s: HTTP %ld %.64s%s%.300s", kind_names[j->kind],
+                 b.uid, px.last.status, px.last.reason[0] ? px.last.reason : err.msg,
+                 px.last.message[0] ? ": " : "", px.last.message);
         if (g == PROVIDER_TRANSIENT) {
             metrics_inc("calsync_writes_total{result=\"retry\"}");
             log_info("writer.retry", "booking=%s err=%s", log_q(b.uid), log_q(why));

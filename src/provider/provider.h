@@ -97,6 +97,7 @@ const char *provider_rc_name(int rc);
 struct provider_status {
     long status;            /* last HTTP status; 0 when none was received */
     char reason[64];        /* the provider's machine-readable reason */
+    char message[256];      /* the provider's own words ("Invalid attendee email") */
     int64_t retry_after_ms; /* the wait the provider asked for, -1 if none */
 };
 
@@ -119,6 +120,9 @@ struct provider_ctx {
     struct store_conn *db;
     int64_t credential_id;
     struct provider_status last;
+    int64_t budget_ms;      /* how long one call may retry; 0: the provider's
+                             * default (an API request checking a link must
+                             * not wait minutes) */
 };
 
 /* One page of raw events (pushed: the page's own value is on the stack

@@ -338,6 +338,71 @@ class TestEventFields(AppCase):
         self.assertEqual(self.svc.snapshot(), snap)
 
 
+class TestWrites(AppCase):
+    def test_write_error_keeps_googles_words_and_retry_writes_again(self):
+        cal = self.boot()
+        self.fg.control("POST", "/faults", {"status": 400, "reason": "invalid", "count": 1,
+                                            "message": "Invalid attendee email",
+                                            "ops": ["events.insert"]})
+        st, b, _ = self.svc.request("POST", "/v1/bookings", {
+            "uid": "w1", "calendar_id": cal, "title": "T", "start": future(10, 9),
+            "end": future(10, 10), "attendees": [{"email": "x@example.com"}]})
+        self.assertEqual(st, 201, b)
+        b = self.wait_for(lambda: (lambda x: x["write_state"] == "failed" and x)(
+            self.booking("w1")), what="a failed write")
+        self.assertIn("HTTP 400", b["write_error"])
+        self.assertIn("invalid", b["write_error"])
+        self.assertIn("Invalid attendee email", b["write_error"])
+        self.assertIsNone(b["event_id"])
+        # retry: written again as the booking stands, the error cleared
+        st, r, _ = self.svc.request("POST", "/v1/bookings/w1/retry")
+        self.assertEqual(st, 200, r)
+        self.assertNotIn("write_error", r)
+        b = self.written("w1")
+        g = self.google_event(b["event_id"])
+        self.assertEqual([a["email"] for a in g["attendees"]], ["x@example.com"])
+        # nothing failed now: 409; unknown: 404
+        self.assertError(self.svc.request("POST", "/v1/bookings/w1/retry"), 409)
+        self.assertError(self.svc.request("POST", "/v1/bookings/nope/retry"), 404)
+        # a failed patch is retried as a patch with the booking's fields
+        self.fg.control("POST", "/faults", {"status": 400, "reason": "invalid", "count": 1,
+                                            "message": "Bad location",
+                                            "ops": ["events.patch"]})
+        st, _, _ = self.svc.request("PATCH", "/v1/bookings/w1", {"location": "Room 9"})
+        self.assertEqual(st, 200)
+        b = self.wait_for(lambda: (lambda x: x["write_state"] == "failed" and x)(
+            self.booking("w1")), what="a failed patch")
+        self.assertIn("Bad location", b["write_error"])
+        st, _, _ = self.svc.request("POST", "/v1/bookings/w1/retry")
+        self.assertEqual(st, 200)
+        b = self.written("w1")
+        self.assertEqual(self.google_event(b["event_id"])["location"], "Room 9")
+
+    def test_linking_checks_the_event_with_google(self):
+        cal = self.boot()
+        e = self.fg.host(CAL, op="create", event=timed(future(10, 10), future(10, 11)))
+        gone = self.fg.host(CAL, op="create", event=timed(future(11, 10), future(11, 11)))
+        self.fg.host(CAL, op="delete", id=gone["id"])
+        snap = self.svc.snapshot()
+        body = {"uid": "l1", "calendar_id": cal, "title": "T", "start": future(10, 10),
+                "end": future(10, 11)}
+        st, err, _ = self.svc.request("POST", "/v1/bookings", dict(body, event_id="nosuchevent"))
+        self.assertEqual(st, 422, err)
+        self.assertIn("nosuchevent", err["error"]["message"])
+        st, err, _ = self.svc.request("POST", "/v1/bookings", dict(body, event_id=gone["id"]))
+        self.assertEqual(st, 422, err)
+        self.assertEqual(self.svc.snapshot(), snap)
+        st, b, _ = self.svc.request("POST", "/v1/bookings", dict(body, event_id=e["id"]))
+        self.assertEqual(st, 201, b)
+        # Google unable to answer: the link is accepted, the sync judges it
+        self.fg.control("POST", "/faults", {"status": 503, "count": -1,
+                                            "ops": ["events.get"]})
+        st, b, _ = self.svc.request("POST", "/v1/bookings",
+                                    dict(body, uid="l2", event_id="unknowable"))
+        self.assertEqual(st, 201, b)
+        self.fg.control("DELETE", "/faults")
+
+
 class TestDecisions(AppCase):
     def test_decisions_newest_first_filters_cursor(self):
         cal = self.boot()

@@ -503,7 +503,8 @@ static int call_run(struct google_auth *a, struct google_call *c,
                     struct google_resp *r, struct cs_err *err)
 {
     char token[CRED_TOKEN_MAX + 1];
-    int64_t deadline = time_mono_ms() + GOOGLE_RETRY_BUDGET_MS;
+    int64_t deadline = time_mono_ms() + (a->budget_ms > 0 ? a->budget_ms
+                                                          : GOOGLE_RETRY_BUDGET_MS);
     int rc;
     google_resp_free(r);
     google_resp_init(r);

@@ -80,6 +80,7 @@ void google_resp_free(struct google_resp *r);
 struct google_auth {
     struct store_conn *db;
     int64_t credential_id;
+    int64_t budget_ms; /* retries of one call end within it; 0: GOOGLE_RETRY_BUDGET_MS */
 };
 
 /* Process-wide setup: remembers cfg (must outlive every call). Call once
