@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "version.h"
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -214,6 +215,9 @@ static long post(CURL *h, const struct sender *sd, const struct row *r)
     if (!(t = curl_slist_append(hs, "Expect:")))
         goto done;
     hs = t;
+    char ua[96]; /* the booking app sees who calls (curl copies it) */
+    snprintf(ua, sizeof ua, "calsync/%s", CALSYNC_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(h, CURLOPT_URL, hook->url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);

@@ -403,6 +403,23 @@ class TestWrites(AppCase):
         self.fg.control("DELETE", "/faults")
 
 
+class TestUserAgent(AppCase):
+    def test_outbound_requests_say_calsync_and_its_version(self):
+        import subprocess
+        from harness import BIN
+        version = subprocess.run([BIN, "version"], capture_output=True, text=True,
+                                 check=True).stdout.split()[-1]
+        cal = self.boot(policy="flag_everything")
+        e = self.fg.host(CAL, op="create", event=timed(future(10, 10), future(10, 11)))
+        self.book(cal, "ua", e)
+        self.wait_for(lambda: e["id"] in self.mirror(cal), what="mirrored")
+        self.fg.host(CAL, op="delete", id=e["id"])
+        hooks = self.rx.wait(lambda ds: len(ds) >= 1)
+        self.assertEqual(hooks[0].headers.get("user-agent"), "calsync/" + version)
+        agents = {r["headers"].get("user-agent") for r in self.requests()}
+        self.assertEqual(agents, {"calsync/" + version})
+
+
 class TestDecisions(AppCase):
     def test_decisions_newest_first_filters_cursor(self):
         cal = self.boot()

@@ -13,6 +13,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "version.h"
 
 #include <curl/curl.h>
 #include <lua.h>
@@ -342,7 +343,9 @@ static int exchange(CURL *h, const struct google_exchange *e, struct google_resp
      * a "." ever get past google_url_escape */
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "calsync");
+    char ua[96]; /* curl copies it */
+    snprintf(ua, sizeof ua, "calsync/%s", CALSYNC_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
