@@ -1017,10 +1017,47 @@ static int load_for_change(struct ctx *x, struct http_req *req,
     return 0;
 }
 
+/* Whether booking b may move to calendar `to` (PATCH calendar_id): a live
+ * calendar, a booking whose event calsync writes, no write in flight.
+ * *old_event gets the id of the event to delete from the old calendar
+ * (allocated; NULL when there is none). 0, or -1 after answering. */
+static int move_check(struct ctx *x, struct http_resp *resp, const struct booking *b,
+                      int64_t to, char **old_event)
+{
+    char state[32];
+    *old_event = NULL;
+    int r = calendar_state(x->db, to, state, sizeof state, &x->err);
+    if (r < 0) {
+        db_fail(resp, x);
+        return -1;
+    }
+    if (r == 0 || strcmp(state, "stopped") == 0) {
+        http_error(resp, 422, r == 0 ? "unknown calendar_id %lld" : "calendar %lld is stopped",
+                   (long long)to);
+        return -1;
+    }
+    if (b->has_original) {
+        http_error(resp, 422, "booking '%s' follows one occurrence of a series, which "
+                   "calsync does not write: it cannot move", b->uid);
+        return -1;
+    }
+    if (strcmp(b->write_state, "pending") == 0) {
+        http_error(resp, 409, "a write of booking '%s' is in flight: move it once "
+                   "write_state is no longer pending", b->uid);
+        return -1;
+    }
+    if (b->event_id && !(*old_event = strdup(b->event_id))) {
+        http_error(resp, 503, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
 {
     static const char *const allowed[] = {"start", "end", "title", "description",
-                                          "location", "time_zone", "attendees", NULL};
+                                          "location", "time_zone", "attendees",
+                                          "calendar_id", NULL};
     struct ctx x = {0};
     struct booking b, before;
     int have = 0, in_tx = 0, failed = 0;
@@ -1039,7 +1076,11 @@ static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
         goto done;
     int fields = f.have_description || f.have_location || f.have_time_zone ||
                  f.have_attendees;
-    if (!rs && !re && !rt && !fields) {
+    int64_t new_cal = 0;
+    int has_cal = field_presence(&x, "calendar_id") != 0;
+    if (has_cal && id_field(&x, resp, "calendar_id", &new_cal))
+        goto done;
+    if (!rs && !re && !rt && !fields && !has_cal) {
         http_error(resp, 400, "nothing to change: give start, end, title, description, "
                    "location, time_zone or attendees");
         goto done;
@@ -1094,14 +1135,56 @@ static void h_bookings_patch(struct http_req *req, struct http_resp *resp)
         http_error(resp, 503, "out of memory");
         goto done;
     }
-    if (moved || retitled || details) {
+    int64_t old_cal = b.calendar_id;
+    char *old_event = NULL;
+    int relocated = has_cal && new_cal != old_cal;
+    if (relocated && move_check(&x, resp, &b, new_cal, &old_event))
+        goto done;
+    if (moved || retitled || details || relocated) {
+        char why[200];
         b.updated_ms = time_now_ms();
-        if (booking_save(x.db, &b, &x.err))
+        snprintf(why, sizeof why, "moved from calendar %lld to calendar %lld",
+                 (long long)old_cal, (long long)new_cal);
+        if (booking_save(x.db, &b, &x.err) ||
+            (relocated && booking_move(x.db, b.uid, new_cal, &x.err)))
             failed = 1;
-        else
+        else if (relocated)
+            b.calendar_id = new_cal;
+        if (!failed)
             audit_api(&x, &before, &b,
-                      moved ? "time_change" : retitled ? "title_change" : "details",
-                      moved ? "reschedule" : "update", NULL, &failed);
+                      relocated ? "calendar_change" : moved ? "time_change"
+                      : retitled ? "title_change" : "details",
+                      relocated ? "move" : moved ? "reschedule" : "update",
+                      relocated ? why : NULL, &failed);
+        /* a move: the event is created in the new calendar with its
+         * credential, then the old one deleted with the old calendar's;
+         * the queue runs a booking's jobs in order and retries them across
+         * crashes, and the insert is idempotent on its key, so a crash
+         * between the two neither loses the event nor leaves two */
+        if (relocated && !failed &&
+            (writer_enqueue(x.db, WRITER_INSERT, b.uid, new_cal, NULL, &x.err) ||
+             (old_event &&
+              writer_enqueue(x.db, WRITER_DELETE, b.uid, old_cal, old_event, &x.err))))
+            failed = 1;
+        if (relocated) {
+            if (failed || store_commit(x.db, &x.err)) {
+                free(old_event);
+                db_fail(resp, &x);
+                goto done;
+            }
+            free(old_event);
+            in_tx = 0;
+            writer_kick();
+            booking_free(&b);
+            if (booking_get(x.db, req->params[0], &b, &x.err) != 1) {
+                db_fail(resp, &x); /* b is zeroed: booking_free below is safe */
+                goto done;
+            }
+            booking_json(&b, &resp->body);
+            log_info("api.booking_moved", "uid=%s from=%lld to=%lld", log_q(b.uid),
+                     (long long)old_cal, (long long)new_cal);
+            goto done;
+        }
         /* the job carries the attendees only when they changed (cleared:
          * an empty list), so an unrelated patch leaves Google's guests */
         if (!failed && writes_to_google(&b) &&

@@ -213,6 +213,14 @@ done:
     return rc;
 }
 
+/* The event a delete job removes: the job's payload when it names one (the
+ * old event of a booking moved to another calendar, PATCH calendar_id),
+ * else the booking's event; NULL when there is none. */
+static const char *delete_target(const struct job *j, const struct booking *b)
+{
+    return j->payload && *j->payload ? j->payload : b->event_id;
+}
+
 /* After a delete: the mirror shows the event cancelled, so the sync that
  * reads the cancellation back finds no change. */
 static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
@@ -296,9 +304,11 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
         *have_event = g == PROVIDER_OK;
         break;
     case WRITER_DELETE:
-        if (!b->event_id)
+        /* a moved booking's old event: its id is the job's payload, its
+         * calendar (and credential) the job's, not the booking's */
+        if (!delete_target(j, b))
             break;
-        g = ops->remove(px, cal->external_id, b->event_id, NULL, err);
+        g = ops->remove(px, cal->external_id, delete_target(j, b), NULL, err);
         if (g == PROVIDER_GONE)
             g = PROVIDER_OK; /* already gone: the goal is met */
         fault_point(g == PROVIDER_OK ? "writer_after_delete" : NULL);
@@ -411,8 +421,8 @@ static void run_job(struct store_conn *c, const struct job *j)
     if (store_begin(c, &err))
         goto done;
     if ((have_event && record_event(c, j, &ev, &err)) ||
-        (j->kind == WRITER_DELETE && b.event_id &&
-         mirror_cancel(c, j->calendar_id, b.event_id, &err)) ||
+        (j->kind == WRITER_DELETE && delete_target(j, &b) &&
+         mirror_cancel(c, j->calendar_id, delete_target(j, &b), &err)) ||
         finish_job(c, j, "done", NULL, &err) || store_commit(c, &err)) {
         store_rollback(c);
         log_error("writer.db_error", "booking=%s err=%s", log_q(b.uid), log_q(err.msg));

@@ -329,6 +329,22 @@ int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
     return db_exec(c, st, err);
 }
 
+int booking_move(struct store_conn *c, const char *uid, int64_t cal, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET calendar_id = ?2, event_id = NULL, etag = NULL WHERE uid = ?1";
+    static const char refs_sql[] = "DELETE FROM booking_refs WHERE booking_uid = ?1";
+    struct db_stmt *st = db_stmt(c, book_sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_i64(st, 2, cal);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, refs_sql, err)))
+        return -1;
+    db_bind_text(st, 1, uid);
+    return db_exec(c, st, err);
+}
+
 /* ------------------------------------------------------------ write state */
 
 int booking_write_pending(struct store_conn *c, const char *uid, struct cs_err *err)

@@ -108,6 +108,12 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
 int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
                           const char *event_id, const char *etag, struct cs_err *err);
 
+/* The booking moves to calendar `cal` (PATCH calendar_id): it follows no
+ * event until the writer creates one there (event_id and etag cleared),
+ * and its event references go, so the old event's later changes (the
+ * deletion calsync itself makes included) match it no more. 0 or -1. */
+int booking_move(struct store_conn *c, const char *uid, int64_t cal, struct cs_err *err);
+
 /* ----------------------------------------------------------- write state */
 
 /* A write job was queued for the booking: write_state 'pending'. 0 or -1. */

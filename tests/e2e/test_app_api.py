@@ -403,6 +403,90 @@ class TestWrites(AppCase):
         self.fg.control("DELETE", "/faults")
 
 
+class TestMove(AppCase):
+    OTHER = "other@example.com"
+
+    def tagged(self, calendar, uid):
+        """The live events of a fake calendar tagged with the booking."""
+        evs = self.fg.control("GET", "/events/" + calendar)["events"]
+        return [e["event"]["id"] for e in evs
+                if e["event"].get("status") != "cancelled" and
+                e["event"].get("extendedProperties", {}).get("private", {})
+                .get("calsync_booking_uid") == uid]
+
+    def test_move_to_a_calendar_of_another_credential(self):
+        cal = self.boot()
+        other = self.add_calendar(self.credential(refresh_token="rt-other-host"), self.OTHER)
+        b = self.created(cal, "mv1", future(10, 9), future(10, 10), "Handed over")
+        old_event = b["event_id"]
+        st, m, _ = self.svc.request("PATCH", "/v1/bookings/mv1", {"calendar_id": other,
+                                                                   "location": "Room 2"})
+        self.assertEqual(st, 200, m)
+        self.assertEqual((m["calendar_id"], m["location"]), (other, "Room 2"))
+        m = self.written("mv1")
+        self.assertEqual(self.tagged(self.OTHER, "mv1"), [m["event_id"]])
+        self.assertEqual(self.tagged(CAL, "mv1"), [])
+        self.assertEqual(self.google_event(old_event)["status"], "cancelled")
+        # each write with its own credential: the insert in the other
+        # calendar and the delete in the first carry different tokens
+        reqs = {r["op"]: r["headers"].get("authorization") for r in self.requests()
+                if r["op"] in ("events.insert", "events.delete")}
+        self.assertNotEqual(reqs["events.insert"], reqs["events.delete"])
+        # both echoes suppressed, one audit entry
+        self.sync_and_wait(cal)
+        self.sync_and_wait(other)
+        entries = self.audit("mv1")
+        self.assertEqual([(e["change"], e["action"]) for e in entries],
+                         [("create", "create"), ("calendar_change", "move")])
+        self.assertIn("moved from calendar", entries[1]["reason"])
+        self.assertEqual(self.booking("mv1")["status"], "accepted")
+        # the host's later move in the new calendar reaches the policy
+        self.fg.host(self.OTHER, op="move", id=m["event_id"], start=future(10, 15),
+                     end=future(10, 16))
+        self.wait_audit("mv1", 3)
+        self.assertEqual(self.booking("mv1")["start"], future(10, 15))
+        # refusals change nothing
+        self.assertError(self.svc.request("PATCH", "/v1/bookings/mv1", {"calendar_id": 999}), 422)
+        st, _, _ = self.svc.request("DELETE", "/v1/calendars/%d" % cal)
+        self.assertEqual(st, 200)
+        snap = self.svc.snapshot()
+        self.assertError(self.svc.request("PATCH", "/v1/bookings/mv1", {"calendar_id": cal}), 422)
+        self.assertError(self.svc.request("PATCH", "/v1/bookings/mv1", {"calendar_id": "x"}), 400)
+        self.assertEqual(self.svc.snapshot(), snap)
+
+    def crash_move(self, point):
+        cal = self.boot()
+        other = self.add_calendar(self.credential(), self.OTHER)
+        b = self.created(cal, "mvc", future(12, 9), future(12, 10), "Crashy")
+        self.svc.stop()
+        os.environ["CALSYNC_FAULT"] = point + ":1"
+        try:
+            self.svc.start()
+        finally:
+            os.environ.pop("CALSYNC_FAULT", None)
+        st, _, _ = self.svc.request("PATCH", "/v1/bookings/mvc", {"calendar_id": other})
+        self.assertEqual(st, 200)
+        self.assertEqual(self.svc.proc.wait(30), -9)
+        self.svc.kill9()
+        self.assertIn("event=fault.kill point=" + point, self.svc.log_text())
+        self.svc.start()
+        m = self.written("mvc")
+        self.assertEqual(m["calendar_id"], other)
+        # exactly one live event, in the new calendar; the old one gone
+        self.assertEqual(self.tagged(self.OTHER, "mvc"), [m["event_id"]])
+        self.assertEqual(self.tagged(CAL, "mvc"), [])
+        self.assertEqual(self.google_event(b["event_id"])["status"], "cancelled")
+        self.sync_and_wait(cal)
+        self.sync_and_wait(other)
+        self.assertEqual([e["action"] for e in self.audit("mvc")], ["create", "move"])
+
+    def test_kill_after_the_insert_reached_google(self):
+        self.crash_move("writer_after_insert")
+
+    def test_kill_between_the_insert_and_the_delete(self):
+        self.crash_move("writer_after_commit")
+
+
 class TestUserAgent(AppCase):
     def test_outbound_requests_say_calsync_and_its_version(self):
         import subprocess
