@@ -676,6 +676,17 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
         b.title = new_title;
     } else if (strcmp(d.action, "flag") == 0) {
         b.needs_review = 1;
+        /* what the flag holds back, for the app to resolve (DESIGN §4
+         * `proposed`): the event's state now, nothing for a deletion */
+        snprintf(b.proposed_kind, sizeof b.proposed_kind, "%s", r.in.kind);
+        b.proposed_start_ms = r.in.has_new ? r.in.new_start_ms : -1;
+        b.proposed_end_ms = r.in.has_new ? r.in.new_end_ms : -1;
+        free(b.proposed_title);
+        b.proposed_title = NULL;
+        if (r.in.has_new && r.in.new_title && !(b.proposed_title = strdup(r.in.new_title))) {
+            cs_err_set(err, "out of memory");
+            goto done;
+        }
     }
     int changed = strcmp(d.action, "ignore") != 0;
     if (changed)
@@ -691,6 +702,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
         .action = d.action, .reason = d.reason, .policy = d.policy,
         .policy_version = d.version[0] ? d.version : NULL,
         .before = snap_before.data, .after = snap_after.data, .dedupe_key = key,
+        .calendar_id = info->calendar_id,
     };
     int dup = audit_append(c, &e, err);
     if (dup != 0) {

@@ -98,6 +98,7 @@ const char *provider_rc_name(int rc);
 struct provider_status {
     long status;            /* last HTTP status; 0 when none was received */
     char reason[64];        /* the provider's machine-readable reason */
+    char message[256];      /* the provider's own words ("Invalid attendee email") */
     int64_t retry_after_ms; /* the wait the provider asked for, -1 if none */
 };
 
@@ -120,6 +121,9 @@ struct provider_ctx {
     struct store_conn *db;
     int64_t credential_id;
     struct provider_status last;
+    int64_t budget_ms;      /* how long one call may retry; 0: the provider's
+                             * default (an API request checking a link must
+                             * not wait minutes) */
 };
 
 /* One page of raw events (pushed: the page's own value is on the stack
@@ -142,7 +146,14 @@ struct provider_write {
     const char *booking_tag;    /* insert: the booking uid it carries */
     const char *title;
     int64_t start_ms, end_ms;
-    const char *attendees_json; /* insert: a JSON array, or NULL */
+    const char *attendees_json; /* a JSON array [{"email","name"?,"optional"?}],
+                                 * or NULL: leave the event's attendees alone */
+    int restore;                /* patch: un-delete the event (it was deleted
+                                 * in the provider; POST .../resolve revert) */
+    const char *description;    /* NULL: not sent */
+    const char *location;       /* NULL: not sent */
+    const char *time_zone;      /* IANA zone of start/end; NULL: the
+                                 * calendar's own */
 };
 
 /* A push subscription (Google: a channel). */

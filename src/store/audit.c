@@ -7,8 +7,9 @@ int audit_append(struct store_conn *c, const struct audit_entry *e,
 {
     static const char sql[] =
         "INSERT INTO audit (booking_uid, at, source, change, action, reason,"
-        " policy, policy_version, before, after, dedupe_key)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        " policy, policy_version, before, after, dedupe_key, calendar_id)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+        "  coalesce(?12, (SELECT calendar_id FROM bookings WHERE uid = ?1)))"
         " ON CONFLICT (dedupe_key) DO NOTHING";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
@@ -23,6 +24,8 @@ int audit_append(struct store_conn *c, const struct audit_entry *e,
     for (int i = 0; i < 6; i++)
         if (opt[i])
             db_bind_text(st, 6 + i, opt[i]);
+    if (e->calendar_id > 0)
+        db_bind_i64(st, 12, e->calendar_id);
     if (db_exec(c, st, err))
         return -1;
     return db_changes(c) == 0 ? 1 : 0;
@@ -59,4 +62,60 @@ int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
     if (rc != DB_DONE)
         return db_error(c, err);
     return 0;
+}
+
+int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *uid,
+                         const char *action, int64_t since_ms, int64_t before_id,
+                         int limit, struct buf *out, struct cs_err *err)
+{
+    /* newest first by id (ids grow with time); the cursor is the last id
+     * of the page. Rows from before migration 8 have no calendar_id: the
+     * booking's calendar stands in. */
+    static const char sql[] =
+        "SELECT a.id, a.at, a.booking_uid,"
+        " coalesce(a.calendar_id, (SELECT calendar_id FROM bookings b"
+        "  WHERE b.uid = a.booking_uid)) AS cal,"
+        " a.source, a.change, a.action, a.reason, a.policy, a.policy_version"
+        " FROM audit a WHERE a.source <> 'api'"
+        " AND (?1 = 0 OR a.id < ?1) AND (?2 IS NULL OR a.booking_uid = ?2)"
+        " AND (?3 IS NULL OR a.action = ?3) AND a.at >= ?4"
+        " AND (?5 = 0 OR coalesce(a.calendar_id, (SELECT calendar_id FROM bookings b"
+        "  WHERE b.uid = a.booking_uid)) = ?5)"
+        " ORDER BY a.id DESC LIMIT ?6";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, before_id);
+    if (uid)
+        db_bind_text(st, 2, uid);
+    if (action)
+        db_bind_text(st, 3, action);
+    db_bind_i64(st, 4, since_ms);
+    db_bind_i64(st, 5, calendar_id);
+    db_bind_i64(st, 6, limit + 1);
+    buf_puts(out, "{\"decisions\":[");
+    int rc, n = 0;
+    int64_t last = 0;
+    while ((rc = db_step(st)) == DB_ROW) {
+        if (n == limit)
+            break;
+        char ts[TIME_RFC3339_MAX];
+        last = db_col_i64(st, 0);
+        time_format_rfc3339(db_col_i64(st, 1), ts);
+        buf_printf(out, "%s{\"id\":%lld,\"at\":\"%s\",\"booking\":", n++ ? "," : "",
+                   (long long)last, ts);
+        buf_json_strz(out, db_col_text(st, 2));
+        if (db_col_null(st, 3))
+            buf_puts(out, ",\"calendar_id\":null");
+        else
+            buf_printf(out, ",\"calendar_id\":%lld", (long long)db_col_i64(st, 3));
+        static const char *const keys[] = {"source", "change", "action",
+                                           "reason", "policy", "policy_version"};
+        for (int i = 0; i < 6; i++) {
+            buf_printf(out, ",\"%s\":", keys[i]);
+            buf_json_strz(out, db_col_text(st, 4 + i));
+        }
+        buf_puts(out, "}");
+    }
+    return db_page_end(c, st, rc, last, out, err);
 }

@@ -11,7 +11,9 @@
 #define BOOKING_COLS                                                          \
     "seq, uid, calendar_id, title, start_ms, end_ms, status, needs_review,"   \
     " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
-    " write_state, write_error, updated_at"
+    " write_state, write_error, updated_at, proposed_kind, proposed_start_ms," \
+    " proposed_end_ms, proposed_title, description, location, time_zone,"    \
+    " attendees"
 
 static char *dup_col(struct db_stmt *st, int col)
 {
@@ -39,6 +41,15 @@ static void from_row(struct db_stmt *st, struct booking *b)
     snprintf(b->write_state, sizeof b->write_state, "%s", db_col_text(st, 13));
     b->write_error = dup_col(st, 14);
     b->updated_ms = db_col_i64(st, 15);
+    const char *pk = db_col_text(st, 16);
+    snprintf(b->proposed_kind, sizeof b->proposed_kind, "%s", pk ? pk : "");
+    b->proposed_start_ms = db_col_null(st, 17) ? -1 : db_col_i64(st, 17);
+    b->proposed_end_ms = db_col_null(st, 18) ? -1 : db_col_i64(st, 18);
+    b->proposed_title = dup_col(st, 19);
+    b->description = dup_col(st, 20);
+    b->location = dup_col(st, 21);
+    b->time_zone = dup_col(st, 22);
+    b->attendees = dup_col(st, 23);
 }
 
 void booking_free(struct booking *b)
@@ -50,6 +61,11 @@ void booking_free(struct booking *b)
     free(b->cancel_reason);
     free(b->etag);
     free(b->write_error);
+    free(b->proposed_title);
+    free(b->description);
+    free(b->location);
+    free(b->time_zone);
+    free(b->attendees);
     memset(b, 0, sizeof *b);
 }
 
@@ -82,8 +98,9 @@ int booking_insert(struct store_conn *c, const struct booking *b,
 {
     static const char sql[] =
         "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms,"
-        " event_id, original_start_ms, write_state, created_at, updated_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+        " event_id, original_start_ms, write_state, created_at, updated_at,"
+        " description, location, time_zone, attendees)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)"
         " ON CONFLICT (uid) DO NOTHING";
     static const char ref_sql[] =
         "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
@@ -102,6 +119,10 @@ int booking_insert(struct store_conn *c, const struct booking *b,
         db_bind_i64(st, 7, b->original_start_ms);
     db_bind_text(st, 8, b->write_state[0] ? b->write_state : "none");
     db_bind_i64(st, 9, b->updated_ms ? b->updated_ms : time_now_ms());
+    const char *extra[] = {b->description, b->location, b->time_zone, b->attendees};
+    for (int i = 0; i < 4; i++)
+        if (extra[i])
+            db_bind_text(st, 10 + i, extra[i]);
     if (db_exec(c, st, err))
         return -1;
     if (db_changes(c) == 0)
@@ -124,7 +145,10 @@ int booking_save(struct store_conn *c, const struct booking *b,
     static const char sql[] =
         "UPDATE bookings SET title = ?2, start_ms = ?3, end_ms = ?4,"
         " status = ?5, needs_review = ?6, cancelled_by = ?7,"
-        " cancel_reason = ?8, updated_at = ?9 WHERE uid = ?1";
+        " cancel_reason = ?8, updated_at = ?9, proposed_kind = ?10,"
+        " proposed_start_ms = ?11, proposed_end_ms = ?12, proposed_title = ?13,"
+        " description = ?14, location = ?15, time_zone = ?16, attendees = ?17"
+        " WHERE uid = ?1";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -139,6 +163,19 @@ int booking_save(struct store_conn *c, const struct booking *b,
     if (b->cancel_reason)
         db_bind_text(st, 8, b->cancel_reason);
     db_bind_i64(st, 9, b->updated_ms);
+    if (b->needs_review && b->proposed_kind[0]) {
+        db_bind_text(st, 10, b->proposed_kind);
+        if (b->proposed_start_ms >= 0)
+            db_bind_i64(st, 11, b->proposed_start_ms);
+        if (b->proposed_end_ms >= 0)
+            db_bind_i64(st, 12, b->proposed_end_ms);
+        if (b->proposed_title)
+            db_bind_text(st, 13, b->proposed_title);
+    }
+    const char *extra[] = {b->description, b->location, b->time_zone, b->attendees};
+    for (int i = 0; i < 4; i++)
+        if (extra[i])
+            db_bind_text(st, 14 + i, extra[i]);
     return db_exec(c, st, err);
 }
 
@@ -289,6 +326,22 @@ int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
     db_bind_i64(st, 1, cal);
     db_bind_text(st, 2, event_id);
     db_bind_text(st, 3, uid);
+    return db_exec(c, st, err);
+}
+
+int booking_move(struct store_conn *c, const char *uid, int64_t cal, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET calendar_id = ?2, event_id = NULL, etag = NULL WHERE uid = ?1";
+    static const char refs_sql[] = "DELETE FROM booking_refs WHERE booking_uid = ?1";
+    struct db_stmt *st = db_stmt(c, book_sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_i64(st, 2, cal);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, refs_sql, err)))
+        return -1;
+    db_bind_text(st, 1, uid);
     return db_exec(c, st, err);
 }
 

@@ -118,4 +118,23 @@ int calendar_each_sched(struct store_conn *c,
                         int (*fn)(void *ud, const struct calendar_sched *row), void *ud,
                         struct cs_err *err);
 
+/* The policy, shadow policy ("" when none) and settings JSON (appended to
+ * settings) of calendar id, for PATCH /v1/calendars. 1 found, 0 not, -1
+ * error. */
+int calendar_policy_get(struct store_conn *c, int64_t id, char *policy, size_t pcap,
+                        char *shadow, size_t scap, struct buf *settings,
+                        struct cs_err *err);
+
+/* Sets policy, shadow policy (NULL or "": none) and settings of calendar
+ * id, all three at once (the API validated them together). 0 or -1. */
+int calendar_policy_set(struct store_conn *c, int64_t id, const char *policy,
+                        const char *shadow, const char *settings_json,
+                        struct cs_err *err);
+
+/* The credential was re-authorised: its revoked calendars go back to
+ * syncing, without a sync token (their next sync is full) and marked
+ * dirty. Their ids (at most max) into ids, the count in *n. 0 or -1. */
+int calendar_resume_revoked(struct store_conn *c, int64_t credential_id, int64_t *ids,
+                            int max, int *n, struct cs_err *err);
+
 #endif

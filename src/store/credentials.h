@@ -68,4 +68,16 @@ int credential_raw_get(struct store_conn *c, int64_t id, int col, char **out,
 int credential_raw_set(struct store_conn *c, int64_t id, int col, const char *v, size_t n,
                        struct cs_err *err);
 
+/* GET /v1/credentials/{id}: {"id","provider","state","calendars":[ids]}
+ * appended to out; never a token. 1 found, 0 not, -1 error. */
+int credential_json(struct store_conn *c, int64_t id, struct buf *out,
+                    struct cs_err *err);
+
+/* Re-authorisation (PUT /v1/credentials/{id}): replaces the tokens
+ * (sealed), the expiry (0: unknown) and sets the credential active. 0 or
+ * -1. */
+int credential_replace_tokens(struct store_conn *c, int64_t id, const char *refresh_token,
+                              const char *access_token, int64_t expires_at_ms,
+                              struct cs_err *err);
+
 #endif

@@ -209,6 +209,23 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN claimed_until INTEGER;"
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;",
+    /* 8: issue 16 (the booking-app API): the change a flag held back
+     *    (a booking's `proposed`, what POST .../resolve applies), a
+     *    calendar's shadow policy (PATCH /v1/calendars; issue 18 decides
+     *    with it), and the calendar an audit entry was decided for, so
+     *    GET /v1/decisions filters by calendar even after a booking moved */
+    "ALTER TABLE bookings ADD COLUMN proposed_kind TEXT;"
+    "ALTER TABLE bookings ADD COLUMN proposed_start_ms INTEGER;"
+    "ALTER TABLE bookings ADD COLUMN proposed_end_ms INTEGER;"
+    "ALTER TABLE bookings ADD COLUMN proposed_title TEXT;"
+    "ALTER TABLE calendars ADD COLUMN shadow_policy TEXT;"
+    "ALTER TABLE audit ADD COLUMN calendar_id INTEGER;"
+    /*    and the booking's own event fields: description, location, the
+     *    IANA zone its event is written in, attendees (API form JSON) */
+    "ALTER TABLE bookings ADD COLUMN description TEXT;"
+    "ALTER TABLE bookings ADD COLUMN location TEXT;"
+    "ALTER TABLE bookings ADD COLUMN time_zone TEXT;"
+    "ALTER TABLE bookings ADD COLUMN attendees TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

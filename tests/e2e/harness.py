@@ -27,6 +27,8 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import openapi_check  # noqa: E402 -- every answer is checked against docs/openapi.yaml
 BIN = os.path.join(ROOT, os.environ.get("CALSYNC_BIN", "build/calsync"))
 SANITIZED = os.environ.get("CALSYNC_SANITIZED") == "1"
 # e.g. "valgrind --leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite"
@@ -276,6 +278,9 @@ class Calsync:
             rh = {k.lower(): v for k, v in r.getheaders()}
         finally:
             conn.close()
+        # every answer the suite receives must match docs/openapi.yaml
+        openapi_check.validate_response(method, path, r.status, payload,
+                                        rh.get("content-type"))
         if raw:
             return r.status, payload, rh
         try:

@@ -13,6 +13,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "version.h"
 
 #include <curl/curl.h>
 #include <lua.h>
@@ -342,7 +343,9 @@ static int exchange(CURL *h, const struct google_exchange *e, struct google_resp
      * a "." ever get past google_url_escape */
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "calsync");
+    char ua[96]; /* curl copies it */
+    snprintf(ua, sizeof ua, "calsync/%s", CALSYNC_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -503,7 +506,8 @@ static int call_run(struct google_auth *a, struct google_call *c,
                     struct google_resp *r, struct cs_err *err)
 {
     char token[CRED_TOKEN_MAX + 1];
-    int64_t deadline = time_mono_ms() + GOOGLE_RETRY_BUDGET_MS;
+    int64_t deadline = time_mono_ms() + (a->budget_ms > 0 ? a->budget_ms
+                                                          : GOOGLE_RETRY_BUDGET_MS);
     int rc;
     google_resp_free(r);
     google_resp_init(r);

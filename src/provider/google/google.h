@@ -80,6 +80,7 @@ void google_resp_free(struct google_resp *r);
 struct google_auth {
     struct store_conn *db;
     int64_t credential_id;
+    int64_t budget_ms; /* retries of one call end within it; 0: GOOGLE_RETRY_BUDGET_MS */
 };
 
 /* Process-wide setup: remembers cfg (must outlive every call). Call once
@@ -269,11 +270,17 @@ int google_page_read(lua_State *L, int idx, int listing, struct provider_page *o
                      struct cs_err *err);
 
 /* The Calendar event JSON calsync writes: id (insert only, may be NULL),
- * summary, UTC start/end, the calsync_booking_uid private property (when
+ * summary, start/end (in the calendar's zone), the calsync_booking_uid private property (when
  * uid is set) and attendees (a JSON array, when set). 0 or -1 (memory). */
 int google_event_body(const char *id, const char *uid, const char *title,
                       int64_t start_ms, int64_t end_ms,
                       const char *attendees_json, struct buf *out);
+
+/* The same from a provider_write, with what it may hold besides:
+ * description, location, the zone of start/end (absent: the calendar's
+ * own), attendees in the booking's form, and a restore of a deleted event
+ * (status confirmed). 0 or -1 (memory). */
+int google_event_write(const struct provider_write *w, struct buf *out);
 
 /* provider_ops.encode: a stub or a mirror row as a Google event. */
 int google_event_encode(const struct provider_event *ev, enum provider_encode how,

@@ -68,8 +68,8 @@ static int refresh_token(struct google_auth *a, const char *refresh, char *out,
         .ctype = "application/x-www-form-urlencoded",
         .body = form.data, .body_len = form.len,
     };
-    if (google_exchange_retry("oauth.token", &e, r, time_mono_ms() + GOOGLE_RETRY_BUDGET_MS,
-                       err))
+    int64_t budget = a->budget_ms > 0 ? a->budget_ms : GOOGLE_RETRY_BUDGET_MS;
+    if (google_exchange_retry("oauth.token", &e, r, time_mono_ms() + budget, err))
         goto done;
     if (r->status == 400 || r->status == 401) {
         if (strcmp(r->reason, "invalid_grant") == 0) {

@@ -23,6 +23,7 @@ static int done_call(struct provider_ctx *px, enum provider_op op, int g,
     px->last.status = resp->status;
     snprintf(px->last.reason, sizeof px->last.reason, "%s", resp->reason);
     px->last.retry_after_ms = resp->retry_after_ms;
+    snprintf(px->last.message, sizeof px->last.message, "%s", resp->message);
     int rc = google_rc_class(op, g, resp);
     google_resp_free(resp);
     return rc;
@@ -48,7 +49,7 @@ static int g_list_changes(struct provider_ctx *px, const char *calendar,
                           const char *cursor, const char *page,
                           struct provider_page *out, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     struct google_list_params p = {
         .sync_token = cursor, .page_token = page, .show_deleted = 1,
@@ -63,7 +64,7 @@ static int g_occurrences(struct provider_ctx *px, const char *calendar,
                          const char *series, const char *page,
                          struct provider_page *out, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_events_instances(&a, calendar, series, page, &resp, err);
@@ -73,7 +74,7 @@ static int g_occurrences(struct provider_ctx *px, const char *calendar,
 static int g_get(struct provider_ctx *px, const char *calendar, const char *id,
                  struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_events_get(&a, calendar, id, &resp, err);
@@ -83,14 +84,13 @@ static int g_get(struct provider_ctx *px, const char *calendar, const char *id,
 static int g_insert(struct provider_ctx *px, const char *calendar,
                     const struct provider_write *w, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     struct buf body;
     google_resp_init(&resp);
     buf_init(&body);
     int g;
-    if (google_event_body(w->key, w->booking_tag, w->title, w->start_ms, w->end_ms,
-                          w->attendees_json, &body)) {
+    if (google_event_write(w, &body)) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
@@ -112,12 +112,14 @@ static int g_patch(struct provider_ctx *px, const char *calendar, const char *id
                    const struct provider_write *w, const char *if_match,
                    struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     struct buf body;
     google_resp_init(&resp);
     buf_init(&body);
-    if (google_event_body(NULL, NULL, w->title, w->start_ms, w->end_ms, NULL, &body)) {
+    struct provider_write pw = *w; /* a patch sends no id and no tag */
+    pw.key = pw.booking_tag = NULL;
+    if (google_event_write(&pw, &body)) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
@@ -130,7 +132,7 @@ static int g_patch(struct provider_ctx *px, const char *calendar, const char *id
 static int g_remove(struct provider_ctx *px, const char *calendar, const char *id,
                     const char *if_match, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_events_delete(&a, calendar, id, if_match, &resp, err);
@@ -141,7 +143,7 @@ static int g_sub_open(struct provider_ctx *px, const char *calendar,
                       const struct provider_sub_req *req, struct provider_sub *out,
                       struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     lua_State *L = json_state();
@@ -171,7 +173,7 @@ static int g_sub_open(struct provider_ctx *px, const char *calendar,
 static int g_sub_stop(struct provider_ctx *px, const char *sub_id,
                       const struct provider_sub *sub, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_channels_stop(&a, sub_id, sub->resource_id, &resp, err);

@@ -296,23 +296,95 @@ int google_event_body(const char *id, const char *uid, const char *title,
                       int64_t start_ms, int64_t end_ms,
                       const char *attendees_json, struct buf *out)
 {
+    struct provider_write w = {.key = id, .booking_tag = uid, .title = title,
+                               .start_ms = start_ms, .end_ms = end_ms,
+                               .attendees_json = attendees_json};
+    return google_event_write(&w, out);
+}
+
+/* Appends the attendees as Google takes them: the booking's form
+ * [{"email","name"?,"optional"?}] (displayName accepted too: jobs queued
+ * before the booking kept attendees) to {"email","displayName"?,
+ * "optional"?}. The API validated the text; anything else is skipped.
+ * 0 or -1 (memory). */
+static int put_attendees(struct buf *out, const char *json)
+{
+    lua_State *L = json_state();
+    if (!L)
+        return -1;
+    int top = lua_gettop(L), rc = 0;
+    if (json_decode(L, json, strlen(json), NULL) || !lua_istable(L, -1)) {
+        lua_settop(L, top);
+        return buf_puts(out, ",\"attendees\":[]");
+    }
+    rc |= buf_puts(out, ",\"attendees\":[");
+    int n = 0;
+    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+        lua_rawgeti(L, -1, i);
+        const char *email = NULL, *name = NULL;
+        int opt = 0, has_opt = 0;
+        if (lua_istable(L, -1) && json_get_str(L, -1, "email", &email, NULL, NULL) == 1) {
+            if (json_get_str(L, -1, "name", &name, NULL, NULL) != 1 &&
+                json_get_str(L, -1, "displayName", &name, NULL, NULL) != 1)
+                name = NULL;
+            has_opt = json_get_bool(L, -1, "optional", &opt, NULL) == 1;
+            rc |= buf_puts(out, n++ ? ",{\"email\":" : "{\"email\":");
+            rc |= buf_json_strz(out, email);
+            if (name) {
+                rc |= buf_puts(out, ",\"displayName\":");
+                rc |= buf_json_strz(out, name);
+            }
+            if (has_opt)
+                rc |= buf_puts(out, opt ? ",\"optional\":true" : ",\"optional\":false");
+            rc |= buf_puts(out, "}");
+        }
+        lua_pop(L, 1);
+    }
+    rc |= buf_puts(out, "]");
+    lua_settop(L, top);
+    return rc ? -1 : 0;
+}
+
+int google_event_write(const struct provider_write *w, struct buf *out)
+{
     char s[TIME_RFC3339_MAX], e[TIME_RFC3339_MAX];
-    time_format_rfc3339(start_ms, s);
-    time_format_rfc3339(end_ms, e);
+    time_format_rfc3339(w->start_ms, s);
+    time_format_rfc3339(w->end_ms, e);
     int rc = buf_puts(out, "{");
-    if (id)
-        rc |= buf_printf(out, "\"id\":\"%s\",", id);
+    if (w->key)
+        rc |= buf_printf(out, "\"id\":\"%s\",", w->key);
     rc |= buf_puts(out, "\"summary\":");
-    rc |= buf_json_strz(out, title);
-    rc |= buf_printf(out, ",\"start\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"},"
-                          "\"end\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", s, e);
-    if (uid) {
+    rc |= buf_json_strz(out, w->title);
+    /* With a zone, Google shows the event in it; without one, in the
+     * calendar's own zone (its default for single events) -- never UTC
+     * unless asked, which is what hosts saw before (issue 16). The instant
+     * is the same either way: dateTime carries its offset. */
+    for (int i = 0; i < 2; i++) {
+        rc |= buf_printf(out, ",\"%s\":{\"dateTime\":\"%s\"", i ? "end" : "start",
+                         i ? e : s);
+        if (w->time_zone) {
+            rc |= buf_puts(out, ",\"timeZone\":");
+            rc |= buf_json_strz(out, w->time_zone);
+        }
+        rc |= buf_puts(out, "}");
+    }
+    if (w->booking_tag) {
         rc |= buf_puts(out, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":");
-        rc |= buf_json_strz(out, uid);
+        rc |= buf_json_strz(out, w->booking_tag);
         rc |= buf_puts(out, "}}");
     }
-    if (attendees_json)
-        rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
+    if (w->description) {
+        rc |= buf_puts(out, ",\"description\":");
+        rc |= buf_json_strz(out, w->description);
+    }
+    if (w->location) {
+        rc |= buf_puts(out, ",\"location\":");
+        rc |= buf_json_strz(out, w->location);
+    }
+    if (w->attendees_json)
+        rc |= put_attendees(out, w->attendees_json);
+    if (w->restore) /* Google keeps a deleted event under its id: this restores it */
+        rc |= buf_puts(out, ",\"status\":\"confirmed\"");
     rc |= buf_puts(out, "}");
     return rc ? -1 : 0;
 }
