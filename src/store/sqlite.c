@@ -209,6 +209,9 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN claimed_until INTEGER;"
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;",
+    /* 8: a calendar's shadow policy (DESIGN §5): decides every change
+     *    beside the live policy, recorded, never applied; NULL: none */
+    "ALTER TABLE calendars ADD COLUMN shadow_policy TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
