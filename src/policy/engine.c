@@ -311,8 +311,13 @@ static struct {
     atomic_int last_oom;       /* the last reload ran out of resources */
     char loading[POLICY_NAME_MAX + 1]; /* compiling now ("" none); under mu */
     int64_t loading_since;     /* time_mono_ms() */
+    /* every version published since start (a reference each), so the
+     * source of a decision made just before a reload can still be
+     * recorded with it (policy_source_copy); a few per edit of a file */
+    struct policy_version **hist;
+    int nhist, caphist;
 } eng = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, NULL, NULL,
-         0, 0, 0, NULL, NULL, 0, 0, "", 0};
+         0, 0, 0, NULL, NULL, 0, 0, "", 0, NULL, 0, 0};
 
 /* Tests shorten the load timeout (policy_set_load_timeout_ms). */
 static atomic_int load_timeout_ms = POLICY_LOAD_TIMEOUT_MS;
@@ -456,6 +461,18 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
             old = e->live;
             e->live = v;
             atomic_fetch_add(&eng.gen, 1);
+            if (eng.nhist == eng.caphist) {
+                int cap = eng.caphist ? eng.caphist * 2 : 16;
+                struct policy_version **h = realloc(eng.hist, (size_t)cap * sizeof *h);
+                if (h) {
+                    eng.hist = h;
+                    eng.caphist = cap;
+                }
+            }
+            /* on OOM the version is not kept for policy_source_copy: its
+             * decisions are then recorded without their source (logged) */
+            if (eng.nhist < eng.caphist)
+                eng.hist[eng.nhist++] = pol_version_ref(v);
         }
     }
     int has_live = e->live != NULL;
@@ -853,6 +870,11 @@ void policy_engine_stop(void)
     free(eng.v);
     eng.v = NULL;
     eng.n = eng.cap = 0;
+    for (int i = 0; i < eng.nhist; i++)
+        pol_version_unref(eng.hist[i]);
+    free(eng.hist);
+    eng.hist = NULL;
+    eng.nhist = eng.caphist = 0;
     eng.cfg = NULL;
     atomic_fetch_add(&eng.gen, 1);
     pthread_mutex_unlock(&eng.mu);
@@ -973,4 +995,28 @@ struct policy_version *pol_eng_live_locked(const char *name)
 {
     const struct entry *e = find_entry(name);
     return e ? e->live : NULL;
+}
+
+int policy_source_copy(const char *name, const char *version, char **src, size_t *len)
+{
+    struct policy_version *v = NULL;
+    *src = NULL;
+    *len = 0;
+    pthread_mutex_lock(&eng.mu);
+    for (int i = eng.nhist - 1; i >= 0 && !v; i--)
+        if (strcmp(eng.hist[i]->name, name) == 0 && strcmp(eng.hist[i]->version, version) == 0)
+            v = pol_version_ref(eng.hist[i]);
+    pthread_mutex_unlock(&eng.mu);
+    if (!v)
+        return 0;
+    int rc = 1;
+    if (!(*src = malloc(v->len + 1))) {
+        rc = -1;
+    } else {
+        memcpy(*src, v->src, v->len);
+        (*src)[v->len] = '\0';
+        *len = v->len;
+    }
+    pol_version_unref(v);
+    return rc;
 }

@@ -17,6 +17,7 @@ struct audit_entry {
     const char *before;   /* JSON text or NULL */
     const char *after;    /* JSON text or NULL */
     const char *dedupe_key; /* NULL, or a key that makes the append once-only */
+    int64_t *id_out;        /* NULL, or set to the new entry's id */
 };
 
 /* Appends an entry. Returns 0, 1 when dedupe_key was already used (nothing
@@ -24,7 +25,8 @@ struct audit_entry {
 int audit_append(struct store_conn *c, const struct audit_entry *e,
                  struct cs_err *err);
 
-/* {"entries":[..]} oldest first, appended to out. 0 or -1. */
+/* {"entries":[..]} oldest first, appended to out; an entry whose decision
+ * had a shadow policy carries its "shadow" (store/decisions.h). 0 or -1. */
 int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
                     struct cs_err *err);
 
