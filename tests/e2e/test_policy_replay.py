@@ -7,7 +7,6 @@ whose action differs; a shadow policy decides every change beside the
 live one, is recorded and counted, and is never applied or announced."""
 import json
 import os
-import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
