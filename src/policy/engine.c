@@ -34,6 +34,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "policy/reload.h"
+#include "store/decisions.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -412,6 +413,8 @@ static void count_load_error(const char *name)
     metrics_inc(series);
 }
 
+static void keep_source(const struct policy_version *v);
+
 /* Records the outcome of loading `name` with content `hash`: a good
  * source (src, taken: freed here on every path) becomes the live version,
  * a bad one the entry's error. `late`: the outcome of a compile that was
@@ -424,7 +427,7 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
                    int late)
 {
     int bad = src == NULL, rc = 0;
-    struct policy_version *v = NULL, *old = NULL;
+    struct policy_version *v = NULL, *old = NULL, *went_live = NULL;
     if (!bad) {
         v = pol_version_new(name, shown, src, len, hash);
         if (!v) {
@@ -473,6 +476,8 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
              * decisions are then recorded without their source (logged) */
             if (eng.nhist < eng.caphist)
                 eng.hist[eng.nhist++] = pol_version_ref(v);
+            if (!late)
+                went_live = pol_version_ref(v);
         }
     }
     int has_live = e->live != NULL;
@@ -492,8 +497,30 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
         log_info("policy.loaded", "policy=%s version=%s%s", log_q(name), live_version,
                  late ? " note=\"after its load timeout\"" : "");
     }
+    keep_source(went_live);
+    pol_version_unref(went_live);
     pol_version_unref(old);
     return rc;
+}
+
+/* DESIGN §2: every policy source that was ever live is kept by version.
+ * Written when a version goes live, by the reload worker (its own store
+ * connection, outside any transaction); apply.c writes it again with the
+ * first decision of the version, so a failure here (logged) loses
+ * nothing a replay needs. Without a store (the unit tests, the CLI) there
+ * is nothing to keep. A compile that publishes late (its own detached
+ * thread, possibly during shutdown) leaves it to apply.c. */
+static void keep_source(const struct policy_version *v)
+{
+    struct cs_err err = {{0}};
+    if (!v)
+        return;
+    struct store_conn *c = store_conn(&err);
+    if (!c)
+        return;
+    if (policy_source_keep(c, v->name, v->version, v->src, v->len, &err))
+        log_warn("policy.source_not_kept", "policy=%s version=%s error=%s", log_q(v->name),
+                 v->version, log_q(err.msg));
 }
 
 /* A compile on a thread of its own (reload_call_bounded): owns everything

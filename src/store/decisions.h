@@ -6,8 +6,9 @@
  * written in the transaction that appends the entry. `inputs` is a
  * document of the shape `calsync policy test` reads (change, booking, now,
  * settings, calendar_id), so a replay and a dry run parse the same text.
- * policy_sources: the source of every policy version that decided
- * (name, version), so a recorded decision names code that still exists.
+ * policy_sources: the source of every policy version that went live or
+ * decided (name, version), so a recorded decision names code that still
+ * exists.
  */
 #ifndef CALSYNC_STORE_DECISIONS_H
 #define CALSYNC_STORE_DECISIONS_H

@@ -5,6 +5,7 @@ policy, recorded with their complete inputs; `calsync policy replay`
 re-decides them under another policy and reports exactly the decisions
 whose action differs; a shadow policy decides every change beside the
 live one, is recorded and counted, and is never applied or announced."""
+import hashlib
 import json
 import os
 import subprocess
@@ -25,7 +26,27 @@ def soon(hours):
     return rfc3339(t)
 
 
+def version_of(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class ReplayCase(ReverseCase):
+    def sources(self):
+        """{(name, version): source} of the policy_sources table."""
+        with self.svc.db() as con:
+            return {(n, v): s for n, v, s in
+                    con.execute("SELECT name, version, source FROM policy_sources")}
+
+    def files(self):
+        """{(name, version): source} of the policies directory now."""
+        out = {}
+        for f in os.listdir(self.svc.policies_dir):
+            if f.endswith(".lua"):
+                with open(os.path.join(self.svc.policies_dir, f)) as fh:
+                    src = fh.read()
+                out[(f[:-4], version_of(src))] = src
+        return out
+
     def replay(self, *args, expect_rc=0):
         p = subprocess.run([BIN, "policy", "replay", "-c", self.svc.config_path] + list(args),
                            capture_output=True, text=True, timeout=60)
@@ -105,13 +126,9 @@ class TestReplay(ReplayCase):
         self.assertEqual(self.replay_json("lead_time", "--since", "1h")["replayed"], 5)
         self.assertEqual(self.replay_json("lead_time", "--since", future(2))["replayed"], 0)
 
-        # the sources of the versions that decided are kept by version
-        with self.svc.db() as con:
-            rows = con.execute("SELECT name, version, source FROM policy_sources").fetchall()
-        with open(os.path.join(self.svc.policies_dir, "default.lua")) as f:
-            src = f.read()
-        self.assertEqual([(r[0], r[2]) for r in rows], [("default", src)])
-        self.assertEqual(rows[0][1], near["live"]["policy_version"])
+        # every live source is kept by version, the one that decided too
+        self.assertEqual(self.sources(), self.files())
+        self.assertIn(("default", near["live"]["policy_version"]), self.sources())
 
     def test_replay_is_the_same_after_the_live_policy_changes(self):
         # the recorded inputs, not today's state: a booking cancelled since,
@@ -119,11 +136,15 @@ class TestReplay(ReplayCase):
         cal = self.boot()
         self.series(cal)
         before = self.replay_json("lead_time")
+        kept = self.sources()
         with open(os.path.join(self.svc.policies_dir, "default.lua"), "a") as f:
             f.write("-- edited\n")
         st, body, _ = self.svc.request("POST", "/v1/policies/reload")
         self.assertEqual(st, 200, body)
         self.assertEqual(self.replay_json("lead_time"), before)
+        # the new live version is kept beside the one that decided
+        self.wait_for(lambda: len(self.sources()) == len(kept) + 1, what="new source kept")
+        self.assertEqual(self.sources(), {**kept, **self.files()})
 
     def test_replay_errors(self):
         cal = self.boot()
