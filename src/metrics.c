@@ -88,6 +88,9 @@ static const struct metrics_family metrics_fams[] = {
      "Policy errors turned into a flag, by policy and kind.", NULL},
     {"calsync_policy_load_errors_total", METRICS_COUNTER, "Failed policy (re)loads by policy.",
      NULL},
+    {"calsync_policy_shadow_decisions_total", METRICS_COUNTER,
+     "Shadow policy decisions by live policy, shadow policy and outcome (agree: the "
+     "same action as the live policy's; disagree: another).", NULL},
     {"calsync_echoes_total", METRICS_COUNTER,
      "Changes recognised as echoes of calsync's own writes.",
      METRICS_INIT("calsync_echoes_total")},

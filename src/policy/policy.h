@@ -156,6 +156,27 @@ void policy_runner_free(struct policy_runner *r);
 int policy_decide(struct policy_runner *r, const char *policy_name,
                   const struct policy_input *in, struct policy_decision *out);
 
+/* As policy_decide, for a calendar's shadow policy (DESIGN §5): the same
+ * call, but the decision is not counted in calsync_policy_decisions_total
+ * (it is not applied; apply.c counts it against the live decision in
+ * calsync_policy_shadow_decisions_total). */
+int policy_decide_shadow(struct policy_runner *r, const char *policy_name,
+                         const struct policy_input *in, struct policy_decision *out);
+
+/* A copy of the source of version `version` of policy `name`, if that
+ * version was live at any time since the engine started (the engine keeps
+ * every version it published, so a decision's source can be recorded
+ * after a reload replaced it): 1 with *src (owned by the caller, free())
+ * and *len, 0 when unknown, -1 on OOM. Thread-safe. */
+int policy_source_copy(const char *name, const char *version, char **src, size_t *len);
+
+/* `calsync policy replay [--since WHEN] [--calendar ID] [--json] CANDIDATE`
+ * (DESIGN §3): re-decides the recorded decisions under CANDIDATE (a file
+ * or a policy name) from their recorded inputs and reports those whose
+ * action differs. Only reads the database. The exit status. */
+int policy_cmd_replay(const struct config *cfg, const char *candidate, const char *since,
+                      const char *calendar, int json);
+
 /* The version of a source: the first 12 hex digits of its SHA-256, into
  * out (at least 13 bytes). 0, or -1 if libcrypto fails. */
 int policy_version_of(const char *src, size_t len, char out[13]);

@@ -28,15 +28,21 @@ int audit_append(struct store_conn *c, const struct audit_entry *e,
         db_bind_i64(st, 12, e->calendar_id);
     if (db_exec(c, st, err))
         return -1;
-    return db_changes(c) == 0 ? 1 : 0;
+    if (db_changes(c) == 0)
+        return 1;
+    if (e->id_out)
+        *e->id_out = db_last_id(c);
+    return 0;
 }
 
 int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
                     struct cs_err *err)
 {
     static const char sql[] =
-        "SELECT at, source, change, action, reason, policy, policy_version,"
-        " before, after FROM audit WHERE booking_uid = ?1 ORDER BY id";
+        "SELECT a.at, a.source, a.change, a.action, a.reason, a.policy,"
+        " a.policy_version, a.before, a.after, d.shadow FROM audit a"
+        " LEFT JOIN decision_inputs d ON d.audit_id = a.id"
+        " WHERE a.booking_uid = ?1 ORDER BY a.id";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -54,8 +60,13 @@ int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
             buf_json_strz(out, db_col_text(st, 1 + i));
         }
         const char *before = db_col_text(st, 7), *after = db_col_text(st, 8);
-        buf_printf(out, ",\"before\":%s,\"after\":%s}", before ? before : "null",
+        buf_printf(out, ",\"before\":%s,\"after\":%s", before ? before : "null",
                    after ? after : "null");
+        /* written by apply.c from a decision it made: a JSON object */
+        const char *shadow = db_col_text(st, 9);
+        if (shadow)
+            buf_printf(out, ",\"shadow\":%s", shadow);
+        buf_puts(out, "}");
     }
     db_reset(st);
     buf_puts(out, "]}");

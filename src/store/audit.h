@@ -18,6 +18,7 @@ struct audit_entry {
     const char *after;    /* JSON text or NULL */
     const char *dedupe_key; /* NULL, or a key that makes the append once-only */
     int64_t calendar_id;  /* the calendar decided for; 0: the booking's */
+    int64_t *id_out;        /* NULL, or set to the new entry's id */
 };
 
 /* Appends an entry. Returns 0, 1 when dedupe_key was already used (nothing
@@ -34,7 +35,8 @@ int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *
                          const char *action, int64_t since_ms, int64_t before_id,
                          int limit, struct buf *out, struct cs_err *err);
 
-/* {"entries":[..]} oldest first, appended to out. 0 or -1. */
+/* {"entries":[..]} oldest first, appended to out; an entry whose decision
+ * had a shadow policy carries its "shadow" (store/decisions.h). 0 or -1. */
 int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
                     struct cs_err *err);
 

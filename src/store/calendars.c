@@ -233,6 +233,29 @@ int calendar_load(struct store_conn *c, int64_t id, struct calendar_row *row,
     return rc;
 }
 
+int calendar_shadow_policy(struct store_conn *c, int64_t id, char *out, size_t cap,
+                           struct cs_err *err)
+{
+    static const char sql[] = "SELECT shadow_policy FROM calendars WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    int s = db_step(st), rc = 0;
+    out[0] = '\0';
+    if (s == DB_ROW) {
+        const char *v = db_col_text(st, 0);
+        if (v && *v) {
+            snprintf(out, cap, "%s", v);
+            rc = 1;
+        }
+    } else if (s != DB_DONE) {
+        rc = db_error(c, err);
+    }
+    db_reset(st);
+    return rc;
+}
+
 void calendar_row_free(struct calendar_row *row)
 {
     free(row->settings);

@@ -35,6 +35,12 @@ int calendar_load(struct store_conn *c, int64_t id, struct calendar_row *row,
                   struct cs_err *err);
 void calendar_row_free(struct calendar_row *row);
 
+/* The calendar's shadow policy name into out (cap bytes): 1 set, 0 none
+ * (or no such calendar), -1 error (err set). Read per decision, so a
+ * change of it applies to changes decided after it. */
+int calendar_shadow_policy(struct store_conn *c, int64_t id, char *out, size_t cap,
+                           struct cs_err *err);
+
 /* Creates the calendar for (credential, external_id), or returns the one
  * that exists (state 'stopped' is turned back to 'syncing').
  * *created is 1 when a row was inserted. 0 or -1. */

@@ -226,6 +226,25 @@ static const char *const migrations[] = {
     "ALTER TABLE bookings ADD COLUMN location TEXT;"
     "ALTER TABLE bookings ADD COLUMN time_zone TEXT;"
     "ALTER TABLE bookings ADD COLUMN attendees TEXT;",
+    /* 9: replayable decisions (DESIGN §2): each policy decision's complete
+     *    inputs beside its audit entry, the shadow's decision, and every
+     *    policy source that decided, by version (store/decisions.c) */
+    "CREATE TABLE decision_inputs ("
+    "  audit_id INTEGER PRIMARY KEY REFERENCES audit(id),"
+    "  calendar_id INTEGER NOT NULL,"
+    "  inputs TEXT NOT NULL,"               /* `policy test` CHANGE.json shape */
+    "  can_reschedule INTEGER NOT NULL,"    /* what apply.c's check saw */
+    "  can_update INTEGER NOT NULL,"
+    "  shadow TEXT"                         /* {"policy","policy_version","action","reason"} */
+    ");"
+    "CREATE INDEX decision_inputs_calendar ON decision_inputs(calendar_id, audit_id);"
+    "CREATE TABLE policy_sources ("
+    "  name TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  first_at INTEGER NOT NULL,"          /* ms: its first recorded decision */
+    "  PRIMARY KEY (name, version)"
+    ") WITHOUT ROWID;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
