@@ -28,4 +28,10 @@ int audit_append(struct store_conn *c, const struct audit_entry *e,
 int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
                     struct cs_err *err);
 
+/* The newest `limit` policy decisions (sources push, poll, full_sync), newest
+ * first: appends {"decisions":[{"id","at","booking","calendar_id","source",
+ * "change","action","reason","policy","policy_version"}]}. 0 or -1. */
+int audit_recent_decisions_json(struct store_conn *c, int limit, struct buf *out,
+                                struct cs_err *err);
+
 #endif
