@@ -242,14 +242,14 @@ void status_login(struct http_req *req, struct http_resp *resp)
 
 /* One cell: <td data-f="key">value</td> for the field key of the table at
  * idx; strings escaped, integers and booleans printed, null/absent as an
- * empty cell marked none. With cls_prefix, the cell gets class
+ * empty cell marked none; data-f is `as`. With cls_prefix, the cell gets class
  * cls_prefix+value (states). */
-static void cell(struct buf *b, lua_State *L, int idx, const char *key,
-                 const char *cls_prefix)
+static void cell_as(struct buf *b, lua_State *L, int idx, const char *key,
+                    const char *as, const char *cls_prefix)
 {
     lua_getfield(L, idx, key);
     int t = lua_type(L, -1);
-    buf_printf(b, "<td data-f=\"%s\"", key);
+    buf_printf(b, "<td data-f=\"%s\"", as);
     if (t == LUA_TSTRING) {
         if (cls_prefix) {
             buf_printf(b, " class=\"%s", cls_prefix);
@@ -273,6 +273,12 @@ static void cell(struct buf *b, lua_State *L, int idx, const char *key,
     }
     buf_puts(b, "</td>");
     lua_pop(L, 1);
+}
+
+static void cell(struct buf *b, lua_State *L, int idx, const char *key,
+                 const char *cls_prefix)
+{
+    cell_as(b, L, idx, key, key, cls_prefix);
 }
 
 /* The string field key of the table at idx, or NULL (valid while the
@@ -347,7 +353,7 @@ static void render_calendars(struct buf *b, lua_State *L, struct buf *json)
             lua_getfield(L, row, "channel");
             if (lua_type(L, -1) == LUA_TTABLE) {
                 int ch = lua_gettop(L);
-                cell(b, L, ch, "id", NULL);
+                cell_as(b, L, ch, "id", "channel", NULL);
                 cell(b, L, ch, "expiration", NULL);
             } else {
                 buf_puts(b, "<td data-f=\"channel\" class=\"none\"></td>"
