@@ -102,3 +102,20 @@ int audit_recent_decisions_json(struct store_conn *c, int limit, struct buf *out
         return db_error(c, err);
     return 0;
 }
+
+int audit_prune(struct store_conn *c, int64_t before_ms, int limit, int64_t *n,
+                struct cs_err *err)
+{
+    static const char sql[] =
+        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1"
+        " ORDER BY at LIMIT ?2)";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, before_ms);
+    db_bind_i64(st, 2, limit);
+    if (db_exec(c, st, err))
+        return -1;
+    *n = db_changes(c);
+    return 0;
+}
