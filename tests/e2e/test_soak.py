@@ -55,14 +55,19 @@ class Soak(ReverseCase):
     # -- database size ------------------------------------------------------------
 
     def sample(self, t0):
-        """(seconds, file bytes with WAL, bytes in use, rows of notifications,
-        delivered outbox, finished jobs, audit, bookings)."""
+        """(seconds, file bytes with WAL, bytes in use, bytes of the pruned
+        tables with their indexes, rows of notifications, delivered outbox,
+        finished jobs, audit, bookings)."""
         size = sum(os.path.getsize(p) for p in (self.svc.db_path, self.svc.db_path + "-wal")
                    if os.path.exists(p))
         with self.svc.db() as con:
             q = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
             used = (q("PRAGMA page_count") - q("PRAGMA freelist_count")) * q("PRAGMA page_size")
-            row = (round(time.time() - t0), size, used,
+            # dbstat: pages per table and index (SQLite's own accounting)
+            pruned = q("SELECT coalesce(sum(d.pgsize), 0) FROM dbstat d"
+                       " JOIN sqlite_schema s ON s.name = d.name"
+                       " WHERE s.tbl_name IN ('notifications', 'outbox', 'jobs')")
+            row = (round(time.time() - t0), size, used, pruned,
                    q("SELECT count(*) FROM notifications"),
                    q("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
                    q("SELECT count(*) FROM jobs WHERE state IN ('done', 'failed')"),
@@ -433,10 +438,11 @@ class Soak(ReverseCase):
         resent = sum(n - 1 for n in ids.values())
         checked["webhooks acknowledged again after a crash (same id)"] = resent
         self.svc.stop()
-        print("\nsoak database (s, bytes with WAL, bytes in use, notifications,"
-              " delivered webhooks, finished jobs, audit, bookings):", file=sys.stderr)
+        print("\nsoak database (s, bytes with WAL, bytes in use, bytes of the pruned"
+              " tables, rows: notifications, delivered webhooks, finished jobs, audit,"
+              " bookings):", file=sys.stderr)
         for row in self.samples:
-            print("  %4d %9d %9d %6d %6d %6d %6d %6d" % row, file=sys.stderr)
+            print("  %4d %9d %9d %9d %6d %6d %6d %6d %6d" % row, file=sys.stderr)
         print("  retention: %s" % pruned, file=sys.stderr)
         print("\nsoak: seed=%d seconds=%.0f steps=%d bookings=%d webhooks=%d\n  covered: %s\n  checked: %s"
               % (self.seed, self.seconds, steps, len(self.model), len(ids),
