@@ -75,8 +75,8 @@ int retention_run(const struct config *cfg, int64_t now, int64_t counts[4],
         int64_t total = 0, t0 = time_mono_ms();
         if (counts)
             counts[t] = 0;
-        if (ages[t] <= 0)
-            continue; /* kept forever */
+        if (ages[t] <= 0 || stopping())
+            continue; /* kept forever; or the service is stopping */
         int64_t before = now - ages[t] * 1000;
         for (;;) {
             int64_t n = 0;

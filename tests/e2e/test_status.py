@@ -26,12 +26,16 @@ def chromium(*args, timeout=90):
     if not exe:
         raise AssertionError("chromium is not installed (sh tools/deps.sh installs it)")
     prof = tempfile.mkdtemp(prefix="calsync-chromium-")
+    # the browser only displays what the service rendered: it runs on the
+    # real clock, without the sanitizer or libfaketime preloads of a suite
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FAKETIME", "LD_PRELOAD", "ASAN_", "UBSAN_"))}
     try:
         # --no-sandbox: the tests run as root in a container, where
         # Chromium's sandbox cannot start; the page is our own
         r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
                             "--no-first-run", "--user-data-dir=" + prof] + list(args),
-                           capture_output=True, timeout=timeout)
+                           capture_output=True, timeout=timeout, env=env)
     finally:
         shutil.rmtree(prof, ignore_errors=True)
     if r.returncode != 0:
