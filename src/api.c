@@ -22,6 +22,7 @@
 #include "policy/tz.h"
 #include "provider/provider.h"
 #include "scheduler.h"
+#include "status.h"
 #include "store/store.h"
 #include "writer.h"
 
@@ -1623,11 +1624,16 @@ static const struct http_route routes[] = {
     {"POST", "/webhooks/microsoft", intake_handle, HTTP_INLINE | HTTP_PUSH_BODY},
     {"GET", "/healthz", h_healthz, 0},
     {"GET", "/metrics", h_metrics, 0},
+    {"GET", "/", status_page, HTTP_PAGE},
+    {"POST", "/login", status_login, HTTP_PAGE},
     {NULL, NULL, NULL, 0},
 };
 
 const struct http_route *api_routes(const struct config *cfg)
 {
     api_cfg = cfg;
+    if (status_init(cfg))
+        log_error("status.init_failed", "msg=%s",
+                  log_q("no status page cookie: only the bearer token opens GET /"));
     return routes;
 }

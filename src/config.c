@@ -92,6 +92,18 @@ static const struct key http_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 
+/* Retention of finished rows (src/retention.c); ages in seconds, 0 keeps
+ * forever; at most 100 years so that now - age cannot overflow. */
+static const struct key retention_keys[] = {
+    {"notifications", K_INT, F(retention.notifications), 0, 100LL * 365 * 86400, NULL},
+    {"outbox_delivered", K_INT, F(retention.outbox_delivered), 0, 100LL * 365 * 86400, NULL},
+    {"jobs_finished", K_INT, F(retention.jobs_finished), 0, 100LL * 365 * 86400, NULL},
+    {"audit", K_INT, F(retention.audit), 0, 100LL * 365 * 86400, NULL},
+    {"interval", K_INT, F(retention.interval), 1, 86400, NULL},
+    {"batch", K_INT, F(retention.batch), 1, 10000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
 static const struct key top_keys[] = {
     {"listen", K_STR, F(listen), 0, 0, NULL},
     {"database", K_STR, F(database), 0, 0, NULL},
@@ -107,6 +119,7 @@ static const struct key top_keys[] = {
     {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
     {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
     {"http", K_TABLE, 0, 0, 0, http_keys},
+    {"retention", K_TABLE, 0, 0, 0, retention_keys},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -143,6 +156,12 @@ int config_defaults(struct config *cfg)
     cfg->http.connections = 2048;
     cfg->http.connections_per_ip = 256;
     cfg->http.header_timeout = 10;
+    cfg->retention.notifications = 7 * 86400;
+    cfg->retention.outbox_delivered = 30 * 86400;
+    cfg->retention.jobs_finished = 30 * 86400;
+    cfg->retention.audit = 0;
+    cfg->retention.interval = 600;
+    cfg->retention.batch = 500;
     if (set_str(&cfg->listen, "127.0.0.1:8080") ||
         set_str(&cfg->database, "calsync.db") ||
         set_str(&cfg->policies, "policies") ||

@@ -52,6 +52,17 @@ struct config {
         int64_t instructions;
         int64_t memory;
     } policy_limits;
+    /* How long finished rows are kept (docs/operations.md "Retention"):
+     * seconds, 0 keeps them forever. */
+    struct {
+        int64_t notifications;    /* push notifications journalled */
+        int64_t outbox_delivered; /* webhooks acknowledged */
+        int64_t jobs_finished;    /* Google writes done or failed */
+        int64_t audit;            /* audit entries (decisions and their
+                                     inputs); 0 by default: the record */
+        int64_t interval;         /* seconds between pruning runs */
+        int64_t batch;            /* rows deleted per transaction */
+    } retention;
     struct {
         int64_t connections;        /* open connections, all clients */
         int64_t connections_per_ip; /* per client address; 0: no limit */

@@ -18,6 +18,7 @@
 #include "provider/provider.h"
 #include "outbox.h"
 #include "policy/policy.h"
+#include "retention.h"
 #include "scheduler.h"
 #include "store/store.h"
 #include "sync.h"
@@ -36,6 +37,7 @@ int service_run(const struct config *cfg)
     sigset_t set;
     int sig = 0, rc = 1;
     int policies_up = 0, outbox_up = 0, sched_up = 0, writer_up = 0, intake_up = 0;
+    int retention_up = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -111,6 +113,11 @@ int service_run(const struct config *cfg)
         goto out;
     }
     writer_up = 1;
+    if (retention_start(cfg, &err)) {
+        log_error("service.start_failed", "what=retention err=%s", log_q(err.msg));
+        goto out;
+    }
+    retention_up = 1;
     {
         /* committed notifications reach the scheduler directly (the dirty
          * mark the intake also sets is the crash-safe path) */
@@ -151,6 +158,8 @@ int service_run(const struct config *cfg)
     rc = 0;
 out:
     http_stop(); /* no-op when stopped above; frees a socket never served */
+    if (retention_up)
+        retention_stop(); /* between two batches: never a half-done one */
     if (intake_up)
         intake_stop(); /* the last batch, while the scheduler still listens */
     if (writer_up)

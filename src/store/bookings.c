@@ -212,6 +212,39 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
     return db_page_end(c, st, rc, last, out, err);
 }
 
+int booking_flagged_json(struct store_conn *c, int limit, struct buf *out,
+                         int64_t *total, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT " BOOKING_COLS " FROM bookings WHERE needs_review = 1"
+        " ORDER BY updated_at DESC, seq DESC LIMIT ?1";
+    static const char count_sql[] =
+        "SELECT count(*) FROM bookings WHERE needs_review = 1";
+    struct db_stmt *st = db_stmt(c, count_sql, err);
+    if (!st)
+        return -1;
+    int rc = db_step(st);
+    *total = rc == DB_ROW ? db_col_i64(st, 0) : 0;
+    db_reset(st);
+    if (rc != DB_ROW)
+        return db_error(c, err);
+    if (!(st = db_stmt(c, sql, err)))
+        return -1;
+    db_bind_i64(st, 1, limit);
+    buf_puts(out, "{\"bookings\":[");
+    int n = 0;
+    while ((rc = db_step(st)) == DB_ROW) {
+        struct booking b;
+        from_row(st, &b);
+        if (n++)
+            buf_puts(out, ",");
+        booking_json(&b, out);
+        booking_free(&b);
+    }
+    db_reset(st);
+    buf_puts(out, "]}");
+    return rc == DB_DONE ? 0 : db_error(c, err);
+}
 
 /* ----------------------------------------------------------- booking_refs */
 

@@ -75,6 +75,13 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
                       const char *status, int64_t after, int limit,
                       struct buf *out, struct cs_err *err);
 
+/* The bookings waiting for a human (needs_review), newest change first,
+ * at most limit: appends {"bookings":[..]} (items as in booking_list_json)
+ * and sets *total to how many there are in all (for the status page).
+ * 0 or -1. */
+int booking_flagged_json(struct store_conn *c, int limit, struct buf *out,
+                         int64_t *total, struct cs_err *err);
+
 /* --------------------------------------------------------- booking_refs
  * An event reference: (calendar, event id, original start or -1 for the
  * whole event) -> booking uid. */

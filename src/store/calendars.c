@@ -63,7 +63,7 @@ int calendar_upsert(struct store_conn *c, int64_t credential_id,
 #define CAL_COLS                                                              \
     "c.id, c.credential_id, c.external_id, c.policy, c.settings, c.state,"    \
     " c.last_synced_at, ch.id, ch.resource_id, ch.expiration, ch.state,"      \
-    " c.shadow_policy"
+    " c.shadow_policy, c.state_reason"
 #define CAL_FROM                                                              \
     " FROM calendars c LEFT JOIN channels ch ON ch.id = ("                    \
     "   SELECT id FROM channels WHERE calendar_id = c.id AND state = 'live'"  \
@@ -110,6 +110,14 @@ static void row_json(struct db_stmt *st, struct buf *out)
         buf_json_strz(out, db_col_text(st, 10));
         buf_puts(out, "}");
     }
+    /* why the calendar is `error` or `revoked` (DESIGN §4); null otherwise */
+    buf_puts(out, ",\"reason\":");
+    const char *st_state = db_col_text(st, 5);
+    if (db_col_null(st, 12) || !st_state ||
+        (strcmp(st_state, "error") != 0 && strcmp(st_state, "revoked") != 0))
+        buf_puts(out, "null");
+    else
+        buf_json_strz(out, db_col_text(st, 12));
     buf_puts(out, "}");
 }
 

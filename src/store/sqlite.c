@@ -245,6 +245,12 @@ static const char *const migrations[] = {
     "  first_at INTEGER NOT NULL,"          /* ms: its first recorded decision */
     "  PRIMARY KEY (name, version)"
     ") WITHOUT ROWID;",
+    /* retention (src/retention.c): the old finished rows of each pruned
+     * table are found by an index range, not by a scan of the table */
+    "CREATE INDEX notifications_received ON notifications(received_at);"
+    "CREATE INDEX outbox_delivered ON outbox(state, delivered_at);"
+    "CREATE INDEX jobs_finished ON jobs(state, created_at);"
+    "CREATE INDEX audit_at ON audit(at);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -54,6 +54,9 @@ static int refresh_token(struct google_auth *a, const char *refresh, char *out,
         /* never send a refresh token with no client: Google would refuse
          * it, and an unconfigured test instance must not reach Google */
         cs_err_set(err, "google.client_id and google.client_secret are not configured");
+        /* permanent until an operator configures the client and restarts:
+         * the calendar shows `error` with this reason (docs/operations.md) */
+        rc = GOOGLE_EINVAL;
         goto done;
     }
     if (form_add(&form, "grant_type", "refresh_token") ||
