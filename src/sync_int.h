@@ -67,8 +67,9 @@ int sync_mirror_load(struct store_conn *c, int64_t cal, const char *id,
 int sync_report_listed(struct run *x, enum events_list which, const char *arg,
                        struct cs_err *err);
 
-/* Logs and counts an item normalise refused (reason in err). Always 0. */
-int sync_skip_item(const struct run *x, struct cs_err *err);
+/* Logs and counts an item normalise refused (reason in err; malformed: it
+ * answered -1, else PROVIDER_EVENT_SKIP). Always 0. */
+int sync_skip_item(const struct run *x, int malformed, struct cs_err *err);
 
 /* sync_series.c: remembers a series an incremental sync saw; fetches the
  * touched series' live occurrences (no transaction open; 0, -1 or

@@ -252,7 +252,9 @@ struct provider_ops {
                       struct cs_err *err);
 
     /* The raw event at idx of L in the shared shape (pure). Checks types
-     * and bounds: 0, PROVIDER_EVENT_SKIP, or -1 with err set. */
+     * and bounds: 0, PROVIDER_EVENT_SKIP, or -1 with err set (a malformed
+     * item: ev->id is then its id when it had a usable one, else NULL).
+     * The sync skips a listed item either way (sync.c page_check). */
     int (*normalise)(lua_State *L, int idx, struct provider_event *ev,
                      struct cs_err *err);
     /* The provider's raw shape of ev, as JSON into out (replaced): what a

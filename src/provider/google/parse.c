@@ -383,6 +383,16 @@ int google_classify(enum provider_op op, long status, const char *reason)
      * was revoked meanwhile: a dead credential shows as invalid_grant) */
     if (google_retryable(status, reason) || status == 401)
         return PROVIDER_TRANSIENT;
+    /* "Calendar usage limits exceeded": the calendar is read-only for
+     * hours (writes refused, reads work), or the day's quota is spent.
+     * Both clear by themselves (DESIGN §2 Quota): transient for every
+     * call, so a write waits in the queue's backoff instead of failing and
+     * a listing leaves the calendar active. Not retried inside the call
+     * (google_retryable): seconds of in-call retries cannot outwait hours,
+     * and would hold a writer thread that other calendars share. */
+    if (status == 403 && (strcmp(reason, "quotaExceeded") == 0 ||
+                          strcmp(reason, "dailyLimitExceeded") == 0))
+        return PROVIDER_TRANSIENT;
     switch (op) {
     case PROVIDER_OP_LIST:
         /* a dead sync token: 410 fullSyncRequired, or 400 invalid */

@@ -1,0 +1,103 @@
+"""What real Google users hit (issue 19), end to end against the fake:
+usage limits that make a calendar read-only for hours (403 quotaExceeded /
+dailyLimitExceeded: transient, DESIGN §2 Quota) and malformed items in a
+listing (skipped, counted, logged once; the rest of the page applies)."""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import future  # noqa: E402
+from test_forward import ForwardCase  # noqa: E402
+from test_google_sync import CAL, timed  # noqa: E402
+
+
+def metric(text, series):
+    m = re.search(re.escape(series.encode()) + rb" (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+class TestUsageLimits(ForwardCase):
+    def test_read_only_calendar_write_waits_and_lands(self):
+        cal = self.boot()
+        # Google's "Calendar usage limits exceeded": writes refused for
+        # hours, reads work (fake: /_control/read_only)
+        self.fg.control("POST", "/read_only", {"calendar": CAL, "seconds": 3600,
+                                               "reason": "quotaExceeded"})
+        self.fg.control("DELETE", "/requests")
+        b = self.create(cal, "q1")
+        self.assertEqual(b["write_state"], "pending")
+
+        def refused(n):
+            rs = [r for r in self.requests(op="events.insert") if r["status"] == 403]
+            return len(rs) >= n and rs
+        # a second refused insert is the positive sign that the first was
+        # taken as transient and retried
+        rs = self.wait_for(lambda: refused(2), 30, "the insert retried under quotaExceeded")
+        self.assertTrue(all(r.get("limited") == "quotaExceeded" for r in rs), rs)
+        b = self.booking("q1")
+        self.assertEqual(b["write_state"], "pending", b)      # not failed
+        self.assertEqual(self.cal_row(cal)[0], "active")      # and no CALENDAR_ERROR
+        self.assertEqual(self.tagged("q1"), [])
+        # the limit clears: the next retry lands, one event
+        self.fg.control("DELETE", "/read_only")
+        b = self.written("q1", timeout=30)
+        events = self.tagged("q1")
+        self.assertEqual(len(events), 1)
+        self.assertEqual(b["event_id"], events[0]["id"])
+        self.assertEqual(self.cal_row(cal)[0], "active")
+        self.outbox_drained()
+        self.assertEqual([d for d in self.rx.accepted()
+                          if d.json.get("triggerEvent") == "CALENDAR_ERROR"], [])
+
+    def test_daily_limit_on_listing_leaves_calendar_active(self):
+        cal = self.boot()
+        last = self.cal_row(cal)[2]
+        self.fg.control("DELETE", "/requests")
+        self.fg.control("POST", "/faults", {"status": 403, "reason": "dailyLimitExceeded",
+                                            "count": 1, "ops": ["events.list"]})
+        self.fg.host(CAL, op="create", event=timed(future(3, 9), future(3, 10), summary="X"))
+        self.sync_now(cal)
+        self.wait_synced(cal, last)
+        statuses = [r["status"] for r in self.requests(op="events.list")]
+        self.assertEqual(statuses[0], 403)
+        self.assertEqual(statuses[-1], 200)
+        self.assertEqual(self.cal_row(cal)[0], "active")
+        self.assertIn("X", [r["title"] for r in self.mirror(cal).values()])
+        # failed, retried -- never an error of the calendar (result=error)
+        self.assertIn("result=failed", self.svc.log_text())
+        self.assertNotIn("result=error", self.svc.log_text())
+
+
+class TestMalformedItems(ForwardCase):
+    def test_bad_items_skipped_rest_of_page_applies(self):
+        a = self.fg.host(CAL, op="create", event=timed(future(3, 9), future(3, 10),
+                                                       summary="before"))
+        for preset in ("missing_id", "broken_start", "start_not_object"):
+            self.fg.control("POST", "/events/%s/inject" % CAL, {"preset": preset})
+        b = self.fg.host(CAL, op="create", event=timed(future(3, 11), future(3, 12),
+                                                       summary="after"))
+        cal = self.boot()          # the first (full) sync succeeds
+        self.assertEqual(self.cal_row(cal)[0], "active")
+        m = self.mirror(cal)
+        self.assertIn(a["id"], m)
+        self.assertIn(b["id"], m)
+        self.assertEqual(len(m), 2)
+        st, text, _ = self.svc.request("GET", "/metrics", raw=True)
+        self.assertEqual(metric(text, 'calsync_sync_items_skipped_total{reason="malformed"}'), 3)
+        log = self.svc.log_text()
+        self.assertEqual(log.count("reason=malformed"), 3, log[-3000:])  # once each
+
+        # an incremental listing with one more bad item among good ones
+        self.fg.control("POST", "/events/%s/inject" % CAL, {"preset": "broken_start"})
+        c = self.fg.host(CAL, op="create", event=timed(future(4, 9), future(4, 10),
+                                                       summary="later"))
+        self.sync_and_wait(cal)
+        self.assertIn(c["id"], self.mirror(cal))
+        self.assertEqual(self.cal_row(cal)[0], "active")
+        # the token moved past it: the next sync does not see it again
+        self.sync_and_wait(cal)
+        st, text, _ = self.svc.request("GET", "/metrics", raw=True)
+        self.assertEqual(metric(text, 'calsync_sync_items_skipped_total{reason="malformed"}'), 4)
+        self.assertEqual(self.svc.log_text().count("reason=malformed"), 4)
+        self.assertIn(b'# TYPE calsync_sync_items_skipped_total counter', text)
