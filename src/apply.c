@@ -855,3 +855,65 @@ int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
     matches_free(&m);
     return rc;
 }
+
+int apply_move(void *ud, struct store_conn *c, const struct sync_info *info,
+               const char *event_id, int64_t from, int64_t to, struct cs_err *err)
+{
+    (void)ud;
+    struct matches m = {{0}, 0};
+    struct buf snap_before, snap_after;
+    int rc = -1;
+    buf_init(&snap_before);
+    buf_init(&snap_after);
+    if (booking_refs_at(c, from, event_id, -1, collect, &m, err))
+        goto done;
+    const char *source = sync_source_name(info->source);
+    for (int i = 0; i < m.n; i++) {
+        struct booking b;
+        int r = booking_get(c, m.uid[i], &b, err);
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            continue;
+        if (b.calendar_id != from || strcmp(b.status, "cancelled") == 0) {
+            booking_free(&b);
+            continue;
+        }
+        struct booking before = b;
+        char reason[160], key[512];
+        snprintf(reason, sizeof reason, "the event moved in Google from calendar %lld to "
+                 "calendar %lld", (long long)from, (long long)to);
+        /* updated_at in the key: the same booking may move back and forth */
+        snprintf(key, sizeof key, "move|%lld|%lld|%s|%s|%lld", (long long)from,
+                 (long long)to, event_id, b.uid, (long long)b.updated_ms);
+        buf_reset(&snap_before);
+        buf_reset(&snap_after);
+        booking_snapshot_json(&before, &snap_before);
+        b.calendar_id = to;
+        b.updated_ms = time_now_ms();
+        booking_snapshot_json(&b, &snap_after);
+        struct audit_entry e = {
+            .booking_uid = b.uid, .source = source, .change = "calendar_move",
+            .action = "move", .reason = reason,
+            .before = snap_before.data, .after = snap_after.data, .dedupe_key = key,
+        };
+        int dup = audit_append(c, &e, err);
+        if (dup == 0 && (booking_move_calendar(c, b.uid, from, to, event_id, err) ||
+                         booking_save(c, &b, err) ||
+                         outbox_enqueue_booking(c, "BOOKING_UPDATED", &b, &before, reason,
+                                                source, NULL, NULL, err)))
+            dup = -1;
+        if (dup == 0)
+            log_info("apply.moved", "booking=%s event=%s from=%lld to=%lld source=%s",
+                     log_q(b.uid), log_q(event_id), (long long)from, (long long)to, source);
+        booking_free(&b);
+        if (dup < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    buf_free(&snap_before);
+    buf_free(&snap_after);
+    matches_free(&m);
+    return rc;
+}

@@ -81,6 +81,10 @@ static const struct family metrics_fams[] = {
      "Items of a Google listing left out, by reason (should stay 0).",
      INIT("calsync_sync_items_skipped_total{reason=\"invalid_id\"}",
           "calsync_sync_items_skipped_total{reason=\"malformed\"}")},
+    {"calsync_sync_event_moves_total", M_COUNTER,
+     "Events that moved between two watched calendars of one credential, their "
+     "bookings following them.",
+     INIT("calsync_sync_event_moves_total")},
     {"calsync_google_requests_total", M_COUNTER,
      "Google API calls by method and HTTP status (0: no answer).", NULL},
     {"calsync_google_request_duration_seconds", M_HISTOGRAM,

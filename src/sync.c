@@ -585,10 +585,14 @@ static int page_apply(struct run *x, const struct provider_page *pg,
         if (r)
             return r;
     }
+    /* events moved to or from another watched calendar (sync_move.c):
+     * found before anything is decided, applied before the items */
+    if (sync_moves_fetch(x, pg, scratch, err))
+        return -1;
     x->stats->pages++;
     x->stats->events += n;
     struct page_units u = {items, scratch};
-    if (sync_run_units(x, (size_t)n, unit_item, &u, err))
+    if (sync_moves_apply(x, err) || sync_run_units(x, (size_t)n, unit_item, &u, err))
         return -1;
     if (next_sync) {
         /* listed after every item is applied: the sweep and the series
@@ -770,6 +774,7 @@ done:
                      (long long)calendar_id, names[rc], log_q(err->msg));
     }
     free(scratch);
+    sync_moves_free(&x);
     buf_free(&page_token);
     buf_free(&x.raw);
     buf_free(&x.touched);

@@ -270,6 +270,35 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
     return db_exec(c, st, err);
 }
 
+int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
+                          int64_t to, const char *event_id, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET calendar_id = ?3 WHERE uid = ?1 AND calendar_id = ?2";
+    static const char add_sql[] =
+        "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid)"
+        " SELECT ?3, event_id, original_start_ms, booking_uid FROM booking_refs"
+        " WHERE booking_uid = ?1 AND calendar_id = ?2 AND event_id = ?4"
+        " AND original_start_ms = -1 ON CONFLICT DO NOTHING";
+    static const char del_sql[] =
+        "DELETE FROM booking_refs WHERE booking_uid = ?1 AND calendar_id = ?2"
+        " AND event_id = ?4 AND original_start_ms = -1";
+    const char *const sqls[] = {book_sql, add_sql, del_sql};
+    for (int i = 0; i < 3; i++) {
+        struct db_stmt *st = db_stmt(c, sqls[i], err);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, uid);
+        db_bind_i64(st, 2, from);
+        db_bind_i64(st, 3, to);
+        if (i > 0)
+            db_bind_text(st, 4, event_id);
+        if (db_exec(c, st, err))
+            return -1;
+    }
+    return 0;
+}
+
 int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
                           const char *event_id, const char *etag, struct cs_err *err)
 {

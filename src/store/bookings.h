@@ -91,6 +91,13 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
                      const char *old_series, int64_t old_start, const char *new_series,
                      int64_t new_start, struct cs_err *err);
 
+/* Moves booking `uid` that follows event `event_id` (a whole event) from
+ * calendar `from` to calendar `to`: bookings.calendar_id and its
+ * whole-event reference (the event kept its id: Google's events.move).
+ * Nothing when the booking is not on `from` any more. 0 or -1. */
+int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
+                          int64_t to, const char *event_id, struct cs_err *err);
+
 /* calsync wrote the booking's event: its id and etag on the booking, and
  * the whole-event reference. 0 or -1. */
 int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,

@@ -101,3 +101,74 @@ class TestMalformedItems(ForwardCase):
         self.assertEqual(metric(text, 'calsync_sync_items_skipped_total{reason="malformed"}'), 4)
         self.assertEqual(self.svc.log_text().count("reason=malformed"), 4)
         self.assertIn(b'# TYPE calsync_sync_items_skipped_total counter', text)
+
+
+OTHER = "team@example.com"
+
+
+class TestEventsMove(ForwardCase):
+    """events.move: the event keeps its id; the booking follows it to another
+    watched calendar of the same credential, whichever calendar syncs first
+    (docs/sync.md "Moves between calendars")."""
+
+    def setUp(self):
+        super().setUp()
+        # the test decides which calendar syncs first: no pushes
+        self.fg.control("POST", "/notification_faults",
+                        {"action": "drop", "count": 1000000, "state": "exists"})
+
+    def two_calendars(self):
+        self.start()
+        cred = self.credential()
+        a = self.add_calendar(cred, CAL)
+        b = self.add_calendar(cred, OTHER)
+        ev = self.fg.host(CAL, op="create", event=timed(future(5, 9), future(5, 10),
+                                                        summary="Consult"))
+        self.sync_and_wait(a)
+        self.book(a, "mv", ev)
+        return a, b, ev
+
+    def moved_once(self, uid, a, b, ev):
+        bk = self.booking(uid)
+        self.assertEqual((bk["calendar_id"], bk["event_id"], bk["status"]),
+                         (b, ev["id"], "accepted"), bk)
+        moves = [e for e in self.audit(uid) if e["change"] == "calendar_move"]
+        self.assertEqual(len(moves), 1, self.audit(uid))
+        self.assertEqual(moves[0]["action"], "move")
+        # no policy decided anything: the move is the only non-API entry
+        self.assertEqual([e["change"] for e in self.audit(uid) if e["source"] != "api"],
+                         ["calendar_move"])
+        self.outbox_drained()
+        hooks = self.hooks_for(uid)
+        self.assertEqual([h.json["triggerEvent"] for h in hooks], ["BOOKING_UPDATED"])
+        self.assertEqual(hooks[0].json["payload"]["calendarId"], b)
+
+    def check_order(self, first, second):
+        a, b, ev = self.two_calendars()
+        order = {"source": (a, b), "destination": (b, a)}[first]
+        self.fg.host(CAL, op="move_calendar", id=ev["id"], destination=OTHER)
+        self.sync_and_wait(order[0])
+        self.assertEqual(self.booking("mv")["calendar_id"], b)   # moved at once
+        self.sync_and_wait(order[1])
+        self.moved_once("mv", a, b, ev)
+        # and it follows the event there: a host edit on the new calendar
+        self.fg.host(OTHER, op="move", id=ev["id"], start=future(5, 14), end=future(5, 15))
+        self.sync_and_wait(b)
+        self.assertEqual(self.booking("mv")["start"], future(5, 14))
+        self.assertEqual(self.booking("mv")["calendar_id"], b)
+
+    def test_source_syncs_first(self):
+        self.check_order("source", "destination")
+
+    def test_destination_syncs_first(self):
+        self.check_order("destination", "source")
+
+    def test_move_to_unwatched_calendar_is_a_deletion(self):
+        a, b, ev = self.two_calendars()
+        self.fg.host(CAL, op="move_calendar", id=ev["id"], destination="elsewhere@example.com")
+        self.sync_and_wait(a)
+        self.sync_and_wait(b)
+        bk = self.booking("mv")
+        self.assertEqual((bk["status"], bk["calendar_id"]), ("cancelled", a), bk)
+        self.assertEqual([e["change"] for e in self.audit("mv") if e["source"] != "api"],
+                         ["delete"])
