@@ -168,6 +168,7 @@ static void request_codec(struct codec *c, struct request *r)
     c_i64(c, &in->new_start_ms);
     c_i64(c, &in->new_end_ms);
     c_str(c, &in->new_title, NULL);
+    c_str(c, &in->new_attendees, NULL);
     c_int(c, &in->is_instance);
     c_str(c, &in->series_id, NULL);
     c_i64(c, &in->original_start_ms);
@@ -424,6 +425,14 @@ enum apply_kind apply_classify(const struct sync_event *base,
         return APPLY_TIME;
     if (now->title && str_differs(now->title, bt))
         return APPLY_TITLE;
+    /* last (DESIGN §5): an attendee's response, against what calsync last
+     * saw of the event. Only between two known lists: an event seen for
+     * the first time (or mirrored before attendees were kept) has no
+     * earlier responses to compare with, and attendees all removed are
+     * nobody's response */
+    if (base && !is_cancelled(base) && base->attendees && now->attendees &&
+        str_differs(now->attendees, base->attendees))
+        return APPLY_RESPONSE;
     return APPLY_NONE;
 }
 
@@ -433,6 +442,7 @@ static const char *kind_name(enum apply_kind k)
     case APPLY_DELETE: return "delete";
     case APPLY_TIME: return "time_change";
     case APPLY_TITLE: return "title_change";
+    case APPLY_RESPONSE: return "response";
     default: return "none";
     }
 }
@@ -612,6 +622,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
             .new_start_ms = now->start_ms != SYNC_NO_TIME ? now->start_ms : b.start_ms,
             .new_end_ms = now->end_ms != SYNC_NO_TIME ? now->end_ms : b.end_ms,
             .new_title = now->title ? now->title : b.title,
+            .new_attendees = kind != APPLY_DELETE ? now->attendees : NULL,
             .is_instance = now->series_id && now->original_start_ms != SYNC_NO_TIME,
             .series_id = now->series_id,
             .original_start_ms = now->original_start_ms,

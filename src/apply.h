@@ -55,7 +55,7 @@ int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err);
 int apply_move(void *ud, struct store_conn *c, const struct sync_info *info,
                const char *event_id, int64_t from, int64_t to, struct cs_err *err);
 
-enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE };
+enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE, APPLY_RESPONSE };
 
 /* Classifies `now` against `base` (the mirror row, or NULL: then the
  * booking's own start/end/title). Pure; exposed for tests. */

@@ -88,7 +88,8 @@ int sync_event_differs(const struct sync_event *old, const struct sync_event *no
         now->original_start_ms != old->original_start_ms)
         return 1;
     if (!nc && (!str_eq(now->title, old->title) ||
-                !str_eq(now->booking_tag, old->booking_tag)))
+                !str_eq(now->booking_tag, old->booking_tag) ||
+                !str_eq(now->attendees, old->attendees)))
         return 1;
     return 0;
 }

@@ -40,6 +40,8 @@
 #define PROVIDER_CREATED_MAX 64
 #define PROVIDER_CURSOR_MAX 4096    /* page tokens, sync cursors */
 #define PROVIDER_PAGE_MAX 100000    /* items on one page, at most */
+#define PROVIDER_ATTENDEES_MAX 8192 /* the attendees JSON; attendees past it
+                                       are left out */
 
 /* ------------------------------------------------ the shared event shape
  * One event as the engine (and the mirror) keeps it, whatever the
@@ -65,9 +67,16 @@ struct provider_event {
      * an occurrence a series change removed rather than a deletion (the
      * sync defers it to series reconciliation). 0 otherwise. */
     int bare;
-    /* storage for series_id/title when they are not in the raw value */
+    /* The attendees' responses, as compact JSON
+     * [{"email":"..","response":"accepted|declined|tentative|needsAction"}]
+     * in the provider's order (DESIGN §5 change.new.attendees); NULL when
+     * the event has none. A change of it alone is kind `response`. */
+    const char *attendees;
+    /* storage for series_id/title/attendees when they are not in the raw
+     * value */
     char series_buf_[PROVIDER_ID_MAX + 1];
     char title_buf_[PROVIDER_TITLE_MAX + 1];
+    char attendees_buf_[PROVIDER_ATTENDEES_MAX + 1];
 };
 
 /* normalise's "leave this item out" answer: an id the provider cannot

@@ -209,6 +209,10 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN claimed_until INTEGER;"
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;",
+    /* 8: the attendees' responses calsync last saw of an event (JSON,
+     *    provider_event.attendees), so a change of a response alone is
+     *    told apart: kind `response`, on_response (issue 19) */
+    "ALTER TABLE events ADD COLUMN attendees TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
