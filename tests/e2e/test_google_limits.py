@@ -172,3 +172,57 @@ class TestEventsMove(ForwardCase):
         self.assertEqual((bk["status"], bk["calendar_id"]), ("cancelled", a), bk)
         self.assertEqual([e["change"] for e in self.audit("mv") if e["source"] != "api"],
                          ["delete"])
+
+
+class TestAttendeeResponses(ForwardCase):
+    """attendees[].responseStatus: a change of responses alone is kind
+    `response`, dispatched to on_response (DESIGN §5)."""
+
+    def booked(self, policy, uid):
+        self.start()
+        cal = self.add_calendar(self.credential(), CAL, policy)
+        self.create(cal, uid, attendees=[{"email": "Ann@example.com"},
+                                         {"email": "bob@example.com"}])
+        b = self.written(uid)
+        self.sync_and_wait(cal)     # the insert's echo: silent
+        self.assertEqual(self.google_sources(uid), [])
+        return cal, b
+
+    def respond(self, cal, b, email, response):
+        self.fg.host(CAL, op="respond", id=b["event_id"], email=email, response=response)
+        self.sync_and_wait(cal)
+
+    def test_all_declined_policy_flags(self):
+        cal, b = self.booked("all_declined", "r1")
+        self.respond(cal, b, "ann@example.com", "declined")
+        d = self.google_sources("r1")
+        self.assertEqual([(e["change"], e["action"]) for e in d], [("response", "ignore")])
+        self.assertEqual(d[0]["reason"], "not every attendee declined")
+        self.respond(cal, b, "bob@example.com", "declined")
+        d = self.google_sources("r1")
+        self.assertEqual([(e["change"], e["action"]) for e in d],
+                         [("response", "ignore"), ("response", "flag")])
+        self.assertEqual(d[1]["reason"], "all 2 attendee(s) declined in Google Calendar")
+        bk = self.booking("r1")
+        self.assertTrue(bk["needs_review"])
+        self.assertEqual(bk["status"], "accepted")
+        self.outbox_drained()
+        self.assertEqual([h.json["triggerEvent"] for h in self.hooks_for("r1")],
+                         ["BOOKING_FLAGGED"])
+        # the same responses re-read decide nothing again
+        self.sync_and_wait(cal)
+        self.assertEqual(len(self.google_sources("r1")), 2)
+
+    def test_default_policy_ignores_responses(self):
+        cal, b = self.booked(None, "r2")
+        self.respond(cal, b, "bob@example.com", "accepted")
+        d = self.google_sources("r2")
+        self.assertEqual([(e["change"], e["action"]) for e in d], [("response", "ignore")])
+        bk = self.booking("r2")
+        self.assertFalse(bk["needs_review"])
+        self.assertEqual(self.outbox("r2"), [])
+        # a time change is still a time change, not a response
+        self.fg.host(CAL, op="move", id=b["event_id"], start=future(10, 12),
+                     end=future(10, 12, 30))
+        self.sync_and_wait(cal)
+        self.assertEqual(self.google_sources("r2")[-1]["change"], "time_change")
