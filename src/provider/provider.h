@@ -72,6 +72,8 @@ struct provider_event {
      * in the provider's order (DESIGN §5 change.new.attendees); NULL when
      * the event has none. A change of it alone is kind `response`. */
     const char *attendees;
+    /* The event's video conference link (Google: hangoutLink), or NULL. */
+    const char *conference_url;
     /* storage for series_id/title/attendees when they are not in the raw
      * value */
     char series_buf_[PROVIDER_ID_MAX + 1];
@@ -151,6 +153,8 @@ struct provider_write {
     const char *title;
     int64_t start_ms, end_ms;
     const char *attendees_json; /* insert: a JSON array, or NULL */
+    int conference;             /* insert: 1 asks for a video conference link
+                                   (Google: a Meet, keyed on `key`) */
 };
 
 /* A push subscription (Google: a channel). */

@@ -11,7 +11,7 @@
 #define BOOKING_COLS                                                          \
     "seq, uid, calendar_id, title, start_ms, end_ms, status, needs_review,"   \
     " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
-    " write_state, write_error, updated_at"
+    " write_state, write_error, updated_at, conference, conference_url"
 
 static char *dup_col(struct db_stmt *st, int col)
 {
@@ -39,6 +39,8 @@ static void from_row(struct db_stmt *st, struct booking *b)
     snprintf(b->write_state, sizeof b->write_state, "%s", db_col_text(st, 13));
     b->write_error = dup_col(st, 14);
     b->updated_ms = db_col_i64(st, 15);
+    b->conference = dup_col(st, 16);
+    b->conference_url = dup_col(st, 17);
 }
 
 void booking_free(struct booking *b)
@@ -50,6 +52,8 @@ void booking_free(struct booking *b)
     free(b->cancel_reason);
     free(b->etag);
     free(b->write_error);
+    free(b->conference);
+    free(b->conference_url);
     memset(b, 0, sizeof *b);
 }
 
@@ -82,8 +86,9 @@ int booking_insert(struct store_conn *c, const struct booking *b,
 {
     static const char sql[] =
         "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms,"
-        " event_id, original_start_ms, write_state, created_at, updated_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+        " event_id, original_start_ms, write_state, created_at, updated_at,"
+        " conference)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)"
         " ON CONFLICT (uid) DO NOTHING";
     static const char ref_sql[] =
         "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
@@ -102,6 +107,8 @@ int booking_insert(struct store_conn *c, const struct booking *b,
         db_bind_i64(st, 7, b->original_start_ms);
     db_bind_text(st, 8, b->write_state[0] ? b->write_state : "none");
     db_bind_i64(st, 9, b->updated_ms ? b->updated_ms : time_now_ms());
+    if (b->conference)
+        db_bind_text(st, 10, b->conference);
     if (db_exec(c, st, err))
         return -1;
     if (db_changes(c) == 0)
@@ -297,6 +304,18 @@ int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
             return -1;
     }
     return 0;
+}
+
+int booking_set_conference_url(struct store_conn *c, const char *uid, const char *url,
+                               struct cs_err *err)
+{
+    static const char sql[] = "UPDATE bookings SET conference_url = ?2 WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, url);
+    return db_exec(c, st, err);
 }
 
 int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,

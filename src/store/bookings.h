@@ -36,6 +36,8 @@ struct booking {
     char write_state[16];     /* none | pending | failed */
     char *write_error;
     int64_t updated_ms;
+    char *conference;         /* the conference asked for ("meet"), may be NULL */
+    char *conference_url;     /* its link once Google made it, may be NULL */
 };
 
 /* Releases the strings of b (not b itself). */
@@ -97,6 +99,11 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
  * Nothing when the booking is not on `from` any more. 0 or -1. */
 int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
                           int64_t to, const char *event_id, struct cs_err *err);
+
+/* The link of the conference Google made for the booking's event. 0 or
+ * -1. */
+int booking_set_conference_url(struct store_conn *c, const char *uid, const char *url,
+                               struct cs_err *err);
 
 /* calsync wrote the booking's event: its id and etag on the booking, and
  * the whole-event reference. 0 or -1. */

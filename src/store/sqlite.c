@@ -213,6 +213,10 @@ static const char *const migrations[] = {
      *    provider_event.attendees), so a change of a response alone is
      *    told apart: kind `response`, on_response (issue 19) */
     "ALTER TABLE events ADD COLUMN attendees TEXT;",
+    /* 9: a booking's conference: what the app asked for ("meet") and the
+     *    link Google made (issue 19) */
+    "ALTER TABLE bookings ADD COLUMN conference TEXT;"
+    "ALTER TABLE bookings ADD COLUMN conference_url TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

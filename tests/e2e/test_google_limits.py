@@ -226,3 +226,42 @@ class TestAttendeeResponses(ForwardCase):
                      end=future(10, 12, 30))
         self.sync_and_wait(cal)
         self.assertEqual(self.google_sources("r2")[-1]["change"], "time_change")
+
+
+class TestConferenceLinks(ForwardCase):
+    def test_meet_link_on_booking_and_webhooks(self):
+        cal = self.boot()
+        self.fg.control("DELETE", "/requests")
+        b = self.create(cal, "c1", conference="meet")
+        self.assertEqual(b["conference"], "meet")
+        self.assertNotIn("conference_url", b)               # not made yet
+        b = self.written("c1")
+        ev = self.tagged("c1")[0]
+        link = ev["hangoutLink"]
+        self.assertRegex(link, r"^https://meet\.google\.com/[a-z]{3}-[a-z]{4}-[a-z]{3}$")
+        self.assertEqual(b["conference_url"], link)
+        ins = self.requests(op="events.insert")
+        self.assertEqual(len(ins), 1)
+        self.assertEqual(ins[0]["query"].get("conferenceDataVersion"), ["1"])
+        self.assertEqual(ins[0]["body"]["conferenceData"]["createRequest"]
+                         ["conferenceSolutionKey"], {"type": "hangoutsMeet"})
+        # the booking's webhooks carry it: a host move -> BOOKING_RESCHEDULED
+        self.fg.host(CAL, op="move", id=ev["id"], start=future(11, 10), end=future(11, 11))
+        self.wait_for(lambda: self.hooks_for("c1"), 30, "the webhook")
+        h = self.hooks_for("c1")[0].json
+        self.assertEqual(h["triggerEvent"], "BOOKING_RESCHEDULED")
+        self.assertEqual(h["payload"]["conferenceUrl"], link)
+
+    def test_bad_conference_values_refused(self):
+        cal = self.boot()
+        for body in ({"conference": "zoom"}, {"conference": 1},
+                     {"conference": "meet", "event_id": "abcdefghij"}):
+            full = {"uid": "cx", "calendar_id": cal, "title": "t",
+                    "start": future(10, 10), "end": future(10, 11)}
+            full.update(body)
+            st, r, _ = self.svc.request("POST", "/v1/bookings", full)
+            self.assertEqual(st, 400, (body, r))
+        # without it: no conference asked for, none made
+        b = self.written(self.create(cal, "c2")["uid"])
+        self.assertNotIn("conference", b)
+        self.assertNotIn("hangoutLink", self.tagged("c2")[0])

@@ -90,12 +90,13 @@ static int g_insert(struct provider_ctx *px, const char *calendar,
     buf_init(&body);
     int g;
     if (google_event_body(w->key, w->booking_tag, w->title, w->start_ms, w->end_ms,
-                          w->attendees_json, &body)) {
+                          w->attendees_json, &body) ||
+        (w->conference && google_event_body_meet(&body, w->key))) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
     }
-    g = google_events_insert(&a, calendar, body.data, &resp, err);
+    g = google_events_insert_v(&a, calendar, body.data, w->conference ? 1 : 0, &resp, err);
     fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
     if (g == GOOGLE_EHTTP && resp.status == 409 && w->key) {
         /* the id exists: an earlier attempt (a lost answer, a crash

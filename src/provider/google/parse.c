@@ -253,7 +253,7 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     ev->title = ev->booking_tag = ev->created = NULL;
     ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
     ev->all_day = ev->bare = 0;
-    ev->attendees = NULL;
+    ev->attendees = ev->conference_url = NULL;
     if (!lua_istable(L, idx))
         return cs_err_set(err, "event is not an object");
     /* ids go back into URLs (events.get/patch/delete/instances): one that
@@ -320,6 +320,11 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
         lua_settop(L, top);
     }
     read_attendees(L, idx, ev);
+    /* hangoutLink: the Meet link (read-only, set once the conference
+     * exists); anything but a bounded https URL is left out */
+    if (json_get_str(L, idx, "hangoutLink", &s, &n, NULL) == 1 && n <= 512 &&
+        strlen(s) == n && strncmp(s, "https://", 8) == 0)
+        ev->conference_url = s;
     /* a stub carries its series only in its id: "<series>_<suffix>" */
     if (!ev->series_id || ev->original_start_ms == PROVIDER_NO_TIME) {
         size_t sl;
@@ -413,6 +418,18 @@ int google_event_body(const char *id, const char *uid, const char *title,
     if (attendees_json)
         rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
     rc |= buf_puts(out, "}");
+    return rc ? -1 : 0;
+}
+
+int google_event_body_meet(struct buf *out, const char *request_id)
+{
+    /* google_event_body ends the object with its one closing brace */
+    if (out->len == 0 || out->data[out->len - 1] != '}')
+        return -1;
+    out->len--;
+    int rc = buf_puts(out, ",\"conferenceData\":{\"createRequest\":{\"requestId\":");
+    rc |= buf_json_strz(out, request_id);
+    rc |= buf_puts(out, ",\"conferenceSolutionKey\":{\"type\":\"hangoutsMeet\"}}}}");
     return rc ? -1 : 0;
 }
 
