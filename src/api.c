@@ -844,11 +844,11 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
     static const char *const allowed[] = {"uid", "calendar_id", "title", "start",
                                           "end", "event_id", "original_start",
                                           "attendees", "description", "location",
-                                          "time_zone", NULL};
+                                          "time_zone", "conference", NULL};
     struct ctx x = {0};
     struct booking b;
     memset(&b, 0, sizeof b);
-    const char *uid, *title, *event_id;
+    const char *uid, *title, *event_id, *conference;
     char state[32];
     int failed = 0;
     struct event_fields f = {0};
@@ -860,8 +860,20 @@ static void h_bookings_create(struct http_req *req, struct http_resp *resp)
         str_field(&x, resp, "title", BOOKING_TITLE_MAX, 1, &title) < 0 ||
         time_field(&x, resp, "start", 1, &b.start_ms) < 0 ||
         time_field(&x, resp, "end", 1, &b.end_ms) < 0 ||
-        str_field(&x, resp, "event_id", BOOKING_EVENT_ID_MAX, 0, &event_id) < 0)
+        str_field(&x, resp, "event_id", BOOKING_EVENT_ID_MAX, 0, &event_id) < 0 ||
+        str_field(&x, resp, "conference", 16, 0, &conference) < 0)
         goto done;
+    /* "meet": calsync asks Google for a Meet link when it creates the
+     * event (conferenceData.createRequest); the only kind there is */
+    if (conference && strcmp(conference, "meet") != 0) {
+        http_error(resp, 400, "'conference' must be \"meet\"");
+        goto done;
+    }
+    if (conference && event_id) {
+        http_error(resp, 400, "'conference' only applies when calsync creates the event");
+        goto done;
+    }
+    b.conference = (char *)conference;
     int r = time_field(&x, resp, "original_start", 0, &b.original_start_ms);
     if (r < 0)
         goto done;

@@ -172,6 +172,7 @@ static void request_codec(struct codec *c, struct request *r)
     c_i64(c, &in->new_start_ms);
     c_i64(c, &in->new_end_ms);
     c_str(c, &in->new_title, NULL);
+    c_str(c, &in->new_attendees, NULL);
     c_int(c, &in->is_instance);
     c_str(c, &in->series_id, NULL);
     c_i64(c, &in->original_start_ms);
@@ -433,6 +434,14 @@ enum apply_kind apply_classify(const struct sync_event *base,
         return APPLY_TIME;
     if (now->title && str_differs(now->title, bt))
         return APPLY_TITLE;
+    /* last (DESIGN §5): an attendee's response, against what calsync last
+     * saw of the event. Only between two known lists: an event seen for
+     * the first time (or mirrored before attendees were kept) has no
+     * earlier responses to compare with, and attendees all removed are
+     * nobody's response */
+    if (base && !is_cancelled(base) && base->attendees && now->attendees &&
+        str_differs(now->attendees, base->attendees))
+        return APPLY_RESPONSE;
     return APPLY_NONE;
 }
 
@@ -442,6 +451,7 @@ static const char *kind_name(enum apply_kind k)
     case APPLY_DELETE: return "delete";
     case APPLY_TIME: return "time_change";
     case APPLY_TITLE: return "title_change";
+    case APPLY_RESPONSE: return "response";
     default: return "none";
     }
 }
@@ -765,6 +775,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
             .new_start_ms = now->start_ms != SYNC_NO_TIME ? now->start_ms : b.start_ms,
             .new_end_ms = now->end_ms != SYNC_NO_TIME ? now->end_ms : b.end_ms,
             .new_title = now->title ? now->title : b.title,
+            .new_attendees = kind != APPLY_DELETE ? now->attendees : NULL,
             .is_instance = now->series_id && now->original_start_ms != SYNC_NO_TIME,
             .series_id = now->series_id,
             .original_start_ms = now->original_start_ms,
@@ -1054,6 +1065,68 @@ int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
     int rc = find_bookings(c, info->calendar_id, now, &m, err);
     if (rc == 0)
         rc = decide_all(c, info, old, now, raw_json, raw_len, &m, 0, err);
+    matches_free(&m);
+    return rc;
+}
+
+int apply_move(void *ud, struct store_conn *c, const struct sync_info *info,
+               const char *event_id, int64_t from, int64_t to, struct cs_err *err)
+{
+    (void)ud;
+    struct matches m = {{0}, 0};
+    struct buf snap_before, snap_after;
+    int rc = -1;
+    buf_init(&snap_before);
+    buf_init(&snap_after);
+    if (booking_refs_at(c, from, event_id, -1, collect, &m, err))
+        goto done;
+    const char *source = sync_source_name(info->source);
+    for (int i = 0; i < m.n; i++) {
+        struct booking b;
+        int r = booking_get(c, m.uid[i], &b, err);
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            continue;
+        if (b.calendar_id != from || strcmp(b.status, "cancelled") == 0) {
+            booking_free(&b);
+            continue;
+        }
+        struct booking before = b;
+        char reason[160], key[512];
+        snprintf(reason, sizeof reason, "the event moved in Google from calendar %lld to "
+                 "calendar %lld", (long long)from, (long long)to);
+        /* updated_at in the key: the same booking may move back and forth */
+        snprintf(key, sizeof key, "move|%lld|%lld|%s|%s|%lld", (long long)from,
+                 (long long)to, event_id, b.uid, (long long)b.updated_ms);
+        buf_reset(&snap_before);
+        buf_reset(&snap_after);
+        booking_snapshot_json(&before, &snap_before);
+        b.calendar_id = to;
+        b.updated_ms = time_now_ms();
+        booking_snapshot_json(&b, &snap_after);
+        struct audit_entry e = {
+            .booking_uid = b.uid, .source = source, .change = "calendar_move",
+            .action = "move", .reason = reason,
+            .before = snap_before.data, .after = snap_after.data, .dedupe_key = key,
+        };
+        int dup = audit_append(c, &e, err);
+        if (dup == 0 && (booking_move_calendar(c, b.uid, from, to, event_id, err) ||
+                         booking_save(c, &b, err) ||
+                         outbox_enqueue_booking(c, "BOOKING_UPDATED", &b, &before, reason,
+                                                source, NULL, NULL, err)))
+            dup = -1;
+        if (dup == 0)
+            log_info("apply.moved", "booking=%s event=%s from=%lld to=%lld source=%s",
+                     log_q(b.uid), log_q(event_id), (long long)from, (long long)to, source);
+        booking_free(&b);
+        if (dup < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    buf_free(&snap_before);
+    buf_free(&snap_after);
     matches_free(&m);
     return rc;
 }

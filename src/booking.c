@@ -63,6 +63,14 @@ void booking_json(const struct booking *b, struct buf *out)
         }
         buf_puts(out, "}");
     }
+    if (b->conference) {
+        buf_puts(out, ",\"conference\":");
+        buf_json_strz(out, b->conference);
+    }
+    if (b->conference_url) {
+        buf_puts(out, ",\"conference_url\":");
+        buf_json_strz(out, b->conference_url);
+    }
     buf_puts(out, "}");
 }
 

@@ -70,7 +70,12 @@ static const struct metrics_family metrics_fams[] = {
      METRICS_INIT("calsync_sync_redecided_total")},
     {"calsync_sync_items_skipped_total", METRICS_COUNTER,
      "Items of a Google listing left out, by reason (should stay 0).",
-     METRICS_INIT("calsync_sync_items_skipped_total{reason=\"invalid_id\"}")},
+     METRICS_INIT("calsync_sync_items_skipped_total{reason=\"invalid_id\"}",
+                  "calsync_sync_items_skipped_total{reason=\"malformed\"}")},
+    {"calsync_sync_event_moves_total", METRICS_COUNTER,
+     "Events that moved between two watched calendars of one credential, their "
+     "bookings following them.",
+     METRICS_INIT("calsync_sync_event_moves_total")},
     {"calsync_channel_renewals_total", METRICS_COUNTER,
      "Subscriptions renewed in place (Graph), by result (ok, gone, error).", NULL},
     {"calsync_calendar_errors_total", METRICS_COUNTER,

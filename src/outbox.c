@@ -122,6 +122,8 @@ int outbox_enqueue_booking(struct store_conn *c, const char *trigger,
     put_time(&b, "startTime", now->start_ms);
     put_time(&b, "endTime", now->end_ms);
     put_str(&b, "status", now->status, 1);
+    if (now->conference_url)
+        put_str(&b, "conferenceUrl", now->conference_url, 1);
     buf_puts(&b, ",\"previous\":{");
     if (prev) {
         char ts[TIME_RFC3339_MAX];

@@ -102,6 +102,7 @@ int service_run(const struct config *cfg)
     sync_set_change_hook(apply_change, NULL);
     sync_set_relink_hook(apply_relink, NULL);
     sync_set_decide_hook(apply_decide, NULL);
+    sync_set_move_hook(apply_move, NULL);
     if (sched_start(cfg, &err)) {
         log_error("service.start_failed", "what=sched err=%s", log_q(err.msg));
         goto out;

@@ -138,6 +138,9 @@ static int record_event(struct store_conn *c, const struct job *j,
 {
     if (booking_event_written(c, j->uid, j->calendar_id, ev->id, ev->etag, err))
         return -1;
+    /* the Meet link the insert asked for (writer_event_id keys it) */
+    if (ev->conference_url && booking_set_conference_url(c, j->uid, ev->conference_url, err))
+        return -1;
     return sync_mirror_put(c, j->calendar_id, ev, err);
 }
 
@@ -256,6 +259,7 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
         w.booking_tag = b->uid;
         if (!w.attendees_json)
             w.attendees_json = b->attendees;
+        w.conference = b->conference != NULL;
         g = ops->insert(px, cal->external_id, &w, err);
         *have_event = g == PROVIDER_OK;
         break;

@@ -210,7 +210,7 @@ int policy_cmd_check(const struct config *cfg, const char *target)
 
 struct dry_run {
     struct policy_input in;
-    struct buf event, booking, settings;
+    struct buf event, booking, settings, attendees;
     char *kind, *source, *old_title, *new_title, *series_id, *uid;
 };
 
@@ -219,6 +219,7 @@ static void dry_run_free(struct dry_run *d)
     buf_free(&d->event);
     buf_free(&d->booking);
     buf_free(&d->settings);
+    buf_free(&d->attendees);
     free(d->kind);
     free(d->source);
     free(d->old_title);
@@ -301,9 +302,10 @@ static int check_change_shape(lua_State *L, int c, const struct dry_run *d,
 {
     static const char *const sources[] = {"push", "poll", "full_sync", NULL};
     if (!d->kind || (strcmp(d->kind, "delete") != 0 && strcmp(d->kind, "time_change") != 0 &&
-                     strcmp(d->kind, "title_change") != 0))
-        return cs_err_set(err, "change.kind must be \"delete\", \"time_change\" or "
-                          "\"title_change\", got %s%.32s%s", d->kind ? "\"" : "",
+                     strcmp(d->kind, "title_change") != 0 && strcmp(d->kind, "response") != 0))
+        return cs_err_set(err, "change.kind must be \"delete\", \"time_change\", "
+                          "\"title_change\" or \"response\", got %s%.32s%s",
+                          d->kind ? "\"" : "",
                           d->kind ? d->kind : "nothing", d->kind ? "\"" : "");
     int known = !d->source;
     for (int i = 0; !known && sources[i]; i++)
@@ -443,7 +445,18 @@ static int parse_change_file(lua_State *L, const char *text, size_t len,
             if (get_span(L, "change.new", &in->new_start_ms, &in->new_end_ms,
                          &d->new_title, err))
                 goto done;
-            lua_pop(L, 1);
+            /* change.new.attendees: handed over as given (an array) */
+            int nw = lua_gettop(L);
+            lua_getfield(L, nw, "attendees");
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                if (json_encode_value(L, -1, &d->attendees, err))
+                    goto done;
+                in->new_attendees = d->attendees.data;
+            } else if (!lua_isnil(L, -1)) {
+                cs_err_set(err, "change.new.attendees must be an array");
+                goto done;
+            }
+            lua_settop(L, nw - 1);
         }
         if ((r = json_get_obj(L, c, "instance", err)) < 0)
             goto done;
@@ -576,6 +589,7 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
     buf_init(&d.event);
     buf_init(&d.booking);
     buf_init(&d.settings);
+    buf_init(&d.attendees);
 
     static const char *const actions[] = {"cancel", "reschedule", "update", "ignore",
                                           "flag", NULL};

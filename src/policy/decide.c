@@ -42,6 +42,7 @@ static int policy_push_hook(lua_State *L, const struct policy_input *in)
         {"delete", "on_delete"},
         {"time_change", "on_time_change"},
         {"title_change", "on_title_change"},
+        {"response", "on_response"},
     };
     for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++)
         if (strcmp(in->kind, hooks[i][0]) == 0)

@@ -77,7 +77,7 @@ int policy_all_live(void);
  * Strings are NUL-terminated; a NULL string is nil for the policy. Times are
  * ms since the epoch (UTC) and reach Lua as RFC 3339 UTC strings. */
 struct policy_input {
-    const char *kind;        /* delete | time_change | title_change */
+    const char *kind;        /* delete | time_change | title_change | response */
     const char *event_json;  /* the event as Google sent it (JSON text);
                               * for a full-resync deletion the stub
                               * {"id":..,"status":"cancelled"}; NULL: nil */
@@ -88,6 +88,8 @@ struct policy_input {
     int has_new;             /* 0 on delete: change.new is nil */
     int64_t new_start_ms, new_end_ms;
     const char *new_title;
+    const char *new_attendees; /* change.new.attendees: JSON array of
+                                * {email, response}; NULL: nil */
     int is_instance;         /* an occurrence of a recurring event */
     const char *series_id;
     int64_t original_start_ms;

@@ -41,6 +41,8 @@
 #define PROVIDER_CREATED_MAX 64
 #define PROVIDER_CURSOR_MAX 4096    /* page tokens, sync cursors */
 #define PROVIDER_PAGE_MAX 100000    /* items on one page, at most */
+#define PROVIDER_ATTENDEES_MAX 8192 /* the attendees JSON; attendees past it
+                                       are left out */
 
 /* ------------------------------------------------ the shared event shape
  * One event as the engine (and the mirror) keeps it, whatever the
@@ -66,9 +68,18 @@ struct provider_event {
      * an occurrence a series change removed rather than a deletion (the
      * sync defers it to series reconciliation). 0 otherwise. */
     int bare;
-    /* storage for series_id/title when they are not in the raw value */
+    /* The attendees' responses, as compact JSON
+     * [{"email":"..","response":"accepted|declined|tentative|needsAction"}]
+     * in the provider's order (DESIGN §5 change.new.attendees); NULL when
+     * the event has none. A change of it alone is kind `response`. */
+    const char *attendees;
+    /* The event's video conference link (Google: hangoutLink), or NULL. */
+    const char *conference_url;
+    /* storage for series_id/title/attendees when they are not in the raw
+     * value */
     char series_buf_[PROVIDER_ID_MAX + 1];
     char title_buf_[PROVIDER_TITLE_MAX + 1];
+    char attendees_buf_[PROVIDER_ATTENDEES_MAX + 1];
 };
 
 /* normalise's "leave this item out" answer: an id the provider cannot
@@ -154,6 +165,8 @@ struct provider_write {
     const char *location;       /* NULL: not sent */
     const char *time_zone;      /* IANA zone of start/end; NULL: the
                                  * calendar's own */
+    int conference;             /* insert: 1 asks for a video conference link
+                                   (Google: a Meet, keyed on `key`) */
 };
 
 /* A push subscription (Google: a channel). */
@@ -284,7 +297,9 @@ struct provider_ops {
                       struct cs_err *err);
 
     /* The raw event at idx of L in the shared shape (pure). Checks types
-     * and bounds: 0, PROVIDER_EVENT_SKIP, or -1 with err set. */
+     * and bounds: 0, PROVIDER_EVENT_SKIP, or -1 with err set (a malformed
+     * item: ev->id is then its id when it had a usable one, else NULL).
+     * The sync skips a listed item either way (sync.c page_check). */
     int (*normalise)(lua_State *L, int idx, struct provider_event *ev,
                      struct cs_err *err);
     /* The provider's raw shape of ev, as JSON into out (replaced): what a

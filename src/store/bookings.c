@@ -13,7 +13,7 @@
     " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
     " write_state, write_error, updated_at, proposed_kind, proposed_start_ms," \
     " proposed_end_ms, proposed_title, description, location, time_zone,"    \
-    " attendees"
+    " attendees, conference, conference_url"
 
 static char *dup_col(struct db_stmt *st, int col)
 {
@@ -50,6 +50,8 @@ static void from_row(struct db_stmt *st, struct booking *b)
     b->location = dup_col(st, 21);
     b->time_zone = dup_col(st, 22);
     b->attendees = dup_col(st, 23);
+    b->conference = dup_col(st, 24);
+    b->conference_url = dup_col(st, 25);
 }
 
 void booking_free(struct booking *b)
@@ -66,6 +68,8 @@ void booking_free(struct booking *b)
     free(b->location);
     free(b->time_zone);
     free(b->attendees);
+    free(b->conference);
+    free(b->conference_url);
     memset(b, 0, sizeof *b);
 }
 
@@ -99,8 +103,8 @@ int booking_insert(struct store_conn *c, const struct booking *b,
     static const char sql[] =
         "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms,"
         " event_id, original_start_ms, write_state, created_at, updated_at,"
-        " description, location, time_zone, attendees)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)"
+        " description, location, time_zone, attendees, conference)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14)"
         " ON CONFLICT (uid) DO NOTHING";
     static const char ref_sql[] =
         "INSERT OR IGNORE INTO booking_refs (calendar_id, event_id,"
@@ -123,6 +127,8 @@ int booking_insert(struct store_conn *c, const struct booking *b,
     for (int i = 0; i < 4; i++)
         if (extra[i])
             db_bind_text(st, 10 + i, extra[i]);
+    if (b->conference)
+        db_bind_text(st, 14, b->conference);
     if (db_exec(c, st, err))
         return -1;
     if (db_changes(c) == 0)
@@ -337,6 +343,47 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
     db_bind_i64(st, 4, cal);
     db_bind_text(st, 5, old_series);
     db_bind_i64(st, 6, old_start);
+    return db_exec(c, st, err);
+}
+
+int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
+                          int64_t to, const char *event_id, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET calendar_id = ?3 WHERE uid = ?1 AND calendar_id = ?2";
+    static const char add_sql[] =
+        "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid)"
+        " SELECT ?3, event_id, original_start_ms, booking_uid FROM booking_refs"
+        " WHERE booking_uid = ?1 AND calendar_id = ?2 AND event_id = ?4"
+        " AND original_start_ms = -1 ON CONFLICT DO NOTHING";
+    static const char del_sql[] =
+        "DELETE FROM booking_refs WHERE booking_uid = ?1 AND calendar_id = ?2"
+        " AND event_id = ?4 AND original_start_ms = -1";
+    const char *const sqls[] = {book_sql, add_sql, del_sql};
+    for (int i = 0; i < 3; i++) {
+        struct db_stmt *st = db_stmt(c, sqls[i], err);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, uid);
+        db_bind_i64(st, 2, from);
+        db_bind_i64(st, 3, to);
+        if (i > 0)
+            db_bind_text(st, 4, event_id);
+        if (db_exec(c, st, err))
+            return -1;
+    }
+    return 0;
+}
+
+int booking_set_conference_url(struct store_conn *c, const char *uid, const char *url,
+                               struct cs_err *err)
+{
+    static const char sql[] = "UPDATE bookings SET conference_url = ?2 WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, url);
     return db_exec(c, st, err);
 }
 

@@ -47,6 +47,8 @@ struct booking {
     /* the event's other fields the app sets (DESIGN §4); NULL when not
      * given. attendees: JSON [{"email","name"?,"optional"?}] */
     char *description, *location, *time_zone, *attendees;
+    char *conference;         /* the conference asked for ("meet"), may be NULL */
+    char *conference_url;     /* its link once Google made it, may be NULL */
 };
 
 /* Releases the strings of b (not b itself). */
@@ -109,6 +111,18 @@ int booking_on_calendar(struct store_conn *c, const char *uid, int64_t cal,
 int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
                      const char *old_series, int64_t old_start, const char *new_series,
                      int64_t new_start, struct cs_err *err);
+
+/* Moves booking `uid` that follows event `event_id` (a whole event) from
+ * calendar `from` to calendar `to`: bookings.calendar_id and its
+ * whole-event reference (the event kept its id: Google's events.move).
+ * Nothing when the booking is not on `from` any more. 0 or -1. */
+int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
+                          int64_t to, const char *event_id, struct cs_err *err);
+
+/* The link of the conference Google made for the booking's event. 0 or
+ * -1. */
+int booking_set_conference_url(struct store_conn *c, const char *uid, const char *url,
+                               struct cs_err *err);
 
 /* calsync wrote the booking's event: its id and etag on the booking, and
  * the whole-event reference. 0 or -1. */

@@ -314,6 +314,32 @@ int calendar_next_live_of_credential(struct store_conn *c, int64_t credential_id
     return s == DB_DONE ? 0 : db_error(c, err);
 }
 
+int calendar_siblings(struct store_conn *c, int64_t credential_id, int64_t except,
+                      int64_t *ids, char (*ext)[CAL_EXTERNAL_ID_MAX + 1], int max,
+                      int *n, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id, external_id FROM calendars WHERE credential_id = ?1 AND id <> ?2"
+        " AND state NOT IN ('stopped', 'revoked') ORDER BY id LIMIT ?3";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    *n = 0;
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, credential_id);
+    db_bind_i64(st, 2, except);
+    db_bind_i64(st, 3, max);
+    int s;
+    while ((s = db_step(st)) == DB_ROW && *n < max) {
+        const char *e = db_col_text(st, 1);
+        ids[*n] = db_col_i64(st, 0);
+        if (ext)
+            snprintf(ext[*n], CAL_EXTERNAL_ID_MAX + 1, "%s", e ? e : "");
+        (*n)++;
+    }
+    db_reset(st);
+    return s == DB_DONE || s == DB_ROW ? 0 : db_error(c, err);
+}
+
 int calendar_mark_dirty(struct store_conn *c, int64_t id, int if_live, struct cs_err *err)
 {
     static const char sql[] = "UPDATE calendars SET dirty = dirty + 1 WHERE id = ?1";

@@ -86,6 +86,15 @@ int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
 int calendar_next_live_of_credential(struct store_conn *c, int64_t credential_id,
                                      int64_t *id, struct cs_err *err);
 
+/* The other calendars of the credential that are neither stopped nor
+ * revoked (all but `except`), lowest id first, at most max of them: ids[i]
+ * and, when ext is not NULL, their external ids into ext[i]. *n is how
+ * many. 0 or -1. (An event moved with events.move keeps its id: these are
+ * where it can go, sync_move.c.) */
+int calendar_siblings(struct store_conn *c, int64_t credential_id, int64_t except,
+                      int64_t *ids, char (*ext)[CAL_EXTERNAL_ID_MAX + 1], int max,
+                      int *n, struct cs_err *err);
+
 /* Marks the calendar as needing a sync: dirty + 1, a generation a sync
  * clears only when it is still the one it read (calendar_sync_done), so a
  * mark set during a sync survives it. With `if_live`, stopped and revoked

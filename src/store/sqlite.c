@@ -245,12 +245,20 @@ static const char *const migrations[] = {
     "  first_at INTEGER NOT NULL,"          /* ms: its first recorded decision */
     "  PRIMARY KEY (name, version)"
     ") WITHOUT ROWID;",
-    /* retention (src/retention.c): the old finished rows of each pruned
+    /* 10: retention (src/retention.c): the old finished rows of each pruned
      * table are found by an index range, not by a scan of the table */
     "CREATE INDEX notifications_received ON notifications(received_at);"
     "CREATE INDEX outbox_delivered ON outbox(state, delivered_at);"
     "CREATE INDEX jobs_finished ON jobs(state, created_at);"
     "CREATE INDEX audit_at ON audit(at);",
+    /* 11: the attendees' responses calsync last saw of an event (JSON,
+     *    provider_event.attendees), so a change of a response alone is
+     *    told apart: kind `response`, on_response (issue 19) */
+    "ALTER TABLE events ADD COLUMN attendees TEXT;",
+    /* 12: a booking's conference: what the app asked for ("meet") and the
+     *    link Google made (issue 19) */
+    "ALTER TABLE bookings ADD COLUMN conference TEXT;"
+    "ALTER TABLE bookings ADD COLUMN conference_url TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

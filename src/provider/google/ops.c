@@ -90,12 +90,13 @@ static int g_insert(struct provider_ctx *px, const char *calendar,
     google_resp_init(&resp);
     buf_init(&body);
     int g;
-    if (google_event_write(w, &body)) {
+    if (google_event_write(w, &body) ||
+        (w->conference && google_event_body_meet(&body, w->key))) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
     }
-    g = google_events_insert(&a, calendar, body.data, &resp, err);
+    g = google_events_insert_v(&a, calendar, body.data, w->conference ? 1 : 0, &resp, err);
     fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
     if (g == GOOGLE_EHTTP && resp.status == 409 && w->key) {
         /* the id exists: an earlier attempt (a lost answer, a crash
