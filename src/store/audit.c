@@ -86,8 +86,9 @@ int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *
         "SELECT a.id, a.at, a.booking_uid,"
         " coalesce(a.calendar_id, (SELECT calendar_id FROM bookings b"
         "  WHERE b.uid = a.booking_uid)) AS cal,"
-        " a.source, a.change, a.action, a.reason, a.policy, a.policy_version"
-        " FROM audit a WHERE a.source <> 'api'"
+        " a.source, a.change, a.action, a.reason, a.policy, a.policy_version,"
+        " d.shadow FROM audit a LEFT JOIN decision_inputs d ON d.audit_id = a.id"
+        " WHERE a.source <> 'api' AND a.change <> 'calendar_move'" /* no policy decided */
         " AND (?1 = 0 OR a.id < ?1) AND (?2 IS NULL OR a.booking_uid = ?2)"
         " AND (?3 IS NULL OR a.action = ?3) AND a.at >= ?4"
         " AND (?5 = 0 OR coalesce(a.calendar_id, (SELECT calendar_id FROM bookings b"
@@ -126,6 +127,10 @@ int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *
             buf_printf(out, ",\"%s\":", keys[i]);
             buf_json_strz(out, db_col_text(st, 4 + i));
         }
+        /* the shadow policy's decision (DESIGN §4), stored as JSON text */
+        const char *shadow = db_col_text(st, 10);
+        if (shadow)
+            buf_printf(out, ",\"shadow\":%s", shadow);
         buf_puts(out, "}");
     }
     return db_page_end(c, st, rc, last, out, err);

@@ -279,3 +279,23 @@ done:
     buf_free(&at);
     return rc;
 }
+
+int credential_refresh_store(struct store_conn *c, int64_t id, const char *refresh,
+                             struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE credentials SET refresh_token = ?2 WHERE id = ?1 AND state = 'active'";
+    struct buf sealed;
+    buf_init(&sealed);
+    if (secret_seal("refresh_token", refresh, &sealed, err))
+        return -1;
+    struct db_stmt *st = db_stmt(c, sql, err);
+    int rc = -1;
+    if (st) {
+        db_bind_i64(st, 1, id);
+        db_bind_textn(st, 2, sealed.data, sealed.len);
+        rc = db_exec(c, st, err);
+    }
+    buf_free(&sealed);
+    return rc;
+}

@@ -37,6 +37,13 @@ int credential_tokens_load(struct store_conn *c, int64_t id, struct buf *refresh
                            char *access, size_t cap, int64_t *expires_at, int *revoked,
                            struct cs_err *err);
 
+/* Replaces the refresh token (sealed) of an active credential: a provider
+ * that rotates refresh tokens (Microsoft's identity platform returns a new
+ * one with every refresh) must keep the newest, or the credential dies
+ * when the first one expires. 0 or -1. */
+int credential_refresh_store(struct store_conn *c, int64_t id, const char *refresh,
+                             struct cs_err *err);
+
 /* Stores a new access token (sealed) and its expiry, unless the
  * credential was revoked meanwhile. 0 or -1. */
 int credential_access_store(struct store_conn *c, int64_t id, const char *access,

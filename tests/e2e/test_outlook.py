@@ -149,6 +149,11 @@ class TestOutlookReverse(OutlookCase):
         for uid, e in (("a", e1), ("b", e2), ("c", e3)):
             self.book(cal, uid, e)
         self.wait_for(lambda: e3["id"] in self.mirror(cal), what="events mirrored")
+        # the identity platform rotated the refresh token: the newest is kept
+        # (the first one would stop working at its own expiry)
+        with self.svc.db() as con:
+            stored = con.execute("SELECT refresh_token FROM credentials").fetchone()[0]
+        self.assertNotEqual(stored, self.refresh_token)
         # deleted in Outlook -> cancelled, by the shipped default policy
         self.fg.host(op="delete", id=e1["id"])
         entries = self.wait_audit("a", 2)

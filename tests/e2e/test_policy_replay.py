@@ -207,6 +207,12 @@ class TestShadow(ReplayCase):
                           "far-move": "reschedule", "retitle": "ignore"})
         # the app's own creation is not a decision: no shadow there
         self.assertNotIn("shadow", self.audit("near")[0])
+        # GET /v1/decisions carries the same shadow object (DESIGN §4)
+        st, body, _ = self.svc.request("GET", "/v1/decisions?calendar_id=%d" % cal)
+        self.assertEqual(st, 200, body)
+        listed = {d["booking"]: d for d in body["decisions"]}
+        for uid, e in shadows.items():
+            self.assertEqual(listed[uid]["shadow"], e["shadow"], listed[uid])
         # never announced: webhooks are the live decisions' only
         self.outbox_drained()
         triggers = sorted(d.json["triggerEvent"] for d in self.rx.accepted())

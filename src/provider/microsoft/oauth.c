@@ -39,6 +39,8 @@ static int form_add(struct buf *b, const char *k, const char *v)
     return msgraph_url_escape(b, v ? v : "");
 }
 
+#define MSGRAPH_REFRESH_MAX 8192 /* bytes: larger answers keep the old token */
+
 static int refresh_token(struct msgraph_auth *a, const char *refresh, char *out,
                          size_t cap, struct msgraph_resp *r, struct cs_err *err)
 {
@@ -122,6 +124,17 @@ static int refresh_token(struct msgraph_auth *a, const char *refresh, char *out,
     memcpy(out, tok, n + 1);
     if (token_store(a->db, a->credential_id, out, time_now_ms() + expires_in * 1000,
                     err)) {
+        rc = MSGRAPH_ETRANSPORT;
+        goto done;
+    }
+    /* Microsoft rotates refresh tokens: keep the newest (the old one
+     * lasts only until its own expiry). A missing or unusable one leaves
+     * the stored token as it is. */
+    const char *rt;
+    size_t rn;
+    if (json_get_str(L, -1, "refresh_token", &rt, &rn, NULL) == 1 && rn > 0 &&
+        rn <= MSGRAPH_REFRESH_MAX && strlen(rt) == rn && strcmp(rt, refresh) != 0 &&
+        credential_refresh_store(a->db, a->credential_id, rt, err)) {
         rc = MSGRAPH_ETRANSPORT;
         goto done;
     }
