@@ -281,8 +281,12 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
              * ignored), yet the booking stands, so the app wants its event
              * back (POST .../resolve revert, or a PATCH after that): the
              * patch restores it. A deletion calsync has not seen yet is
-             * left alone (see the cancelled check in run_job). */
-            w.restore = mirror_cancelled(c, j->calendar_id, b->event_id);
+             * left alone (see the cancelled check in run_job), and so is
+             * one the policy answered by cancelling the booking: an app's
+             * patch queued before that decision must not bring back an
+             * event whose booking is gone (the soak, seed 1). */
+            w.restore = strcmp(b->status, "cancelled") != 0 &&
+                        mirror_cancelled(c, j->calendar_id, b->event_id);
             g = ops->patch(px, cal->external_id, b->event_id, &w, seen ? seen : b->etag,
                            err);
         }

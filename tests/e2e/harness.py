@@ -355,6 +355,17 @@ class CalsyncCase(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="calsync-e2e-")
         self.svc = None
 
+    def wait_for(self, fn, timeout=30, what="condition"):
+        """Polls fn until it returns something true and returns that: a
+        positive sign of progress, never a fixed sleep."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.02)
+        self.fail("timed out waiting for " + what)
+
     def start(self, **kw):
         kw.setdefault("api_token", self.api_token)
         kw.setdefault("config_extra", self.config_extra)

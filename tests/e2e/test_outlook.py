@@ -235,8 +235,16 @@ class TestOutlookReverse(OutlookCase):
         sub = self.live_subscriptions()[0]
         self.fg.control("POST", "/notifications/drain", {})
         before = self.metric('calsync_notifications_total{outcome="bad_token"}')
-        with self.svc.db() as con:
-            n0 = con.execute("SELECT count(*) FROM notifications").fetchone()[0]
+
+        def recorded():
+            with self.svc.db() as con:
+                return con.execute("SELECT count(*) FROM notifications").fetchone()[0]
+        # every accepted notification flushed from the intake's journal
+        # first, so a late flush is not taken for the forged one
+        journalled = (self.metric('calsync_notifications_total{outcome="accepted"}') +
+                      self.metric('calsync_notifications_total{outcome="sync"}'))
+        self.wait_for(lambda: recorded() >= journalled, what="the journal flushed")
+        n0 = recorded()
         # the right channel id, a wrong secret: ignored and counted, 202
         channel = self.channels()[0]["id"]
         self.fg.control("POST", "/notify", {"subscription": sub["id"], "id": e["id"],

@@ -154,6 +154,10 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
     idx = lua_absindex(L, idx);
     ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
     ev->title = ev->booking_tag = ev->created = NULL;
+    /* not read from Graph yet (attendees' responses, conference links):
+     * every field of the shared shape is set, never left from the last
+     * item the scratch event held */
+    ev->attendees = ev->conference_url = NULL;
     ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
     ev->all_day = ev->bare = 0;
     if (!lua_istable(L, idx))
