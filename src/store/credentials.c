@@ -106,26 +106,36 @@ done:
     return rc;
 }
 
-int credential_access_store(struct store_conn *c, int64_t id, const char *access,
-                            int64_t expires_at, struct cs_err *err)
+/* Seals v (secret.h, under the column's name) and runs sql with (id, v)
+ * and, when expires_at >= 0, ?3 = expires_at. 0 or -1. */
+static int store_sealed(struct store_conn *c, const char *sql, const char *column,
+                        int64_t id, const char *v, int64_t expires_at, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
-        " AND state = 'active'";
     struct buf sealed;
     buf_init(&sealed);
-    if (secret_seal("access_token", access, &sealed, err))
+    if (secret_seal(column, v, &sealed, err))
         return -1;
     struct db_stmt *st = db_stmt(c, sql, err);
     int rc = -1;
     if (st) {
         db_bind_i64(st, 1, id);
         db_bind_textn(st, 2, sealed.data, sealed.len);
-        db_bind_i64(st, 3, expires_at);
+        if (expires_at >= 0)
+            db_bind_i64(st, 3, expires_at);
         rc = db_exec(c, st, err);
     }
     buf_free(&sealed);
     return rc;
+}
+
+int credential_access_store(struct store_conn *c, int64_t id, const char *access,
+                            int64_t expires_at, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
+        " AND state = 'active'";
+    return store_sealed(c, sql, "access_token", id, access, expires_at < 0 ? 0 : expires_at,
+                        err);
 }
 
 int credential_mark_revoked(struct store_conn *c, int64_t id, struct cs_err *err)
@@ -285,17 +295,5 @@ int credential_refresh_store(struct store_conn *c, int64_t id, const char *refre
 {
     static const char sql[] =
         "UPDATE credentials SET refresh_token = ?2 WHERE id = ?1 AND state = 'active'";
-    struct buf sealed;
-    buf_init(&sealed);
-    if (secret_seal("refresh_token", refresh, &sealed, err))
-        return -1;
-    struct db_stmt *st = db_stmt(c, sql, err);
-    int rc = -1;
-    if (st) {
-        db_bind_i64(st, 1, id);
-        db_bind_textn(st, 2, sealed.data, sealed.len);
-        rc = db_exec(c, st, err);
-    }
-    buf_free(&sealed);
-    return rc;
+    return store_sealed(c, sql, "refresh_token", id, refresh, -1, err);
 }
