@@ -243,6 +243,7 @@ static int maintain(int64_t calendar_id, int force, int64_t *next_check_ms,
     struct live lv[8];
     int n = 0;
     *next_check_ms = 0;
+    provider_set_priority(PROVIDER_PRIO_LOW); /* renewals leave the reserve alone */
     if (!c)
         return -1;
     int r = calendar_ref_load(c, calendar_id, &cal, err);

@@ -63,6 +63,9 @@ static const struct key gcal_keys[] = {
     {"token_url", K_STR, F(google.token_url), 0, 0, NULL},
     {"channel_ttl", K_INT, F(google.channel_ttl), 1, 10LL * 365 * 86400, NULL},
     {"renew_before", K_INT, F(google.renew_before), 0, 10LL * 365 * 86400, NULL},
+    {"requests_per_minute", K_INT, F(google.requests_per_minute), 0, 1000000000, NULL},
+    {"project_requests_per_minute", K_INT, F(google.project_requests_per_minute), 0,
+     1000000000, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -162,6 +165,10 @@ int config_defaults(struct config *cfg)
     cfg->retention.audit = 0;
     cfg->retention.interval = 600;
     cfg->retention.batch = 500;
+    /* Google's documented Calendar quotas: 600 per minute per user, 10,000
+     * per minute per project. */
+    cfg->google.requests_per_minute = 600;
+    cfg->google.project_requests_per_minute = 10000;
     if (set_str(&cfg->listen, "127.0.0.1:8080") ||
         set_str(&cfg->database, "calsync.db") ||
         set_str(&cfg->policies, "policies") ||

@@ -36,6 +36,9 @@ struct config {
         char *token_url;
         int64_t channel_ttl;
         int64_t renew_before;
+        /* request budgets (requests per minute, 0: none; issue 19) */
+        int64_t requests_per_minute;         /* per credential */
+        int64_t project_requests_per_minute; /* per project */
     } google;
     struct {             /* Outlook through Microsoft Graph (DESIGN §3) */
         char *client_id;

@@ -663,6 +663,8 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     struct sync_event *scratch = NULL;
     int rc = SYNC_FAILED, top = -1, restarted = 0;
     int64_t t0 = time_mono_ms();
+    /* push-driven syncs go ahead of polls and full resyncs in the budget */
+    provider_set_priority(src == SYNC_SRC_PUSH ? PROVIDER_PRIO_HIGH : PROVIDER_PRIO_LOW);
     if (!stats)
         stats = &local;
     if (!err)

@@ -334,6 +334,7 @@ static void run_job(struct store_conn *c, const struct job *j)
     const struct provider_ops *ops = NULL;
     lua_State *L = json_state();
     int top = L ? lua_gettop(L) : 0;
+    provider_set_priority(PROVIDER_PRIO_HIGH); /* the app's writes come first */
     int have_b = 0;
 
     int r = booking_get(c, j->uid, &b, &err);

@@ -104,3 +104,15 @@ const struct provider_ops *provider_for_route(const char *path)
         return NULL;
     return provider_find(path + sizeof prefix - 1);
 }
+
+static _Thread_local enum provider_prio t_prio = PROVIDER_PRIO_LOW;
+
+void provider_set_priority(enum provider_prio p)
+{
+    t_prio = p;
+}
+
+enum provider_prio provider_priority(void)
+{
+    return t_prio;
+}

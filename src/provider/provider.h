@@ -346,4 +346,12 @@ int provider_for_credential(struct store_conn *c, int64_t credential_id,
 /* The provider whose push route (/webhooks/<name>) is path, or NULL. */
 const struct provider_ops *provider_for_route(const char *path);
 
+/* Priority of this thread's provider calls against the request budgets
+ * (issue 19): push-driven syncs and the app's writes are HIGH, polls, full
+ * resyncs and channel renewals LOW. Thread-local, default LOW; each job
+ * sets it when it starts because worker threads are reused. */
+enum provider_prio { PROVIDER_PRIO_LOW = 0, PROVIDER_PRIO_HIGH = 1 };
+void provider_set_priority(enum provider_prio p);
+enum provider_prio provider_priority(void);
+
 #endif

@@ -8,6 +8,7 @@
  * the rules and docs/internals/google.md for why they are what they are.
  */
 #include "provider/google/google.h"
+#include "provider/google/budget.h"
 
 #include "calendar.h"
 #include "json.h"
@@ -69,6 +70,8 @@ void google_init(const struct config *cfg)
 {
     g_cfg = cfg;
     atomic_store(&g_cancel, 0);
+    google_budget_configure(cfg->google.requests_per_minute,
+                            cfg->google.project_requests_per_minute);
 }
 
 const struct config *google_config(void)
@@ -523,7 +526,8 @@ static int call_run(struct google_auth *a, struct google_call *c,
             .body = c->body, .body_len = c->body ? strlen(c->body) : 0,
             .if_match = c->if_match,
         };
-        if (google_exchange_retry(c->what, &e, r, deadline, err)) {
+        if (google_budget_acquire(a->credential_id, deadline, err) ||
+            google_exchange_retry(c->what, &e, r, deadline, err)) {
             rc = GOOGLE_ETRANSPORT;
             break;
         }

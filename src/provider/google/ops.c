@@ -211,6 +211,9 @@ static const struct metrics_family google_metrics[] = {
     {"calsync_google_invalid_ids_total", METRICS_COUNTER,
      "Google calls refused before any request for an id Google cannot have issued.",
      METRICS_INIT("calsync_google_invalid_ids_total")},
+    {"calsync_google_budget_wait_seconds", METRICS_HISTOGRAM,
+     "Time a Google call waited for its request budget, by budget (credential or "
+     "project) and priority (high: push syncs and app writes).", NULL},
 };
 
 /* The client is configured in calsync.conf's google table. */
