@@ -249,6 +249,10 @@ class Calsync:
                 raise AssertionError("calsync exited %s at start:\n%s"
                                      % (self.proc.returncode, text))
             time.sleep(0.02)
+        # never leave it running behind the failed test (under valgrind a
+        # stray service outlived the whole suite)
+        self.proc.kill()
+        self.proc.wait()
         raise AssertionError("calsync did not start:\n" + self.log_text())
 
     def log_text(self, since_start=False):
