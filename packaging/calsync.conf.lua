@@ -31,5 +31,10 @@ google = {
 -- webhooks = { { url = "https://app.example.com/api/calsync", secret = env("CALSYNC_WEBHOOK_SECRET") } }
 
 poll_interval = 600
+
+-- How long finished rows are kept, in seconds (0: forever). The audit --
+-- every decision and its inputs -- is kept unless audit is set.
+-- retention = { notifications = 7 * 86400, outbox_delivered = 30 * 86400,
+--               jobs_finished = 30 * 86400, audit = 0 }
 log_level = "info"
 log_format = "text"   -- "json": one JSON object per line

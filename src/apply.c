@@ -36,6 +36,8 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "policy/policy.h"
+#include "provider/provider.h"
+#include "store/decisions.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -68,6 +70,7 @@
 struct request {
     const char *policy;
     const char *settings;
+    const char *shadow;   /* the calendar's shadow policy, or NULL */
     int can_reschedule;   /* the event has new times (not a deletion) */
     int can_update;       /* the event has a title (not a deletion) */
     struct policy_input in;
@@ -157,6 +160,7 @@ static void request_codec(struct codec *c, struct request *r)
     struct booking *b = &r->b;
     c_str(c, &r->policy, NULL);
     c_str(c, &r->settings, NULL);
+    c_str(c, &r->shadow, NULL);
     c_int(c, &r->can_reschedule);
     c_int(c, &r->can_update);
     c_str(c, &in->kind, NULL);
@@ -168,6 +172,7 @@ static void request_codec(struct codec *c, struct request *r)
     c_i64(c, &in->new_start_ms);
     c_i64(c, &in->new_end_ms);
     c_str(c, &in->new_title, NULL);
+    c_str(c, &in->new_attendees, NULL);
     c_int(c, &in->is_instance);
     c_str(c, &in->series_id, NULL);
     c_i64(c, &in->original_start_ms);
@@ -220,6 +225,11 @@ struct decided {
     unsigned order;     /* gathering order (policies run in unit order) */
     int pending;        /* gathered, not decided yet */
     struct policy_decision d;
+    int64_t now_ms;     /* the decision's clock, and `past` as it was
+                         * computed: recorded with its inputs (replay) */
+    int past;
+    int has_shadow;     /* the request named a shadow policy: */
+    struct policy_decision shadow; /* its decision, never applied */
     char key[];
 };
 
@@ -424,6 +434,14 @@ enum apply_kind apply_classify(const struct sync_event *base,
         return APPLY_TIME;
     if (now->title && str_differs(now->title, bt))
         return APPLY_TITLE;
+    /* last (DESIGN §5): an attendee's response, against what calsync last
+     * saw of the event. Only between two known lists: an event seen for
+     * the first time (or mirrored before attendees were kept) has no
+     * earlier responses to compare with, and attendees all removed are
+     * nobody's response */
+    if (base && !is_cancelled(base) && base->attendees && now->attendees &&
+        str_differs(now->attendees, base->attendees))
+        return APPLY_RESPONSE;
     return APPLY_NONE;
 }
 
@@ -433,6 +451,7 @@ static const char *kind_name(enum apply_kind k)
     case APPLY_DELETE: return "delete";
     case APPLY_TIME: return "time_change";
     case APPLY_TITLE: return "title_change";
+    case APPLY_RESPONSE: return "response";
     default: return "none";
     }
 }
@@ -541,11 +560,154 @@ static int simulate_move(struct booking *b, const struct sync_event *old,
  * SYNC_HOOK_STALE, nothing written. `relinked`: the booking is being
  * moved from `old` to `now` by apply_relink (the decide pass sees it as
  * moved already). 0, SYNC_HOOK_STALE or -1. */
+/* ------------------------------------------------ the decision record
+ * DESIGN §2 "Replayable decisions": beside the audit entry, the complete
+ * inputs of the decision as a `policy test` CHANGE.json document (so a
+ * replay parses them the way a dry run does and decides through the same
+ * path), the shadow's decision, and the sources of the versions that
+ * decided. */
+
+static int put_time_field(struct buf *o, const char *key, int64_t ms, int first)
+{
+    char ts[TIME_RFC3339_MAX];
+    if (ms == POLICY_TIME_NONE || ms == SYNC_NO_TIME)
+        return 0;
+    time_format_rfc3339(ms, ts);
+    return buf_printf(o, "%s\"%s\":\"%s\"", first ? "" : ",", key, ts);
+}
+
+static int put_str_field(struct buf *o, const char *key, const char *v)
+{
+    if (!v)
+        return 0;
+    return buf_printf(o, ",\"%s\":", key) | buf_json_strz(o, v);
+}
+
+/* A span {start, end, title} as the policy sees change.old / change.new. */
+static int put_span(struct buf *o, const char *key, int64_t s, int64_t e,
+                    const char *title)
+{
+    int rc = buf_printf(o, ",\"%s\":{", key), first = 1;
+    if (s != POLICY_TIME_NONE && s != SYNC_NO_TIME) {
+        rc |= put_time_field(o, "start", s, first);
+        first = 0;
+    }
+    if (e != POLICY_TIME_NONE && e != SYNC_NO_TIME) {
+        rc |= put_time_field(o, "end", e, first);
+        first = 0;
+    }
+    if (title)
+        rc |= buf_printf(o, "%s\"title\":", first ? "" : ",") | buf_json_strz(o, title);
+    return rc | buf_puts(o, "}");
+}
+
+/* The inputs of r decided at now_ms (`past` as computed then) into o. The
+ * booking holds the twelve fields a policy reads (policy/args.c). */
+static int inputs_json(const struct request *r, int64_t now_ms, int past, struct buf *o)
+{
+    const struct policy_input *in = &r->in;
+    const struct booking *b = &r->b;
+    int rc = buf_puts(o, "{\"change\":{\"kind\":") | buf_json_strz(o, in->kind);
+    if (in->event_json)
+        rc |= buf_puts(o, ",\"event\":") | buf_append(o, in->event_json, in->event_len);
+    rc |= put_span(o, "old", in->old_start_ms, in->old_end_ms, in->old_title);
+    if (in->has_new)
+        rc |= put_span(o, "new", in->new_start_ms, in->new_end_ms, in->new_title);
+    if (in->is_instance) {
+        rc |= buf_puts(o, ",\"instance\":{\"series_id\":") | buf_json_strz(o, in->series_id);
+        rc |= put_time_field(o, "original_start", in->original_start_ms, 0) | buf_puts(o, "}");
+    }
+    rc |= buf_printf(o, ",\"past\":%s", past ? "true" : "false");
+    rc |= put_str_field(o, "source", in->source);
+    rc |= buf_puts(o, "},\"booking\":{\"uid\":") | buf_json_strz(o, b->uid);
+    rc |= buf_printf(o, ",\"calendar_id\":%lld", (long long)b->calendar_id);
+    rc |= put_str_field(o, "title", b->title);
+    rc |= put_time_field(o, "start", b->start_ms, 0);
+    rc |= put_time_field(o, "end", b->end_ms, 0);
+    rc |= put_str_field(o, "status", b->status);
+    rc |= buf_printf(o, ",\"needs_review\":%s", b->needs_review ? "true" : "false");
+    rc |= put_str_field(o, "event_id", b->event_id);
+    if (b->has_original)
+        rc |= put_time_field(o, "original_start", b->original_start_ms, 0);
+    rc |= put_str_field(o, "cancelled_by", b->cancelled_by);
+    rc |= put_str_field(o, "cancel_reason", b->cancel_reason);
+    rc |= put_time_field(o, "updated_at", b->updated_ms, 0);
+    /* ctx.now is whole seconds (policy/decide.c), so seconds lose nothing */
+    rc |= buf_printf(o, "},\"now\":%lld,\"settings\":%s,\"calendar_id\":%lld}",
+                     (long long)(now_ms / 1000), r->settings ? r->settings : "{}",
+                     (long long)in->calendar_id);
+    return rc ? -1 : 0;
+}
+
+/* Keeps the source of the version that made d (a forced flag without a
+ * version has none). 0 or -1. */
+static int keep_source(struct store_conn *c, const struct policy_decision *d,
+                       struct cs_err *err)
+{
+    char *src = NULL;
+    size_t len = 0;
+    if (!d->version[0])
+        return 0;
+    int r = policy_source_copy(d->policy, d->version, &src, &len);
+    if (r < 0)
+        return cs_err_set(err, "out of memory");
+    if (r == 0) {
+        /* only when the engine could not keep it (OOM at publish) */
+        log_warn("apply.source_unknown", "policy=%s version=%s", log_q(d->policy),
+                 d->version);
+        return 0;
+    }
+    r = policy_source_keep(c, d->policy, d->version, src, len, err);
+    free(src);
+    return r;
+}
+
+/* The record of the decision `kept` made on r, whose audit entry is
+ * audit_id; inside the apply transaction. 0 or -1. */
+static int record_decision(struct store_conn *c, const struct request *r,
+                           const struct decided *kept, int64_t audit_id, struct cs_err *err)
+{
+    struct buf in, sh;
+    int rc = -1;
+    buf_init(&in);
+    buf_init(&sh);
+    if (inputs_json(r, kept->now_ms, kept->past, &in)) {
+        cs_err_set(err, "out of memory");
+        goto done;
+    }
+    if (kept->has_shadow) {
+        const struct policy_decision *s = &kept->shadow;
+        if (buf_puts(&sh, "{\"policy\":") | buf_json_strz(&sh, s->policy) |
+            buf_puts(&sh, ",\"policy_version\":") |
+            buf_json_strz(&sh, s->version[0] ? s->version : NULL) |
+            buf_puts(&sh, ",\"action\":") | buf_json_strz(&sh, s->action) |
+            buf_puts(&sh, ",\"reason\":") | buf_json_strz(&sh, s->reason) |
+            buf_puts(&sh, "}")) {
+            cs_err_set(err, "out of memory");
+            goto done;
+        }
+    }
+    struct decision_record rec = {
+        .audit_id = audit_id, .calendar_id = r->in.calendar_id, .inputs = in.data,
+        .can_reschedule = r->can_reschedule, .can_update = r->can_update,
+        .shadow = kept->has_shadow ? sh.data : NULL,
+    };
+    if (decision_record_add(c, &rec, err) || keep_source(c, &kept->d, err) ||
+        (kept->has_shadow && keep_source(c, &kept->shadow, err)))
+        goto done;
+    rc = 0;
+done:
+    buf_free(&in);
+    buf_free(&sh);
+    return rc;
+}
+
 static int apply_one(struct store_conn *c, struct apply_thread *t,
                      const struct sync_info *info,
                      const struct sync_event *old, const struct sync_event *now,
                      const char *raw, size_t raw_len, const char *uid,
-                     const struct calendar_row *cal, int relinked, struct cs_err *err)
+                     const struct calendar_row *cal, const char *shadow, int relinked,
+                     struct cs_err *err)
 {
     struct booking b, before;
     int rc = booking_get(c, uid, &b, err);
@@ -599,6 +761,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
     struct request r = {
         .policy = cal->policy,
         .settings = cal->settings,
+        .shadow = shadow && *shadow ? shadow : NULL,
         .can_reschedule = kind != APPLY_DELETE && now->start_ms != SYNC_NO_TIME,
         .can_update = kind != APPLY_DELETE && now->title != NULL,
         .in = {
@@ -612,6 +775,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
             .new_start_ms = now->start_ms != SYNC_NO_TIME ? now->start_ms : b.start_ms,
             .new_end_ms = now->end_ms != SYNC_NO_TIME ? now->end_ms : b.end_ms,
             .new_title = now->title ? now->title : b.title,
+            .new_attendees = kind != APPLY_DELETE ? now->attendees : NULL,
             .is_instance = now->series_id && now->original_start_ms != SYNC_NO_TIME,
             .series_id = now->series_id,
             .original_start_ms = now->original_start_ms,
@@ -645,6 +809,7 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
     }
     struct policy_decision d = kept->d;
     int64_t now_ms = time_now_ms(); /* the booking's updated_at: when it is written */
+    int64_t audit_id = 0;
 
     booking_snapshot_json(&b, &snap_before);
     if (!(before.title = strdup(b.title))) {
@@ -655,7 +820,13 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
         snprintf(b.status, sizeof b.status, "cancelled");
         free(b.cancelled_by);
         free(b.cancel_reason);
-        b.cancelled_by = strdup("google");
+        /* where the change came from: the calendar's provider */
+        {
+            const struct provider_ops *pv = NULL;
+            struct cs_err e2;
+            b.cancelled_by = strdup(provider_for_credential(c, info->credential_id, &pv, &e2) == 0
+                                        ? pv->name : "google");
+        }
         b.cancel_reason = strdup(d.reason);
     } else if (strcmp(d.action, "reschedule") == 0) {
         b.start_ms = now->start_ms;
@@ -669,6 +840,17 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
         b.title = new_title;
     } else if (strcmp(d.action, "flag") == 0) {
         b.needs_review = 1;
+        /* what the flag holds back, for the app to resolve (DESIGN §4
+         * `proposed`): the event's state now, nothing for a deletion */
+        snprintf(b.proposed_kind, sizeof b.proposed_kind, "%s", r.in.kind);
+        b.proposed_start_ms = r.in.has_new ? r.in.new_start_ms : -1;
+        b.proposed_end_ms = r.in.has_new ? r.in.new_end_ms : -1;
+        free(b.proposed_title);
+        b.proposed_title = NULL;
+        if (r.in.has_new && r.in.new_title && !(b.proposed_title = strdup(r.in.new_title))) {
+            cs_err_set(err, "out of memory");
+            goto done;
+        }
     }
     int changed = strcmp(d.action, "ignore") != 0;
     if (changed)
@@ -684,12 +866,16 @@ static int apply_one(struct store_conn *c, struct apply_thread *t,
         .action = d.action, .reason = d.reason, .policy = d.policy,
         .policy_version = d.version[0] ? d.version : NULL,
         .before = snap_before.data, .after = snap_after.data, .dedupe_key = key,
+        .calendar_id = info->calendar_id,
+        .id_out = &audit_id,
     };
     int dup = audit_append(c, &e, err);
     if (dup != 0) {
         rc = dup < 0 ? -1 : 0;
         goto done;
     }
+    if (record_decision(c, &r, kept, audit_id, err))
+        goto done;
     fault_point("apply_after_audit");
     if (changed && booking_save(c, &b, err))
         goto done;
@@ -735,9 +921,12 @@ static int decide_all(struct store_conn *c, const struct sync_info *info,
             cs_err_set(err, "calendar %lld: cannot load", (long long)info->calendar_id);
         goto done;
     }
+    char shadow[CAL_POLICY_NAME_MAX + 1];
+    if (calendar_shadow_policy(c, info->calendar_id, shadow, sizeof shadow, err) < 0)
+        goto done;
     for (int i = 0; i < m->n; i++) {
         int r = apply_one(c, t, info, old, now, raw_json, raw_len, m->uid[i], &cal,
-                          relinked, err);
+                          shadow, relinked, err);
         if (r) {
             rc = r;
             goto done;
@@ -836,6 +1025,30 @@ int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err)
             d->forced = 1;
         }
         check_applicable(d, &r);
+        e->now_ms = r.in.now_ms;
+        e->past = r.in.past;
+        /* the shadow decides the very same inputs (DESIGN §5); its
+         * decision is kept beside the live one, recorded, never applied */
+        e->has_shadow = r.shadow != NULL;
+        if (r.shadow) {
+            struct policy_decision *s = &e->shadow;
+            memset(s, 0, sizeof *s);
+            if (!pr || policy_decide_shadow(pr, r.shadow, &r.in, s) != 0) {
+                snprintf(s->action, sizeof s->action, "flag");
+                snprintf(s->reason, sizeof s->reason, "policy '%s' has no live version",
+                         r.shadow);
+                snprintf(s->policy, sizeof s->policy, "%.63s", r.shadow);
+                s->forced = 1;
+            }
+            check_applicable(s, &r);
+            char lp[128], ls[128], series[400];
+            snprintf(series, sizeof series,
+                     "calsync_policy_shadow_decisions_total{policy=\"%s\",shadow=\"%s\","
+                     "outcome=\"%s\"}", metrics_label(d->policy, lp, sizeof lp),
+                     metrics_label(s->policy, ls, sizeof ls),
+                     strcmp(s->action, d->action) == 0 ? "agree" : "disagree");
+            metrics_inc(series);
+        }
         e->pending = 0;
         dec->n_pending--;
     }
@@ -852,6 +1065,68 @@ int apply_change(void *ud, struct store_conn *c, const struct sync_info *info,
     int rc = find_bookings(c, info->calendar_id, now, &m, err);
     if (rc == 0)
         rc = decide_all(c, info, old, now, raw_json, raw_len, &m, 0, err);
+    matches_free(&m);
+    return rc;
+}
+
+int apply_move(void *ud, struct store_conn *c, const struct sync_info *info,
+               const char *event_id, int64_t from, int64_t to, struct cs_err *err)
+{
+    (void)ud;
+    struct matches m = {{0}, 0};
+    struct buf snap_before, snap_after;
+    int rc = -1;
+    buf_init(&snap_before);
+    buf_init(&snap_after);
+    if (booking_refs_at(c, from, event_id, -1, collect, &m, err))
+        goto done;
+    const char *source = sync_source_name(info->source);
+    for (int i = 0; i < m.n; i++) {
+        struct booking b;
+        int r = booking_get(c, m.uid[i], &b, err);
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            continue;
+        if (b.calendar_id != from || strcmp(b.status, "cancelled") == 0) {
+            booking_free(&b);
+            continue;
+        }
+        struct booking before = b;
+        char reason[160], key[512];
+        snprintf(reason, sizeof reason, "the event moved in Google from calendar %lld to "
+                 "calendar %lld", (long long)from, (long long)to);
+        /* updated_at in the key: the same booking may move back and forth */
+        snprintf(key, sizeof key, "move|%lld|%lld|%s|%s|%lld", (long long)from,
+                 (long long)to, event_id, b.uid, (long long)b.updated_ms);
+        buf_reset(&snap_before);
+        buf_reset(&snap_after);
+        booking_snapshot_json(&before, &snap_before);
+        b.calendar_id = to;
+        b.updated_ms = time_now_ms();
+        booking_snapshot_json(&b, &snap_after);
+        struct audit_entry e = {
+            .booking_uid = b.uid, .source = source, .change = "calendar_move",
+            .action = "move", .reason = reason,
+            .before = snap_before.data, .after = snap_after.data, .dedupe_key = key,
+        };
+        int dup = audit_append(c, &e, err);
+        if (dup == 0 && (booking_move_calendar(c, b.uid, from, to, event_id, err) ||
+                         booking_save(c, &b, err) ||
+                         outbox_enqueue_booking(c, "BOOKING_UPDATED", &b, &before, reason,
+                                                source, NULL, NULL, err)))
+            dup = -1;
+        if (dup == 0)
+            log_info("apply.moved", "booking=%s event=%s from=%lld to=%lld source=%s",
+                     log_q(b.uid), log_q(event_id), (long long)from, (long long)to, source);
+        booking_free(&b);
+        if (dup < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    buf_free(&snap_before);
+    buf_free(&snap_after);
     matches_free(&m);
     return rc;
 }

@@ -46,7 +46,16 @@ int apply_relink(void *ud, struct store_conn *c, const struct sync_info *info,
  * with no transaction open. 0 or -1 (out of memory). */
 int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err);
 
-enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE };
+/* The sync move hook (sync_move_fn): every live booking that follows
+ * whole event `event_id` on calendar `from` now follows it on `to`
+ * (calendar_id changes), audited (change "calendar_move", action "move")
+ * and announced with one BOOKING_UPDATED. No policy decides it: the host
+ * moved the event between two calendars calsync watches, and the booking
+ * is where its event is. 0 or -1. */
+int apply_move(void *ud, struct store_conn *c, const struct sync_info *info,
+               const char *event_id, int64_t from, int64_t to, struct cs_err *err);
+
+enum apply_kind { APPLY_NONE = 0, APPLY_DELETE, APPLY_TIME, APPLY_TITLE, APPLY_RESPONSE };
 
 /* Classifies `now` against `base` (the mirror row, or NULL: then the
  * booking's own start/end/title). Pure; exposed for tests. */

@@ -41,6 +41,36 @@ void booking_json(const struct booking *b, struct buf *out)
         buf_json_strz(out, b->write_error);
     }
     put_time(out, "updated_at", b->updated_ms);
+    const char *opt[] = {b->description, b->location, b->time_zone};
+    static const char *const keys[] = {"description", "location", "time_zone"};
+    for (int i = 0; i < 3; i++)
+        if (opt[i]) {
+            buf_printf(out, ",\"%s\":", keys[i]);
+            buf_json_strz(out, opt[i]);
+        }
+    if (b->attendees)
+        buf_printf(out, ",\"attendees\":%s", b->attendees); /* stored as encoded JSON */
+    if (b->needs_review && b->proposed_kind[0]) {
+        buf_puts(out, ",\"proposed\":{\"kind\":");
+        buf_json_strz(out, b->proposed_kind);
+        if (b->proposed_start_ms >= 0)
+            put_time(out, "start", b->proposed_start_ms);
+        if (b->proposed_end_ms >= 0)
+            put_time(out, "end", b->proposed_end_ms);
+        if (b->proposed_title) {
+            buf_puts(out, ",\"title\":");
+            buf_json_strz(out, b->proposed_title);
+        }
+        buf_puts(out, "}");
+    }
+    if (b->conference) {
+        buf_puts(out, ",\"conference\":");
+        buf_json_strz(out, b->conference);
+    }
+    if (b->conference_url) {
+        buf_puts(out, ",\"conference_url\":");
+        buf_json_strz(out, b->conference_url);
+    }
     buf_puts(out, "}");
 }
 

@@ -43,6 +43,36 @@ int64_t channel_renew_at(int64_t created_ms, int64_t expiration_ms,
 }
 
 
+/* The lifetime asked for and the renewal lead of a provider's
+ * subscriptions: Graph's come from the microsoft table (DESIGN §3), every
+ * other provider's from google's channel_ttl/renew_before. Seconds. */
+static int64_t sub_ttl_s(const struct provider_ops *ops)
+{
+    return ops && strcmp(ops->name, "microsoft") == 0 ? channel_cfg->microsoft.subscription_ttl
+                                                      : channel_cfg->google.channel_ttl;
+}
+
+static int64_t sub_renew_before_ms(const struct provider_ops *ops)
+{
+    return 1000 * (ops && strcmp(ops->name, "microsoft") == 0
+                       ? channel_cfg->microsoft.renew_before
+                       : channel_cfg->google.renew_before);
+}
+
+/* When a subscription is due for renewal. One renewed in place keeps its
+ * first created_at, so its current grant is taken to start a ttl before
+ * its expiration (never before it was created). */
+static int64_t renew_due(const struct provider_ops *ops, int64_t created, int64_t expiration)
+{
+    int64_t start = created;
+    if (ops && ops->sub_renew) {
+        int64_t s = expiration - sub_ttl_s(ops) * 1000;
+        if (s > start)
+            start = s;
+    }
+    return channel_renew_at(start, expiration, sub_renew_before_ms(ops));
+}
+
 static int set_state(struct store_conn *c, const char *id, const char *state,
                      struct cs_err *err)
 {
@@ -98,7 +128,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
 
     struct provider_ctx px = {.db = c, .credential_id = cal->credential_id};
     struct provider_sub_req req = {.id = id, .token = token, .address = address,
-                                   .ttl_s = channel_cfg->google.channel_ttl};
+                                   .ttl_s = sub_ttl_s(ops)};
     struct provider_sub sub;
     int rc = -1;
     int g = ops->sub_open(&px, cal->external_id, &req, &sub, err);
@@ -120,8 +150,7 @@ static int open_channel(struct store_conn *c, int64_t calendar_id,
     fault_point("channel_after_live");
     metrics_inc("calsync_channel_opens_total{result=\"ok\"}");
     snprintf(new_rid, rid_size, "%s", rid);
-    *renew_at = channel_renew_at(created, expiration,
-                                 channel_cfg->google.renew_before * 1000);
+    *renew_at = renew_due(ops, created, expiration);
     log_info("channel.opened", "channel=%s calendar=%lld expires_in_s=%lld",
              id, (long long)calendar_id, (long long)((expiration - created) / 1000));
     rc = 0;
@@ -156,14 +185,65 @@ static int load_live(struct store_conn *c, int64_t calendar_id, struct live *out
     return 0;
 }
 
-int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
-                     struct cs_err *err)
+/* Extends the live subscription l in place (provider_ops.sub_renew) and
+ * stores its new expiration. 0 renewed (*next_check_ms set); 1 when the
+ * provider no longer knows it (the caller opens a new one, and this row
+ * is marked stopped); -1 failed (retried at the next check). */
+static int renew_in_place(struct store_conn *c, int64_t credential_id,
+                          const struct provider_ops *ops, const struct live *l,
+                          int64_t *next_check_ms, struct cs_err *err)
+{
+    struct provider_ctx px = {.db = c, .credential_id = credential_id};
+    struct provider_sub sub = {.expiration_ms = l->expiration};
+    snprintf(sub.resource_id, sizeof sub.resource_id, "%s", l->resource_id);
+    int g = ops->sub_renew(&px, l->id, &sub, err);
+    if (g == PROVIDER_GONE) {
+        metrics_inc("calsync_channel_renewals_total{result=\"gone\"}");
+        log_info("channel.renew_gone", "channel=%s", log_q(l->id));
+        set_state(c, l->id, "stopped", NULL);
+        if (err)
+            err->msg[0] = '\0'; /* not a failure: a new one is opened */
+        return 1;
+    }
+    if (g != PROVIDER_OK || sub.expiration_ms <= time_now_ms()) {
+        metrics_inc("calsync_channel_renewals_total{result=\"error\"}");
+        if (g == PROVIDER_OK)
+            cs_err_set(err, "renewal answered an expiration in the past");
+        return -1;
+    }
+    fault_point("channel_after_renew");
+    if (channels_set_expiration(c, l->id, sub.expiration_ms, err))
+        return -1;
+    intake_channels_changed();
+    metrics_inc("calsync_channel_renewals_total{result=\"ok\"}");
+    *next_check_ms = renew_due(ops, l->created, sub.expiration_ms);
+    log_info("channel.renewed", "channel=%s expires_in_s=%lld", log_q(l->id),
+             (long long)((sub.expiration_ms - time_now_ms()) / 1000));
+    return 0;
+}
+
+static int maintain(int64_t calendar_id, int force, int64_t *next_check_ms,
+                    struct cs_err *err);
+
+int channel_maintain(int64_t calendar_id, int64_t *next_check_ms, struct cs_err *err)
+{
+    return maintain(calendar_id, 0, next_check_ms, err);
+}
+
+int channel_renew_now(int64_t calendar_id, int64_t *next_check_ms, struct cs_err *err)
+{
+    return maintain(calendar_id, 1, next_check_ms, err);
+}
+
+static int maintain(int64_t calendar_id, int force, int64_t *next_check_ms,
+                    struct cs_err *err)
 {
     struct store_conn *c = store_conn(err);
     struct calendar_ref cal;
     struct live lv[8];
     int n = 0;
     *next_check_ms = 0;
+    provider_set_priority(PROVIDER_PRIO_LOW); /* renewals leave the reserve alone */
     if (!c)
         return -1;
     int r = calendar_ref_load(c, calendar_id, &cal, err);
@@ -173,11 +253,14 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
         return channel_stop_calendar(calendar_id, err);
     if (load_live(c, calendar_id, lv, 8, &n, err))
         return -1;
-    int64_t now = time_now_ms(), renew_before = channel_cfg->google.renew_before * 1000;
+    const struct provider_ops *ops = NULL;
+    if (provider_for_credential(c, cal.credential_id, &ops, err) < 0)
+        return -1;
+    int64_t now = time_now_ms();
     /* the newest channel that is live and not yet due keeps serving */
     if (n > 0 && lv[0].has_resource && lv[0].expiration > now) {
-        int64_t due = channel_renew_at(lv[0].created, lv[0].expiration, renew_before);
-        if (due > now) {
+        int64_t due = renew_due(ops, lv[0].created, lv[0].expiration);
+        if (due > now && !force) {
             *next_check_ms = due;
             /* older channels left over (a crash during a renewal); one
              * whose watch answer was lost to a crash has no resource id
@@ -188,6 +271,20 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
                              NULL);
             return 0;
         }
+    }
+    /* a provider that extends a subscription in place (Graph) keeps it:
+     * one live subscription per calendar, no overlap to coalesce */
+    if (n > 0 && ops && ops->sub_renew && lv[0].has_resource && lv[0].expiration > now) {
+        int r2 = renew_in_place(c, cal.credential_id, ops, &lv[0], next_check_ms, err);
+        if (r2 == 0) {
+            for (int i = 1; i < n; i++)
+                stop_channel(c, cal.credential_id, lv[i].id,
+                             lv[i].has_resource ? lv[i].resource_id : NULL, NULL);
+            return 0;
+        }
+        if (r2 < 0)
+            return -1;
+        /* gone (expired or removed by the provider): open a new one */
     }
     int64_t renew_at = 0;
     char new_rid[256] = "";

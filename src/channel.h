@@ -26,6 +26,10 @@ int channel_maintain(int64_t calendar_id, int64_t *next_check_ms,
 /* Stops every live channel of the calendar (DELETE /v1/calendars) if it is
  * still stopped or revoked; one reactivated meanwhile keeps its channel.
  * Callers hold the calendar's scheduler lock (sched_calendar_lock). */
+/* channel_maintain, renewing the live subscription now even when it is
+ * not due (a provider's lifecycle notification asked for it). */
+int channel_renew_now(int64_t calendar_id, int64_t *next_check_ms, struct cs_err *err);
+
 int channel_stop_calendar(int64_t calendar_id, struct cs_err *err);
 
 /* Stops a channel calsync no longer wants (by id), e.g. one that still

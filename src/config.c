@@ -63,6 +63,20 @@ static const struct key gcal_keys[] = {
     {"token_url", K_STR, F(google.token_url), 0, 0, NULL},
     {"channel_ttl", K_INT, F(google.channel_ttl), 1, 10LL * 365 * 86400, NULL},
     {"renew_before", K_INT, F(google.renew_before), 0, 10LL * 365 * 86400, NULL},
+    {"requests_per_minute", K_INT, F(google.requests_per_minute), 0, 1000000000, NULL},
+    {"project_requests_per_minute", K_INT, F(google.project_requests_per_minute), 0,
+     1000000000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static const struct key microsoft_keys[] = {
+    {"client_id", K_STR, F(microsoft.client_id), 0, 0, NULL},
+    {"client_secret", K_STR, F(microsoft.client_secret), 0, 0, NULL},
+    {"tenant", K_STR, F(microsoft.tenant), 0, 0, NULL},
+    {"api_base", K_STR, F(microsoft.api_base), 0, 0, NULL},
+    {"token_url", K_STR, F(microsoft.token_url), 0, 0, NULL},
+    {"subscription_ttl", K_INT, F(microsoft.subscription_ttl), 60, 10LL * 365 * 86400, NULL},
+    {"renew_before", K_INT, F(microsoft.renew_before), 0, 10LL * 365 * 86400, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -81,6 +95,18 @@ static const struct key http_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 
+/* Retention of finished rows (src/retention.c); ages in seconds, 0 keeps
+ * forever; at most 100 years so that now - age cannot overflow. */
+static const struct key retention_keys[] = {
+    {"notifications", K_INT, F(retention.notifications), 0, 100LL * 365 * 86400, NULL},
+    {"outbox_delivered", K_INT, F(retention.outbox_delivered), 0, 100LL * 365 * 86400, NULL},
+    {"jobs_finished", K_INT, F(retention.jobs_finished), 0, 100LL * 365 * 86400, NULL},
+    {"audit", K_INT, F(retention.audit), 0, 100LL * 365 * 86400, NULL},
+    {"interval", K_INT, F(retention.interval), 1, 86400, NULL},
+    {"batch", K_INT, F(retention.batch), 1, 10000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
 static const struct key top_keys[] = {
     {"listen", K_STR, F(listen), 0, 0, NULL},
     {"database", K_STR, F(database), 0, 0, NULL},
@@ -92,9 +118,11 @@ static const struct key top_keys[] = {
     {"log_level", K_LOGLEVEL, 0, 0, 0, NULL},
     {"log_format", K_STR, F(log_format), 0, 0, NULL},
     {"google", K_TABLE, 0, 0, 0, gcal_keys},
+    {"microsoft", K_TABLE, 0, 0, 0, microsoft_keys},
     {"webhooks", K_WEBHOOKS, 0, 0, 0, NULL},
     {"policy_limits", K_TABLE, 0, 0, 0, limit_keys},
     {"http", K_TABLE, 0, 0, 0, http_keys},
+    {"retention", K_TABLE, 0, 0, 0, retention_keys},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -121,11 +149,26 @@ int config_defaults(struct config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->google.channel_ttl = 604800;
     cfg->google.renew_before = 86400;
+    /* Graph caps event subscriptions at 10,080 minutes (4,230 on older
+     * tenants, docs); ask for a little under the older cap and renew a day
+     * ahead, so a tenant with either cap keeps its subscription */
+    cfg->microsoft.subscription_ttl = 4200 * 60;
+    cfg->microsoft.renew_before = 86400;
     cfg->policy_limits.instructions = 1000000;
     cfg->policy_limits.memory = 16LL << 20;
     cfg->http.connections = 2048;
     cfg->http.connections_per_ip = 256;
     cfg->http.header_timeout = 10;
+    cfg->retention.notifications = 7 * 86400;
+    cfg->retention.outbox_delivered = 30 * 86400;
+    cfg->retention.jobs_finished = 30 * 86400;
+    cfg->retention.audit = 0;
+    cfg->retention.interval = 600;
+    cfg->retention.batch = 500;
+    /* Google's documented Calendar quotas: 600 per minute per user, 10,000
+     * per minute per project. */
+    cfg->google.requests_per_minute = 600;
+    cfg->google.project_requests_per_minute = 10000;
     if (set_str(&cfg->listen, "127.0.0.1:8080") ||
         set_str(&cfg->database, "calsync.db") ||
         set_str(&cfg->policies, "policies") ||
@@ -134,7 +177,12 @@ int config_defaults(struct config *cfg)
         set_str(&cfg->google.client_id, "") ||
         set_str(&cfg->google.client_secret, "") ||
         set_str(&cfg->google.api_base, "https://www.googleapis.com/calendar/v3") ||
-        set_str(&cfg->google.token_url, "https://oauth2.googleapis.com/token")) {
+        set_str(&cfg->google.token_url, "https://oauth2.googleapis.com/token") ||
+        set_str(&cfg->microsoft.client_id, "") ||
+        set_str(&cfg->microsoft.client_secret, "") ||
+        set_str(&cfg->microsoft.tenant, "common") ||
+        set_str(&cfg->microsoft.api_base, "https://graph.microsoft.com/v1.0") ||
+        set_str(&cfg->microsoft.token_url, "")) {
         config_free(cfg);
         return -1;
     }
@@ -155,6 +203,11 @@ void config_free(struct config *cfg)
     free(cfg->google.client_secret);
     free(cfg->google.api_base);
     free(cfg->google.token_url);
+    free(cfg->microsoft.client_id);
+    free(cfg->microsoft.client_secret);
+    free(cfg->microsoft.tenant);
+    free(cfg->microsoft.api_base);
+    free(cfg->microsoft.token_url);
     for (int i = 0; i < cfg->n_webhooks; i++) {
         free(cfg->webhooks[i].url);
         free(cfg->webhooks[i].secret);
@@ -663,6 +716,24 @@ int config_load_string(struct config *cfg, const char *name, const char *src,
     }
     if (check_url(cfg->google.api_base) || check_url(cfg->google.token_url)) {
         cs_err_set(err, "%s: 'google.api_base' and 'google.token_url' must be http(s) URLs", name);
+        goto done;
+    }
+    if (check_url(cfg->microsoft.api_base) ||
+        (*cfg->microsoft.token_url && check_url(cfg->microsoft.token_url))) {
+        cs_err_set(err, "%s: 'microsoft.api_base' and 'microsoft.token_url' must be http(s) URLs",
+                   name);
+        goto done;
+    }
+    /* the tenant goes into the token URL's path */
+    for (const char *t = cfg->microsoft.tenant; *t; t++)
+        if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') ||
+              (*t >= '0' && *t <= '9') || *t == '-' || *t == '.')) {
+            cs_err_set(err, "%s: 'microsoft.tenant' must be a tenant id or domain "
+                       "(letters, digits, '-', '.')", name);
+            goto done;
+        }
+    if (!*cfg->microsoft.tenant) {
+        cs_err_set(err, "%s: 'microsoft.tenant' must not be empty", name);
         goto done;
     }
     if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0) {

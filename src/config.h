@@ -36,13 +36,36 @@ struct config {
         char *token_url;
         int64_t channel_ttl;
         int64_t renew_before;
+        /* request budgets (requests per minute, 0: none; issue 19) */
+        int64_t requests_per_minute;         /* per credential */
+        int64_t project_requests_per_minute; /* per project */
     } google;
+    struct {             /* Outlook through Microsoft Graph (DESIGN §3) */
+        char *client_id;
+        char *client_secret;
+        char *tenant;    /* "common" */
+        char *api_base;
+        char *token_url; /* "": built from tenant */
+        int64_t subscription_ttl; /* seconds asked for; Graph caps it */
+        int64_t renew_before;
+    } microsoft;
     struct config_webhook *webhooks;
     int n_webhooks;
     struct {
         int64_t instructions;
         int64_t memory;
     } policy_limits;
+    /* How long finished rows are kept (docs/operations.md "Retention"):
+     * seconds, 0 keeps them forever. */
+    struct {
+        int64_t notifications;    /* push notifications journalled */
+        int64_t outbox_delivered; /* webhooks acknowledged */
+        int64_t jobs_finished;    /* Google writes done or failed */
+        int64_t audit;            /* audit entries (decisions and their
+                                     inputs); 0 by default: the record */
+        int64_t interval;         /* seconds between pruning runs */
+        int64_t batch;            /* rows deleted per transaction */
+    } retention;
     struct {
         int64_t connections;        /* open connections, all clients */
         int64_t connections_per_ip; /* per client address; 0: no limit */

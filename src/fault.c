@@ -56,6 +56,7 @@ static const char *const fault_names[] = {
     "channel_after_opening_row",
     "channel_after_watch",
     "channel_after_live",
+    "channel_after_renew",
     "channel_after_open_before_stop",
     "channel_after_stop",
 };

@@ -10,11 +10,14 @@
 #include "json.h"
 #include "log.h"
 #include "policy/policy.h"
+#include "provider/provider.h"
 #include "store/store.h"
 
 #include <lua.h>
 #include <stdio.h>
 #include <string.h>
+
+#define HEALTH_MAX_WARNINGS 16 /* one per provider, and the push warning */
 
 static const struct config *health_cfg;
 
@@ -24,10 +27,12 @@ void health_init(const struct config *cfg)
 }
 
 /* The configuration warnings: which one (for the log's event name,
- * a literal at each call so docs/operations.md can list it) and its text. */
-enum warning_kind { WARN_GOOGLE, WARN_PUSH };
+ * a literal at each call so docs/operations.md can list it), the provider
+ * it is about (WARN_PROVIDER) and its text. */
+enum warning_kind { WARN_PROVIDER, WARN_PUSH };
 struct warning {
     enum warning_kind kind;
+    const char *provider;
     const char *msg;
 };
 
@@ -37,16 +42,16 @@ static int config_warnings(struct warning *w, int cap)
     int n = 0;
     if (!cfg)
         return 0;
-    if ((!cfg->google.client_id || !*cfg->google.client_id ||
-         !cfg->google.client_secret || !*cfg->google.client_secret) && n < cap)
-        w[n++] = (struct warning){
-            WARN_GOOGLE,
-            "google.client_id and google.client_secret are not configured: "
-            "credentials and calendars are accepted but no calendar can sync "
-            "(docs/google-setup.md)"};
+    /* every registered provider says whether its client is configured */
+    const struct provider_ops *ops;
+    for (int i = 0; (ops = provider_at(i)) && n < cap; i++) {
+        const char *why = ops->unconfigured ? ops->unconfigured(cfg) : NULL;
+        if (why)
+            w[n++] = (struct warning){WARN_PROVIDER, ops->name, why};
+    }
     if (cfg->public_url && strncmp(cfg->public_url, "https://", 8) != 0 && n < cap)
         w[n++] = (struct warning){
-            WARN_PUSH,
+            WARN_PUSH, NULL,
             "public_url is not https://: Google sends push notifications only to "
             "HTTPS, so changes are seen at the next poll (poll_interval) "
             "(docs/google-setup.md)"};
@@ -55,11 +60,12 @@ static int config_warnings(struct warning *w, int cap)
 
 int health_log_warnings(void)
 {
-    struct warning w[4];
-    int n = config_warnings(w, 4);
+    struct warning w[HEALTH_MAX_WARNINGS];
+    int n = config_warnings(w, HEALTH_MAX_WARNINGS);
     for (int i = 0; i < n; i++) {
-        if (w[i].kind == WARN_GOOGLE)
-            log_warn("service.google_unconfigured", "msg=%s", log_q(w[i].msg));
+        if (w[i].kind == WARN_PROVIDER)
+            log_warn("service.provider_unconfigured", "provider=%s msg=%s", w[i].provider,
+                     log_q(w[i].msg));
         else
             log_warn("service.push_unavailable", "msg=%s", log_q(w[i].msg));
     }
@@ -141,8 +147,8 @@ int health_render(struct buf *out)
     buf_printf(out, "{\"status\":\"%s\",\"database\":%s,\"policies\":%s,\"reasons\":[%s]"
                ",\"warnings\":[", ok ? "ok" : "unhealthy", db ? "true" : "false",
                pol ? "true" : "false", reasons.data ? reasons.data : "");
-    struct warning w[4];
-    int n = config_warnings(w, 4);
+    struct warning w[HEALTH_MAX_WARNINGS];
+    int n = config_warnings(w, HEALTH_MAX_WARNINGS);
     for (int i = 0; i < n; i++) {
         buf_puts(out, i ? "," : "");
         buf_json_strz(out, w[i].msg);

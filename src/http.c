@@ -380,6 +380,21 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn,
     if (r->status == 401)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"calsync\"");
+    if (r->set_cookie)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_SET_COOKIE, r->set_cookie);
+    if (r->location)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_LOCATION, r->location);
+    if (r->content_type && strncmp(r->content_type, "text/html", 9) == 0) {
+        /* the status page: no script, no framing, nothing fetched from
+         * elsewhere -- a title that escaped the escaping still runs nothing */
+        MHD_add_response_header(mr, "Content-Security-Policy",
+                                "default-src 'none'; style-src 'unsafe-inline'; "
+                                "img-src 'self'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'");
+        MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(mr, "Cache-Control", "no-store");
+        MHD_add_response_header(mr, "Referrer-Policy", "no-referrer");
+    }
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
     return ret;
@@ -485,6 +500,18 @@ static void track_set(struct MHD_Connection *conn, int phase)
         atomic_store(&t->state, time_mono_ms() * 4 + phase);
 }
 
+/* application/x-www-form-urlencoded, parameters allowed (HTTP_PAGE forms) */
+static int is_form(const char *ct)
+{
+    static const char want[] = "application/x-www-form-urlencoded";
+    if (!ct || strncasecmp(ct, want, sizeof want - 1) != 0)
+        return 0;
+    ct += sizeof want - 1;
+    while (*ct == ' ')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
 static int authorized(struct MHD_Connection *conn)
 {
     const char *tok = http_cfg->api_token;
@@ -578,10 +605,11 @@ static enum MHD_Result admit(struct MHD_Connection *conn, struct req_state *cs)
      * routes (push, health, metrics) are reachable without a token anyway,
      * and a push must not be lost to a proxy that rewrites Host. */
     int need_auth = hit ? (hit->flags & HTTP_AUTH) != 0 : path_auth;
+    int page = hit && (hit->flags & HTTP_PAGE);
 
     if (declared > (int64_t)HTTP_DRAIN_MAX)
         refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_BODY_MAX);
-    else if (host && need_auth && !http_host_allowed(host, http_public_host))
+    else if (host && (need_auth || page) && !http_host_allowed(host, http_public_host))
         refuse(cs, 400, NULL, "Host does not name this service (use its address, "
                "localhost or the host of public_url)");
     else if (origin && !origin_allowed(origin))
@@ -593,11 +621,18 @@ static enum MHD_Result admit(struct MHD_Connection *conn, struct req_state *cs)
     else if (!hit)
         refuse(cs, 404, NULL, "no %s on %s",
                known_method(cs->method) ? cs->method : "such method", cs->url);
-    else if (has_body && !(hit->flags & HTTP_AUTH))
+    else if (page && has_body && (te || declared > (int64_t)HTTP_FORM_MAX))
+        refuse(cs, 413, NULL, "a form body must have a Content-Length of at most %d bytes",
+               HTTP_FORM_MAX);
+    else if (page && has_body && !is_form(ct))
+        refuse(cs, 415, NULL, "a form body must be application/x-www-form-urlencoded");
+    else if (has_body && !(hit->flags & (HTTP_AUTH | HTTP_PUSH_BODY)) && !page)
         refuse(cs, 413, NULL, "%s takes no request body", hit->pattern);
+    else if (!(hit->flags & HTTP_AUTH) && declared > (int64_t)HTTP_PUSH_BODY_MAX)
+        refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_PUSH_BODY_MAX);
     else if (declared > (int64_t)HTTP_BODY_MAX)
         refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_BODY_MAX);
-    else if (has_body && !http_is_json(ct) && declared > 0)
+    else if (has_body && !page && !http_is_json(ct) && declared > 0)
         refuse(cs, 415, NULL, "a request body must be Content-Type: application/json");
     else if (declared > 0 && budget_take((size_t)declared + 1))
         refuse(cs, 503, "1", "too many request bodies in flight; retry");
@@ -636,6 +671,8 @@ static enum MHD_Result take_body(struct req_state *cs, const char *data, size_t 
     }
     if (cs->want_json)
         refuse(cs, 415, NULL, "a request body must be Content-Type: application/json");
+    else if (cs->route && !(cs->route->flags & HTTP_AUTH) && cs->seen > HTTP_PUSH_BODY_MAX)
+        refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_PUSH_BODY_MAX);
     else if (cs->seen > HTTP_BODY_MAX)
         refuse(cs, 413, NULL, "request body larger than %u bytes", HTTP_BODY_MAX);
     else if (body_append(cs, data, n))

@@ -45,6 +45,10 @@ struct http_resp {
     struct buf body;          /* owned; freed by the server */
     const char *content_type; /* default application/json */
     const char *retry_after;  /* optional Retry-After value */
+    /* HTTP_PAGE routes only (the status page): optional Set-Cookie and
+     * Location values; must outlive the answer (static strings) */
+    const char *set_cookie;
+    const char *location;
 };
 
 typedef void (*http_handler)(struct http_req *req, struct http_resp *resp);
@@ -61,7 +65,20 @@ enum {
      * writer holds): it runs on the event thread that read the request,
      * without a hand-off. Only Google's push intake is inline. */
     HTTP_INLINE = 2,
+    /* An unauthenticated route that takes a body of at most
+     * HTTP_PUSH_BODY_MAX bytes (a provider's push batch: Graph's
+     * notifications are JSON); larger ones are refused 413 unread. */
+    HTTP_PUSH_BODY = 4,
+    /* A page for a browser (the status page, docs/operations.md): the Host
+     * is checked as for HTTP_AUTH, but the handler authorizes the request
+     * itself (bearer token or the status cookie), and a body may only be a
+     * small form (application/x-www-form-urlencoded, at most
+     * HTTP_FORM_MAX bytes, with a Content-Length). Its HTML answers carry
+     * a Content-Security-Policy that allows no script at all. */
+    HTTP_PAGE = 8,
 };
+#define HTTP_FORM_MAX 4096
+#define HTTP_PUSH_BODY_MAX (64u * 1024)
 
 struct http_route {
     const char *method;

@@ -689,8 +689,17 @@ static void unknown_channel(struct store_conn *c, const char *id, const char *ri
     }
 }
 
+static void notify(const char *id, const char *token, const char *rstate,
+                   const char *msgno, const char *rid, int renew, struct http_resp *resp);
+
 void intake_notify(const char *id, const char *token, const char *rstate,
                    const char *msgno, const char *rid, struct http_resp *resp)
+{
+    notify(id, token, rstate, msgno, rid, 0, resp);
+}
+
+static void notify(const char *id, const char *token, const char *rstate,
+                   const char *msgno, const char *rid, int renew, struct http_resp *resp)
 {
     struct cs_err err = {{0}};
     struct note n = {.number = -1};
@@ -778,6 +787,8 @@ void intake_notify(const char *id, const char *token, const char *rstate,
         return;
     }
     fault_point("intake_after_journal");
+    if (renew && intake_hooks.renew_channel)
+        intake_hooks.renew_channel(n.calendar_id);
     log_debug("intake.journalled", "id=%lld calendar=%lld", (long long)n.id,
               (long long)n.calendar_id);
     count(is_sync ? "sync" : "accepted");
@@ -812,9 +823,9 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
         buf_puts(&resp->body, b.handshake);
         return;
     }
-    if (b.n == 1) {
-        intake_notify(b.msg[0].subscription, b.msg[0].token, b.msg[0].state,
-                      b.msg[0].sequence, b.msg[0].resource, resp);
+    if (b.n == 1 && !b.batch) {
+        notify(b.msg[0].subscription, b.msg[0].token, b.msg[0].state,
+               b.msg[0].sequence, b.msg[0].resource, b.msg[0].renew, resp);
         return;
     }
     /* a batch: each message on its own; a message that could not be
@@ -824,8 +835,8 @@ void intake_handle(struct http_req *req, struct http_resp *resp)
     for (int i = 0; i < b.n; i++) {
         struct http_resp one = {.status = 200};
         buf_init(&one.body);
-        intake_notify(b.msg[i].subscription, b.msg[i].token, b.msg[i].state,
-                      b.msg[i].sequence, b.msg[i].resource, &one);
+        notify(b.msg[i].subscription, b.msg[i].token, b.msg[i].state,
+               b.msg[i].sequence, b.msg[i].resource, b.msg[i].renew, &one);
         retry |= one.status == 503;
         buf_free(&one.body);
     }

@@ -46,6 +46,10 @@ struct intake_hooks {
      * resource id per INTAKE_STOP_INTERVAL_MS, whatever the channel ids. */
     void (*stop_foreign)(const char *channel_id, const char *resource_id,
                          int64_t calendar_id);
+    /* A checked message asks for the calendar's subscription to be
+     * renewed now (provider_push.renew). Called from the HTTP thread;
+     * must not block. NULL: renewed at its usual time. */
+    void (*renew_channel)(int64_t calendar_id);
 };
 
 /* Pushes are unauthenticated until their channel token is checked, and an

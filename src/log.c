@@ -208,7 +208,7 @@ void log_event(enum log_level lv, const char *event, const char *fmt, ...)
         return;
     char line[2048];
     char ts[TIME_RFC3339_MAX];
-    time_format_rfc3339(time_now_ms(), ts);
+    time_format_rfc3339_ms(time_now_ms(), ts);
     int n = snprintf(line, sizeof line, "ts=%s level=%s event=%s", ts,
                      level_names[lv], event);
     if (n < 0)

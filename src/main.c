@@ -4,6 +4,7 @@
  *   calsync migrate [-c FILE]        apply database migrations, exit
  *   calsync policy check [-c FILE] [DIR|FILE]
  *   calsync policy test [-c FILE] POLICY CHANGE.json
+ *   calsync policy replay [-c FILE] CANDIDATE [--since WHEN] [--calendar ID] [--json]
  *   calsync version | help | -h
  *
  * Exit: 0 success, 1 failure (configuration errors included), 2 usage.
@@ -38,6 +39,13 @@ static const struct cmd cmds[] = {
                     "  Prints the decision POLICY makes for the change in CHANGE.json;\n"
                     "  exit 1 when the policy fails or the action is not ACTION.",
      2, 2},
+    {"policy replay", "calsync policy replay [-c FILE] CANDIDATE [--since WHEN] "
+                      "[--calendar ID] [--json]\n"
+                      "  Re-decides the recorded decisions (all, or those at or after WHEN:\n"
+                      "  RFC 3339 or a duration such as 7d, 12h) under CANDIDATE (a file or a\n"
+                      "  policy name) from their recorded inputs, changing nothing; reports\n"
+                      "  those whose action differs (a table, or JSON with --json).",
+     1, 1},
     {"version", "calsync version\n  Prints the version.", 0, 0},
     {"help", "calsync help\n  Prints this help.", 0, 0},
 };
@@ -70,7 +78,8 @@ int main(int argc, char **argv)
     if (strcmp(name, "policy") == 0) {
         if (argc < 3 || strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0) {
             FILE *f = argc < 3 ? stderr : stdout;
-            fprintf(f, "usage:\n  %s\n  %s\n", cmds[2].usage, cmds[3].usage);
+            fprintf(f, "usage:\n  %s\n  %s\n  %s\n", cmds[2].usage, cmds[3].usage,
+                    cmds[4].usage);
             return argc < 3 ? 2 : 0;
         }
         snprintf(joined, sizeof joined, "policy %s", argv[2]);
@@ -89,6 +98,8 @@ int main(int argc, char **argv)
 
     const char *config_path = NULL;
     const char *expect = NULL; /* policy test --expect */
+    const char *since = NULL, *calendar = NULL; /* policy replay */
+    int json = 0;
     const char *pos[4];
     int npos = 0;
     for (int i = first; i < argc; i++) {
@@ -111,6 +122,19 @@ int main(int argc, char **argv)
                 return 2;
             }
             expect = argv[++i];
+            continue;
+        }
+        if ((strcmp(a, "--since") == 0 || strcmp(a, "--calendar") == 0) &&
+            strcmp(cmd->name, "policy replay") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "calsync: %s needs a value\nusage: %s\n", a, cmd->usage);
+                return 2;
+            }
+            *(a[2] == 's' ? &since : &calendar) = argv[++i];
+            continue;
+        }
+        if (strcmp(a, "--json") == 0 && strcmp(cmd->name, "policy replay") == 0) {
+            json = 1;
             continue;
         }
         if (a[0] == '-' && a[1]) {
@@ -161,6 +185,8 @@ int main(int argc, char **argv)
         store_shutdown();
     } else if (strcmp(cmd->name, "policy check") == 0) {
         rc = policy_cmd_check(&cfg, npos ? pos[0] : NULL);
+    } else if (strcmp(cmd->name, "policy replay") == 0) {
+        rc = policy_cmd_replay(&cfg, pos[0], since, calendar, json);
     } else {
         rc = policy_cmd_test(&cfg, pos[0], pos[1], expect);
     }

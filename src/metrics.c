@@ -23,116 +23,132 @@
 
 /* ------------------------------------------------------------ families */
 
-enum mtype { M_COUNTER, M_GAUGE, M_HISTOGRAM, M_COLLECTED };
+/* struct metrics_family (metrics.h): init lists the series created at
+ * zero when the table is set up, so that a scrape before the first event
+ * already shows them. */
 
-struct family {
-    const char *name;
-    enum mtype type;
-    const char *help;
-    /* series created at zero when the table is set up, so that a scrape
-     * before the first event already shows them (NULL-terminated) */
-    const char *const *init;
-};
-
-#define INIT(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static const struct family metrics_fams[] = {
-    {"calsync_build_info", M_GAUGE,
+static const struct metrics_family metrics_fams[] = {
+    {"calsync_build_info", METRICS_GAUGE,
      "Always 1; the version label is the running binary's version.", NULL},
-    {"calsync_http_requests_total", M_COUNTER,
+    {"calsync_http_requests_total", METRICS_COUNTER,
      "HTTP answers by route pattern, method and status (refusals included).", NULL},
-    {"calsync_http_connections_refused_total", M_COUNTER,
+    {"calsync_http_connections_refused_total", METRICS_COUNTER,
      "Connections closed at accept: http.connections or connections_per_ip reached.",
-     INIT("calsync_http_connections_refused_total")},
-    {"calsync_http_timeouts_total", M_COUNTER,
+     METRICS_INIT("calsync_http_connections_refused_total")},
+    {"calsync_http_timeouts_total", METRICS_COUNTER,
      "Connections closed for not sending a request header or body in time.",
-     INIT("calsync_http_timeouts_total{phase=\"body\"}",
+     METRICS_INIT("calsync_http_timeouts_total{phase=\"body\"}",
           "calsync_http_timeouts_total{phase=\"header\"}")},
-    {"calsync_notifications_total", M_COUNTER,
+    {"calsync_notifications_total", METRICS_COUNTER,
      "Google push notifications by outcome.",
-     INIT("calsync_notifications_total{outcome=\"accepted\"}",
+     METRICS_INIT("calsync_notifications_total{outcome=\"accepted\"}",
           "calsync_notifications_total{outcome=\"sync\"}")},
-    {"calsync_intake_stop_requests_total", M_COUNTER,
+    {"calsync_intake_stop_requests_total", METRICS_COUNTER,
      "channels.stop calls asked for by pushes on unknown or stopped channels.", NULL},
-    {"calsync_intake_flush_failures_total", M_COUNTER,
+    {"calsync_intake_flush_failures_total", METRICS_COUNTER,
      "Journalled notifications the database refused to take (retried).",
-     INIT("calsync_intake_flush_failures_total")},
-    {"calsync_calendars", M_COLLECTED,
+     METRICS_INIT("calsync_intake_flush_failures_total")},
+    {"calsync_calendars", METRICS_COLLECTED,
      "Calendars by state (syncing, active, revoked, error, stopped).", NULL},
-    {"calsync_sync_stalest_age_seconds", M_COLLECTED,
+    {"calsync_sync_stalest_age_seconds", METRICS_COLLECTED,
      "Seconds since the least recently synced calendar (syncing, active or error) "
      "last completed a sync (since it was added, if never); 0 with none.", NULL},
-    {"calsync_syncs_total", M_COUNTER, "Syncs by kind and result.",
-     INIT("calsync_syncs_total{kind=\"full\",result=\"failed\"}",
+    {"calsync_syncs_total", METRICS_COUNTER, "Syncs by kind and result.",
+     METRICS_INIT("calsync_syncs_total{kind=\"full\",result=\"failed\"}",
           "calsync_syncs_total{kind=\"full\",result=\"ok\"}",
           "calsync_syncs_total{kind=\"incremental\",result=\"failed\"}",
           "calsync_syncs_total{kind=\"incremental\",result=\"ok\"}")},
-    {"calsync_sync_duration_seconds", M_HISTOGRAM,
+    {"calsync_sync_duration_seconds", METRICS_HISTOGRAM,
      "Time a sync of one calendar took, by kind (successful or not).",
-     INIT("calsync_sync_duration_seconds{kind=\"full\"}",
+     METRICS_INIT("calsync_sync_duration_seconds{kind=\"full\"}",
           "calsync_sync_duration_seconds{kind=\"incremental\"}")},
-    {"calsync_sync_full_resyncs_total", M_COUNTER,
+    {"calsync_sync_full_resyncs_total", METRICS_COUNTER,
      "Full resyncs forced by Google (410 Gone, invalid sync token).",
-     INIT("calsync_sync_full_resyncs_total")},
-    {"calsync_sync_redecided_total", M_COUNTER,
+     METRICS_INIT("calsync_sync_full_resyncs_total")},
+    {"calsync_sync_redecided_total", METRICS_COUNTER,
      "Changes decided again because their inputs changed before the transaction.",
-     INIT("calsync_sync_redecided_total")},
-    {"calsync_sync_items_skipped_total", M_COUNTER,
+     METRICS_INIT("calsync_sync_redecided_total")},
+    {"calsync_sync_items_skipped_total", METRICS_COUNTER,
      "Items of a Google listing left out, by reason (should stay 0).",
-     INIT("calsync_sync_items_skipped_total{reason=\"invalid_id\"}")},
-    {"calsync_google_requests_total", M_COUNTER,
-     "Google API calls by method and HTTP status (0: no answer).", NULL},
-    {"calsync_google_request_duration_seconds", M_HISTOGRAM,
-     "Time of one Google HTTP exchange (each attempt, OAuth included).",
-     INIT("calsync_google_request_duration_seconds")},
-    {"calsync_google_retries_total", M_COUNTER, "Google calls retried, by method.", NULL},
-    {"calsync_google_token_refreshes_total", M_COUNTER, "OAuth access token refreshes.",
-     INIT("calsync_google_token_refreshes_total")},
-    {"calsync_google_invalid_ids_total", M_COUNTER,
-     "Google calls refused before any request for an id Google cannot have issued.",
-     INIT("calsync_google_invalid_ids_total")},
-    {"calsync_calendar_errors_total", M_COUNTER,
+     METRICS_INIT("calsync_sync_items_skipped_total{reason=\"invalid_id\"}",
+                  "calsync_sync_items_skipped_total{reason=\"malformed\"}")},
+    {"calsync_sync_event_moves_total", METRICS_COUNTER,
+     "Events that moved between two watched calendars of one credential, their "
+     "bookings following them.",
+     METRICS_INIT("calsync_sync_event_moves_total")},
+    {"calsync_channel_renewals_total", METRICS_COUNTER,
+     "Subscriptions renewed in place (Graph), by result (ok, gone, error).", NULL},
+    {"calsync_calendar_errors_total", METRICS_COUNTER,
      "Calendars entering the revoked or error state.",
-     INIT("calsync_calendar_errors_total{state=\"error\"}",
+     METRICS_INIT("calsync_calendar_errors_total{state=\"error\"}",
           "calsync_calendar_errors_total{state=\"revoked\"}")},
-    {"calsync_sched_queue_depth", M_GAUGE, "Calendars waiting for a sync worker.",
-     INIT("calsync_sched_queue_depth")},
-    {"calsync_policy_decisions_total", M_COUNTER, "Policy decisions by policy and action.",
+    {"calsync_sched_queue_depth", METRICS_GAUGE, "Calendars waiting for a sync worker.",
+     METRICS_INIT("calsync_sched_queue_depth")},
+    {"calsync_policy_decisions_total", METRICS_COUNTER, "Policy decisions by policy and action.",
      NULL},
-    {"calsync_policy_decision_duration_seconds", M_HISTOGRAM,
+    {"calsync_policy_decision_duration_seconds", METRICS_HISTOGRAM,
      "Time one policy decision took in the sandbox.",
-     INIT("calsync_policy_decision_duration_seconds")},
-    {"calsync_policy_errors_total", M_COUNTER,
+     METRICS_INIT("calsync_policy_decision_duration_seconds")},
+    {"calsync_policy_errors_total", METRICS_COUNTER,
      "Policy errors turned into a flag, by policy and kind.", NULL},
-    {"calsync_policy_load_errors_total", M_COUNTER, "Failed policy (re)loads by policy.",
+    {"calsync_policy_load_errors_total", METRICS_COUNTER, "Failed policy (re)loads by policy.",
      NULL},
-    {"calsync_echoes_total", M_COUNTER,
+    {"calsync_policy_shadow_decisions_total", METRICS_COUNTER,
+     "Shadow policy decisions by live policy, shadow policy and outcome (agree: the "
+     "same action as the live policy's; disagree: another).", NULL},
+    {"calsync_echoes_total", METRICS_COUNTER,
      "Changes recognised as echoes of calsync's own writes.",
-     INIT("calsync_echoes_total")},
-    {"calsync_writes_total", M_COUNTER, "Forward writes to Google by result.",
-     INIT("calsync_writes_total{result=\"conflict\"}",
+     METRICS_INIT("calsync_echoes_total")},
+    {"calsync_writes_total", METRICS_COUNTER, "Forward writes to Google by result.",
+     METRICS_INIT("calsync_writes_total{result=\"conflict\"}",
           "calsync_writes_total{result=\"deleted\"}",
           "calsync_writes_total{result=\"failed\"}",
           "calsync_writes_total{result=\"ok\"}",
           "calsync_writes_total{result=\"retry\"}")},
-    {"calsync_channel_opens_total", M_COUNTER, "Push channels opened, by result.",
-     INIT("calsync_channel_opens_total{result=\"error\"}",
+    {"calsync_channel_opens_total", METRICS_COUNTER, "Push channels opened, by result.",
+     METRICS_INIT("calsync_channel_opens_total{result=\"error\"}",
           "calsync_channel_opens_total{result=\"ok\"}")},
-    {"calsync_channel_stops_total", M_COUNTER, "Push channels stopped, by result.", NULL},
-    {"calsync_webhook_deliveries_total", M_COUNTER,
+    {"calsync_channel_stops_total", METRICS_COUNTER, "Push channels stopped, by result.", NULL},
+    {"calsync_webhook_deliveries_total", METRICS_COUNTER,
      "Outbound webhook attempts by subscriber index and result (ok, error).", NULL},
-    {"calsync_webhook_delivery_duration_seconds", M_HISTOGRAM,
+    {"calsync_webhook_delivery_duration_seconds", METRICS_HISTOGRAM,
      "Time of one outbound webhook POST, answered or not.",
-     INIT("calsync_webhook_delivery_duration_seconds")},
-    {"calsync_outbox_pending", M_COLLECTED, "Webhooks not yet acknowledged.", NULL},
-    {"calsync_outbox_orphaned", M_COLLECTED,
+     METRICS_INIT("calsync_webhook_delivery_duration_seconds")},
+    {"calsync_outbox_pending", METRICS_COLLECTED, "Webhooks not yet acknowledged.", NULL},
+    {"calsync_outbox_orphaned", METRICS_COLLECTED,
      "Webhooks whose subscriber was removed from the configuration.", NULL},
-    {"calsync_outbox_oldest_age_seconds", M_COLLECTED,
+    {"calsync_outbox_oldest_age_seconds", METRICS_COLLECTED,
      "Age of the oldest webhook not yet acknowledged; 0 when none is pending.", NULL},
-    {"calsync_metrics_dropped_total", M_COUNTER,
+    {"calsync_metrics_dropped_total", METRICS_COUNTER,
      "Series not recorded because the table was full (should stay 0).", NULL},
 };
-#define NFAMS (int)(sizeof metrics_fams / sizeof metrics_fams[0])
+#define NBUILTIN (int)(sizeof metrics_fams / sizeof metrics_fams[0])
+
+/* Families declared by others (metrics_declare), after the built-ins;
+ * written before any thread starts, read without a lock afterwards. */
+static const struct metrics_family *metrics_declared[METRICS_MAX_DECLARED];
+static int metrics_ndeclared;
+
+#define NFAMS (NBUILTIN + metrics_ndeclared)
+static const struct metrics_family *fam_at(int i)
+{
+    return i < NBUILTIN ? &metrics_fams[i] : metrics_declared[i - NBUILTIN];
+}
+
+int metrics_declare(const struct metrics_family *fams, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int known = 0;
+        for (int k = 0; k < NFAMS && !known; k++)
+            known = strcmp(fam_at(k)->name, fams[i].name) == 0;
+        if (known)
+            continue;
+        if (metrics_ndeclared == METRICS_MAX_DECLARED)
+            return -1;
+        metrics_declared[metrics_ndeclared++] = &fams[i];
+    }
+    return 0;
+}
 
 /* 5 ms to 60 s: a policy decision sits in the first buckets, a full sync
  * of a large calendar or a slow webhook subscriber in the last. */
@@ -169,13 +185,12 @@ static size_t family_len(const char *name)
     return b ? (size_t)(b - name) : strlen(name);
 }
 
-static const struct family *family_of(const char *series)
+static const struct metrics_family *family_of(const char *series)
 {
     size_t fl = family_len(series);
     for (int i = 0; i < NFAMS; i++)
-        if (strlen(metrics_fams[i].name) == fl &&
-            strncmp(metrics_fams[i].name, series, fl) == 0)
-            return &metrics_fams[i];
+        if (strlen(fam_at(i)->name) == fl && strncmp(fam_at(i)->name, series, fl) == 0)
+            return fam_at(i);
     return NULL;
 }
 
@@ -222,12 +237,12 @@ static void ensure_ready(void)
         return;
     metrics_ready = 1;
     for (int f = 0; f < NFAMS; f++) {
-        const struct family *fam = &metrics_fams[f];
+        const struct metrics_family *fam = fam_at(f);
         for (int i = 0; fam->init && fam->init[i]; i++) {
-            if (fam->type == M_HISTOGRAM)
+            if (fam->type == METRICS_HISTOGRAM)
                 (void)hist_find(fam->init[i]);
             else
-                update_locked(fam->init[i], 0, fam->type == M_GAUGE);
+                update_locked(fam->init[i], 0, fam->type == METRICS_GAUGE);
         }
     }
 }
@@ -340,7 +355,7 @@ void metrics_families(void (*fn)(const char *name, const char *type,
 {
     static const char *const names[] = {"counter", "gauge", "histogram", "gauge"};
     for (int i = 0; i < NFAMS; i++)
-        fn(metrics_fams[i].name, names[metrics_fams[i].type], metrics_fams[i].help, ud);
+        fn(fam_at(i)->name, names[fam_at(i)->type], fam_at(i)->help, ud);
 }
 
 /* ---------------------------------------------------------- rendering */
@@ -367,7 +382,7 @@ static int render_hist(struct buf *out, const struct hist *h)
     return rc;
 }
 
-static int render_header(struct buf *out, const struct family *f, const char *type)
+static int render_header(struct buf *out, const struct metrics_family *f, const char *type)
 {
     return buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
                       type);
@@ -390,7 +405,7 @@ static int add_help(struct buf *out, const char *text, size_t len)
                 k++;
             }
             name[k] = '\0';
-            const struct family *f = family_of(name);
+            const struct metrics_family *f = family_of(name);
             rc |= buf_printf(out, "# HELP %s %s\n", name,
                              f ? f->help : "(undeclared family)");
         }
@@ -407,9 +422,9 @@ int metrics_render(struct buf *out)
     pthread_mutex_lock(&metrics_mu);
     ensure_ready();
     for (int f = 0; f < NFAMS && rc == 0; f++) {
-        const struct family *fam = &metrics_fams[f];
+        const struct metrics_family *fam = fam_at(f);
         size_t fl = strlen(fam->name);
-        if (fam->type == M_COLLECTED)
+        if (fam->type == METRICS_COLLECTED)
             continue; /* written by its collector below */
         rc |= render_header(out, fam, types[fam->type]);
         if (strcmp(fam->name, "calsync_build_info") == 0) {
@@ -419,7 +434,7 @@ int metrics_render(struct buf *out)
         } else if (strcmp(fam->name, "calsync_metrics_dropped_total") == 0) {
             rc |= buf_printf(out, "calsync_metrics_dropped_total %lld\n",
                              (long long)metrics_dropped);
-        } else if (fam->type == M_HISTOGRAM) {
+        } else if (fam->type == METRICS_HISTOGRAM) {
             for (int i = 0; i < metrics_nhist; i++)
                 if (family_len(metrics_hist[i].name) == fl &&
                     strncmp(metrics_hist[i].name, fam->name, fl) == 0)

@@ -18,6 +18,25 @@
 
 #include <stdint.h>
 
+/* A family declared outside metrics.c (a provider's own, see
+ * provider.h): its name, type, HELP text and the series created at zero
+ * at start (NULL-terminated, or NULL). */
+enum metrics_type { METRICS_COUNTER, METRICS_GAUGE, METRICS_HISTOGRAM, METRICS_COLLECTED };
+struct metrics_family {
+    const char *name;
+    enum metrics_type type;
+    const char *help;
+    const char *const *init;
+};
+#define METRICS_INIT(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* Adds n families to those metrics.c declares itself. Call before any
+ * thread records or renders (the table is read without a lock); the
+ * definitions must outlive the process. A name declared twice is kept
+ * once. 0, or -1 when more than METRICS_MAX_DECLARED are declared. */
+#define METRICS_MAX_DECLARED 32
+int metrics_declare(const struct metrics_family *fams, int n);
+
 #define METRICS_MAX_SERIES 1024
 #define METRICS_MAX_HISTOGRAMS 32
 

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "version.h"
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -121,6 +122,8 @@ int outbox_enqueue_booking(struct store_conn *c, const char *trigger,
     put_time(&b, "startTime", now->start_ms);
     put_time(&b, "endTime", now->end_ms);
     put_str(&b, "status", now->status, 1);
+    if (now->conference_url)
+        put_str(&b, "conferenceUrl", now->conference_url, 1);
     buf_puts(&b, ",\"previous\":{");
     if (prev) {
         char ts[TIME_RFC3339_MAX];
@@ -134,6 +137,18 @@ int outbox_enqueue_booking(struct store_conn *c, const char *trigger,
     put_str(&b, "source", source, 1);
     put_str(&b, "policy", policy, 1);
     put_str(&b, "policyVersion", policy_version, 1);
+    if (strcmp(trigger, "BOOKING_FLAGGED") == 0 && now->proposed_kind[0]) {
+        /* the change the flag held back, for the app to show and resolve */
+        buf_puts(&b, ",\"proposed\":{\"kind\":");
+        buf_json_strz(&b, now->proposed_kind);
+        if (now->proposed_start_ms >= 0)
+            put_time(&b, "startTime", now->proposed_start_ms);
+        if (now->proposed_end_ms >= 0)
+            put_time(&b, "endTime", now->proposed_end_ms);
+        if (now->proposed_title)
+            put_str(&b, "title", now->proposed_title, 1);
+        buf_puts(&b, "}");
+    }
     int rc = buf_puts(&b, "}}");
     if (rc == 0)
         rc = insert_rows(c, now->uid, trigger, b.data, err);
@@ -202,6 +217,9 @@ static long post(CURL *h, const struct sender *sd, const struct row *r)
     if (!(t = curl_slist_append(hs, "Expect:")))
         goto done;
     hs = t;
+    char ua[96]; /* the booking app sees who calls (curl copies it) */
+    snprintf(ua, sizeof ua, "calsync/%s", CALSYNC_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(h, CURLOPT_URL, hook->url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);

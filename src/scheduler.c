@@ -36,6 +36,7 @@ struct slot {
     int64_t not_before;    /* mono ms: error backoff */
     int64_t channel_due;   /* mono ms: open or renew the push channel */
     int64_t push_after;    /* mono ms: the next push sync starts no sooner */
+    int channel_now;       /* renew the subscription now, due or not */
 };
 
 /* Work that must run on a worker (it calls Google) but is not a sync:
@@ -200,6 +201,19 @@ void sched_request_sync(int64_t calendar_id)
 
 void sched_request_push(int64_t calendar_id)
 {
+    request(calendar_id, SYNC_SRC_PUSH, 0);
+}
+
+void sched_request_channel(int64_t calendar_id)
+{
+    pthread_mutex_lock(&sched_mu);
+    struct slot *s = s_running && !s_stopping ? find(calendar_id) : NULL;
+    if (s && s->active) {
+        s->channel_due = time_mono_ms();
+        s->channel_now = 1;
+    }
+    pthread_mutex_unlock(&sched_mu);
+    /* the worker that runs the sync maintains the channel first */
     request(calendar_id, SYNC_SRC_PUSH, 0);
 }
 
@@ -513,6 +527,8 @@ static void *worker_main(void *arg)
         enum sync_source src = s->pending ? s->pending_src : SYNC_SRC_POLL;
         int64_t slot_channel_due = s->channel_due;
         int urgent = s->urgent;
+        int channel_now = s->channel_now;
+        s->channel_now = 0;
         if (src == SYNC_SRC_PUSH)
             s->push_after = time_mono_ms() + SCHED_PUSH_SPACING_MS;
         s->queued = 0;
@@ -527,7 +543,9 @@ static void *worker_main(void *arg)
             /* the push channel first: a change made while the first full
              * sync runs then arrives as a notification, never in between */
             int64_t renew_wall = 0;
-            if (channel_maintain(id, &renew_wall, &err) == 0 && renew_wall > 0)
+            if ((channel_now ? channel_renew_now(id, &renew_wall, &err)
+                             : channel_maintain(id, &renew_wall, &err)) == 0 &&
+                renew_wall > 0)
                 channel_due = time_mono_ms() + (renew_wall - time_now_ms());
             else
                 channel_due = time_mono_ms() + SCHED_CHANNEL_RETRY_MS;

@@ -56,6 +56,10 @@ void sched_request_sync(int64_t calendar_id);
 /* The same for a push notification: the change source is "push", and a
  * calendar in error backoff waits for the backoff to end. */
 void sched_request_push(int64_t calendar_id);
+/* The provider asked for the calendar's subscription to be renewed now
+ * (Graph's lifecycle notifications): the next run of the calendar renews
+ * it (or opens a new one) before it syncs. Does not block. */
+void sched_request_channel(int64_t calendar_id);
 
 /* Stops the calendar's push channels with Google, on a worker (for
  * DELETE /v1/calendars). Cheap; callable from any thread. */

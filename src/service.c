@@ -15,8 +15,10 @@
 #include "intake.h"
 #include "log.h"
 #include "metrics.h"
+#include "provider/provider.h"
 #include "outbox.h"
 #include "policy/policy.h"
+#include "retention.h"
 #include "scheduler.h"
 #include "store/store.h"
 #include "sync.h"
@@ -35,6 +37,7 @@ int service_run(const struct config *cfg)
     sigset_t set;
     int sig = 0, rc = 1;
     int policies_up = 0, outbox_up = 0, sched_up = 0, writer_up = 0, intake_up = 0;
+    int retention_up = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -73,6 +76,9 @@ int service_run(const struct config *cfg)
         goto out;
     }
     metrics_register_collector(metrics_store_collector);
+    if (provider_metrics_declare())
+        log_warn("service.metrics_full", "msg=%s",
+                 log_q("too many provider metric families: some have no HELP"));
     health_init(cfg);
     /* before the scheduler: a replayed journal marks calendars dirty, which
      * the scheduler's first read of the calendars turns into syncs */
@@ -96,6 +102,7 @@ int service_run(const struct config *cfg)
     sync_set_change_hook(apply_change, NULL);
     sync_set_relink_hook(apply_relink, NULL);
     sync_set_decide_hook(apply_decide, NULL);
+    sync_set_move_hook(apply_move, NULL);
     if (sched_start(cfg, &err)) {
         log_error("service.start_failed", "what=sched err=%s", log_q(err.msg));
         goto out;
@@ -107,13 +114,19 @@ int service_run(const struct config *cfg)
         goto out;
     }
     writer_up = 1;
+    if (retention_start(cfg, &err)) {
+        log_error("service.start_failed", "what=retention err=%s", log_q(err.msg));
+        goto out;
+    }
+    retention_up = 1;
     {
         /* committed notifications reach the scheduler directly (the dirty
          * mark the intake also sets is the crash-safe path) */
         static const struct intake_hooks hooks = {
             .sync = sched_request_push,
             .stop_channel = sched_stop_channel,
-            .stop_foreign = sched_stop_foreign};
+            .stop_foreign = sched_stop_foreign,
+            .renew_channel = sched_request_channel};
         intake_set_hooks(&hooks);
     }
     if (http_start(cfg, api_routes(cfg), &err)) {
@@ -146,6 +159,8 @@ int service_run(const struct config *cfg)
     rc = 0;
 out:
     http_stop(); /* no-op when stopped above; frees a socket never served */
+    if (retention_up)
+        retention_stop(); /* between two batches: never a half-done one */
     if (intake_up)
         intake_stop(); /* the last batch, while the scheduler still listens */
     if (writer_up)

@@ -88,7 +88,8 @@ int sync_event_differs(const struct sync_event *old, const struct sync_event *no
         now->original_start_ms != old->original_start_ms)
         return 1;
     if (!nc && (!str_eq(now->title, old->title) ||
-                !str_eq(now->booking_tag, old->booking_tag)))
+                !str_eq(now->booking_tag, old->booking_tag) ||
+                !str_eq(now->attendees, old->attendees)))
         return 1;
     return 0;
 }
@@ -445,10 +446,12 @@ static int series_touched(const struct run *x, const char *series)
 /* An item whose id the provider cannot have issued (normalise gave
  * PROVIDER_EVENT_SKIP, reason in err): logged and counted, then left out --
  * never mirrored, matched or put into a URL. Always 0. */
-int sync_skip_item(const struct run *x, struct cs_err *err)
+int sync_skip_item(const struct run *x, int malformed, struct cs_err *err)
 {
-    metrics_inc("calsync_sync_items_skipped_total{reason=\"invalid_id\"}");
-    log_warn("sync.item_skipped", "calendar=%lld reason=%s", (long long)x->info.calendar_id,
+    metrics_inc(malformed ? "calsync_sync_items_skipped_total{reason=\"malformed\"}"
+                          : "calsync_sync_items_skipped_total{reason=\"invalid_id\"}");
+    log_warn("sync.item_skipped", "calendar=%lld reason=%s err=%s",
+             (long long)x->info.calendar_id, malformed ? "malformed" : "invalid_id",
              log_q(err ? err->msg : "invalid id"));
     return 0;
 }
@@ -481,14 +484,30 @@ static int apply_item(struct run *x, int item, struct sync_event *ev,
                       struct cs_err *err)
 {
     int p = x->ops->normalise(x->L, item, ev, err);
-    if (p == PROVIDER_EVENT_SKIP)
-        return 0; /* logged and counted by page_check */
-    if (p)
-        return -1;
+    if (p != 0) {
+        /* logged and counted by page_check. An unreadable item that still
+         * names a usable id is seen by a full listing all the same: its
+         * mirror row (and booking) stays as it was rather than being swept
+         * as a deletion because one version of it was broken. */
+        if (p < 0 && ev->id && x->full && x->info.pass == SYNC_PASS_APPLY &&
+            seen_add(x, ev->id, err))
+            return -1;
+        return 0;
+    }
     int r = sync_mirror_load(x->db, x->info.calendar_id, ev->id, &x->old, err);
     if (r < 0)
         return -1;
     const struct sync_event *old = r ? &x->old.ev : NULL;
+    /* a bare deletion that names no series (Graph's @removed item: only
+     * an id) of a mirrored occurrence is that occurrence's deletion: its
+     * series and slot come from the mirror, so its bookings are found by
+     * them (and it is not taken for a series master to cascade) */
+    if (old && ev->bare && !ev->series_id && old->series_id &&
+        strlen(old->series_id) < sizeof ev->series_buf_) {
+        memcpy(ev->series_buf_, old->series_id, strlen(old->series_id) + 1);
+        ev->series_id = ev->series_buf_;
+        ev->original_start_ms = old->original_start_ms;
+    }
     if (defer_to_reconcile(x, old, ev))
         return 0;
     if (sync_event_differs(old, ev)) {
@@ -530,8 +549,11 @@ static int finish_calendar(struct run *x, const char *sync_token, struct cs_err 
 }
 
 /* Checks every item of the page (the provider checked its envelope),
- * touching nothing: a page with an item that does not parse is refused
- * whole. */
+ * touching nothing. An item that does not parse (no id, a broken start, a
+ * field of the wrong type, an id the provider cannot have issued) is
+ * logged once here, counted, and left out by apply_item: one bad item
+ * must not stop its calendar for good (issue 19), since the provider
+ * would list it again on every retry. */
 static int page_check(struct run *x, const struct provider_page *pg,
                       struct sync_event *scratch, struct cs_err *err)
 {
@@ -539,8 +561,8 @@ static int page_check(struct run *x, const struct provider_page *pg,
     for (int i = 1; i <= pg->n; i++) {
         lua_rawgeti(L, pg->items, i);
         int rc = x->ops->normalise(L, -1, scratch, err);
-        if (rc == PROVIDER_EVENT_SKIP)
-            rc = sync_skip_item(x, err);
+        if (rc != 0)
+            rc = sync_skip_item(x, rc != PROVIDER_EVENT_SKIP, err);
         else if (rc == 0 && !x->full && scratch->series_id)
             sync_touch_series(x, scratch->series_id);
         lua_pop(L, 1);
@@ -574,10 +596,14 @@ static int page_apply(struct run *x, const struct provider_page *pg,
         if (r)
             return r;
     }
+    /* events moved to or from another watched calendar (sync_move.c):
+     * found before anything is decided, applied before the items */
+    if (sync_moves_fetch(x, pg, scratch, err))
+        return -1;
     x->stats->pages++;
     x->stats->events += n;
     struct page_units u = {items, scratch};
-    if (sync_run_units(x, (size_t)n, unit_item, &u, err))
+    if (sync_moves_apply(x, err) || sync_run_units(x, (size_t)n, unit_item, &u, err))
         return -1;
     if (next_sync) {
         /* listed after every item is applied: the sweep and the series
@@ -637,6 +663,8 @@ int sync_calendar(int64_t calendar_id, enum sync_source src,
     struct sync_event *scratch = NULL;
     int rc = SYNC_FAILED, top = -1, restarted = 0;
     int64_t t0 = time_mono_ms();
+    /* push-driven syncs go ahead of polls and full resyncs in the budget */
+    provider_set_priority(src == SYNC_SRC_PUSH ? PROVIDER_PRIO_HIGH : PROVIDER_PRIO_LOW);
     if (!stats)
         stats = &local;
     if (!err)
@@ -759,6 +787,7 @@ done:
                      (long long)calendar_id, names[rc], log_q(err->msg));
     }
     free(scratch);
+    sync_moves_free(&x);
     buf_free(&page_token);
     buf_free(&x.raw);
     buf_free(&x.touched);

@@ -140,6 +140,20 @@ void sync_set_change_hook(sync_change_fn fn, void *ud);
  * Install like sync_set_change_hook. */
 void sync_set_relink_hook(sync_change_fn fn, void *ud);
 
+/* The move hook: event `event_id` (a whole event, not an occurrence)
+ * moved from calendar `from` to calendar `to`, both watched with the
+ * credential of the calendar being synced (info->calendar_id is one of
+ * the two): the provider moved it keeping its id (Google's events.move).
+ * Called in the apply pass only, in its own unit's transaction, before the
+ * page's items: it moves what follows the event on `from` to `to` (no
+ * policy decides a move; DESIGN §4 bookings follow their event). 0, or -1
+ * with err set. See sync_move.c and docs/sync.md. Install like
+ * sync_set_change_hook. */
+typedef int (*sync_move_fn)(void *ud, struct store_conn *c,
+                            const struct sync_info *info, const char *event_id,
+                            int64_t from, int64_t to, struct cs_err *err);
+void sync_set_move_hook(sync_move_fn fn, void *ud);
+
 /* The decide hook: called after each decide pass, once sync.c has ended
  * that pass's read transaction, so with no transaction open and no lock
  * held. The change and re-link hooks only gather in the decide pass (they

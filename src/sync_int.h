@@ -19,6 +19,13 @@ struct mirror_row {
     struct buf arena;
 };
 
+/* a list of ids (below) */
+struct id_list {
+    struct buf arena;  /* NUL-terminated ids */
+    size_t *off;       /* owned: offset of the i-th id in arena */
+    size_t n, cap;
+};
+
 struct run {
     struct store_conn *db;
     lua_State *L;
@@ -33,6 +40,9 @@ struct run {
     struct buf touched;   /* series ids seen by an incremental sync, NUL-separated */
     int n_touched;
     int64_t dirty;        /* calendars.dirty read before the first listing */
+    struct id_list moved; /* this page's moved events (sync_move.c) ... */
+    int64_t *moved_from, *moved_to; /* owned: ... from and to, per index */
+    size_t moved_cap;
 };
 
 /* ------------------------------------------------------- id lists
@@ -40,11 +50,6 @@ struct run {
  * re-link pairs), listed before they are decided: a unit may be applied
  * twice (a stale one is rolled back and retried), so each is addressed by
  * its index. */
-struct id_list {
-    struct buf arena;  /* NUL-terminated ids */
-    size_t *off;       /* owned: offset of the i-th id in arena */
-    size_t n, cap;
-};
 
 void sync_ids_init(struct id_list *l);
 void sync_ids_free(struct id_list *l);
@@ -67,8 +72,9 @@ int sync_mirror_load(struct store_conn *c, int64_t cal, const char *id,
 int sync_report_listed(struct run *x, enum events_list which, const char *arg,
                        struct cs_err *err);
 
-/* Logs and counts an item normalise refused (reason in err). Always 0. */
-int sync_skip_item(const struct run *x, struct cs_err *err);
+/* Logs and counts an item normalise refused (reason in err; malformed: it
+ * answered -1, else PROVIDER_EVENT_SKIP). Always 0. */
+int sync_skip_item(const struct run *x, int malformed, struct cs_err *err);
 
 /* sync_series.c: remembers a series an incremental sync saw; fetches the
  * touched series' live occurrences (no transaction open; 0, -1 or
@@ -79,5 +85,14 @@ void sync_touch_series(struct run *x, const char *series);
 int sync_relinks(void);
 int sync_series_fetch(struct run *x, struct sync_event *scratch, struct cs_err *err);
 int sync_series_reconcile(struct run *x, struct cs_err *err);
+
+/* sync_move.c: finds the page's events that moved between this calendar
+ * and another watched calendar of its credential (asks the provider; no
+ * transaction open: 0 or -1), then applies each move as a unit before the
+ * page's items (0 or -1). sync_moves_free releases the lists. */
+int sync_moves_fetch(struct run *x, const struct provider_page *pg,
+                     struct sync_event *scratch, struct cs_err *err);
+int sync_moves_apply(struct run *x, struct cs_err *err);
+void sync_moves_free(struct run *x);
 
 #endif

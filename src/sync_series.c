@@ -104,8 +104,13 @@ int sync_series_fetch(struct run *x, struct sync_event *scratch,
             for (int i = 1; i <= pg.n; i++) {
                 lua_rawgeti(L, pg.items, i);
                 int r = x->ops->normalise(L, -1, scratch, err);
-                if (r == PROVIDER_EVENT_SKIP)
-                    r = sync_skip_item(x, err);
+                /* a malformed occurrence that names its id counts as
+                 * live: a broken item is no evidence of a deletion */
+                if (r != 0 && r != PROVIDER_EVENT_SKIP && scratch->id)
+                    r = sync_skip_item(x, 1, err) ||
+                        live_add(x, series, scratch->id, 1, err);
+                else if (r != 0)
+                    r = sync_skip_item(x, r != PROVIDER_EVENT_SKIP, err);
                 else if (r == 0)
                     r = live_add(x, series, scratch->id,
                                  strcmp(scratch->status, "cancelled") != 0, err);

@@ -322,7 +322,7 @@ int time_parse_rfc3339(const char *s, size_t n, int64_t *ms_out)
     return 0;
 }
 
-void time_format_rfc3339(int64_t ms, char *out)
+static void time_format(int64_t ms, int always_ms, char *out)
 {
     /* out of range: the year-0 text below, without overflowing on the way
      * (INT64_MIN is SYNC_NO_TIME) */
@@ -354,7 +354,7 @@ void time_format_rfc3339(int64_t ms, char *out)
         if (i < 5)
             *o++ = seps[i];
     }
-    if (frac) {
+    if (frac || always_ms) {
         *o++ = '.';
         *o++ = (char)('0' + frac / 100);
         *o++ = (char)('0' + frac / 10 % 10);
@@ -362,6 +362,16 @@ void time_format_rfc3339(int64_t ms, char *out)
     }
     *o++ = 'Z';
     *o = '\0';
+}
+
+void time_format_rfc3339(int64_t ms, char *out)
+{
+    time_format(ms, 0, out);
+}
+
+void time_format_rfc3339_ms(int64_t ms, char *out)
+{
+    time_format(ms, 1, out);
 }
 
 int64_t time_now_ms(void)

@@ -55,6 +55,8 @@ int time_parse_date(const char *s, size_t n, int64_t *ms_out);
  * milliseconds are not zero. out must hold at least TIME_RFC3339_MAX. */
 #define TIME_RFC3339_MAX 32
 void time_format_rfc3339(int64_t ms, char *out);
+/* The same, always with ".mmm": log lines keep one width and sort as text. */
+void time_format_rfc3339_ms(int64_t ms, char *out);
 /* Wall clock, milliseconds since the epoch. */
 int64_t time_now_ms(void);
 /* Monotonic clock, milliseconds. */

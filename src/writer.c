@@ -138,6 +138,9 @@ static int record_event(struct store_conn *c, const struct job *j,
 {
     if (booking_event_written(c, j->uid, j->calendar_id, ev->id, ev->etag, err))
         return -1;
+    /* the Meet link the insert asked for (writer_event_id keys it) */
+    if (ev->conference_url && booking_set_conference_url(c, j->uid, ev->conference_url, err))
+        return -1;
     return sync_mirror_put(c, j->calendar_id, ev, err);
 }
 
@@ -161,6 +164,20 @@ static const char *mirror_etag(struct store_conn *c, int64_t cal, const char *id
 {
     static _Thread_local char etag[SYNC_ETAG_MAX + 1];
     return events_etag(c, cal, id, etag, sizeof etag, NULL) == 1 ? etag : NULL;
+}
+
+/* 1 when the mirror shows the event cancelled (deleted in Google and
+ * seen by a sync), else 0 (also when unknown or on error). */
+static int mirror_cancelled(struct store_conn *c, int64_t cal, const char *id)
+{
+    struct buf arena;
+    struct sync_event ev;
+    buf_init(&arena);
+    struct cs_err err = {{0}};
+    int r = events_load(c, cal, id, &ev, &arena, &err) == 1 && ev.status &&
+            strcmp(ev.status, "cancelled") == 0;
+    buf_free(&arena);
+    return r;
 }
 
 /* After a 412: reads the event and compares its times with what calsync
@@ -199,6 +216,14 @@ done:
     return rc;
 }
 
+/* The event a delete job removes: the job's payload when it names one (the
+ * old event of a booking moved to another calendar, PATCH calendar_id),
+ * else the booking's event; NULL when there is none. */
+static const char *delete_target(const struct job *j, const struct booking *b)
+{
+    return j->payload && *j->payload ? j->payload : b->event_id;
+}
+
 /* After a delete: the mirror shows the event cancelled, so the sync that
  * reads the cancellation back finds no change. */
 static int mirror_cancel(struct store_conn *c, int64_t cal, const char *id,
@@ -215,8 +240,13 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
                          int *have_event, int *conflict, struct cs_err *err)
 {
     int g = PROVIDER_OK;
+    /* attendees go with an insert, and with a patch only when the app
+     * changed them (the job's payload): a host's added guest is not
+     * overwritten by an unrelated change */
     struct provider_write w = {.title = b->title, .start_ms = b->start_ms,
-                               .end_ms = b->end_ms};
+                               .end_ms = b->end_ms, .description = b->description,
+                               .location = b->location, .time_zone = b->time_zone,
+                               .attendees_json = j->payload};
     *have_event = 0;
     *conflict = 0;
     switch (j->kind) {
@@ -227,7 +257,9 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
         writer_event_id(b->uid, id);
         w.key = id;
         w.booking_tag = b->uid;
-        w.attendees_json = j->payload;
+        if (!w.attendees_json)
+            w.attendees_json = b->attendees;
+        w.conference = b->conference != NULL;
         g = ops->insert(px, cal->external_id, &w, err);
         *have_event = g == PROVIDER_OK;
         break;
@@ -244,6 +276,17 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
              * (the reverse path may have read a host edit since calsync's
              * own last write), else the etag of that write */
             const char *seen = mirror_etag(c, j->calendar_id, b->event_id);
+            /* The mirror shows the event deleted: calsync has seen the
+             * deletion and the policy has decided on it (flagged or
+             * ignored), yet the booking stands, so the app wants its event
+             * back (POST .../resolve revert, or a PATCH after that): the
+             * patch restores it. A deletion calsync has not seen yet is
+             * left alone (see the cancelled check in run_job), and so is
+             * one the policy answered by cancelling the booking: an app's
+             * patch queued before that decision must not bring back an
+             * event whose booking is gone (the soak, seed 1). */
+            w.restore = strcmp(b->status, "cancelled") != 0 &&
+                        mirror_cancelled(c, j->calendar_id, b->event_id);
             g = ops->patch(px, cal->external_id, b->event_id, &w, seen ? seen : b->etag,
                            err);
         }
@@ -269,9 +312,11 @@ static int provider_step(struct store_conn *c, const struct provider_ops *ops,
         *have_event = g == PROVIDER_OK;
         break;
     case WRITER_DELETE:
-        if (!b->event_id)
+        /* a moved booking's old event: its id is the job's payload, its
+         * calendar (and credential) the job's, not the booking's */
+        if (!delete_target(j, b))
             break;
-        g = ops->remove(px, cal->external_id, b->event_id, NULL, err);
+        g = ops->remove(px, cal->external_id, delete_target(j, b), NULL, err);
         if (g == PROVIDER_GONE)
             g = PROVIDER_OK; /* already gone: the goal is met */
         fault_point(g == PROVIDER_OK ? "writer_after_delete" : NULL);
@@ -289,6 +334,7 @@ static void run_job(struct store_conn *c, const struct job *j)
     const struct provider_ops *ops = NULL;
     lua_State *L = json_state();
     int top = L ? lua_gettop(L) : 0;
+    provider_set_priority(PROVIDER_PRIO_HIGH); /* the app's writes come first */
     int have_b = 0;
 
     int r = booking_get(c, j->uid, &b, &err);
@@ -341,9 +387,12 @@ static void run_job(struct store_conn *c, const struct job *j)
         goto done;
     }
     if (g != PROVIDER_OK) {
-        char why[400];
-        snprintf(why, sizeof why, "%s %.64s: HTTP %ld %.200s", kind_names[j->kind], b.uid,
-                 px.last.status, px.last.reason[0] ? px.last.reason : err.msg);
+        /* the provider's reason and its own message ("Invalid attendee
+         * email"), which is what the app can act on */
+        char why[600];
+        snprintf(why, sizeof why, "%s %.64s: HTTP %ld %.64s%s%.300s", kind_names[j->kind],
+                 b.uid, px.last.status, px.last.reason[0] ? px.last.reason : err.msg,
+                 px.last.message[0] ? ": " : "", px.last.message);
         if (g == PROVIDER_TRANSIENT) {
             metrics_inc("calsync_writes_total{result=\"retry\"}");
             log_info("writer.retry", "booking=%s err=%s", log_q(b.uid), log_q(why));
@@ -381,8 +430,8 @@ static void run_job(struct store_conn *c, const struct job *j)
     if (store_begin(c, &err))
         goto done;
     if ((have_event && record_event(c, j, &ev, &err)) ||
-        (j->kind == WRITER_DELETE && b.event_id &&
-         mirror_cancel(c, j->calendar_id, b.event_id, &err)) ||
+        (j->kind == WRITER_DELETE && delete_target(j, &b) &&
+         mirror_cancel(c, j->calendar_id, delete_target(j, &b), &err)) ||
         finish_job(c, j, "done", NULL, &err) || store_commit(c, &err)) {
         store_rollback(c);
         log_error("writer.db_error", "booking=%s err=%s", log_q(b.uid), log_q(err.msg));

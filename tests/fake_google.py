@@ -3981,8 +3981,11 @@ class FakeGoogle:
         return r.status, parsed, rh
 
     def control(self, method, path, body=None):
-        """Call /_control<path>; raises on a non-2xx answer."""
-        status, parsed, _ = self.request(method, CONTROL_PREFIX + path, body)
+        """Call /_control<path>; raises on a non-2xx answer. The timeout is
+        generous: a control call is the test acting (a bulk edit of
+        thousands of events while calsync syncs), not something measured,
+        and a loaded machine must not fail it."""
+        status, parsed, _ = self.request(method, CONTROL_PREFIX + path, body, timeout=120)
         if not 200 <= status < 300:
             raise RuntimeError(f"control {method} {path} -> {status}: {parsed}")
         return parsed

@@ -9,7 +9,8 @@ liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson
 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
 libcmocka-dev lua-busted python3 valgrind wrk faketime
 prometheus groff-base systemd tzdata
-libpq-dev postgresql postgresql-client"
+libpq-dev postgresql postgresql-client
+python3-jsonschema python3-yaml chromium"
 # --bench adds what only `make bench` needs (never `make test`):
 # gnuplot-nox (docs/performance-scaling.png); wrk (HTTP load) and valgrind
 # (callgrind instruction counts) are in the base list already.

@@ -92,7 +92,7 @@ S.denied = {
 
 -- The hooks a policy table may hold (S.check).
 S.HOOKS = { on_delete = true, on_time_change = true, on_title_change = true,
-    on_instance = true, on_past = true }
+    on_instance = true, on_past = true, on_response = true }
 
 -- The actions a decision may name (src/policy/decide.c validates them).
 S.ACTIONS = { cancel = true, reschedule = true, update = true, ignore = true,
@@ -1030,7 +1030,7 @@ end
 -- ------------------------------------------------------------- load check
 
 local order = { "on_delete", "on_time_change", "on_title_change",
-    "on_instance", "on_past" }
+    "on_instance", "on_past", "on_response" }
 
 --- Checks what a policy chunk returned. Returns a fresh table of its hooks
 --- (only functions, only known names), or nil and "file:line: message".

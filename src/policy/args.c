@@ -29,12 +29,12 @@ enum arg { ARG_OLD, ARG_NEW, ARG_INSTANCE, ARG_CALENDAR, ARG_BOOKING, ARG_CHANGE
 enum key { K_START, K_END, K_TITLE, K_SERIES_ID, K_ORIGINAL_START, K_ID, K_UID,
            K_CALENDAR_ID, K_STATUS, K_NEEDS_REVIEW, K_EVENT_ID, K_CANCELLED_BY,
            K_CANCEL_REASON, K_UPDATED_AT, K_KIND, K_OLD, K_NEW, K_INSTANCE,
-           K_PAST, K_SOURCE, K_EVENT, K_NOW, K_CALENDAR, K_SETTINGS, K_N };
+           K_PAST, K_SOURCE, K_EVENT, K_NOW, K_CALENDAR, K_SETTINGS, K_ATTENDEES, K_N };
 static const char *const key_names[K_N] = {
     "start", "end", "title", "series_id", "original_start", "id", "uid",
     "calendar_id", "status", "needs_review", "event_id", "cancelled_by",
     "cancel_reason", "updated_at", "kind", "old", "new", "instance", "past",
-    "source", "event", "now", "calendar", "settings",
+    "source", "event", "now", "calendar", "settings", "attendees",
 };
 
 #define SK_TARGET(a) (1 + (a))
@@ -63,11 +63,12 @@ struct args_state {
 };
 
 static const int arg_fields[ARG_N] = {
-    [ARG_OLD] = 3, [ARG_NEW] = 3, [ARG_INSTANCE] = 2, [ARG_CALENDAR] = 1,
+    [ARG_OLD] = 3, [ARG_NEW] = 4, [ARG_INSTANCE] = 2, [ARG_CALENDAR] = 1,
     [ARG_BOOKING] = 12, [ARG_CHANGE] = 8, [ARG_CTX] = 4,
 };
 
 static int lazy_index(lua_State *L);
+static int push_lazy_json(lua_State *L, const char *text, size_t len, int settings);
 
 /* Gives the target at the top the fields of `keys` (made by lazy_index on
  * first read). sk: the skeleton, an upvalue of lazy_index. */
@@ -231,6 +232,14 @@ static int push_nested(lua_State *L, int sk, enum arg a, const struct policy_inp
         set_time(L, sk, t, K_START, a == ARG_OLD ? in->old_start_ms : in->new_start_ms, tm);
         set_time(L, sk, t, K_END, a == ARG_OLD ? in->old_end_ms : in->new_end_ms, tm);
         set_str(L, sk, t, K_TITLE, a == ARG_OLD ? in->old_title : in->new_title);
+        if (a == ARG_NEW) {
+            /* change.new.attendees: {email, response} each (DESIGN §5) */
+            push_key(L, sk, K_ATTENDEES);
+            if (!push_lazy_json(L, in->new_attendees,
+                                in->new_attendees ? strlen(in->new_attendees) : 0, 0))
+                lua_pushnil(L);
+            lua_rawset(L, t);
+        }
         break;
     case ARG_INSTANCE:
         if (!in->is_instance)

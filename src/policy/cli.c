@@ -210,7 +210,7 @@ int policy_cmd_check(const struct config *cfg, const char *target)
 
 struct dry_run {
     struct policy_input in;
-    struct buf event, booking, settings;
+    struct buf event, booking, settings, attendees;
     char *kind, *source, *old_title, *new_title, *series_id, *uid;
 };
 
@@ -219,6 +219,7 @@ static void dry_run_free(struct dry_run *d)
     buf_free(&d->event);
     buf_free(&d->booking);
     buf_free(&d->settings);
+    buf_free(&d->attendees);
     free(d->kind);
     free(d->source);
     free(d->old_title);
@@ -301,9 +302,10 @@ static int check_change_shape(lua_State *L, int c, const struct dry_run *d,
 {
     static const char *const sources[] = {"push", "poll", "full_sync", NULL};
     if (!d->kind || (strcmp(d->kind, "delete") != 0 && strcmp(d->kind, "time_change") != 0 &&
-                     strcmp(d->kind, "title_change") != 0))
-        return cs_err_set(err, "change.kind must be \"delete\", \"time_change\" or "
-                          "\"title_change\", got %s%.32s%s", d->kind ? "\"" : "",
+                     strcmp(d->kind, "title_change") != 0 && strcmp(d->kind, "response") != 0))
+        return cs_err_set(err, "change.kind must be \"delete\", \"time_change\", "
+                          "\"title_change\" or \"response\", got %s%.32s%s",
+                          d->kind ? "\"" : "",
                           d->kind ? d->kind : "nothing", d->kind ? "\"" : "");
     int known = !d->source;
     for (int i = 0; !known && sources[i]; i++)
@@ -443,7 +445,18 @@ static int parse_change_file(lua_State *L, const char *text, size_t len,
             if (get_span(L, "change.new", &in->new_start_ms, &in->new_end_ms,
                          &d->new_title, err))
                 goto done;
-            lua_pop(L, 1);
+            /* change.new.attendees: handed over as given (an array) */
+            int nw = lua_gettop(L);
+            lua_getfield(L, nw, "attendees");
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                if (json_encode_value(L, -1, &d->attendees, err))
+                    goto done;
+                in->new_attendees = d->attendees.data;
+            } else if (!lua_isnil(L, -1)) {
+                cs_err_set(err, "change.new.attendees must be an array");
+                goto done;
+            }
+            lua_settop(L, nw - 1);
         }
         if ((r = json_get_obj(L, c, "instance", err)) < 0)
             goto done;
@@ -484,6 +497,83 @@ done:
     return rc;
 }
 
+int pol_load_candidate(const struct config *cfg, const char *policy, const char *cmd,
+                       struct policy_version **out)
+{
+    struct cs_err err = {{0}};
+    char path[4096], name[POLICY_NAME_MAX + 1], hash[13];
+    char *src = NULL;
+    size_t len = 0;
+    struct policy_version *v = NULL;
+    *out = NULL;
+    size_t pl = strlen(policy);
+    if (strchr(policy, '/') || (pl > 4 && strcmp(policy + pl - 4, ".lua") == 0)) {
+        snprintf(path, sizeof path, "%s", policy);
+    } else if (pol_valid_name(policy, pl)) {
+        snprintf(path, sizeof path, "%s/%s.lua", cfg->policies, policy);
+    } else {
+        fprintf(stderr, "calsync: policy %s: '%s' is neither a file nor a policy "
+                "name\n", cmd, policy);
+        return 2;
+    }
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t bl = strlen(base);
+    snprintf(name, sizeof name, "%.*s", (int)(bl > 4 && strcmp(base + bl - 4, ".lua") == 0
+                                               ? bl - 4 : bl), base);
+
+    if (pol_file_read_policy(path, path, &src, &len, &err)) {
+        fprintf(stderr, "calsync: policy %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    if (policy_version_of(src, len, hash) ||
+        !(v = pol_version_new(name, path, src, len, hash))) {
+        fprintf(stderr, "calsync: policy %s: out of memory\n", cmd);
+        free(src);
+        return 1;
+    }
+    struct sandbox_msg msg = {{0}, {0}};
+    if (pol_compile_check(cfg, name, path, v->src, v->len, &msg)) {
+        fprintf(stderr, "%s\n", msg.text);
+        pol_version_unref(v);
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+struct pol_change *pol_change_parse(lua_State *L, const char *text, size_t len,
+                                    struct cs_err *err)
+{
+    struct dry_run *d = calloc(1, sizeof *d);
+    if (!d) {
+        cs_err_set(err, "out of memory");
+        return NULL;
+    }
+    buf_init(&d->event);
+    buf_init(&d->booking);
+    buf_init(&d->settings);
+    if (parse_change_file(L, text, len, d, err)) {
+        dry_run_free(d);
+        free(d);
+        return NULL;
+    }
+    return (struct pol_change *)d;
+}
+
+const struct policy_input *pol_change_input(const struct pol_change *c)
+{
+    return &((const struct dry_run *)c)->in;
+}
+
+void pol_change_free(struct pol_change *c)
+{
+    if (!c)
+        return;
+    dry_run_free((struct dry_run *)c);
+    free(c);
+}
+
 int policy_cmd_test(const struct config *cfg, const char *policy,
                     const char *change_file, const char *expect)
 {
@@ -492,14 +582,14 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
     struct policy_version *v = NULL;
     struct sandbox *sb = NULL;
     struct policy_decision out;
-    char path[4096], name[POLICY_NAME_MAX + 1], hash[13];
-    char *src = NULL, *text = NULL;
-    size_t len = 0, tlen = 0;
+    char *text = NULL;
+    size_t tlen = 0;
     int rc = 1;
     memset(&d, 0, sizeof d);
     buf_init(&d.event);
     buf_init(&d.booking);
     buf_init(&d.settings);
+    buf_init(&d.attendees);
 
     static const char *const actions[] = {"cancel", "reschedule", "update", "ignore",
                                           "flag", NULL};
@@ -512,38 +602,9 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
         rc = 2;
         goto done;
     }
-    size_t pl = strlen(policy);
-    if (strchr(policy, '/') || (pl > 4 && strcmp(policy + pl - 4, ".lua") == 0)) {
-        snprintf(path, sizeof path, "%s", policy);
-    } else if (pol_valid_name(policy, pl)) {
-        snprintf(path, sizeof path, "%s/%s.lua", cfg->policies, policy);
-    } else {
-        fprintf(stderr, "calsync: policy test: '%s' is neither a file nor a policy "
-                "name\n", policy);
-        rc = 2;
+    if ((rc = pol_load_candidate(cfg, policy, "test", &v)) != 0)
         goto done;
-    }
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    size_t bl = strlen(base);
-    snprintf(name, sizeof name, "%.*s", (int)(bl > 4 && strcmp(base + bl - 4, ".lua") == 0
-                                               ? bl - 4 : bl), base);
-
-    if (pol_file_read_policy(path, path, &src, &len, &err)) {
-        fprintf(stderr, "calsync: policy test: %s\n", err.msg);
-        goto done;
-    }
-    if (policy_version_of(src, len, hash) ||
-        !(v = pol_version_new(name, path, src, len, hash))) {
-        fprintf(stderr, "calsync: policy test: out of memory\n");
-        goto done;
-    }
-    src = NULL;
-    struct sandbox_msg msg = {{0}, {0}};
-    if (pol_compile_check(cfg, name, path, v->src, v->len, &msg)) {
-        fprintf(stderr, "%s\n", msg.text);
-        goto done;
-    }
+    rc = 1;
 
     if (pol_file_read(change_file, &text, &tlen, &err)) {
         fprintf(stderr, "calsync: policy test: %s\n", err.msg);
@@ -586,7 +647,6 @@ int policy_cmd_test(const struct config *cfg, const char *policy,
 done:
     sandbox_free(sb);
     pol_version_unref(v);
-    free(src);
     free(text);
     dry_run_free(&d);
     return rc;

@@ -42,6 +42,7 @@ static int policy_push_hook(lua_State *L, const struct policy_input *in)
         {"delete", "on_delete"},
         {"time_change", "on_time_change"},
         {"title_change", "on_title_change"},
+        {"response", "on_response"},
     };
     for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++)
         if (strcmp(in->kind, hooks[i][0]) == 0)
@@ -180,8 +181,13 @@ static void policy_fallback(struct policy_decision *out, enum policy_rc rc,
                   log_q(trace));
 }
 
+/* 1 while a shadow policy decides: not counted as a decision */
+static _Thread_local int uncounted;
+
 static void count_decision(const struct policy_decision *out)
 {
+    if (uncounted)
+        return;
     /* the series names of the last policy this thread decided for, so the
      * common case formats nothing */
     static _Thread_local char cached[POLICY_NAME_MAX + 1];
@@ -377,3 +383,12 @@ int policy_decide(struct policy_runner *r, const char *policy_name,
     return 0;
 }
 
+
+int policy_decide_shadow(struct policy_runner *r, const char *policy_name,
+                         const struct policy_input *in, struct policy_decision *out)
+{
+    uncounted = 1;
+    int rc = policy_decide(r, policy_name, in, out);
+    uncounted = 0;
+    return rc;
+}

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "policy/reload.h"
+#include "store/decisions.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -311,8 +312,13 @@ static struct {
     atomic_int last_oom;       /* the last reload ran out of resources */
     char loading[POLICY_NAME_MAX + 1]; /* compiling now ("" none); under mu */
     int64_t loading_since;     /* time_mono_ms() */
+    /* every version published since start (a reference each), so the
+     * source of a decision made just before a reload can still be
+     * recorded with it (policy_source_copy); a few per edit of a file */
+    struct policy_version **hist;
+    int nhist, caphist;
 } eng = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, NULL, NULL,
-         0, 0, 0, NULL, NULL, 0, 0, "", 0};
+         0, 0, 0, NULL, NULL, 0, 0, "", 0, NULL, 0, 0};
 
 /* Tests shorten the load timeout (policy_set_load_timeout_ms). */
 static atomic_int load_timeout_ms = POLICY_LOAD_TIMEOUT_MS;
@@ -407,6 +413,8 @@ static void count_load_error(const char *name)
     metrics_inc(series);
 }
 
+static void keep_source(const struct policy_version *v);
+
 /* Records the outcome of loading `name` with content `hash`: a good
  * source (src, taken: freed here on every path) becomes the live version,
  * a bad one the entry's error. `late`: the outcome of a compile that was
@@ -419,7 +427,7 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
                    int late)
 {
     int bad = src == NULL, rc = 0;
-    struct policy_version *v = NULL, *old = NULL;
+    struct policy_version *v = NULL, *old = NULL, *went_live = NULL;
     if (!bad) {
         v = pol_version_new(name, shown, src, len, hash);
         if (!v) {
@@ -456,6 +464,20 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
             old = e->live;
             e->live = v;
             atomic_fetch_add(&eng.gen, 1);
+            if (eng.nhist == eng.caphist) {
+                int cap = eng.caphist ? eng.caphist * 2 : 16;
+                struct policy_version **h = realloc(eng.hist, (size_t)cap * sizeof *h);
+                if (h) {
+                    eng.hist = h;
+                    eng.caphist = cap;
+                }
+            }
+            /* on OOM the version is not kept for policy_source_copy: its
+             * decisions are then recorded without their source (logged) */
+            if (eng.nhist < eng.caphist)
+                eng.hist[eng.nhist++] = pol_version_ref(v);
+            if (!late)
+                went_live = pol_version_ref(v);
         }
     }
     int has_live = e->live != NULL;
@@ -475,8 +497,30 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
         log_info("policy.loaded", "policy=%s version=%s%s", log_q(name), live_version,
                  late ? " note=\"after its load timeout\"" : "");
     }
+    keep_source(went_live);
+    pol_version_unref(went_live);
     pol_version_unref(old);
     return rc;
+}
+
+/* DESIGN §2: every policy source that was ever live is kept by version.
+ * Written when a version goes live, by the reload worker (its own store
+ * connection, outside any transaction); apply.c writes it again with the
+ * first decision of the version, so a failure here (logged) loses
+ * nothing a replay needs. Without a store (the unit tests, the CLI) there
+ * is nothing to keep. A compile that publishes late (its own detached
+ * thread, possibly during shutdown) leaves it to apply.c. */
+static void keep_source(const struct policy_version *v)
+{
+    struct cs_err err = {{0}};
+    if (!v)
+        return;
+    struct store_conn *c = store_conn(&err);
+    if (!c)
+        return;
+    if (policy_source_keep(c, v->name, v->version, v->src, v->len, &err))
+        log_warn("policy.source_not_kept", "policy=%s version=%s error=%s", log_q(v->name),
+                 v->version, log_q(err.msg));
 }
 
 /* A compile on a thread of its own (reload_call_bounded): owns everything
@@ -853,6 +897,11 @@ void policy_engine_stop(void)
     free(eng.v);
     eng.v = NULL;
     eng.n = eng.cap = 0;
+    for (int i = 0; i < eng.nhist; i++)
+        pol_version_unref(eng.hist[i]);
+    free(eng.hist);
+    eng.hist = NULL;
+    eng.nhist = eng.caphist = 0;
     eng.cfg = NULL;
     atomic_fetch_add(&eng.gen, 1);
     pthread_mutex_unlock(&eng.mu);
@@ -973,4 +1022,28 @@ struct policy_version *pol_eng_live_locked(const char *name)
 {
     const struct entry *e = find_entry(name);
     return e ? e->live : NULL;
+}
+
+int policy_source_copy(const char *name, const char *version, char **src, size_t *len)
+{
+    struct policy_version *v = NULL;
+    *src = NULL;
+    *len = 0;
+    pthread_mutex_lock(&eng.mu);
+    for (int i = eng.nhist - 1; i >= 0 && !v; i--)
+        if (strcmp(eng.hist[i]->name, name) == 0 && strcmp(eng.hist[i]->version, version) == 0)
+            v = pol_version_ref(eng.hist[i]);
+    pthread_mutex_unlock(&eng.mu);
+    if (!v)
+        return 0;
+    int rc = 1;
+    if (!(*src = malloc(v->len + 1))) {
+        rc = -1;
+    } else {
+        memcpy(*src, v->src, v->len);
+        (*src)[v->len] = '\0';
+        *len = v->len;
+    }
+    pol_version_unref(v);
+    return rc;
 }

@@ -118,6 +118,25 @@ void pol_decide_with(const struct config *cfg, struct policy_version *v,
                      struct sandbox **sbp, const struct policy_input *in,
                      struct policy_decision *out);
 
+/* ------------------------------------------------------ the commands */
+
+/* Loads the candidate of `policy test`/`policy replay` (cmd, for
+ * messages): a file path (has a '/' or ends in .lua) or a policy name in
+ * cfg->policies; compiled and checked as a reload would. 0 with *out (one
+ * reference), 1 (the file is bad: said on stderr) or 2 (usage). */
+int pol_load_candidate(const struct config *cfg, const char *policy, const char *cmd,
+                       struct policy_version **out);
+
+/* A CHANGE.json document (`policy test`'s, and the recorded inputs a
+ * replay reads) parsed and checked into a policy_input: NULL with err on a
+ * malformed one. L is a JSON state (json_state()). Free with
+ * pol_change_free. */
+struct pol_change;
+struct pol_change *pol_change_parse(lua_State *L, const char *text, size_t len,
+                                    struct cs_err *err);
+const struct policy_input *pol_change_input(const struct pol_change *c);
+void pol_change_free(struct pol_change *c);
+
 /* 1: forced flags of this thread are not logged (policy check prints
  * them); 0 again after. */
 void pol_decide_quiet(int on);

@@ -77,7 +77,7 @@ int policy_all_live(void);
  * Strings are NUL-terminated; a NULL string is nil for the policy. Times are
  * ms since the epoch (UTC) and reach Lua as RFC 3339 UTC strings. */
 struct policy_input {
-    const char *kind;        /* delete | time_change | title_change */
+    const char *kind;        /* delete | time_change | title_change | response */
     const char *event_json;  /* the event as Google sent it (JSON text);
                               * for a full-resync deletion the stub
                               * {"id":..,"status":"cancelled"}; NULL: nil */
@@ -88,6 +88,8 @@ struct policy_input {
     int has_new;             /* 0 on delete: change.new is nil */
     int64_t new_start_ms, new_end_ms;
     const char *new_title;
+    const char *new_attendees; /* change.new.attendees: JSON array of
+                                * {email, response}; NULL: nil */
     int is_instance;         /* an occurrence of a recurring event */
     const char *series_id;
     int64_t original_start_ms;
@@ -155,6 +157,27 @@ void policy_runner_free(struct policy_runner *r);
  * naming the problem (the caller decides whether to use it). */
 int policy_decide(struct policy_runner *r, const char *policy_name,
                   const struct policy_input *in, struct policy_decision *out);
+
+/* As policy_decide, for a calendar's shadow policy (DESIGN §5): the same
+ * call, but the decision is not counted in calsync_policy_decisions_total
+ * (it is not applied; apply.c counts it against the live decision in
+ * calsync_policy_shadow_decisions_total). */
+int policy_decide_shadow(struct policy_runner *r, const char *policy_name,
+                         const struct policy_input *in, struct policy_decision *out);
+
+/* A copy of the source of version `version` of policy `name`, if that
+ * version was live at any time since the engine started (the engine keeps
+ * every version it published, so a decision's source can be recorded
+ * after a reload replaced it): 1 with *src (owned by the caller, free())
+ * and *len, 0 when unknown, -1 on OOM. Thread-safe. */
+int policy_source_copy(const char *name, const char *version, char **src, size_t *len);
+
+/* `calsync policy replay [--since WHEN] [--calendar ID] [--json] CANDIDATE`
+ * (DESIGN §3): re-decides the recorded decisions under CANDIDATE (a file
+ * or a policy name) from their recorded inputs and reports those whose
+ * action differs. Only reads the database. The exit status. */
+int policy_cmd_replay(const struct config *cfg, const char *candidate, const char *since,
+                      const char *calendar, int json);
 
 /* The version of a source: the first 12 hex digits of its SHA-256, into
  * out (at least 13 bytes). 0, or -1 if libcrypto fails. */

@@ -1,5 +1,5 @@
 /* provider.c -- the provider registry and the wiring that registers the
- * built-in providers (Google). See provider.h.
+ * built-in providers (Google, Microsoft Graph). See provider.h.
  *
  * The table is filled before any thread starts (the built-ins statically,
  * tests and future providers through provider_register) and only read
@@ -8,6 +8,7 @@
 #include "provider/provider.h"
 
 #include "provider/google/google.h"
+#include "provider/microsoft/msgraph.h"
 #include "store/credentials.h"
 
 #include <stdio.h>
@@ -15,8 +16,9 @@
 
 #define PROVIDER_MAX 8
 
-static const struct provider_ops *providers[PROVIDER_MAX] = {&google_provider};
-static int n_providers = 1;
+static const struct provider_ops *providers[PROVIDER_MAX] = {&google_provider,
+                                                              &microsoft_provider};
+static int n_providers = 2;
 
 const char *provider_rc_name(int rc)
 {
@@ -39,6 +41,21 @@ int provider_register(const struct provider_ops *ops)
         return -1;
     providers[n_providers++] = ops;
     return 0;
+}
+
+const struct provider_ops *provider_at(int i)
+{
+    return i >= 0 && i < n_providers ? providers[i] : NULL;
+}
+
+int provider_metrics_declare(void)
+{
+    int rc = 0;
+    for (int i = 0; i < n_providers; i++)
+        if (providers[i]->metrics && metrics_declare(providers[i]->metrics,
+                                                     providers[i]->n_metrics))
+            rc = -1;
+    return rc;
 }
 
 void provider_init_all(const struct config *cfg)
@@ -86,4 +103,16 @@ const struct provider_ops *provider_for_route(const char *path)
     if (!path || strncmp(path, prefix, sizeof prefix - 1) != 0)
         return NULL;
     return provider_find(path + sizeof prefix - 1);
+}
+
+static _Thread_local enum provider_prio t_prio = PROVIDER_PRIO_LOW;
+
+void provider_set_priority(enum provider_prio p)
+{
+    t_prio = p;
+}
+
+enum provider_prio provider_priority(void)
+{
+    return t_prio;
 }

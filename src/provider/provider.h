@@ -24,6 +24,7 @@
 #define CALSYNC_PROVIDER_H
 
 #include "config.h"
+#include "metrics.h"
 #include "http.h"
 #include "store/store.h"
 #include "util.h"
@@ -40,6 +41,8 @@
 #define PROVIDER_CREATED_MAX 64
 #define PROVIDER_CURSOR_MAX 4096    /* page tokens, sync cursors */
 #define PROVIDER_PAGE_MAX 100000    /* items on one page, at most */
+#define PROVIDER_ATTENDEES_MAX 8192 /* the attendees JSON; attendees past it
+                                       are left out */
 
 /* ------------------------------------------------ the shared event shape
  * One event as the engine (and the mirror) keeps it, whatever the
@@ -65,9 +68,18 @@ struct provider_event {
      * an occurrence a series change removed rather than a deletion (the
      * sync defers it to series reconciliation). 0 otherwise. */
     int bare;
-    /* storage for series_id/title when they are not in the raw value */
+    /* The attendees' responses, as compact JSON
+     * [{"email":"..","response":"accepted|declined|tentative|needsAction"}]
+     * in the provider's order (DESIGN §5 change.new.attendees); NULL when
+     * the event has none. A change of it alone is kind `response`. */
+    const char *attendees;
+    /* The event's video conference link (Google: hangoutLink), or NULL. */
+    const char *conference_url;
+    /* storage for series_id/title/attendees when they are not in the raw
+     * value */
     char series_buf_[PROVIDER_ID_MAX + 1];
     char title_buf_[PROVIDER_TITLE_MAX + 1];
+    char attendees_buf_[PROVIDER_ATTENDEES_MAX + 1];
 };
 
 /* normalise's "leave this item out" answer: an id the provider cannot
@@ -97,6 +109,7 @@ const char *provider_rc_name(int rc);
 struct provider_status {
     long status;            /* last HTTP status; 0 when none was received */
     char reason[64];        /* the provider's machine-readable reason */
+    char message[256];      /* the provider's own words ("Invalid attendee email") */
     int64_t retry_after_ms; /* the wait the provider asked for, -1 if none */
 };
 
@@ -119,6 +132,9 @@ struct provider_ctx {
     struct store_conn *db;
     int64_t credential_id;
     struct provider_status last;
+    int64_t budget_ms;      /* how long one call may retry; 0: the provider's
+                             * default (an API request checking a link must
+                             * not wait minutes) */
 };
 
 /* One page of raw events (pushed: the page's own value is on the stack
@@ -141,7 +157,16 @@ struct provider_write {
     const char *booking_tag;    /* insert: the booking uid it carries */
     const char *title;
     int64_t start_ms, end_ms;
-    const char *attendees_json; /* insert: a JSON array, or NULL */
+    const char *attendees_json; /* a JSON array [{"email","name"?,"optional"?}],
+                                 * or NULL: leave the event's attendees alone */
+    int restore;                /* patch: un-delete the event (it was deleted
+                                 * in the provider; POST .../resolve revert) */
+    const char *description;    /* NULL: not sent */
+    const char *location;       /* NULL: not sent */
+    const char *time_zone;      /* IANA zone of start/end; NULL: the
+                                 * calendar's own */
+    int conference;             /* insert: 1 asks for a video conference link
+                                   (Google: a Meet, keyed on `key`) */
 };
 
 /* A push subscription (Google: a channel). */
@@ -167,6 +192,10 @@ struct provider_push {
     const char *state;
     const char *sequence;     /* message number, when the provider counts */
     const char *resource;     /* the watched resource's id */
+    /* 1: the provider asks for the subscription to be renewed now (Graph's
+     * reauthorizationRequired, subscriptionRemoved): once the token
+     * checks, the calendar's channel is renewed (or reopened) at once */
+    int renew;
 };
 
 /* A push request: Google sends one message per request, Graph batches
@@ -179,6 +208,10 @@ struct provider_push_batch {
     /* set: the request is a handshake, answered 200 text/plain with
      * exactly this text, and nothing else is done */
     const char *handshake;
+    /* set: the request was a batch (Graph): answered 202 whatever each
+     * message's outcome (a bad token is counted, not refused) unless one
+     * could not be journalled (503) */
+    int batch;
 };
 
 /* Stub or full event for provider_ops.encode. */
@@ -191,6 +224,18 @@ enum provider_encode {
 struct provider_ops {
     const char *name;  /* credentials.provider; also the push route
                           /webhooks/<name> */
+
+    /* The provider's own /metrics families (its calls, retries, token
+     * refreshes), declared at start like metrics.c's so every scrape
+     * shows them with HELP and TYPE; NULL/0 for none. */
+    const struct metrics_family *metrics;
+    int n_metrics;
+
+    /* A sentence saying why no calendar of this provider can sync with
+     * the configuration cfg (its client is not configured), or NULL when
+     * it can. Logged at start and listed in /healthz "warnings". May be
+     * NULL. */
+    const char *(*unconfigured)(const struct config *cfg);
 
     /* Process: init once before any call (cfg outlives every call);
      * cancel aborts waits and transfers in progress or to come
@@ -252,7 +297,9 @@ struct provider_ops {
                       struct cs_err *err);
 
     /* The raw event at idx of L in the shared shape (pure). Checks types
-     * and bounds: 0, PROVIDER_EVENT_SKIP, or -1 with err set. */
+     * and bounds: 0, PROVIDER_EVENT_SKIP, or -1 with err set (a malformed
+     * item: ev->id is then its id when it had a usable one, else NULL).
+     * The sync skips a listed item either way (sync.c page_check). */
     int (*normalise)(lua_State *L, int idx, struct provider_event *ev,
                      struct cs_err *err);
     /* The provider's raw shape of ev, as JSON into out (replaced): what a
@@ -270,6 +317,14 @@ struct provider_ops {
 
 /* The provider called name, or NULL. */
 const struct provider_ops *provider_find(const char *name);
+
+/* The i-th registered provider (0-based), NULL past the last. */
+const struct provider_ops *provider_at(int i);
+
+/* Declares every registered provider's metric families (metrics_declare).
+ * Call once at start, before the HTTP server. 0, or -1 when the metrics
+ * table of declared families is full. */
+int provider_metrics_declare(void);
 
 /* Adds a provider (tests, future providers). Call before any thread
  * starts; not thread-safe. 0, or -1 when the table is full or the name
@@ -290,5 +345,13 @@ int provider_for_credential(struct store_conn *c, int64_t credential_id,
 
 /* The provider whose push route (/webhooks/<name>) is path, or NULL. */
 const struct provider_ops *provider_for_route(const char *path);
+
+/* Priority of this thread's provider calls against the request budgets
+ * (issue 19): push-driven syncs and the app's writes are HIGH, polls, full
+ * resyncs and channel renewals LOW. Thread-local, default LOW; each job
+ * sets it when it starts because worker threads are reused. */
+enum provider_prio { PROVIDER_PRIO_LOW = 0, PROVIDER_PRIO_HIGH = 1 };
+void provider_set_priority(enum provider_prio p);
+enum provider_prio provider_priority(void);
 
 #endif

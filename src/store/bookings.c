@@ -11,7 +11,9 @@
 #define BOOKING_COLS                                                          \
     "seq, uid, calendar_id, title, start_ms, end_ms, status, needs_review,"   \
     " event_id, original_start_ms, cancelled_by, cancel_reason, etag,"        \
-    " write_state, write_error, updated_at"
+    " write_state, write_error, updated_at, proposed_kind, proposed_start_ms," \
+    " proposed_end_ms, proposed_title, description, location, time_zone,"    \
+    " attendees, conference, conference_url"
 
 static char *dup_col(struct db_stmt *st, int col)
 {
@@ -39,6 +41,17 @@ static void from_row(struct db_stmt *st, struct booking *b)
     snprintf(b->write_state, sizeof b->write_state, "%s", db_col_text(st, 13));
     b->write_error = dup_col(st, 14);
     b->updated_ms = db_col_i64(st, 15);
+    const char *pk = db_col_text(st, 16);
+    snprintf(b->proposed_kind, sizeof b->proposed_kind, "%s", pk ? pk : "");
+    b->proposed_start_ms = db_col_null(st, 17) ? -1 : db_col_i64(st, 17);
+    b->proposed_end_ms = db_col_null(st, 18) ? -1 : db_col_i64(st, 18);
+    b->proposed_title = dup_col(st, 19);
+    b->description = dup_col(st, 20);
+    b->location = dup_col(st, 21);
+    b->time_zone = dup_col(st, 22);
+    b->attendees = dup_col(st, 23);
+    b->conference = dup_col(st, 24);
+    b->conference_url = dup_col(st, 25);
 }
 
 void booking_free(struct booking *b)
@@ -50,6 +63,13 @@ void booking_free(struct booking *b)
     free(b->cancel_reason);
     free(b->etag);
     free(b->write_error);
+    free(b->proposed_title);
+    free(b->description);
+    free(b->location);
+    free(b->time_zone);
+    free(b->attendees);
+    free(b->conference);
+    free(b->conference_url);
     memset(b, 0, sizeof *b);
 }
 
@@ -82,8 +102,9 @@ int booking_insert(struct store_conn *c, const struct booking *b,
 {
     static const char sql[] =
         "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms,"
-        " event_id, original_start_ms, write_state, created_at, updated_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+        " event_id, original_start_ms, write_state, created_at, updated_at,"
+        " description, location, time_zone, attendees, conference)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14)"
         " ON CONFLICT (uid) DO NOTHING";
     static const char ref_sql[] =
         "INSERT INTO booking_refs (calendar_id, event_id,"
@@ -102,6 +123,12 @@ int booking_insert(struct store_conn *c, const struct booking *b,
         db_bind_i64(st, 7, b->original_start_ms);
     db_bind_text(st, 8, b->write_state[0] ? b->write_state : "none");
     db_bind_i64(st, 9, b->updated_ms ? b->updated_ms : time_now_ms());
+    const char *extra[] = {b->description, b->location, b->time_zone, b->attendees};
+    for (int i = 0; i < 4; i++)
+        if (extra[i])
+            db_bind_text(st, 10 + i, extra[i]);
+    if (b->conference)
+        db_bind_text(st, 14, b->conference);
     if (db_exec(c, st, err))
         return -1;
     if (db_changes(c) == 0)
@@ -124,7 +151,10 @@ int booking_save(struct store_conn *c, const struct booking *b,
     static const char sql[] =
         "UPDATE bookings SET title = ?2, start_ms = ?3, end_ms = ?4,"
         " status = ?5, needs_review = ?6, cancelled_by = ?7,"
-        " cancel_reason = ?8, updated_at = ?9 WHERE uid = ?1";
+        " cancel_reason = ?8, updated_at = ?9, proposed_kind = ?10,"
+        " proposed_start_ms = ?11, proposed_end_ms = ?12, proposed_title = ?13,"
+        " description = ?14, location = ?15, time_zone = ?16, attendees = ?17"
+        " WHERE uid = ?1";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -139,6 +169,19 @@ int booking_save(struct store_conn *c, const struct booking *b,
     if (b->cancel_reason)
         db_bind_text(st, 8, b->cancel_reason);
     db_bind_i64(st, 9, b->updated_ms);
+    if (b->needs_review && b->proposed_kind[0]) {
+        db_bind_text(st, 10, b->proposed_kind);
+        if (b->proposed_start_ms >= 0)
+            db_bind_i64(st, 11, b->proposed_start_ms);
+        if (b->proposed_end_ms >= 0)
+            db_bind_i64(st, 12, b->proposed_end_ms);
+        if (b->proposed_title)
+            db_bind_text(st, 13, b->proposed_title);
+    }
+    const char *extra[] = {b->description, b->location, b->time_zone, b->attendees};
+    for (int i = 0; i < 4; i++)
+        if (extra[i])
+            db_bind_text(st, 14 + i, extra[i]);
     return db_exec(c, st, err);
 }
 
@@ -175,6 +218,39 @@ int booking_list_json(struct store_conn *c, int64_t calendar_id,
     return db_page_end(c, st, rc, last, out, err);
 }
 
+int booking_flagged_json(struct store_conn *c, int limit, struct buf *out,
+                         int64_t *total, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT " BOOKING_COLS " FROM bookings WHERE needs_review = 1"
+        " ORDER BY updated_at DESC, seq DESC LIMIT ?1";
+    static const char count_sql[] =
+        "SELECT count(*) FROM bookings WHERE needs_review = 1";
+    struct db_stmt *st = db_stmt(c, count_sql, err);
+    if (!st)
+        return -1;
+    int rc = db_step(st);
+    *total = rc == DB_ROW ? db_col_i64(st, 0) : 0;
+    db_reset(st);
+    if (rc != DB_ROW)
+        return db_error(c, err);
+    if (!(st = db_stmt(c, sql, err)))
+        return -1;
+    db_bind_i64(st, 1, limit);
+    buf_puts(out, "{\"bookings\":[");
+    int n = 0;
+    while ((rc = db_step(st)) == DB_ROW) {
+        struct booking b;
+        from_row(st, &b);
+        if (n++)
+            buf_puts(out, ",");
+        booking_json(&b, out);
+        booking_free(&b);
+    }
+    db_reset(st);
+    buf_puts(out, "]}");
+    return rc == DB_DONE ? 0 : db_error(c, err);
+}
 
 /* ----------------------------------------------------------- booking_refs */
 
@@ -270,6 +346,47 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
     return db_exec(c, st, err);
 }
 
+int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
+                          int64_t to, const char *event_id, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET calendar_id = ?3 WHERE uid = ?1 AND calendar_id = ?2";
+    static const char add_sql[] =
+        "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid)"
+        " SELECT ?3, event_id, original_start_ms, booking_uid FROM booking_refs"
+        " WHERE booking_uid = ?1 AND calendar_id = ?2 AND event_id = ?4"
+        " AND original_start_ms = -1 ON CONFLICT DO NOTHING";
+    static const char del_sql[] =
+        "DELETE FROM booking_refs WHERE booking_uid = ?1 AND calendar_id = ?2"
+        " AND event_id = ?4 AND original_start_ms = -1";
+    const char *const sqls[] = {book_sql, add_sql, del_sql};
+    for (int i = 0; i < 3; i++) {
+        struct db_stmt *st = db_stmt(c, sqls[i], err);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, uid);
+        db_bind_i64(st, 2, from);
+        db_bind_i64(st, 3, to);
+        if (i > 0)
+            db_bind_text(st, 4, event_id);
+        if (db_exec(c, st, err))
+            return -1;
+    }
+    return 0;
+}
+
+int booking_set_conference_url(struct store_conn *c, const char *uid, const char *url,
+                               struct cs_err *err)
+{
+    static const char sql[] = "UPDATE bookings SET conference_url = ?2 WHERE uid = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_text(st, 2, url);
+    return db_exec(c, st, err);
+}
+
 int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
                           const char *event_id, const char *etag, struct cs_err *err)
 {
@@ -289,6 +406,22 @@ int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
     db_bind_i64(st, 1, cal);
     db_bind_text(st, 2, event_id);
     db_bind_text(st, 3, uid);
+    return db_exec(c, st, err);
+}
+
+int booking_move(struct store_conn *c, const char *uid, int64_t cal, struct cs_err *err)
+{
+    static const char book_sql[] =
+        "UPDATE bookings SET calendar_id = ?2, event_id = NULL, etag = NULL WHERE uid = ?1";
+    static const char refs_sql[] = "DELETE FROM booking_refs WHERE booking_uid = ?1";
+    struct db_stmt *st = db_stmt(c, book_sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, uid);
+    db_bind_i64(st, 2, cal);
+    if (db_exec(c, st, err) || !(st = db_stmt(c, refs_sql, err)))
+        return -1;
+    db_bind_text(st, 1, uid);
     return db_exec(c, st, err);
 }
 

@@ -18,6 +18,8 @@
 #define BOOKING_TITLE_MAX 1024
 #define BOOKING_EVENT_ID_MAX 1024
 #define BOOKING_REASON_MAX 1024
+#define BOOKING_DESCRIPTION_MAX 8192
+#define BOOKING_LOCATION_MAX 1024
 
 struct booking {
     int64_t seq;
@@ -36,6 +38,17 @@ struct booking {
     char write_state[16];     /* none | pending | failed */
     char *write_error;
     int64_t updated_ms;
+    /* the change a flag held back (DESIGN §4 `proposed`), kept while
+     * needs_review: kind "" when none; start/end -1 and title NULL when
+     * the change has none (a delete) */
+    char proposed_kind[16];
+    int64_t proposed_start_ms, proposed_end_ms;
+    char *proposed_title;
+    /* the event's other fields the app sets (DESIGN §4); NULL when not
+     * given. attendees: JSON [{"email","name"?,"optional"?}] */
+    char *description, *location, *time_zone, *attendees;
+    char *conference;         /* the conference asked for ("meet"), may be NULL */
+    char *conference_url;     /* its link once Google made it, may be NULL */
 };
 
 /* Releases the strings of b (not b itself). */
@@ -52,8 +65,9 @@ int booking_get(struct store_conn *c, const char *uid, struct booking *b,
 int booking_insert(struct store_conn *c, const struct booking *b,
                    struct cs_err *err);
 
-/* Writes title, times, status, needs_review, cancelled_by, cancel_reason
- * and updated_at of b back. 0 or -1. */
+/* Writes title, times, status, needs_review, cancelled_by, cancel_reason,
+ * the proposed change (cleared when needs_review is 0), description,
+ * location, time_zone, attendees and updated_at of b back. 0 or -1. */
 int booking_save(struct store_conn *c, const struct booking *b,
                  struct cs_err *err);
 
@@ -62,6 +76,13 @@ int booking_save(struct store_conn *c, const struct booking *b,
 int booking_list_json(struct store_conn *c, int64_t calendar_id,
                       const char *status, int64_t after, int limit,
                       struct buf *out, struct cs_err *err);
+
+/* The bookings waiting for a human (needs_review), newest change first,
+ * at most limit: appends {"bookings":[..]} (items as in booking_list_json)
+ * and sets *total to how many there are in all (for the status page).
+ * 0 or -1. */
+int booking_flagged_json(struct store_conn *c, int limit, struct buf *out,
+                         int64_t *total, struct cs_err *err);
 
 /* --------------------------------------------------------- booking_refs
  * An event reference: (calendar, event id, original start or -1 for the
@@ -91,10 +112,28 @@ int booking_ref_move(struct store_conn *c, int64_t cal, const char *uid,
                      const char *old_series, int64_t old_start, const char *new_series,
                      int64_t new_start, struct cs_err *err);
 
+/* Moves booking `uid` that follows event `event_id` (a whole event) from
+ * calendar `from` to calendar `to`: bookings.calendar_id and its
+ * whole-event reference (the event kept its id: Google's events.move).
+ * Nothing when the booking is not on `from` any more. 0 or -1. */
+int booking_move_calendar(struct store_conn *c, const char *uid, int64_t from,
+                          int64_t to, const char *event_id, struct cs_err *err);
+
+/* The link of the conference Google made for the booking's event. 0 or
+ * -1. */
+int booking_set_conference_url(struct store_conn *c, const char *uid, const char *url,
+                               struct cs_err *err);
+
 /* calsync wrote the booking's event: its id and etag on the booking, and
  * the whole-event reference. 0 or -1. */
 int booking_event_written(struct store_conn *c, const char *uid, int64_t cal,
                           const char *event_id, const char *etag, struct cs_err *err);
+
+/* The booking moves to calendar `cal` (PATCH calendar_id): it follows no
+ * event until the writer creates one there (event_id and etag cleared),
+ * and its event references go, so the old event's later changes (the
+ * deletion calsync itself makes included) match it no more. 0 or -1. */
+int booking_move(struct store_conn *c, const char *uid, int64_t cal, struct cs_err *err);
 
 /* ----------------------------------------------------------- write state */
 

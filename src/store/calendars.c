@@ -62,7 +62,8 @@ int calendar_upsert(struct store_conn *c, int64_t credential_id,
 
 #define CAL_COLS                                                              \
     "c.id, c.credential_id, c.external_id, c.policy, c.settings, c.state,"    \
-    " c.last_synced_at, ch.id, ch.resource_id, ch.expiration, ch.state"
+    " c.last_synced_at, ch.id, ch.resource_id, ch.expiration, ch.state,"      \
+    " c.shadow_policy, c.state_reason"
 #define CAL_FROM                                                              \
     " FROM calendars c LEFT JOIN channels ch ON ch.id = ("                    \
     "   SELECT id FROM channels WHERE calendar_id = c.id AND state = 'live'"  \
@@ -77,6 +78,8 @@ static void row_json(struct db_stmt *st, struct buf *out)
     buf_json_strz(out, db_col_text(st, 2));
     buf_puts(out, ",\"policy\":");
     buf_json_strz(out, db_col_text(st, 3));
+    buf_puts(out, ",\"shadow_policy\":");
+    buf_json_strz(out, db_col_text(st, 11));
     buf_puts(out, ",\"settings\":");
     buf_puts(out, db_col_text(st, 4)); /* stored as encoded JSON */
     buf_puts(out, ",\"state\":");
@@ -107,6 +110,14 @@ static void row_json(struct db_stmt *st, struct buf *out)
         buf_json_strz(out, db_col_text(st, 10));
         buf_puts(out, "}");
     }
+    /* why the calendar is `error` or `revoked` (DESIGN §4); null otherwise */
+    buf_puts(out, ",\"reason\":");
+    const char *st_state = db_col_text(st, 5);
+    if (db_col_null(st, 12) || !st_state ||
+        (strcmp(st_state, "error") != 0 && strcmp(st_state, "revoked") != 0))
+        buf_puts(out, "null");
+    else
+        buf_json_strz(out, db_col_text(st, 12));
     buf_puts(out, "}");
 }
 
@@ -230,6 +241,29 @@ int calendar_load(struct store_conn *c, int64_t id, struct calendar_row *row,
     return rc;
 }
 
+int calendar_shadow_policy(struct store_conn *c, int64_t id, char *out, size_t cap,
+                           struct cs_err *err)
+{
+    static const char sql[] = "SELECT shadow_policy FROM calendars WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    int s = db_step(st), rc = 0;
+    out[0] = '\0';
+    if (s == DB_ROW) {
+        const char *v = db_col_text(st, 0);
+        if (v && *v) {
+            snprintf(out, cap, "%s", v);
+            rc = 1;
+        }
+    } else if (s != DB_DONE) {
+        rc = db_error(c, err);
+    }
+    db_reset(st);
+    return rc;
+}
+
 void calendar_row_free(struct calendar_row *row)
 {
     free(row->settings);
@@ -278,6 +312,32 @@ int calendar_next_live_of_credential(struct store_conn *c, int64_t credential_id
     if (s == DB_ROW)
         return 1;
     return s == DB_DONE ? 0 : db_error(c, err);
+}
+
+int calendar_siblings(struct store_conn *c, int64_t credential_id, int64_t except,
+                      int64_t *ids, char (*ext)[CAL_EXTERNAL_ID_MAX + 1], int max,
+                      int *n, struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT id, external_id FROM calendars WHERE credential_id = ?1 AND id <> ?2"
+        " AND state NOT IN ('stopped', 'revoked') ORDER BY id LIMIT ?3";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    *n = 0;
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, credential_id);
+    db_bind_i64(st, 2, except);
+    db_bind_i64(st, 3, max);
+    int s;
+    while ((s = db_step(st)) == DB_ROW && *n < max) {
+        const char *e = db_col_text(st, 1);
+        ids[*n] = db_col_i64(st, 0);
+        if (ext)
+            snprintf(ext[*n], CAL_EXTERNAL_ID_MAX + 1, "%s", e ? e : "");
+        (*n)++;
+    }
+    db_reset(st);
+    return s == DB_DONE || s == DB_ROW ? 0 : db_error(c, err);
 }
 
 int calendar_mark_dirty(struct store_conn *c, int64_t id, int if_live, struct cs_err *err)
@@ -425,4 +485,71 @@ int calendar_fresh(struct store_conn *c, int64_t id, int64_t since_ms, struct cs
     int fresh = rc == DB_ROW && db_col_i64(st, 0) > 0;
     db_reset(st);
     return rc == DB_ROW ? fresh : db_error(c, err);
+}
+
+/* --------------------------------------------- PATCH, re-authorisation */
+
+int calendar_policy_get(struct store_conn *c, int64_t id, char *policy, size_t pcap,
+                        char *shadow, size_t scap, struct buf *settings,
+                        struct cs_err *err)
+{
+    static const char sql[] =
+        "SELECT policy, coalesce(shadow_policy, ''), settings FROM calendars WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    int s = db_step(st), rc = 0;
+    if (s == DB_ROW) {
+        snprintf(policy, pcap, "%s", db_col_text(st, 0));
+        snprintf(shadow, scap, "%s", db_col_text(st, 1));
+        rc = buf_puts(settings, db_col_text(st, 2)) ? cs_err_set(err, "out of memory") : 1;
+    } else if (s != DB_DONE) {
+        rc = db_error(c, err);
+    }
+    db_reset(st);
+    return rc;
+}
+
+int calendar_policy_set(struct store_conn *c, int64_t id, const char *policy,
+                        const char *shadow, const char *settings_json,
+                        struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE calendars SET policy = ?2, shadow_policy = ?3, settings = ?4,"
+        " updated_at = ?5 WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    db_bind_text(st, 2, policy);
+    if (shadow && *shadow)
+        db_bind_text(st, 3, shadow);
+    db_bind_text(st, 4, settings_json);
+    db_bind_i64(st, 5, time_now_ms());
+    return db_exec(c, st, err);
+}
+
+int calendar_resume_revoked(struct store_conn *c, int64_t credential_id, int64_t *ids,
+                            int max, int *n, struct cs_err *err)
+{
+    /* one statement: every revoked calendar of the credential goes back to
+     * syncing with no sync token (the next listing is full) and a dirty
+     * mark; RETURNING names them for the scheduler */
+    static const char sql[] =
+        "UPDATE calendars SET state = 'syncing', state_reason = NULL,"
+        " sync_token = NULL, dirty = dirty + 1, updated_at = ?2"
+        " WHERE credential_id = ?1 AND state = 'revoked' RETURNING id";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    *n = 0;
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, credential_id);
+    db_bind_i64(st, 2, time_now_ms());
+    int s;
+    while ((s = db_step(st)) == DB_ROW)
+        if (*n < max)
+            ids[(*n)++] = db_col_i64(st, 0);
+    db_reset(st);
+    return s == DB_DONE ? 0 : db_error(c, err);
 }

@@ -35,6 +35,12 @@ int calendar_load(struct store_conn *c, int64_t id, struct calendar_row *row,
                   struct cs_err *err);
 void calendar_row_free(struct calendar_row *row);
 
+/* The calendar's shadow policy name into out (cap bytes): 1 set, 0 none
+ * (or no such calendar), -1 error (err set). Read per decision, so a
+ * change of it applies to changes decided after it. */
+int calendar_shadow_policy(struct store_conn *c, int64_t id, char *out, size_t cap,
+                           struct cs_err *err);
+
 /* Creates the calendar for (credential, external_id), or returns the one
  * that exists (state 'stopped' is turned back to 'syncing').
  * *created is 1 when a row was inserted. 0 or -1. */
@@ -79,6 +85,15 @@ int calendar_set_state(struct store_conn *c, int64_t id, const char *state,
  * revoked, in *id: 1 found, 0 none, -1 error. */
 int calendar_next_live_of_credential(struct store_conn *c, int64_t credential_id,
                                      int64_t *id, struct cs_err *err);
+
+/* The other calendars of the credential that are neither stopped nor
+ * revoked (all but `except`), lowest id first, at most max of them: ids[i]
+ * and, when ext is not NULL, their external ids into ext[i]. *n is how
+ * many. 0 or -1. (An event moved with events.move keeps its id: these are
+ * where it can go, sync_move.c.) */
+int calendar_siblings(struct store_conn *c, int64_t credential_id, int64_t except,
+                      int64_t *ids, char (*ext)[CAL_EXTERNAL_ID_MAX + 1], int max,
+                      int *n, struct cs_err *err);
 
 /* Marks the calendar as needing a sync: dirty + 1, a generation a sync
  * clears only when it is still the one it read (calendar_sync_done), so a
@@ -135,5 +150,24 @@ void calendar_lease_release(struct store_conn *c, int64_t id);
  * notification is waiting for it (dirty 0): another instance just did
  * this instance's scheduled poll. 0 otherwise, -1 with err set. */
 int calendar_fresh(struct store_conn *c, int64_t id, int64_t since_ms, struct cs_err *err);
+
+/* The policy, shadow policy ("" when none) and settings JSON (appended to
+ * settings) of calendar id, for PATCH /v1/calendars. 1 found, 0 not, -1
+ * error. */
+int calendar_policy_get(struct store_conn *c, int64_t id, char *policy, size_t pcap,
+                        char *shadow, size_t scap, struct buf *settings,
+                        struct cs_err *err);
+
+/* Sets policy, shadow policy (NULL or "": none) and settings of calendar
+ * id, all three at once (the API validated them together). 0 or -1. */
+int calendar_policy_set(struct store_conn *c, int64_t id, const char *policy,
+                        const char *shadow, const char *settings_json,
+                        struct cs_err *err);
+
+/* The credential was re-authorised: its revoked calendars go back to
+ * syncing, without a sync token (their next sync is full) and marked
+ * dirty. Their ids (at most max) into ids, the count in *n. 0 or -1. */
+int calendar_resume_revoked(struct store_conn *c, int64_t credential_id, int64_t *ids,
+                            int max, int *n, struct cs_err *err);
 
 #endif

@@ -35,6 +35,18 @@ int channels_set_live(struct store_conn *c, const char *id, const char *resource
     return db_exec(c, st, err);
 }
 
+int channels_set_expiration(struct store_conn *c, const char *id, int64_t expiration_ms,
+                            struct cs_err *err)
+{
+    static const char sql[] = "UPDATE channels SET expiration = ?2 WHERE id = ?1";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    db_bind_i64(st, 2, expiration_ms);
+    return db_exec(c, st, err);
+}
+
 int channels_set_state(struct store_conn *c, const char *id, const char *state,
                        struct cs_err *err)
 {

@@ -21,6 +21,10 @@ int channels_set_live(struct store_conn *c, const char *id, const char *resource
 
 /* Sets the state ('stopped' and 'failed' also record stopped_at). A
  * channel without a row is left alone. 0 or -1. */
+/* A subscription renewed in place (Graph): its new expiration. 0 or -1. */
+int channels_set_expiration(struct store_conn *c, const char *id, int64_t expiration_ms,
+                            struct cs_err *err);
+
 int channels_set_state(struct store_conn *c, const char *id, const char *state,
                        struct cs_err *err);
 

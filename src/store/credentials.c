@@ -106,26 +106,36 @@ done:
     return rc;
 }
 
-int credential_access_store(struct store_conn *c, int64_t id, const char *access,
-                            int64_t expires_at, struct cs_err *err)
+/* Seals v (secret.h, under the column's name) and runs sql with (id, v)
+ * and, when expires_at >= 0, ?3 = expires_at. 0 or -1. */
+static int store_sealed(struct store_conn *c, const char *sql, const char *column,
+                        int64_t id, const char *v, int64_t expires_at, struct cs_err *err)
 {
-    static const char sql[] =
-        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
-        " AND state = 'active'";
     struct buf sealed;
     buf_init(&sealed);
-    if (secret_seal("access_token", access, &sealed, err))
+    if (secret_seal(column, v, &sealed, err))
         return -1;
     struct db_stmt *st = db_stmt(c, sql, err);
     int rc = -1;
     if (st) {
         db_bind_i64(st, 1, id);
         db_bind_textn(st, 2, sealed.data, sealed.len);
-        db_bind_i64(st, 3, expires_at);
+        if (expires_at >= 0)
+            db_bind_i64(st, 3, expires_at);
         rc = db_exec(c, st, err);
     }
     buf_free(&sealed);
     return rc;
+}
+
+int credential_access_store(struct store_conn *c, int64_t id, const char *access,
+                            int64_t expires_at, struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE credentials SET access_token = ?2, expires_at = ?3 WHERE id = ?1"
+        " AND state = 'active'";
+    return store_sealed(c, sql, "access_token", id, access, expires_at < 0 ? 0 : expires_at,
+                        err);
 }
 
 int credential_mark_revoked(struct store_conn *c, int64_t id, struct cs_err *err)
@@ -215,4 +225,75 @@ int credential_provider(struct store_conn *c, int64_t id, char *name, size_t cap
     }
     db_reset(st);
     return rc;
+}
+
+int credential_json(struct store_conn *c, int64_t id, struct buf *out,
+                    struct cs_err *err)
+{
+    /* reads the calendars table (store/calendars.c's) for the id list */
+    static const char sql[] = "SELECT provider, state FROM credentials WHERE id = ?1";
+    static const char cals_sql[] =
+        "SELECT id FROM calendars WHERE credential_id = ?1 ORDER BY id";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, id);
+    int s = db_step(st);
+    if (s != DB_ROW) {
+        db_reset(st);
+        return s == DB_DONE ? 0 : db_error(c, err);
+    }
+    buf_printf(out, "{\"id\":%lld,\"provider\":", (long long)id);
+    buf_json_strz(out, db_col_text(st, 0));
+    buf_puts(out, ",\"state\":");
+    buf_json_strz(out, db_col_text(st, 1));
+    db_reset(st);
+    if (!(st = db_stmt(c, cals_sql, err)))
+        return -1;
+    db_bind_i64(st, 1, id);
+    buf_puts(out, ",\"calendars\":[");
+    int n = 0;
+    while ((s = db_step(st)) == DB_ROW)
+        buf_printf(out, "%s%lld", n++ ? "," : "", (long long)db_col_i64(st, 0));
+    db_reset(st);
+    buf_puts(out, "]}");
+    return s == DB_DONE ? 1 : db_error(c, err);
+}
+
+int credential_replace_tokens(struct store_conn *c, int64_t id, const char *refresh_token,
+                              const char *access_token, int64_t expires_at_ms,
+                              struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE credentials SET refresh_token = ?2, access_token = ?3,"
+        " expires_at = ?4, state = 'active' WHERE id = ?1";
+    struct buf rt, at; /* as stored: sealed when a key is set (secret.h) */
+    buf_init(&rt);
+    buf_init(&at);
+    int rc = -1;
+    if (secret_seal("refresh_token", refresh_token, &rt, err) ||
+        (access_token && secret_seal("access_token", access_token, &at, err)))
+        goto done;
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        goto done;
+    db_bind_i64(st, 1, id);
+    db_bind_textn(st, 2, rt.data, rt.len);
+    if (access_token)
+        db_bind_textn(st, 3, at.data, at.len);
+    if (expires_at_ms > 0)
+        db_bind_i64(st, 4, expires_at_ms);
+    rc = db_exec(c, st, err);
+done:
+    buf_free(&rt);
+    buf_free(&at);
+    return rc;
+}
+
+int credential_refresh_store(struct store_conn *c, int64_t id, const char *refresh,
+                             struct cs_err *err)
+{
+    static const char sql[] =
+        "UPDATE credentials SET refresh_token = ?2 WHERE id = ?1 AND state = 'active'";
+    return store_sealed(c, sql, "refresh_token", id, refresh, -1, err);
 }

@@ -37,6 +37,13 @@ int credential_tokens_load(struct store_conn *c, int64_t id, struct buf *refresh
                            char *access, size_t cap, int64_t *expires_at, int *revoked,
                            struct cs_err *err);
 
+/* Replaces the refresh token (sealed) of an active credential: a provider
+ * that rotates refresh tokens (Microsoft's identity platform returns a new
+ * one with every refresh) must keep the newest, or the credential dies
+ * when the first one expires. 0 or -1. */
+int credential_refresh_store(struct store_conn *c, int64_t id, const char *refresh,
+                             struct cs_err *err);
+
 /* Stores a new access token (sealed) and its expiry, unless the
  * credential was revoked meanwhile. 0 or -1. */
 int credential_access_store(struct store_conn *c, int64_t id, const char *access,
@@ -67,5 +74,17 @@ int credential_raw_get(struct store_conn *c, int64_t id, int col, char **out,
 /* Overwrites column `col` of credential id with n bytes of v. 0 or -1. */
 int credential_raw_set(struct store_conn *c, int64_t id, int col, const char *v, size_t n,
                        struct cs_err *err);
+
+/* GET /v1/credentials/{id}: {"id","provider","state","calendars":[ids]}
+ * appended to out; never a token. 1 found, 0 not, -1 error. */
+int credential_json(struct store_conn *c, int64_t id, struct buf *out,
+                    struct cs_err *err);
+
+/* Re-authorisation (PUT /v1/credentials/{id}): replaces the tokens
+ * (sealed), the expiry (0: unknown) and sets the credential active. 0 or
+ * -1. */
+int credential_replace_tokens(struct store_conn *c, int64_t id, const char *refresh_token,
+                              const char *access_token, int64_t expires_at_ms,
+                              struct cs_err *err);
 
 #endif

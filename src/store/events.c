@@ -32,7 +32,7 @@ int events_load(struct store_conn *c, int64_t cal, const char *id, struct sync_e
 {
     static const char sql[] =
         "SELECT id, etag, status, series_id, updated, title, booking_tag, created,"
-        " start_ms, end_ms, all_day, original_start_ms"
+        " attendees, start_ms, end_ms, all_day, original_start_ms"
         " FROM events WHERE calendar_id = ?1 AND id = ?2";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
@@ -48,9 +48,9 @@ int events_load(struct store_conn *c, int64_t cal, const char *id, struct sync_e
         db_error(c, err);
         goto done;
     }
-    long off[8];
+    long off[9];
     buf_reset(arena);
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         const char *t = db_col_text(st, i);
         off[i] = -1;
         if (t) {
@@ -61,15 +61,15 @@ int events_load(struct store_conn *c, int64_t cal, const char *id, struct sync_e
             }
         }
     }
-    const char **f[8] = {&ev->id, &ev->etag, &ev->status,
+    const char **f[9] = {&ev->id, &ev->etag, &ev->status,
                          &ev->series_id, &ev->updated, &ev->title,
-                         &ev->booking_tag, &ev->created};
-    for (int i = 0; i < 8; i++)
+                         &ev->booking_tag, &ev->created, &ev->attendees};
+    for (int i = 0; i < 9; i++)
         *f[i] = off[i] < 0 ? NULL : arena->data + off[i];
-    ev->start_ms = col_time(st, 8);
-    ev->end_ms = col_time(st, 9);
-    ev->all_day = db_col_int(st, 10);
-    ev->original_start_ms = col_time(st, 11);
+    ev->start_ms = col_time(st, 9);
+    ev->end_ms = col_time(st, 10);
+    ev->all_day = db_col_int(st, 11);
+    ev->original_start_ms = col_time(st, 12);
     rc = 1;
 done:
     db_reset(st);
@@ -82,8 +82,8 @@ int events_put(struct store_conn *c, int64_t cal, const struct sync_event *ev,
     static const char sql[] =
         "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms,"
         " all_day, series_id, original_start_ms, updated, title, booking_tag,"
-        " created)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        " created, attendees)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         " ON CONFLICT (calendar_id, id) DO UPDATE SET"
         " etag = excluded.etag, status = excluded.status,"
         " start_ms = coalesce(excluded.start_ms, events.start_ms),"
@@ -98,7 +98,9 @@ int events_put(struct store_conn *c, int64_t cal, const struct sync_event *ev,
         " booking_tag = CASE WHEN excluded.status = 'cancelled'"
         "         THEN coalesce(excluded.booking_tag, events.booking_tag)"
         "         ELSE excluded.booking_tag END,"
-        " created = coalesce(excluded.created, events.created)";
+        " created = coalesce(excluded.created, events.created),"
+        " attendees = CASE WHEN excluded.status = 'cancelled'"
+        "         THEN coalesce(excluded.attendees, events.attendees) ELSE excluded.attendees END";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
@@ -115,6 +117,7 @@ int events_put(struct store_conn *c, int64_t cal, const struct sync_event *ev,
     bind_str(st, 11, ev->title);
     bind_str(st, 12, ev->booking_tag);
     bind_str(st, 13, ev->created);
+    bind_str(st, 14, ev->attendees);
     return db_exec(c, st, err);
 }
 

@@ -42,3 +42,23 @@ int notification_next_id(struct store_conn *c, int64_t *out, struct cs_err *err)
     db_reset(st);
     return rc == DB_ROW ? 0 : db_error(c, err);
 }
+
+int notification_prune(struct store_conn *c, int64_t before_ms, int limit, int64_t *n,
+                       struct cs_err *err)
+{
+    /* the newest row always stays: notification_next_id() continues from
+     * it, so ids never go back to 1 after a quiet week */
+    static const char sql[] =
+        "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
+        " WHERE received_at < ?1 AND id < (SELECT max(id) FROM notifications)"
+        " ORDER BY received_at LIMIT ?2)";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, before_ms);
+    db_bind_i64(st, 2, limit);
+    if (db_exec(c, st, err))
+        return -1;
+    *n = db_changes(c);
+    return 0;
+}

@@ -16,6 +16,12 @@ int notification_insert(struct store_conn *c, int64_t id, const char *channel_id
                         struct cs_err *err);
 
 /* The id after the highest recorded (1 when none), in *out. 0 or -1. */
+/* Retention: deletes at most limit notifications received before
+ * before_ms (ms), never the newest one; *n gets how many. One statement:
+ * its own transaction unless the caller holds one. 0 or -1. */
+int notification_prune(struct store_conn *c, int64_t before_ms, int limit, int64_t *n,
+                       struct cs_err *err);
+
 int notification_next_id(struct store_conn *c, int64_t *out, struct cs_err *err);
 
 #endif

@@ -491,3 +491,25 @@ int queue_outbox_oldest(struct store_conn *c, int64_t *created_at, struct cs_err
     db_reset(st);
     return s == DB_ROW || s == DB_DONE ? 0 : db_error(c, err);
 }
+
+int queue_prune(struct store_conn *c, enum queue_name q, int64_t before_ms, int limit,
+                int64_t *n, struct cs_err *err)
+{
+    static const char *const sql[] = {
+        [QUEUE_JOBS] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                       " WHERE state IN ('done', 'failed') AND created_at < ?1"
+                       " LIMIT ?2)",
+        [QUEUE_OUTBOX] = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+                         " WHERE state = 'delivered' AND delivered_at < ?1"
+                         " LIMIT ?2)",
+    };
+    struct db_stmt *st = db_stmt(c, sql[q], err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, before_ms);
+    db_bind_i64(st, 2, limit);
+    if (db_exec(c, st, err))
+        return -1;
+    *n = db_changes(c);
+    return 0;
+}

@@ -122,6 +122,14 @@ int queue_outbox_subscribers(struct store_conn *c, char **subs, int max, int *n,
 int queue_outbox_orphan(struct store_conn *c, const char *subscriber, int64_t *n,
                         struct cs_err *err);
 
+/* Retention: deletes at most limit finished rows of q made before
+ * before_ms (ms): delivered outbox rows by delivered_at; jobs that are done
+ * or failed by created_at (a job has no finish time; it cannot be
+ * unfinished and old at once for long, and a pending one is never
+ * touched). *n gets how many. 0 or -1. */
+int queue_prune(struct store_conn *c, enum queue_name q, int64_t before_ms, int limit,
+                int64_t *n, struct cs_err *err);
+
 /* Releases every claim of both queues; only for a process that owns the
  * database (see above). Returns the number released, -1 on error. */
 int queue_release_all(struct store_conn *c, struct cs_err *err);

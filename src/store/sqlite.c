@@ -210,6 +210,56 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN claimed_until INTEGER;"
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;",
+    /* 8: issue 16 (the booking-app API): the change a flag held back
+     *    (a booking's `proposed`, what POST .../resolve applies), a
+     *    calendar's shadow policy (PATCH /v1/calendars; issue 18 decides
+     *    with it), and the calendar an audit entry was decided for, so
+     *    GET /v1/decisions filters by calendar even after a booking moved */
+    "ALTER TABLE bookings ADD COLUMN proposed_kind TEXT;"
+    "ALTER TABLE bookings ADD COLUMN proposed_start_ms INTEGER;"
+    "ALTER TABLE bookings ADD COLUMN proposed_end_ms INTEGER;"
+    "ALTER TABLE bookings ADD COLUMN proposed_title TEXT;"
+    "ALTER TABLE calendars ADD COLUMN shadow_policy TEXT;"
+    "ALTER TABLE audit ADD COLUMN calendar_id INTEGER;"
+    /*    and the booking's own event fields: description, location, the
+     *    IANA zone its event is written in, attendees (API form JSON) */
+    "ALTER TABLE bookings ADD COLUMN description TEXT;"
+    "ALTER TABLE bookings ADD COLUMN location TEXT;"
+    "ALTER TABLE bookings ADD COLUMN time_zone TEXT;"
+    "ALTER TABLE bookings ADD COLUMN attendees TEXT;",
+    /* 9: replayable decisions (DESIGN §2): each policy decision's complete
+     *    inputs beside its audit entry, the shadow's decision, and every
+     *    policy source that decided, by version (store/decisions.c) */
+    "CREATE TABLE decision_inputs ("
+    "  audit_id INTEGER PRIMARY KEY REFERENCES audit(id),"
+    "  calendar_id INTEGER NOT NULL,"
+    "  inputs TEXT NOT NULL,"               /* `policy test` CHANGE.json shape */
+    "  can_reschedule INTEGER NOT NULL,"    /* what apply.c's check saw */
+    "  can_update INTEGER NOT NULL,"
+    "  shadow TEXT"                         /* {"policy","policy_version","action","reason"} */
+    ");"
+    "CREATE INDEX decision_inputs_calendar ON decision_inputs(calendar_id, audit_id);"
+    "CREATE TABLE policy_sources ("
+    "  name TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  first_at INTEGER NOT NULL,"          /* ms: its first recorded decision */
+    "  PRIMARY KEY (name, version)"
+    ") WITHOUT ROWID;",
+    /* 10: retention (src/retention.c): the old finished rows of each pruned
+     * table are found by an index range, not by a scan of the table */
+    "CREATE INDEX notifications_received ON notifications(received_at);"
+    "CREATE INDEX outbox_delivered ON outbox(state, delivered_at);"
+    "CREATE INDEX jobs_finished ON jobs(state, created_at);"
+    "CREATE INDEX audit_at ON audit(at);",
+    /* 11: the attendees' responses calsync last saw of an event (JSON,
+     *    provider_event.attendees), so a change of a response alone is
+     *    told apart: kind `response`, on_response (issue 19) */
+    "ALTER TABLE events ADD COLUMN attendees TEXT;",
+    /* 12: a booking's conference: what the app asked for ("meet") and the
+     *    link Google made (issue 19) */
+    "ALTER TABLE bookings ADD COLUMN conference TEXT;"
+    "ALTER TABLE bookings ADD COLUMN conference_url TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -27,6 +27,8 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import openapi_check  # noqa: E402 -- every answer is checked against docs/openapi.yaml
 BIN = os.path.join(ROOT, os.environ.get("CALSYNC_BIN", "build/calsync"))
 SANITIZED = os.environ.get("CALSYNC_SANITIZED") == "1"
 # e.g. "valgrind --leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite"
@@ -215,6 +217,10 @@ class Calsync:
             # never the real Google from a test: a closed loopback port
             lines.append('google = { api_base = "http://127.0.0.1:9/calendar/v3",'
                          ' token_url = "http://127.0.0.1:9/token" }')
+        if "microsoft" not in self.config_extra:
+            # nor the real Microsoft Graph
+            lines.append('microsoft = { api_base = "http://127.0.0.1:9/v1.0",'
+                         ' token_url = "http://127.0.0.1:9/token" }')
         lines.append(self.config_extra)
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -242,9 +248,18 @@ class Calsync:
         self.proc = subprocess.Popen(WRAPPER + [BIN, "serve", "-c", self.config_path],
                                      stdout=subprocess.DEVNULL, stderr=self.log,
                                      cwd=self.dir, env=service_env())
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        # `timeout` is how long a start may go without a sign of progress
+        # (a new log line): under valgrind on a loaded machine, migrations
+        # and the first policy load alone can take a minute, and that is
+        # slowness, not a hang. A hard cap still ends a start that logs
+        # forever without listening.
+        now = time.time()
+        deadline, cap, seen = now + timeout, now + 10 * timeout, 0
+        while time.time() < min(deadline, cap):
             text = self.log_text(since_start=True)
+            if len(text) > seen:
+                seen = len(text)
+                deadline = max(deadline, time.time() + timeout)
             m = re.search(r"event=service\.started .*listen=[0-9.]+:(\d+)", text)
             if m:
                 self.port = int(m.group(1))
@@ -254,6 +269,10 @@ class Calsync:
                 raise AssertionError("calsync exited %s at start:\n%s"
                                      % (self.proc.returncode, text))
             time.sleep(0.02)
+        # never leave it running behind the failed test (under valgrind a
+        # stray service outlived the whole suite)
+        self.proc.kill()
+        self.proc.wait()
         raise AssertionError("calsync did not start:\n" + self.log_text())
 
     def log_text(self, since_start=False):
@@ -283,6 +302,9 @@ class Calsync:
             rh = {k.lower(): v for k, v in r.getheaders()}
         finally:
             conn.close()
+        # every answer the suite receives must match docs/openapi.yaml
+        openapi_check.validate_response(method, path, r.status, payload,
+                                        rh.get("content-type"))
         if raw:
             return r.status, payload, rh
         try:
@@ -359,6 +381,17 @@ class CalsyncCase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="calsync-e2e-")
         self.svc = None
+
+    def wait_for(self, fn, timeout=30, what="condition"):
+        """Polls fn until it returns something true and returns that: a
+        positive sign of progress, never a fixed sleep."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.02)
+        self.fail("timed out waiting for " + what)
 
     def start(self, **kw):
         kw.setdefault("api_token", self.api_token)

@@ -12,8 +12,13 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
+import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import openapi_check  # noqa: E402 -- every webhook body is checked against docs/openapi.yaml
 
 
 class Delivery:
@@ -37,6 +42,7 @@ class Receiver:
         self.delay = 0.0
         self.arrived = 0      # POSTs read so far, answered or not (yet)
         self.lock = threading.Condition()
+        self.schema_errors = []   # webhook bodies that do not match docs/openapi.yaml
         rx = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,6 +51,11 @@ class Receiver:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
+                try:
+                    openapi_check.validate_webhook(json.loads(body))
+                except (AssertionError, ValueError) as e:
+                    with rx.lock:
+                        rx.schema_errors.append(str(e))
                 with rx.lock:
                     rx.arrived += 1
                 if rx.delay:
@@ -75,6 +86,13 @@ class Receiver:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        self.check_schema()
+
+    def check_schema(self):
+        """Fails when a webhook body did not match docs/openapi.yaml."""
+        with self.lock:
+            if self.schema_errors:
+                raise AssertionError(self.schema_errors[0])
 
     def config(self):
         return 'webhooks = { { url = "%s", secret = "%s" } }' % (self.url, self.secret)
@@ -84,6 +102,7 @@ class Receiver:
         return hmac.compare_digest(want, d.headers.get("x-cal-signature-256", ""))
 
     def wait(self, pred, timeout=20):
+        self.check_schema()
         end = time.monotonic() + timeout
         with self.lock:
             while not pred(self.deliveries):

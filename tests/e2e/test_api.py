@@ -215,6 +215,10 @@ class TestBookings(ApiCase):
         self.assertEqual(p["title"], "Renamed")
         # a no-op patch writes no audit entry
         self.svc.request("PATCH", "/v1/bookings/bk-1", {"title": "Renamed"})
+        # the writer's patch (no Google client here: it fails for good)
+        # changes the row; wait for its outcome before comparing snapshots
+        self.wait_for(lambda: self.svc.request("GET", "/v1/bookings/bk-1")[1]
+                      .get("write_state") != "pending", what="the patch's outcome")
         before = self.svc.snapshot()
         self.assertError(self.svc.request("PATCH", "/v1/bookings/bk-1",
                                           {"end": "2026-11-25T08:00:00Z"}), 400)
@@ -227,6 +231,10 @@ class TestBookings(ApiCase):
         self.assertEqual(c["status"], "cancelled")
         self.assertEqual(c["cancelled_by"], "app")
         self.assertEqual(c["cancel_reason"], "host sick")
+        # the writer's delete (no Google client here: it fails for good)
+        # changes the row; wait for it to settle before comparing snapshots
+        self.wait_for(lambda: self.svc.request("GET", "/v1/bookings/bk-1")[1]
+                      .get("write_state") != "pending", what="the delete's outcome")
         before = self.svc.snapshot()
         self.assertError(self.svc.request("POST", "/v1/bookings/bk-1/cancel"), 409, "conflict")
         self.assertError(self.svc.request("PATCH", "/v1/bookings/bk-1", {"title": "x"}), 409)

@@ -273,7 +273,13 @@ class TestFullDisk(DiskCase):
         # the late answers arrive and cannot be recorded; nothing is repeated
         # in a loop meanwhile (before the fix: about 14 Google calls and as
         # many duplicate webhooks a second, for as long as the disk was full)
-        time.sleep(max(0.0, t_fill + 4.5 - time.monotonic()))
+        # first a positive sign that the insert reached Google (on a loaded
+        # machine under ASan it may arrive seconds after the fill), then
+        # 4.5 s of watching for a retry loop from that point on
+        self.wait_for(lambda: "events.insert" in [r["op"] for r in self.requests()],
+                      what="the in-flight insert reaching Google")
+        t_seen = time.monotonic()
+        time.sleep(max(0.0, max(t_fill, t_seen) + 4.5 - time.monotonic()))
         self.assert_alive()
         self.assertEqual(self.health()[0], 503)
         ops = [r["op"] for r in self.requests()]

@@ -592,7 +592,7 @@ class TestMethodsNeedAuthFirst(CalsyncCase):
     def test_wrong_method_on_a_known_path_is_401_before_anything(self):
         svc = self.start()
         for method, path in (("DELETE", "/v1/bookings"), ("PUT", "/v1/bookings/x"),
-                             ("GET", "/v1/credentials"), ("PATCH", "/v1/calendars/1"),
+                             ("GET", "/v1/credentials"), ("PUT", "/v1/calendars/1"),
                              ("OPTIONS", "/v1/bookings"), ("BREW", "/v1/channels")):
             self.assertError(svc.request(method, path, token=False), 401, "unauthorized")
             st, body, hdrs = svc.request(method, path)

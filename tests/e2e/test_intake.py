@@ -174,10 +174,13 @@ class TestIntake(CalsyncCase):
         records: the whole records are replayed, the rest skipped with a
         warning, and the service starts."""
         self.svc.stop()
+        # received now: retention (notifications older than 7 days are
+        # pruned) must not take the replayed row while the test counts
+        now_ms = int(time.time() * 1000)
         with open(self.svc.db_path + "-intake.1", "wb") as f:
-            f.write(b"7 %d 1700000000000 5 exists ch-live\n" % self.cal)
+            f.write(b"7 %d %d 5 exists ch-live\n" % (self.cal, now_ms))
             f.write(b"garbage line\n\x00\xff\n8 %d 17000 x exists ch-live\n" % self.cal)
-            f.write(b"9 %d 1700000000001 6 exi" % self.cal)   # torn: no newline
+            f.write(b"9 %d %d 6 exi" % (self.cal, now_ms + 1))   # torn: no newline
         self.svc.start()
         dirty, notes = self.state(notes=1)
         self.assertEqual(notes, [("ch-live", 5, "exists")])

@@ -81,7 +81,8 @@ class MetricsTest(CalsyncCase):
         self.assertNotIn("://", text, "a label holds a URL")
 
     def test_gauges_and_histograms_move(self):
-        # Google on a closed port: the sync fails, which is what is counted
+        # no Google client configured: the sync fails at once, for good
+        # (the calendar enters `error`), which is what is counted
         self.start()
         st, cred, _ = self.svc.request("POST", "/v1/credentials",
                                        {"provider": "google", "refresh_token": "rt"})
@@ -98,8 +99,9 @@ class MetricsTest(CalsyncCase):
             time.sleep(0.05)
         else:
             self.fail("no full sync observed:\n" + text)
-        self.assertIn('calsync_calendars{state="syncing"} 1', text)
-        self.assertRegex(text, r'(?m)^calsync_syncs_total\{kind="full",result="failed"\} [1-9]')
+        self.assertRegex(text, r'(?m)^calsync_syncs_total\{kind="full",result="error"\} [1-9]')
+        # the gauge is read at scrape time: the error is committed by then
+        self.assertIn('calsync_calendars{state="error"} 1', text)
         # never synced: its age counts from when it was added, so it grows
         age = float(re.search(r"(?m)^calsync_sync_stalest_age_seconds (\S+)", text).group(1))
         self.assertGreater(age, 0)
@@ -117,7 +119,7 @@ class HealthTest(CalsyncCase):
         self.assertTrue(any("google.client_id" in w for w in body["warnings"]), body)
         self.assertTrue(any("public_url" in w for w in body["warnings"]), body)
         log = self.svc.log_text()
-        self.assertRegex(log, r"level=warn event=service\.google_unconfigured msg=")
+        self.assertRegex(log, r"level=warn event=service\.provider_unconfigured provider=google msg=")
         self.assertRegex(log, r"level=warn event=service\.push_unavailable msg=")
 
     def test_no_warning_with_a_client_and_https_public_url(self):
@@ -127,7 +129,7 @@ class HealthTest(CalsyncCase):
         # public_url must stay the harness's (pushes); rewrite it to https
         with open(self.svc.config_path) as f:
             conf = f.read()
-        self.assertNotIn("google_unconfigured", self.svc.log_text())
+        self.assertNotIn("provider=google", self.svc.log_text())
         conf = re.sub(r'public_url = "http://', 'public_url = "https://', conf)
         with open(self.svc.config_path, "w") as f:
             f.write(conf)
@@ -245,7 +247,8 @@ class JsonLogTest(CalsyncCase):
         started = [e for e in events if e["event"] == "service.started"][0]
         self.assertEqual(started["listen"], "127.0.0.1:%d" % port)
         self.assertEqual(started["database"], os.path.join(self.tmp, "db"))
-        warn = [e for e in events if e["event"] == "service.google_unconfigured"][0]
+        warn = [e for e in events if e["event"] == "service.provider_unconfigured"
+                and e["provider"] == "google"][0]
         self.assertIn("google.client_id", warn["msg"])
         self.assertIn("service.stopped", [e["event"] for e in events])
 

@@ -8,6 +8,13 @@ policy's rules and checked.
 
     CALSYNC_SOAK_SECONDS  duration of the random phase (default 60; 20 under ASan)
     CALSYNC_SOAK_SEED     seed (default 1)
+
+Retention runs with short ages (RETAIN seconds, every second), and the soak
+samples the database as it goes: its size and the rows of the pruned
+tables, printed at the end -- the pruned tables stay bounded while the
+record (bookings, audit) grows with the bookings made -- and, after a
+pruning run that began after quiescence, nothing older than the ages is
+left (issue 17 item 7).
 `make soak DURATION=600 SEED=7` runs a long one; each run prints what it covered.
 """
 import collections
@@ -22,6 +29,8 @@ from test_google_sync import CAL, timed  # noqa: E402
 from test_reverse import ReverseCase  # noqa: E402
 
 DAY = 86400
+RETAIN = 10      # seconds: retention ages for the soak
+SAMPLE = 5       # seconds between database samples
 
 
 def iso(t):
@@ -38,6 +47,53 @@ class Soak(ReverseCase):
         self.rng = random.Random(self.seed)
         self.covered = collections.Counter()
         self.base = int(time.time()) // 3600 * 3600 + 3 * DAY   # all bookings in the future
+        self.config_extra += ("\nretention = { notifications = %d, outbox_delivered = %d,"
+                              " jobs_finished = %d, interval = 1, batch = 50 }"
+                              % (RETAIN, RETAIN, RETAIN))
+        self.samples = []
+
+    # -- database size ------------------------------------------------------------
+
+    def sample(self, t0):
+        """(seconds, file bytes with WAL, bytes in use, bytes of the pruned
+        tables with their indexes, rows of notifications, delivered outbox,
+        finished jobs, audit, bookings)."""
+        size = sum(os.path.getsize(p) for p in (self.svc.db_path, self.svc.db_path + "-wal")
+                   if os.path.exists(p))
+        with self.svc.db() as con:
+            q = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+            used = (q("PRAGMA page_count") - q("PRAGMA freelist_count")) * q("PRAGMA page_size")
+            # dbstat: pages per table and index (SQLite's own accounting)
+            pruned = q("SELECT coalesce(sum(d.pgsize), 0) FROM dbstat d"
+                       " JOIN sqlite_schema s ON s.name = d.name"
+                       " WHERE s.tbl_name IN ('notifications', 'outbox', 'jobs')")
+            row = (round(time.time() - t0), size, used, pruned,
+                   q("SELECT count(*) FROM notifications"),
+                   q("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
+                   q("SELECT count(*) FROM jobs WHERE state IN ('done', 'failed')"),
+                   q("SELECT count(*) FROM audit"), q("SELECT count(*) FROM bookings"))
+        self.samples.append(row)
+
+    def check_pruned(self):
+        """Waits for a pruning run that began now or later, then: no
+        notification (but the newest) and no delivered webhook older than
+        RETAIN seconds before that run's start."""
+        import re
+        n = len(re.findall(r"event=retention\.done ", self.svc.log_text()))
+        def later_run():
+            runs = re.findall(r"event=retention\.done now=(\d+)", self.svc.log_text())
+            return int(runs[-1]) if len(runs) > n else None
+        now = self.wait_for(later_run, 30, "a pruning run")
+        cut = now - RETAIN * 1000
+        with self.svc.db() as con:
+            old_n = con.execute("SELECT count(*) FROM notifications WHERE received_at < ?",
+                                (cut,)).fetchone()[0]
+            old_o = con.execute("SELECT count(*) FROM outbox WHERE state = 'delivered'"
+                                " AND delivered_at < ?", (cut,)).fetchone()[0]
+        self.assertLessEqual(old_n, 1)
+        self.assertEqual(old_o, 0)
+        return {"notifications older than the age (the newest kept)": old_n,
+                "delivered webhooks older than the age": old_o}
 
     # -- actions ----------------------------------------------------------------
 
@@ -299,11 +355,17 @@ class Soak(ReverseCase):
         self.host_edits = collections.defaultdict(collections.Counter)
         end = time.time() + self.seconds
         steps = 0
+        t0 = next_sample = time.time()
         while time.time() < end:
             self.act(cal)
             steps += 1
+            if time.time() >= next_sample and self.svc.proc:
+                self.sample(t0)
+                next_sample += SAMPLE
             time.sleep(self.rng.uniform(0.02, 0.25))
         self.quiesce(cal)
+        self.sample(t0)
+        pruned = self.check_pruned()
         google = self.google_events()
         occurrences = self.google_occurrences()
         bookings = {u: self.booking(u) for u in self.model}
@@ -376,6 +438,12 @@ class Soak(ReverseCase):
         resent = sum(n - 1 for n in ids.values())
         checked["webhooks acknowledged again after a crash (same id)"] = resent
         self.svc.stop()
+        print("\nsoak database (s, bytes with WAL, bytes in use, bytes of the pruned"
+              " tables, rows: notifications, delivered webhooks, finished jobs, audit,"
+              " bookings):", file=sys.stderr)
+        for row in self.samples:
+            print("  %4d %9d %9d %9d %6d %6d %6d %6d %6d" % row, file=sys.stderr)
+        print("  retention: %s" % pruned, file=sys.stderr)
         print("\nsoak: seed=%d seconds=%.0f steps=%d bookings=%d webhooks=%d\n  covered: %s\n  checked: %s"
               % (self.seed, self.seconds, steps, len(self.model), len(ids),
                  dict(sorted(self.covered.items())), dict(checked)), file=sys.stderr)

@@ -18,6 +18,7 @@ struct mem_event {
     int64_t start_ms, end_ms, original_start_ms;
     int version;
     int cancelled, bare, dropped;
+    int broken;        /* listed malformed: its id, a state of the wrong type */
     long seq;          /* sequence of its last change */
 };
 
@@ -61,7 +62,7 @@ void mem_put(const char *id, const char *title, int64_t start_ms, int64_t end_ms
     e->start_ms = start_ms;
     e->end_ms = end_ms;
     e->original_start_ms = original_start_ms;
-    e->cancelled = e->bare = e->dropped = 0;
+    e->cancelled = e->bare = e->dropped = e->broken = 0;
     e->version++;
     e->seq = ++seq;
 }
@@ -75,6 +76,15 @@ void mem_cancel(const char *id, int bare)
     e->bare = bare;
     e->version++;
     e->seq = ++seq;
+}
+
+void mem_break(const char *id)
+{
+    struct mem_event *e = find(id);
+    if (e) {
+        e->broken = 1;
+        e->seq = ++seq;
+    }
 }
 
 void mem_drop(const char *id)
@@ -136,6 +146,10 @@ static void push_raw(lua_State *L, const struct mem_event *e)
 {
     lua_createtable(L, 0, 8);
     set_str(L, "id", e->id);
+    if (e->broken) {
+        set_int(L, "state", 7);
+        return;
+    }
     set_str(L, "state", e->cancelled ? "gone" : "live");
     if (e->cancelled && e->bare)
         return;

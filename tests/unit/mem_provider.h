@@ -33,6 +33,9 @@ void mem_cancel(const char *id, int bare);
 /* Removes it without a trace (a deletion only a full listing notices,
  * or an occurrence a series change dropped). */
 void mem_drop(const char *id);
+/* Lists event id malformed from now on (its id, then a field of the wrong
+ * type: normalise answers -1 with the id read). */
+void mem_break(const char *id);
 
 /* Items per page (default 100). */
 void mem_set_page_size(int n);

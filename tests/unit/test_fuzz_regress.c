@@ -89,13 +89,12 @@ static void test_config_time_bound(void **state)
     for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
         struct config cfg;
         struct cs_err err = {{0}};
-        int64_t t0 = time_mono_ms();
+        /* the outcome, not a latency: the wall-clock limit (not the
+         * instruction cap, which these files would take minutes to reach)
+         * is what stopped the loader */
         assert_int_equal(config_load_string(&cfg, "c.lua", src[i], strlen(src[i]), &err), -1);
-        int64_t took = time_mono_ms() - t0;
-        if (!strstr(err.msg, "ran too long"))
-            fail_msg("unexpected error: %s", err.msg);
-        if (took > 10000)
-            fail_msg("config %zu took %lld ms", i, (long long)took);
+        if (!strstr(err.msg, "ran too long (time limit)"))
+            fail_msg("config %zu: unexpected error: %s", i, err.msg);
     }
 }
 

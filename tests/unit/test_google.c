@@ -101,6 +101,27 @@ static void test_retryable(void **state)
     assert_false(google_retryable(200, ""));
 }
 
+/* "Calendar usage limits exceeded" and a spent daily quota clear by
+ * themselves (DESIGN §2 Quota): transient for every call, unlike other
+ * 403s, and not retried inside the call. */
+static void test_classify_usage_limits(void **state)
+{
+    (void)state;
+    static const enum provider_op ops[] = {
+        PROVIDER_OP_LIST, PROVIDER_OP_LIST_FULL, PROVIDER_OP_OCCURRENCES,
+        PROVIDER_OP_READ, PROVIDER_OP_WRITE, PROVIDER_OP_SUBSCRIBE};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        assert_int_equal(google_classify(ops[i], 403, "quotaExceeded"), PROVIDER_TRANSIENT);
+        assert_int_equal(google_classify(ops[i], 403, "dailyLimitExceeded"),
+                         PROVIDER_TRANSIENT);
+    }
+    /* where another 403 is for good */
+    assert_int_equal(google_classify(PROVIDER_OP_LIST, 403, "forbidden"), PROVIDER_PERMANENT);
+    assert_int_equal(google_classify(PROVIDER_OP_WRITE, 403, "forbidden"), PROVIDER_PERMANENT);
+    assert_false(google_retryable(403, "quotaExceeded"));
+    assert_false(google_retryable(403, "dailyLimitExceeded"));
+}
+
 /* ------------------------------------------------------------ backoff */
 
 /* The client's retry waits without Retry-After are util.c's backoff_ms
@@ -896,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_parse_error_api),
         cmocka_unit_test(test_parse_error_oauth_and_garbage),
         cmocka_unit_test(test_retryable),
+        cmocka_unit_test(test_classify_usage_limits),
         cmocka_unit_test(test_backoff_bounds),
         cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_url_escape),

@@ -4,6 +4,7 @@
 #include "unit.h"
 
 #include "metrics.h"
+#include "provider/provider.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -28,11 +29,17 @@ static void test_every_family_from_the_start(void **state)
 {
     (void)state;
     metrics_reset();
+    /* the providers' own families, declared at start as service.c does */
+    assert_int_equal(provider_metrics_declare(), 0);
+    assert_int_equal(provider_metrics_declare(), 0); /* twice: kept once */
     struct buf b;
     char *t = render(&b);
     int n = 0;
     metrics_families(count_family, &n);
     assert_true(n > 30);
+    assert_int_equal((int)(strstr(t, "# HELP calsync_google_requests_total ") != NULL), 1);
+    assert_null(strstr(strstr(t, "# HELP calsync_google_requests_total ") + 1,
+                       "# HELP calsync_google_requests_total "));
     assert_non_null(strstr(t, "# HELP calsync_writes_total "));
     assert_non_null(strstr(t, "# TYPE calsync_writes_total counter\n"
                               "calsync_writes_total{result=\"conflict\"} 0\n"));

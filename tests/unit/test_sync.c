@@ -439,6 +439,29 @@ static void test_unissuable_ids_skipped(void **state)
     assert_string_equal(mirror_status("ok", s, sizeof s), "confirmed");
 }
 
+/* A malformed item is skipped and the rest of the page applies; one that
+ * names a mirrored id is not swept by a full listing as a deletion. */
+static void test_malformed_items_skipped_not_swept(void **state)
+{
+    (void)state;
+    struct sync_stats st;
+    char s[32];
+    mem_put("a", "A", t0, t0 + HOUR, NULL, SYNC_NO_TIME);
+    mem_put("b", "B", t0, t0 + HOUR, NULL, SYNC_NO_TIME);
+    assert_int_equal(sync_now(&st), SYNC_OK);
+    mem_break("a");
+    mem_put("c", "C", t0, t0 + HOUR, NULL, SYNC_NO_TIME);
+    assert_int_equal(sync_now(&st), SYNC_OK);          /* incremental */
+    assert_string_equal(mirror_status("c", s, sizeof s), "confirmed");
+    mem_expire_cursors();                               /* a full listing */
+    assert_int_equal(sync_now(&st), SYNC_OK);
+    assert_true(st.full);
+    assert_int_equal(st.swept, 0);
+    assert_string_equal(mirror_status("a", s, sizeof s), "confirmed");
+    assert_string_equal(mirror_status("b", s, sizeof s), "confirmed");
+    assert_string_equal(cal_col("state", s, sizeof s), "active");
+}
+
 static void test_transient_error_retried(void **state)
 {
     (void)state;
@@ -529,6 +552,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_series_occurrences, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_series_relinked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unissuable_ids_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_items_skipped_not_swept, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_transient_error_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoked_stops_calendar, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_error_and_unknown_provider, setup,

@@ -8,6 +8,7 @@
 #include "booking.h"
 #include "calendar.h"
 #include "store/channels.h"
+#include "store/decisions.h"
 #include "store/db.h"
 #include "store/events.h"
 #include "store/notifications.h"
@@ -423,6 +424,64 @@ static void test_bookings_refs_and_audit(void **state)
     buf_free(&out);
 }
 
+/* decision_inputs and policy_sources (store/decisions.c), the audit's
+ * shadow join and the calendar's shadow policy */
+static int collect_decision(void *ud, const struct decision_row *r)
+{
+    struct buf *b = ud;
+    buf_printf(b, "%s|%s|%s|%d%d;", r->booking_uid, r->action, r->inputs,
+               r->can_reschedule, r->can_update);
+    return 0;
+}
+
+static void test_decisions(void **state)
+{
+    (void)state;
+    struct cs_err err;
+    struct store_conn *c = conn();
+    char name[64];
+    assert_int_equal(calendar_shadow_policy(c, cal, name, sizeof name, &err), 0);
+    assert_string_equal(name, "");
+    int64_t id = 0;
+    struct audit_entry e = {.booking_uid = "bk-d", .source = "poll", .change = "delete",
+                            .action = "cancel", .policy = "default",
+                            .policy_version = "0123456789ab", .id_out = &id};
+    assert_int_equal(store_begin(c, &err), 0);
+    assert_int_equal(audit_append(c, &e, &err), 0);
+    assert_true(id > 0);
+    struct decision_record r = {.audit_id = id, .calendar_id = cal,
+                                .inputs = "{\"change\":{\"kind\":\"delete\"}}",
+                                .can_reschedule = 0, .can_update = 1,
+                                .shadow = "{\"policy\":\"lead_time\",\"action\":\"flag\"}"};
+    assert_int_equal(decision_record_add(c, &r, &err), 0);
+    assert_int_equal(policy_source_keep(c, "default", "0123456789ab", "return {}", 9, &err), 0);
+    assert_int_equal(policy_source_keep(c, "default", "0123456789ab", "other", 5, &err), 0);
+    assert_int_equal(store_commit(c, &err), 0);
+
+    char *src = NULL;
+    size_t len = 0;
+    assert_int_equal(policy_source_get(c, "default", "0123456789ab", &src, &len, &err), 1);
+    assert_string_equal(src, "return {}"); /* the first one kept */
+    assert_int_equal(len, 9);
+    free(src);
+    assert_int_equal(policy_source_get(c, "default", "ffffffffffff", &src, &len, &err), 0);
+    assert_null(src);
+
+    struct buf out;
+    buf_init(&out);
+    assert_int_equal(decision_each(c, INT64_MIN, 0, collect_decision, &out, &err), 0);
+    assert_string_equal(out.data, "bk-d|cancel|{\"change\":{\"kind\":\"delete\"}}|01;");
+    buf_reset(&out);
+    assert_int_equal(decision_each(c, INT64_MIN, cal + 1, collect_decision, &out, &err), 0);
+    assert_int_equal(out.len, 0);
+    assert_int_equal(decision_each(c, time_now_ms() + 60000, 0, collect_decision, &out, &err), 0);
+    assert_int_equal(out.len, 0);
+    /* the audit entry carries the shadow */
+    assert_int_equal(audit_list_json(c, "bk-d", &out, &err), 0);
+    assert_non_null(strstr(out.data, ",\"shadow\":{\"policy\":\"lead_time\",\"action\":\"flag\"}}"));
+    buf_free(&out);
+}
+
 static void test_read_transaction(void **state)
 {
     (void)state;
@@ -444,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_channels_and_notifications),
         cmocka_unit_test(test_events),
         cmocka_unit_test(test_bookings_refs_and_audit),
+        cmocka_unit_test(test_decisions),
         cmocka_unit_test(test_read_transaction),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

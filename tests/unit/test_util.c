@@ -68,6 +68,12 @@ static void test_time_format_roundtrip(void **state)
     assert_string_equal(out, "2026-11-24T09:00:00.007Z");
     time_format_rfc3339(-1000, out);
     assert_string_equal(out, "1969-12-31T23:59:59Z");
+    /* log lines: whole seconds keep their ".000" (CI once saw a log "ts"
+     * without milliseconds, one line in a thousand) */
+    time_format_rfc3339_ms(1795510800000LL, out);
+    assert_string_equal(out, "2026-11-24T09:00:00.000Z");
+    time_format_rfc3339_ms(1795510800120LL, out);
+    assert_string_equal(out, "2026-11-24T09:00:00.120Z");
     for (int64_t ms = -86400000LL * 400; ms < 86400000LL * 365 * 60;
          ms += 86400000LL * 37 + 3601007) {
         time_format_rfc3339(ms, out);

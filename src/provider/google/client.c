@@ -8,11 +8,13 @@
  * the rules and docs/internals/google.md for why they are what they are.
  */
 #include "provider/google/google.h"
+#include "provider/google/budget.h"
 
 #include "calendar.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "version.h"
 
 #include <curl/curl.h>
 #include <lua.h>
@@ -68,6 +70,8 @@ void google_init(const struct config *cfg)
 {
     g_cfg = cfg;
     atomic_store(&g_cancel, 0);
+    google_budget_configure(cfg->google.requests_per_minute,
+                            cfg->google.project_requests_per_minute);
 }
 
 const struct config *google_config(void)
@@ -342,7 +346,9 @@ static int exchange(CURL *h, const struct google_exchange *e, struct google_resp
      * a "." ever get past google_url_escape */
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "calsync");
+    char ua[96]; /* curl copies it */
+    snprintf(ua, sizeof ua, "calsync/%s", CALSYNC_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -503,7 +509,8 @@ static int call_run(struct google_auth *a, struct google_call *c,
                     struct google_resp *r, struct cs_err *err)
 {
     char token[CRED_TOKEN_MAX + 1];
-    int64_t deadline = time_mono_ms() + GOOGLE_RETRY_BUDGET_MS;
+    int64_t deadline = time_mono_ms() + (a->budget_ms > 0 ? a->budget_ms
+                                                          : GOOGLE_RETRY_BUDGET_MS);
     int rc;
     google_resp_free(r);
     google_resp_init(r);
@@ -519,7 +526,8 @@ static int call_run(struct google_auth *a, struct google_call *c,
             .body = c->body, .body_len = c->body ? strlen(c->body) : 0,
             .if_match = c->if_match,
         };
-        if (google_exchange_retry(c->what, &e, r, deadline, err)) {
+        if (google_budget_acquire(a->credential_id, deadline, err) ||
+            google_exchange_retry(c->what, &e, r, deadline, err)) {
             rc = GOOGLE_ETRANSPORT;
             break;
         }

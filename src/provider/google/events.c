@@ -64,10 +64,21 @@ int google_events_insert(struct google_auth *a, const char *calendar_id,
                          const char *body_json, struct google_resp *resp,
                          struct cs_err *err)
 {
+    return google_events_insert_v(a, calendar_id, body_json, 0, resp, err);
+}
+
+int google_events_insert_v(struct google_auth *a, const char *calendar_id,
+                           const char *body_json, int version,
+                           struct google_resp *resp, struct cs_err *err)
+{
     struct google_call c = {.what = "events.insert", .method = "POST", .push = 1,
                      .body = body_json};
     buf_init(&c.url);
-    return google_call_url(a, &c, google_url_start(&c, calendar_id, "/events"), resp, err);
+    return google_call_url(a, &c,
+                           google_url_start(&c, calendar_id,
+                                            version ? "/events?conferenceDataVersion=1"
+                                                    : "/events"),
+                           resp, err);
 }
 
 int google_events_patch(struct google_auth *a, const char *calendar_id,

@@ -80,6 +80,7 @@ void google_resp_free(struct google_resp *r);
 struct google_auth {
     struct store_conn *db;
     int64_t credential_id;
+    int64_t budget_ms; /* retries of one call end within it; 0: GOOGLE_RETRY_BUDGET_MS */
 };
 
 /* Process-wide setup: remembers cfg (must outlive every call). Call once
@@ -132,6 +133,11 @@ int google_events_get(struct google_auth *a, const char *calendar_id,
 int google_events_insert(struct google_auth *a, const char *calendar_id,
                          const char *body_json, struct google_resp *resp,
                          struct cs_err *err);
+/* events.insert with conferenceDataVersion=version (0 or 1: 1 makes Google
+ * read conferenceData, e.g. a createRequest). */
+int google_events_insert_v(struct google_auth *a, const char *calendar_id,
+                           const char *body_json, int version,
+                           struct google_resp *resp, struct cs_err *err);
 
 /* events.patch; if_match (an etag, may be NULL) is sent as If-Match, so a
  * concurrent edit gives GOOGLE_EHTTP with status 412. Pushes the event. */
@@ -269,11 +275,21 @@ int google_page_read(lua_State *L, int idx, int listing, struct provider_page *o
                      struct cs_err *err);
 
 /* The Calendar event JSON calsync writes: id (insert only, may be NULL),
- * summary, UTC start/end, the calsync_booking_uid private property (when
+ * summary, start/end (in the calendar's zone), the calsync_booking_uid private property (when
  * uid is set) and attendees (a JSON array, when set). 0 or -1 (memory). */
 int google_event_body(const char *id, const char *uid, const char *title,
                       int64_t start_ms, int64_t end_ms,
                       const char *attendees_json, struct buf *out);
+/* Adds conferenceData.createRequest for a Google Meet (requestId
+ * request_id: the same id again makes no second conference) to the event
+ * body in out, as google_event_body made it. 0 or -1 (memory). */
+int google_event_body_meet(struct buf *out, const char *request_id);
+
+/* The same from a provider_write, with what it may hold besides:
+ * description, location, the zone of start/end (absent: the calendar's
+ * own), attendees in the booking's form, and a restore of a deleted event
+ * (status confirmed). 0 or -1 (memory). */
+int google_event_write(const struct provider_write *w, struct buf *out);
 
 /* provider_ops.encode: a stub or a mirror row as a Google event. */
 int google_event_encode(const struct provider_event *ev, enum provider_encode how,

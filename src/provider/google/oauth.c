@@ -54,6 +54,9 @@ static int refresh_token(struct google_auth *a, const char *refresh, char *out,
         /* never send a refresh token with no client: Google would refuse
          * it, and an unconfigured test instance must not reach Google */
         cs_err_set(err, "google.client_id and google.client_secret are not configured");
+        /* permanent until an operator configures the client and restarts:
+         * the calendar shows `error` with this reason (docs/operations.md) */
+        rc = GOOGLE_EINVAL;
         goto done;
     }
     if (form_add(&form, "grant_type", "refresh_token") ||
@@ -68,8 +71,8 @@ static int refresh_token(struct google_auth *a, const char *refresh, char *out,
         .ctype = "application/x-www-form-urlencoded",
         .body = form.data, .body_len = form.len,
     };
-    if (google_exchange_retry("oauth.token", &e, r, time_mono_ms() + GOOGLE_RETRY_BUDGET_MS,
-                       err))
+    int64_t budget = a->budget_ms > 0 ? a->budget_ms : GOOGLE_RETRY_BUDGET_MS;
+    if (google_exchange_retry("oauth.token", &e, r, time_mono_ms() + budget, err))
         goto done;
     if (r->status == 400 || r->status == 401) {
         if (strcmp(r->reason, "invalid_grant") == 0) {

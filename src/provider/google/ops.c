@@ -23,6 +23,7 @@ static int done_call(struct provider_ctx *px, enum provider_op op, int g,
     px->last.status = resp->status;
     snprintf(px->last.reason, sizeof px->last.reason, "%s", resp->reason);
     px->last.retry_after_ms = resp->retry_after_ms;
+    snprintf(px->last.message, sizeof px->last.message, "%s", resp->message);
     int rc = google_rc_class(op, g, resp);
     google_resp_free(resp);
     return rc;
@@ -48,7 +49,7 @@ static int g_list_changes(struct provider_ctx *px, const char *calendar,
                           const char *cursor, const char *page,
                           struct provider_page *out, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     struct google_list_params p = {
         .sync_token = cursor, .page_token = page, .show_deleted = 1,
@@ -63,7 +64,7 @@ static int g_occurrences(struct provider_ctx *px, const char *calendar,
                          const char *series, const char *page,
                          struct provider_page *out, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_events_instances(&a, calendar, series, page, &resp, err);
@@ -73,7 +74,7 @@ static int g_occurrences(struct provider_ctx *px, const char *calendar,
 static int g_get(struct provider_ctx *px, const char *calendar, const char *id,
                  struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_events_get(&a, calendar, id, &resp, err);
@@ -83,19 +84,19 @@ static int g_get(struct provider_ctx *px, const char *calendar, const char *id,
 static int g_insert(struct provider_ctx *px, const char *calendar,
                     const struct provider_write *w, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     struct buf body;
     google_resp_init(&resp);
     buf_init(&body);
     int g;
-    if (google_event_body(w->key, w->booking_tag, w->title, w->start_ms, w->end_ms,
-                          w->attendees_json, &body)) {
+    if (google_event_write(w, &body) ||
+        (w->conference && google_event_body_meet(&body, w->key))) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
     }
-    g = google_events_insert(&a, calendar, body.data, &resp, err);
+    g = google_events_insert_v(&a, calendar, body.data, w->conference ? 1 : 0, &resp, err);
     fault_point(g == GOOGLE_OK ? "writer_after_insert" : NULL);
     if (g == GOOGLE_EHTTP && resp.status == 409 && w->key) {
         /* the id exists: an earlier attempt (a lost answer, a crash
@@ -112,12 +113,14 @@ static int g_patch(struct provider_ctx *px, const char *calendar, const char *id
                    const struct provider_write *w, const char *if_match,
                    struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     struct buf body;
     google_resp_init(&resp);
     buf_init(&body);
-    if (google_event_body(NULL, NULL, w->title, w->start_ms, w->end_ms, NULL, &body)) {
+    struct provider_write pw = *w; /* a patch sends no id and no tag */
+    pw.key = pw.booking_tag = NULL;
+    if (google_event_write(&pw, &body)) {
         buf_free(&body);
         cs_err_set(err, "out of memory");
         return PROVIDER_TRANSIENT;
@@ -130,7 +133,7 @@ static int g_patch(struct provider_ctx *px, const char *calendar, const char *id
 static int g_remove(struct provider_ctx *px, const char *calendar, const char *id,
                     const char *if_match, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_events_delete(&a, calendar, id, if_match, &resp, err);
@@ -141,7 +144,7 @@ static int g_sub_open(struct provider_ctx *px, const char *calendar,
                       const struct provider_sub_req *req, struct provider_sub *out,
                       struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     lua_State *L = json_state();
@@ -171,7 +174,7 @@ static int g_sub_open(struct provider_ctx *px, const char *calendar,
 static int g_sub_stop(struct provider_ctx *px, const char *sub_id,
                       const struct provider_sub *sub, struct cs_err *err)
 {
-    struct google_auth a = {px->db, px->credential_id};
+    struct google_auth a = {px->db, px->credential_id, px->budget_ms};
     struct google_resp resp;
     google_resp_init(&resp);
     int g = google_channels_stop(&a, sub_id, sub->resource_id, &resp, err);
@@ -195,8 +198,40 @@ static int g_push_parse(struct http_req *req, struct provider_push_batch *b,
     return 0;
 }
 
+/* Google's own /metrics families (docs/operations.md lists them). */
+static const struct metrics_family google_metrics[] = {
+    {"calsync_google_requests_total", METRICS_COUNTER,
+     "Google API calls by method and HTTP status (0: no answer).", NULL},
+    {"calsync_google_request_duration_seconds", METRICS_HISTOGRAM,
+     "Time of one Google HTTP exchange (each attempt, OAuth included).",
+     METRICS_INIT("calsync_google_request_duration_seconds")},
+    {"calsync_google_retries_total", METRICS_COUNTER, "Google calls retried, by method.", NULL},
+    {"calsync_google_token_refreshes_total", METRICS_COUNTER, "OAuth access token refreshes.",
+     METRICS_INIT("calsync_google_token_refreshes_total")},
+    {"calsync_google_invalid_ids_total", METRICS_COUNTER,
+     "Google calls refused before any request for an id Google cannot have issued.",
+     METRICS_INIT("calsync_google_invalid_ids_total")},
+    {"calsync_google_budget_wait_seconds", METRICS_HISTOGRAM,
+     "Time a Google call waited for its request budget, by budget (credential or "
+     "project) and priority (high: push syncs and app writes).", NULL},
+};
+
+/* The client is configured in calsync.conf's google table. */
+static const char *google_unconfigured(const struct config *cfg)
+{
+    if (cfg->google.client_id && *cfg->google.client_id && cfg->google.client_secret &&
+        *cfg->google.client_secret)
+        return NULL;
+    return "google.client_id and google.client_secret are not configured: Google "
+           "credentials and calendars are accepted but none can sync "
+           "(docs/google-setup.md)";
+}
+
 const struct provider_ops google_provider = {
     .name = "google",
+    .metrics = google_metrics,
+    .n_metrics = (int)(sizeof google_metrics / sizeof google_metrics[0]),
+    .unconfigured = google_unconfigured,
     .init = google_init,
     .cancel = google_cancel,
     .thread_release = google_thread_release,

@@ -144,6 +144,103 @@ static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
     return dst;
 }
 
+/* Appends the JSON string s (n bytes) to dst[*len], escaped; 0, or -1
+ * when it does not fit in cap (dst[*len] unchanged then). */
+static int put_json_str(char *dst, size_t cap, size_t *len, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = *len;
+    if (k + 1 >= cap)
+        return -1;
+    dst[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (k + 7 >= cap)
+            return -1;
+        if (ch == '"' || ch == '\\') {
+            dst[k++] = '\\';
+            dst[k++] = (char)ch;
+        } else if (ch < 0x20) {
+            memcpy(dst + k, "\\u00", 4);
+            k += 4;
+            dst[k++] = hex[ch >> 4];
+            dst[k++] = hex[ch & 15];
+        } else {
+            dst[k++] = (char)ch;
+        }
+    }
+    if (k + 1 >= cap)
+        return -1;
+    dst[k++] = '"';
+    *len = k;
+    return 0;
+}
+
+/* Appends the text s to dst[*len]: 0, or -1 when it does not fit. */
+static int put_raw(char *dst, size_t cap, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n >= cap)
+        return -1;
+    memcpy(dst + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+/* attendees[] (email, responseStatus) as ev->attendees, in Google's
+ * order. Entries without both strings, or with a response Google does not
+ * document, are left out, as are those past PROVIDER_ATTENDEES_MAX: the
+ * attendees are what a policy may look at, never a reason to refuse the
+ * event. */
+static void read_attendees(lua_State *L, int idx, struct provider_event *ev)
+{
+    static const char *const known[] = {"accepted", "declined", "tentative",
+                                        "needsAction"};
+    int top = lua_gettop(L);
+    char *d = ev->attendees_buf_;
+    size_t cap = sizeof ev->attendees_buf_, len = 1;
+    int n = 0;
+    lua_getfield(L, idx, "attendees");
+    if (!lua_istable(L, -1))
+        goto done;
+    d[0] = '[';
+    for (lua_Integer i = 1; i <= 1000; i++) {
+        if (lua_rawgeti(L, top + 1, i) == LUA_TNIL)
+            break;
+        const char *email = NULL, *resp = NULL;
+        size_t el = 0, rl = 0;
+        if (lua_istable(L, -1)) {
+            if (lua_getfield(L, -1, "email") == LUA_TSTRING)
+                email = lua_tolstring(L, -1, &el);
+            if (lua_getfield(L, -2, "responseStatus") == LUA_TSTRING)
+                resp = lua_tolstring(L, -1, &rl);
+        }
+        int ok = 0;
+        for (size_t k = 0; resp && k < sizeof known / sizeof known[0]; k++)
+            ok |= strcmp(resp, known[k]) == 0;
+        if (email && ok && el <= 320 && strlen(email) == el) {
+            size_t save = len;
+            if ((n && put_raw(d, cap, &len, ",")) || put_raw(d, cap, &len, "{\"email\":") ||
+                put_json_str(d, cap, &len, email, el) ||
+                put_raw(d, cap, &len, ",\"response\":") ||
+                put_json_str(d, cap, &len, resp, rl) || put_raw(d, cap, &len, "}") ||
+                len + 2 >= cap) {
+                len = save; /* no room: the rest is left out */
+                break;
+            }
+            n++;
+        }
+        lua_settop(L, top + 1);
+    }
+    if (n > 0) {
+        d[len++] = ']';
+        d[len] = '\0';
+        ev->attendees = d;
+    }
+done:
+    lua_settop(L, top);
+}
+
 int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
                        struct cs_err *err)
 {
@@ -156,6 +253,7 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     ev->title = ev->booking_tag = ev->created = NULL;
     ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
     ev->all_day = ev->bare = 0;
+    ev->attendees = ev->conference_url = NULL;
     if (!lua_istable(L, idx))
         return cs_err_set(err, "event is not an object");
     /* ids go back into URLs (events.get/patch/delete/instances): one that
@@ -221,6 +319,12 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
         }
         lua_settop(L, top);
     }
+    read_attendees(L, idx, ev);
+    /* hangoutLink: the Meet link (read-only, set once the conference
+     * exists); anything but a bounded https URL is left out */
+    if (json_get_str(L, idx, "hangoutLink", &s, &n, NULL) == 1 && n <= 512 &&
+        strlen(s) == n && strncmp(s, "https://", 8) == 0)
+        ev->conference_url = s;
     /* a stub carries its series only in its id: "<series>_<suffix>" */
     if (!ev->series_id || ev->original_start_ms == PROVIDER_NO_TIME) {
         size_t sl;
@@ -296,24 +400,108 @@ int google_event_body(const char *id, const char *uid, const char *title,
                       int64_t start_ms, int64_t end_ms,
                       const char *attendees_json, struct buf *out)
 {
+    struct provider_write w = {.key = id, .booking_tag = uid, .title = title,
+                               .start_ms = start_ms, .end_ms = end_ms,
+                               .attendees_json = attendees_json};
+    return google_event_write(&w, out);
+}
+
+/* Appends the attendees as Google takes them: the booking's form
+ * [{"email","name"?,"optional"?}] (displayName accepted too: jobs queued
+ * before the booking kept attendees) to {"email","displayName"?,
+ * "optional"?}. The API validated the text; anything else is skipped.
+ * 0 or -1 (memory). */
+static int put_attendees(struct buf *out, const char *json)
+{
+    lua_State *L = json_state();
+    if (!L)
+        return -1;
+    int top = lua_gettop(L), rc = 0;
+    if (json_decode(L, json, strlen(json), NULL) || !lua_istable(L, -1)) {
+        lua_settop(L, top);
+        return buf_puts(out, ",\"attendees\":[]");
+    }
+    rc |= buf_puts(out, ",\"attendees\":[");
+    int n = 0;
+    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+        lua_rawgeti(L, -1, i);
+        const char *email = NULL, *name = NULL;
+        int opt = 0, has_opt = 0;
+        if (lua_istable(L, -1) && json_get_str(L, -1, "email", &email, NULL, NULL) == 1) {
+            if (json_get_str(L, -1, "name", &name, NULL, NULL) != 1 &&
+                json_get_str(L, -1, "displayName", &name, NULL, NULL) != 1)
+                name = NULL;
+            has_opt = json_get_bool(L, -1, "optional", &opt, NULL) == 1;
+            rc |= buf_puts(out, n++ ? ",{\"email\":" : "{\"email\":");
+            rc |= buf_json_strz(out, email);
+            if (name) {
+                rc |= buf_puts(out, ",\"displayName\":");
+                rc |= buf_json_strz(out, name);
+            }
+            if (has_opt)
+                rc |= buf_puts(out, opt ? ",\"optional\":true" : ",\"optional\":false");
+            rc |= buf_puts(out, "}");
+        }
+        lua_pop(L, 1);
+    }
+    rc |= buf_puts(out, "]");
+    lua_settop(L, top);
+    return rc ? -1 : 0;
+}
+
+int google_event_write(const struct provider_write *w, struct buf *out)
+{
     char s[TIME_RFC3339_MAX], e[TIME_RFC3339_MAX];
-    time_format_rfc3339(start_ms, s);
-    time_format_rfc3339(end_ms, e);
+    time_format_rfc3339(w->start_ms, s);
+    time_format_rfc3339(w->end_ms, e);
     int rc = buf_puts(out, "{");
-    if (id)
-        rc |= buf_printf(out, "\"id\":\"%s\",", id);
+    if (w->key)
+        rc |= buf_printf(out, "\"id\":\"%s\",", w->key);
     rc |= buf_puts(out, "\"summary\":");
-    rc |= buf_json_strz(out, title);
-    rc |= buf_printf(out, ",\"start\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"},"
-                          "\"end\":{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", s, e);
-    if (uid) {
+    rc |= buf_json_strz(out, w->title);
+    /* With a zone, Google shows the event in it; without one, in the
+     * calendar's own zone (its default for single events) -- never UTC
+     * unless asked, which is what hosts saw before (issue 16). The instant
+     * is the same either way: dateTime carries its offset. */
+    for (int i = 0; i < 2; i++) {
+        rc |= buf_printf(out, ",\"%s\":{\"dateTime\":\"%s\"", i ? "end" : "start",
+                         i ? e : s);
+        if (w->time_zone) {
+            rc |= buf_puts(out, ",\"timeZone\":");
+            rc |= buf_json_strz(out, w->time_zone);
+        }
+        rc |= buf_puts(out, "}");
+    }
+    if (w->booking_tag) {
         rc |= buf_puts(out, ",\"extendedProperties\":{\"private\":{\"calsync_booking_uid\":");
-        rc |= buf_json_strz(out, uid);
+        rc |= buf_json_strz(out, w->booking_tag);
         rc |= buf_puts(out, "}}");
     }
-    if (attendees_json)
-        rc |= buf_printf(out, ",\"attendees\":%s", attendees_json);
+    if (w->description) {
+        rc |= buf_puts(out, ",\"description\":");
+        rc |= buf_json_strz(out, w->description);
+    }
+    if (w->location) {
+        rc |= buf_puts(out, ",\"location\":");
+        rc |= buf_json_strz(out, w->location);
+    }
+    if (w->attendees_json)
+        rc |= put_attendees(out, w->attendees_json);
+    if (w->restore) /* Google keeps a deleted event under its id: this restores it */
+        rc |= buf_puts(out, ",\"status\":\"confirmed\"");
     rc |= buf_puts(out, "}");
+    return rc ? -1 : 0;
+}
+
+int google_event_body_meet(struct buf *out, const char *request_id)
+{
+    /* google_event_body ends the object with its one closing brace */
+    if (out->len == 0 || out->data[out->len - 1] != '}')
+        return -1;
+    out->len--;
+    int rc = buf_puts(out, ",\"conferenceData\":{\"createRequest\":{\"requestId\":");
+    rc |= buf_json_strz(out, request_id);
+    rc |= buf_puts(out, ",\"conferenceSolutionKey\":{\"type\":\"hangoutsMeet\"}}}}");
     return rc ? -1 : 0;
 }
 
@@ -382,6 +570,16 @@ int google_classify(enum provider_op op, long status, const char *reason)
      * failing, or a 401 after the one refresh (the new token expired or
      * was revoked meanwhile: a dead credential shows as invalid_grant) */
     if (google_retryable(status, reason) || status == 401)
+        return PROVIDER_TRANSIENT;
+    /* "Calendar usage limits exceeded": the calendar is read-only for
+     * hours (writes refused, reads work), or the day's quota is spent.
+     * Both clear by themselves (DESIGN §2 Quota): transient for every
+     * call, so a write waits in the queue's backoff instead of failing and
+     * a listing leaves the calendar active. Not retried inside the call
+     * (google_retryable): seconds of in-call retries cannot outwait hours,
+     * and would hold a writer thread that other calendars share. */
+    if (status == 403 && (strcmp(reason, "quotaExceeded") == 0 ||
+                          strcmp(reason, "dailyLimitExceeded") == 0))
         return PROVIDER_TRANSIENT;
     switch (op) {
     case PROVIDER_OP_LIST:

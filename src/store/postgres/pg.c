@@ -169,6 +169,36 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE jobs ADD COLUMN claimed_until bigint;"
     "ALTER TABLE outbox ADD COLUMN claimed_by text;"
     "ALTER TABLE outbox ADD COLUMN claimed_until bigint;",
+    /* 8 */
+    "ALTER TABLE bookings ADD COLUMN proposed_kind text;"
+    "ALTER TABLE bookings ADD COLUMN proposed_start_ms bigint;"
+    "ALTER TABLE bookings ADD COLUMN proposed_end_ms bigint;"
+    "ALTER TABLE bookings ADD COLUMN proposed_title text;"
+    "ALTER TABLE calendars ADD COLUMN shadow_policy text;"
+    "ALTER TABLE audit ADD COLUMN calendar_id bigint;"
+    "ALTER TABLE bookings ADD COLUMN description text;"
+    "ALTER TABLE bookings ADD COLUMN location text;"
+    "ALTER TABLE bookings ADD COLUMN time_zone text;"
+    "ALTER TABLE bookings ADD COLUMN attendees text;",
+    /* 9 */
+    "CREATE TABLE decision_inputs ("
+    "  audit_id bigint PRIMARY KEY REFERENCES audit(id),"
+    "  calendar_id bigint NOT NULL, inputs text NOT NULL,"
+    "  can_reschedule bigint NOT NULL, can_update bigint NOT NULL, shadow text);"
+    "CREATE INDEX decision_inputs_calendar ON decision_inputs(calendar_id, audit_id);"
+    "CREATE TABLE policy_sources ("
+    "  name text NOT NULL, version text NOT NULL, source text NOT NULL,"
+    "  first_at bigint NOT NULL, PRIMARY KEY (name, version));",
+    /* 10 */
+    "CREATE INDEX notifications_received ON notifications(received_at);"
+    "CREATE INDEX outbox_delivered ON outbox(state, delivered_at);"
+    "CREATE INDEX jobs_finished ON jobs(state, created_at);"
+    "CREATE INDEX audit_at ON audit(at);",
+    /* 11 */
+    "ALTER TABLE events ADD COLUMN attendees text;",
+    /* 12 */
+    "ALTER TABLE bookings ADD COLUMN conference text;"
+    "ALTER TABLE bookings ADD COLUMN conference_url text;",
 };
 
 #define PG_N_MIGRATIONS ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))

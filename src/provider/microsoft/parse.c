@@ -1,0 +1,405 @@
+/* parse.c -- Microsoft Graph's JSON in the shared shapes: an event (or a
+ * delta round's @removed stub) as a provider_event, a delta or instances
+ * page as a provider_page, the event calsync writes, the raw shape of a
+ * stub or mirror row, and Graph's status codes as provider classes.
+ *
+ * Times: calsync asks Graph for UTC (Prefer: outlook.timezone="UTC"), so
+ * a dateTimeTimeZone whose zone is not UTC is refused, never guessed: a
+ * wrong instant would move a booking.
+ */
+#include "provider/microsoft/msgraph.h"
+
+#include "json.h"
+#include "log.h"
+
+#include <lua.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer
+ * than max or holding a NUL. A JSON null counts as absent. */
+static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
+                       const char **out, struct cs_err *err)
+{
+    size_t n;
+    *out = NULL;
+    lua_getfield(L, obj, key);
+    int t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (t == LUA_TNIL || t == LUA_TLIGHTUSERDATA) /* absent, or cjson's null */
+        return 0;
+    int r = json_get_str(L, obj, key, out, &n, err);
+    if (r == 1 && (n > max || strlen(*out) != n)) {
+        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
+        return -1;
+    }
+    if (r != 1)
+        *out = NULL;
+    return r;
+}
+
+int msgraph_parse_datetime(const char *s, size_t n, int64_t *ms)
+{
+    /* "YYYY-MM-DDTHH:MM:SS[.fffffff][Z]": Graph's 7-digit fraction is cut
+     * to what RFC 3339 parsing takes */
+    char t[40];
+    if (n < 19 || n > 34)
+        return -1;
+    size_t k = 19;
+    memcpy(t, s, 19);
+    size_t i = 19;
+    if (i < n && s[i] == '.') {
+        t[k++] = '.';
+        i++;
+        size_t d = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (d++ < 3)
+                t[k++] = s[i];
+            i++;
+        }
+        if (d == 0)
+            return -1;
+    }
+    if (i < n && s[i] == 'Z')
+        i++;
+    if (i != n)
+        return -1; /* an offset: calsync asked for UTC and gets it */
+    t[k++] = 'Z';
+    return time_parse_rfc3339(t, k, ms);
+}
+
+/* Reads {dateTime, timeZone} under key: 1 found, 0 absent, -1 error. */
+static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
+                      struct cs_err *err)
+{
+    const char *s, *tz;
+    size_t n;
+    lua_getfield(L, ev, key);
+    if (lua_isnil(L, -1) || lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    int t = lua_gettop(L), rc = -1;
+    if (!lua_istable(L, t)) {
+        cs_err_set(err, "'%s' must be an object", key);
+        goto done;
+    }
+    if (json_get_str(L, t, "dateTime", &s, &n, err) != 1 ||
+        msgraph_parse_datetime(s, n, ms)) {
+        cs_err_set(err, "'%s.dateTime' is not a date-time", key);
+        goto done;
+    }
+    if (str_bounded(L, t, "timeZone", 64, &tz, err) < 0)
+        goto done;
+    if (tz && strcasecmp(tz, "UTC") != 0 && strcasecmp(tz, "Etc/UTC") != 0) {
+        cs_err_set(err, "'%s.timeZone' is \"%.64s\", not the UTC calsync asked for", key, tz);
+        goto done;
+    }
+    rc = 1;
+done:
+    lua_settop(L, t - 1);
+    return rc;
+}
+
+/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
+static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
+{
+    if (n <= max)
+        return s;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    memcpy(dst, s, k);
+    dst[k] = '\0';
+    return dst;
+}
+
+/* singleValueExtendedProperties: [{"id": MSGRAPH_TAG_PROP, "value": uid}] */
+static int read_tag(lua_State *L, int idx, struct provider_event *ev, struct cs_err *err)
+{
+    lua_getfield(L, idx, "singleValueExtendedProperties");
+    int arr = lua_gettop(L), rc = 0;
+    if (!lua_istable(L, arr))
+        goto done;
+    lua_Unsigned n = lua_rawlen(L, arr);
+    for (lua_Unsigned i = 1; i <= n && i <= 64; i++) {
+        lua_rawgeti(L, arr, (lua_Integer)i);
+        const char *id, *v;
+        int el = lua_gettop(L);
+        if (lua_istable(L, el) && str_bounded(L, el, "id", 256, &id, err) == 1 &&
+            strcasecmp(id, MSGRAPH_TAG_PROP) == 0) {
+            size_t vn;
+            if (json_get_str(L, el, "value", &v, &vn, err) == 1) {
+                if (vn <= PROVIDER_TAG_MAX && strlen(v) == vn)
+                    ev->booking_tag = v;
+                else
+                    log_warn("sync.tag_ignored", "event_id=%s len=%zu", log_q(ev->id), vn);
+            }
+        }
+        lua_pop(L, 1);
+    }
+done:
+    lua_settop(L, arr - 1);
+    return rc;
+}
+
+int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
+                        struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r;
+    int top = lua_gettop(L);
+    idx = lua_absindex(L, idx);
+    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
+    ev->title = ev->booking_tag = ev->created = NULL;
+    /* not read from Graph yet (attendees' responses, conference links):
+     * every field of the shared shape is set, never left from the last
+     * item the scratch event held */
+    ev->attendees = ev->conference_url = NULL;
+    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
+    ev->all_day = ev->bare = 0;
+    if (!lua_istable(L, idx))
+        return cs_err_set(err, "event is not an object");
+    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
+        return -1;
+    if (r == 0)
+        return cs_err_set(err, "event without an 'id'");
+    /* ids go back into URLs: one Graph cannot have issued is skipped */
+    if (!msgraph_id_valid(s, n)) {
+        cs_err_set(err, "event id of %zu bytes is not one Graph can have issued", n);
+        return PROVIDER_EVENT_SKIP;
+    }
+    ev->id = s;
+    /* a delta round's deletion: {"@odata.type", "id", "@removed"} and
+     * nothing else -- deleted, cancelled, or moved out of the window */
+    lua_getfield(L, idx, "@removed");
+    int removed = lua_istable(L, -1);
+    lua_pop(L, 1);
+    if (removed) {
+        ev->status = "cancelled";
+        ev->bare = 1;
+        return 0;
+    }
+    int cancelled = 0;
+    if (json_get_bool(L, idx, "isCancelled", &cancelled, err) < 0)
+        goto bad;
+    ev->status = cancelled ? "cancelled" : "confirmed";
+    if (str_bounded(L, idx, "@odata.etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
+        str_bounded(L, idx, "lastModifiedDateTime", 64, &ev->updated, err) < 0 ||
+        str_bounded(L, idx, "createdDateTime", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
+        str_bounded(L, idx, "seriesMasterId", MSGRAPH_ID_MAX, &ev->series_id, err) < 0)
+        goto bad;
+    if (ev->series_id && !msgraph_id_valid(ev->series_id, strlen(ev->series_id))) {
+        cs_err_set(err, "event %.64s: seriesMasterId is not one Graph can have issued", ev->id);
+        lua_settop(L, top);
+        return PROVIDER_EVENT_SKIP;
+    }
+    if ((r = json_get_str(L, idx, "subject", &s, &n, err)) < 0)
+        goto bad;
+    if (r == 1)
+        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
+    if (json_get_bool(L, idx, "isAllDay", &ev->all_day, err) < 0 ||
+        time_field(L, idx, "start", &ev->start_ms, err) < 0 ||
+        time_field(L, idx, "end", &ev->end_ms, err) < 0)
+        goto bad;
+    if (!cancelled && (ev->start_ms == PROVIDER_NO_TIME || ev->end_ms == PROVIDER_NO_TIME)) {
+        lua_settop(L, top);
+        return cs_err_set(err, "event %.64s: no 'start' or 'end'", ev->id);
+    }
+    const char *orig;
+    if (str_bounded(L, idx, "originalStart", 64, &orig, err) < 0)
+        goto bad;
+    if (orig && ev->series_id) {
+        if (msgraph_parse_datetime(orig, strlen(orig), &ev->original_start_ms)) {
+            int64_t t;
+            if (time_parse_rfc3339(orig, strlen(orig), &t)) {
+                cs_err_set(err, "'originalStart' is not a date-time");
+                goto bad;
+            }
+            ev->original_start_ms = t;
+        }
+    }
+    if (read_tag(L, idx, ev, err))
+        goto bad;
+    lua_settop(L, top);
+    return 0;
+bad:
+    lua_settop(L, top);
+    {
+        char m[sizeof err->msg];
+        snprintf(m, sizeof m, "%s", err ? err->msg : "");
+        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
+    }
+}
+
+int msgraph_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
+                      struct cs_err *err)
+{
+    idx = lua_absindex(L, idx);
+    out->items = out->n = 0;
+    out->next_page = out->next_cursor = NULL;
+    if (str_bounded(L, idx, "@odata.nextLink", PROVIDER_CURSOR_MAX, &out->next_page, err) < 0)
+        return -1;
+    if (listing) {
+        if (str_bounded(L, idx, "@odata.deltaLink", PROVIDER_CURSOR_MAX, &out->next_cursor,
+                        err) < 0)
+            return -1;
+        if (!out->next_page == !out->next_cursor)
+            return cs_err_set(err, "page has %s @odata.nextLink and @odata.deltaLink",
+                              out->next_page ? "both" : "neither");
+    }
+    lua_getfield(L, idx, "value");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    int items = lua_gettop(L);
+    if (!lua_istable(L, items)) {
+        lua_pop(L, 1);
+        return cs_err_set(err, "'value' is not an array");
+    }
+    lua_Unsigned n = lua_rawlen(L, items), keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, items)) {
+        lua_pop(L, 1);
+        keys++;
+    }
+    if (keys != n || n > PROVIDER_PAGE_MAX) {
+        lua_pop(L, 1);
+        return cs_err_set(err, "'value' is not an array");
+    }
+    out->items = items;
+    out->n = (int)n;
+    return 0;
+}
+
+/* Appends a dateTimeTimeZone in UTC. */
+static int put_dt(struct buf *b, int64_t ms)
+{
+    char t[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, t);
+    /* "2026-01-02T09:00:00Z" -> Graph's zone-less dateTime */
+    size_t n = strlen(t);
+    if (n && t[n - 1] == 'Z')
+        t[n - 1] = '\0';
+    return buf_printf(b, "{\"dateTime\":\"%s\",\"timeZone\":\"UTC\"}", t);
+}
+
+int msgraph_event_body(const char *txid, const char *uid, const char *title,
+                       int64_t start_ms, int64_t end_ms, const char *attendees_json,
+                       struct buf *out)
+{
+    (void)attendees_json; /* attendees: not written to Graph yet (see docs) */
+    int rc = buf_puts(out, "{\"subject\":");
+    rc |= buf_json_strz(out, title ? title : "");
+    rc |= buf_puts(out, ",\"start\":");
+    rc |= put_dt(out, start_ms);
+    rc |= buf_puts(out, ",\"end\":");
+    rc |= put_dt(out, end_ms);
+    if (txid) {
+        rc |= buf_puts(out, ",\"transactionId\":");
+        rc |= buf_json_strz(out, txid);
+    }
+    if (uid) {
+        rc |= buf_puts(out, ",\"singleValueExtendedProperties\":[{\"id\":\"" MSGRAPH_TAG_PROP
+                            "\",\"value\":");
+        rc |= buf_json_strz(out, uid);
+        rc |= buf_puts(out, "}]");
+    }
+    rc |= buf_puts(out, "}");
+    return rc ? -1 : 0;
+}
+
+static int put_orig(struct buf *b, int64_t ms)
+{
+    char t[TIME_RFC3339_MAX];
+    time_format_rfc3339(ms, t);
+    return buf_json_strz(b, t);
+}
+
+int msgraph_event_encode(const struct provider_event *e, enum provider_encode how,
+                         struct buf *b)
+{
+    buf_reset(b);
+    int occ = e->series_id && e->original_start_ms != PROVIDER_NO_TIME;
+    if (how == PROVIDER_ENC_STUB) {
+        /* an @removed stub; an occurrence keeps what its bookings follow */
+        if (buf_puts(b, "{\"@odata.type\":\"#microsoft.graph.event\",\"id\":") ||
+            buf_json_strz(b, e->id) ||
+            buf_puts(b, ",\"@removed\":{\"reason\":\"deleted\"},\"isCancelled\":true") ||
+            (occ && (buf_puts(b, ",\"seriesMasterId\":") || buf_json_strz(b, e->series_id) ||
+                     buf_puts(b, ",\"originalStart\":") || put_orig(b, e->original_start_ms))))
+            return -1;
+        return buf_puts(b, "}");
+    }
+    if (buf_puts(b, "{\"@odata.type\":\"#microsoft.graph.event\",\"id\":") ||
+        buf_json_strz(b, e->id) ||
+        buf_puts(b, ",\"@odata.etag\":") || buf_json_strz(b, e->etag) ||
+        buf_printf(b, ",\"isCancelled\":%s",
+                   e->status && strcmp(e->status, "cancelled") == 0 ? "true" : "false") ||
+        buf_puts(b, ",\"subject\":") || buf_json_strz(b, e->title) ||
+        buf_puts(b, ",\"createdDateTime\":") || buf_json_strz(b, e->created) ||
+        buf_puts(b, ",\"lastModifiedDateTime\":") || buf_json_strz(b, e->updated) ||
+        buf_puts(b, ",\"seriesMasterId\":") || buf_json_strz(b, e->series_id) ||
+        buf_printf(b, ",\"type\":\"%s\"", e->series_id ? "occurrence" : "singleInstance") ||
+        buf_printf(b, ",\"isAllDay\":%s", e->all_day ? "true" : "false"))
+        return -1;
+    if (occ && (buf_puts(b, ",\"originalStart\":") || put_orig(b, e->original_start_ms)))
+        return -1;
+    if (e->start_ms != PROVIDER_NO_TIME &&
+        (buf_puts(b, ",\"start\":") || put_dt(b, e->start_ms)))
+        return -1;
+    if (e->end_ms != PROVIDER_NO_TIME && (buf_puts(b, ",\"end\":") || put_dt(b, e->end_ms)))
+        return -1;
+    if (e->booking_tag &&
+        (buf_puts(b, ",\"singleValueExtendedProperties\":[{\"id\":\"" MSGRAPH_TAG_PROP
+                     "\",\"value\":") ||
+         buf_json_strz(b, e->booking_tag) || buf_puts(b, "}]")))
+        return -1;
+    return buf_puts(b, "}");
+}
+
+int msgraph_classify(enum provider_op op, long status, const char *reason)
+{
+    if (!reason)
+        reason = "";
+    if (msgraph_retryable(status, reason) || status == 401)
+        return PROVIDER_TRANSIENT;
+    switch (op) {
+    case PROVIDER_OP_LIST:
+        /* a dead delta link: 410 SyncStateNotFound / resyncRequired */
+        if (status == 410 || strcasecmp(reason, "SyncStateNotFound") == 0 ||
+            strcasecmp(reason, "resyncRequired") == 0)
+            return PROVIDER_RESYNC;
+        /* fall through */
+    case PROVIDER_OP_LIST_FULL:
+        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
+                                                               : PROVIDER_TRANSIENT;
+    case PROVIDER_OP_OCCURRENCES:
+        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
+    case PROVIDER_OP_SUBSCRIBE:
+        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
+    case PROVIDER_OP_READ:
+    case PROVIDER_OP_WRITE:
+        break;
+    }
+    if (status == 412 || status == 409)
+        return PROVIDER_CONFLICT;
+    if (status == 404 || status == 410)
+        return PROVIDER_GONE;
+    return PROVIDER_PERMANENT;
+}
+
+int msgraph_rc_class(enum provider_op op, int g, const struct msgraph_resp *resp)
+{
+    switch (g) {
+    case MSGRAPH_OK: return PROVIDER_OK;
+    case MSGRAPH_EREVOKED: return PROVIDER_REVOKED;
+    case MSGRAPH_EINVAL: return PROVIDER_PERMANENT;
+    case MSGRAPH_EBADRESP: return PROVIDER_MALFORMED;
+    case MSGRAPH_EHTTP: return msgraph_classify(op, resp->status, resp->reason);
+    default: return PROVIDER_TRANSIENT;
+    }
+}
