@@ -89,8 +89,8 @@ int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *
         " a.source, a.change, a.action, a.reason, a.policy, a.policy_version,"
         " d.shadow FROM audit a LEFT JOIN decision_inputs d ON d.audit_id = a.id"
         " WHERE a.source <> 'api' AND a.change <> 'calendar_move'" /* no policy decided */
-        " AND (?1 = 0 OR a.id < ?1) AND (?2 IS NULL OR a.booking_uid = ?2)"
-        " AND (?3 IS NULL OR a.action = ?3) AND a.at >= ?4"
+        " AND (?1 = 0 OR a.id < ?1) AND (CAST(?2 AS TEXT) IS NULL OR a.booking_uid = ?2)"
+        " AND (CAST(?3 AS TEXT) IS NULL OR a.action = ?3) AND a.at >= ?4"
         " AND (?5 = 0 OR coalesce(a.calendar_id, (SELECT calendar_id FROM bookings b"
         "  WHERE b.uid = a.booking_uid)) = ?5)"
         " ORDER BY a.id DESC LIMIT ?6";

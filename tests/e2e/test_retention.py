@@ -44,9 +44,9 @@ class RetentionTest(CalsyncCase):
                 cur = con.execute(
                     "INSERT INTO outbox (delivery_id, subscriber, trigger, body, state,"
                     " next_at, created_at, delivered_at) VALUES (?, 'http://127.0.0.1:9/x',"
-                    " 'BOOKING_UPDATED', '{}', ?, ?, ?, ?)",
+                    " 'BOOKING_UPDATED', '{}', ?, ?, ?, ?) RETURNING id",
                     ("d%d-%s" % (created, os.urandom(4).hex()), state, far, created, delivered))
-                return cur.lastrowid
+                return cur.fetchone()[0]
             for _ in range(5):
                 outbox("delivered", old, old)                      # pruned
             keep["outbox"].add(outbox("delivered", old, recent))   # delivered lately
@@ -56,8 +56,9 @@ class RetentionTest(CalsyncCase):
             def job(state, created):
                 cur = con.execute(
                     "INSERT INTO jobs (kind, booking_uid, calendar_id, state, next_at,"
-                    " created_at) VALUES ('patch', 'b', 1, ?, ?, ?)", (state, far, created))
-                return cur.lastrowid
+                    " created_at) VALUES ('patch', 'b', 1, ?, ?, ?) RETURNING id",
+                    (state, far, created))
+                return cur.fetchone()[0]
             for _ in range(3):
                 job("done", old)                                   # pruned
             for _ in range(2):
@@ -67,8 +68,9 @@ class RetentionTest(CalsyncCase):
             for i in range(6):
                 cur = con.execute(
                     "INSERT INTO audit (booking_uid, at, source, change, action)"
-                    " VALUES ('b', ?, 'push', 'delete', 'cancel')", (old if i < 4 else recent,))
-                keep["audit"].add(cur.lastrowid)
+                    " VALUES ('b', ?, 'push', 'delete', 'cancel') RETURNING id",
+                    (old if i < 4 else recent,))
+                keep["audit"].add(cur.fetchone()[0])
         return keep
 
     def ids(self):
