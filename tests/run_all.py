@@ -52,9 +52,6 @@ E2E_PG_SKIP = {
     "test_pg_instances": "on PostgreSQL in every suite already",
     # NOT YET PASSING on PostgreSQL -- left out so that make test reports
     # what works; docs/internals/postgres.md "Still to do" says why
-    "test_google_sync": "not yet passing: a 5,000-event listing is slow and "
-                        "not stopped promptly; an extra sync in the malformed-"
-                        "response test",
     "test_crash": "not yet passing: its kill points assume the local intake "
                   "journal and SQLite's claim release at restart",
 }
