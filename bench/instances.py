@@ -1,0 +1,394 @@
+"""Items `instances` and `google3` of bench/run.py (issue 15, item 5):
+calsync on PostgreSQL, one instance and three on one database, against one
+instance on SQLite, in the same run. Method and figures:
+docs/performance.md, "Several instances on PostgreSQL".
+
+    instances  intake rate (notifications/s accepted) and apply rate
+               (decisions/s) for sqlite x1, postgres x1, postgres x3;
+               medians of reps, ratios to SQLite from this run
+    google3    Google calls per calendar for one workload (polls and
+               notifications over a fixed window) with 1 and 3 instances
+               on PostgreSQL (and 1 on SQLite for reference); they must
+               be equal
+
+M is bench/run.py's module (Service, Fixture, populate, ...), passed in
+so that its process list and webhook sink are the ones in use.
+"""
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pgdb
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+# (name in the table, database, instances)
+SETUPS = (("sqlite x1", "sqlite", 1), ("postgres x1", "pg1", 1), ("postgres x3", "pg3", 3))
+# the load generator is the same for every set-up: three wrk processes of
+# 21 keep-alive connections each (63, about the intake item's 64), process
+# i on instance i % k, so only what serves the requests changes
+WRK_PROCS, WRK_CONNS = 3, 21
+
+
+def log(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def metric_sum(svc, name):
+    """The sum over all label sets of counter `name` on svc's /metrics."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % svc.port, timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^%s(?:\{[^}]*\})? ([0-9.eE+-]+)$" % re.escape(name), line)
+        if m:
+            total += float(m.group(1))
+    return total
+
+
+class Setup:
+    """k calsync instances on one database: SQLite (k = 1, the file in the
+    first instance's directory) or a fresh database on the bench's
+    PostgreSQL cluster. Instances are started by start() after the caller
+    has migrated and seeded through self.svcs[0]."""
+
+    def __init__(self, M, fx, item, kind, k, **svc_kw):
+        self.M, self.kind, self.k = M, kind, k
+        self.pg = pgdb.database("%s_%s" % (item, kind)) if kind != "sqlite" else None
+        self.svcs = [M.Service(fx, pg=self.pg, **svc_kw) for _ in range(k)]
+        self.lead = self.svcs[0]
+
+    def start(self):
+        for s in self.svcs:
+            s.start()
+        return self
+
+    def cpu(self):
+        return sum(s.cpu() for s in self.svcs)
+
+    def db_cpu(self):
+        return pgdb.cpu_seconds() if self.pg else 0.0
+
+    def close(self):
+        for s in self.svcs:
+            s.close()
+        if self.pg:
+            self.pg.close()
+
+
+# ---------------------------------------------------------------- intake
+
+def intake_setup(M, fx, kind, k):
+    st = Setup(M, fx, "intake", kind, k)
+    if st.pg:
+        st.lead.migrate()   # once, before the three start (concurrent starts: tests/e2e)
+    st.start()
+    cred = st.lead.credential()
+    st.ext = "intake-" + kind
+    st.cal = st.lead.calendar(cred, st.ext)
+    st.lead.wait("SELECT last_synced_at IS NOT NULL FROM calendars WHERE id = ?", (st.cal,))
+    now = int(time.time() * 1000)
+    st.channel = "ch-" + kind
+    # a week's expiration, as Google's: the newest live channel, far from
+    # its renewal. An instance that syncs the calendar for the first time
+    # checks its channels and keeps only the newest one not yet due (one
+    # live channel per calendar): a channel expiring in a day would be
+    # replaced by a new one then, and the notifications to it refused.
+    with st.lead.db() as con:
+        con.execute("INSERT INTO channels (id, calendar_id, resource_id, token, expiration, state, created_at)"
+                    " VALUES (?, ?, 'res-bench', 'tok-bench', ?, 'live', ?)",
+                    (st.channel, st.cal, now + 7 * 86400 * 1000, now))
+    return st
+
+
+def wrk_parallel(ports, seconds, env):
+    """WRK_PROCS wrk processes at once, process i on ports[i % len(ports)];
+    returns their BENCH lines as dicts."""
+    procs = []
+    for i in range(WRK_PROCS):
+        procs.append(subprocess.Popen(
+            ["wrk", "-t1", "-c%d" % WRK_CONNS, "-d%ds" % seconds, "--timeout", "5s",
+             "-s", os.path.join(ROOT, "bench", "notify.lua"),
+             "http://127.0.0.1:%d/webhooks/google" % ports[i % len(ports)]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **env)))
+    out = []
+    for p in procs:
+        so, se = p.communicate(timeout=seconds + 60)
+        m = re.search(r"BENCH (.*)", so)
+        if not m:
+            raise SystemExit("bench: wrk failed:\n" + so + se)
+        d = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+        d["rps"] = d["requests"] / (d["duration_us"] / 1e6)
+        out.append(d)
+    return out
+
+
+def intake_round(fx, st, seconds):
+    """One load of `seconds` on st; the intake item's checks: every
+    accepted notification recorded, none refused, and a sync after it."""
+    lead = st.lead
+    q_n = "SELECT count(*) FROM notifications WHERE channel_id = ?"
+    n0 = lead.q(q_n, (st.channel,))
+    l0 = fx.stats()["list"].get(st.ext, 0)
+    cpu0, db0 = st.cpu(), st.db_cpu()
+    ws = wrk_parallel([s.port for s in st.svcs], seconds,
+                      {"BENCH_CHANNEL": st.channel, "BENCH_TOKEN": "tok-bench"})
+    req = sum(w["requests"] for w in ws)
+    r = {"rps": sum(w["rps"] for w in ws), "requests": req,
+         "errors": sum(w["errors_status"] + w["errors_timeout"] + w["errors_connect"] for w in ws),
+         "p50_ms": max(w["p50_us"] for w in ws) / 1000.0, "p99_ms": max(w["p99_us"] for w in ws) / 1000.0,
+         "cpu_us": (st.cpu() - cpu0) / max(1, req) * 1e6,
+         "db_cpu_us": (st.db_cpu() - db0) / max(1, req) * 1e6}
+    t_end = int(time.time() * 1000)
+    lead.wait("SELECT count(*) >= ? FROM notifications WHERE channel_id = ?", (n0 + req, st.channel),
+              timeout=60, every=0.05)
+    lead.wait("SELECT dirty = 0 AND last_synced_at >= ? FROM calendars WHERE id = ?", (t_end - 1000, st.cal),
+              timeout=60, every=0.05)
+    r["recorded"] = lead.q(q_n, (st.channel,)) - n0
+    r["lists"] = fx.stats()["list"].get(st.ext, 0) - l0
+    # wrk counts completed answers; a request per connection may be in
+    # flight at the cut-off, recorded but not counted
+    r["ok"] = (r["errors"] == 0 and req <= r["recorded"] <= req + WRK_PROCS * WRK_CONNS
+               and r["lists"] >= 1)
+    return r
+
+
+# ---------------------------------------------------------------- apply
+
+def apply_setup(M, fx, kind, k, n_cal, per_cal):
+    """n_cal calendars of per_cal mirrored events, each event booked,
+    seeded with SQL before the instances start (as the memory item)."""
+    st = Setup(M, fx, "apply", kind, k)
+    st.lead.migrate()
+    prefix = "ap-%s-" % kind
+    M.populate(st.lead, n_cal, per_cal, dirty=0, prefix=prefix)
+    for c in range(1, n_cal + 1):
+        M.link_bookings(st.lead, c, "bk%d" % c, per_cal)
+    st.exts = ["%s%05d" % (prefix, c) for c in range(1, n_cal + 1)]
+    st.cals = list(range(1, n_cal + 1))
+    st.per_cal = per_cal
+    st.rounds = 0
+    return st.start()
+
+
+def apply_round(fx, st):
+    """Moves every event of every calendar by another hour in the fixture,
+    asks for a sync of calendar i on instance i % k, and times the
+    decisions (audit rows) of all of them."""
+    lead, n = st.lead, st.per_cal * len(st.cals)
+    st.rounds += 1
+    a0 = lead.q("SELECT coalesce(max(id), 0) FROM audit")
+    c0 = lead.q("SELECT count(*) FROM audit")
+    o0 = lead.q("SELECT count(*) FROM outbox")
+    d0 = [M_decisions(s) for s in st.svcs]
+    for ext in st.exts:
+        fx.post("/_bench/change", {"calendar": ext, "events": st.per_cal, "shift_min": 60 * st.rounds})
+    cpu0, db0 = st.cpu(), st.db_cpu()
+    t0 = time.time()
+    for i, cal in enumerate(st.cals):
+        status = st.svcs[i % st.k].api("POST", "/v1/calendars/%d/sync" % cal)[0]
+        assert status == 202, status
+    t1 = lead.wait("SELECT count(*) >= ? FROM audit", (c0 + n,), every=0.02, timeout=600)
+    r = {"dps": n / (t1 - t0), "seconds": t1 - t0,
+         "cpu_us": (st.cpu() - cpu0) / n * 1e6, "db_cpu_us": (st.db_cpu() - db0) / n * 1e6}
+    r["audit"] = lead.q("SELECT count(*) FROM audit") - c0
+    r["reschedule"] = lead.q("SELECT count(*) FROM audit WHERE action = 'reschedule' AND id > ?", (a0,))
+    r["outbox"] = lead.q("SELECT count(*) FROM outbox") - o0
+    r["per_instance"] = [M_decisions(s) - d for s, d in zip(st.svcs, d0)]
+    # the webhooks go to the C sink meanwhile: drained before the next
+    # set-up runs, so that one's deliveries do not load another's figure
+    try:
+        t2 = lead.wait("SELECT count(*) = 0 FROM outbox WHERE state = 'pending'", every=0.1, timeout=180)
+        r["webhooks_per_s"] = n / (t2 - t0)
+    except SystemExit:
+        r["webhooks_per_s"] = float("nan")
+    r["ok"] = r["audit"] == n and r["reschedule"] == n and r["outbox"] == n
+    return r
+
+
+def M_decisions(svc):
+    return metric_sum(svc, "calsync_policy_decisions_total")
+
+
+# ---------------------------------------------------------------- item
+
+def item_instances(M, fx, R, reps=3, seconds=5, n_cal=3, per_cal=2000):
+    """Both rates for the three set-ups. All set-ups are up at once (idle
+    between their turns) and each repetition runs them in turn, rotating
+    the order, so that a noisy neighbour of the shared machine hits every
+    set-up alike and the ratios come from the same minutes."""
+    rows, res = [], {"intake": {}, "apply": {}}
+    intake = {}
+    try:
+        for name, kind, k in SETUPS:
+            log("instances: intake set-up %s" % name)
+            intake[name] = intake_setup(M, fx, kind, k)
+            res["intake"][name] = []
+        time.sleep(0.5)
+        for r in range(reps):
+            order = SETUPS[r % 3:] + SETUPS[:r % 3]
+            for name, _, _ in order:
+                log("instances: intake run %d/%d, %s" % (r + 1, reps, name))
+                res["intake"][name].append(intake_round(fx, intake[name], seconds))
+    finally:
+        for st in intake.values():
+            st.close()
+    apply = {}
+    try:
+        for name, kind, k in SETUPS:
+            log("instances: apply set-up %s (%d calendars x %d booked events)" % (name, n_cal, per_cal))
+            apply[name] = apply_setup(M, fx, kind, k, n_cal, per_cal)
+            res["apply"][name] = []
+        time.sleep(1.0)
+        for r in range(reps):
+            order = SETUPS[r % 3:] + SETUPS[:r % 3]
+            for name, _, _ in order:
+                log("instances: apply run %d/%d, %s" % (r + 1, reps, name))
+                res["apply"][name].append(apply_round(fx, apply[name]))
+    finally:
+        for st in apply.values():
+            st.close()
+    R["instances"] = res
+
+    base_i = median([x["rps"] for x in res["intake"]["sqlite x1"]])
+    base_a = median([x["dps"] for x in res["apply"]["sqlite x1"]])
+    for name, _, k in SETUPS:
+        xs = res["intake"][name]
+        ok = all(x["ok"] for x in xs)
+        rows.append(("instances: intake/s, %s" % name, median([x["rps"] for x in xs]), "1/s",
+                     base_i if name != "sqlite x1" else None,
+                     "all recorded + synced", ok))
+    for name, _, k in SETUPS:
+        xs = res["intake"][name]
+        rows.append(("instances: intake p99 (worst wrk), %s" % name, median([x["p99_ms"] for x in xs]), "ms",
+                     None, "", None))
+        rows.append(("instances: intake CPU/notif calsync+pg, %s" % name,
+                     median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
+    for name, _, k in SETUPS:
+        xs = res["apply"][name]
+        ok = all(x["ok"] for x in xs)
+        rows.append(("instances: decisions/s, %s" % name, median([x["dps"] for x in xs]), "1/s",
+                     base_a if name != "sqlite x1" else None, "1 audit+outbox row each", ok))
+    for name, _, k in SETUPS:
+        xs = res["apply"][name]
+        rows.append(("instances: apply CPU/decision calsync+pg, %s" % name,
+                     median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
+        rows.append(("instances: webhooks delivered/s, %s" % name, median([x["webhooks_per_s"] for x in xs]),
+                     "1/s", None, "", None))
+    spread = res["apply"]["postgres x3"]
+    every = all(all(d > 0 for d in x["per_instance"]) for x in spread)
+    rows.append(("instances: x3 decisions per instance (run 1)",
+                 "/".join("%d" % d for d in spread[0]["per_instance"]) if spread else "-", "",
+                 None, "all three decide", every))
+    return rows
+
+
+# ---------------------------------------------------------------- google3
+
+def item_google3(M, fx, R, n_cal=200, poll=10, window=30, pushed_every=4):
+    """One workload, three set-ups in turn (sqlite x1, postgres x1, x3):
+    n_cal idle calendars seeded with SQL (active, a sync token, a live
+    channel), poll_interval = poll; the first quarter of them also gets a
+    notification every pushed_every seconds (spread over the instances,
+    round-robin), the rest are polled only. After one interval (the steady
+    state), events.list calls per calendar are counted by the fixture over
+    `window` seconds. Also: for the polled-only calendars, list calls
+    closer than poll/2 to the previous one of the same calendar
+    (a poll done twice: what the lease and the shared-poll skip prevent)."""
+    res = {}
+    n_push = n_cal // 4
+    for name, kind, k in SETUPS:
+        log("google3: %s, %d calendars (%d pushed every %d s), poll_interval %d s, %d s window"
+            % (name, n_cal, n_push, pushed_every, poll, window))
+        st = Setup(M, fx, "google3", kind, k, poll_interval=poll)
+        prefix = "g3-%s-" % kind
+        try:
+            st.lead.migrate()
+            M.populate(st.lead, n_cal, 0, dirty=0, prefix=prefix)
+            st.start()
+            stop = threading.Event()
+            sent = [0, 0]   # accepted, refused
+
+            def pusher():
+                """Calendar i of 1..n_push gets a notification at
+                i/n_push of each period: a steady stream, spread."""
+                m, t_begin = 0, time.time()
+                while not stop.is_set():
+                    due = t_begin + m * pushed_every / n_push
+                    if stop.wait(max(0.0, due - time.time())):
+                        return
+                    cal = m % n_push + 1
+                    svc = st.svcs[m % st.k]
+                    try:
+                        status = M.http_req(svc.port, "POST", "/webhooks/google", b"", headers={
+                            "X-Goog-Channel-ID": "ch-%d" % cal, "X-Goog-Channel-Token": "tok-%d" % cal,
+                            "X-Goog-Resource-State": "exists", "X-Goog-Message-Number": str(m + 2),
+                            "X-Goog-Resource-ID": "res-%d" % cal, "Content-Length": "0"})[0]
+                    except OSError:
+                        status = 0
+                    sent[0 if status == 200 else 1] += 1
+                    m += 1
+            th = threading.Thread(target=pusher, daemon=True)
+            th.start()
+            time.sleep(poll)   # past the first interval
+            s0, t0 = fx.stats(), time.time()
+            time.sleep(window)
+            s1, t1 = fx.stats(), time.time()
+            stop.set()
+            th.join()
+            lists = {}
+            for c in range(1, n_cal + 1):
+                ext = "%s%05d" % (prefix, c)
+                lists[c] = s1["list"].get(ext, 0) - s0["list"].get(ext, 0)
+            at = M.http_req(fx.port, "GET", "/_bench/list_at?prefix=" + prefix)[1]
+            doubles = 0
+            for c in range(n_push + 1, n_cal + 1):
+                ts = sorted(t for t in at.get("%s%05d" % (prefix, c), []) if t0 <= t <= t1)
+                doubles += sum(1 for a, b in zip(ts, ts[1:]) if b - a < poll / 2.0)
+            syncs = [metric_sum(s, "calsync_syncs_total") for s in st.svcs]
+            res[name] = {
+                "seconds": t1 - t0, "pushed": sum(lists[c] for c in range(1, n_push + 1)) / n_push,
+                "polled": sum(lists[c] for c in range(n_push + 1, n_cal + 1)) / (n_cal - n_push),
+                "all": sum(lists.values()) / n_cal, "doubles": doubles,
+                "other_calls": (s1["watch"] - s0["watch"]) + (s1["stop"] - s0["stop"]) +
+                               (s1["token"] - s0["token"]),
+                "notifications": sent[0], "refused": sent[1], "syncs_per_instance": syncs,
+                "per_calendar": lists}
+            log("google3: %s: %.3f list calls per calendar (pushed %.2f, polled %.2f), %d doubles"
+                % (name, res[name]["all"], res[name]["pushed"], res[name]["polled"], doubles))
+        finally:
+            st.close()
+    R["google3"] = {k: {kk: vv for kk, vv in v.items() if kk != "per_calendar"} for k, v in res.items()}
+    R["google3_per_calendar"] = {k: v["per_calendar"] for k, v in res.items()}
+    one, three = res["postgres x1"], res["postgres x3"]
+    rows = []
+    for name, _, _ in SETUPS:
+        v = res[name]
+        rows.append(("google3: list calls/calendar in %ds, %s" % (window, name), v["all"], "calls",
+                     one["all"] if name == "postgres x3" else None,
+                     "= postgres x1 (+-5%)" if name == "postgres x3" else "",
+                     abs(v["all"] / one["all"] - 1) <= 0.05 if name == "postgres x3" and one["all"] else None))
+    for name, _, _ in SETUPS:
+        v = res[name]
+        rows.append(("google3: polled-only cal, calls, %s" % name, v["polled"], "calls",
+                     one["polled"] if name == "postgres x3" else None, "", None))
+        rows.append(("google3: pushed cal, calls, %s" % name, v["pushed"], "calls",
+                     one["pushed"] if name == "postgres x3" else None, "", None))
+        rows.append(("google3: polls < poll/2 apart, %s" % name, v["doubles"], "calls", None, "0",
+                     v["doubles"] == 0))
+        rows.append(("google3: other Google calls, %s" % name, v["other_calls"], "calls", None, "",
+                     None))
+        rows.append(("google3: notifications refused, %s" % name, v["refused"], "", None, "0",
+                     v["refused"] == 0))
+    if abs(three["all"] / one["all"] - 1) > 0.05 if one["all"] else True:
+        log("!!! google3: 3 instances made %.3f list calls per calendar, 1 instance %.3f: NOT EQUAL"
+            % (three["all"], one["all"]))
+    return rows
