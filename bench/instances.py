@@ -221,74 +221,85 @@ def M_decisions(svc):
 
 # ---------------------------------------------------------------- item
 
-def item_instances(M, fx, R, reps=3, seconds=5, n_cal=3, per_cal=2000):
-    """Both rates for the three set-ups. All set-ups are up at once (idle
-    between their turns) and each repetition runs them in turn, rotating
-    the order, so that a noisy neighbour of the shared machine hits every
-    set-up alike and the ratios come from the same minutes."""
-    rows, res = [], {"intake": {}, "apply": {}}
-    intake = {}
+def _rotations(reps):
+    """The set-ups' order in each repetition: rotated, so that none is
+    always first after the others' load (or after an idle pause)."""
+    for r in range(reps):
+        yield r, SETUPS[r % 3:] + SETUPS[:r % 3]
+
+
+def item_intake_rates(M, fx, R, reps=3, seconds=5):
+    """Intake rates of the three set-ups. All are up at once (idle between
+    their turns) and each repetition runs them in turn, so that a noisy
+    neighbour of the shared machine hits every set-up alike and the
+    ratios come from the same minutes."""
+    res, setups = {}, {}
     try:
         for name, kind, k in SETUPS:
             log("instances: intake set-up %s" % name)
-            intake[name] = intake_setup(M, fx, kind, k)
-            res["intake"][name] = []
+            setups[name] = intake_setup(M, fx, kind, k)
+            res[name] = []
         time.sleep(0.5)
-        for r in range(reps):
-            order = SETUPS[r % 3:] + SETUPS[:r % 3]
+        for r, order in _rotations(reps):
             for name, _, _ in order:
                 log("instances: intake run %d/%d, %s" % (r + 1, reps, name))
-                res["intake"][name].append(intake_round(fx, intake[name], seconds))
+                res[name].append(intake_round(fx, setups[name], seconds))
     finally:
-        for st in intake.values():
+        for st in setups.values():
             st.close()
-    apply = {}
+    R.setdefault("instances", {})["intake"] = res
+    base = median([x["rps"] for x in res["sqlite x1"]])
+    rows = []
+    for name, _, _ in SETUPS:
+        xs = res[name]
+        rows.append(("instances: intake/s, %s" % name, median([x["rps"] for x in xs]), "1/s",
+                     base if name != "sqlite x1" else None, "all recorded + synced", all(x["ok"] for x in xs)))
+    for name, _, _ in SETUPS:
+        xs = res[name]
+        rows.append(("instances: intake p99 (worst wrk), %s" % name, median([x["p99_ms"] for x in xs]), "ms",
+                     None, "", None))
+    for name, _, _ in SETUPS:
+        xs = res[name]
+        rows.append(("instances: intake CPU/notif calsync+pg, %s" % name,
+                     median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
+    return rows
+
+
+def item_apply_rates(M, fx, R, reps=3, n_cal=3, per_cal=2000):
+    """Apply rates of the three set-ups, in the same rotation as intake."""
+    res, setups = {}, {}
     try:
         for name, kind, k in SETUPS:
             log("instances: apply set-up %s (%d calendars x %d booked events)" % (name, n_cal, per_cal))
-            apply[name] = apply_setup(M, fx, kind, k, n_cal, per_cal)
-            res["apply"][name] = []
+            setups[name] = apply_setup(M, fx, kind, k, n_cal, per_cal)
+            res[name] = []
         time.sleep(1.0)
-        for r in range(reps):
-            order = SETUPS[r % 3:] + SETUPS[:r % 3]
+        for r, order in _rotations(reps):
             for name, _, _ in order:
                 log("instances: apply run %d/%d, %s" % (r + 1, reps, name))
-                res["apply"][name].append(apply_round(fx, apply[name]))
+                res[name].append(apply_round(fx, setups[name]))
     finally:
-        for st in apply.values():
+        for st in setups.values():
             st.close()
-    R["instances"] = res
-
-    base_i = median([x["rps"] for x in res["intake"]["sqlite x1"]])
-    base_a = median([x["dps"] for x in res["apply"]["sqlite x1"]])
-    for name, _, k in SETUPS:
-        xs = res["intake"][name]
-        ok = all(x["ok"] for x in xs)
-        rows.append(("instances: intake/s, %s" % name, median([x["rps"] for x in xs]), "1/s",
-                     base_i if name != "sqlite x1" else None,
-                     "all recorded + synced", ok))
-    for name, _, k in SETUPS:
-        xs = res["intake"][name]
-        rows.append(("instances: intake p99 (worst wrk), %s" % name, median([x["p99_ms"] for x in xs]), "ms",
-                     None, "", None))
-        rows.append(("instances: intake CPU/notif calsync+pg, %s" % name,
-                     median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
-    for name, _, k in SETUPS:
-        xs = res["apply"][name]
-        ok = all(x["ok"] for x in xs)
+    R.setdefault("instances", {})["apply"] = res
+    base = median([x["dps"] for x in res["sqlite x1"]])
+    rows = []
+    for name, _, _ in SETUPS:
+        xs = res[name]
         rows.append(("instances: decisions/s, %s" % name, median([x["dps"] for x in xs]), "1/s",
-                     base_a if name != "sqlite x1" else None, "1 audit+outbox row each", ok))
-    for name, _, k in SETUPS:
-        xs = res["apply"][name]
+                     base if name != "sqlite x1" else None, "1 audit+outbox row each", all(x["ok"] for x in xs)))
+    for name, _, _ in SETUPS:
+        xs = res[name]
         rows.append(("instances: apply CPU/decision calsync+pg, %s" % name,
                      median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
+    for name, _, _ in SETUPS:
+        xs = res[name]
         rows.append(("instances: webhooks delivered/s, %s" % name, median([x["webhooks_per_s"] for x in xs]),
                      "1/s", None, "", None))
-    spread = res["apply"]["postgres x3"]
-    every = all(all(d > 0 for d in x["per_instance"]) for x in spread)
+    spread = res["postgres x3"]
     rows.append(("instances: x3 decisions per instance (run 1)",
-                 "/".join("%d" % d for d in spread[0]["per_instance"]) if spread else "-", "",
-                 None, "all three decide", every))
+                 "/".join("%d" % d for d in spread[0]["per_instance"]), "", None, "all three decide",
+                 all(all(d > 0 for d in x["per_instance"]) for x in spread)))
     return rows
 
 
@@ -364,12 +375,14 @@ def item_google3(M, fx, R, n_cal=200, poll=10, window=30):
                 ext = "%s%05d" % (prefix, c)
                 lists[c] = s1["list"].get(ext, 0) - s0["list"].get(ext, 0)
             at = M.http_req(fx.port, "GET", "/_bench/list_at?prefix=" + prefix)[1]
-            doubles = 0
+            doubles, gaps = 0, []
             for c in groups[-1][1]:
                 ts = sorted(t for t in at.get("%s%05d" % (prefix, c), []) if t0 <= t <= t1)
                 doubles += sum(1 for a, b in zip(ts, ts[1:]) if b - a < poll / 2.0)
+                gaps += [b - a for a, b in zip(ts, ts[1:])]
             res[name] = {
                 "seconds": t1 - t0, "all": sum(lists.values()) / n_cal, "doubles": doubles,
+                "poll_gap_s": median(gaps),
                 "groups": {g: sum(lists[c] for c in cals) / len(cals) for g, cals, _ in groups},
                 "other_calls": (s1["watch"] - s0["watch"]) + (s1["stop"] - s0["stop"]) +
                                (s1["token"] - s0["token"]),
@@ -403,6 +416,8 @@ def item_google3(M, fx, R, n_cal=200, poll=10, window=30):
         v = res[name]
         rows.append(("google3: polls < poll/2 apart, %s" % name, v["doubles"], "calls", None, "0",
                      v["doubles"] == 0))
+        rows.append(("google3: polled only, median s between lists, %s" % name, v["poll_gap_s"], "s",
+                     float(poll), "", None))
         rows.append(("google3: other Google calls (watch, stop, token), %s" % name, v["other_calls"], "calls",
                      None, "", None))
         rows.append(("google3: notifications accepted/refused, %s" % name,

@@ -270,7 +270,7 @@ def populate(svc, n_cal, ev_per_cal, dirty=1, prefix="idle"):
             " SELECT 'ch-' || i, i, 'res-' || i, 'tok-' || i, ?, 'live', ? FROM generate_series(1, ?) i;\n"
             "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms, updated, title)"
             " SELECT c, 'e' || lpad(e::text, 7, '0'), '\"1' || lpad(e::text, 8, '0') || '\"', 'confirmed',"
-            " ? + e * 3600000, ? + e * 3600000 + 1800000, '2026-11-21T10:00:00.000Z', 'Booking ' || e"
+            " ? + e::bigint * 3600000, ? + e::bigint * 3600000 + 1800000, '2026-11-21T10:00:00.000Z', 'Booking ' || e"
             " FROM generate_series(1, ?) c, generate_series(0, ? - 1) e;\n"
             # explicit ids do not move an identity's sequence: the API's
             # next calendar would collide with calendar 1
@@ -543,7 +543,7 @@ def link_bookings(svc, cal, prefix, n):
     if svc.pg:
         svc.pg.script(pgdb.bind(
             "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
-            " SELECT ? || '-' || i, ?, 'Booking ' || i, ? + i * 3600000, ? + i * 3600000 + 1800000,"
+            " SELECT ? || '-' || i, ?, 'Booking ' || i, ? + i::bigint * 3600000, ? + i::bigint * 3600000 + 1800000,"
             " 'e' || lpad(i::text, 7, '0'), ?, ? FROM generate_series(0, ? - 1) i;\n"
             "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid)"
             " SELECT ?, 'e' || lpad(i::text, 7, '0'), -1, ? || '-' || i FROM generate_series(0, ? - 1) i;",
@@ -998,9 +998,10 @@ def main():
             import instances
             me = sys.modules[__name__]
             if want("instances"):
-                rows += guarded("instances", lambda: instances.item_instances(
-                    me, fx, R, reps=a.reps, seconds=a.seconds,
-                    per_cal=400 if a.quick else 2000)) or []
+                rows += guarded("instances intake", lambda: instances.item_intake_rates(
+                    me, fx, R, reps=a.reps, seconds=a.seconds)) or []
+                rows += guarded("instances apply", lambda: instances.item_apply_rates(
+                    me, fx, R, reps=a.reps, per_cal=400 if a.quick else 2000)) or []
             if want("google3"):
                 rows += guarded("google3", lambda: instances.item_google3(
                     me, fx, R, n_cal=100 if a.quick else 200, poll=5 if a.quick else 10,
