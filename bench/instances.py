@@ -262,6 +262,9 @@ def item_intake_rates(M, fx, R, reps=3, seconds=5):
         xs = res[name]
         rows.append(("instances: intake CPU/notif calsync+pg, %s" % name,
                      median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
+        if name != "sqlite x1":
+            rows.append(("instances:   of which PostgreSQL, %s" % name,
+                         median([x["db_cpu_us"] for x in xs]), "us", None, "", None))
     return rows
 
 
@@ -292,6 +295,9 @@ def item_apply_rates(M, fx, R, reps=3, n_cal=3, per_cal=2000):
         xs = res[name]
         rows.append(("instances: apply CPU/decision calsync+pg, %s" % name,
                      median([x["cpu_us"] + x["db_cpu_us"] for x in xs]), "us", None, "", None))
+        if name != "sqlite x1":
+            rows.append(("instances:   of which PostgreSQL, %s" % name,
+                         median([x["db_cpu_us"] for x in xs]), "us", None, "", None))
     for name, _, _ in SETUPS:
         xs = res[name]
         rows.append(("instances: webhooks delivered/s, %s" % name, median([x["webhooks_per_s"] for x in xs]),
