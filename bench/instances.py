@@ -88,6 +88,14 @@ class Setup:
 
 def intake_setup(M, fx, kind, k):
     st = Setup(M, fx, "intake", kind, k)
+    try:
+        return _intake_setup(st, kind)
+    except BaseException:
+        st.close()   # the caller never sees it: its directories and processes go here
+        raise
+
+
+def _intake_setup(st, kind):
     if st.pg:
         st.lead.migrate()   # once, before the three start (concurrent starts: tests/e2e)
     st.start()
@@ -167,6 +175,14 @@ def apply_setup(M, fx, kind, k, n_cal, per_cal):
     """n_cal calendars of per_cal mirrored events, each event booked,
     seeded with SQL before the instances start (as the memory item)."""
     st = Setup(M, fx, "apply", kind, k)
+    try:
+        return _apply_setup(M, st, kind, n_cal, per_cal)
+    except BaseException:
+        st.close()
+        raise
+
+
+def _apply_setup(M, st, kind, n_cal, per_cal):
     st.lead.migrate()
     prefix = "ap-%s-" % kind
     M.populate(st.lead, n_cal, per_cal, dirty=0, prefix=prefix)
