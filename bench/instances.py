@@ -328,10 +328,14 @@ def item_apply_rates(M, fx, R, reps=3, n_cal=3, per_cal=2000):
         xs = res[name]
         rows.append(("instances: webhooks delivered/s, %s" % name, median([x["webhooks_per_s"] for x in xs]),
                      "1/s", None, "", None))
-    spread = res["postgres x3"]
-    rows.append(("instances: x3 decisions per instance (run 1)",
-                 "/".join("%d" % d for d in spread[0]["per_instance"]), "", None, "all three decide",
-                 all(all(d > 0 for d in x["per_instance"]) for x in spread)))
+    # calendar i is asked of instance i % 3, but any instance that sees
+    # it dirty first may take its lease and sync it (2000/4000/0 in a
+    # repetition happens): the check is that over the repetitions every
+    # instance decided, i.e. the work is shared at all
+    spread = [sum(x) for x in zip(*(r["per_instance"] for r in res["postgres x3"]))]
+    rows.append(("instances: x3 decisions per instance, all reps",
+                 "/".join("%d" % d for d in spread), "", None, "all three decide",
+                 all(d > 0 for d in spread)))
     return rows
 
 
