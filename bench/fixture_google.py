@@ -16,6 +16,8 @@ Every calendar (the {calendarId} of the URL) is empty unless prepared:
       answer to the calendar's current sync token; the token after them is new.
   GET  /_bench/stats          {"list": {C: n}, "list_total", "pages_total", "watch", "token", "stop",
                                "first_list_at": {C: epoch s}, "watch_at": {C: epoch s}}
+  GET  /_bench/list_at?prefix=P   {C: [epoch s of every events.list first page]} for
+                               the calendars whose id starts with P (not reset)
   POST /_bench/reset_stats
 
 Google endpoints: POST /token; GET /calendar/v3/calendars/C/events (pages,
@@ -42,6 +44,7 @@ full = {}      # cal -> [bytes page]  (page i: nextPageToken "p<i+1>" or nextSyn
 gens = {}      # cal -> current sync token generation (int)
 changes = {}   # (cal, gen) -> [bytes page]
 stats = {"list": {}, "list_total": 0, "pages_total": 0, "watch": 0, "token": 0, "stop": 0}
+list_at = {}   # cal -> [epoch s of each first-page events.list], for /_bench/list_at
 
 
 def iso(ms):
@@ -112,6 +115,9 @@ class Handler(BaseHTTPRequestHandler):
         if u.path == "/_bench/stats":
             with lock:
                 return self.send(200, json.dumps(stats).encode())
+        if u.path == "/_bench/list_at":   # ?prefix=P: the calendars whose id starts with P
+            with lock:
+                return self.send(200, {c: v for c, v in list_at.items() if c.startswith(q.get("prefix", ""))})
         # calendar/v3/calendars/C/events[/ID/instances]
         if len(parts) >= 5 and parts[:2] == ["calendar", "v3"] and parts[2] == "calendars" and parts[4] == "events":
             cal = parts[3]
@@ -126,6 +132,7 @@ class Handler(BaseHTTPRequestHandler):
                     stats.setdefault("first_list_at", {}).setdefault(cal, time.time())
                     stats["list_total"] += 1
                     stats["list"][cal] = stats["list"].get(cal, 0) + 1
+                    list_at.setdefault(cal, []).append(time.time())
                 gen = gens.get(cal, 0)
                 tok = q.get("syncToken")
                 if tok is None:

@@ -9,7 +9,8 @@ docs/performance-scaling.png.
 
     python3 bench/run.py [--reps N] [--quick] [--only ITEM,...]
 
-Items: intake fullsync apply policy google memory scaling, and load
+Items: intake fullsync apply policy google memory scaling, instances and
+google3 (issue 15: PostgreSQL, 1 and 3 instances; bench/instances.py), and load
 (tests/e2e/test_load.py's scenario: intake latency while syncs hold the
 write lock), reload (a policy saved by rename until it is live) and graph
 (bench/graph.py: Outlook full sync through calendarView/delta and the
@@ -35,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import pgdb
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BENCH_CALSYNC_BIN") or os.path.join(ROOT, "build", "calsync")   # another build: compare a patch
@@ -137,10 +140,15 @@ class Service:
     """The real binary on a free loopback port, its own DB and policies."""
 
     def __init__(self, fx, workers=4, poll_interval=600, hooks=True, extra="", google=None, webhooks=None,
-                 log_level="warn", bin=None):
+                 log_level="warn", bin=None, pg=None):
+        """pg: a bench/pgdb.py PgDatabase (a database on the bench's
+        PostgreSQL cluster) instead of a SQLite file in the service's
+        directory; several Services may share one (instances)."""
         self.bin = bin or BIN
         self.dir = tempfile.mkdtemp(prefix="calsync-bench-")
-        self.db_path = os.path.join(self.dir, "calsync.db")
+        self.pg = pg
+        self.db_path = pg.url if pg else os.path.join(self.dir, "calsync.db")
+        self.log = None
         self.port = free_port()
         pol = os.path.join(self.dir, "policies")
         shutil.copytree(os.path.join(ROOT, "policies"), pol)
@@ -201,6 +209,10 @@ class Service:
         return http_req(self.port, method, path, body)
 
     def db(self):
+        """sqlite3 connection, or on PostgreSQL the database's one psql
+        session (sqlite3's execute/fetchone shape, autocommit)."""
+        if self.pg:
+            return self.pg.session()
         return sqlite3.connect(self.db_path, timeout=30)
 
     def q(self, sql, args=()):
@@ -240,11 +252,33 @@ class Service:
         raise SystemExit("bench: timeout waiting for: " + sql)
 
 
-def populate(svc, n_cal, ev_per_cal, dirty=1):
+def populate(svc, n_cal, ev_per_cal, dirty=1, prefix="idle"):
     """Fill a migrated, stopped DB directly: one credential, n_cal active
-    calendars with a sync token and a live channel each, ev_per_cal mirrored
-    events per calendar."""
+    calendars (external ids <prefix>00001...) with a sync token and a live
+    channel each, ev_per_cal mirrored events per calendar."""
     now = int(time.time() * 1000)
+    if svc.pg:
+        # the same rows, made by the server (generate_series): 1M rows
+        # through psql one by one would take longer than the measurement
+        svc.pg.script(pgdb.bind(
+            "INSERT INTO credentials (id, provider, refresh_token, access_token, expires_at, created_at)"
+            " VALUES (1, 'google', 'rt-bench', 'bench-at', ?, ?);\n"
+            "INSERT INTO calendars (id, credential_id, external_id, state, sync_token, last_synced_at, dirty,"
+            " created_at, updated_at) SELECT i, 1, ? || lpad(i::text, 5, '0'), 'active', 'g0', ?, ?, ?, ?"
+            " FROM generate_series(1, ?) i;\n"
+            "INSERT INTO channels (id, calendar_id, resource_id, token, expiration, state, created_at)"
+            " SELECT 'ch-' || i, i, 'res-' || i, 'tok-' || i, ?, 'live', ? FROM generate_series(1, ?) i;\n"
+            "INSERT INTO events (calendar_id, id, etag, status, start_ms, end_ms, updated, title)"
+            " SELECT c, 'e' || lpad(e::text, 7, '0'), '\"1' || lpad(e::text, 8, '0') || '\"', 'confirmed',"
+            " ? + e::bigint * 3600000, ? + e::bigint * 3600000 + 1800000, '2026-11-21T10:00:00.000Z', 'Booking ' || e"
+            " FROM generate_series(1, ?) c, generate_series(0, ? - 1) e;\n"
+            # explicit ids do not move an identity's sequence: the API's
+            # next calendar would collide with calendar 1
+            "SELECT setval(pg_get_serial_sequence('credentials', 'id'), 1);\n"
+            "SELECT setval(pg_get_serial_sequence('calendars', 'id'), greatest(?, 1));",
+            (now + 3600 * 1000, now, prefix, now, dirty, now, now, n_cal, now + 6 * 86400 * 1000, now, n_cal,
+             BASE_MS, BASE_MS, n_cal, ev_per_cal, n_cal)))
+        return
     con = svc.db()
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=OFF")
@@ -253,7 +287,7 @@ def populate(svc, n_cal, ev_per_cal, dirty=1):
     con.executemany(
         "INSERT INTO calendars (id, credential_id, external_id, state, sync_token, last_synced_at, dirty,"
         " created_at, updated_at) VALUES (?, 1, ?, 'active', 'g0', ?, ?, ?, ?)",
-        ((i, "idle%05d" % i, now, dirty, now, now) for i in range(1, n_cal + 1)))
+        ((i, "%s%05d" % (prefix, i), now, dirty, now, now) for i in range(1, n_cal + 1)))
     con.executemany(
         "INSERT INTO channels (id, calendar_id, resource_id, token, expiration, state, created_at)"
         " VALUES (?, ?, ?, ?, ?, 'live', ?)",
@@ -506,6 +540,15 @@ def link_bookings(svc, cal, prefix, n):
     database, each linked to the prepared event e<i> (an hour apart from
     BASE_MS), as the app would have with POST /v1/bookings and event_id."""
     now = int(time.time() * 1000)
+    if svc.pg:
+        svc.pg.script(pgdb.bind(
+            "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
+            " SELECT ? || '-' || i, ?, 'Booking ' || i, ? + i::bigint * 3600000, ? + i::bigint * 3600000 + 1800000,"
+            " 'e' || lpad(i::text, 7, '0'), ?, ? FROM generate_series(0, ? - 1) i;\n"
+            "INSERT INTO booking_refs (calendar_id, event_id, original_start_ms, booking_uid)"
+            " SELECT ?, 'e' || lpad(i::text, 7, '0'), -1, ? || '-' || i FROM generate_series(0, ? - 1) i;",
+            (prefix, cal, BASE_MS, BASE_MS, now, now, n, cal, prefix, n)))
+        return
     with svc.db() as con:
         con.executemany(
             "INSERT INTO bookings (uid, calendar_id, title, start_ms, end_ms, event_id, created_at, updated_at)"
@@ -951,6 +994,18 @@ def main():
             rows += guarded("google burst", lambda: item_burst(fx, R)) or []
             rows += guarded("google idle", lambda: item_idle(fx, R, poll=5 if a.quick else 10,
                                                              window=10 if a.quick else 30)) or []
+        if want("instances") or want("google3"):
+            import instances
+            me = sys.modules[__name__]
+            if want("instances"):
+                rows += guarded("instances intake", lambda: instances.item_intake_rates(
+                    me, fx, R, reps=a.reps, seconds=a.seconds)) or []
+                rows += guarded("instances apply", lambda: instances.item_apply_rates(
+                    me, fx, R, reps=a.reps, per_cal=400 if a.quick else 2000)) or []
+            if want("google3"):
+                rows += guarded("google3", lambda: instances.item_google3(
+                    me, fx, R, n_cal=100 if a.quick else 200, poll=5 if a.quick else 10,
+                    window=15 if a.quick else 30)) or []
         if want("graph"):
             import graph
             rows += guarded("graph", lambda: graph.item_graph(
@@ -982,6 +1037,7 @@ def main():
         fx.close()
         for p in list(PROCS):
             stop(p)
+        pgdb.stop()   # the PostgreSQL cluster, if an item started one
     R["rows"] = rows
     R["seconds"] = time.time() - t_start
     with open(os.path.join(BENCH, "results.json"), "w") as f:
