@@ -482,6 +482,49 @@ static int64_t backoff_cap(void)
     return poll_ms() < SCHED_BACKOFF_MAX_MS ? poll_ms() : SCHED_BACKOFF_MAX_MS;
 }
 
+/* Several instances on one database (store_shared): every instance
+ * schedules every calendar, and learns of every notification through the
+ * dirty mark, so each would poll and push-sync each calendar. Under the
+ * calendar's lease, what the database says another instance did decides:
+ *   - a poll of a calendar synced by anyone less than a poll period ago,
+ *     with no notification waiting, is skipped; the next one is due a
+ *     period after that sync (what one instance would have done);
+ *   - a push whose notifications were all synced since (dirty 0) is
+ *     skipped: another instance did that sync;
+ *   - a push within SCHED_PUSH_SPACING_MS of anyone's last sync waits
+ *     for the spacing, as it would behind this instance's own push sync.
+ * So Google sees as many listings as with one instance. Returns -1: sync
+ * now; else skipped, and the wait (ms) before the next poll (poll) or the
+ * deferred push (push; 0: nothing left to do). */
+static int64_t shared_skip(int64_t id, enum sync_source src, int urgent)
+{
+    int64_t last = -1, dirty = 0;
+    struct store_conn *sc = store_shared() && !urgent ? store_conn(NULL) : NULL;
+    if (!sc || calendar_sync_mark(sc, id, &last, &dirty, NULL) != 1 || last < 0)
+        return -1;
+    int64_t since = time_now_ms() - last, left;
+    if (src == SYNC_SRC_POLL) {
+        left = poll_period() - since;
+        if (dirty || left <= 0)
+            return -1;
+        log_debug("sched.poll_shared", "calendar=%lld next_ms=%lld", (long long)id,
+                  (long long)left);
+        return left;
+    }
+    if (src != SYNC_SRC_PUSH)
+        return -1;
+    if (!dirty) {
+        log_debug("sched.push_shared", "calendar=%lld", (long long)id);
+        return 0;
+    }
+    left = SCHED_PUSH_SPACING_MS - since;
+    if (left <= 0)
+        return -1;
+    log_debug("sched.push_spaced", "calendar=%lld wait_ms=%lld", (long long)id,
+              (long long)left);
+    return left;
+}
+
 static void *worker_main(void *arg)
 {
     (void)arg;
@@ -555,13 +598,8 @@ static void *worker_main(void *arg)
             err.msg[0] = '\0';
         }
         int rc;
-        struct store_conn *sc = store_shared() && src == SYNC_SRC_POLL && !urgent
-                                    ? store_conn(NULL) : NULL;
-        if (sc && calendar_fresh(sc, id, time_now_ms() - poll_ms() / 2, NULL) == 1) {
-            /* several instances: each schedules every calendar's poll; the
-             * one that finds it just done by another skips it, so Google
-             * sees one instance's polls whatever the number of instances */
-            log_debug("sched.poll_shared", "calendar=%lld", (long long)id);
+        int64_t shared_wait = shared_skip(id, src, urgent);
+        if (shared_wait >= 0) {
             rc = SYNC_OK;
         } else {
             log_debug("sched.sync_start", "calendar=%lld source=%s", (long long)id,
@@ -582,7 +620,17 @@ static void *worker_main(void *arg)
         case SYNC_OK:
             s->failures = 0;
             s->not_before = 0;
-            s->next_poll = now + poll_period();
+            if (shared_wait < 0) {
+                s->next_poll = now + poll_period();
+            } else if (src == SYNC_SRC_POLL) {
+                s->next_poll = now + shared_wait;
+            } else if (shared_wait > 0) {
+                /* a push too soon after another instance's sync: still
+                 * due, at the spacing, with whatever came meanwhile */
+                s->pending = 1;
+                s->pending_src = SYNC_SRC_PUSH;
+                s->push_after = now + shared_wait;
+            }
             break;
         case SYNC_SKIPPED:
         case SYNC_REVOKED:

@@ -471,20 +471,25 @@ void calendar_lease_release(struct store_conn *c, int64_t id)
     db_reset(st);
 }
 
-int calendar_fresh(struct store_conn *c, int64_t id, int64_t since_ms, struct cs_err *err)
+int calendar_sync_mark(struct store_conn *c, int64_t id, int64_t *last_synced,
+                       int64_t *dirty, struct cs_err *err)
 {
     static const char sql[] =
-        "SELECT count(*) FROM calendars WHERE id = ?1 AND dirty = 0"
-        " AND last_synced_at >= ?2";
+        "SELECT coalesce(last_synced_at, -1), dirty FROM calendars WHERE id = ?1";
     struct db_stmt *st = db_stmt(c, sql, err);
     if (!st)
         return -1;
     db_bind_i64(st, 1, id);
-    db_bind_i64(st, 2, since_ms);
-    int rc = db_step(st);
-    int fresh = rc == DB_ROW && db_col_i64(st, 0) > 0;
+    int s = db_step(st), rc = 0;
+    if (s == DB_ROW) {
+        *last_synced = db_col_i64(st, 0);
+        *dirty = db_col_i64(st, 1);
+        rc = 1;
+    } else if (s != DB_DONE) {
+        rc = db_error(c, err);
+    }
     db_reset(st);
-    return rc == DB_ROW ? fresh : db_error(c, err);
+    return rc;
 }
 
 /* --------------------------------------------- PATCH, re-authorisation */

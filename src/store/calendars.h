@@ -146,10 +146,13 @@ int calendar_each_sched(struct store_conn *c,
 int calendar_lease_try(struct store_conn *c, int64_t id, struct cs_err *err);
 void calendar_lease_release(struct store_conn *c, int64_t id);
 
-/* 1 when calendar id was synced at or after since_ms (wall clock) and no
- * notification is waiting for it (dirty 0): another instance just did
- * this instance's scheduled poll. 0 otherwise, -1 with err set. */
-int calendar_fresh(struct store_conn *c, int64_t id, int64_t since_ms, struct cs_err *err);
+/* When calendar id last finished a sync (wall ms, -1: never) and its
+ * dirty generation (0: every recorded notification has been synced since),
+ * whatever instance did it: on a shared database the scheduler reads them
+ * under the calendar's lease to skip a poll or a push another instance
+ * has just done. 1 found, 0 no such calendar, -1 with err set. */
+int calendar_sync_mark(struct store_conn *c, int64_t id, int64_t *last_synced,
+                       int64_t *dirty, struct cs_err *err);
 
 /* The policy, shadow policy ("" when none) and settings JSON (appended to
  * settings) of calendar id, for PATCH /v1/calendars. 1 found, 0 not, -1
