@@ -55,8 +55,6 @@ E2E_PG_SKIP = {
     "test_google_sync": "not yet passing: a 5,000-event listing is slow and "
                         "not stopped promptly; an extra sync in the malformed-"
                         "response test",
-    "test_crash": "not yet passing: its kill points assume the local intake "
-                  "journal and SQLite's claim release at restart",
 }
 ASAN_ENV = {"CALSYNC_BIN": "build/asan/calsync", "CALSYNC_SANITIZED": "1",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
