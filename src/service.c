@@ -99,8 +99,10 @@ int service_run(const struct config *cfg)
     }
     /* before anything claims: the instance's liveness key names its claims,
      * and a dead instance's (this one's last run too) are freed now */
-    if (store_shared() && release_dead_claims())
+    if (store_shared() && release_dead_claims()) {
+        log_error("service.start_failed", "what=%s", "liveness");
         goto out;
+    }
     metrics_register_collector(metrics_store_collector);
     if (provider_metrics_declare())
         log_warn("service.metrics_full", "msg=%s",
