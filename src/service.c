@@ -20,16 +20,38 @@
 #include "policy/policy.h"
 #include "retention.h"
 #include "scheduler.h"
+#include "store/queue.h"
 #include "store/store.h"
 #include "sync.h"
 #include "version.h"
 #include "writer.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Several instances (PostgreSQL): proves this instance alive and frees
+ * the queue claims of instances that are not (queue_release_dead). On the
+ * main thread, between signals: it is otherwise idle, and a pass is two
+ * short statements. -1 when the pass failed (logged). */
+static int release_dead_claims(void)
+{
+    struct cs_err err = {{0}};
+    struct store_conn *c = store_conn(&err);
+    int n = c ? queue_release_dead(c, &err) : -1;
+    if (n < 0) {
+        log_warn("store.claims_release_failed", "err=%s", log_q(err.msg));
+        return -1;
+    }
+    if (n > 0)
+        log_info("store.claims_released", "items=%d", n);
+    else
+        log_debug("store.claims_checked", "items=%d", n);
+    return 0;
+}
 
 int service_run(const struct config *cfg)
 {
@@ -73,6 +95,12 @@ int service_run(const struct config *cfg)
     }
     if (store_init(cfg->database, &err)) {
         log_error("service.start_failed", "what=store err=%s", log_q(err.msg));
+        goto out;
+    }
+    /* before anything claims: the instance's liveness key names its claims,
+     * and a dead instance's (this one's last run too) are freed now */
+    if (store_shared() && release_dead_claims()) {
+        log_error("service.start_failed", "what=%s", "liveness");
         goto out;
     }
     metrics_register_collector(metrics_store_collector);
@@ -142,9 +170,24 @@ int service_run(const struct config *cfg)
                        : cfg->database),
              log_q(cfg->policies));
     health_log_warnings();
+    int64_t release_at = time_mono_ms() + QUEUE_RELEASE_EVERY_MS;
     for (;;) {
-        if (sigwait(&set, &sig) != 0)
-            continue;
+        if (!store_shared()) {
+            if (sigwait(&set, &sig) != 0)
+                continue;
+        } else {
+            int64_t left = release_at - time_mono_ms();
+            struct timespec ts = {left > 0 ? left / 1000 : 0,
+                                  left > 0 ? (left % 1000) * 1000000 : 0};
+            sig = left > 0 ? sigtimedwait(&set, NULL, &ts) : -1;
+            if (sig < 0) {
+                if (left <= 0 || errno == EAGAIN) {
+                    release_dead_claims();
+                    release_at = time_mono_ms() + QUEUE_RELEASE_EVERY_MS;
+                }
+                continue;
+            }
+        }
         if (sig == SIGHUP) {
             /* asked, not waited for: a policy file that blocks must not
              * keep this thread from taking the SIGTERM that follows */

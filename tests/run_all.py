@@ -50,10 +50,6 @@ E2E_PG_SKIP = {
     "test_load": "long; the PostgreSQL figures are bench items",
     "test_hardening_http": "opens the SQLite file directly",
     "test_pg_instances": "on PostgreSQL in every suite already",
-    # NOT YET PASSING on PostgreSQL -- left out so that make test reports
-    # what works; docs/internals/postgres.md "Still to do" says why
-    "test_crash": "not yet passing: its kill points assume the local intake "
-                  "journal and SQLite's claim release at restart",
 }
 ASAN_ENV = {"CALSYNC_BIN": "build/asan/calsync", "CALSYNC_SANITIZED": "1",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}

@@ -14,6 +14,7 @@
  */
 #include "store/queue.h"
 #include "store/db.h"
+#include "store/postgres/pg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,13 @@ void queue_claimer(const char *role, char out[QUEUE_CLAIMER_MAX + 1])
     static int64_t started;
     if (!started)
         started = time_now_ms();
-    snprintf(out, QUEUE_CLAIMER_MAX + 1, "%ld.%lld/%s.%ld", (long)getpid(),
-             (long long)started, role, (long)gettid());
+    int64_t key = db_postgres() ? pg_owner_key() : 0;
+    if (key > 0) /* named after the owner's liveness key: queue_release_dead */
+        snprintf(out, QUEUE_CLAIMER_MAX + 1, "%lld/%ld.%lld/%s.%ld", (long long)key,
+                 (long)getpid(), (long long)started, role, (long)gettid());
+    else
+        snprintf(out, QUEUE_CLAIMER_MAX + 1, "%ld.%lld/%s.%ld", (long)getpid(),
+                 (long long)started, role, (long)gettid());
 }
 
 /* ---------------------------------------------------------------- enqueue */
@@ -428,6 +434,43 @@ int queue_release_all(struct store_conn *c, struct cs_err *err)
 fail:
     store_rollback(c);
     return -1;
+}
+
+/* PostgreSQL: releases the pending items whose claimer's liveness key
+ * (the claim name up to its first '/') no session of this database holds.
+ * A bigint advisory lock shows in pg_locks as classid = its high 32 bits,
+ * objid = its low 32 bits, objsubid = 1 (2 is the two-int4 key space);
+ * `database` keeps another database's keys on the same server apart. A
+ * claim with no key (not made by `serve`) matches nothing: released too.
+ * One autocommit statement per queue, each under the write lock, so it
+ * cannot interleave with a claim. */
+int queue_release_dead(struct store_conn *c, struct cs_err *err)
+{
+#define HELD_KEYS                                                                     \
+    " AND split_part(claimed_by, '/', 1) NOT IN (SELECT"                             \
+    "   ((l.classid::bigint << 32) | l.objid::bigint)::text FROM pg_locks l"         \
+    "  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"               \
+    "    AND l.database = (SELECT oid FROM pg_database"                              \
+    "                       WHERE datname = current_database()))"
+    static const char *const sql[] = {
+        [QUEUE_JOBS] = "UPDATE jobs SET claimed_by = NULL, claimed_until = NULL"
+                       " WHERE state = 'pending' AND claimed_by IS NOT NULL" HELD_KEYS,
+        [QUEUE_OUTBOX] = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+                         " WHERE state = 'pending' AND claimed_by IS NOT NULL" HELD_KEYS,
+    };
+#undef HELD_KEYS
+    int64_t n = 0;
+    if (!db_postgres())
+        return 0;
+    if (pg_owner_check(err))
+        return -1;
+    for (int q = QUEUE_JOBS; q <= QUEUE_OUTBOX; q++) {
+        struct db_stmt *st = db_stmt(c, sql[q], err);
+        if (!st || db_exec(c, st, err))
+            return -1;
+        n += db_changes(c);
+    }
+    return (int)n;
 }
 
 /* --------------------------------------------------- outbox bookkeeping */

@@ -17,7 +17,9 @@
  * With SQLite the process owns the database (store_claim), so at open
  * every claim left in it belongs to a dead process and is released
  * (queue_release_all, called by store_init) instead of waiting out its
- * lease: a restarted process carries on at once, as before claims. A
+ * lease: a restarted process carries on at once, as before claims. With
+ * PostgreSQL, claims name their instance's liveness key and any instance
+ * releases those whose key is no longer held (queue_release_dead). A
  * claimer's own claims are claimable by it (an outcome it could not
  * record, e.g. on a full disk, is retried when the disk is back).
  *
@@ -65,7 +67,10 @@ struct queue_delivery {
 };
 
 /* Sets `out` to this thread's claimer name: "<pid>.<start>/<role>.<tid>"
- * (unique per thread; a restarted process never reuses a name). */
+ * (unique per thread; a restarted process never reuses a name), on
+ * PostgreSQL prefixed by the instance's liveness key, "<key>/<pid>...":
+ * call it before each claim, since the key changes if the liveness
+ * session was lost. */
 void queue_claimer(const char *role, char out[QUEUE_CLAIMER_MAX + 1]);
 
 /* Enqueue, inside the caller's transaction when there is one. payload,
@@ -133,5 +138,16 @@ int queue_prune(struct store_conn *c, enum queue_name q, int64_t before_ms, int 
 /* Releases every claim of both queues; only for a process that owns the
  * database (see above). Returns the number released, -1 on error. */
 int queue_release_all(struct store_conn *c, struct cs_err *err);
+
+/* Several instances (PostgreSQL): first proves this instance alive
+ * (takes, or checks and if lost retakes, its liveness key: pg.h
+ * pg_owner_check), then releases the pending items of both queues whose
+ * claimer's key no live session holds -- a dead instance's claims, at
+ * once rather than after their lease. A live instance's claims are never
+ * touched. `serve` calls it at start and every QUEUE_RELEASE_EVERY_MS.
+ * Returns the number released, 0 on SQLite (released at start only,
+ * above), -1 on error. */
+#define QUEUE_RELEASE_EVERY_MS 5000
+int queue_release_dead(struct store_conn *c, struct cs_err *err);
 
 #endif

@@ -24,6 +24,7 @@ job). Then, for every booking of the scenario:
 A seed (CALSYNC_CRASH_SEED, default 7) shuffles the order of cycles in
 the scenarios and picks the hit number where a point is hit more than once.
 """
+import concurrent.futures
 import http.client
 import json
 import os
@@ -32,7 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import day_at, future, id_time, instance_id, local, rfc3339  # noqa: E402
+from harness import PG, day_at, future, id_time, instance_id, local, rfc3339  # noqa: E402
 from test_google_sync import CAL, timed  # noqa: E402
 from test_reverse import ReverseCase  # noqa: E402
 
@@ -99,6 +100,23 @@ class CrashCase(ReverseCase):
             os.environ.pop("CALSYNC_FAULT", None)
             if old is not None:
                 os.environ["CALSYNC_FAULT"] = old
+        if PG and self.svc.proc and self.svc.proc.poll() is None:
+            self.start_up_syncs()
+
+    def start_up_syncs(self):
+        """What the start-up poll does with SQLite. On a shared database a
+        scheduled poll of a calendar that any instance (here: this one's
+        previous run) synced within half a poll interval is skipped
+        (scheduler.c, sched.poll_shared), so the host edits made while
+        calsync was down are driven by an explicit sync request instead.
+        The fault may kill the process before it answers."""
+        with self.svc.db() as con:
+            cals = [r[0] for r in con.execute("SELECT id FROM calendars").fetchall()]
+        try:
+            for cal in cals:
+                self.svc.request("POST", "/v1/calendars/%d/sync" % cal)
+        except (OSError, http.client.HTTPException):
+            pass
 
     def wait_killed(self, point, timeout=60):
         proc = self.svc.proc
@@ -157,13 +175,42 @@ class CrashCase(ReverseCase):
                                   ((x["change"], x["action"]) for x in self.audit(uid))]
         return b
 
+    def book_many(self, cal, items):
+        """book() for many (uid, event) pairs: the POSTs four at a time (the
+        API's threads), the audit trails read back in one query. On
+        PostgreSQL each booking is a round trip per statement: one at a
+        time, a thousand of them took minutes."""
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(ReverseCase.book, self, cal, uid, e) for uid, e in items]:
+                f.result()
+        trails = self.audit_all()
+        for uid, _ in items:
+            self.expect_audit[uid] = trails.get(uid, [])
+
+    def audit_all(self):
+        """{uid: [(change, action)]} of every booking, in the order the
+        API lists a booking's audit (by id), read in one query."""
+        out = {}
+        with self.svc.db() as con:
+            for uid, change, action in con.execute(
+                    "SELECT booking_uid, change, action FROM audit ORDER BY id").fetchall():
+                out.setdefault(uid, []).append((change, action))
+        return out
+
     def expect(self, uid, change, action):
         self.expect_audit[uid].append((change, action))
 
     def check_audit(self):
-        for uid, want in self.expect_audit.items():
+        # every trail from the table, a sample (or all, when few) through
+        # the API too: the same lists
+        trails = self.audit_all()
+        uids = sorted(self.expect_audit)
+        sample = uids if len(uids) <= 16 else self.rng.sample(uids, 16)
+        for uid in sample:
             got = [(e["change"], e["action"]) for e in self.audit(uid)]
-            self.assertEqual(got, want, "audit of %s" % uid)
+            self.assertEqual(got, trails.get(uid, []), "audit of %s (API)" % uid)
+        for uid, want in self.expect_audit.items():
+            self.assertEqual(trails.get(uid, []), want, "audit of %s" % uid)
         with self.svc.db() as con:
             dup = con.execute(
                 "SELECT booking_uid, change, action, count(*) FROM audit"
@@ -486,6 +533,15 @@ class TestBatchCrash(CrashCase):
     whatever the machine's speed."""
     N = 1100
 
+    def setUp(self):
+        super().setUp()
+        # request budgets off: each booking's link check is a Google call,
+        # and 1,100 of them would wait out the 600/min credential budget
+        # (about a minute) -- not what this scenario is about
+        self.config_extra = self.config_extra.replace(
+            'client_secret = "y" }', 'client_secret = "y", requests_per_minute = 0 }')
+        self.assertIn("requests_per_minute = 0", self.config_extra)
+
     def slot(self, i, shift=0):
         """Event i: two days ahead (relative to now, never past), hourly."""
         s = self.base + i * 3600 + shift
@@ -499,8 +555,7 @@ class TestBatchCrash(CrashCase):
                                               summary="B%d" % i)}
                for i in range(self.N)]
         evs = self.fg.control("POST", "/events/%s/bulk" % CAL, {"ops": ops})["events"]
-        for i, e in enumerate(evs):
-            self.book(cal, "m%d" % i, e)
+        self.book_many(cal, [("m%d" % i, e) for i, e in enumerate(evs)])
         self.mirrored(cal, evs[-1]["id"])
         if self.svc.proc:
             self.svc.stop()
@@ -739,6 +794,14 @@ class TestIntakeCrash(CrashCase):
     exactly one application of the change after the restart."""
 
     def test_intake_points(self):
+        if PG:
+            # on a shared database a push is committed to it before the 200
+            # (intake.c j_direct): no journal, no flusher, and none of these
+            # points is on that path; the crash-safety of a push there is
+            # the transaction's
+            self.skipTest("PostgreSQL: these kill points are the local intake journal's "
+                          "(journal written, batch before/after commit), which a shared "
+                          "database does not use: a push is committed before the 200")
         cal = self.boot()
         evs = [self.fg.host(CAL, op="create", event=timed(day(i + 2), day(i + 2, "11")))
                for i in range(3)]

@@ -5,6 +5,10 @@ API calls and sync requests are spread over all three, one is killed with
 kill -9 in the middle of a sync and another in the middle of a delivery,
 and everything converges with nothing lost or doubled, counted as Google
 writes per booking, decisions per change and delivery ids per webhook.
+TestDeadOwnersClaims: kill -9 of the instance holding a claimed job and of
+the one holding claimed webhooks, taken over by a survivor's release of
+the dead owner's claims (store.claims_released), and a live instance's
+claims left alone by another's release passes.
 
 Runs on PostgreSQL whatever CALSYNC_DATABASE says (so it is in `e2e` and
 `e2e-asan`; `e2e-pg` leaves it out, see tests/run_all.py)."""
@@ -59,6 +63,34 @@ class InstancesCase(ReverseCase):
         st, b, _ = self.fg.api("GET", "/calendars/%s/events" % CAL, token=tok, query=q)
         self.assertEqual(st, 200, b)
         return b["items"]
+
+    def svc_alive(self):
+        return [s for s in self.svcs if s.proc][0]
+
+    def claiming_instance(self, table="outbox"):
+        """The instance holding a claim on a pending row of `table` (the
+        claimer name is "<liveness key>/<pid>.<start>/<role>.<tid>"), or
+        None when the row is answered already."""
+        with self.svc_alive().db() as con:
+            rows = con.execute("SELECT claimed_by FROM %s WHERE state = 'pending'"
+                               " AND claimed_by IS NOT NULL" % table).fetchall()
+        for (who,) in rows:
+            m = re.match(r"(\d+)/(\d+)\.", who or "")
+            if m:
+                svc = self.instance_of_pid(int(m.group(2)))
+                if svc is not None:
+                    return svc
+        return None
+
+    def owner_keys(self, svc):
+        return re.findall(r"event=store\.owner_key key=(\d+)", svc.log_text())
+
+    def checks(self, svc):
+        return len(re.findall(r"event=store\.claims_checked ", svc.log_text()))
+
+    def released(self, svc):
+        return sum(int(n) for n in
+                   re.findall(r"event=store\.claims_released items=(\d+)", svc.log_text()))
 
     def pending(self, table):
         with self.svc.db() as con:
@@ -133,10 +165,16 @@ class TestThreeInstances(InstancesCase):
         self.assertEqual(st, 202)
         self.wait_for(lambda: self.rx.arrived > arrived, 30, "a delivery in flight")
         sender = self.wait_for(self.claiming_instance, 10, "the instance posting it")
+        others = [s for s in survivors if s is not sender]
+        released = [self.released(s) for s in others]
         sender.kill9()
         self.rx.delay = 0.0
-        # the others deliver it once its claim expires (30 s lease)
+        # a survivor releases the dead instance's claim (its liveness key is
+        # gone) and delivers it: the release, not the 30 s lease, frees it
         self.outbox_drained(timeout=60)
+        self.assertTrue(any(self.released(s) > n
+                            for s, n in zip(others, released)),
+                        "no survivor logged store.claims_released")
 
         # -- converged: nothing lost, nothing doubled
         for i, uid in enumerate(uids[:8]):
@@ -156,9 +194,6 @@ class TestThreeInstances(InstancesCase):
         self.assertEqual(self.live_channels(cal), 1)
 
     # -- helpers ---------------------------------------------------------------
-
-    def svc_alive(self):
-        return [s for s in self.svcs if s.proc][0]
 
     def google_sources(self, uid):
         st, b, _ = self.svc_alive().request("GET", "/v1/bookings/%s/audit" % uid)
@@ -185,16 +220,112 @@ class TestThreeInstances(InstancesCase):
         self.assertIsNotNone(best)
         return best
 
-    def claiming_instance(self):
-        """The instance holding a claim on a pending outbox row (the claimer
-        name starts with its pid), or None when the row is answered already."""
-        with self.svc.db() as con:
-            rows = con.execute("SELECT claimed_by FROM outbox WHERE state = 'pending'"
-                               " AND claimed_by IS NOT NULL").fetchall()
-        for (who,) in rows:
-            m = re.match(r"(\d+)\.", who or "")
-            if m:
-                svc = self.instance_of_pid(int(m.group(1)))
-                if svc is not None:
-                    return svc
-        return None
+
+class TestDeadOwnersClaims(InstancesCase):
+    """Claims on the queues name their instance's liveness key (a session
+    advisory lock held for the process's life); every instance releases,
+    every few seconds, the claims whose key nobody holds. So after kill -9
+    the survivors carry on with the dead instance's jobs and deliveries
+    without waiting out the 30 s lease -- the survivor's
+    store.claims_released line is the proof that the release, not the
+    lease, freed them -- and a live instance's claims are never released by
+    another."""
+
+    def claims(self, table):
+        """{row id: claimed_by} of the pending rows of `table` claimed now."""
+        with self.svc_alive().db() as con:
+            return dict(con.execute("SELECT id, claimed_by FROM %s WHERE state = 'pending'"
+                                    " AND claimed_by IS NOT NULL" % table).fetchall())
+
+    def owner(self, claimed_by):
+        key = claimed_by.split("/")[0]
+        found = [s for s in self.svcs if s.proc and key in self.owner_keys(s)]
+        self.assertEqual(len(found), 1, "the instance with liveness key %s" % key)
+        return found[0]
+
+    def test_dead_owner_released_live_owner_kept(self):
+        self.start_all()
+        for svc in self.svcs:   # each took a key of its own at start
+            self.assertEqual(len(self.owner_keys(svc)), 1, svc.log_text()[-2000:])
+        self.assertEqual(len({self.owner_keys(s)[0] for s in self.svcs}), 3)
+        cred = self.credential()
+        st, cal, _ = self.svcs[1].request("POST", "/v1/calendars",
+                                          {"credential_id": cred, "external_id": CAL})
+        self.assertEqual(st, 201, cal)
+        cal = cal["id"]
+        self.wait_synced(cal)
+        uids = ["d%d" % i for i in range(8)]
+        for i, uid in enumerate(uids):
+            st, bk, _ = self.svcs[i % 3].request("POST", "/v1/bookings", {
+                "uid": uid, "calendar_id": cal, "title": "Call %d" % i,
+                "start": future(10 + i, 10), "end": future(10 + i, 10, 30)})
+            self.assertEqual(st, 201, bk)
+        self.wait_for(lambda: self.pending("jobs") == 0, 60, "every forward write done")
+
+        # -- jobs: kill -9 of the instance holding a claimed job mid-insert
+        hold = self.fg.control("POST", "/faults", {"delay_ms": 5000, "count": 1,
+                                                   "ops": ["events.insert"]})
+        st, bk, _ = self.svcs[0].request("POST", "/v1/bookings", {
+            "uid": "k0", "calendar_id": cal, "title": "Killed",
+            "start": future(20, 10), "end": future(20, 10, 30)})
+        self.assertEqual(st, 201, bk)
+        self.wait_for(lambda: self.fault_hits(hold) >= 1, what="the insert held")
+        writer = self.wait_for(lambda: self.claiming_instance("jobs"), 10,
+                               "the instance writing k0")
+        survivors = [s for s in self.svcs if s is not writer]
+        before = {s: self.released(s) for s in survivors}
+        writer.kill9()
+        self.wait_for(lambda: self.pending("jobs") == 0, 30, "k0 written by a survivor")
+        self.assertTrue(any(self.released(s) > before[s] for s in survivors),
+                        "no survivor logged store.claims_released")
+        self.assertEqual(len(self.tagged("k0")), 1)      # adopted, never inserted twice
+        st, bk, _ = self.svc_alive().request("GET", "/v1/bookings/k0")
+        self.assertEqual(bk["write_state"], "none")
+
+        # -- deliveries: 8 webhooks claimed in one batch by one instance (P),
+        # each POST held 3 s by the receiver, so P holds the rest meanwhile
+        self.outbox_drained(timeout=60)
+        self.rx.delay = 3.0
+        arrived = self.rx.arrived
+        for i, uid in enumerate(uids):
+            ev = self.tagged(uid)[0]
+            self.fg.host(CAL, op="move", id=ev["id"], start=future(10 + i, 15),
+                         end=future(10 + i, 15, 30))
+        st, _, _ = survivors[0].request("POST", "/v1/calendars/%d/sync" % cal)
+        self.assertEqual(st, 202)
+        self.wait_for(lambda: self.rx.arrived > arrived, 30, "a delivery in flight")
+        held = self.wait_for(lambda: self.claims("outbox"), 10, "claimed webhooks")
+        p = self.owner(list(held.values())[0])
+        q = [s for s in survivors if s is not p][0]
+        q_released = self.released(q)
+        # a live owner's claims stay: two release passes of the other
+        # instance later, every row P claimed and has not answered yet is
+        # still P's, under the same claim
+        n = self.checks(q)
+        self.wait_for(lambda: self.checks(q) >= n + 2, 20, "two release passes of the other")
+        with self.svc_alive().db() as con:
+            now = dict(con.execute("SELECT id, claimed_by FROM outbox"
+                                   " WHERE state = 'pending'").fetchall())
+        still = [i for i in held if i in now]
+        self.assertTrue(still, "P delivered every row before the other's passes: "
+                        "nothing left to prove")
+        for i in still:
+            self.assertEqual(now[i], held[i], "row %d's live claim was released or "
+                             "changed hands" % i)
+        self.assertEqual(self.released(q), q_released, "the other released live claims")
+
+        # -- then P dies holding them: Q releases them and delivers the rest
+        p.kill9()
+        self.rx.delay = 0.0
+        self.outbox_drained(timeout=60)
+        self.assertGreater(self.released(q), q_released, "Q logged no store.claims_released")
+        with self.svc_alive().db() as con:
+            ids = [r[0] for r in con.execute("SELECT delivery_id FROM outbox").fetchall()]
+        self.assertEqual(len(ids), len(set(ids)))
+        self.assertEqual(len(ids), len(uids))             # one webhook per change
+        got = [d.id for d in self.rx.accepted()]
+        self.assertEqual(set(ids), set(got))              # every one delivered
+        # the POST in flight at the kill may be posted again (same id);
+        # nothing else twice: the other never took a live claim
+        twice = [i for i in set(got) if got.count(i) > 1]
+        self.assertLessEqual(len(twice), 1, twice)

@@ -25,8 +25,11 @@
 #include "log.h"
 #include "secret.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,6 +347,148 @@ struct store_conn *pg_store_conn(struct cs_err *err)
     return c;
 }
 
+/* ----------------------------------------------------------- liveness
+ * An instance proves it is alive the way a calendar lease is held: a
+ * session advisory lock, here on a key of its own (a random positive
+ * 63-bit number, redrawn until this session gets it), on a connection of
+ * its own that lives as long as the process. The server frees the lock
+ * when the session ends -- at once on kill -9, within about 25 s for a
+ * vanished host (tcp_keepalives_*) -- so "the key is held" is "the owner
+ * is alive", read by any instance from pg_locks (queue.c). Claims on the
+ * queues are named after the key (queue_claimer).
+ *
+ * Keys: the calendar leases are negative (calendars.c), the driver's two
+ * transaction locks are the fixed positive keys above and never drawn.
+ *
+ * The connection is touched only by pg_owner_check's caller (the main
+ * thread: at start, then every few seconds); the key is read by every
+ * claiming thread, hence atomic. */
+static PGconn *owner_pg;
+static _Atomic int64_t owner_key;
+
+/* How long the check waits for the liveness session to answer before it
+ * counts as lost (a half-open connection never answers). Generous: a
+ * false "lost" costs duplicate work (at least once), never a loss. */
+#define PG_OWNER_ANSWER_MS 10000
+
+int64_t pg_owner_key(void)
+{
+    return atomic_load(&owner_key);
+}
+
+static void owner_drop(void)
+{
+    if (owner_pg)
+        PQfinish(owner_pg);
+    owner_pg = NULL;
+}
+
+/* Connects and takes a fresh key. 0, or -1 with err set (no key held;
+ * owner_key keeps the old, dead one, whose claims anyone may release). */
+static int owner_take(struct cs_err *err)
+{
+    static const char sql[] = "SELECT pg_try_advisory_lock($1::bigint)";
+    owner_drop();
+    owner_pg = PQconnectdb(pg_url);
+    if (!owner_pg || PQstatus(owner_pg) != CONNECTION_OK) {
+        cs_err_set(err, "database (PostgreSQL): liveness connection: %s",
+                   owner_pg ? PQerrorMessage(owner_pg) : "out of memory");
+        owner_drop();
+        return -1;
+    }
+    PQsetNoticeProcessor(owner_pg, quiet_notice, NULL);
+    PGresult *r = PQexec(owner_pg, "SET tcp_keepalives_idle = 10;"
+                                   "SET tcp_keepalives_interval = 5;"
+                                   "SET tcp_keepalives_count = 3");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    /* a collision with a live key is 1 in 2^63 per instance: a few draws
+     * are plenty, and a refusal each time means something else is wrong */
+    for (int i = 0; ok && i < 8; i++) {
+        int64_t k = (int64_t)(random_u64() & (uint64_t)INT64_MAX);
+        char v[24];
+        if (k == 0 || k == strtoll(PG_MIGRATE_LOCK, NULL, 10) ||
+            k == strtoll(PG_WRITE_LOCK, NULL, 10))
+            continue;
+        snprintf(v, sizeof v, "%lld", (long long)k);
+        const char *vals[1] = {v};
+        r = PQexecParams(owner_pg, sql, 1, NULL, vals, NULL, NULL, 0);
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        int got = ok && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (got) {
+            atomic_store(&owner_key, k);
+            return 0;
+        }
+    }
+    cs_err_set(err, "database (PostgreSQL): cannot take a liveness key: %s",
+               ok ? "every key drawn was taken" : PQerrorMessage(owner_pg));
+    owner_drop();
+    return -1;
+}
+
+/* 1 when the liveness session answers a trivial query within
+ * PG_OWNER_ANSWER_MS, else 0 (its error in err). */
+static int owner_answers(struct cs_err *err)
+{
+    if (PQstatus(owner_pg) != CONNECTION_OK || !PQsendQuery(owner_pg, "SELECT 1")) {
+        cs_err_set(err, "%s", PQerrorMessage(owner_pg));
+        return 0;
+    }
+    int64_t until = time_mono_ms() + PG_OWNER_ANSWER_MS;
+    while (PQisBusy(owner_pg)) {
+        struct pollfd p = {.fd = PQsocket(owner_pg), .events = POLLIN};
+        int64_t left = until - time_mono_ms();
+        if (left <= 0) {
+            cs_err_set(err, "no answer in %d ms", PG_OWNER_ANSWER_MS);
+            return 0;
+        }
+        int rc = poll(&p, 1, (int)left);
+        if (rc < 0 && errno != EINTR) {
+            cs_err_set(err, "poll: %s", strerror(errno));
+            return 0;
+        }
+        if (rc > 0 && !PQconsumeInput(owner_pg)) {
+            cs_err_set(err, "%s", PQerrorMessage(owner_pg));
+            return 0;
+        }
+    }
+    int ok = 1;
+    PGresult *r;
+    while ((r = PQgetResult(owner_pg))) {
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            cs_err_set(err, "%s", PQerrorMessage(owner_pg));
+            ok = 0;
+        }
+        PQclear(r);
+    }
+    return ok;
+}
+
+int pg_owner_check(struct cs_err *err)
+{
+    struct cs_err why = {{0}};
+    int64_t old = atomic_load(&owner_key);
+    if (owner_pg && owner_answers(&why))
+        return 0;
+    if (owner_pg) {
+        /* The session is gone (or unreachable), and with it the lock: any
+         * instance may now release the claims named after the old key,
+         * while this one's threads may still be working on them. That is
+         * the at-least-once the queues already live with when a lease
+         * runs out: a webhook posted again keeps its delivery id, a Google
+         * insert retried carries the same event id (409, adopted), a patch
+         * or delete repeated lands on the same state. The claims this
+         * instance makes from now on are named after the new key. */
+        log_warn("store.owner_lost", "key=%lld err=%s", (long long)old, log_q(why.msg));
+    }
+    if (owner_take(err))
+        return -1;
+    log_info("store.owner_key", "key=%lld previous=%lld",
+             (long long)atomic_load(&owner_key), (long long)old);
+    return 0;
+}
+
 /* ------------------------------------------------------- transactions */
 
 int pg_store_in_tx(struct store_conn *c)
@@ -466,7 +611,8 @@ int pg_store_init(const char *url, struct cs_err *err)
     if (!c)
         return -1;
     /* No claim release here (unlike SQLite): other instances' claims on
-     * the queues are live; a dead instance's expire with their lease. */
+     * the queues may be live. `serve` proves its own liveness and releases
+     * dead owners' claims (pg_owner_check, queue_release_dead). */
     if (migrate(c, err) || secret_start(c, err))
         return -1;
     return 0;
@@ -480,6 +626,7 @@ void pg_store_shutdown(void)
         pthread_setspecific(pg_key, NULL);
         conn_close(c);
     }
+    owner_drop(); /* this instance's claims are now anyone's to release */
     free(pg_url);
     pg_url = NULL;
 }

@@ -36,6 +36,17 @@ int pg_store_disk_version(struct store_conn *c);
 int pg_store_healthy(void);
 int pg_schema_version(void);
 
+/* Liveness (pg.c "liveness"): takes, or checks and retakes, this
+ * instance's session advisory lock on a key of its own. First call: opens
+ * the liveness connection and takes a key; later calls: 0 at once when
+ * the session answers, else a new connection and a new key (the old
+ * key's claims are then anyone's to release). Logs store.owner_key and
+ * store.owner_lost. 0, or -1 with err set (no key held). Call from one
+ * thread only. */
+int pg_owner_check(struct cs_err *err);
+/* The key taken last (0 before the first), for claim names. Any thread. */
+int64_t pg_owner_key(void);
+
 struct db_stmt *pg_db_stmt(struct store_conn *c, const char *sql, struct cs_err *err);
 void pg_db_bind_i64(struct db_stmt *st, int i, int64_t v);
 void pg_db_bind_null(struct db_stmt *st, int i);
