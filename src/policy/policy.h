@@ -119,6 +119,14 @@ struct policy_decision {
                         * kind); "" otherwise */
 };
 
+/* Appends `in` as the CHANGE.json document `calsync policy test` and
+ * `policy replay` read (DESIGN §2 "Replayable decisions"): the fields the
+ * policy's arguments hold, from the same struct (policy/args.c), with
+ * ctx.now in whole seconds and `past` as given. The booking is written
+ * from in->booking, else in->booking_json as it is. 0, or -1 on OOM (out
+ * then holds a partial document). */
+int policy_input_json(const struct policy_input *in, struct buf *out);
+
 /* Longest reason a policy may return, in bytes. */
 #define POLICY_REASON_MAX 1000
 

@@ -5,6 +5,8 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "json.h"
+#include "policy/internal.h"
 #include "policy/policy.h"
 #include "util.h"
 
@@ -358,6 +360,68 @@ static void test_arguments_reused(void **state)
     assert_string_equal(d.reason, "no hook");
     assert_int_equal(policy_decide(r, "dump", &a, &d), 0);
     assert_string_equal(d.reason, want_a);
+    policy_runner_free(r);
+}
+
+/* The record of a decision (policy_input_json) is read back by replay
+ * with policy test's parser: the policy must get the very arguments it got
+ * live (dumped by the dump policy), and the document keeps the shape
+ * recorded before it was built from the policy's input (old records still
+ * replay: tests/e2e/test_policy_replay.py). */
+static void test_input_document(void **state)
+{
+    (void)state;
+    write_policy("dump", dump_policy);
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    lua_State *J = json_state();
+    assert_non_null(J);
+    struct booking full = test_booking;
+    full.has_original = 1;
+    full.original_start_ms = test_booking.start_ms;
+    full.cancel_reason = "say \"no\"";
+    full.needs_review = 1;
+    struct policy_input a = input("time_change");
+    a.booking = &full;
+    a.is_instance = 1;
+    a.series_id = "ser";
+    a.original_start_ms = test_booking.start_ms - 86400000;
+    a.new_attendees = "[{\"email\":\"a@x.test\",\"response\":\"accepted\"}]";
+    struct policy_input del = input("delete");
+    del.past = 1;
+    del.source = NULL;
+    del.settings_json = NULL;
+    del.now_ms = 1795510800999LL; /* ctx.now: whole seconds */
+    const struct policy_input *ins[] = {&a, &del};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) {
+        struct buf doc;
+        buf_init(&doc);
+        assert_int_equal(policy_input_json(ins[i], &doc), 0);
+        struct cs_err err = {{0}};
+        struct pol_change *c = pol_change_parse(J, doc.data, doc.len, &err);
+        if (!c)
+            fail_msg("%s: %s", doc.data, err.msg);
+        struct policy_decision live, replayed;
+        assert_int_equal(policy_decide(r, "dump", ins[i], &live), 0);
+        assert_int_equal(policy_decide(r, "dump", pol_change_input(c), &replayed), 0);
+        assert_string_equal(live.action, "ignore");
+        assert_string_equal(replayed.reason, live.reason);
+        if (i == 1)
+            assert_string_equal(doc.data,
+                "{\"change\":{\"kind\":\"delete\",\"event\":{\"id\":\"ev-1\",\"status\":"
+                "\"confirmed\",\"summary\":\"Intro call\",\"description\":null},\"old\":"
+                "{\"start\":\"2026-11-25T10:00:00Z\",\"end\":\"2026-11-25T10:30:00Z\","
+                "\"title\":\"Intro call\"},\"past\":true},\"booking\":{\"uid\":\"bk-1\","
+                "\"calendar_id\":7,\"title\":\"Intro call\",\"start\":"
+                "\"2026-11-25T10:00:00Z\",\"end\":\"2026-11-25T10:30:00Z\",\"status\":"
+                "\"accepted\",\"needs_review\":false,\"event_id\":\"ev-1\",\"updated_at\":"
+                "\"2026-11-24T06:00:00Z\"},\"now\":1795510800,\"settings\":{},"
+                "\"calendar_id\":7}");
+        pol_change_free(c);
+        buf_free(&doc);
+    }
+    /* an allocation failure part way is an error, never a short document
+     * taken for a whole one: covered by buf's contract (util.h) */
     policy_runner_free(r);
 }
 
@@ -1404,6 +1468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dispatch_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arguments_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_input_document, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_argument, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instruction_limit, setup, teardown),
