@@ -1351,6 +1351,91 @@ static void test_settings_schema(void **state)
     buf_free(&b);
 }
 
+/* Settings are checked in the state the reload compiled the live version
+ * in: no compile per check, a new version's schema as soon as it is live,
+ * a state dropped by a memory-cap hit rebuilt once, and checks from
+ * several threads while reloads swap versions. */
+struct check_run {
+    int n, bad;
+    char err[300];
+};
+
+static void *check_thread(void *p)
+{
+    struct check_run *c = p;
+    char why[300];
+    for (int i = 0; i < c->n; i++) {
+        /* hours 20: good under v1 (max 720), bad under v2 (max 10) */
+        int r = policy_settings_validate("s", "{\"hours\":20}", why, sizeof why);
+        if (r < 0 || (r == 1 && !strstr(why, "settings.hours: must be at most 10"))) {
+            snprintf(c->err, sizeof c->err, "hours 20: %d %.200s", r, why);
+            c->bad++;
+        }
+        r = policy_settings_validate("s", "{\"hours\":\"x\"}", why, sizeof why);
+        if (r != 1 || !strstr(why, "settings.hours: must be a number, got string")) {
+            snprintf(c->err, sizeof c->err, "hours x: %d %.200s", r, why);
+            c->bad++;
+        }
+    }
+    return NULL;
+}
+
+static void test_settings_checked_in_place(void **state)
+{
+    (void)state;
+    static const char v1[] = "return { settings = { hours = { type = 'number', max = 720 } } }\n";
+    static const char v2[] = "return { settings = { hours = { type = 'number', max = 10 } } }\n";
+    cfg.policy_limits.memory = 1 << 20;
+    write_policy("s", v1);
+    start();
+    char why[300];
+    unsigned builds = pol_eng_check_builds();
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(policy_settings_validate("s", "{\"hours\":20}", why, sizeof why), 0);
+    assert_int_equal(pol_eng_check_builds(), builds);
+    replace_policy("s", v2);
+    assert_int_equal(policy_reload(NULL), 0);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":20}", why, sizeof why), 1);
+    assert_non_null(strstr(why, "settings.hours: must be at most 10"));
+    assert_int_equal(pol_eng_check_builds(), builds);
+
+    /* settings that decode past the memory cap: the check fails as it
+     * did with a state of its own, the state is dropped, the next check
+     * builds one and answers */
+    struct buf big;
+    buf_init(&big);
+    assert_int_equal(buf_puts(&big, "{\"x\":["), 0);
+    for (int i = 0; i < 200000; i++)
+        assert_int_equal(buf_puts(&big, i ? ",1" : "1"), 0);
+    assert_int_equal(buf_puts(&big, "]}"), 0);
+    assert_int_equal(policy_settings_validate("s", big.data, why, sizeof why), -1);
+    assert_non_null(strstr(why, "settings could not be checked"));
+    buf_free(&big);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":2}", why, sizeof why), 0);
+    assert_int_equal(pol_eng_check_builds(), builds + 1);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":3}", why, sizeof why), 0);
+    assert_int_equal(pol_eng_check_builds(), builds + 1);
+
+    /* four threads checking while the version is swapped under them */
+    struct check_run runs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        runs[i] = (struct check_run){.n = 50};
+        assert_int_equal(pthread_create(&th[i], NULL, check_thread, &runs[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        replace_policy("s", i % 2 ? v2 : v1);
+        assert_int_equal(policy_reload(NULL), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        if (runs[i].bad)
+            fail_msg("thread %d: %d wrong answers, last: %s", i, runs[i].bad, runs[i].err);
+    }
+    /* the last version live (v2) answers */
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":20}", why, sizeof why), 1);
+}
+
 static void test_cmd_check(void **state)
 {
     (void)state;
@@ -1488,6 +1573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_localtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings_checked_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
     };
