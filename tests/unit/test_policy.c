@@ -279,6 +279,24 @@ static const char dump_policy[] =
     "return { on_delete = h, on_time_change = h, on_instance = h, on_past = h,\n"
     "  on_title_change = one }\n";
 
+/* A time change of an occurrence whose booking has every field set
+ * (*full: the booking it points at). */
+static struct policy_input full_input(struct booking *full)
+{
+    *full = test_booking;
+    full->has_original = 1;
+    full->original_start_ms = test_booking.start_ms;
+    full->cancelled_by = "app";
+    full->cancel_reason = "no";
+    full->needs_review = 1;
+    struct policy_input in = input("time_change");
+    in.booking = full;
+    in.is_instance = 1;
+    in.series_id = "ser";
+    in.original_start_ms = test_booking.start_ms;
+    return in;
+}
+
 /* One runner, so one state: the argument tables are reused and must show
  * each call exactly its own input, nothing left over from the call before
  * (fields a call lacks read as nil). */
@@ -290,17 +308,8 @@ static void test_arguments_reused(void **state)
     struct policy_runner *r = policy_runner_new(&cfg);
     struct policy_decision d;
 
-    struct booking full = test_booking;
-    full.has_original = 1;
-    full.original_start_ms = test_booking.start_ms;
-    full.cancelled_by = "app";
-    full.cancel_reason = "no";
-    full.needs_review = 1;
-    struct policy_input a = input("time_change");
-    a.booking = &full;
-    a.is_instance = 1;
-    a.series_id = "ser";
-    a.original_start_ms = test_booking.start_ms;
+    struct booking full;
+    struct policy_input a = full_input(&full);
     a.event_json = "{\"id\":\"e1\"}";
     a.event_len = strlen(a.event_json);
     a.settings_json = "{\"h\":1}";
@@ -376,15 +385,9 @@ static void test_input_document(void **state)
     struct policy_runner *r = policy_runner_new(&cfg);
     lua_State *J = json_state();
     assert_non_null(J);
-    struct booking full = test_booking;
-    full.has_original = 1;
-    full.original_start_ms = test_booking.start_ms;
+    struct booking full;
+    struct policy_input a = full_input(&full);
     full.cancel_reason = "say \"no\"";
-    full.needs_review = 1;
-    struct policy_input a = input("time_change");
-    a.booking = &full;
-    a.is_instance = 1;
-    a.series_id = "ser";
     a.original_start_ms = test_booking.start_ms - 86400000;
     a.new_attendees = "[{\"email\":\"a@x.test\",\"response\":\"accepted\"}]";
     struct policy_input del = input("delete");
