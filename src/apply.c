@@ -57,8 +57,9 @@
  * collision; and the policy is called with the inputs decoded from the key
  * itself, so what was decided and what it is kept under cannot differ. A
  * window holds at most SYNC_DECIDE_WINDOW units, so the table stays
- * bounded: about a thousand entries of the size of the event's JSON plus
- * a decision (~2.5 KiB each), freed when the next window starts. */
+ * bounded: about a thousand entries of twice the event's JSON (the key,
+ * and once decided the inputs document kept for the record) plus a
+ * decision (~4 KiB each), freed when the next window starts. */
 
 /* Everything one decision is made from, but the clock: the policy and the
  * calendar's settings, the change as the policy sees it, the whole booking
