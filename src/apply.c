@@ -573,13 +573,15 @@ static int simulate_move(struct booking *b, const struct sync_event *old,
  * decided. */
 
 /* Keeps the source of the version that made d (a forced flag without a
- * version has none). 0 or -1. */
+ * version has none), unless the engine stored it when the version went
+ * live: the common case, which so copies and writes nothing per
+ * decision. 0 or -1. */
 static int keep_source(struct store_conn *c, const struct policy_decision *d,
                        struct cs_err *err)
 {
     char *src = NULL;
     size_t len = 0;
-    if (!d->version[0])
+    if (!d->version[0] || policy_source_stored(d->policy, d->version))
         return 0;
     int r = policy_source_copy(d->policy, d->version, &src, &len);
     if (r < 0)

@@ -80,6 +80,7 @@ struct policy_version *pol_version_new(const char *name, const char *path,
         return NULL;
     }
     atomic_init(&v->refs, 1);
+    atomic_init(&v->source_stored, 0);
     pthread_mutex_init(&v->check_mu, NULL);
     snprintf(v->name, sizeof v->name, "%s", name);
     snprintf(v->version, sizeof v->version, "%s", hash);
@@ -542,6 +543,8 @@ static void keep_source(const struct policy_version *v)
     if (policy_source_keep(c, v->name, v->version, v->src, v->len, &err))
         log_warn("policy.source_not_kept", "policy=%s version=%s error=%s", log_q(v->name),
                  v->version, log_q(err.msg));
+    else
+        atomic_store(&v->source_stored, 1);
 }
 
 /* A compile on a thread of its own (reload_call_bounded): owns everything
@@ -1079,6 +1082,21 @@ struct policy_version *pol_eng_live_locked(const char *name)
 {
     const struct entry *e = find_entry(name);
     return e ? e->live : NULL;
+}
+
+int policy_source_stored(const char *name, const char *version)
+{
+    int stored = 0;
+    pthread_mutex_lock(&eng.mu);
+    /* newest first: a decision's version is almost always the last one */
+    for (int i = eng.nhist - 1; i >= 0; i--)
+        if (strcmp(eng.hist[i]->version, version) == 0 &&
+            strcmp(eng.hist[i]->name, name) == 0) {
+            stored = atomic_load(&eng.hist[i]->source_stored);
+            break;
+        }
+    pthread_mutex_unlock(&eng.mu);
+    return stored;
 }
 
 int policy_source_copy(const char *name, const char *version, char **src, size_t *len)

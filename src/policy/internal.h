@@ -56,6 +56,10 @@ struct policy_version {
     pthread_mutex_t check_mu;
     struct sandbox *check;
     int retired;
+    /* 1 once the engine wrote the source to policy_sources itself (on
+     * its own connection, committed): apply.c then need not, per
+     * decision (policy_source_stored) */
+    atomic_int source_stored;
 };
 
 /* A new version holding one reference. src is taken (freed with the

@@ -180,6 +180,12 @@ int policy_decide_shadow(struct policy_runner *r, const char *policy_name,
  * and *len, 0 when unknown, -1 on OOM. Thread-safe. */
 int policy_source_copy(const char *name, const char *version, char **src, size_t *len);
 
+/* 1 when the engine itself wrote the source of version `version` of
+ * policy `name` to the store (policy_sources) when it went live, so a
+ * decision of it need not write it again; 0 when it did not (no store, a
+ * failed write, a late publish) or the version is unknown. Thread-safe. */
+int policy_source_stored(const char *name, const char *version);
+
 /* `calsync policy replay [--since WHEN] [--calendar ID] [--json] CANDIDATE`
  * (DESIGN §3): re-decides the recorded decisions under CANDIDATE (a file
  * or a policy name) from their recorded inputs and reports those whose
