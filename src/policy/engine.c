@@ -422,7 +422,7 @@ static void count_load_error(const char *name)
     metrics_inc(series);
 }
 
-static void keep_source(const struct policy_version *v);
+static void keep_source(struct policy_version *v);
 
 /* Records the outcome of loading `name` with content `hash`: a good
  * source (src, taken: freed here on every path) becomes the live version,
@@ -532,7 +532,7 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
  * nothing a replay needs. Without a store (the unit tests, the CLI) there
  * is nothing to keep. A compile that publishes late (its own detached
  * thread, possibly during shutdown) leaves it to apply.c. */
-static void keep_source(const struct policy_version *v)
+static void keep_source(struct policy_version *v)
 {
     struct cs_err err = {{0}};
     if (!v)
