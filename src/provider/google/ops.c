@@ -20,13 +20,7 @@
 static int done_call(struct provider_ctx *px, enum provider_op op, int g,
                      struct google_resp *resp)
 {
-    px->last.status = resp->status;
-    snprintf(px->last.reason, sizeof px->last.reason, "%s", resp->reason);
-    px->last.retry_after_ms = resp->retry_after_ms;
-    snprintf(px->last.message, sizeof px->last.message, "%s", resp->message);
-    int rc = google_rc_class(op, g, resp);
-    google_resp_free(resp);
-    return rc;
+    return phttp_finish(px, op, g, resp, google_classify);
 }
 
 static int page_out(struct provider_ctx *px, enum provider_op op, int g,

@@ -607,15 +607,3 @@ int google_classify(enum provider_op op, long status, const char *reason)
         return PROVIDER_GONE;
     return PROVIDER_PERMANENT;
 }
-
-int google_rc_class(enum provider_op op, int g, const struct google_resp *resp)
-{
-    switch (g) {
-    case GOOGLE_OK: return PROVIDER_OK;
-    case GOOGLE_EREVOKED: return PROVIDER_REVOKED;
-    case GOOGLE_EINVAL: return PROVIDER_PERMANENT;
-    case GOOGLE_EBADRESP: return PROVIDER_MALFORMED;
-    case GOOGLE_EHTTP: return google_classify(op, resp->status, resp->reason);
-    default: return PROVIDER_TRANSIENT;
-    }
-}

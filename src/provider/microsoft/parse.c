@@ -391,15 +391,3 @@ int msgraph_classify(enum provider_op op, long status, const char *reason)
         return PROVIDER_GONE;
     return PROVIDER_PERMANENT;
 }
-
-int msgraph_rc_class(enum provider_op op, int g, const struct msgraph_resp *resp)
-{
-    switch (g) {
-    case MSGRAPH_OK: return PROVIDER_OK;
-    case MSGRAPH_EREVOKED: return PROVIDER_REVOKED;
-    case MSGRAPH_EINVAL: return PROVIDER_PERMANENT;
-    case MSGRAPH_EBADRESP: return PROVIDER_MALFORMED;
-    case MSGRAPH_EHTTP: return msgraph_classify(op, resp->status, resp->reason);
-    default: return PROVIDER_TRANSIENT;
-    }
-}
