@@ -7,6 +7,7 @@
  * network, no database. See docs/internals/google.md.
  */
 #include "provider/google/google.h"
+#include "provider/pjson.h"
 
 #include "json.h"
 #include "log.h"
@@ -113,35 +114,6 @@ static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
 done:
     lua_settop(L, t - 1);
     return rc;
-}
-
-/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer than
- * max or holding a NUL. */
-static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
-                       const char **out, struct cs_err *err)
-{
-    size_t n;
-    int r = json_get_str(L, obj, key, out, &n, err);
-    if (r == 1 && (n > max || strlen(*out) != n)) {
-        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
-        return -1;
-    }
-    if (r == 0)
-        *out = NULL;
-    return r;
-}
-
-/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
-static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
-{
-    if (n <= max)
-        return s;
-    size_t k = max;
-    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
-        k--;
-    memcpy(dst, s, k);
-    dst[k] = '\0';
-    return dst;
 }
 
 /* Appends the JSON string s (n bytes) to dst[*len], escaped; 0, or -1
@@ -268,10 +240,10 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
         return PROVIDER_EVENT_SKIP;
     }
     ev->id = s;
-    if (str_bounded(L, idx, "etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
-        str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
-        str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
-        str_bounded(L, idx, "created", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
+    if (pjson_str_bounded(L, idx, "etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
+        pjson_str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
+        pjson_str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
+        pjson_str_bounded(L, idx, "created", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
         (r = json_get_str(L, idx, "recurringEventId", &ev->series_id, &n, err)) < 0)
         goto bad;
     if (r == 1 && !id_valid_event(ev->series_id, n)) {
@@ -291,7 +263,7 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     if ((r = json_get_str(L, idx, "summary", &s, &n, err)) < 0)
         goto bad;
     if (r == 1)
-        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
+        ev->title = pjson_cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
     if ((r = time_field(L, idx, "start", &ev->start_ms, &ev->all_day, err)) < 0 ||
         time_field(L, idx, "end", &ev->end_ms, &ad_end, err) < 0)
         goto bad;
@@ -345,53 +317,18 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     return 0;
 bad:
     lua_settop(L, top);
-    {
-        char m[sizeof err->msg];
-        snprintf(m, sizeof m, "%s", err ? err->msg : "");
-        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
-    }
+    return pjson_event_error(err, ev->id);
 }
 
 /* ==================================================== the page envelope */
 
+static const struct pjson_page_keys page_keys = {"nextPageToken", "nextSyncToken",
+                                                 "items"};
+
 int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                      struct cs_err *err)
 {
-    idx = lua_absindex(L, idx);
-    out->items = out->n = 0;
-    out->next_page = out->next_cursor = NULL;
-    if (str_bounded(L, idx, "nextPageToken", GOOGLE_PAGE_TOKEN_MAX, &out->next_page,
-                    err) < 0)
-        return -1;
-    if (listing) {
-        if (str_bounded(L, idx, "nextSyncToken", GOOGLE_PAGE_TOKEN_MAX,
-                        &out->next_cursor, err) < 0)
-            return -1;
-        if (!out->next_page == !out->next_cursor)
-            return cs_err_set(err, "page has %s nextPageToken and nextSyncToken",
-                              out->next_page ? "both" : "neither");
-    }
-    int r = json_get_obj(L, idx, "items", err);
-    if (r < 0)
-        return -1;
-    if (r == 0)
-        return 0;
-    int items = lua_gettop(L);
-    lua_Unsigned n = lua_rawlen(L, items), keys = 0;
-    lua_pushnil(L);
-    while (lua_next(L, items)) {
-        lua_pop(L, 1);
-        keys++;
-    }
-    if (keys != n || n > PROVIDER_PAGE_MAX) {
-        lua_pop(L, 1);
-        return cs_err_set(err, "'items' is not an array");
-    }
-    /* the items table stays on the stack, above the page: the caller's
-     * settop to below the page drops both */
-    out->items = items;
-    out->n = (int)n;
-    return 0;
+    return pjson_page_read(L, idx, listing, &page_keys, out, err);
 }
 
 /* ============================================================ writing */
