@@ -73,6 +73,18 @@ int pjson_page_read(lua_State *L, int idx, int listing, const struct pjson_page_
     return 0;
 }
 
+int pjson_page_top(int listing, const struct pjson_page_keys *k, struct provider_page *out,
+                   struct cs_err *err)
+{
+    lua_State *L = json_state();
+    int top = lua_gettop(L);
+    if (pjson_page_read(L, top, listing, k, out, err)) {
+        lua_settop(L, top - 1);
+        return PROVIDER_MALFORMED;
+    }
+    return PROVIDER_OK;
+}
+
 int pjson_event_error(struct cs_err *err, const char *id)
 {
     char m[sizeof err->msg];

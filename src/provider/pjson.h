@@ -40,6 +40,12 @@ struct pjson_page_keys {
 int pjson_page_read(lua_State *L, int idx, int listing, const struct pjson_page_keys *k,
                     struct provider_page *out, struct cs_err *err);
 
+/* pjson_page_read of the page a call pushed on json_state()'s top:
+ * PROVIDER_OK (page and items stay pushed), or PROVIDER_MALFORMED with
+ * the page popped (nothing pushed on failure). */
+int pjson_page_top(int listing, const struct pjson_page_keys *k, struct provider_page *out,
+                   struct cs_err *err);
+
 /* Prefixes err's message with the event's id ("event <id>: ...", "?" when
  * none was read): the error of a normalise that failed. Returns -1. */
 int pjson_event_error(struct cs_err *err, const char *id);

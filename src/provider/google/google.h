@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "provider/phttp.h"
+#include "provider/pjson.h"
 #include "provider/poauth.h"
 #include "provider/provider.h"
 #include "store/store.h"
@@ -207,6 +208,8 @@ int google_split_instance_id(const char *id, size_t n, size_t *series_len,
  * `listing`: exactly one of nextPageToken / nextSyncToken must be set) and
  * fills out (items, n, next_page, next_cursor). Items are not parsed.
  * 0, or -1 with err. */
+/* Where a page keeps its next page, new cursor and items (parse.c). */
+extern const struct pjson_page_keys google_page_keys;
 int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                      struct cs_err *err);
 

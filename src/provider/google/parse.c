@@ -322,13 +322,13 @@ bad:
 
 /* ==================================================== the page envelope */
 
-static const struct pjson_page_keys page_keys = {"nextPageToken", "nextSyncToken",
+const struct pjson_page_keys google_page_keys = {"nextPageToken", "nextSyncToken",
                                                  "items"};
 
 int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                      struct cs_err *err)
 {
-    return pjson_page_read(L, idx, listing, &page_keys, out, err);
+    return pjson_page_read(L, idx, listing, &google_page_keys, out, err);
 }
 
 /* ============================================================ writing */

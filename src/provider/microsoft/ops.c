@@ -44,15 +44,7 @@ static int page_out(struct provider_ctx *px, enum provider_op op, int g,
                     struct cs_err *err)
 {
     int rc = done_call(px, op, g, resp);
-    if (rc != PROVIDER_OK)
-        return rc;
-    lua_State *L = json_state();
-    int top = lua_gettop(L);
-    if (msgraph_page_read(L, top, listing, out, err)) {
-        lua_settop(L, top - 1);
-        return PROVIDER_MALFORMED;
-    }
-    return PROVIDER_OK;
+    return rc != PROVIDER_OK ? rc : pjson_page_top(listing, &msgraph_page_keys, out, err);
 }
 
 /* A next or delta link is followed only under api_base: it carries the

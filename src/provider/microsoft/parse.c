@@ -196,13 +196,13 @@ bad:
     return pjson_event_error(err, ev->id);
 }
 
-static const struct pjson_page_keys page_keys = {"@odata.nextLink", "@odata.deltaLink",
+const struct pjson_page_keys msgraph_page_keys = {"@odata.nextLink", "@odata.deltaLink",
                                                  "value"};
 
 int msgraph_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                       struct cs_err *err)
 {
-    return pjson_page_read(L, idx, listing, &page_keys, out, err);
+    return pjson_page_read(L, idx, listing, &msgraph_page_keys, out, err);
 }
 
 /* Appends a dateTimeTimeZone in UTC. */
