@@ -608,6 +608,29 @@ int phttp_rc_class(enum provider_op op, int g, const struct phttp_resp *resp,
     }
 }
 
+int phttp_status_class(enum provider_op op, long status)
+{
+    switch (op) {
+    case PROVIDER_OP_LIST:
+    case PROVIDER_OP_LIST_FULL:
+        /* a 410 without a cursor, 409... are retried by the next sync */
+        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
+                                                               : PROVIDER_TRANSIENT;
+    case PROVIDER_OP_OCCURRENCES:
+        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
+    case PROVIDER_OP_SUBSCRIBE:
+        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
+    case PROVIDER_OP_READ:
+    case PROVIDER_OP_WRITE:
+        break;
+    }
+    if (status == 412)
+        return PROVIDER_CONFLICT;
+    if (status == 404 || status == 410)
+        return PROVIDER_GONE;
+    return PROVIDER_PERMANENT;
+}
+
 int phttp_finish(struct provider_ctx *px, enum provider_op op, int g,
                  struct phttp_resp *resp,
                  int (*classify)(enum provider_op, long, const char *))

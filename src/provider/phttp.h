@@ -179,6 +179,15 @@ int phttp_call_run(struct phttp_client *c, struct phttp_auth *a,
 int phttp_rc_class(enum provider_op op, int g, const struct phttp_resp *resp,
                    int (*classify)(enum provider_op, long, const char *));
 
+/* What an HTTP status means for a call of kind op when the provider knows
+ * nothing more specific (its classify hook checks its own reasons and the
+ * dead cursor first): a listing refused for good (400, 403, 404:
+ * permanent; anything else retried by the next sync), occurrences of a
+ * series that is gone (404, 410), a subscription unknown (404: gone; else
+ * permanent), a conditional write that found a newer version (412:
+ * conflict), an event gone (404, 410); else permanent. */
+int phttp_status_class(enum provider_op op, long status);
+
 /* Fills px->last from resp, frees resp and returns the call's provider
  * class (phttp_rc_class): the end of every provider op. */
 int phttp_finish(struct provider_ctx *px, enum provider_op op, int g,

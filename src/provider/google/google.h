@@ -204,14 +204,10 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
 int google_split_instance_id(const char *id, size_t n, size_t *series_len,
                              int64_t *original_start_ms, int *all_day);
 
-/* Checks a calendar#events page at idx (events.list or events.instances;
- * `listing`: exactly one of nextPageToken / nextSyncToken must be set) and
- * fills out (items, n, next_page, next_cursor). Items are not parsed.
- * 0, or -1 with err. */
-/* Where a page keeps its next page, new cursor and items (parse.c). */
+/* A calendar#events page (events.list, events.instances) for
+ * pjson_page_read/pjson_page_top: nextPageToken, nextSyncToken (exactly
+ * one of them on a listing) and the items array (parse.c). */
 extern const struct pjson_page_keys google_page_keys;
-int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
-                     struct cs_err *err);
 
 /* The Calendar event JSON calsync writes: id (insert only, may be NULL),
  * summary, start/end (in the calendar's zone), the calsync_booking_uid private property (when

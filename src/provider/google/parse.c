@@ -325,12 +325,6 @@ bad:
 const struct pjson_page_keys google_page_keys = {"nextPageToken", "nextSyncToken",
                                                  "items"};
 
-int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
-                     struct cs_err *err)
-{
-    return pjson_page_read(L, idx, listing, &google_page_keys, out, err);
-}
-
 /* ============================================================ writing */
 
 int google_event_body(const char *id, const char *uid, const char *title,
@@ -518,29 +512,12 @@ int google_classify(enum provider_op op, long status, const char *reason)
     if (status == 403 && (strcmp(reason, "quotaExceeded") == 0 ||
                           strcmp(reason, "dailyLimitExceeded") == 0))
         return PROVIDER_TRANSIENT;
-    switch (op) {
-    case PROVIDER_OP_LIST:
-        /* a dead sync token: 410 fullSyncRequired, or 400 invalid */
-        if (status == 410 || (status == 400 && strcmp(reason, "invalid") == 0))
-            return PROVIDER_RESYNC;
-        /* fall through */
-    case PROVIDER_OP_LIST_FULL:
-        /* Google refused the calendar itself; anything else (a 410
-         * without a token, 409...) is retried by the next sync */
-        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
-                                                               : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_OCCURRENCES:
-        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_SUBSCRIBE:
-        /* channels.stop: a channel Google no longer knows is stopped */
-        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
-    case PROVIDER_OP_READ:
-    case PROVIDER_OP_WRITE:
-        break;
-    }
-    if (status == 412)
-        return PROVIDER_CONFLICT;
-    if (status == 404 || status == 410)
-        return PROVIDER_GONE;
-    return PROVIDER_PERMANENT;
+    /* a dead sync token: 410 fullSyncRequired, or 400 invalid */
+    if (op == PROVIDER_OP_LIST &&
+        (status == 410 || (status == 400 && strcmp(reason, "invalid") == 0)))
+        return PROVIDER_RESYNC;
+    /* the rest is what the status means to every provider: Google refused
+     * the calendar itself (400/403/404 to a listing), a channel Google no
+     * longer knows is stopped (404), 412 a moved-on etag ... */
+    return phttp_status_class(op, status);
 }

@@ -95,7 +95,8 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
                         struct cs_err *err);
 /* A delta or instances page at idx: items in "value"; listing: exactly one
  * of @odata.nextLink / @odata.deltaLink. 0 or -1. */
-/* Where a page keeps its next page, new cursor and items (parse.c). */
+/* A delta or instances page for pjson_page_read/pjson_page_top:
+ * @odata.nextLink, @odata.deltaLink and the value array (parse.c). */
 extern const struct pjson_page_keys msgraph_page_keys;
 int msgraph_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                       struct cs_err *err);

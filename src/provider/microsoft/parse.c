@@ -297,27 +297,13 @@ int msgraph_classify(enum provider_op op, long status, const char *reason)
         reason = "";
     if (msgraph_retryable(status, reason) || status == 401)
         return PROVIDER_TRANSIENT;
-    switch (op) {
-    case PROVIDER_OP_LIST:
-        /* a dead delta link: 410 SyncStateNotFound / resyncRequired */
-        if (status == 410 || strcasecmp(reason, "SyncStateNotFound") == 0 ||
-            strcasecmp(reason, "resyncRequired") == 0)
-            return PROVIDER_RESYNC;
-        /* fall through */
-    case PROVIDER_OP_LIST_FULL:
-        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
-                                                               : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_OCCURRENCES:
-        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_SUBSCRIBE:
-        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
-    case PROVIDER_OP_READ:
-    case PROVIDER_OP_WRITE:
-        break;
-    }
-    if (status == 412 || status == 409)
+    /* a dead delta link: 410 SyncStateNotFound / resyncRequired */
+    if (op == PROVIDER_OP_LIST &&
+        (status == 410 || strcasecmp(reason, "SyncStateNotFound") == 0 ||
+         strcasecmp(reason, "resyncRequired") == 0))
+        return PROVIDER_RESYNC;
+    /* a write Graph refuses as conflicting (ErrorIrresolvableConflict) */
+    if (status == 409 && (op == PROVIDER_OP_READ || op == PROVIDER_OP_WRITE))
         return PROVIDER_CONFLICT;
-    if (status == 404 || status == 410)
-        return PROVIDER_GONE;
-    return PROVIDER_PERMANENT;
+    return phttp_status_class(op, status);
 }
