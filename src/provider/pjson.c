@@ -85,6 +85,32 @@ int pjson_page_top(int listing, const struct pjson_page_keys *k, struct provider
     return PROVIDER_OK;
 }
 
+int pjson_event_begin(lua_State *L, int idx, struct provider_event *ev,
+                      int (*valid_id)(const char *s, size_t n), const char *who,
+                      struct cs_err *err)
+{
+    const char *s;
+    size_t n;
+    int r;
+    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
+    ev->title = ev->booking_tag = ev->created = NULL;
+    ev->attendees = ev->conference_url = NULL;
+    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
+    ev->all_day = ev->bare = 0;
+    if (!lua_istable(L, idx))
+        return cs_err_set(err, "event is not an object");
+    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
+        return -1;
+    if (r == 0)
+        return cs_err_set(err, "event without an 'id'");
+    if (!valid_id(s, n)) {
+        cs_err_set(err, "event id of %zu bytes is not one %s can have issued", n, who);
+        return PROVIDER_EVENT_SKIP;
+    }
+    ev->id = s;
+    return 0;
+}
+
 int pjson_event_error(struct cs_err *err, const char *id)
 {
     char m[sizeof err->msg];

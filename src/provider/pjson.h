@@ -46,6 +46,17 @@ int pjson_page_read(lua_State *L, int idx, int listing, const struct pjson_page_
 int pjson_page_top(int listing, const struct pjson_page_keys *k, struct provider_page *out,
                    struct cs_err *err);
 
+/* The start of every normalise: clears ev (every field of the shared shape
+ * is set, never left from the item a scratch event held before), checks
+ * that idx holds an object whose 'id' the provider can have issued
+ * (valid_id; `who` names the provider in the error: an id that goes back
+ * into URLs is skipped, never stored, and the rest of the page still
+ * syncs). 0 with ev->id set, -1 with err, or PROVIDER_EVENT_SKIP (err says
+ * why). idx must be absolute. */
+int pjson_event_begin(lua_State *L, int idx, struct provider_event *ev,
+                      int (*valid_id)(const char *s, size_t n), const char *who,
+                      struct cs_err *err);
+
 /* Prefixes err's message with the event's id ("event <id>: ...", "?" when
  * none was read): the error of a normalise that failed. Returns -1. */
 int pjson_event_error(struct cs_err *err, const char *id);

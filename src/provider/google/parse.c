@@ -221,25 +221,11 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     int r, ad_end = 0;
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
-    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
-    ev->title = ev->booking_tag = ev->created = NULL;
-    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
-    ev->all_day = ev->bare = 0;
-    ev->attendees = ev->conference_url = NULL;
-    if (!lua_istable(L, idx))
-        return cs_err_set(err, "event is not an object");
     /* ids go back into URLs (events.get/patch/delete/instances): one that
      * Google cannot have issued ("..", "a/b", control bytes, over-long) is
-     * skipped, never stored -- the rest of the page still syncs */
-    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
-        return -1;
-    if (r == 0)
-        return cs_err_set(err, "event without an 'id'");
-    if (!id_valid_event(s, n)) {
-        cs_err_set(err, "event id of %zu bytes is not one Google can have issued", n);
-        return PROVIDER_EVENT_SKIP;
-    }
-    ev->id = s;
+     * skipped */
+    if ((r = pjson_event_begin(L, idx, ev, id_valid_event, "Google", err)) != 0)
+        return r;
     if (pjson_str_bounded(L, idx, "etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
         pjson_str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
         pjson_str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||

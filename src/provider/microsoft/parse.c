@@ -118,26 +118,10 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
     int r;
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
-    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
-    ev->title = ev->booking_tag = ev->created = NULL;
-    /* not read from Graph yet (attendees' responses, conference links):
-     * every field of the shared shape is set, never left from the last
-     * item the scratch event held */
-    ev->attendees = ev->conference_url = NULL;
-    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
-    ev->all_day = ev->bare = 0;
-    if (!lua_istable(L, idx))
-        return cs_err_set(err, "event is not an object");
-    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
-        return -1;
-    if (r == 0)
-        return cs_err_set(err, "event without an 'id'");
-    /* ids go back into URLs: one Graph cannot have issued is skipped */
-    if (!msgraph_id_valid(s, n)) {
-        cs_err_set(err, "event id of %zu bytes is not one Graph can have issued", n);
-        return PROVIDER_EVENT_SKIP;
-    }
-    ev->id = s;
+    /* attendees' responses and conference links are not read from Graph
+     * yet: left NULL */
+    if ((r = pjson_event_begin(L, idx, ev, msgraph_id_valid, "Graph", err)) != 0)
+        return r;
     /* a delta round's deletion: {"@odata.type", "id", "@removed"} and
      * nothing else -- deleted, cancelled, or moved out of the window */
     lua_getfield(L, idx, "@removed");
