@@ -83,7 +83,7 @@ static int m_list_changes(struct provider_ctx *px, const char *calendar,
     struct phttp_auth a = {px->db, px->credential_id, 0};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "calendarView.delta", .method = "GET",
-                             .headers = {PREFER_DELTA}, .push = 1};
+                           .headers = {PREFER_DELTA}, .push = 1};
     int bad;
     phttp_resp_init(&resp);
     buf_init(&c.url);
@@ -105,7 +105,7 @@ static int m_occurrences(struct provider_ctx *px, const char *calendar,
     struct phttp_auth a = {px->db, px->credential_id, 0};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "events.instances", .method = "GET",
-                             .headers = {PREFER_UTC}, .push = 1};
+                           .headers = {PREFER_UTC}, .push = 1};
     int bad;
     phttp_resp_init(&resp);
     buf_init(&c.url);
@@ -134,7 +134,7 @@ static int m_get(struct provider_ctx *px, const char *calendar, const char *id,
     struct phttp_auth a = {px->db, px->credential_id, 0};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "events.get", .method = "GET", .headers = {PREFER_UTC},
-                             .push = 1};
+                           .push = 1};
     phttp_resp_init(&resp);
     buf_init(&c.url);
     int bad = msgraph_url_event(&c, id) || (!c.invalid && expand_tag(&c.url));
@@ -148,7 +148,7 @@ static int find_by_tag(struct phttp_auth *a, const char *calendar, const char *u
                        struct phttp_resp *resp, struct cs_err *err)
 {
     struct phttp_call c = {.what = "events.list", .method = "GET", .headers = {PREFER_UTC},
-                             .push = 1};
+                           .push = 1};
     struct buf f;
     buf_init(&f);
     buf_init(&c.url);
@@ -191,7 +191,7 @@ static int m_insert(struct provider_ctx *px, const char *calendar,
     struct phttp_resp resp;
     struct buf body;
     struct phttp_call c = {.what = "events.create", .method = "POST",
-                             .headers = {PREFER_UTC}, .push = 1};
+                           .headers = {PREFER_UTC}, .push = 1};
     phttp_resp_init(&resp);
     buf_init(&body);
     buf_init(&c.url);
@@ -224,7 +224,7 @@ static int m_patch(struct provider_ctx *px, const char *calendar, const char *id
     struct phttp_resp resp;
     struct buf body;
     struct phttp_call c = {.what = "events.update", .method = "PATCH",
-                             .headers = {PREFER_UTC}, .if_match = if_match, .push = 1};
+                           .headers = {PREFER_UTC}, .if_match = if_match, .push = 1};
     phttp_resp_init(&resp);
     buf_init(&body);
     buf_init(&c.url);
@@ -247,7 +247,7 @@ static int m_remove(struct provider_ctx *px, const char *calendar, const char *i
     struct phttp_auth a = {px->db, px->credential_id, 0};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "events.delete", .method = "DELETE",
-                             .if_match = if_match};
+                           .if_match = if_match};
     phttp_resp_init(&resp);
     buf_init(&c.url);
     int bad = msgraph_url_event(&c, id);
