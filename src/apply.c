@@ -57,8 +57,9 @@
  * collision; and the policy is called with the inputs decoded from the key
  * itself, so what was decided and what it is kept under cannot differ. A
  * window holds at most SYNC_DECIDE_WINDOW units, so the table stays
- * bounded: about a thousand entries of the size of the event's JSON plus
- * a decision (~2.5 KiB each), freed when the next window starts. */
+ * bounded: about a thousand entries of twice the event's JSON (the key,
+ * and once decided the inputs document kept for the record) plus a
+ * decision (~4 KiB each), freed when the next window starts. */
 
 /* Everything one decision is made from, but the clock: the policy and the
  * calendar's settings, the change as the policy sees it, the whole booking
@@ -225,11 +226,12 @@ struct decided {
     unsigned order;     /* gathering order (policies run in unit order) */
     int pending;        /* gathered, not decided yet */
     struct policy_decision d;
-    int64_t now_ms;     /* the decision's clock, and `past` as it was
-                         * computed: recorded with its inputs (replay) */
-    int past;
     int has_shadow;     /* the request named a shadow policy: */
     struct policy_decision shadow; /* its decision, never applied */
+    char *inputs;       /* owned: the inputs as the policy got them, as a
+                         * CHANGE.json document (policy_input_json), built
+                         * once when decided and recorded by the apply
+                         * pass (replay); NULL while pending */
     char key[];
 };
 
@@ -243,6 +245,8 @@ struct decisions {
 static void decisions_clear(struct decisions *t)
 {
     for (size_t i = 0; i < t->cap; i++) {
+        if (t->v[i])
+            free(t->v[i]->inputs);
         free(t->v[i]);
         t->v[i] = NULL;
     }
@@ -317,6 +321,7 @@ static int decisions_gather(struct decisions *t, const struct buf *k)
     e->hash = h;
     e->order = (unsigned)t->n;
     e->pending = 1;
+    e->inputs = NULL;
     *slot = e;
     t->n++;
     t->n_pending++;
@@ -567,86 +572,16 @@ static int simulate_move(struct booking *b, const struct sync_event *old,
  * path), the shadow's decision, and the sources of the versions that
  * decided. */
 
-static int put_time_field(struct buf *o, const char *key, int64_t ms, int first)
-{
-    char ts[TIME_RFC3339_MAX];
-    if (ms == POLICY_TIME_NONE || ms == SYNC_NO_TIME)
-        return 0;
-    time_format_rfc3339(ms, ts);
-    return buf_printf(o, "%s\"%s\":\"%s\"", first ? "" : ",", key, ts);
-}
-
-static int put_str_field(struct buf *o, const char *key, const char *v)
-{
-    if (!v)
-        return 0;
-    return buf_printf(o, ",\"%s\":", key) | buf_json_strz(o, v);
-}
-
-/* A span {start, end, title} as the policy sees change.old / change.new. */
-static int put_span(struct buf *o, const char *key, int64_t s, int64_t e,
-                    const char *title)
-{
-    int rc = buf_printf(o, ",\"%s\":{", key), first = 1;
-    if (s != POLICY_TIME_NONE && s != SYNC_NO_TIME) {
-        rc |= put_time_field(o, "start", s, first);
-        first = 0;
-    }
-    if (e != POLICY_TIME_NONE && e != SYNC_NO_TIME) {
-        rc |= put_time_field(o, "end", e, first);
-        first = 0;
-    }
-    if (title)
-        rc |= buf_printf(o, "%s\"title\":", first ? "" : ",") | buf_json_strz(o, title);
-    return rc | buf_puts(o, "}");
-}
-
-/* The inputs of r decided at now_ms (`past` as computed then) into o. The
- * booking holds the twelve fields a policy reads (policy/args.c). */
-static int inputs_json(const struct request *r, int64_t now_ms, int past, struct buf *o)
-{
-    const struct policy_input *in = &r->in;
-    const struct booking *b = &r->b;
-    int rc = buf_puts(o, "{\"change\":{\"kind\":") | buf_json_strz(o, in->kind);
-    if (in->event_json)
-        rc |= buf_puts(o, ",\"event\":") | buf_append(o, in->event_json, in->event_len);
-    rc |= put_span(o, "old", in->old_start_ms, in->old_end_ms, in->old_title);
-    if (in->has_new)
-        rc |= put_span(o, "new", in->new_start_ms, in->new_end_ms, in->new_title);
-    if (in->is_instance) {
-        rc |= buf_puts(o, ",\"instance\":{\"series_id\":") | buf_json_strz(o, in->series_id);
-        rc |= put_time_field(o, "original_start", in->original_start_ms, 0) | buf_puts(o, "}");
-    }
-    rc |= buf_printf(o, ",\"past\":%s", past ? "true" : "false");
-    rc |= put_str_field(o, "source", in->source);
-    rc |= buf_puts(o, "},\"booking\":{\"uid\":") | buf_json_strz(o, b->uid);
-    rc |= buf_printf(o, ",\"calendar_id\":%lld", (long long)b->calendar_id);
-    rc |= put_str_field(o, "title", b->title);
-    rc |= put_time_field(o, "start", b->start_ms, 0);
-    rc |= put_time_field(o, "end", b->end_ms, 0);
-    rc |= put_str_field(o, "status", b->status);
-    rc |= buf_printf(o, ",\"needs_review\":%s", b->needs_review ? "true" : "false");
-    rc |= put_str_field(o, "event_id", b->event_id);
-    if (b->has_original)
-        rc |= put_time_field(o, "original_start", b->original_start_ms, 0);
-    rc |= put_str_field(o, "cancelled_by", b->cancelled_by);
-    rc |= put_str_field(o, "cancel_reason", b->cancel_reason);
-    rc |= put_time_field(o, "updated_at", b->updated_ms, 0);
-    /* ctx.now is whole seconds (policy/decide.c), so seconds lose nothing */
-    rc |= buf_printf(o, "},\"now\":%lld,\"settings\":%s,\"calendar_id\":%lld}",
-                     (long long)(now_ms / 1000), r->settings ? r->settings : "{}",
-                     (long long)in->calendar_id);
-    return rc ? -1 : 0;
-}
-
 /* Keeps the source of the version that made d (a forced flag without a
- * version has none). 0 or -1. */
+ * version has none), unless the engine stored it when the version went
+ * live: the common case, which so copies and writes nothing per
+ * decision. 0 or -1. */
 static int keep_source(struct store_conn *c, const struct policy_decision *d,
                        struct cs_err *err)
 {
     char *src = NULL;
     size_t len = 0;
-    if (!d->version[0])
+    if (!d->version[0] || policy_source_stored(d->policy, d->version))
         return 0;
     int r = policy_source_copy(d->policy, d->version, &src, &len);
     if (r < 0)
@@ -663,18 +598,15 @@ static int keep_source(struct store_conn *c, const struct policy_decision *d,
 }
 
 /* The record of the decision `kept` made on r, whose audit entry is
- * audit_id; inside the apply transaction. 0 or -1. */
+ * audit_id; inside the apply transaction. The inputs are the text built
+ * when the decision was made (apply_decide): the key matched, so they are
+ * these inputs. 0 or -1. */
 static int record_decision(struct store_conn *c, const struct request *r,
                            const struct decided *kept, int64_t audit_id, struct cs_err *err)
 {
-    struct buf in, sh;
+    struct buf sh;
     int rc = -1;
-    buf_init(&in);
     buf_init(&sh);
-    if (inputs_json(r, kept->now_ms, kept->past, &in)) {
-        cs_err_set(err, "out of memory");
-        goto done;
-    }
     if (kept->has_shadow) {
         const struct policy_decision *s = &kept->shadow;
         if (buf_puts(&sh, "{\"policy\":") | buf_json_strz(&sh, s->policy) |
@@ -688,7 +620,7 @@ static int record_decision(struct store_conn *c, const struct request *r,
         }
     }
     struct decision_record rec = {
-        .audit_id = audit_id, .calendar_id = r->in.calendar_id, .inputs = in.data,
+        .audit_id = audit_id, .calendar_id = r->in.calendar_id, .inputs = kept->inputs,
         .can_reschedule = r->can_reschedule, .can_update = r->can_update,
         .shadow = kept->has_shadow ? sh.data : NULL,
     };
@@ -697,7 +629,6 @@ static int record_decision(struct store_conn *c, const struct request *r,
         goto done;
     rc = 0;
 done:
-    buf_free(&in);
     buf_free(&sh);
     return rc;
 }
@@ -1025,8 +956,17 @@ int apply_decide(void *ud, const struct sync_info *info, struct cs_err *err)
             d->forced = 1;
         }
         check_applicable(d, &r);
-        e->now_ms = r.in.now_ms;
-        e->past = r.in.past;
+        /* the record of what the policy got (its clock and `past`
+         * included), built here once, outside any transaction */
+        struct buf doc;
+        buf_init(&doc);
+        if (policy_input_json(&r.in, &doc)) {
+            buf_free(&doc);
+            rc = cs_err_set(err, "out of memory");
+            break;
+        }
+        free(e->inputs);
+        e->inputs = doc.data; /* taken from doc */
         /* the shadow decides the very same inputs (DESIGN §5); its
          * decision is kept beside the live one, recorded, never applied */
         e->has_shadow = r.shadow != NULL;

@@ -275,12 +275,6 @@ static void cell_as(struct buf *b, lua_State *L, int idx, const char *key,
     lua_pop(L, 1);
 }
 
-static void cell(struct buf *b, lua_State *L, int idx, const char *key,
-                 const char *cls_prefix)
-{
-    cell_as(b, L, idx, key, key, cls_prefix);
-}
-
 /* The string field key of the table at idx, or NULL (valid while the
  * table is on the stack: the string is held by it). */
 static const char *sfield(lua_State *L, int idx, const char *key)
@@ -308,224 +302,233 @@ static void section(struct buf *b, const char *id, const char *title)
     buf_printf(b, "<section id=\"%s\"><h2>%s</h2>\n", id, title);
 }
 
-static void thead(struct buf *b, const char *const *cols)
-{
-    buf_puts(b, "<table><thead><tr>");
-    for (int i = 0; cols[i]; i++)
-        buf_printf(b, "<th>%s</th>", cols[i]);
-    buf_puts(b, "</tr></thead><tbody>\n");
-}
+/* A table of the page, as data: which list of the API's JSON it shows,
+ * the field naming each row (data-id) and its columns. */
+struct col {
+    const char *head;      /* the <th> text */
+    const char *field;     /* the row's field, or "object.field" inside one */
+    const char *as;        /* data-f; NULL: the field's own name */
+    const char *cls;       /* class = cls + the value (states), or NULL */
+    const char *cls_fixed; /* class when the value is there ("err"), or NULL */
+};
 
-static void render_calendars(struct buf *b, lua_State *L, struct buf *json)
+struct table {
+    const char *list;                    /* the JSON's array member */
+    const char *what;                    /* "<what> unavailable" */
+    const char *id;                      /* the field of each row's data-id */
+    const struct col *cols;              /* ends with {NULL} */
+    int (*keep)(lua_State *L, int row);  /* NULL: every row is shown */
+};
+
+/* One column's cell of the row table at row. */
+static void col_cell(struct buf *b, lua_State *L, int row, const struct col *c)
 {
-    static const char *const cols[] = {"id", "external id", "credential", "policy",
-                                       "state", "reason", "last synced", "channel",
-                                       "channel expiry", NULL};
-    int top = lua_gettop(L);
-    if (push_list(L, json, "calendars")) {
-        buf_puts(b, "<p class=\"err\">calendars unavailable</p>");
-        goto done;
-    }
-    int list = lua_gettop(L);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, list);
-    buf_printf(b, "<p><span id=\"calendars-count\">%lld</span> calendar(s)",
-               (long long)n);
-    lua_getfield(L, list - 1, "next_cursor");
-    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TLIGHTUSERDATA)
-        buf_printf(b, " (the first %d; the API lists the rest)", STATUS_CALENDARS);
-    lua_pop(L, 1);
-    buf_puts(b, "</p>");
-    thead(b, cols);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, list, i);
-        int row = lua_gettop(L);
-        if (lua_type(L, row) == LUA_TTABLE) {
-            lua_getfield(L, row, "id");
-            buf_printf(b, "<tr data-id=\"%lld\">", (long long)lua_tointeger(L, -1));
-            lua_pop(L, 1);
-            cell(b, L, row, "id", NULL);
-            cell(b, L, row, "external_id", NULL);
-            cell(b, L, row, "credential_id", NULL);
-            cell(b, L, row, "policy", NULL);
-            cell(b, L, row, "state", "st-");
-            cell(b, L, row, "reason", NULL);
-            cell(b, L, row, "last_synced_at", NULL);
-            lua_getfield(L, row, "channel");
-            if (lua_type(L, -1) == LUA_TTABLE) {
-                int ch = lua_gettop(L);
-                cell_as(b, L, ch, "id", "channel", NULL);
-                cell(b, L, ch, "expiration", NULL);
-            } else {
-                buf_puts(b, "<td data-f=\"channel\" class=\"none\"></td>"
-                            "<td data-f=\"expiration\" class=\"none\"></td>");
-            }
-            lua_pop(L, 1);
-            buf_puts(b, "</tr>\n");
+    const char *dot = strchr(c->field, '.');
+    const char *as = c->as ? c->as : dot ? dot + 1 : c->field;
+    if (dot) {
+        char obj[32];
+        snprintf(obj, sizeof obj, "%.*s", (int)(dot - c->field), c->field);
+        lua_getfield(L, row, obj);
+        if (lua_type(L, -1) == LUA_TTABLE)
+            cell_as(b, L, lua_gettop(L), dot + 1, as, c->cls);
+        else
+            buf_printf(b, "<td data-f=\"%s\" class=\"none\"></td>", as);
+        lua_pop(L, 1);
+    } else if (c->cls_fixed) {
+        lua_getfield(L, row, c->field);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            buf_printf(b, "<td data-f=\"%s\" class=\"%s\">", as, c->cls_fixed);
+            esc(b, lua_tostring(L, -1));
+            buf_puts(b, "</td>");
+        } else {
+            buf_printf(b, "<td data-f=\"%s\" class=\"none\"></td>", as);
         }
-        lua_settop(L, row - 1);
+        lua_pop(L, 1);
+    } else {
+        cell_as(b, L, row, c->field, as, c->cls);
     }
-    buf_puts(b, "</tbody></table>");
-done:
-    lua_settop(L, top);
 }
 
-static void render_channels(struct buf *b, lua_State *L, struct buf *json)
+/* Decodes json and pushes the object and its list t->list; the list's
+ * length in *n. When there is no such list, writes "<what> unavailable"
+ * and returns -1 (the caller restores the stack either way). */
+static int table_open(struct buf *b, lua_State *L, struct buf *json,
+                      const struct table *t, lua_Integer *n)
 {
-    static const char *const cols[] = {"id", "calendar", "resource id", "expiration",
-                                       "state", NULL};
-    int top = lua_gettop(L);
-    if (push_list(L, json, "channels")) {
-        buf_puts(b, "<p class=\"err\">channels unavailable</p>");
-        goto done;
+    if (push_list(L, json, t->list)) {
+        buf_printf(b, "<p class=\"err\">%s unavailable</p>", t->what);
+        return -1;
     }
+    *n = (lua_Integer)lua_rawlen(L, -1);
+    return 0;
+}
+
+/* Writes the table of the list on top of the stack (table_open): the
+ * head, then one row per object t->keep keeps. Returns the rows shown. */
+static lua_Integer table_rows(struct buf *b, lua_State *L, const struct table *t)
+{
     int list = lua_gettop(L);
     lua_Integer n = (lua_Integer)lua_rawlen(L, list), shown = 0;
-    thead(b, cols);
+    buf_puts(b, "<table><thead><tr>");
+    for (const struct col *c = t->cols; c->head; c++)
+        buf_printf(b, "<th>%s</th>", c->head);
+    buf_puts(b, "</tr></thead><tbody>\n");
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, list, i);
         int row = lua_gettop(L);
-        const char *state = lua_type(L, row) == LUA_TTABLE ? sfield(L, row, "state") : NULL;
-        /* the registry keeps every channel ever opened: the page shows the
-         * ones that can still deliver, and counts the rest */
-        if (state && (strcmp(state, "live") == 0 || strcmp(state, "opening") == 0)) {
-            const char *id = sfield(L, row, "id");
+        if (lua_type(L, row) == LUA_TTABLE && (!t->keep || t->keep(L, row))) {
             buf_puts(b, "<tr data-id=\"");
-            esc(b, id ? id : "");
+            lua_getfield(L, row, t->id);
+            if (lua_type(L, -1) == LUA_TNUMBER)
+                buf_printf(b, "%lld", (long long)lua_tointeger(L, -1));
+            else if (lua_type(L, -1) == LUA_TSTRING)
+                esc(b, lua_tostring(L, -1));
+            lua_pop(L, 1);
             buf_puts(b, "\">");
-            cell(b, L, row, "id", NULL);
-            cell(b, L, row, "calendar_id", NULL);
-            cell(b, L, row, "resource_id", NULL);
-            cell(b, L, row, "expiration", NULL);
-            cell(b, L, row, "state", "st-");
+            for (const struct col *c = t->cols; c->head; c++)
+                col_cell(b, L, row, c);
             buf_puts(b, "</tr>\n");
             shown++;
         }
         lua_settop(L, row - 1);
     }
-    buf_printf(b, "</tbody></table><p><span id=\"channels-live\">%lld</span> live or "
-                  "opening; <span id=\"channels-other\">%lld</span> stopped or expired "
-                  "(GET /v1/channels lists them)</p>",
-               (long long)shown, (long long)(n - shown));
-done:
+    buf_puts(b, "</tbody></table>");
+    return shown;
+}
+
+static const struct col calendar_cols[] = {
+    {"id", "id", NULL, NULL, NULL},
+    {"external id", "external_id", NULL, NULL, NULL},
+    {"credential", "credential_id", NULL, NULL, NULL},
+    {"policy", "policy", NULL, NULL, NULL},
+    {"state", "state", NULL, "st-", NULL},
+    {"reason", "reason", NULL, NULL, NULL},
+    {"last synced", "last_synced_at", NULL, NULL, NULL},
+    {"channel", "channel.id", "channel", NULL, NULL},
+    {"channel expiry", "channel.expiration", NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static const struct table calendar_table = {"calendars", "calendars", "id", calendar_cols,
+                                            NULL};
+
+/* the registry keeps every channel ever opened: the page shows the ones
+ * that can still deliver, and counts the rest */
+static int channel_deliverable(lua_State *L, int row)
+{
+    const char *state = sfield(L, row, "state");
+    return state && (strcmp(state, "live") == 0 || strcmp(state, "opening") == 0);
+}
+
+static const struct col channel_cols[] = {
+    {"id", "id", NULL, NULL, NULL},
+    {"calendar", "calendar_id", NULL, NULL, NULL},
+    {"resource id", "resource_id", NULL, NULL, NULL},
+    {"expiration", "expiration", NULL, NULL, NULL},
+    {"state", "state", NULL, "st-", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static const struct table channel_table = {"channels", "channels", "id", channel_cols,
+                                           channel_deliverable};
+
+static const struct col decision_cols[] = {
+    {"at", "at", NULL, NULL, NULL},
+    {"booking", "booking", NULL, NULL, NULL},
+    {"calendar", "calendar_id", NULL, NULL, NULL},
+    {"source", "source", NULL, NULL, NULL},
+    {"change", "change", NULL, NULL, NULL},
+    {"action", "action", NULL, "act-", NULL},
+    {"reason", "reason", NULL, NULL, NULL},
+    {"policy", "policy", NULL, NULL, NULL},
+    {"policy version", "policy_version", NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static const struct table decision_table = {"decisions", "decisions", "id", decision_cols,
+                                            NULL};
+
+static const struct col flagged_cols[] = {
+    {"uid", "uid", NULL, NULL, NULL},
+    {"calendar", "calendar_id", NULL, NULL, NULL},
+    {"title", "title", NULL, NULL, NULL},
+    {"start", "start", NULL, NULL, NULL},
+    {"end", "end", NULL, NULL, NULL},
+    {"proposed", "proposed.kind", NULL, NULL, NULL},
+    {"updated", "updated_at", NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static const struct table flagged_table = {"bookings", "flagged bookings", "uid",
+                                           flagged_cols, NULL};
+
+static const struct col policy_cols[] = {
+    {"name", "name", NULL, NULL, NULL},
+    {"version", "version", NULL, NULL, NULL},
+    {"loaded at", "loaded_at", NULL, NULL, NULL},
+    {"load error", "error", NULL, NULL, "err"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static const struct table policy_table = {"policies", "policies", "name", policy_cols, NULL};
+
+static void render_calendars(struct buf *b, lua_State *L, struct buf *json)
+{
+    int top = lua_gettop(L);
+    lua_Integer n;
+    if (table_open(b, L, json, &calendar_table, &n) == 0) {
+        buf_printf(b, "<p><span id=\"calendars-count\">%lld</span> calendar(s)",
+                   (long long)n);
+        lua_getfield(L, -2, "next_cursor");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TLIGHTUSERDATA)
+            buf_printf(b, " (the first %d; the API lists the rest)", STATUS_CALENDARS);
+        lua_pop(L, 1);
+        buf_puts(b, "</p>");
+        table_rows(b, L, &calendar_table);
+    }
+    lua_settop(L, top);
+}
+
+static void render_channels(struct buf *b, lua_State *L, struct buf *json)
+{
+    int top = lua_gettop(L);
+    lua_Integer n;
+    if (table_open(b, L, json, &channel_table, &n) == 0) {
+        lua_Integer shown = table_rows(b, L, &channel_table);
+        buf_printf(b, "<p><span id=\"channels-live\">%lld</span> live or "
+                      "opening; <span id=\"channels-other\">%lld</span> stopped or expired "
+                      "(GET /v1/channels lists them)</p>",
+                   (long long)shown, (long long)(n - shown));
+    }
     lua_settop(L, top);
 }
 
 static void render_decisions(struct buf *b, lua_State *L, struct buf *json)
 {
-    static const char *const cols[] = {"at", "booking", "calendar", "source", "change",
-                                       "action", "reason", "policy", "policy version",
-                                       NULL};
     int top = lua_gettop(L);
-    if (push_list(L, json, "decisions")) {
-        buf_puts(b, "<p class=\"err\">decisions unavailable</p>");
-        goto done;
+    lua_Integer n;
+    if (table_open(b, L, json, &decision_table, &n) == 0) {
+        buf_printf(b, "<p>The newest %d policy decisions, newest first.</p>",
+                   STATUS_DECISIONS);
+        table_rows(b, L, &decision_table);
     }
-    int list = lua_gettop(L);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, list);
-    buf_printf(b, "<p>The newest %d policy decisions, newest first.</p>", STATUS_DECISIONS);
-    thead(b, cols);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, list, i);
-        int row = lua_gettop(L);
-        if (lua_type(L, row) == LUA_TTABLE) {
-            lua_getfield(L, row, "id");
-            buf_printf(b, "<tr data-id=\"%lld\">", (long long)lua_tointeger(L, -1));
-            lua_pop(L, 1);
-            static const char *const f[] = {"at", "booking", "calendar_id", "source",
-                                            "change", "action", "reason", "policy",
-                                            "policy_version"};
-            for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
-                cell(b, L, row, f[k], k == 5 ? "act-" : NULL);
-            buf_puts(b, "</tr>\n");
-        }
-        lua_settop(L, row - 1);
-    }
-    buf_puts(b, "</tbody></table>");
-done:
     lua_settop(L, top);
 }
 
 static void render_flagged(struct buf *b, lua_State *L, struct buf *json, int64_t total)
 {
-    static const char *const cols[] = {"uid", "calendar", "title", "start", "end",
-                                       "proposed", "updated", NULL};
     int top = lua_gettop(L);
-    if (push_list(L, json, "bookings")) {
-        buf_puts(b, "<p class=\"err\">flagged bookings unavailable</p>");
-        goto done;
+    lua_Integer n;
+    if (table_open(b, L, json, &flagged_table, &n) == 0) {
+        buf_printf(b, "<p><span id=\"flagged-count\">%lld</span> booking(s) wait for a "
+                      "human (POST /v1/bookings/{uid}/resolve)%s</p>",
+                   (long long)total, total > n ? "; the newest shown" : "");
+        table_rows(b, L, &flagged_table);
     }
-    int list = lua_gettop(L);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, list);
-    buf_printf(b, "<p><span id=\"flagged-count\">%lld</span> booking(s) wait for a "
-                  "human (POST /v1/bookings/{uid}/resolve)%s</p>",
-               (long long)total, total > n ? "; the newest shown" : "");
-    thead(b, cols);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, list, i);
-        int row = lua_gettop(L);
-        if (lua_type(L, row) == LUA_TTABLE) {
-            const char *uid = sfield(L, row, "uid");
-            buf_puts(b, "<tr data-id=\"");
-            esc(b, uid ? uid : "");
-            buf_puts(b, "\">");
-            cell(b, L, row, "uid", NULL);
-            cell(b, L, row, "calendar_id", NULL);
-            cell(b, L, row, "title", NULL);
-            cell(b, L, row, "start", NULL);
-            cell(b, L, row, "end", NULL);
-            lua_getfield(L, row, "proposed");
-            if (lua_type(L, -1) == LUA_TTABLE)
-                cell(b, L, lua_gettop(L), "kind", NULL);
-            else
-                buf_puts(b, "<td data-f=\"kind\" class=\"none\"></td>");
-            lua_pop(L, 1);
-            cell(b, L, row, "updated_at", NULL);
-            buf_puts(b, "</tr>\n");
-        }
-        lua_settop(L, row - 1);
-    }
-    buf_puts(b, "</tbody></table>");
-done:
     lua_settop(L, top);
 }
 
 static void render_policies(struct buf *b, lua_State *L, struct buf *json)
 {
-    static const char *const cols[] = {"name", "version", "loaded at", "load error", NULL};
     int top = lua_gettop(L);
-    if (push_list(L, json, "policies")) {
-        buf_puts(b, "<p class=\"err\">policies unavailable</p>");
-        goto done;
-    }
-    int list = lua_gettop(L);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, list);
-    thead(b, cols);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, list, i);
-        int row = lua_gettop(L);
-        if (lua_type(L, row) == LUA_TTABLE) {
-            const char *name = sfield(L, row, "name");
-            buf_puts(b, "<tr data-id=\"");
-            esc(b, name ? name : "");
-            buf_puts(b, "\">");
-            cell(b, L, row, "name", NULL);
-            cell(b, L, row, "version", NULL);
-            cell(b, L, row, "loaded_at", NULL);
-            lua_getfield(L, row, "error");
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                buf_puts(b, "<td data-f=\"error\" class=\"err\">");
-                esc(b, lua_tostring(L, -1));
-                buf_puts(b, "</td>");
-            } else {
-                buf_puts(b, "<td data-f=\"error\" class=\"none\"></td>");
-            }
-            lua_pop(L, 1);
-            buf_puts(b, "</tr>\n");
-        }
-        lua_settop(L, row - 1);
-    }
-    buf_puts(b, "</tbody></table>");
-done:
+    lua_Integer n;
+    if (table_open(b, L, json, &policy_table, &n) == 0)
+        table_rows(b, L, &policy_table);
     lua_settop(L, top);
 }
 

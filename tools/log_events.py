@@ -23,6 +23,14 @@ CALL = re.compile(
     r'\blog_(debug|info|warn|error)\(\s*"([^"]+)"\s*,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)'
     r'|\blog_event\(\s*([^,]+?)\s*,\s*"([^"]+)"\s*,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)',
     re.S)
+# log_info(phttp_ev(c, "retry", ev, sizeof ev), "key=%s"): an event of the
+# shared provider exchange (src/provider/phttp.h), logged as <name>.retry
+# by every provider that declares a struct phttp_client named <name>
+SHARED = re.compile(
+    r'\blog_(debug|info|warn|error)\(\s*phttp_ev\([^,]+,\s*"([^"]+)"[^)]*\)\s*,\s*'
+    r'((?:"(?:[^"\\]|\\.)*"\s*)+)', re.S)
+CLIENT = re.compile(r'struct\s+phttp_client\s+\w+\s*=\s*\{[^}]*?\.name\s*=\s*"([a-z0-9_]+)"',
+                    re.S)
 # log_info("x", "%s", "key=value"): the fields are in the argument
 LITERAL_ARG = re.compile(r'\s*,\s*"((?:[^"\\]|\\.)*)"')
 LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -39,28 +47,37 @@ def events(root=ROOT):
     """{event: (levels set, fields list in first-seen order, files set)}"""
     out = {}
     files = sorted(glob.glob(os.path.join(root, "src", "**", "*.c"), recursive=True))
+    texts, clients, shared = {}, [], []
     for path in files:
         if os.path.basename(path) == "log.c":
             continue
         text = open(path, encoding="utf-8").read()
         # comments out, so an example in a comment is not an event
-        text = re.sub(r"/\*.*?\*/", lambda m: " " * len(m.group(0)), text, flags=re.S)
+        texts[path] = re.sub(r"/\*.*?\*/", lambda m: " " * len(m.group(0)), text, flags=re.S)
+        clients += CLIENT.findall(texts[path])
+
+    def add(name, level, fmt, path):
+        fields = FIELD.findall("".join(LITERAL.findall(fmt)))
+        lv, fl, fs = out.setdefault(name, (set(), [], set()))
+        lv.update(level.split("/"))
+        for f in fields:
+            if f not in fl:
+                fl.append(f)
+        fs.add(os.path.relpath(path, os.path.join(root, "src")))
+
+    for path, text in texts.items():
         for m in CALL.finditer(text):
             if m.group(1):
                 level, name, fmt = m.group(1), m.group(2), m.group(3)
             else:
                 level, name, fmt = level_of(m.group(4)), m.group(5), m.group(6)
-            fmt = "".join(LITERAL.findall(fmt))
-            if fmt == "%s":
+            if "".join(LITERAL.findall(fmt)) == "%s":
                 arg = LITERAL_ARG.match(text, m.end())
-                fmt = arg.group(1) if arg else ""
-            fields = FIELD.findall(fmt)
-            lv, fl, fs = out.setdefault(name, (set(), [], set()))
-            lv.update(level.split("/"))
-            for f in fields:
-                if f not in fl:
-                    fl.append(f)
-            fs.add(os.path.relpath(path, os.path.join(root, "src")))
+                fmt = '"%s"' % arg.group(1) if arg else ""
+            add(name, level, fmt, path)
+        for m in SHARED.finditer(text):
+            for client in clients:
+                add("%s.%s" % (client, m.group(2)), m.group(1), m.group(3), path)
     return out
 
 

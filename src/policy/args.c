@@ -430,3 +430,174 @@ void pol_args_release(lua_State *L)
     lua_pop(L, 1);
 }
 
+
+/* ----------------------------------------------- the inputs as a document
+ * policy_input_json (policy.h): the arguments above, from the same struct
+ * policy_input and in the same field order, as the CHANGE.json document
+ * `policy test` and `policy replay` read (pol_change_parse in cli.c is its
+ * inverse). One pass over the struct, no printf: it runs once per
+ * decision (apply.c records it). Each instant is formatted once (live,
+ * change.old is the booking's span). */
+
+struct doc {
+    struct buf *o;
+    int rc;                      /* any append failed: out of memory */
+    int64_t ms[SK_TIMES];        /* the instants formatted so far */
+    char txt[SK_TIMES][TIME_RFC3339_MAX];
+    int n;
+};
+
+static void d_raw(struct doc *d, const char *s, size_t n)
+{
+    d->rc |= buf_append(d->o, s, n);
+}
+
+#define D_LIT(d, s) d_raw((d), (s), sizeof(s) - 1)
+
+/* `,"name":` (no comma when first) */
+static void d_key(struct doc *d, int first, enum key k)
+{
+    if (!first)
+        D_LIT(d, ",");
+    D_LIT(d, "\"");
+    d_raw(d, key_names[k], strlen(key_names[k]));
+    D_LIT(d, "\":");
+}
+
+static void d_int(struct doc *d, int64_t v)
+{
+    char t[24], *p = t + sizeof t;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    d_raw(d, p, (size_t)(t + sizeof t - p));
+}
+
+static void d_bool(struct doc *d, int v)
+{
+    if (v)
+        D_LIT(d, "true");
+    else
+        D_LIT(d, "false");
+}
+
+/* A string field; left out when v is NULL. Returns 1 when written. */
+static int d_str(struct doc *d, int first, enum key k, const char *v)
+{
+    if (!v)
+        return 0;
+    d_key(d, first, k);
+    d->rc |= buf_json_strz(d->o, v);
+    return 1;
+}
+
+/* A time field; left out when ms is POLICY_TIME_NONE. 1 when written. */
+static int d_time(struct doc *d, int first, enum key k, int64_t ms)
+{
+    if (ms == POLICY_TIME_NONE)
+        return 0;
+    int i = 0;
+    while (i < d->n && d->ms[i] != ms)
+        i++;
+    char one[TIME_RFC3339_MAX], *ts = one;
+    if (i < d->n) {
+        ts = d->txt[i];
+    } else {
+        if (d->n < SK_TIMES) {
+            ts = d->txt[d->n];
+            d->ms[d->n++] = ms;
+        }
+        time_format_rfc3339(ms, ts);
+    }
+    d_key(d, first, k);
+    D_LIT(d, "\"");
+    d_raw(d, ts, strlen(ts));
+    D_LIT(d, "\"");
+    return 1;
+}
+
+/* change.old / change.new: {start, end, title[, attendees]} */
+static void d_span(struct doc *d, enum key k, int64_t s, int64_t e, const char *title,
+                   const char *attendees)
+{
+    d_key(d, 0, k);
+    D_LIT(d, "{");
+    int first = !d_time(d, 1, K_START, s);
+    first &= !d_time(d, first, K_END, e);
+    first &= !d_str(d, first, K_TITLE, title);
+    if (attendees) {
+        /* JSON text as the policy decodes it (change.new.attendees) */
+        d_key(d, first, K_ATTENDEES);
+        d_raw(d, attendees, strlen(attendees));
+    }
+    D_LIT(d, "}");
+}
+
+int policy_input_json(const struct policy_input *in, struct buf *out)
+{
+    struct doc d = {.o = out};
+    const struct booking *b = in->booking;
+    /* the event's JSON and about 600 bytes of fields: one allocation */
+    d.rc |= buf_reserve(out, in->event_len + 1024);
+    D_LIT(&d, "{\"change\":{\"kind\":");
+    d.rc |= buf_json_strz(out, in->kind);
+    if (in->event_json) {
+        d_key(&d, 0, K_EVENT);
+        d_raw(&d, in->event_json, in->event_len);
+    }
+    if (!in->no_old)
+        d_span(&d, K_OLD, in->old_start_ms, in->old_end_ms, in->old_title, NULL);
+    if (in->has_new)
+        d_span(&d, K_NEW, in->new_start_ms, in->new_end_ms, in->new_title,
+               in->new_attendees);
+    if (in->is_instance) {
+        d_key(&d, 0, K_INSTANCE);
+        D_LIT(&d, "{\"series_id\":");
+        d.rc |= buf_json_strz(out, in->series_id);
+        d_time(&d, 0, K_ORIGINAL_START, in->original_start_ms);
+        D_LIT(&d, "}");
+    }
+    d_key(&d, 0, K_PAST);
+    d_bool(&d, in->past);
+    d_str(&d, 0, K_SOURCE, in->source);
+    D_LIT(&d, "}");
+    if (b) {
+        /* the twelve fields of booking_keys, absent ones left out */
+        D_LIT(&d, ",\"booking\":{\"uid\":");
+        d.rc |= buf_json_strz(out, b->uid);
+        d_key(&d, 0, K_CALENDAR_ID);
+        d_int(&d, b->calendar_id);
+        d_str(&d, 0, K_TITLE, b->title);
+        d_time(&d, 0, K_START, b->start_ms);
+        d_time(&d, 0, K_END, b->end_ms);
+        d_str(&d, 0, K_STATUS, b->status);
+        d_key(&d, 0, K_NEEDS_REVIEW);
+        d_bool(&d, b->needs_review);
+        d_str(&d, 0, K_EVENT_ID, b->event_id);
+        if (b->has_original)
+            d_time(&d, 0, K_ORIGINAL_START, b->original_start_ms);
+        d_str(&d, 0, K_CANCELLED_BY, b->cancelled_by);
+        d_str(&d, 0, K_CANCEL_REASON, b->cancel_reason);
+        d_time(&d, 0, K_UPDATED_AT, b->updated_ms);
+        D_LIT(&d, "}");
+    } else if (in->booking_json) {
+        D_LIT(&d, ",\"booking\":");
+        d_raw(&d, in->booking_json, in->booking_len);
+    }
+    /* ctx.now as the policy got it: whole seconds (floor), nothing lost */
+    int64_t now_s = in->now_ms / 1000;
+    if (in->now_ms < 0 && in->now_ms % 1000)
+        now_s--;
+    D_LIT(&d, ",\"now\":");
+    d_int(&d, now_s);
+    D_LIT(&d, ",\"settings\":");
+    const char *s = in->settings_json ? in->settings_json : "{}";
+    d_raw(&d, s, strlen(s));
+    D_LIT(&d, ",\"calendar_id\":");
+    d_int(&d, in->calendar_id);
+    D_LIT(&d, "}");
+    return d.rc ? -1 : 0;
+}

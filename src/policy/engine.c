@@ -80,6 +80,8 @@ struct policy_version *pol_version_new(const char *name, const char *path,
         return NULL;
     }
     atomic_init(&v->refs, 1);
+    atomic_init(&v->source_stored, 0);
+    pthread_mutex_init(&v->check_mu, NULL);
     snprintf(v->name, sizeof v->name, "%s", name);
     snprintf(v->version, sizeof v->version, "%s", hash);
     v->src = src; /* taken */
@@ -98,6 +100,8 @@ struct policy_version *pol_version_ref(struct policy_version *v)
 void pol_version_unref(struct policy_version *v)
 {
     if (v && atomic_fetch_sub(&v->refs, 1) == 1) {
+        sandbox_free(v->check);
+        pthread_mutex_destroy(&v->check_mu);
         free(v->path);
         free(v->src);
         free(v);
@@ -262,10 +266,12 @@ struct sandbox_limits pol_limits_of(const struct config *cfg)
 }
 
 /* Compiles and checks src in a fresh sandbox. 0 good, 1 bad (msg set),
- * -1 when the sandbox itself could not be built (msg set). */
+ * -1 when the sandbox itself could not be built (msg set). keep (may be
+ * NULL): on 0, the loaded sandbox is handed over there (the caller's,
+ * sandbox_free) instead of being freed. */
 static int compile_lim(const struct sandbox_limits *lim, const char *name,
                        const char *path, const char *src, size_t len,
-                       struct sandbox_msg *msg)
+                       struct sandbox_msg *msg, struct sandbox **keep)
 {
     struct cs_err err = {{0}};
     struct sandbox *sb = sandbox_new(name, lim, &err);
@@ -275,7 +281,10 @@ static int compile_lim(const struct sandbox_limits *lim, const char *name,
         return -1;
     }
     enum sandbox_rc rc = sandbox_load(sb, path, src, len, msg);
-    sandbox_free(sb);
+    if (rc == SANDBOX_OK && keep)
+        *keep = sb;
+    else
+        sandbox_free(sb);
     return rc == SANDBOX_OK ? 0 : 1;
 }
 
@@ -284,7 +293,7 @@ int pol_compile_check(const struct config *cfg, const char *name,
                          struct sandbox_msg *msg)
 {
     struct sandbox_limits lim = pol_limits_of(cfg);
-    return compile_lim(&lim, name, path, src, len, msg);
+    return compile_lim(&lim, name, path, src, len, msg, NULL);
 }
 
 /* --------------------------------------------------------------- engine */
@@ -413,7 +422,7 @@ static void count_load_error(const char *name)
     metrics_inc(series);
 }
 
-static void keep_source(const struct policy_version *v);
+static void keep_source(struct policy_version *v);
 
 /* Records the outcome of loading `name` with content `hash`: a good
  * source (src, taken: freed here on every path) becomes the live version,
@@ -424,7 +433,7 @@ static void keep_source(const struct policy_version *v);
  * Takes eng.mu. */
 static int publish(const char *name, const char *shown, char *src, size_t len,
                    const char *hash, const struct sandbox_msg *msg, int timed_out,
-                   int late)
+                   int late, struct sandbox *compiled)
 {
     int bad = src == NULL, rc = 0;
     struct policy_version *v = NULL, *old = NULL, *went_live = NULL;
@@ -432,8 +441,12 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
         v = pol_version_new(name, shown, src, len, hash);
         if (!v) {
             free(src);
+            sandbox_free(compiled);
             return -1;
         }
+        v->check = compiled; /* freed with v unless it goes live */
+    } else {
+        sandbox_free(compiled);
     }
     char *error = bad ? strdup(msg->text) : NULL;
     if (bad && !error)
@@ -499,6 +512,15 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
     }
     keep_source(went_live);
     pol_version_unref(went_live);
+    if (old && old != v) {
+        /* no longer live: its checking state goes (a check that holds a
+         * reference on it finishes first, under check_mu) */
+        pthread_mutex_lock(&old->check_mu);
+        old->retired = 1;
+        sandbox_free(old->check);
+        old->check = NULL;
+        pthread_mutex_unlock(&old->check_mu);
+    }
     pol_version_unref(old);
     return rc;
 }
@@ -510,7 +532,7 @@ static int publish(const char *name, const char *shown, char *src, size_t len,
  * nothing a replay needs. Without a store (the unit tests, the CLI) there
  * is nothing to keep. A compile that publishes late (its own detached
  * thread, possibly during shutdown) leaves it to apply.c. */
-static void keep_source(const struct policy_version *v)
+static void keep_source(struct policy_version *v)
 {
     struct cs_err err = {{0}};
     if (!v)
@@ -521,6 +543,8 @@ static void keep_source(const struct policy_version *v)
     if (policy_source_keep(c, v->name, v->version, v->src, v->len, &err))
         log_warn("policy.source_not_kept", "policy=%s version=%s error=%s", log_q(v->name),
                  v->version, log_q(err.msg));
+    else
+        atomic_store(&v->source_stored, 1);
 }
 
 /* A compile on a thread of its own (reload_call_bounded): owns everything
@@ -534,12 +558,13 @@ struct compile_job {
     size_t len;
     int rc;                          /* compile_lim's */
     struct sandbox_msg msg;
+    struct sandbox *sb;              /* owned: the loaded state, on rc 0 */
 };
 
 static void compile_job_run(void *p)
 {
     struct compile_job *j = p;
-    j->rc = compile_lim(&j->lim, j->name, j->shown, j->src, j->len, &j->msg);
+    j->rc = compile_lim(&j->lim, j->name, j->shown, j->src, j->len, &j->msg, &j->sb);
 }
 
 /* Runs on the abandoned thread when its compile finally returns: a good
@@ -551,9 +576,11 @@ static void compile_job_late(void *p)
     log_warn("policy.late_load", "policy=%s version=%s result=%s", log_q(j->name), j->hash,
              j->rc == 0 ? "ok" : "failed");
     if (j->rc == 0) {
-        publish(j->name, j->shown, j->src, j->len, j->hash, &j->msg, 0, 1);
+        publish(j->name, j->shown, j->src, j->len, j->hash, &j->msg, 0, 1, j->sb);
         j->src = NULL;
+        j->sb = NULL;
     }
+    sandbox_free(j->sb);
     free(j->src);
     free(j);
 }
@@ -565,9 +592,10 @@ static void compile_job_late(void *p)
  * in time. */
 static int compile_bounded(const char *name, const char *shown, const char *hash,
                            char **src, size_t len, struct sandbox_msg *msg,
-                           int *timed_out)
+                           int *timed_out, struct sandbox **compiled)
 {
     *timed_out = 0;
+    *compiled = NULL;
     struct compile_job *j = calloc(1, sizeof *j);
     if (!j) {
         snprintf(msg->text, sizeof msg->text, "%s:1: out of memory", shown);
@@ -609,6 +637,8 @@ static int compile_bounded(const char *name, const char *shown, const char *hash
     int rc = j->rc;
     if (r == RELOAD_CALL_DONE) {
         *msg = j->msg;
+        *compiled = j->sb; /* NULL unless rc is 0 */
+        j->sb = NULL;
     } else if (reload_calls_stuck() >= RELOAD_STUCK_MAX) {
         rc = 1;
         snprintf(msg->text, sizeof msg->text, "%s:1: not loaded: %d earlier loads have not "
@@ -618,6 +648,7 @@ static int compile_bounded(const char *name, const char *shown, const char *hash
         rc = -1;
         snprintf(msg->text, sizeof msg->text, "%s:1: cannot start a load thread", shown);
     }
+    sandbox_free(j->sb);
     free(j);
     return rc;
 }
@@ -672,11 +703,13 @@ static int reload_one(const char *name)
         return 1;
     }
 
+    struct sandbox *compiled = NULL;
     if (!bad) {
-        int c = compile_bounded(name, shown, hash, &src, len, &msg, &timed_out);
+        int c = compile_bounded(name, shown, hash, &src, len, &msg, &timed_out, &compiled);
         if (c == -2)
             return 0; /* shutting down: record nothing */
         if (c < 0) {
+            sandbox_free(compiled);
             free(src);
             log_error("policy.load_failed", "policy=%s error=%s", log_q(name),
                       log_q(msg.text));
@@ -688,7 +721,7 @@ static int reload_one(const char *name)
             src = NULL;
         }
     }
-    return publish(name, shown, bad ? NULL : src, len, hash, &msg, timed_out, 0);
+    return publish(name, shown, bad ? NULL : src, len, hash, &msg, timed_out, 0, compiled);
 }
 
 /* One reload of the whole directory, on the reload worker. Returns the
@@ -970,6 +1003,13 @@ int policy_all_live(void)
 
 /* ---------------------------------------------------- engine, for runners */
 
+static atomic_uint check_builds;
+
+unsigned pol_eng_check_builds(void)
+{
+    return atomic_load(&check_builds);
+}
+
 int policy_settings_validate(const char *name, const char *settings_json, char *why,
                              size_t whylen)
 {
@@ -983,22 +1023,42 @@ int policy_settings_validate(const char *name, const char *settings_json, char *
         lim = pol_limits_of(eng.cfg);
     pthread_mutex_unlock(&eng.mu);
     int rc = -1;
-    struct sandbox *sb = NULL;
+    struct sandbox *sb = NULL, *tmp = NULL;
     if (!v || !lim.instructions) {
         snprintf(why, whylen, "no live version of policy '%.63s'", name);
-        goto done;
+        goto out;
     }
-    if (!(sb = sandbox_new(v->name, &lim, &err))) {
-        snprintf(why, whylen, "settings could not be checked: %s", err.msg);
-        goto done;
+    /* the state the reload compiled this version in (v->check): one check
+     * at a time per version, each bounded by the limits like a call. Only
+     * when there is none (a memory-cap hit dropped it, or the version was
+     * replaced after we took it) is the policy compiled here; a retired
+     * version's state is not kept */
+    pthread_mutex_lock(&v->check_mu);
+    if (v->check && sandbox_dead(v->check)) {
+        sandbox_free(v->check);
+        v->check = NULL;
     }
-    if (sandbox_load(sb, v->path, v->src, v->len, &msg) != SANDBOX_OK) {
-        snprintf(why, whylen, "settings could not be checked: %s", msg.text);
-        goto done;
+    if (!(sb = v->check)) {
+        atomic_fetch_add(&check_builds, 1);
+        if (!(sb = sandbox_new(v->name, &lim, &err))) {
+            snprintf(why, whylen, "settings could not be checked: %s", err.msg);
+            goto done;
+        }
+        if (sandbox_load(sb, v->path, v->src, v->len, &msg) != SANDBOX_OK) {
+            sandbox_free(sb);
+            snprintf(why, whylen, "settings could not be checked: %s", msg.text);
+            goto done;
+        }
+        if (v->retired)
+            tmp = sb;
+        else
+            v->check = sb;
     }
     rc = sandbox_validate_settings(sb, settings_json, strlen(settings_json), why, whylen);
 done:
-    sandbox_free(sb);
+    pthread_mutex_unlock(&v->check_mu);
+    sandbox_free(tmp);
+out:
     pol_version_unref(v);
     return rc;
 }
@@ -1022,6 +1082,21 @@ struct policy_version *pol_eng_live_locked(const char *name)
 {
     const struct entry *e = find_entry(name);
     return e ? e->live : NULL;
+}
+
+int policy_source_stored(const char *name, const char *version)
+{
+    int stored = 0;
+    pthread_mutex_lock(&eng.mu);
+    /* newest first: a decision's version is almost always the last one */
+    for (int i = eng.nhist - 1; i >= 0; i--)
+        if (strcmp(eng.hist[i]->version, version) == 0 &&
+            strcmp(eng.hist[i]->name, name) == 0) {
+            stored = atomic_load(&eng.hist[i]->source_stored);
+            break;
+        }
+    pthread_mutex_unlock(&eng.mu);
+    return stored;
 }
 
 int policy_source_copy(const char *name, const char *version, char **src, size_t *len)

@@ -23,6 +23,7 @@
 #include "util.h"
 
 #include <lua.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +46,20 @@ struct policy_version {
     char *src;
     size_t len;
     int64_t loaded_ms;
+    /* The state the reload compiled and checked this source in, kept
+     * while the version is live: policy_settings_validate (engine.c)
+     * checks a calendar's settings in it instead of compiling the policy
+     * again. One caller at a time (check_mu; the only mutable part of a
+     * version). NULL when none was handed over, after a memory-cap hit
+     * (rebuilt on the next check) and once retired (no longer live: freed,
+     * never rebuilt, so the history keeps sources, not states). */
+    pthread_mutex_t check_mu;
+    struct sandbox *check;
+    int retired;
+    /* 1 once the engine wrote the source to policy_sources itself (on
+     * its own connection, committed): apply.c then need not, per
+     * decision (policy_source_stored) */
+    atomic_int source_stored;
 };
 
 /* A new version holding one reference. src is taken (freed with the
@@ -97,6 +112,11 @@ void pol_eng_unlock(void);
 /* The live version of `name` or NULL; not referenced: the caller holds
  * the engine lock and takes a reference before unlocking. */
 struct policy_version *pol_eng_live_locked(const char *name);
+
+/* How many times policy_settings_validate compiled a policy because the
+ * version had no compiled state to check in (tests: the common case is
+ * none). */
+unsigned pol_eng_check_builds(void);
 
 /* ------------------------------------------------------------ arguments */
 

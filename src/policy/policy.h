@@ -119,6 +119,14 @@ struct policy_decision {
                         * kind); "" otherwise */
 };
 
+/* Appends `in` as the CHANGE.json document `calsync policy test` and
+ * `policy replay` read (DESIGN §2 "Replayable decisions"): the fields the
+ * policy's arguments hold, from the same struct (policy/args.c), with
+ * ctx.now in whole seconds and `past` as given. The booking is written
+ * from in->booking, else in->booking_json as it is. 0, or -1 on OOM (out
+ * then holds a partial document). */
+int policy_input_json(const struct policy_input *in, struct buf *out);
+
 /* Longest reason a policy may return, in bytes. */
 #define POLICY_REASON_MAX 1000
 
@@ -171,6 +179,12 @@ int policy_decide_shadow(struct policy_runner *r, const char *policy_name,
  * after a reload replaced it): 1 with *src (owned by the caller, free())
  * and *len, 0 when unknown, -1 on OOM. Thread-safe. */
 int policy_source_copy(const char *name, const char *version, char **src, size_t *len);
+
+/* 1 when the engine itself wrote the source of version `version` of
+ * policy `name` to the store (policy_sources) when it went live, so a
+ * decision of it need not write it again; 0 when it did not (no store, a
+ * failed write, a late publish) or the version is unknown. Thread-safe. */
+int policy_source_stored(const char *name, const char *version);
 
 /* `calsync policy replay [--since WHEN] [--calendar ID] [--json] CANDIDATE`
  * (DESIGN §3): re-decides the recorded decisions under CANDIDATE (a file

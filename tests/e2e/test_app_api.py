@@ -252,6 +252,12 @@ class TestCalendarsAndCredentials(AppCase):
                          "revoked")
         # meanwhile the host moves the booked event
         self.fg.host(CAL, op="move", id=e["id"], start=future(5, 14), end=future(5, 15))
+        # the booking's webhook is delivered in the background (the outbox
+        # row turns delivered); wait for that before comparing snapshots
+        def delivered():
+            rows = self.svc.snapshot({"outbox": "state"})["outbox"]
+            return rows and all(r[0] != "pending" for r in rows)
+        self.wait_for(delivered, what="the booking's webhook delivered")
         # bad bodies change nothing
         snap = self.svc.snapshot()
         path = "/v1/credentials/%d" % cred

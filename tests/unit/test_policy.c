@@ -5,6 +5,8 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "json.h"
+#include "policy/internal.h"
 #include "policy/policy.h"
 #include "util.h"
 
@@ -277,6 +279,24 @@ static const char dump_policy[] =
     "return { on_delete = h, on_time_change = h, on_instance = h, on_past = h,\n"
     "  on_title_change = one }\n";
 
+/* A time change of an occurrence whose booking has every field set
+ * (*full: the booking it points at). */
+static struct policy_input full_input(struct booking *full)
+{
+    *full = test_booking;
+    full->has_original = 1;
+    full->original_start_ms = test_booking.start_ms;
+    full->cancelled_by = "app";
+    full->cancel_reason = "no";
+    full->needs_review = 1;
+    struct policy_input in = input("time_change");
+    in.booking = full;
+    in.is_instance = 1;
+    in.series_id = "ser";
+    in.original_start_ms = test_booking.start_ms;
+    return in;
+}
+
 /* One runner, so one state: the argument tables are reused and must show
  * each call exactly its own input, nothing left over from the call before
  * (fields a call lacks read as nil). */
@@ -288,17 +308,8 @@ static void test_arguments_reused(void **state)
     struct policy_runner *r = policy_runner_new(&cfg);
     struct policy_decision d;
 
-    struct booking full = test_booking;
-    full.has_original = 1;
-    full.original_start_ms = test_booking.start_ms;
-    full.cancelled_by = "app";
-    full.cancel_reason = "no";
-    full.needs_review = 1;
-    struct policy_input a = input("time_change");
-    a.booking = &full;
-    a.is_instance = 1;
-    a.series_id = "ser";
-    a.original_start_ms = test_booking.start_ms;
+    struct booking full;
+    struct policy_input a = full_input(&full);
     a.event_json = "{\"id\":\"e1\"}";
     a.event_len = strlen(a.event_json);
     a.settings_json = "{\"h\":1}";
@@ -358,6 +369,62 @@ static void test_arguments_reused(void **state)
     assert_string_equal(d.reason, "no hook");
     assert_int_equal(policy_decide(r, "dump", &a, &d), 0);
     assert_string_equal(d.reason, want_a);
+    policy_runner_free(r);
+}
+
+/* The record of a decision (policy_input_json) is read back by replay
+ * with policy test's parser: the policy must get the very arguments it got
+ * live (dumped by the dump policy), and the document keeps the shape
+ * recorded before it was built from the policy's input (old records still
+ * replay: tests/e2e/test_policy_replay.py). */
+static void test_input_document(void **state)
+{
+    (void)state;
+    write_policy("dump", dump_policy);
+    start();
+    struct policy_runner *r = policy_runner_new(&cfg);
+    lua_State *J = json_state();
+    assert_non_null(J);
+    struct booking full;
+    struct policy_input a = full_input(&full);
+    full.cancel_reason = "say \"no\"";
+    a.original_start_ms = test_booking.start_ms - 86400000;
+    a.new_attendees = "[{\"email\":\"a@x.test\",\"response\":\"accepted\"}]";
+    struct policy_input del = input("delete");
+    del.past = 1;
+    del.source = NULL;
+    del.settings_json = NULL;
+    del.now_ms = 1795510800999LL; /* ctx.now: whole seconds */
+    const struct policy_input *ins[] = {&a, &del};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) {
+        struct buf doc;
+        buf_init(&doc);
+        assert_int_equal(policy_input_json(ins[i], &doc), 0);
+        struct cs_err err = {{0}};
+        struct pol_change *c = pol_change_parse(J, doc.data, doc.len, &err);
+        if (!c)
+            fail_msg("%s: %s", doc.data, err.msg);
+        struct policy_decision live, replayed;
+        assert_int_equal(policy_decide(r, "dump", ins[i], &live), 0);
+        assert_int_equal(policy_decide(r, "dump", pol_change_input(c), &replayed), 0);
+        assert_string_equal(live.action, "ignore");
+        assert_string_equal(replayed.reason, live.reason);
+        if (i == 1)
+            assert_string_equal(doc.data,
+                "{\"change\":{\"kind\":\"delete\",\"event\":{\"id\":\"ev-1\",\"status\":"
+                "\"confirmed\",\"summary\":\"Intro call\",\"description\":null},\"old\":"
+                "{\"start\":\"2026-11-25T10:00:00Z\",\"end\":\"2026-11-25T10:30:00Z\","
+                "\"title\":\"Intro call\"},\"past\":true},\"booking\":{\"uid\":\"bk-1\","
+                "\"calendar_id\":7,\"title\":\"Intro call\",\"start\":"
+                "\"2026-11-25T10:00:00Z\",\"end\":\"2026-11-25T10:30:00Z\",\"status\":"
+                "\"accepted\",\"needs_review\":false,\"event_id\":\"ev-1\",\"updated_at\":"
+                "\"2026-11-24T06:00:00Z\"},\"now\":1795510800,\"settings\":{},"
+                "\"calendar_id\":7}");
+        pol_change_free(c);
+        buf_free(&doc);
+    }
+    /* an allocation failure part way is an error, never a short document
+     * taken for a whole one: covered by buf's contract (util.h) */
     policy_runner_free(r);
 }
 
@@ -1287,6 +1354,91 @@ static void test_settings_schema(void **state)
     buf_free(&b);
 }
 
+/* Settings are checked in the state the reload compiled the live version
+ * in: no compile per check, a new version's schema as soon as it is live,
+ * a state dropped by a memory-cap hit rebuilt once, and checks from
+ * several threads while reloads swap versions. */
+struct check_run {
+    int n, bad;
+    char err[300];
+};
+
+static void *check_thread(void *p)
+{
+    struct check_run *c = p;
+    char why[300];
+    for (int i = 0; i < c->n; i++) {
+        /* hours 20: good under v1 (max 720), bad under v2 (max 10) */
+        int r = policy_settings_validate("s", "{\"hours\":20}", why, sizeof why);
+        if (r < 0 || (r == 1 && !strstr(why, "settings.hours: must be at most 10"))) {
+            snprintf(c->err, sizeof c->err, "hours 20: %d %.200s", r, why);
+            c->bad++;
+        }
+        r = policy_settings_validate("s", "{\"hours\":\"x\"}", why, sizeof why);
+        if (r != 1 || !strstr(why, "settings.hours: must be a number, got string")) {
+            snprintf(c->err, sizeof c->err, "hours x: %d %.200s", r, why);
+            c->bad++;
+        }
+    }
+    return NULL;
+}
+
+static void test_settings_checked_in_place(void **state)
+{
+    (void)state;
+    static const char v1[] = "return { settings = { hours = { type = 'number', max = 720 } } }\n";
+    static const char v2[] = "return { settings = { hours = { type = 'number', max = 10 } } }\n";
+    cfg.policy_limits.memory = 1 << 20;
+    write_policy("s", v1);
+    start();
+    char why[300];
+    unsigned builds = pol_eng_check_builds();
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(policy_settings_validate("s", "{\"hours\":20}", why, sizeof why), 0);
+    assert_int_equal(pol_eng_check_builds(), builds);
+    replace_policy("s", v2);
+    assert_int_equal(policy_reload(NULL), 0);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":20}", why, sizeof why), 1);
+    assert_non_null(strstr(why, "settings.hours: must be at most 10"));
+    assert_int_equal(pol_eng_check_builds(), builds);
+
+    /* settings that decode past the memory cap: the check fails as it
+     * did with a state of its own, the state is dropped, the next check
+     * builds one and answers */
+    struct buf big;
+    buf_init(&big);
+    assert_int_equal(buf_puts(&big, "{\"x\":["), 0);
+    for (int i = 0; i < 200000; i++)
+        assert_int_equal(buf_puts(&big, i ? ",1" : "1"), 0);
+    assert_int_equal(buf_puts(&big, "]}"), 0);
+    assert_int_equal(policy_settings_validate("s", big.data, why, sizeof why), -1);
+    assert_non_null(strstr(why, "settings could not be checked"));
+    buf_free(&big);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":2}", why, sizeof why), 0);
+    assert_int_equal(pol_eng_check_builds(), builds + 1);
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":3}", why, sizeof why), 0);
+    assert_int_equal(pol_eng_check_builds(), builds + 1);
+
+    /* four threads checking while the version is swapped under them */
+    struct check_run runs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        runs[i] = (struct check_run){.n = 50};
+        assert_int_equal(pthread_create(&th[i], NULL, check_thread, &runs[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        replace_policy("s", i % 2 ? v2 : v1);
+        assert_int_equal(policy_reload(NULL), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        if (runs[i].bad)
+            fail_msg("thread %d: %d wrong answers, last: %s", i, runs[i].bad, runs[i].err);
+    }
+    /* the last version live (v2) answers */
+    assert_int_equal(policy_settings_validate("s", "{\"hours\":20}", why, sizeof why), 1);
+}
+
 static void test_cmd_check(void **state)
 {
     (void)state;
@@ -1404,6 +1556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dispatch_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arguments_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_input_document, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_argument, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instruction_limit, setup, teardown),
@@ -1423,6 +1576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_localtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings_checked_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cmd_test, setup, teardown),
     };

@@ -4,8 +4,9 @@
  * clock, unit-tested in tests/unit/test_google_budget.c), one bucket per
  * credential (Google's per-user rate, 600/min documented) and one for the
  * project (the per-project per-minute quota), both behind one mutex, and a
- * thread-local priority. google_call_url() -> call_run() acquires from both
- * before every authenticated request, so every Calendar method is covered.
+ * thread-local priority. google_budget_acquire is google_http's budget hook:
+ * phttp_call_run() takes from both before every authenticated request, so
+ * every Calendar method is covered.
  */
 #include "provider/google/budget.h"
 #include "provider/google/google.h"

@@ -10,7 +10,7 @@ int google_events_watch(struct google_auth *a, const char *calendar_id,
                         const char *address, int64_t ttl_s,
                         struct google_resp *resp, struct cs_err *err)
 {
-    struct google_call c = {.what = "events.watch", .method = "POST", .push = 1};
+    struct phttp_call c = {.what = "events.watch", .method = "POST", .push = 1};
     struct buf body;
     buf_init(&c.url);
     buf_init(&body);
@@ -30,7 +30,7 @@ int google_channels_stop(struct google_auth *a, const char *channel_id,
                          const char *resource_id, struct google_resp *resp,
                          struct cs_err *err)
 {
-    struct google_call c = {.what = "channels.stop", .method = "POST"};
+    struct phttp_call c = {.what = "channels.stop", .method = "POST"};
     struct buf body;
     buf_init(&c.url);
     buf_init(&body);

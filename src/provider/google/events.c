@@ -11,7 +11,7 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
                        const struct google_list_params *p,
                        struct google_resp *resp, struct cs_err *err)
 {
-    struct google_call c = {.what = "events.list", .method = "GET", .push = 1};
+    struct phttp_call c = {.what = "events.list", .method = "GET", .push = 1};
     buf_init(&c.url);
     int bad = google_url_start(&c, calendar_id, "/events?singleEvents=true&maxResults=2500");
     if (p->sync_token) {
@@ -28,7 +28,7 @@ int google_events_list(struct google_auth *a, const char *calendar_id,
     return google_call_url(a, &c, bad, resp, err);
 }
 
-static int event_url(struct google_call *c, const char *cal, const char *ev)
+static int event_url(struct phttp_call *c, const char *cal, const char *ev)
 {
     if (!ev || !id_valid_event(ev, strlen(ev))) {
         c->invalid = "event id";
@@ -42,7 +42,7 @@ int google_events_instances(struct google_auth *a, const char *calendar_id,
                             const char *series_id, const char *page_token,
                             struct google_resp *resp, struct cs_err *err)
 {
-    struct google_call c = {.what = "events.instances", .method = "GET", .push = 1};
+    struct phttp_call c = {.what = "events.instances", .method = "GET", .push = 1};
     buf_init(&c.url);
     int bad = event_url(&c, calendar_id, series_id) ||
               buf_puts(&c.url, "/instances?showDeleted=true&maxResults=2500");
@@ -55,7 +55,7 @@ int google_events_get(struct google_auth *a, const char *calendar_id,
                       const char *event_id, struct google_resp *resp,
                       struct cs_err *err)
 {
-    struct google_call c = {.what = "events.get", .method = "GET", .push = 1};
+    struct phttp_call c = {.what = "events.get", .method = "GET", .push = 1};
     buf_init(&c.url);
     return google_call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
 }
@@ -71,7 +71,7 @@ int google_events_insert_v(struct google_auth *a, const char *calendar_id,
                            const char *body_json, int version,
                            struct google_resp *resp, struct cs_err *err)
 {
-    struct google_call c = {.what = "events.insert", .method = "POST", .push = 1,
+    struct phttp_call c = {.what = "events.insert", .method = "POST", .push = 1,
                      .body = body_json};
     buf_init(&c.url);
     return google_call_url(a, &c,
@@ -86,7 +86,7 @@ int google_events_patch(struct google_auth *a, const char *calendar_id,
                         const char *if_match, struct google_resp *resp,
                         struct cs_err *err)
 {
-    struct google_call c = {.what = "events.patch", .method = "PATCH", .push = 1,
+    struct phttp_call c = {.what = "events.patch", .method = "PATCH", .push = 1,
                      .body = body_json, .if_match = if_match};
     buf_init(&c.url);
     return google_call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);
@@ -96,7 +96,7 @@ int google_events_delete(struct google_auth *a, const char *calendar_id,
                          const char *event_id, const char *if_match,
                          struct google_resp *resp, struct cs_err *err)
 {
-    struct google_call c = {.what = "events.delete", .method = "DELETE",
+    struct phttp_call c = {.what = "events.delete", .method = "DELETE",
                      .if_match = if_match};
     buf_init(&c.url);
     return google_call_url(a, &c, event_url(&c, calendar_id, event_id), resp, err);

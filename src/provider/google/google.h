@@ -3,24 +3,18 @@
  * shared shapes (parse.c) and the provider_ops table (ops.c). Only
  * src/provider/ includes this header; the engine sees provider.h.
  *
- * One CURL easy handle per thread (created on first use, released when the
- * thread exits or calls google_thread_release()), so a worker reuses its
- * connections to Google across calls. Every call:
- *   - gets a fresh-enough access token for its credential (cached in the
- *     credentials row, refreshed GOOGLE_REFRESH_AHEAD_MS before expiry);
- *   - retries 429, 403 rateLimitExceeded/userRateLimitExceeded, 5xx and
- *     connection-level failures, waiting Retry-After exactly when given and
- *     otherwise 1 s doubling up to 60 s with jitter in [wait/2, wait];
- *   - gives up when the next wait would pass GOOGLE_RETRY_BUDGET_MS from the
- *     start of the call, or after GOOGLE_MAX_ATTEMPTS exchanges (one
- *     calendar cannot hog a worker, even with Retry-After: 0);
- *   - on a 401 refreshes the token once and retries;
- *   - on invalid_grant from the token endpoint marks the credential and its
- *     calendars revoked (calendar.c: credential_revoke) and returns
- *     GOOGLE_EREVOKED.
+ * The HTTP exchange, its retries and the OAuth refresh are the shared ones
+ * (src/provider/phttp.h, poauth.h), run with Google's struct phttp_client
+ * google_http (client.c): retried are 429, 403
+ * rateLimitExceeded/userRateLimitExceeded and 5xx (google_retryable);
+ * Retry-After is whole seconds or an HTTP-date; every authenticated request
+ * first takes a token from the request budgets (budget.h); error bodies
+ * name their reason in error.errors[0].reason. On top of it every call
  *   - refuses, before any request, a calendar or event id that Google
  *     cannot have issued (GOOGLE_EINVAL), and percent-encodes every id it
  *     puts into a path, '.' included, so no id can change the path;
+ *   - on invalid_grant from the token endpoint has the credential and its
+ *     calendars marked revoked (GOOGLE_EREVOKED).
  * Decoded responses are pushed on the calling thread's JSON state
  * (json_state()); the caller pops them.
  *
@@ -31,6 +25,9 @@
 #define CALSYNC_PROVIDER_GOOGLE_H
 
 #include "config.h"
+#include "provider/phttp.h"
+#include "provider/pjson.h"
+#include "provider/poauth.h"
 #include "provider/provider.h"
 #include "store/store.h"
 #include "util.h"
@@ -39,63 +36,45 @@
 
 #include <stdint.h>
 
-#define GOOGLE_MAX_RESPONSE (16u * 1024 * 1024) /* bytes; larger = error */
-#define GOOGLE_CONNECT_TIMEOUT_MS 10000
-#define GOOGLE_TOTAL_TIMEOUT_MS 60000           /* one HTTP exchange */
-#define GOOGLE_RETRY_BUDGET_MS 120000           /* all retries of one call */
-#define GOOGLE_MAX_ATTEMPTS 10                  /* exchanges per call, at most */
-#define GOOGLE_BACKOFF_BASE_MS 1000
-#define GOOGLE_BACKOFF_MAX_MS 60000
-#define GOOGLE_RETRY_AFTER_MAX_MS 3600000       /* larger values are clamped */
-#define GOOGLE_REFRESH_AHEAD_MS 60000
+/* The shared client's limits and shapes under the names this provider's
+ * files and tests/unit/test_google.c use. */
+#define GOOGLE_MAX_RESPONSE PHTTP_MAX_RESPONSE
+#define GOOGLE_RETRY_BUDGET_MS PHTTP_RETRY_BUDGET_MS
+#define GOOGLE_BACKOFF_BASE_MS PHTTP_BACKOFF_BASE_MS
+#define GOOGLE_BACKOFF_MAX_MS PHTTP_BACKOFF_MAX_MS
+#define GOOGLE_RETRY_AFTER_MAX_MS PHTTP_RETRY_AFTER_MAX_MS
 
-enum google_rc {
-    GOOGLE_OK = 0,
-    GOOGLE_EHTTP,      /* Google answered non-2xx: resp->status, ->reason */
-    GOOGLE_ETRANSPORT, /* no usable answer: network, timeout, too large,
-                          retry budget spent, or google_cancel() */
-    GOOGLE_EREVOKED,   /* refresh token refused; credential now revoked */
-    GOOGLE_EBADRESP,   /* a 2xx whose body is not the JSON expected */
-    GOOGLE_EINVAL,     /* refused before any request: a calendar or event
-                          id that Google cannot have issued (util.h
-                          id_valid_calendar/id_valid_event); permanent */
-};
+#define GOOGLE_OK PHTTP_OK
+#define GOOGLE_EHTTP PHTTP_EHTTP           /* resp->status, ->reason */
+#define GOOGLE_ETRANSPORT PHTTP_ETRANSPORT
+#define GOOGLE_EREVOKED PHTTP_EREVOKED
+#define GOOGLE_EBADRESP PHTTP_EBADRESP
+/* a calendar or event id that Google cannot have issued (util.h
+ * id_valid_calendar/id_valid_event), or no client configured */
+#define GOOGLE_EINVAL PHTTP_EINVAL
 
-/* The outcome of one call. Fill with google_resp_init(), release with
- * google_resp_free(); reusable across calls (each call resets it). */
-struct google_resp {
-    long status;          /* last HTTP status; 0 when none was received */
-    char reason[64];      /* error.errors[0].reason, or OAuth "error" */
-    char message[256];    /* error.message, or OAuth "error_description" */
-    struct buf body;      /* last response body (owned) */
-    int64_t retry_after_ms; /* last Retry-After, -1 when absent */
-    int attempts;         /* HTTP exchanges made for this call */
-};
+#define google_resp phttp_resp       /* reason: error.errors[0].reason */
+#define google_resp_init phttp_resp_init
+#define google_resp_free phttp_resp_free
+#define google_auth phttp_auth
+#define google_url_escape phttp_url_escape
 
-void google_resp_init(struct google_resp *r);
-void google_resp_free(struct google_resp *r);
+/* Google's HTTP client (client.c): names, hooks and state for phttp. */
+extern struct phttp_client google_http;
 
-/* Who the call is made for: the credential whose token is used, and the
- * calling thread's database connection (for the token cache). */
-struct google_auth {
-    struct store_conn *db;
-    int64_t credential_id;
-    int64_t budget_ms; /* retries of one call end within it; 0: GOOGLE_RETRY_BUDGET_MS */
-};
-
-/* Process-wide setup: remembers cfg (must outlive every call). Call once
- * before any other function, after curl_global_init(). */
+/* Process-wide setup: remembers cfg (must outlive every call) and sets the
+ * request budgets. Call once before any other function, after
+ * curl_global_init(). */
 void google_init(const struct config *cfg);
 /* Aborts every wait and transfer in progress or to come (shutdown): calls
  * then fail with GOOGLE_ETRANSPORT. google_init() re-arms. Thread-safe. */
 void google_cancel(void);
 int google_cancelled(void);
-/* Frees the calling thread's CURL handle now (the thread-exit destructor
- * does it otherwise). Call before curl_global_cleanup() on the main thread. */
+/* Frees the calling thread's CURL handle (phttp_thread_release). */
 void google_thread_release(void);
 
 /* --------------------------------------------------------------- calls
- * Each returns an enum google_rc, with resp filled and err set to a
+ * Each returns an enum phttp_rc (GOOGLE_*), with resp filled and err set to a
  * one-line description on failure. On GOOGLE_OK the calls marked "pushes"
  * leave the decoded JSON object on json_state()'s stack top; nothing is
  * pushed on failure. */
@@ -167,9 +146,9 @@ int google_channels_stop(struct google_auth *a, const char *channel_id,
                          struct cs_err *err);
 
 /* A usable access token for the credential into out (cap bytes),
- * refreshing when it expires within GOOGLE_REFRESH_AHEAD_MS or when force
+ * refreshing when it expires within POAUTH_REFRESH_AHEAD_MS or when force
  * is set. GOOGLE_OK, GOOGLE_EREVOKED (credential revoked, now or before),
- * or another google_rc with err set. */
+ * or another phttp_rc with err set (poauth_access_token). */
 int google_access_token(struct google_auth *a, int force, char *out,
                         size_t cap, struct google_resp *resp,
                         struct cs_err *err);
@@ -186,66 +165,24 @@ int google_parse_error(const char *body, size_t len, char *reason,
 /* 1 when a response with this status and reason is retried. */
 int google_retryable(long status, const char *reason);
 
-/* Parses a Retry-After value (delta-seconds or IMF-fixdate HTTP-date;
- * now_ms is the wall clock for the latter) into a wait in ms, clamped to
- * [0, GOOGLE_RETRY_AFTER_MAX_MS]. 0 or -1 when unparsable. */
+/* Parses a Retry-After value (whole delta-seconds or an IMF-fixdate
+ * HTTP-date) as phttp_parse_retry_after does. 0 or -1 when unparsable. */
 int google_parse_retry_after(const char *v, size_t n, int64_t now_ms,
                              int64_t *wait_ms);
-
-/* Appends s percent-encoded for a URL path segment or query value: only
- * ASCII letters, digits, '-', '_' and '~' are kept, so no value can add a
- * path segment ('/'), be a dot segment ('.' is "%2E"), or start a query
- * or fragment. 0 or -1 on OOM. */
-int google_url_escape(struct buf *b, const char *s);
 
 /* --------------------------------------------- between the provider's files */
 
 /* The config google_init() was given. */
 const struct config *google_config(void);
 
-/* Clears resp for a new call (keeps its body buffer). */
-void google_resp_reset(struct google_resp *r);
-
-/* One HTTP exchange's request. */
-struct google_exchange {
-    const char *method;   /* GET POST PATCH DELETE */
-    const char *url;
-    const char *bearer;   /* NULL: no Authorization */
-    const char *ctype;    /* body content type, NULL when no body */
-    const char *body;
-    size_t body_len;
-    const char *if_match;
-};
-
-/* The exchange plus retries of DESIGN §2 "Google failures". 0 when a final
- * HTTP answer is in r (2xx or a status not retried), -1 with err set when
- * none could be had before deadline (monotonic ms). `what` names the
- * method for metrics and logs. */
-int google_exchange_retry(const char *what, const struct google_exchange *e,
-                          struct google_resp *r, int64_t deadline,
-                          struct cs_err *err);
-
-/* One Calendar call being built (events.c, channels.c). */
-struct google_call {
-    const char *what;      /* metrics name: events.list ... */
-    const char *method;
-    const char *invalid;   /* set by the URL builders: which id was refused */
-    struct buf url;        /* owned; freed by google_call_url */
-    const char *body;      /* JSON, or NULL */
-    const char *if_match;
-    int push;              /* decode and push the 2xx body */
-};
-
 /* Starts c->url with the calendar's collection and `tail`. An id Google
  * cannot have issued (id_valid_calendar) builds nothing and marks the call
  * invalid. -1 on OOM. */
-int google_url_start(struct google_call *c, const char *cal, const char *tail);
+int google_url_start(struct phttp_call *c, const char *cal, const char *tail);
 
 /* Runs a call whose URL was built into c->url (`bad`: building it ran out
- * of memory) with the credential's token (refreshed once after a 401) and
- * frees the URL. A call whose builder refused an id makes no request:
- * GOOGLE_EINVAL. An enum google_rc. */
-int google_call_url(struct google_auth *a, struct google_call *c, int bad,
+ * of memory) through phttp_call_run with google_http. An enum phttp_rc. */
+int google_call_url(struct google_auth *a, struct phttp_call *c, int bad,
                     struct google_resp *resp, struct cs_err *err);
 
 /* ------------------------------------------------ parse.c: Google's shapes */
@@ -267,12 +204,10 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
 int google_split_instance_id(const char *id, size_t n, size_t *series_len,
                              int64_t *original_start_ms, int *all_day);
 
-/* Checks a calendar#events page at idx (events.list or events.instances;
- * `listing`: exactly one of nextPageToken / nextSyncToken must be set) and
- * fills out (items, n, next_page, next_cursor). Items are not parsed.
- * 0, or -1 with err. */
-int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
-                     struct cs_err *err);
+/* A calendar#events page (events.list, events.instances) for
+ * pjson_page_read/pjson_page_top: nextPageToken, nextSyncToken (exactly
+ * one of them on a listing) and the items array (parse.c). */
+extern const struct pjson_page_keys google_page_keys;
 
 /* The Calendar event JSON calsync writes: id (insert only, may be NULL),
  * summary, start/end (in the calendar's zone), the calsync_booking_uid private property (when
@@ -297,9 +232,6 @@ int google_event_encode(const struct provider_event *ev, enum provider_encode ho
 
 /* provider_ops.classify: Google's status and reason for a call of kind op. */
 int google_classify(enum provider_op op, long status, const char *reason);
-
-/* The class of a finished call: g an enum google_rc, resp its answer. */
-int google_rc_class(enum provider_op op, int g, const struct google_resp *resp);
 
 /* The Google provider (ops.c), registered by provider.c. */
 extern const struct provider_ops google_provider;

@@ -20,13 +20,7 @@
 static int done_call(struct provider_ctx *px, enum provider_op op, int g,
                      struct google_resp *resp)
 {
-    px->last.status = resp->status;
-    snprintf(px->last.reason, sizeof px->last.reason, "%s", resp->reason);
-    px->last.retry_after_ms = resp->retry_after_ms;
-    snprintf(px->last.message, sizeof px->last.message, "%s", resp->message);
-    int rc = google_rc_class(op, g, resp);
-    google_resp_free(resp);
-    return rc;
+    return phttp_finish(px, op, g, resp, google_classify);
 }
 
 static int page_out(struct provider_ctx *px, enum provider_op op, int g,
@@ -34,15 +28,7 @@ static int page_out(struct provider_ctx *px, enum provider_op op, int g,
                     struct cs_err *err)
 {
     int rc = done_call(px, op, g, resp);
-    if (rc != PROVIDER_OK)
-        return rc;
-    lua_State *L = json_state();
-    int top = lua_gettop(L);
-    if (google_page_read(L, top, listing, out, err)) {
-        lua_settop(L, top - 1); /* nothing pushed on failure */
-        return PROVIDER_MALFORMED;
-    }
-    return PROVIDER_OK;
+    return rc != PROVIDER_OK ? rc : pjson_page_top(listing, &google_page_keys, out, err);
 }
 
 static int g_list_changes(struct provider_ctx *px, const char *calendar,

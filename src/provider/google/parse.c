@@ -7,6 +7,7 @@
  * network, no database. See docs/internals/google.md.
  */
 #include "provider/google/google.h"
+#include "provider/pjson.h"
 
 #include "json.h"
 #include "log.h"
@@ -115,35 +116,6 @@ done:
     return rc;
 }
 
-/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer than
- * max or holding a NUL. */
-static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
-                       const char **out, struct cs_err *err)
-{
-    size_t n;
-    int r = json_get_str(L, obj, key, out, &n, err);
-    if (r == 1 && (n > max || strlen(*out) != n)) {
-        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
-        return -1;
-    }
-    if (r == 0)
-        *out = NULL;
-    return r;
-}
-
-/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
-static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
-{
-    if (n <= max)
-        return s;
-    size_t k = max;
-    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
-        k--;
-    memcpy(dst, s, k);
-    dst[k] = '\0';
-    return dst;
-}
-
 /* Appends the JSON string s (n bytes) to dst[*len], escaped; 0, or -1
  * when it does not fit in cap (dst[*len] unchanged then). */
 static int put_json_str(char *dst, size_t cap, size_t *len, const char *s, size_t n)
@@ -249,29 +221,15 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     int r, ad_end = 0;
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
-    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
-    ev->title = ev->booking_tag = ev->created = NULL;
-    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
-    ev->all_day = ev->bare = 0;
-    ev->attendees = ev->conference_url = NULL;
-    if (!lua_istable(L, idx))
-        return cs_err_set(err, "event is not an object");
     /* ids go back into URLs (events.get/patch/delete/instances): one that
      * Google cannot have issued ("..", "a/b", control bytes, over-long) is
-     * skipped, never stored -- the rest of the page still syncs */
-    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
-        return -1;
-    if (r == 0)
-        return cs_err_set(err, "event without an 'id'");
-    if (!id_valid_event(s, n)) {
-        cs_err_set(err, "event id of %zu bytes is not one Google can have issued", n);
-        return PROVIDER_EVENT_SKIP;
-    }
-    ev->id = s;
-    if (str_bounded(L, idx, "etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
-        str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
-        str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
-        str_bounded(L, idx, "created", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
+     * skipped */
+    if ((r = pjson_event_begin(L, idx, ev, id_valid_event, "Google", err)) != 0)
+        return r;
+    if (pjson_str_bounded(L, idx, "etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
+        pjson_str_bounded(L, idx, "status", 32, &ev->status, err) < 0 ||
+        pjson_str_bounded(L, idx, "updated", 64, &ev->updated, err) < 0 ||
+        pjson_str_bounded(L, idx, "created", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
         (r = json_get_str(L, idx, "recurringEventId", &ev->series_id, &n, err)) < 0)
         goto bad;
     if (r == 1 && !id_valid_event(ev->series_id, n)) {
@@ -291,7 +249,7 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     if ((r = json_get_str(L, idx, "summary", &s, &n, err)) < 0)
         goto bad;
     if (r == 1)
-        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
+        ev->title = pjson_cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
     if ((r = time_field(L, idx, "start", &ev->start_ms, &ev->all_day, err)) < 0 ||
         time_field(L, idx, "end", &ev->end_ms, &ad_end, err) < 0)
         goto bad;
@@ -345,54 +303,13 @@ int google_event_parse(lua_State *L, int idx, struct provider_event *ev,
     return 0;
 bad:
     lua_settop(L, top);
-    {
-        char m[sizeof err->msg];
-        snprintf(m, sizeof m, "%s", err ? err->msg : "");
-        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
-    }
+    return pjson_event_error(err, ev->id);
 }
 
 /* ==================================================== the page envelope */
 
-int google_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
-                     struct cs_err *err)
-{
-    idx = lua_absindex(L, idx);
-    out->items = out->n = 0;
-    out->next_page = out->next_cursor = NULL;
-    if (str_bounded(L, idx, "nextPageToken", GOOGLE_PAGE_TOKEN_MAX, &out->next_page,
-                    err) < 0)
-        return -1;
-    if (listing) {
-        if (str_bounded(L, idx, "nextSyncToken", GOOGLE_PAGE_TOKEN_MAX,
-                        &out->next_cursor, err) < 0)
-            return -1;
-        if (!out->next_page == !out->next_cursor)
-            return cs_err_set(err, "page has %s nextPageToken and nextSyncToken",
-                              out->next_page ? "both" : "neither");
-    }
-    int r = json_get_obj(L, idx, "items", err);
-    if (r < 0)
-        return -1;
-    if (r == 0)
-        return 0;
-    int items = lua_gettop(L);
-    lua_Unsigned n = lua_rawlen(L, items), keys = 0;
-    lua_pushnil(L);
-    while (lua_next(L, items)) {
-        lua_pop(L, 1);
-        keys++;
-    }
-    if (keys != n || n > PROVIDER_PAGE_MAX) {
-        lua_pop(L, 1);
-        return cs_err_set(err, "'items' is not an array");
-    }
-    /* the items table stays on the stack, above the page: the caller's
-     * settop to below the page drops both */
-    out->items = items;
-    out->n = (int)n;
-    return 0;
-}
+const struct pjson_page_keys google_page_keys = {"nextPageToken", "nextSyncToken",
+                                                 "items"};
 
 /* ============================================================ writing */
 
@@ -581,41 +498,12 @@ int google_classify(enum provider_op op, long status, const char *reason)
     if (status == 403 && (strcmp(reason, "quotaExceeded") == 0 ||
                           strcmp(reason, "dailyLimitExceeded") == 0))
         return PROVIDER_TRANSIENT;
-    switch (op) {
-    case PROVIDER_OP_LIST:
-        /* a dead sync token: 410 fullSyncRequired, or 400 invalid */
-        if (status == 410 || (status == 400 && strcmp(reason, "invalid") == 0))
-            return PROVIDER_RESYNC;
-        /* fall through */
-    case PROVIDER_OP_LIST_FULL:
-        /* Google refused the calendar itself; anything else (a 410
-         * without a token, 409...) is retried by the next sync */
-        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
-                                                               : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_OCCURRENCES:
-        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_SUBSCRIBE:
-        /* channels.stop: a channel Google no longer knows is stopped */
-        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
-    case PROVIDER_OP_READ:
-    case PROVIDER_OP_WRITE:
-        break;
-    }
-    if (status == 412)
-        return PROVIDER_CONFLICT;
-    if (status == 404 || status == 410)
-        return PROVIDER_GONE;
-    return PROVIDER_PERMANENT;
-}
-
-int google_rc_class(enum provider_op op, int g, const struct google_resp *resp)
-{
-    switch (g) {
-    case GOOGLE_OK: return PROVIDER_OK;
-    case GOOGLE_EREVOKED: return PROVIDER_REVOKED;
-    case GOOGLE_EINVAL: return PROVIDER_PERMANENT;
-    case GOOGLE_EBADRESP: return PROVIDER_MALFORMED;
-    case GOOGLE_EHTTP: return google_classify(op, resp->status, resp->reason);
-    default: return PROVIDER_TRANSIENT;
-    }
+    /* a dead sync token: 410 fullSyncRequired, or 400 invalid */
+    if (op == PROVIDER_OP_LIST &&
+        (status == 410 || (status == 400 && strcmp(reason, "invalid") == 0)))
+        return PROVIDER_RESYNC;
+    /* the rest is what the status means to every provider: Google refused
+     * the calendar itself (400/403/404 to a listing), a channel Google no
+     * longer knows is stopped (404), 412 a moved-on etag ... */
+    return phttp_status_class(op, status);
 }

@@ -5,15 +5,14 @@
  * the engine sees provider.h. docs/internals/microsoft.md says why it is
  * built the way it is.
  *
- * The client follows the Google provider's rules (DESIGN §2, §8), with
- * Graph's specifics:
- *   - one CURL easy handle per thread, reused across calls;
- *   - retries 429, 503, 504 (and other 5xx) and connection failures,
- *     waiting Retry-After exactly when given (Graph sends fractional
- *     seconds, "2.128"), else 1 s doubling up to 60 s with jitter, within
- *     MSGRAPH_RETRY_BUDGET_MS and MSGRAPH_MAX_ATTEMPTS exchanges;
- *   - a 401 refreshes the token once and retries; invalid_grant from the
- *     token endpoint revokes the credential and its calendars;
+ * The HTTP exchange, its retries and the OAuth refresh are the shared ones
+ * (src/provider/phttp.h, poauth.h), run with Graph's struct phttp_client
+ * msgraph_http (client.c), with Graph's specifics:
+ *   - retried are 429, 503, 504 (and other 5xx); Retry-After may be
+ *     fractional ("2.128") and is kept to the ms;
+ *   - error bodies name their reason in error.code;
+ *   - the token endpoint is <tenant>/oauth2/v2.0/token and Microsoft
+ *     rotates refresh tokens: the newest is kept (oauth.c);
  *   - every id that goes into a path is checked (msgraph_id_valid) and
  *     percent-encoded; a next/delta link is followed only when it is under
  *     microsoft.api_base, so the bearer token never goes anywhere else.
@@ -24,6 +23,9 @@
 #define CALSYNC_PROVIDER_MSGRAPH_H
 
 #include "config.h"
+#include "provider/phttp.h"
+#include "provider/pjson.h"
+#include "provider/poauth.h"
 #include "provider/provider.h"
 #include "store/store.h"
 #include "util.h"
@@ -31,15 +33,7 @@
 #include <lua.h>
 #include <stdint.h>
 
-#define MSGRAPH_MAX_RESPONSE (16u * 1024 * 1024)
-#define MSGRAPH_CONNECT_TIMEOUT_MS 10000
-#define MSGRAPH_TOTAL_TIMEOUT_MS 60000
-#define MSGRAPH_RETRY_BUDGET_MS 120000
-#define MSGRAPH_MAX_ATTEMPTS 10
-#define MSGRAPH_BACKOFF_BASE_MS 1000
-#define MSGRAPH_BACKOFF_MAX_MS 60000
-#define MSGRAPH_RETRY_AFTER_MAX_MS 3600000
-#define MSGRAPH_REFRESH_AHEAD_MS 60000
+#define MSGRAPH_RETRY_AFTER_MAX_MS PHTTP_RETRY_AFTER_MAX_MS
 #define MSGRAPH_ID_MAX 512          /* Graph ids are ~150 bytes of base64 */
 /* calendarView/delta needs a window; Graph keeps it in the delta link.
  * Bookings are made for the coming months; the past year is kept so a
@@ -50,87 +44,40 @@
  * string property in calsync's own property set). */
 #define MSGRAPH_TAG_PROP "String {8d3a1c56-4e1b-4c6e-9b1f-6a2c7f0e5d41} Name calsync_booking_uid"
 
-enum msgraph_rc {
-    MSGRAPH_OK = 0,
-    MSGRAPH_EHTTP,      /* Graph answered non-2xx: resp->status, ->reason */
-    MSGRAPH_ETRANSPORT, /* no usable answer (network, budget, cancel) */
-    MSGRAPH_EREVOKED,   /* refresh token refused; credential now revoked */
-    MSGRAPH_EBADRESP,   /* a 2xx whose body is not the JSON expected */
-    MSGRAPH_EINVAL,     /* refused before any request: a bad id or link */
-};
+/* The shared client's outcomes under the names this provider's files use. */
+#define MSGRAPH_OK PHTTP_OK
+#define MSGRAPH_EHTTP PHTTP_EHTTP           /* resp->status, ->reason */
+#define MSGRAPH_ETRANSPORT PHTTP_ETRANSPORT
+#define MSGRAPH_EREVOKED PHTTP_EREVOKED
+#define MSGRAPH_EBADRESP PHTTP_EBADRESP
+#define MSGRAPH_EINVAL PHTTP_EINVAL         /* a bad id or link */
 
-/* One call's outcome. msgraph_resp_init() / msgraph_resp_free(). */
-struct msgraph_resp {
-    long status;
-    char reason[64];      /* error.code, or OAuth "error" */
-    char message[256];
-    struct buf body;      /* owned */
-    int64_t retry_after_ms;
-    int attempts;
-};
+#define msgraph_url_escape phttp_url_escape
 
-void msgraph_resp_init(struct msgraph_resp *r);
-void msgraph_resp_free(struct msgraph_resp *r);
-void msgraph_resp_reset(struct msgraph_resp *r);
-
-struct msgraph_auth {
-    struct store_conn *db;
-    int64_t credential_id;
-};
+/* Graph's HTTP client (client.c): names, hooks and state for phttp. */
+extern struct phttp_client msgraph_http;
 
 void msgraph_init(const struct config *cfg);
 void msgraph_cancel(void);
-int msgraph_cancelled(void);
 void msgraph_thread_release(void);
 const struct config *msgraph_config(void);
-
-/* One HTTP exchange's request. */
-struct msgraph_exchange {
-    const char *method;
-    const char *url;
-    const char *bearer;
-    const char *ctype;
-    const char *body;
-    size_t body_len;
-    const char *if_match;
-    const char *prefer;   /* Prefer header value, or NULL */
-};
-
-int msgraph_exchange_retry(const char *what, const struct msgraph_exchange *e,
-                           struct msgraph_resp *r, int64_t deadline,
-                           struct cs_err *err);
-
-/* One Graph call. url is owned and freed by msgraph_call. */
-struct msgraph_call {
-    const char *what;      /* metrics/log name: calendarView.delta ... */
-    const char *method;
-    const char *invalid;   /* set by a builder: what was refused */
-    struct buf url;
-    const char *body;
-    const char *if_match;
-    const char *prefer;
-    int push;              /* decode and push the 2xx body */
-};
 
 /* Appends the calendar's collection URL: api_base + "/me/calendar" for
  * "primary", else "/me/calendars/<id>". Marks the call invalid for an id
  * Graph cannot have issued. -1 on OOM. */
-int msgraph_url_calendar(struct msgraph_call *c, const char *calendar);
+int msgraph_url_calendar(struct phttp_call *c, const char *calendar);
 /* Appends api_base + "/me/events/<id>" (invalid id: marks the call). */
-int msgraph_url_event(struct msgraph_call *c, const char *id);
-/* Runs the call with the credential's token (one refresh after a 401). */
-int msgraph_call_run(struct msgraph_auth *a, struct msgraph_call *c, int bad,
-                     struct msgraph_resp *resp, struct cs_err *err);
+int msgraph_url_event(struct phttp_call *c, const char *id);
 
-int msgraph_access_token(struct msgraph_auth *a, int force, char *out, size_t cap,
-                         struct msgraph_resp *resp, struct cs_err *err);
+/* A usable access token (poauth_access_token with Graph's token endpoint). */
+int msgraph_access_token(struct phttp_auth *a, int force, char *out, size_t cap,
+                         struct phttp_resp *resp, struct cs_err *err);
 
 /* ----------------------------------------------------- pure pieces (tests) */
 
 /* 1 for an id Graph can have issued: 1..MSGRAPH_ID_MAX bytes of base64
  * (letters, digits, '+', '/', '-', '_', '=') -- never "." or "..". */
 int msgraph_id_valid(const char *s, size_t n);
-int msgraph_url_escape(struct buf *b, const char *s);
 int msgraph_retryable(long status, const char *reason);
 /* Retry-After: delta-seconds, fractional allowed ("2.128"), or an
  * HTTP-date; into ms clamped to [0, MSGRAPH_RETRY_AFTER_MAX_MS]. 0 / -1. */
@@ -148,6 +95,9 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
                         struct cs_err *err);
 /* A delta or instances page at idx: items in "value"; listing: exactly one
  * of @odata.nextLink / @odata.deltaLink. 0 or -1. */
+/* A delta or instances page for pjson_page_read/pjson_page_top:
+ * @odata.nextLink, @odata.deltaLink and the value array (parse.c). */
+extern const struct pjson_page_keys msgraph_page_keys;
 int msgraph_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                       struct cs_err *err);
 /* The event JSON calsync writes (subject, UTC start/end; on insert the
@@ -158,7 +108,6 @@ int msgraph_event_body(const char *txid, const char *uid, const char *title,
 int msgraph_event_encode(const struct provider_event *ev, enum provider_encode how,
                          struct buf *out);
 int msgraph_classify(enum provider_op op, long status, const char *reason);
-int msgraph_rc_class(enum provider_op op, int g, const struct msgraph_resp *resp);
 
 extern const struct provider_ops microsoft_provider;
 

@@ -27,41 +27,29 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PREFER_UTC "outlook.timezone=\"UTC\""
-#define PREFER_DELTA "outlook.timezone=\"UTC\", odata.maxpagesize=200"
+#define PREFER_UTC "Prefer: outlook.timezone=\"UTC\""
+#define PREFER_DELTA "Prefer: outlook.timezone=\"UTC\", odata.maxpagesize=200"
 #define SUB_CHANGES "created,updated,deleted"
 #define SUB_MAX_S (10080LL * 60)  /* Graph's cap for event subscriptions */
 
+/* Runs the Graph call's outcome into the context: last answer, class. */
 static int done_call(struct provider_ctx *px, enum provider_op op, int g,
-                     struct msgraph_resp *resp)
+                     struct phttp_resp *resp)
 {
-    px->last.status = resp->status;
-    snprintf(px->last.reason, sizeof px->last.reason, "%s", resp->reason);
-    px->last.retry_after_ms = resp->retry_after_ms;
-    int rc = msgraph_rc_class(op, g, resp);
-    msgraph_resp_free(resp);
-    return rc;
+    return phttp_finish(px, op, g, resp, msgraph_classify);
 }
 
 static int page_out(struct provider_ctx *px, enum provider_op op, int g,
-                    struct msgraph_resp *resp, int listing, struct provider_page *out,
+                    struct phttp_resp *resp, int listing, struct provider_page *out,
                     struct cs_err *err)
 {
     int rc = done_call(px, op, g, resp);
-    if (rc != PROVIDER_OK)
-        return rc;
-    lua_State *L = json_state();
-    int top = lua_gettop(L);
-    if (msgraph_page_read(L, top, listing, out, err)) {
-        lua_settop(L, top - 1);
-        return PROVIDER_MALFORMED;
-    }
-    return PROVIDER_OK;
+    return rc != PROVIDER_OK ? rc : pjson_page_top(listing, &msgraph_page_keys, out, err);
 }
 
 /* A next or delta link is followed only under api_base: it carries the
  * bearer token, and it came from the network (or from the database). */
-static int link_url(struct msgraph_call *c, const char *link)
+static int link_url(struct phttp_call *c, const char *link)
 {
     const char *base = msgraph_config()->microsoft.api_base;
     size_t bl = strlen(base), n = strlen(link);
@@ -92,19 +80,19 @@ static int m_list_changes(struct provider_ctx *px, const char *calendar,
                           const char *cursor, const char *page,
                           struct provider_page *out, struct cs_err *err)
 {
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "calendarView.delta", .method = "GET",
-                             .prefer = PREFER_DELTA, .push = 1};
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "calendarView.delta", .method = "GET",
+                           .headers = {PREFER_DELTA}, .push = 1};
     int bad;
-    msgraph_resp_init(&resp);
+    phttp_resp_init(&resp);
     buf_init(&c.url);
     if (page || cursor)
         bad = link_url(&c, page ? page : cursor);
     else
         bad = msgraph_url_calendar(&c, calendar) ||
               buf_puts(&c.url, "/calendarView/delta?") || window(&c.url);
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     return page_out(px, cursor ? PROVIDER_OP_LIST : PROVIDER_OP_LIST_FULL, g, &resp, 1,
                     out, err);
 }
@@ -114,19 +102,19 @@ static int m_occurrences(struct provider_ctx *px, const char *calendar,
                          struct provider_page *out, struct cs_err *err)
 {
     (void)calendar;
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "events.instances", .method = "GET",
-                             .prefer = PREFER_UTC, .push = 1};
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "events.instances", .method = "GET",
+                           .headers = {PREFER_UTC}, .push = 1};
     int bad;
-    msgraph_resp_init(&resp);
+    phttp_resp_init(&resp);
     buf_init(&c.url);
     if (page)
         bad = link_url(&c, page);
     else
         bad = msgraph_url_event(&c, series) || buf_puts(&c.url, "/instances?") ||
               window(&c.url);
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     return page_out(px, PROVIDER_OP_OCCURRENCES, g, &resp, 0, out, err);
 }
 
@@ -143,24 +131,24 @@ static int m_get(struct provider_ctx *px, const char *calendar, const char *id,
                  struct cs_err *err)
 {
     (void)calendar;
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "events.get", .method = "GET", .prefer = PREFER_UTC,
-                             .push = 1};
-    msgraph_resp_init(&resp);
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "events.get", .method = "GET", .headers = {PREFER_UTC},
+                           .push = 1};
+    phttp_resp_init(&resp);
     buf_init(&c.url);
     int bad = msgraph_url_event(&c, id) || (!c.invalid && expand_tag(&c.url));
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     return done_call(px, PROVIDER_OP_READ, g, &resp);
 }
 
 /* The calendar's event carrying tag uid, pushed; MSGRAPH_EHTTP 404 when
  * none does. For a create whose answer was lost. */
-static int find_by_tag(struct msgraph_auth *a, const char *calendar, const char *uid,
-                       struct msgraph_resp *resp, struct cs_err *err)
+static int find_by_tag(struct phttp_auth *a, const char *calendar, const char *uid,
+                       struct phttp_resp *resp, struct cs_err *err)
 {
-    struct msgraph_call c = {.what = "events.list", .method = "GET", .prefer = PREFER_UTC,
-                             .push = 1};
+    struct phttp_call c = {.what = "events.list", .method = "GET", .headers = {PREFER_UTC},
+                           .push = 1};
     struct buf f;
     buf_init(&f);
     buf_init(&c.url);
@@ -175,7 +163,7 @@ static int find_by_tag(struct msgraph_auth *a, const char *calendar, const char 
           msgraph_url_escape(&c.url, "singleValueExtendedProperties($filter=id eq '"
                                      MSGRAPH_TAG_PROP "')");
     buf_free(&f);
-    int g = msgraph_call_run(a, &c, bad, resp, err);
+    int g = phttp_call_run(&msgraph_http, a, &c, bad, resp, err);
     if (g != MSGRAPH_OK)
         return g;
     lua_State *L = json_state();
@@ -199,12 +187,12 @@ static int find_by_tag(struct msgraph_auth *a, const char *calendar, const char 
 static int m_insert(struct provider_ctx *px, const char *calendar,
                     const struct provider_write *w, struct cs_err *err)
 {
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
     struct buf body;
-    struct msgraph_call c = {.what = "events.create", .method = "POST",
-                             .prefer = PREFER_UTC, .push = 1};
-    msgraph_resp_init(&resp);
+    struct phttp_call c = {.what = "events.create", .method = "POST",
+                           .headers = {PREFER_UTC}, .push = 1};
+    phttp_resp_init(&resp);
     buf_init(&body);
     buf_init(&c.url);
     if (msgraph_event_body(w->key, w->booking_tag, w->title, w->start_ms, w->end_ms,
@@ -215,7 +203,7 @@ static int m_insert(struct provider_ctx *px, const char *calendar,
     }
     c.body = body.data;
     int bad = msgraph_url_calendar(&c, calendar) || buf_puts(&c.url, "/events");
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     fault_point(g == MSGRAPH_OK ? "writer_after_insert" : NULL);
     if (g == MSGRAPH_EHTTP && resp.status == 409 && w->booking_tag) {
         /* the transactionId was used: an earlier attempt created it */
@@ -232,12 +220,12 @@ static int m_patch(struct provider_ctx *px, const char *calendar, const char *id
                    struct cs_err *err)
 {
     (void)calendar;
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
     struct buf body;
-    struct msgraph_call c = {.what = "events.update", .method = "PATCH",
-                             .prefer = PREFER_UTC, .if_match = if_match, .push = 1};
-    msgraph_resp_init(&resp);
+    struct phttp_call c = {.what = "events.update", .method = "PATCH",
+                           .headers = {PREFER_UTC}, .if_match = if_match, .push = 1};
+    phttp_resp_init(&resp);
     buf_init(&body);
     buf_init(&c.url);
     if (msgraph_event_body(NULL, NULL, w->title, w->start_ms, w->end_ms, NULL, &body)) {
@@ -247,7 +235,7 @@ static int m_patch(struct provider_ctx *px, const char *calendar, const char *id
     }
     c.body = body.data;
     int bad = msgraph_url_event(&c, id);
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     buf_free(&body);
     return done_call(px, PROVIDER_OP_WRITE, g, &resp);
 }
@@ -256,14 +244,14 @@ static int m_remove(struct provider_ctx *px, const char *calendar, const char *i
                     const char *if_match, struct cs_err *err)
 {
     (void)calendar;
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "events.delete", .method = "DELETE",
-                             .if_match = if_match};
-    msgraph_resp_init(&resp);
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "events.delete", .method = "DELETE",
+                           .if_match = if_match};
+    phttp_resp_init(&resp);
     buf_init(&c.url);
     int bad = msgraph_url_event(&c, id);
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     return done_call(px, PROVIDER_OP_WRITE, g, &resp);
 }
 
@@ -309,12 +297,12 @@ static int m_sub_open(struct provider_ctx *px, const char *calendar,
                       const struct provider_sub_req *req, struct provider_sub *out,
                       struct cs_err *err)
 {
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "subscriptions.create", .method = "POST", .push = 1};
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "subscriptions.create", .method = "POST", .push = 1};
     struct buf body, state;
     char exp[TIME_RFC3339_MAX];
-    msgraph_resp_init(&resp);
+    phttp_resp_init(&resp);
     buf_init(&body);
     buf_init(&state);
     buf_init(&c.url);
@@ -341,7 +329,7 @@ static int m_sub_open(struct provider_ctx *px, const char *calendar,
     bad |= buf_puts(&c.url, msgraph_config()->microsoft.api_base) ||
            buf_puts(&c.url, "/subscriptions");
     c.body = body.data;
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     buf_free(&body);
     buf_free(&state);
     int rc = done_call(px, PROVIDER_OP_SUBSCRIBE, g, &resp);
@@ -352,12 +340,12 @@ static int m_sub_renew(struct provider_ctx *px, const char *sub_id,
                        struct provider_sub *sub, struct cs_err *err)
 {
     (void)sub_id;
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "subscriptions.update", .method = "PATCH", .push = 1};
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "subscriptions.update", .method = "PATCH", .push = 1};
     struct buf body;
     char exp[TIME_RFC3339_MAX];
-    msgraph_resp_init(&resp);
+    phttp_resp_init(&resp);
     buf_init(&body);
     buf_init(&c.url);
     time_format_rfc3339(time_now_ms() + ttl_s(0) * 1000, exp);
@@ -369,7 +357,7 @@ static int m_sub_renew(struct provider_ctx *px, const char *sub_id,
                buf_puts(&c.url, "/subscriptions/") ||
                msgraph_url_escape(&c.url, sub->resource_id);
     c.body = body.data;
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     buf_free(&body);
     int rc = done_call(px, PROVIDER_OP_SUBSCRIBE, g, &resp);
     return rc == PROVIDER_OK ? sub_answer(sub, 0, err) : rc;
@@ -379,10 +367,10 @@ static int m_sub_stop(struct provider_ctx *px, const char *sub_id,
                       const struct provider_sub *sub, struct cs_err *err)
 {
     (void)sub_id;
-    struct msgraph_auth a = {px->db, px->credential_id};
-    struct msgraph_resp resp;
-    struct msgraph_call c = {.what = "subscriptions.delete", .method = "DELETE"};
-    msgraph_resp_init(&resp);
+    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_resp resp;
+    struct phttp_call c = {.what = "subscriptions.delete", .method = "DELETE"};
+    phttp_resp_init(&resp);
     buf_init(&c.url);
     int bad = 0;
     if (!msgraph_id_valid(sub->resource_id, strlen(sub->resource_id)))
@@ -391,7 +379,7 @@ static int m_sub_stop(struct provider_ctx *px, const char *sub_id,
         bad = buf_puts(&c.url, msgraph_config()->microsoft.api_base) ||
               buf_puts(&c.url, "/subscriptions/") ||
               msgraph_url_escape(&c.url, sub->resource_id);
-    int g = msgraph_call_run(&a, &c, bad, &resp, err);
+    int g = phttp_call_run(&msgraph_http, &a, &c, bad, &resp, err);
     return done_call(px, PROVIDER_OP_SUBSCRIBE, g, &resp);
 }
 

@@ -8,6 +8,7 @@
  * wrong instant would move a booking.
  */
 #include "provider/microsoft/msgraph.h"
+#include "provider/pjson.h"
 
 #include "json.h"
 #include "log.h"
@@ -16,28 +17,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-
-/* A bounded string field: 1/0/-1 as json_get_str; -1 also when longer
- * than max or holding a NUL. A JSON null counts as absent. */
-static int str_bounded(lua_State *L, int obj, const char *key, size_t max,
-                       const char **out, struct cs_err *err)
-{
-    size_t n;
-    *out = NULL;
-    lua_getfield(L, obj, key);
-    int t = lua_type(L, -1);
-    lua_pop(L, 1);
-    if (t == LUA_TNIL || t == LUA_TLIGHTUSERDATA) /* absent, or cjson's null */
-        return 0;
-    int r = json_get_str(L, obj, key, out, &n, err);
-    if (r == 1 && (n > max || strlen(*out) != n)) {
-        cs_err_set(err, "'%s' longer than %zu bytes or holding NUL", key, max);
-        return -1;
-    }
-    if (r != 1)
-        *out = NULL;
-    return r;
-}
 
 int msgraph_parse_datetime(const char *s, size_t n, int64_t *ms)
 {
@@ -90,7 +69,7 @@ static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
         cs_err_set(err, "'%s.dateTime' is not a date-time", key);
         goto done;
     }
-    if (str_bounded(L, t, "timeZone", 64, &tz, err) < 0)
+    if (pjson_str_bounded(L, t, "timeZone", 64, &tz, err) < 0)
         goto done;
     if (tz && strcasecmp(tz, "UTC") != 0 && strcasecmp(tz, "Etc/UTC") != 0) {
         cs_err_set(err, "'%s.timeZone' is \"%.64s\", not the UTC calsync asked for", key, tz);
@@ -100,19 +79,6 @@ static int time_field(lua_State *L, int ev, const char *key, int64_t *ms,
 done:
     lua_settop(L, t - 1);
     return rc;
-}
-
-/* Cuts s to at most max bytes at a UTF-8 character boundary into dst. */
-static const char *cut_utf8(const char *s, size_t n, char *dst, size_t max)
-{
-    if (n <= max)
-        return s;
-    size_t k = max;
-    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
-        k--;
-    memcpy(dst, s, k);
-    dst[k] = '\0';
-    return dst;
 }
 
 /* singleValueExtendedProperties: [{"id": MSGRAPH_TAG_PROP, "value": uid}] */
@@ -127,7 +93,7 @@ static int read_tag(lua_State *L, int idx, struct provider_event *ev, struct cs_
         lua_rawgeti(L, arr, (lua_Integer)i);
         const char *id, *v;
         int el = lua_gettop(L);
-        if (lua_istable(L, el) && str_bounded(L, el, "id", 256, &id, err) == 1 &&
+        if (lua_istable(L, el) && pjson_str_bounded(L, el, "id", 256, &id, err) == 1 &&
             strcasecmp(id, MSGRAPH_TAG_PROP) == 0) {
             size_t vn;
             if (json_get_str(L, el, "value", &v, &vn, err) == 1) {
@@ -152,26 +118,10 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
     int r;
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
-    ev->id = ev->etag = ev->status = ev->series_id = ev->updated = NULL;
-    ev->title = ev->booking_tag = ev->created = NULL;
-    /* not read from Graph yet (attendees' responses, conference links):
-     * every field of the shared shape is set, never left from the last
-     * item the scratch event held */
-    ev->attendees = ev->conference_url = NULL;
-    ev->start_ms = ev->end_ms = ev->original_start_ms = PROVIDER_NO_TIME;
-    ev->all_day = ev->bare = 0;
-    if (!lua_istable(L, idx))
-        return cs_err_set(err, "event is not an object");
-    if ((r = json_get_str(L, idx, "id", &s, &n, err)) < 0)
-        return -1;
-    if (r == 0)
-        return cs_err_set(err, "event without an 'id'");
-    /* ids go back into URLs: one Graph cannot have issued is skipped */
-    if (!msgraph_id_valid(s, n)) {
-        cs_err_set(err, "event id of %zu bytes is not one Graph can have issued", n);
-        return PROVIDER_EVENT_SKIP;
-    }
-    ev->id = s;
+    /* attendees' responses and conference links are not read from Graph
+     * yet: left NULL */
+    if ((r = pjson_event_begin(L, idx, ev, msgraph_id_valid, "Graph", err)) != 0)
+        return r;
     /* a delta round's deletion: {"@odata.type", "id", "@removed"} and
      * nothing else -- deleted, cancelled, or moved out of the window */
     lua_getfield(L, idx, "@removed");
@@ -186,10 +136,10 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
     if (json_get_bool(L, idx, "isCancelled", &cancelled, err) < 0)
         goto bad;
     ev->status = cancelled ? "cancelled" : "confirmed";
-    if (str_bounded(L, idx, "@odata.etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
-        str_bounded(L, idx, "lastModifiedDateTime", 64, &ev->updated, err) < 0 ||
-        str_bounded(L, idx, "createdDateTime", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
-        str_bounded(L, idx, "seriesMasterId", MSGRAPH_ID_MAX, &ev->series_id, err) < 0)
+    if (pjson_str_bounded(L, idx, "@odata.etag", PROVIDER_ETAG_MAX, &ev->etag, err) < 0 ||
+        pjson_str_bounded(L, idx, "lastModifiedDateTime", 64, &ev->updated, err) < 0 ||
+        pjson_str_bounded(L, idx, "createdDateTime", PROVIDER_CREATED_MAX, &ev->created, err) < 0 ||
+        pjson_str_bounded(L, idx, "seriesMasterId", MSGRAPH_ID_MAX, &ev->series_id, err) < 0)
         goto bad;
     if (ev->series_id && !msgraph_id_valid(ev->series_id, strlen(ev->series_id))) {
         cs_err_set(err, "event %.64s: seriesMasterId is not one Graph can have issued", ev->id);
@@ -199,7 +149,7 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
     if ((r = json_get_str(L, idx, "subject", &s, &n, err)) < 0)
         goto bad;
     if (r == 1)
-        ev->title = cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
+        ev->title = pjson_cut_utf8(s, strnlen(s, n), ev->title_buf_, PROVIDER_TITLE_MAX);
     if (json_get_bool(L, idx, "isAllDay", &ev->all_day, err) < 0 ||
         time_field(L, idx, "start", &ev->start_ms, err) < 0 ||
         time_field(L, idx, "end", &ev->end_ms, err) < 0)
@@ -209,7 +159,7 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
         return cs_err_set(err, "event %.64s: no 'start' or 'end'", ev->id);
     }
     const char *orig;
-    if (str_bounded(L, idx, "originalStart", 64, &orig, err) < 0)
+    if (pjson_str_bounded(L, idx, "originalStart", 64, &orig, err) < 0)
         goto bad;
     if (orig && ev->series_id) {
         if (msgraph_parse_datetime(orig, strlen(orig), &ev->original_start_ms)) {
@@ -227,52 +177,16 @@ int msgraph_event_parse(lua_State *L, int idx, struct provider_event *ev,
     return 0;
 bad:
     lua_settop(L, top);
-    {
-        char m[sizeof err->msg];
-        snprintf(m, sizeof m, "%s", err ? err->msg : "");
-        return cs_err_set(err, "event %.64s: %.400s", ev->id ? ev->id : "?", m);
-    }
+    return pjson_event_error(err, ev->id);
 }
+
+const struct pjson_page_keys msgraph_page_keys = {"@odata.nextLink", "@odata.deltaLink",
+                                                 "value"};
 
 int msgraph_page_read(lua_State *L, int idx, int listing, struct provider_page *out,
                       struct cs_err *err)
 {
-    idx = lua_absindex(L, idx);
-    out->items = out->n = 0;
-    out->next_page = out->next_cursor = NULL;
-    if (str_bounded(L, idx, "@odata.nextLink", PROVIDER_CURSOR_MAX, &out->next_page, err) < 0)
-        return -1;
-    if (listing) {
-        if (str_bounded(L, idx, "@odata.deltaLink", PROVIDER_CURSOR_MAX, &out->next_cursor,
-                        err) < 0)
-            return -1;
-        if (!out->next_page == !out->next_cursor)
-            return cs_err_set(err, "page has %s @odata.nextLink and @odata.deltaLink",
-                              out->next_page ? "both" : "neither");
-    }
-    lua_getfield(L, idx, "value");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    int items = lua_gettop(L);
-    if (!lua_istable(L, items)) {
-        lua_pop(L, 1);
-        return cs_err_set(err, "'value' is not an array");
-    }
-    lua_Unsigned n = lua_rawlen(L, items), keys = 0;
-    lua_pushnil(L);
-    while (lua_next(L, items)) {
-        lua_pop(L, 1);
-        keys++;
-    }
-    if (keys != n || n > PROVIDER_PAGE_MAX) {
-        lua_pop(L, 1);
-        return cs_err_set(err, "'value' is not an array");
-    }
-    out->items = items;
-    out->n = (int)n;
-    return 0;
+    return pjson_page_read(L, idx, listing, &msgraph_page_keys, out, err);
 }
 
 /* Appends a dateTimeTimeZone in UTC. */
@@ -367,39 +281,13 @@ int msgraph_classify(enum provider_op op, long status, const char *reason)
         reason = "";
     if (msgraph_retryable(status, reason) || status == 401)
         return PROVIDER_TRANSIENT;
-    switch (op) {
-    case PROVIDER_OP_LIST:
-        /* a dead delta link: 410 SyncStateNotFound / resyncRequired */
-        if (status == 410 || strcasecmp(reason, "SyncStateNotFound") == 0 ||
-            strcasecmp(reason, "resyncRequired") == 0)
-            return PROVIDER_RESYNC;
-        /* fall through */
-    case PROVIDER_OP_LIST_FULL:
-        return status == 400 || status == 403 || status == 404 ? PROVIDER_PERMANENT
-                                                               : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_OCCURRENCES:
-        return status == 404 || status == 410 ? PROVIDER_GONE : PROVIDER_TRANSIENT;
-    case PROVIDER_OP_SUBSCRIBE:
-        return status == 404 ? PROVIDER_GONE : PROVIDER_PERMANENT;
-    case PROVIDER_OP_READ:
-    case PROVIDER_OP_WRITE:
-        break;
-    }
-    if (status == 412 || status == 409)
+    /* a dead delta link: 410 SyncStateNotFound / resyncRequired */
+    if (op == PROVIDER_OP_LIST &&
+        (status == 410 || strcasecmp(reason, "SyncStateNotFound") == 0 ||
+         strcasecmp(reason, "resyncRequired") == 0))
+        return PROVIDER_RESYNC;
+    /* a write Graph refuses as conflicting (ErrorIrresolvableConflict) */
+    if (status == 409 && (op == PROVIDER_OP_READ || op == PROVIDER_OP_WRITE))
         return PROVIDER_CONFLICT;
-    if (status == 404 || status == 410)
-        return PROVIDER_GONE;
-    return PROVIDER_PERMANENT;
-}
-
-int msgraph_rc_class(enum provider_op op, int g, const struct msgraph_resp *resp)
-{
-    switch (g) {
-    case MSGRAPH_OK: return PROVIDER_OK;
-    case MSGRAPH_EREVOKED: return PROVIDER_REVOKED;
-    case MSGRAPH_EINVAL: return PROVIDER_PERMANENT;
-    case MSGRAPH_EBADRESP: return PROVIDER_MALFORMED;
-    case MSGRAPH_EHTTP: return msgraph_classify(op, resp->status, resp->reason);
-    default: return PROVIDER_TRANSIENT;
-    }
+    return phttp_status_class(op, status);
 }
