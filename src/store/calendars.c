@@ -480,15 +480,12 @@ int calendar_sync_mark(struct store_conn *c, int64_t id, int64_t *last_synced,
     if (!st)
         return -1;
     db_bind_i64(st, 1, id);
-    int s = db_step(st), rc = 0;
-    if (s == DB_ROW) {
-        *last_synced = db_col_i64(st, 0);
-        *dirty = db_col_i64(st, 1);
-        rc = 1;
-    } else if (s != DB_DONE) {
-        rc = db_error(c, err);
+    int64_t v[2];
+    int rc = db_row_i64(c, st, v, 2, err);
+    if (rc == 1) {
+        *last_synced = v[0];
+        *dirty = v[1];
     }
-    db_reset(st);
     return rc;
 }
 

@@ -59,6 +59,12 @@ void db_reset(struct db_stmt *st);
  * 0 or -1 with err set. */
 int db_exec(struct store_conn *c, struct db_stmt *st, struct cs_err *err);
 
+/* Steps a read expected to give at most one row, copies its first n
+ * integer columns into out, and resets st: 1 a row, 0 none, -1 error
+ * (err set). */
+int db_row_i64(struct store_conn *c, struct db_stmt *st, int64_t *out, int n,
+               struct cs_err *err);
+
 /* Runs fixed SQL text with no parameters and no result rows (several
  * statements allowed: scratch tables of a sync run). 0 or -1. */
 int db_script(struct store_conn *c, const char *sql, struct cs_err *err);

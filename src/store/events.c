@@ -152,15 +152,12 @@ int events_times(struct store_conn *c, int64_t cal, const char *id, int64_t *sta
         return -1;
     db_bind_i64(st, 1, cal);
     db_bind_text(st, 2, id);
-    int s = db_step(st), rc = 0;
-    if (s == DB_ROW) {
-        *start_ms = db_col_i64(st, 0);
-        *end_ms = db_col_i64(st, 1);
-        rc = 1;
-    } else if (s != DB_DONE) {
-        rc = db_error(c, err);
+    int64_t v[2];
+    int rc = db_row_i64(c, st, v, 2, err);
+    if (rc == 1) {
+        *start_ms = v[0];
+        *end_ms = v[1];
     }
-    db_reset(st);
     return rc;
 }
 

@@ -825,6 +825,21 @@ int db_exec(struct store_conn *c, struct db_stmt *st, struct cs_err *err)
     return store_exec(c, ST(st), err);
 }
 
+int db_row_i64(struct store_conn *c, struct db_stmt *st, int64_t *out, int n,
+               struct cs_err *err)
+{
+    int s = db_step(st), rc = 0;
+    if (s == DB_ROW) {
+        for (int i = 0; i < n; i++)
+            out[i] = db_col_i64(st, i);
+        rc = 1;
+    } else if (s != DB_DONE) {
+        rc = db_error(c, err);
+    }
+    db_reset(st);
+    return rc;
+}
+
 int db_script(struct store_conn *c, const char *sql, struct cs_err *err)
 {
     if (store_pg)
