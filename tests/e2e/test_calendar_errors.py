@@ -94,6 +94,26 @@ class TestUnconfiguredClient(ErrorsMixin, CalsyncCase):
         self.assertIn("sync.failed", self.svc.log_text())
 
 
+    def test_microsoft_without_a_client_enters_error_too(self):
+        # a Google-only configuration given an Outlook credential: the
+        # calendar says why it cannot sync (it was retried in silence)
+        self.start()
+        st, cred, _ = self.svc.request("POST", "/v1/credentials",
+                                       {"provider": "microsoft", "refresh_token": "rt"})
+        self.assertEqual(st, 201, cred)
+        st, cal, _ = self.svc.request("POST", "/v1/calendars",
+                                      {"credential_id": cred["id"], "external_id": "AAMkAGI2"})
+        self.assertEqual(st, 201, cal)
+        cal = cal["id"]
+        got = self.wait_until(lambda: self.calendar_json(cal)["state"] == "error"
+                              and self.calendar_json(cal), "state error")
+        self.assertEqual(got["reason"], "microsoft.client_id is not configured")
+        d = self.rx.wait(lambda ds: any(x.json["triggerEvent"] == "CALENDAR_ERROR"
+                                        for x in ds))
+        self.assertEqual([x.json["payload"]["calendarId"] for x in d
+                          if x.json["triggerEvent"] == "CALENDAR_ERROR"], [cal])
+
+
 class TestProviderClasses(ErrorsMixin, GoogleSyncCase):
     def setUp(self):
         super().setUp()

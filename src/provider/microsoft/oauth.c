@@ -14,7 +14,10 @@ static int token_request(const struct config *cfg, const char *refresh, struct b
 {
     if (!cfg->microsoft.client_id || !*cfg->microsoft.client_id) {
         cs_err_set(err, "microsoft.client_id is not configured");
-        return MSGRAPH_ETRANSPORT;
+        /* permanent until an operator configures it and restarts, as for
+         * Google: the calendar shows `error` with this reason rather than
+         * retrying in silence (docs/operations.md "Calendar errors") */
+        return MSGRAPH_EINVAL;
     }
     int bad = *cfg->microsoft.token_url
                   ? buf_puts(url, cfg->microsoft.token_url)
