@@ -389,6 +389,20 @@ class TestOutlookFailures(OutlookCase):
         self.assertEqual(statuses[:3], [429, 429, 200], statuses)
         self.assertIn("microsoft.retry", self.svc.log_text())
 
+    def test_link_check_keeps_to_the_api_budget(self):
+        # Graph unable to answer the link check: the booking is accepted
+        # (the sync judges the link) within the API's short retry budget,
+        # not after the provider's two-minute one (a request would time out)
+        cal = self.boot(live_channel=False)
+        e = self.fg.host(op="create", event=gevent(future(8, 10), future(8, 11), "Call"))
+        self.fg.control("POST", "/faults", {"status": 503, "count": -1, "ops": "events.get"})
+        body = {"uid": "lk", "calendar_id": cal, "title": "Call", "event_id": e["id"],
+                "start": future(8, 10), "end": future(8, 11)}
+        st, b, _ = self.svc.request("POST", "/v1/bookings", body, timeout=30)
+        self.assertEqual(st, 201, b)
+        self.assertTrue(self.graph_requests(op="events.get"))
+        self.fg.control("DELETE", "/faults")
+
     def test_missed_notifications_caught_by_polling(self):
         self.config_extra += "\npoll_interval = 2"
         cal = self.boot()

@@ -80,7 +80,7 @@ static int m_list_changes(struct provider_ctx *px, const char *calendar,
                           const char *cursor, const char *page,
                           struct provider_page *out, struct cs_err *err)
 {
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "calendarView.delta", .method = "GET",
                            .headers = {PREFER_DELTA}, .push = 1};
@@ -102,7 +102,7 @@ static int m_occurrences(struct provider_ctx *px, const char *calendar,
                          struct provider_page *out, struct cs_err *err)
 {
     (void)calendar;
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "events.instances", .method = "GET",
                            .headers = {PREFER_UTC}, .push = 1};
@@ -131,7 +131,7 @@ static int m_get(struct provider_ctx *px, const char *calendar, const char *id,
                  struct cs_err *err)
 {
     (void)calendar;
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "events.get", .method = "GET", .headers = {PREFER_UTC},
                            .push = 1};
@@ -187,7 +187,7 @@ static int find_by_tag(struct phttp_auth *a, const char *calendar, const char *u
 static int m_insert(struct provider_ctx *px, const char *calendar,
                     const struct provider_write *w, struct cs_err *err)
 {
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct buf body;
     struct phttp_call c = {.what = "events.create", .method = "POST",
@@ -220,7 +220,7 @@ static int m_patch(struct provider_ctx *px, const char *calendar, const char *id
                    struct cs_err *err)
 {
     (void)calendar;
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct buf body;
     struct phttp_call c = {.what = "events.update", .method = "PATCH",
@@ -244,7 +244,7 @@ static int m_remove(struct provider_ctx *px, const char *calendar, const char *i
                     const char *if_match, struct cs_err *err)
 {
     (void)calendar;
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "events.delete", .method = "DELETE",
                            .if_match = if_match};
@@ -297,7 +297,7 @@ static int m_sub_open(struct provider_ctx *px, const char *calendar,
                       const struct provider_sub_req *req, struct provider_sub *out,
                       struct cs_err *err)
 {
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "subscriptions.create", .method = "POST", .push = 1};
     struct buf body, state;
@@ -340,7 +340,7 @@ static int m_sub_renew(struct provider_ctx *px, const char *sub_id,
                        struct provider_sub *sub, struct cs_err *err)
 {
     (void)sub_id;
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "subscriptions.update", .method = "PATCH", .push = 1};
     struct buf body;
@@ -367,7 +367,7 @@ static int m_sub_stop(struct provider_ctx *px, const char *sub_id,
                       const struct provider_sub *sub, struct cs_err *err)
 {
     (void)sub_id;
-    struct phttp_auth a = {px->db, px->credential_id, 0};
+    struct phttp_auth a = {px->db, px->credential_id, px->budget_ms};
     struct phttp_resp resp;
     struct phttp_call c = {.what = "subscriptions.delete", .method = "DELETE"};
     phttp_resp_init(&resp);
