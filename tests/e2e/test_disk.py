@@ -223,9 +223,13 @@ class TestFullDisk(DiskCase):
         bookings_before["before-4"] = self.booking("before-4")
         self.wait_for(lambda: self.rx.arrived, what="the webhook of before-4 posted")
         self.fg.control("DELETE", "/requests")
-        self.fg.control("POST", "/faults", {"delay_ms": 2000, "count": 1,
-                                            "ops": ["events.insert"]})
+        hold = self.fg.control("POST", "/faults", {"delay_ms": 4000, "count": 1,
+                                                   "ops": ["events.insert"]})
         self.create(cal, "inflight")
+        # the insert on its way (the fake holds it) before the disk fills:
+        # the writer's claim is a write, and a disk full before it would
+        # fail the claim instead (CI saw that once under load)
+        self.wait_for(lambda: self.fault_hits(hold) >= 1, what="the insert held by Google")
         committed = self.svc.snapshot()
 
         # -- the disk fills ----------------------------------------------------------

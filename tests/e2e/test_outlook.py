@@ -533,9 +533,13 @@ class TestOutlookCrash(OutlookCase):
             os.environ.pop("CALSYNC_FAULT", None)
         action()
         try:
-            rc = self.svc.proc.wait(20)
+            rc = self.svc.proc.wait(60)
         except Exception:
-            self.fail("not killed at %s\n%s" % (point, self.svc.log_text()[-3000:]))
+            # what the fake sent meanwhile, to tell a notification that never
+            # reached calsync from one calsync did not act on
+            sent = self.fg.control("GET", "/notifications")["notifications"][-5:]
+            self.fail("not killed at %s\nlast notifications: %s\n%s"
+                      % (point, sent, self.svc.log_text()[-3000:]))
         self.assertEqual(rc, -9)
         self.assertIn("event=fault.kill point=" + point, self.svc.log_text())
         self.svc.log.close()
