@@ -56,18 +56,23 @@ class TestUnconfiguredClient(ErrorsMixin, CalsyncCase):
         self.addCleanup(self.rx.stop)
         self.config_extra = self.rx.config()
 
-    def test_enters_error_with_the_reason_and_one_webhook(self):
+    def calendar_in_error(self, provider, external_id):
+        """A calendar of a new credential of provider, once it is in
+        state error: (its id, its GET /v1/calendars/{id})."""
         self.start()
         st, cred, _ = self.svc.request("POST", "/v1/credentials",
-                                       {"provider": "google", "refresh_token": "rt"})
+                                       {"provider": provider, "refresh_token": "rt"})
         self.assertEqual(st, 201, cred)
         st, cal, _ = self.svc.request("POST", "/v1/calendars",
-                                      {"credential_id": cred["id"], "external_id": "primary"})
+                                      {"credential_id": cred["id"], "external_id": external_id})
         self.assertEqual(st, 201, cal)
         self.assertIsNone(cal["reason"])
         cal = cal["id"]
-        got = self.wait_until(lambda: self.calendar_json(cal)["state"] == "error"
-                              and self.calendar_json(cal), "state error")
+        return cal, self.wait_until(lambda: self.calendar_json(cal)["state"] == "error"
+                                    and self.calendar_json(cal), "state error")
+
+    def test_enters_error_with_the_reason_and_one_webhook(self):
+        cal, got = self.calendar_in_error("google", "primary")
         self.assertEqual(got["reason"], UNCONFIGURED)
         self.assertIsNone(got["last_synced_at"])
         listed = self.svc.request("GET", "/v1/calendars")[1]["calendars"]
@@ -97,16 +102,7 @@ class TestUnconfiguredClient(ErrorsMixin, CalsyncCase):
     def test_microsoft_without_a_client_enters_error_too(self):
         # a Google-only configuration given an Outlook credential: the
         # calendar says why it cannot sync (it was retried in silence)
-        self.start()
-        st, cred, _ = self.svc.request("POST", "/v1/credentials",
-                                       {"provider": "microsoft", "refresh_token": "rt"})
-        self.assertEqual(st, 201, cred)
-        st, cal, _ = self.svc.request("POST", "/v1/calendars",
-                                      {"credential_id": cred["id"], "external_id": "AAMkAGI2"})
-        self.assertEqual(st, 201, cal)
-        cal = cal["id"]
-        got = self.wait_until(lambda: self.calendar_json(cal)["state"] == "error"
-                              and self.calendar_json(cal), "state error")
+        cal, got = self.calendar_in_error("microsoft", "AAMkAGI2")
         self.assertEqual(got["reason"], "microsoft.client_id is not configured")
         d = self.rx.wait(lambda ds: any(x.json["triggerEvent"] == "CALENDAR_ERROR"
                                         for x in ds))
