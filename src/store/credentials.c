@@ -9,6 +9,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The statement sql with a credential's tokens as stored (sealed when a
+ * key is set, secret.h) bound at ?2 (refresh), ?3 (access, NULL when
+ * none) and ?4 (expiry, NULL when <= 0); the rest is the caller's to
+ * bind. rt and at hold the sealed texts: the caller frees them after the
+ * statement ran. NULL with err set. */
+static struct db_stmt *token_stmt(struct store_conn *c, const char *sql,
+                                  const char *refresh_token, const char *access_token,
+                                  int64_t expires_at_ms, struct buf *rt, struct buf *at,
+                                  struct cs_err *err)
+{
+    if (secret_seal("refresh_token", refresh_token, rt, err) ||
+        (access_token && secret_seal("access_token", access_token, at, err)))
+        return NULL;
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return NULL;
+    db_bind_textn(st, 2, rt->data, rt->len);
+    if (access_token)
+        db_bind_textn(st, 3, at->data, at->len);
+    if (expires_at_ms > 0)
+        db_bind_i64(st, 4, expires_at_ms);
+    return st;
+}
+
 int credential_insert(struct store_conn *c, const char *provider,
                       const char *refresh_token, const char *access_token,
                       int64_t expires_at_ms, int64_t *id_out,
@@ -17,22 +41,15 @@ int credential_insert(struct store_conn *c, const char *provider,
     static const char sql[] =
         "INSERT INTO credentials (provider, refresh_token, access_token,"
         " expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-    struct buf rt, at; /* as stored: sealed when a key is set (secret.h) */
+    struct buf rt, at;
     buf_init(&rt);
     buf_init(&at);
     int rc = -1;
-    if (secret_seal("refresh_token", refresh_token, &rt, err) ||
-        (access_token && secret_seal("access_token", access_token, &at, err)))
-        goto done;
-    struct db_stmt *st = db_stmt(c, sql, err);
+    struct db_stmt *st = token_stmt(c, sql, refresh_token, access_token, expires_at_ms,
+                                    &rt, &at, err);
     if (!st)
         goto done;
     db_bind_text(st, 1, provider);
-    db_bind_textn(st, 2, rt.data, rt.len);
-    if (access_token)
-        db_bind_textn(st, 3, at.data, at.len);
-    if (expires_at_ms > 0)
-        db_bind_i64(st, 4, expires_at_ms);
     db_bind_i64(st, 5, time_now_ms());
     if (db_exec(c, st, err))
         goto done;
@@ -267,22 +284,15 @@ int credential_replace_tokens(struct store_conn *c, int64_t id, const char *refr
     static const char sql[] =
         "UPDATE credentials SET refresh_token = ?2, access_token = ?3,"
         " expires_at = ?4, state = 'active' WHERE id = ?1";
-    struct buf rt, at; /* as stored: sealed when a key is set (secret.h) */
+    struct buf rt, at;
     buf_init(&rt);
     buf_init(&at);
     int rc = -1;
-    if (secret_seal("refresh_token", refresh_token, &rt, err) ||
-        (access_token && secret_seal("access_token", access_token, &at, err)))
-        goto done;
-    struct db_stmt *st = db_stmt(c, sql, err);
+    struct db_stmt *st = token_stmt(c, sql, refresh_token, access_token, expires_at_ms,
+                                    &rt, &at, err);
     if (!st)
         goto done;
     db_bind_i64(st, 1, id);
-    db_bind_textn(st, 2, rt.data, rt.len);
-    if (access_token)
-        db_bind_textn(st, 3, at.data, at.len);
-    if (expires_at_ms > 0)
-        db_bind_i64(st, 4, expires_at_ms);
     rc = db_exec(c, st, err);
 done:
     buf_free(&rt);
