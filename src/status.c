@@ -559,7 +559,7 @@ void status_page(struct http_req *req, struct http_resp *resp)
     in_tx = 1;
     if (calendar_list_json(db, 0, STATUS_CALENDARS, &cals, &err) ||
         channels_list_json(db, &chans, &err) ||
-        audit_recent_decisions_json(db, STATUS_DECISIONS, &decs, &err) ||
+        audit_decisions_json(db, 0, NULL, NULL, 0, 0, STATUS_DECISIONS, &decs, &err) ||
         booking_flagged_json(db, STATUS_FLAGGED, &flagged, &nflagged, &err) ||
         queue_outbox_counts(db, &pending, &orphaned, &err) ||
         queue_outbox_oldest(db, &oldest, &err))

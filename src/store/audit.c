@@ -136,48 +136,6 @@ int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *
     return db_page_end(c, st, rc, last, out, err);
 }
 
-int audit_recent_decisions_json(struct store_conn *c, int limit, struct buf *out,
-                                struct cs_err *err)
-{
-    /* the policy's decisions only: the app's own changes (source api) are
-     * not decisions (DESIGN §4, GET /v1/decisions) */
-    static const char sql[] =
-        "SELECT a.at, a.booking_uid, b.calendar_id, a.source, a.change, a.action,"
-        " a.reason, a.policy, a.policy_version, a.id"
-        " FROM audit a LEFT JOIN bookings b ON b.uid = a.booking_uid"
-        " WHERE a.source IN ('push', 'poll', 'full_sync')"
-        " ORDER BY a.id DESC LIMIT ?1";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
-        return -1;
-    db_bind_i64(st, 1, limit);
-    buf_puts(out, "{\"decisions\":[");
-    int rc, n = 0;
-    while ((rc = db_step(st)) == DB_ROW) {
-        char ts[TIME_RFC3339_MAX];
-        time_format_rfc3339(db_col_i64(st, 0), ts);
-        buf_printf(out, "%s{\"id\":%lld,\"at\":\"%s\",\"booking\":", n++ ? "," : "",
-                   (long long)db_col_i64(st, 9), ts);
-        buf_json_strz(out, db_col_text(st, 1));
-        if (db_col_null(st, 2))
-            buf_puts(out, ",\"calendar_id\":null");
-        else
-            buf_printf(out, ",\"calendar_id\":%lld", (long long)db_col_i64(st, 2));
-        static const char *const keys[] = {"source", "change", "action",
-                                           "reason", "policy", "policy_version"};
-        for (int i = 0; i < 6; i++) {
-            buf_printf(out, ",\"%s\":", keys[i]);
-            buf_json_strz(out, db_col_text(st, 3 + i));
-        }
-        buf_puts(out, "}");
-    }
-    db_reset(st);
-    buf_puts(out, "]}");
-    if (rc != DB_DONE)
-        return db_error(c, err);
-    return 0;
-}
-
 int audit_prune(struct store_conn *c, int64_t before_ms, int limit, int64_t *n,
                 struct cs_err *err)
 {

@@ -45,10 +45,4 @@ int audit_list_json(struct store_conn *c, const char *uid, struct buf *out,
 int audit_prune(struct store_conn *c, int64_t before_ms, int limit, int64_t *n,
                 struct cs_err *err);
 
-/* The newest `limit` policy decisions (sources push, poll, full_sync), newest
- * first: appends {"decisions":[{"id","at","booking","calendar_id","source",
- * "change","action","reason","policy","policy_version"}]}. 0 or -1. */
-int audit_recent_decisions_json(struct store_conn *c, int limit, struct buf *out,
-                                struct cs_err *err);
-
 #endif
