@@ -1,5 +1,6 @@
 /* audit.c -- the audit table. */
 #include "store/audit.h"
+#include "store/decisions.h"
 #include "store/db.h"
 
 int audit_append(struct store_conn *c, const struct audit_entry *e,
@@ -139,16 +140,24 @@ int audit_decisions_json(struct store_conn *c, int64_t calendar_id, const char *
 int audit_prune(struct store_conn *c, int64_t before_ms, int limit, int64_t *n,
                 struct cs_err *err)
 {
+    /* the entries' recorded inputs first, in the same transaction and
+     * the same order: never an input without its entry */
     static const char sql[] =
         "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1"
-        " ORDER BY at LIMIT ?2)";
-    struct db_stmt *st = db_stmt(c, sql, err);
-    if (!st)
+        " ORDER BY at, id LIMIT ?2)";
+    if (store_begin(c, err))
         return -1;
+    struct db_stmt *st = decision_prune_for_audit(c, before_ms, limit, err) ? NULL
+                                                                              : db_stmt(c, sql, err);
+    if (!st)
+        goto fail;
     db_bind_i64(st, 1, before_ms);
     db_bind_i64(st, 2, limit);
     if (db_exec(c, st, err))
-        return -1;
+        goto fail;
     *n = db_changes(c);
-    return 0;
+    return store_commit(c, err);
+fail:
+    store_rollback(c);
+    return -1;
 }

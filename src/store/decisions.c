@@ -108,3 +108,17 @@ int decision_each(struct store_conn *c, int64_t since_ms, int64_t calendar_id,
     db_reset(st);
     return rc;
 }
+
+int decision_prune_for_audit(struct store_conn *c, int64_t before_ms, int limit,
+                             struct cs_err *err)
+{
+    static const char sql[] =
+        "DELETE FROM decision_inputs WHERE audit_id IN (SELECT id FROM audit"
+        " WHERE at < ?1 ORDER BY at, id LIMIT ?2)";
+    struct db_stmt *st = db_stmt(c, sql, err);
+    if (!st)
+        return -1;
+    db_bind_i64(st, 1, before_ms);
+    db_bind_i64(st, 2, limit);
+    return db_exec(c, st, err);
+}

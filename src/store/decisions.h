@@ -58,4 +58,12 @@ int decision_each(struct store_conn *c, int64_t since_ms, int64_t calendar_id,
                   int (*fn)(void *ud, const struct decision_row *row), void *ud,
                   struct cs_err *err);
 
+/* Retention of the audit (store/audit.c's audit_prune): deletes the
+ * recorded inputs of the audit entries audit_prune is about to delete
+ * (the `limit` oldest written before before_ms, the same order), inside
+ * the caller's transaction, so no input outlives its entry (PostgreSQL
+ * enforces the reference; SQLite would keep orphans). 0 or -1. */
+int decision_prune_for_audit(struct store_conn *c, int64_t before_ms, int limit,
+                             struct cs_err *err);
+
 #endif

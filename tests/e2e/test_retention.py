@@ -70,7 +70,11 @@ class RetentionTest(CalsyncCase):
                     "INSERT INTO audit (booking_uid, at, source, change, action)"
                     " VALUES ('b', ?, 'push', 'delete', 'cancel') RETURNING id",
                     (old if i < 4 else recent,))
-                keep["audit"].add(cur.fetchone()[0])
+                aid = cur.fetchone()[0]
+                keep["audit"].add(aid)
+                # each decision's recorded inputs go with its entry
+                con.execute("INSERT INTO decision_inputs (audit_id, calendar_id, inputs,"
+                            " can_reschedule, can_update) VALUES (?, 1, '{}', 1, 1)", (aid,))
         return keep
 
     def ids(self):
@@ -121,6 +125,9 @@ class RetentionTest(CalsyncCase):
         self.wait_until(lambda: self.pruned("audit"), "the audit pruned")
         self.assertEqual(sum(self.pruned("audit")), 4)
         self.assertEqual(self.ids()["audit"], audit_all - old)
+        with self.svc.db() as con:
+            inputs = {r[0] for r in con.execute("SELECT audit_id FROM decision_inputs")}
+        self.assertEqual(inputs, audit_all - old)
         self.assertEqual(self.ids()["jobs"], keep["jobs"])
 
     def test_unknown_or_negative_retention_keys_are_refused(self):
